@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data
+KG ?= build/demo-kg
+
+.PHONY: venv test test-all demo bench lint clean
+
+venv:
+	@bash scripts/ensure_venv.sh
+
+test: venv
+	$(PY) -m pytest -q
+
+test-all: venv
+	$(PY) -m pytest -q -m "not gpu"
+
+demo: venv
+	$(PY) -m jobs.demo --data $(DATA) --kg $(KG)
+
+bench: venv
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: venv
+	$(PY) -m compileall -q kg_store pipeline retrieval model jobs
+
+clean:
+	rm -rf build

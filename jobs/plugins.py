@@ -1,0 +1,14 @@
+"""Import every module that registers plugins, so `mmkg ls` sees all registries."""
+import contextlib
+import importlib
+
+PLUGIN_MODULES = [
+    "pipeline.readers",
+    "pipeline.encoders",
+    "retrieval.index",
+    "model",
+]
+
+for _name in PLUGIN_MODULES:
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_name)

@@ -1,0 +1,242 @@
+"""`KGStore`: open a KG directory read-only, or write a new committed version.
+
+Reading is cheap (manifest + memory-mapped Parquet/.npy), so opening takes milliseconds.
+Writing goes through `KGStore.writer()`: it takes the directory lock, writes new files next
+to the old ones, and publishes them all at once by replacing manifest.json. A writer killed
+before `commit()` leaves the previous version intact (and litter that `gc` removes).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kg_store import atomic, graph, manifest as mf, schema
+from kg_store.errors import CorruptFileError, KGStoreError
+from kg_store.hashing import config_hash, sha256_file
+from kg_store.lock import StoreLock
+
+
+class KGStore:
+    """Read-only view of the last committed version of a KG directory."""
+
+    def __init__(self, root: str | Path, manifest: dict[str, Any] | None = None):
+        self.root = Path(root)
+        self.manifest = manifest if manifest is not None else mf.read_manifest(self.root)
+
+    # ---- identity -------------------------------------------------------------------------
+    @property
+    def kg_version(self) -> int:
+        return int(self.manifest["kg_version"])
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def __repr__(self) -> str:
+        return f"KGStore({str(self.root)!r}, kg_version={self.kg_version})"
+
+    # ---- files ----------------------------------------------------------------------------
+    def _checked(self, rel: str) -> Path:
+        """Path of a committed file; a cheap size check catches truncation on every read."""
+        p = self.root / rel
+        info = self.manifest["files"].get(rel)
+        if info is None:
+            raise KGStoreError(f"{rel} is not committed in {self.root}")
+        if not p.exists():
+            raise CorruptFileError(p, "missing")
+        if p.stat().st_size != info["bytes"]:
+            raise CorruptFileError(p, f"{p.stat().st_size} bytes, manifest says {info['bytes']}")
+        return p
+
+    def verify(self) -> list[str]:
+        """Re-hash every committed file; returns one line per problem (empty = healthy)."""
+        problems = []
+        for rel, info in sorted(self.manifest["files"].items()):
+            p = self.root / rel
+            if not p.exists():
+                problems.append(f"{rel}: missing")
+            elif p.stat().st_size != info["bytes"]:
+                problems.append(f"{rel}: {p.stat().st_size} bytes, manifest says {info['bytes']}")
+            elif sha256_file(p) != info["sha256"]:
+                problems.append(f"{rel}: sha256 differs from the manifest")
+        return problems
+
+    # ---- tables ---------------------------------------------------------------------------
+    def has_table(self, name: str) -> bool:
+        return name in self.manifest["tables"]
+
+    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        if name not in schema.TABLES:
+            raise KGStoreError(f"unknown table {name!r}; tables: {', '.join(schema.TABLES)}")
+        rel = self.manifest["tables"].get(name)
+        if rel is None:
+            return schema.empty(name).select(columns) if columns else schema.empty(name)
+        p = self._checked(rel)
+        try:
+            return pq.read_table(p, columns=columns, memory_map=True)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CorruptFileError(p, f"unreadable Parquet ({e})") from None
+
+    def count(self, name: str) -> int:
+        rel = self.manifest["tables"].get(name)
+        return 0 if rel is None else pq.ParquetFile(self._checked(rel)).metadata.num_rows
+
+    @property
+    def num_entities(self) -> int:
+        return self.count("entities")
+
+    @property
+    def num_relations(self) -> int:
+        return self.count("relations")
+
+    # ---- lookups --------------------------------------------------------------------------
+    @cached_property
+    def _key_index(self) -> tuple[pa.Array, pa.Array]:
+        ents = self.table("entities", ["id", "key"])
+        alias = self.table("same_as", ["entity_id", "key"])
+        keys = pa.concat_arrays([ents["key"].combine_chunks(), alias["key"].combine_chunks().cast(pa.string())])
+        ids = pa.concat_arrays([ents["id"].combine_chunks(), alias["entity_id"].combine_chunks()])
+        return keys, ids
+
+    def entity_ids(self, keys: Iterable[str]) -> np.ndarray:
+        """Store ids for source keys (canonical or merged alias); -1 where unknown."""
+        all_keys, all_ids = self._key_index
+        idx = pc.index_in(pa.array(list(keys), pa.string()), value_set=all_keys)
+        return pc.fill_null(pc.take(all_ids, idx), -1).to_numpy().astype(np.int64)
+
+    def relation_ids(self, keys: Iterable[str]) -> np.ndarray:
+        rel = self.table("relations", ["id", "key"])
+        idx = pc.index_in(pa.array(list(keys), pa.string()), value_set=rel["key"].combine_chunks())
+        return pc.fill_null(pc.take(rel["id"].combine_chunks(), idx), -1).to_numpy().astype(np.int64)
+
+    def triples_array(self) -> np.ndarray:
+        """(n, 3) int64 array of (h, r, t), row i = triple id i."""
+        t = self.table("triples", ["h", "r", "t"])
+        return np.stack([t[c].to_numpy() for c in ("h", "r", "t")], axis=1).astype(np.int64)
+
+    # ---- graph ----------------------------------------------------------------------------
+    @cached_property
+    def graph(self) -> graph.CSRGraph:
+        gdir = self.manifest.get("graph")
+        if gdir is None:
+            raise KGStoreError(f"{self.root} has no graph yet; run `mmkg ingest`")
+        for name in graph.ARRAYS:
+            self._checked(f"{gdir}/{name}.npy")
+        return graph.load_csr(self.root / gdir)
+
+    # ---- artifacts of later stages --------------------------------------------------------
+    def artifact(self, name: str) -> dict[str, Any] | None:
+        return self.manifest["artifacts"].get(name)
+
+    def stats(self) -> dict[str, Any]:
+        ingest = [s for s in self.manifest["stages"] if s.get("stage") == "ingest"]
+        duplicates = sum(int(i.get("counts", {}).get("duplicates", 0)) for i in self.manifest["inputs"])
+        return {
+            "kg_version": self.kg_version,
+            "entities": self.count("entities"),
+            "relations": self.count("relations"),
+            "triples": self.count("triples"),
+            "literals": self.count("literals"),
+            "same_as": self.count("same_as"),
+            "images": self.count("images"),
+            "rejects": self.count("rejects"),
+            "duplicates": duplicates,
+            "ingest_runs": len(ingest),
+        }
+
+    # ---- writing --------------------------------------------------------------------------
+    @staticmethod
+    def writer(root: str | Path, *, wait: float = 0.0, create: bool = True) -> "StoreWriter":
+        return StoreWriter(root, wait=wait, create=create)
+
+
+class StoreWriter:
+    """A write transaction: lock, stage files, then `commit()` publishes them atomically."""
+
+    def __init__(self, root: str | Path, *, wait: float = 0.0, create: bool = True):
+        self.root = Path(root)
+        self._lock = StoreLock(self.root, wait=wait)
+        self._create = create
+        self.manifest: dict[str, Any] = {}
+        self.new_version: int = 0
+        self.committed = False
+
+    def __enter__(self) -> "StoreWriter":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            if (self.root / mf.MANIFEST).exists():
+                self.manifest = copy.deepcopy(mf.read_manifest(self.root))
+            elif self._create:
+                self.manifest = mf.new_manifest()
+            else:
+                raise KGStoreError(f"{self.root} is not a KG store")
+            atomic.cleanup_temp(self.root)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.new_version = int(self.manifest["kg_version"]) + 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    @property
+    def store(self) -> KGStore:
+        """The committed state as of now (what readers see)."""
+        return KGStore(self.root, copy.deepcopy(self.manifest))
+
+    # staging -------------------------------------------------------------------------------
+    def register_file(self, rel: str) -> None:
+        p = self.root / rel
+        self.manifest["files"][rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+
+    def write_table(self, name: str, table: pa.Table) -> str:
+        rel = f"tables/{name}.v{self.new_version:06d}.parquet"
+        atomic.write_parquet(self.root / rel, schema.conform(name, table))
+        self.register_file(rel)
+        self.manifest["tables"][name] = rel
+        return rel
+
+    def write_graph(self, csr: graph.CSRGraph) -> str:
+        rel = f"graph/v{self.new_version:06d}"
+        graph.save_csr(csr, self.root / rel)
+        for name in graph.ARRAYS:
+            self.register_file(f"{rel}/{name}.npy")
+        self.manifest["graph"] = rel
+        return rel
+
+    def set_artifact(self, name: str, meta: dict[str, Any], files: Iterable[str] = ()) -> None:
+        for rel in files:
+            self.register_file(rel)
+        self.manifest["artifacts"][name] = meta
+
+    def record_stage(self, stage: str, *, config: dict[str, Any], counts: dict[str, Any] | None = None,
+                     inputs: dict[str, str] | None = None, outputs: list[str] | None = None,
+                     seconds: float | None = None, **extra: Any) -> dict[str, Any]:
+        run = {
+            "stage": stage, "kg_version": self.new_version if extra.pop("bumps_version", False)
+            else int(self.manifest["kg_version"]), "config": config, "config_hash": config_hash(config),
+            "input_hashes": inputs or {}, "outputs": outputs or [], "counts": counts or {},
+            "seconds": seconds, "finished": mf.now(), "pid": os.getpid(), **extra,
+        }
+        self.manifest["stages"].append(run)
+        return run
+
+    def commit(self, *, bump_version: bool = False) -> KGStore:
+        if bump_version:
+            self.manifest["kg_version"] = self.new_version
+        mf.write_manifest(self.root, self.manifest)
+        self.committed = True
+        return KGStore(self.root, copy.deepcopy(self.manifest))
+
+
+def open_store(root: str | Path) -> KGStore:
+    return KGStore(root)

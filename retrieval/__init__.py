@@ -1,0 +1,1 @@
+"""retrieval layer (see docs/ARCHITECTURE.md)."""

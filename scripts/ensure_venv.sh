@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create (once) the project venv in a cache keyed by the hash of the pinned requirements, and
+# point .venv at the repo root to it. A 6 GB torch venv must not be rebuilt by every CI clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+KEY=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-16)
+CACHE=${MMKG_VENV_CACHE:-$HOME/.cache/mmkg/venvs}
+VENV="$CACHE/$KEY"
+if [ ! -f "$VENV/.complete" ]; then
+  echo "[venv] building $VENV (first time for these requirements; several minutes)" >&2
+  rm -rf "$VENV.tmp"
+  mkdir -p "$CACHE"
+  "$PY" -m venv "$VENV.tmp"
+  "$VENV.tmp/bin/pip" install -q --upgrade pip wheel
+  "$VENV.tmp/bin/pip" install --find-links /opt/wheels -r requirements.txt
+  "$VENV.tmp/bin/pip" install --no-deps -r requirements-nodeps.txt
+  rm -rf "$VENV"
+  mv "$VENV.tmp" "$VENV"
+  # venv scripts hard-code their interpreter path: rewrite the .tmp prefix after the move.
+  grep -rlI --null "$VENV.tmp" "$VENV/bin" | xargs -0 -r sed -i "s#$VENV.tmp#$VENV#g"
+  touch "$VENV/.complete"
+fi
+# The project itself is installed editable so `.venv/bin/mmkg` runs this checkout's code.
+ln -sfn "$VENV" .venv
+if ! .venv/bin/python -c "import jobs.cli" 2>/dev/null || [ "$(.venv/bin/python -c 'import jobs,os;print(os.path.dirname(os.path.dirname(jobs.__file__)))' 2>/dev/null)" != "$PWD" ]; then
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e . >&2
+fi
