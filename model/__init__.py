@@ -1,1 +1,12 @@
-"""model layer (see docs/ARCHITECTURE.md)."""
+"""model layer (see docs/ARCHITECTURE.md): MR-MKG and the seed variants; training, inference, evaluation.
+
+Importing the package registers the `model`, `backbone`, `gnn_layer` and `task` families.
+"""
+from model.backbones import backbone_registry, load_backbone
+from model.base import MultimodalKGModel, model_registry, resolve_model
+from model.gnn import gnn_layer_registry
+from model.mrmkg import MRMKG
+from model.tasks import task_registry
+
+__all__ = ["MRMKG", "MultimodalKGModel", "backbone_registry", "gnn_layer_registry", "load_backbone",
+           "model_registry", "resolve_model", "task_registry"]

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-KEY=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-16)
+# Comments and blank lines do not change what gets installed, so they do not change the key.
+KEY=$(cat requirements.txt requirements-nodeps.txt | sed -e "s/#.*//" -e "/^[[:space:]]*$/d" | sha256sum | cut -c1-16)
 CACHE=${MMKG_VENV_CACHE:-$HOME/.cache/mmkg/venvs}
 VENV="$CACHE/$KEY"
 if [ ! -f "$VENV/.complete" ]; then
@@ -14,8 +15,8 @@ if [ ! -f "$VENV/.complete" ]; then
   mkdir -p "$CACHE"
   "$PY" -m venv "$VENV.tmp"
   "$VENV.tmp/bin/pip" install -q --upgrade pip wheel
-  "$VENV.tmp/bin/pip" install --find-links /opt/wheels -r requirements.txt
-  "$VENV.tmp/bin/pip" install --no-deps -r requirements-nodeps.txt
+  "$VENV.tmp/bin/pip" install -q --find-links /opt/wheels -r requirements.txt
+  "$VENV.tmp/bin/pip" install -q --no-deps -r requirements-nodeps.txt
   rm -rf "$VENV"
   mv "$VENV.tmp" "$VENV"
   # venv scripts hard-code their interpreter path: rewrite the .tmp prefix after the move.
@@ -24,6 +25,9 @@ if [ ! -f "$VENV/.complete" ]; then
 fi
 # The project itself is installed editable so `.venv/bin/mmkg` runs this checkout's code.
 ln -sfn "$VENV" .venv
-if ! .venv/bin/python -c "import jobs.cli" 2>/dev/null || [ "$(.venv/bin/python -c 'import jobs,os;print(os.path.dirname(os.path.dirname(jobs.__file__)))' 2>/dev/null)" != "$PWD" ]; then
+# Checked from / so that the current directory does not shadow what is installed.
+HERE=$PWD
+INSTALLED=$(cd / && "$HERE/.venv/bin/python" -c 'import jobs, os; print(os.path.dirname(os.path.dirname(jobs.__file__)))' 2>/dev/null || true)
+if [ "$INSTALLED" != "$HERE" ] || [ ! -x .venv/bin/mmkg ]; then
   .venv/bin/pip install -q --no-deps --no-build-isolation -e . >&2
 fi

@@ -8,17 +8,107 @@ import click
 from kg_store import open_store
 
 
+def _counts_by(table, column: str) -> dict[str, int]:
+    """Value counts of one column, most frequent first (nulls shown as "")."""
+    if table.num_rows == 0:
+        return {}
+    vc = table[column].combine_chunks().value_counts()
+    pairs = [("" if v is None else str(v), int(c)) for v, c in
+             zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())]
+    return dict(sorted(pairs, key=lambda p: (-p[1], p[0])))
+
+
+def degree_summary(degree) -> dict:
+    """Degree distribution: quantiles plus power-of-two buckets (degree is heavy-tailed)."""
+    import numpy as np
+    deg = np.asarray(degree, dtype=np.int64)
+    if deg.size == 0:
+        return {"nodes": 0}
+    edges = [0, 1, 2]
+    while edges[-1] <= deg.max():
+        edges.append(edges[-1] * 2)
+    counts, _ = np.histogram(deg, bins=edges)
+    return {
+        "nodes": int(deg.size), "isolated": int((deg == 0).sum()), "min": int(deg.min()),
+        "max": int(deg.max()), "mean": round(float(deg.mean()), 3), "median": float(np.median(deg)),
+        "p90": float(np.percentile(deg, 90)), "p99": float(np.percentile(deg, 99)),
+        "histogram": [{"lo": lo, "hi": hi - 1, "count": int(c)} for lo, hi, c in zip(edges, edges[1:], counts)],
+    }
+
+
+def relation_frequency(store, top: int | None = None) -> list[dict]:
+    """Triples per relation, most frequent first: [{key, label, count}]."""
+    import numpy as np
+    r = store.table("triples", ["r"])["r"].to_numpy()
+    counts = np.bincount(r, minlength=store.num_relations)
+    rel = store.table("relations", ["key", "label"])
+    keys, labels = rel["key"].to_pylist(), rel["label"].to_pylist()
+    order = sorted((i for i in range(len(counts)) if counts[i]), key=lambda i: (-counts[i], keys[i]))
+    return [{"key": keys[i], "label": labels[i] or "", "count": int(counts[i])} for i in order[:top]]
+
+
+def analyst_stats(store, top: int = 20) -> dict:
+    """The analyst's counts beyond `store.stats()` (issue 9): per source, relations, degree,
+    image coverage, rejects by reason. Cheap: column reads, the CSR indptr, no graph objects."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    by_source = {name: _counts_by(store.table(name, ["source"]), "source")
+                 for name in ("entities", "relations", "triples", "same_as", "images", "literals")}
+    images = store.table("images", ["entity_id"])
+    with_images = len(pc.unique(images["entity_id"])) if images.num_rows else 0
+    n_ent = store.num_entities
+    rejects = store.table("rejects", ["stage", "reason"])
+    joined = pa.table({"k": pc.binary_join_element_wise(
+        pc.fill_null(rejects["stage"], ""), pc.fill_null(rejects["reason"], ""), "/")}) if rejects.num_rows else None
+    out = {
+        "by_source": {k: v for k, v in by_source.items() if v},
+        "relation_frequency": relation_frequency(store, top),
+        "relations_used": len(relation_frequency(store)),
+        "image_coverage": {"entities_with_images": with_images, "entities": n_ent,
+                           "fraction": round(with_images / n_ent, 4) if n_ent else 0.0},
+        "rejects_by_reason": _counts_by(joined, "k") if joined is not None else {},
+    }
+    if store.manifest.get("graph"):
+        out["degree"] = degree_summary(store.graph.degree())
+    return out
+
+
 @click.command()
 @click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def stats(kg: str, as_json: bool) -> None:
-    """Counts of the committed KG version."""
-    s = open_store(kg).stats()
+@click.option("--top", default=20, show_default=True, help="How many relations to list by frequency.")
+def stats(kg: str, as_json: bool, top: int) -> None:
+    """Counts of the committed KG version: totals, per source, relations, degree, images, rejects."""
+    store = open_store(kg)
+    s = store.stats()
+    s.update(analyst_stats(store, top=top))
     if as_json:
         click.echo(json.dumps(s, sort_keys=True))
-    else:
-        for k, v in s.items():
-            click.echo(f"{k:>14}: {v:,}" if isinstance(v, int) else f"{k:>14}: {v}")
+        return
+    for k, v in s.items():
+        if isinstance(v, int):
+            click.echo(f"{k:>14}: {v:,}")
+        elif not isinstance(v, (dict, list)):
+            click.echo(f"{k:>14}: {v}")
+    for table, counts in s["by_source"].items():
+        click.echo(f"{table} by source: " + ", ".join(f"{src or '-'} {n:,}" for src, n in counts.items()))
+    cov = s["image_coverage"]
+    click.echo(f"image coverage: {cov['entities_with_images']:,} of {cov['entities']:,} entities "
+               f"({100 * cov['fraction']:.1f} %)")
+    if "degree" in s and s["degree"]["nodes"]:
+        d = s["degree"]
+        click.echo(f"degree: min {d['min']}, median {d['median']:g}, mean {d['mean']:g}, p99 {d['p99']:g}, "
+                   f"max {d['max']}, isolated {d['isolated']:,}")
+        for b in d["histogram"]:
+            rng = f"{b['lo']}" if b["lo"] == b["hi"] else f"{b['lo']}-{b['hi']}"
+            click.echo(f"  {rng:>11}: {b['count']:,}")
+    click.echo(f"top {len(s['relation_frequency'])} of {s['relations_used']} relations used:")
+    for rf in s["relation_frequency"]:
+        click.echo(f"  {rf['count']:>9,}  {rf['key']}  {rf['label']}")
+    if s["rejects_by_reason"]:
+        click.echo("rejects by stage/reason:")
+        for reason, n in s["rejects_by_reason"].items():
+            click.echo(f"  {n:>9,}  {reason}")
 
 
 @click.command()

@@ -1,0 +1,205 @@
+"""The analyst's commands (issue 9): entity, neighbors, sparql, export, serve.
+
+Heavy imports (rdflib, networkx, flask) happen inside the command bodies so `mmkg --help`
+stays fast. Every command that prints data has `--json`; long listings page with
+`--limit/--offset`, long exports draw a progress bar on stderr.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from kg_store import open_store
+from kg_store.errors import KGStoreError
+
+_kg = click.option("--kg", required=True, type=click.Path(file_okay=False, exists=True), help="KG directory.")
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _page_opts(default: int):
+    def deco(f):
+        f = click.option("--offset", default=0, type=click.IntRange(0), show_default=True, help="Rows to skip.")(f)
+        return click.option("--limit", default=default, type=click.IntRange(1), show_default=True,
+                            help="Rows to show.")(f)
+    return deco
+
+
+def _view(kg: str):
+    from jobs.web.queries import StoreView
+    return StoreView(open_store(kg))
+
+
+def _more(shown_to: int, total: int, offset_hint: str = "--offset") -> None:
+    if shown_to < total:
+        click.echo(f"… {total - shown_to:,} more (use {offset_hint} {shown_to})")
+
+
+@click.command()
+@click.argument("key_or_label")
+@_kg
+@_json
+@click.option("--per-relation", default=10, type=click.IntRange(1), show_default=True,
+              help="Neighbours shown per relation (the JSON always has all).")
+def entity(key_or_label: str, kg: str, as_json: bool, per_relation: int) -> None:
+    """One entity: label, description, sources, merged keys, images, neighbours by relation."""
+    view = _view(kg)
+    eid, others = view.resolve(key_or_label)
+    card = view.card(eid)
+    groups = view.neighbours(eid)
+    if as_json:
+        card["neighbours"] = groups
+        card["same_label"] = [{"id": r["id"], "key": r["key"]} for r in view.entity_rows(others)] if others else []
+        click.echo(json.dumps(card, ensure_ascii=False))
+        return
+    click.echo(f"{card['label']}  [{card['key']}]  id {card['id']}, degree {card['degree']:,}")
+    if card["description"]:
+        click.echo(f"  {card['description']}")
+    click.echo(f"  sources: {', '.join(card['sources']) or '-'}")
+    if card["merged_keys"]:
+        click.echo("  merged keys: " + ", ".join(f"{m['key']} ({m['source']})" for m in card["merged_keys"]))
+    for img in card["images"]:
+        click.echo(f"  image {img['sha256'][:12]}… {img['width']}x{img['height']} {img['format']}  "
+                   f"{img['source_uri'] or ''}")
+    for lit in card["literals"]:
+        click.echo(f"  {lit['attribute']} = {lit['value']}")
+    if others:
+        click.echo(f"  also labelled {card['label']!r}: " + ", ".join(r["key"] for r in view.entity_rows(others[:10])))
+    for g in groups:
+        arrow = "→" if g["direction"] == "out" else "←"
+        names = [f"{n['label']} [{n['key']}]" for n in g["neighbours"][:per_relation]]
+        extra = len(g["neighbours"]) - len(names)
+        click.echo(f"  {arrow} {g['relation_label']} ({g['relation']}, {len(g['neighbours'])}): " + "; ".join(names)
+                   + (f"; … {extra} more" if extra > 0 else ""))
+
+
+@click.command()
+@click.argument("key_or_label")
+@_kg
+@click.option("--hops", default=1, type=click.IntRange(1, 3), show_default=True, help="Neighbourhood radius.")
+@_json
+@_page_opts(50)
+def neighbors(key_or_label: str, kg: str, hops: int, as_json: bool, limit: int, offset: int) -> None:
+    """Triples within --hops of an entity (paged)."""
+    from kg_store.rdf import neighbourhood_triples
+    view = _view(kg)
+    eid, _ = view.resolve(key_or_label)
+    tids = neighbourhood_triples(view.store, [eid], hops)
+    rows = view.triple_rows(tids[offset:offset + limit])
+    if as_json:
+        click.echo(json.dumps({"entity": view.entity_rows([eid])[0]["key"], "hops": hops, "total": int(tids.size),
+                               "offset": offset, "triples": rows}, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['head_label']} [{r['head']}]\t{r['relation_label']} [{r['relation']}]\t"
+                   f"{r['tail_label']} [{r['tail']}]")
+    _more(offset + len(rows), int(tids.size))
+
+
+def _term(value) -> str | None:
+    return None if value is None else str(value)
+
+
+@click.command()
+@click.argument("query")
+@_kg
+@_json
+@_page_opts(100)
+def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int) -> None:
+    """Run a SPARQL query over the KG (rdflib). QUERY is the text, @FILE, or - for stdin.
+
+    Prefixes wd:, wdt:, rdfs:, schema:, foaf: are predefined (see kg_store/rdf.py for URIs).
+    """
+    from kg_store import rdf
+    if query == "-":
+        query = sys.stdin.read()
+    elif query.startswith("@"):
+        try:
+            with open(query[1:], encoding="utf-8") as f:
+                query = f.read()
+        except OSError as e:
+            raise KGStoreError(f"cannot read query file: {e.strerror}: {query[1:]}") from None
+    result = rdf.sparql(open_store(kg), query)
+    if result.type == "ASK":
+        click.echo(json.dumps({"boolean": bool(result.askAnswer)}) if as_json else str(bool(result.askAnswer)).lower())
+        return
+    if result.type in ("CONSTRUCT", "DESCRIBE"):
+        click.echo(result.graph.serialize(format="nt" if as_json else "turtle"))
+        return
+    names = [str(v) for v in result.vars]
+    rows = [[_term(r[i]) for i in range(len(names))] for r in result]
+    page = rows[offset:offset + limit]
+    if as_json:
+        click.echo(json.dumps({"vars": names, "total": len(rows), "offset": offset,
+                               "rows": [dict(zip(names, r)) for r in page]}, ensure_ascii=False))
+        return
+    widths = [min(60, max([len(n)] + [len(c or "") for r in page for c in r[i:i + 1]])) for i, n in enumerate(names)]
+    click.echo("  ".join(n.ljust(w) for n, w in zip(names, widths)))
+    click.echo("  ".join("-" * w for w in widths))
+    for r in page:
+        click.echo("  ".join(("" if c is None else c)[:60].ljust(w) for c, w in zip(r, widths)))
+    click.echo(f"({len(rows):,} rows)")
+    _more(offset + len(page), len(rows))
+
+
+@click.command()
+@_kg
+@click.option("--format", "fmt", required=True, type=click.Choice(["nt", "ttl", "graphml", "gexf"]),
+              help="nt/ttl: rdflib serialisers; graphml/gexf: networkx writers.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output file (written atomically).")
+@click.option("--subgraph", default=None, metavar="KEYS",
+              help="Only the triples within --hops of these entities (comma-separated keys or labels).")
+@click.option("--hops", default=1, type=click.IntRange(1, 3), show_default=True)
+@click.option("--no-annotations", is_flag=True, help="nt/ttl: only relational triples (no labels, descriptions, images).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json
+def export(kg: str, fmt: str, out: str, subgraph: str | None, hops: int, no_annotations: bool, quiet: bool,
+           as_json: bool) -> None:
+    """Export the KG, or the neighbourhood of some entities, as N-Triples, Turtle, GraphML or GEXF."""
+    from kg_store import rdf
+    store = open_store(kg)
+    tids = None
+    if subgraph is not None:
+        view = _view(kg)
+        seeds = [view.resolve(k)[0] for k in subgraph.split(",") if k.strip()]
+        if not seeds:
+            raise click.BadParameter("give at least one key or label", param_hint="--subgraph")
+        tids = rdf.neighbourhood_triples(store, seeds, hops)
+    total = store.count("triples") if tids is None else int(tids.size)
+    with click.progressbar(length=total, label=f"export {fmt}", file=sys.stderr,
+                           hidden=quiet or total == 0) as bar:
+        done = [0]
+
+        def progress(n: int, _total: int) -> None:
+            bar.update(n - done[0])
+            done[0] = n
+
+        summary = rdf.export(store, out, fmt, tids, annotations=not no_annotations, progress=progress)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"wrote {summary['triples']:,} triples to {summary['path']} ({summary['bytes']:,} bytes)")
+
+
+@click.command()
+@_kg
+@click.option("--port", default=8000, type=click.IntRange(0, 65535), show_default=True,
+              help="TCP port on 127.0.0.1 (0: any free port; the URL is printed).")
+def serve(kg: str, port: int) -> None:
+    """Serve the read-only analyst web view on http://127.0.0.1:PORT (localhost only)."""
+    from werkzeug.serving import make_server
+
+    from jobs.web.app import create_app
+    app = create_app(kg)
+    # Loopback only: the view is read-only but has no authentication.
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    click.echo(f"serving {kg} on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", err=False)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+commands = [entity, neighbors, sparql, export, serve]

@@ -1,0 +1,85 @@
+"""`mmkg ingest`: sources → a new version of the KG store (Spark by default, or in-process)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+#: where `--master` comes from when not given: this env var, then the config file, then local[*]
+MASTER_ENV = "MMKG_SPARK_MASTER"
+
+
+def _load_config(path: str | None) -> dict[str, Any]:
+    """The `ingest:` block of a YAML config (keyword arguments of `pipeline.ingest.ingest`)."""
+    if not path:
+        return {}
+    import yaml
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    block = doc.get("ingest", doc.get("job", doc))
+    if not isinstance(block, dict):
+        raise click.ClickException(f"{path}: expected a mapping under 'ingest:'")
+    return block
+
+
+def print_summary(result, *, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"counts": result.counts, "inputs": [
+            {"source": i["source"], "counts": i["counts"]} for i in result.inputs],
+            "kg_version": result.store.kg_version, "seconds": result.seconds}, sort_keys=True))
+        return
+    click.echo(f"kg_version {result.store.kg_version} at {result.store.root} ({result.seconds:.1f} s)")
+    for i in result.inputs:
+        c = i["counts"]
+        click.echo(f"  {i['source']:<52} read {c['read']:>8,}  accepted {c['accepted']:>8,}  "
+                   f"rejected {c['rejected']:>6,}  duplicates {c['duplicates']:>7,}")
+    c = result.counts
+    click.echo(f"  entities {c['entities']:,} ({c['merged_keys']:,} keys merged into {c['merged_entities']:,} "
+               f"entities)  relations {c['relations']:,}  triples {c['triples']:,}  literals {c['literals']:,}  "
+               f"images {c['images']:,}  rejects {c['rejects']:,}")
+
+
+@click.command()
+@click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory (created if missing).")
+@click.option("--source", "sources", multiple=True, metavar="FORMAT:PATH",
+              help="Input, repeatable: markg:DIR, mmkg:FILE, openke:DIR, sameas:FILE, image-index:FILE, "
+                   "literals:FILE, fbmap:FILE, tsv:FILE, rdf:FILE, images:DIR|MAPPING.tsv. "
+                   "Options: FORMAT(k=v,...):PATH.")
+@click.option("--engine", type=click.Choice(["spark", "local"]), default=None,
+              help="spark (default; mapInArrow) or local (in-process pyarrow). Both give identical stores.")
+@click.option("--master", default=None, help=f"Spark master URL (default: ${MASTER_ENV}, config, local[*]).")
+@click.option("--shuffle-partitions", type=int, default=None, help="spark.sql.shuffle.partitions (default: by size).")
+@click.option("--conf", "confs", multiple=True, metavar="KEY=VALUE", help="Extra Spark config, repeatable.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="YAML whose `ingest:` block gives defaults for these options (sources, engine, master, …).")
+@click.option("--strict", is_flag=True, help="Exit 3 and commit nothing if any record is rejected.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, strict, as_json) -> None:
+    """Ingest sources into the KG store as a new version (ids of existing entities are kept)."""
+    from jobs.cli import StrictRejectsError
+    from pipeline.ingest import IngestRejectedError, ingest as run_ingest
+
+    cfg = _load_config(config_path)
+    sources = list(sources) or list(cfg.get("sources", []))
+    if not sources:
+        raise click.UsageError("give at least one --source FORMAT:PATH (or `sources:` in --config)")
+    conf = dict(cfg.get("spark_conf", {}) or {})
+    for item in confs:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--conf {item!r}: expected KEY=VALUE")
+        conf[k] = v
+    try:
+        result = run_ingest(
+            kg, sources, engine=engine or cfg.get("engine", "spark"),
+            master=master or os.environ.get(MASTER_ENV) or cfg.get("master"),
+            shuffle_partitions=shuffle_partitions or cfg.get("shuffle_partitions"),
+            spark_conf=conf or None, strict=strict)
+    except IngestRejectedError as e:
+        raise StrictRejectsError(str(e)) from None
+    print_summary(result, as_json=as_json)
+
+
+commands = [ingest]

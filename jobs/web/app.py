@@ -1,0 +1,234 @@
+"""`mmkg serve`: the analyst's read-only web view of one KG store (Flask).
+
+Pages: search (label, or text through the FAISS entity index when embeddings exist), entity
+(card, images, 1-hop neighbourhood drawn and listed), retrieval (question → top 10/20 triples
+with scores), shard browser (dataset/split/config → queries → subgraph), stats with plots.
+
+Safety: GET only; every key or name from the URL is a store lookup (entity keys through
+`store.entity_ids`, shard sets by exact manifest artifact name, images by a sha256 found in
+the images table), so no URL can name a file. `mmkg serve` binds 127.0.0.1 only.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from flask import Flask, Response, abort, render_template, request, send_file, url_for
+
+from jobs.web import drawing, plots
+from jobs.web.queries import StoreView, check_text
+from jobs.web.semantic import Semantic, SemanticUnavailable
+from kg_store import open_store
+from kg_store.errors import KGStoreError
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 20
+SHARD_PAGE_SIZE = 50
+_MIME = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
+_QUERY_ID = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+def _page() -> int:
+    try:
+        return max(1, min(10_000, int(request.args.get("page", "1"))))
+    except ValueError:
+        abort(400, "page must be a number")
+
+
+def _pager(page: int, total: int, size: int) -> dict:
+    last = max(1, -(-total // size))
+    args = {k: v for k, v in request.args.items() if k != "page"}
+    return {"page": page, "last": last, "total": total,
+            "prev": url_for(request.endpoint, **args, page=page - 1) if page > 1 else None,
+            "next": url_for(request.endpoint, **args, page=page + 1) if page < last else None}
+
+
+def create_app(kg: str | Path) -> Flask:
+    store = open_store(kg)
+    view = StoreView(store)
+    semantic = Semantic(store)
+    app = Flask(__name__)
+    app.config.update(KG=str(kg), MAX_CONTENT_LENGTH=1024)
+
+    @app.after_request
+    def headers(resp: Response) -> Response:
+        # Everything is served from here: no CDN, no inline script, nothing sniffed.
+        resp.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; style-src 'self'"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        return resp
+
+    @app.errorhandler(KGStoreError)
+    def store_error(e: KGStoreError):
+        return render_template("error.html", message=str(e), code=400), 400
+
+    @app.errorhandler(400)
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def http_error(e):
+        return render_template("error.html", message=e.description, code=e.code), e.code
+
+    @app.context_processor
+    def globals_():
+        return {"kg_name": Path(store.root).name, "kg_version": store.kg_version}
+
+    # ---- pages ---------------------------------------------------------------------------
+    @app.get("/")
+    def index():
+        return render_template("index.html", stats=store.stats(), encoders=_encoders())
+
+    def _encoders() -> list[str]:
+        from jobs.web.semantic import embedded_encoders
+        return embedded_encoders(store)
+
+    @app.get("/search")
+    def search():
+        q = request.args.get("q", "").strip()
+        mode = request.args.get("mode", "label")
+        if mode not in ("label", "text"):
+            abort(400, "mode must be label or text")
+        page, rows, total, message, encoder = _page(), [], 0, None, None
+        if q:
+            check_text(q, "search text")
+            if mode == "label":
+                rows, total = view.search(q, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+            else:
+                try:
+                    pairs, encoder = semantic.search_entities(q, k=PAGE_SIZE)
+                    rows = view.entity_rows([i for i, _ in pairs])
+                    for r, (_, s) in zip(rows, pairs):
+                        r["score"] = s
+                    total = len(rows)
+                except SemanticUnavailable as e:
+                    message = str(e)
+        return render_template("search.html", q=q, mode=mode, rows=rows, message=message, encoder=encoder,
+                               pg=_pager(page, total, PAGE_SIZE) if mode == "label" and total else None,
+                               total=total)
+
+    @app.get("/entity")
+    def entity():
+        key = request.args.get("key", "")
+        try:
+            eid, others = view.resolve(key)
+        except KGStoreError as e:
+            abort(404, str(e))
+        card = view.card(eid)
+        groups = view.neighbours(eid)
+        graph = drawing.star(card, groups)
+        same_label = view.entity_rows(others[:20]) if others else []
+        return render_template("entity.html", e=card, groups=groups, graph=graph, same_label=same_label)
+
+    @app.get("/image/<sha256>")
+    def image(sha256: str):
+        found = view.image_blob(sha256)
+        if found is None:
+            abort(404, "no such image in this KG")
+        path, fmt = found
+        resp = send_file(path, mimetype=_MIME.get(fmt.lower(), "application/octet-stream"), max_age=86400)
+        return resp
+
+    @app.get("/retrieve")
+    def retrieve():
+        q = request.args.get("q", "").strip()
+        try:
+            k = int(request.args.get("k", "10"))
+        except ValueError:
+            abort(400, "k must be 10 or 20")
+        if k not in (10, 20):
+            abort(400, "k must be 10 or 20")
+        rows, message, encoder, graph = [], None, None, None
+        if q:
+            check_text(q, "question")
+            try:
+                tids, scores, encoder = semantic.retrieve(q, k)
+                rows = view.triple_rows(tids, scores)
+                graph = drawing.triples(rows)
+            except SemanticUnavailable as e:
+                message = str(e)
+        return render_template("retrieve.html", q=q, k=k, rows=rows, graph=graph, message=message, encoder=encoder)
+
+    # ---- shard browser ---------------------------------------------------------------------
+    def _shard_sets() -> dict[str, dict]:
+        return {name: meta for name, meta in store.manifest.get("artifacts", {}).items()
+                if name.startswith("subgraphs/") and name.count("/") == 3}
+
+    def _shard_dir(name: str) -> Path:
+        sets = _shard_sets()
+        if name not in sets:  # only names the manifest lists; never a path from the URL
+            abort(404, "no such shard set in this KG")
+        return store.path(name)
+
+    @app.get("/shards")
+    def shards():
+        sets = []
+        for name, meta in sorted(_shard_sets().items()):
+            _, dataset, split, key = name.split("/")
+            sets.append({"name": name, "dataset": dataset, "split": split, "key": key,
+                         "rows": meta.get("rows"), "config": meta.get("config") or meta.get("retrieval_config"),
+                         "encoder": meta.get("encoder")})
+        return render_template("shards.html", sets=sets)
+
+    @app.get("/shards/set")
+    def shard_set():
+        from kg_store.shards import read_shards
+        name = request.args.get("name", "")
+        table = read_shards(_shard_dir(name), columns=["query_id", "query_text", "triple_ids", "empty"])
+        page = _page()
+        chunk = table.slice((page - 1) * SHARD_PAGE_SIZE, SHARD_PAGE_SIZE).to_pylist()
+        rows = [{"query_id": r["query_id"], "query_text": r["query_text"] or "", "n": len(r["triple_ids"] or []),
+                 "empty": r["empty"]} for r in chunk]
+        return render_template("shard_set.html", name=name, rows=rows,
+                               pg=_pager(page, table.num_rows, SHARD_PAGE_SIZE))
+
+    @app.get("/shards/query")
+    def shard_query():
+        import pyarrow.compute as pc
+
+        from kg_store.shards import read_shards
+        name = request.args.get("name", "")
+        qid = request.args.get("qid", "")
+        if not _QUERY_ID.fullmatch(qid):
+            abort(400, "invalid query id")
+        table = read_shards(_shard_dir(name))
+        hit = table.filter(pc.equal(table["query_id"], qid))
+        if hit.num_rows == 0:
+            abort(404, "no such query in this shard set")
+        row = hit.slice(0, 1).to_pylist()[0]
+        rows = view.triple_rows(row["triple_ids"] or [], row["scores"] or [])
+        extra = {k: v for k, v in row.items() if k not in _SHARD_LIST_COLUMNS and not isinstance(v, (list, dict))}
+        return render_template("shard_query.html", name=name, row=row, rows=rows, graph=drawing.triples(rows),
+                               extra=extra)
+
+    # ---- stats and plots ---------------------------------------------------------------------
+    @lru_cache(maxsize=1)
+    def _analyst_stats() -> dict:
+        from jobs.commands.store import analyst_stats
+        return analyst_stats(store, top=None)
+
+    @app.get("/stats")
+    def stats():
+        s = _analyst_stats()
+        return render_template("stats.html", stats=store.stats(), a=s, top=s["relation_frequency"][:50])
+
+    @lru_cache(maxsize=2)
+    def _plot(name: str) -> bytes:
+        if name == "degree":
+            return plots.degree_png(view.degree)
+        return plots.relation_png(_analyst_stats()["relation_frequency"])
+
+    @app.get("/plot/<name>.png")
+    def plot(name: str):
+        if name not in ("degree", "relations"):
+            abort(404, "no such plot")
+        return Response(_plot(name), mimetype="image/png")
+
+    return app
+
+
+#: shard columns shown as the triple list, not as query fields
+_SHARD_LIST_COLUMNS = {"query_id", "query_text", "seed_entity_ids", "triple_ids", "head_ids", "relation_ids",
+                       "tail_ids", "head_keys", "relation_keys", "tail_keys", "head_labels", "relation_labels",
+                       "tail_labels", "scores", "num_candidates", "empty"}

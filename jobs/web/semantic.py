@@ -1,0 +1,101 @@
+"""Text search and subgraph retrieval for the web view, when the store has embeddings.
+
+Both need the encoder the vectors were made with (queries and nodes must share one space), so
+they are optional: without `vectors/<slug>` artifacts, or without the retrieval package, the
+pages say so instead of failing. The encoder and retriever are loaded once per process.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from kg_store import KGStore
+from kg_store.errors import KGStoreError
+
+logger = logging.getLogger(__name__)
+
+NO_EMBEDDINGS = "no embeddings yet: run `mmkg embed` (and `mmkg index`) on this KG to enable this"
+
+
+class SemanticUnavailable(KGStoreError):
+    """The store or this installation cannot answer text queries (shown as a message)."""
+
+
+def embedded_encoders(store: KGStore) -> list[str]:
+    """Encoder names with committed vectors in the store, in manifest order."""
+    names = []
+    for name, meta in store.manifest.get("artifacts", {}).items():
+        if name.startswith("vectors/") and isinstance(meta, dict):
+            names.append(meta.get("encoder") or name.split("/", 1)[1])
+    return names
+
+
+class Semantic:
+    """Lazily built encoder, entity index and retriever of one store (thread-safe)."""
+
+    def __init__(self, store: KGStore):
+        self.store = store
+        self._lock = threading.Lock()
+        self._retrievers: dict[str, Any] = {}
+        self._entity_search: dict[str, Any] = {}
+
+    def encoder_name(self, kind: str) -> str:
+        for name in embedded_encoders(self.store):
+            meta = self.store.artifact(f"vectors/{name.replace('/', '__').replace(':', '__')}") or {}
+            if kind in meta.get("kinds", {kind: None}):
+                return name
+        raise SemanticUnavailable(NO_EMBEDDINGS)
+
+    # ---- search entities by text -------------------------------------------------------------
+    def _entity_searcher(self, name: str):
+        if name not in self._entity_search:
+            try:
+                from kg_store.vectors import load_vectors
+                from pipeline.encoders import resolve_encoder
+            except ImportError as e:
+                raise SemanticUnavailable(f"text search needs the encoders package ({e})") from None
+            encoder = resolve_encoder(name)
+            index = None
+            try:
+                from retrieval.index import load_index
+                index = load_index(self.store, encoder, "entity")
+            except Exception as e:  # no index yet, or no retrieval.index module: exact search below
+                logger.info("no FAISS entity index (%s); searching the vectors exactly", e)
+            vectors, ids = (None, None) if index is not None else load_vectors(self.store, name, "entity")
+            self._entity_search[name] = (encoder, index, vectors, ids)
+        return self._entity_search[name]
+
+    def search_entities(self, text: str, k: int = 20) -> tuple[list[tuple[int, float]], str]:
+        """[(entity id, cosine)] most similar to `text`, and the encoder used."""
+        name = self.encoder_name("entity")
+        with self._lock:
+            encoder, index, vectors, ids = self._entity_searcher(name)
+            q = np.ascontiguousarray(encoder.encode_text([text]), dtype=np.float32)
+            if index is not None:
+                scores, found = index.search(q, k)
+                pairs = [(int(i), float(s)) for i, s in zip(found[0], scores[0]) if i >= 0]
+            else:
+                sims = np.asarray(vectors, dtype=np.float32) @ q[0]
+                top = np.argsort(-sims, kind="stable")[:k]
+                pairs = [(int(ids[i]), float(sims[i])) for i in top]
+        return pairs, name
+
+    # ---- retrieve a subgraph for a question --------------------------------------------------
+    def retrieve(self, question: str, top_n: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(triple ids, scores) of the top-`top_n` triples for `question` (MR-MKG §3.2)."""
+        name = self.encoder_name("triple")
+        try:
+            from retrieval.queries import Query
+            from retrieval.retriever import RetrievalConfig, SubgraphRetriever
+        except ImportError as e:
+            raise SemanticUnavailable(f"retrieval is not installed here ({e})") from None
+        with self._lock:
+            if name not in self._retrievers:
+                # one retriever with N = 20; N = 10 is its prefix (SubgraphOutput.head)
+                self._retrievers[name] = SubgraphRetriever(self.store, RetrievalConfig(encoder=name, top_N=20))
+            (out,) = self._retrievers[name].retrieve([Query(query_id="web", text=question)])
+        out = out.head(top_n)
+        return np.asarray(out.triple_ids), np.asarray(out.scores), name

@@ -1,0 +1,52 @@
+"""The MR-MKG adapters: project foreign tokens into the LLM space and attend to the text.
+
+Both the visual adapter (image patch tokens) and the knowledge adapter (RGAT node states) have
+the same form (MR-MKG §3.3): a linear projection into the LLM embedding space followed by one
+single-head attention layer whose queries are the projected tokens and whose keys/values are
+the (frozen) text embeddings of the prompt, added residually.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class CrossModalAdapter(nn.Module):
+    """Linear projection + single-head cross-attention over the text embeddings.
+
+    Args:
+        in_dim (int): size of the incoming tokens (vision width, KG encoder hidden size).
+        hidden_size (int): LLM embedding size.
+
+    Shapes:
+        - tokens (B, n, in_dim), token_mask (B, n) bool,
+          text (B, T, hidden_size), text_mask (B, T) bool
+        - output (B, n, hidden_size); rows where token_mask is False are zero
+    """
+
+    def __init__(self, *, in_dim: int, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, hidden_size)
+        self.query = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.key = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.value = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.out = nn.Linear(hidden_size, hidden_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin in (self.proj, self.query, self.key, self.value, self.out):
+            lin.reset_parameters()
+        # start as a pure projection: the attention branch grows from zero, so an untrained
+        # adapter does not inject noise of the wrong scale into the frozen LLM
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: Tensor, token_mask: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
+        h = self.proj(tokens)
+        scores = self.query(h) @ self.key(text).transpose(1, 2) / math.sqrt(h.shape[-1])
+        scores = scores.masked_fill(~text_mask.bool().unsqueeze(1), torch.finfo(scores.dtype).min)
+        attn = torch.softmax(scores, dim=-1)
+        h = h + self.out(attn @ self.value(text))
+        return h * token_mask.unsqueeze(-1).to(h.dtype)

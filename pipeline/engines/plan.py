@@ -1,0 +1,178 @@
+"""Turn source specs into engine work: chunk tasks over line files, whole-file tasks, input hashes.
+
+The driver reads every input once (sha256 for the manifest) and, in the same pass, cuts line
+files into ~`chunk_bytes` byte ranges at newlines and counts the lines before each cut, so a
+worker can number its lines without reading anything outside its range.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kg_store.errors import KGStoreError
+from pipeline.readers import records as R
+from pipeline.readers.base import InputFile, Reader, SourceSpec, parse_source, reader_registry
+
+DEFAULT_CHUNK_BYTES = 32 << 20
+_BLOCK = 8 << 20
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Lines of one byte range of one file (or an inline listing) for one reader."""
+
+    src: int
+    file_seq: int
+    path: str
+    role: str
+    start: int
+    end: int
+    first_line: int
+    inline: tuple[str, ...] | None = None
+
+
+@dataclass
+class Plan:
+    specs: list[SourceSpec]
+    readers: list[Reader]
+    contexts: list[dict[str, Any]]
+    files: list[InputFile] = field(default_factory=list)     # by file_seq
+    file_src: list[int] = field(default_factory=list)        # file_seq → source index
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # manifest "inputs" entries, per source
+    tasks: list[ChunkTask] = field(default_factory=list)     # line-based work
+    whole: list[tuple[int, int, str, str]] = field(default_factory=list)  # (src, file_seq, path, role)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+
+def scan_file(path: str, chunk_bytes: int) -> tuple[int, str, list[tuple[int, int, int]]]:
+    """(bytes, sha256, [(start, end, first_line)]) with chunk ends on newlines."""
+    h = hashlib.sha256()
+    chunks: list[tuple[int, int, int]] = []
+    start, first_line, pending, pos = 0, 1, 0, 0
+    block_size = min(_BLOCK, chunk_bytes)
+    with open(path, "rb") as f:
+        while block := f.read(block_size):
+            h.update(block)
+            end = pos + len(block)
+            cut = block.rfind(b"\n")
+            if end - start >= chunk_bytes and cut >= 0:
+                chunks.append((start, pos + cut + 1, first_line))
+                first_line += pending + block.count(b"\n", 0, cut + 1)
+                start, pending = pos + cut + 1, block.count(b"\n", cut + 1)
+            else:
+                pending += block.count(b"\n")
+            pos = end
+    if pos > start or not chunks:
+        chunks.append((start, pos, first_line))
+    return pos, h.hexdigest(), chunks
+
+
+def hash_file(path: str) -> tuple[int, str]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            h.update(block)
+            n += len(block)
+    return n, h.hexdigest()
+
+
+def make_plan(sources: list[str | SourceSpec], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
+    specs = [parse_source(s) for s in sources]
+    if not specs:
+        raise KGStoreError("no --source given")
+    readers = [reader_registry.get(s.format)() for s in specs]
+    plan = Plan(specs=specs, readers=readers, contexts=[])
+    for src, (spec, reader) in enumerate(zip(specs, readers)):
+        path = Path(spec.path).expanduser()
+        if not path.exists():
+            raise KGStoreError(f"source {spec}: {path} does not exist")
+        files = reader.plan(path, spec.options)
+        plan.contexts.append(reader.prepare(files, spec.options))
+        entry = {"source": spec.name, "format": spec.format, "spec": str(spec), "files": [], "counts": {}}
+        for f in files:
+            seq = len(plan.files)
+            plan.files.append(f)
+            plan.file_src.append(src)
+            if f.lines is not None:
+                plan.tasks.append(ChunkTask(src, seq, f.path, f.role, 0, 0, 1, inline=f.lines))
+                continue
+            if f.hashed_only or not reader.line_based:
+                size, digest = hash_file(f.path)
+                if not f.hashed_only:
+                    plan.whole.append((src, seq, f.path, f.role))
+            else:
+                size, digest, chunks = scan_file(f.path, chunk_bytes)
+                plan.tasks += [ChunkTask(src, seq, f.path, f.role, a, b, line) for a, b, line in chunks]
+            entry["files"].append({"path": f.path, "bytes": size, "sha256": digest})
+        plan.inputs.append(entry)
+    return plan
+
+
+# ---- worker side ----------------------------------------------------------------------------
+def read_lines(task: ChunkTask) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """(LINES batch of the non-blank lines, skipped/reject records for blank and non-UTF-8 lines)."""
+    bad_rows: list[int] = []
+    if task.inline is not None:
+        lines = pa.array(task.inline, pa.string())
+    else:
+        with open(task.path, "rb") as f:
+            f.seek(task.start)
+            data = f.read(task.end - task.start)
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        if not data and task.end == task.start:
+            return pa.RecordBatch.from_pylist([], schema=R.LINES), R.empty()
+        raw = pc.list_flatten(pc.split_pattern(pa.array([data], pa.large_binary()), b"\n"))
+        try:
+            lines = raw.cast(pa.large_string()).cast(pa.string())
+        except pa.ArrowInvalid:
+            lines, bad_rows = _decode_slowly(raw)
+    line_no = pa.array(range(task.first_line, task.first_line + len(lines)), pa.int64())
+    lines = pc.utf8_rtrim(lines, characters="\r")
+    blank = pc.fill_null(R.is_blank(lines), False)
+    extra = [R.make(R.HEADER, int(pc.sum(blank).as_py() or 0), line_no=line_no.filter(blank), primary=False,
+                    reason="blank line")]
+    keep = pc.and_(pc.invert(blank), pc.is_valid(lines))
+    if bad_rows:
+        raw_text = pa.array([_raw_text(raw[i].as_py()) for i in bad_rows], pa.string())
+        extra.append(R.rejects(pc.take(line_no, bad_rows), raw_text, "invalid UTF-8"))
+    batch = pa.RecordBatch.from_arrays([line_no.filter(keep), lines.filter(keep)], schema=R.LINES)
+    return batch, R.concat(extra)
+
+
+def _decode_slowly(raw: pa.Array) -> tuple[pa.Array, list[int]]:
+    out, bad = [], []
+    for i, b in enumerate(raw.to_pylist()):
+        try:
+            out.append(b.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(None)
+            bad.append(i)
+    return pa.array(out, pa.string()), bad
+
+
+def _raw_text(b: bytes) -> str:
+    return b[:1024].decode("utf-8", errors="replace")
+
+
+def run_task(task: ChunkTask, reader: Reader, ctx: dict[str, Any]) -> pa.RecordBatch:
+    """Read and parse one task; the result carries src, file_seq and pos (LOCATED schema)."""
+    lines, extra = read_lines(task)
+    parsed = reader.parse(lines, task.role, ctx) if lines.num_rows else R.empty()
+    return locate(R.concat([parsed, extra]), task.src, task.file_seq)
+
+
+def locate(batch: pa.RecordBatch, src: int, file_seq: int) -> pa.RecordBatch:
+    n = batch.num_rows
+    pos = pc.add(pc.fill_null(batch["line_no"], 0), file_seq << R.LINE_BITS)
+    cols = batch.columns + [pa.array([src] * n, pa.int32()), pa.array([file_seq] * n, pa.int32()), pos]
+    return pa.RecordBatch.from_arrays(cols, schema=R.LOCATED)

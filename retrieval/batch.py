@@ -1,0 +1,158 @@
+"""Batch retrieval of a whole dataset split into cached shards; engines `local` and `spark`.
+
+Both engines run the same `SubgraphRetriever` over query batches (clip-retrieval C3: the
+distributor is a swappable outer layer). Spark runs it in `mapInPandas`, one retriever (encoder,
+mmaps, FAISS index) per Python worker process, kept across tasks; the driver writes the shards.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kg_store import KGStore, open_store
+from kg_store.registry import family
+from retrieval.queries import Query, QuerySet, build_queries
+from retrieval.retriever import RetrievalConfig, SubgraphRetriever
+from retrieval.shards import cached_shards, write_subgraph_shards
+from retrieval.subgraph import SubgraphOutput
+
+logger = logging.getLogger(__name__)
+
+retrieval_engines = family("retrieval_engine")
+
+
+@retrieval_engines.register("local")
+def run_local(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
+              device: str = "cpu", progress: bool = False, **_: Any) -> list[SubgraphOutput]:
+    """In-process retrieval (the default; one encoder, vectorised numpy per batch)."""
+    return SubgraphRetriever(store, config, device=device).retrieve(queries, batch_size=batch_size,
+                                                                    progress=progress)
+
+
+# ---- spark ---------------------------------------------------------------------------------
+
+_EXECUTOR_RETRIEVERS: dict[tuple[str, int, str], SubgraphRetriever] = {}
+
+
+def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], device: str) -> SubgraphRetriever:
+    """One retriever per Python worker process (loading the encoder per task would dominate)."""
+    cfg = RetrievalConfig(**config)
+    key = (root, kg_version, cfg.config_hash)
+    if key not in _EXECUTOR_RETRIEVERS:
+        _EXECUTOR_RETRIEVERS[key] = SubgraphRetriever(open_store(root), cfg, device=device)
+    return _EXECUTOR_RETRIEVERS[key]
+
+
+def _spark_session(spark: Any | None) -> tuple[Any, bool]:
+    """The given or active session, else a new local one; returns (session, created_here)."""
+    if spark is not None:
+        return spark, False
+    from pyspark.sql import SparkSession
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    try:
+        from pipeline.engines.spark import get_or_create_session
+        return get_or_create_session(app_name="mmkg-retrieve"), True
+    except ImportError:
+        return (SparkSession.builder.master("local[*]").appName("mmkg-retrieve")
+                .config("spark.sql.shuffle.partitions", "2").getOrCreate()), True
+
+
+@retrieval_engines.register("spark")
+def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
+              device: str = "cpu", spark: Any | None = None, partitions: int | None = None,
+              **_: Any) -> list[SubgraphOutput]:
+    """`mapInPandas` over query batches; results come back ordered by query position."""
+    import pandas as pd
+
+    session, created = _spark_session(spark)
+    try:
+        pdf = pd.DataFrame({
+            "pos": np.arange(len(queries), dtype=np.int64),
+            "query_id": [q.query_id for q in queries],
+            "text": [q.text for q in queries],
+            "image_paths": [list(q.image_paths) for q in queries],
+            "entity_keys": [list(q.entity_keys) for q in queries],
+        })
+        schema_in = "pos long, query_id string, text string, image_paths array<string>, entity_keys array<string>"
+        n_parts = partitions or max(1, min(session.sparkContext.defaultParallelism, len(queries) // batch_size + 1))
+        df = session.createDataFrame(pdf, schema=schema_in).repartition(n_parts)
+        root, version, cfg = str(store.root), store.kg_version, config.to_dict()
+
+        def retrieve_batches(batches):
+            retriever = _executor_retriever(root, version, cfg, device)
+            for b in batches:
+                qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths),
+                            entity_keys=list(r.entity_keys)) for r in b.itertuples(index=False)]
+                outs = retriever.retrieve(qs, batch_size=batch_size)
+                yield pd.DataFrame({
+                    "pos": b["pos"].to_numpy(),
+                    "triple_ids": [o.triple_ids.tolist() for o in outs],
+                    "scores": [o.scores.tolist() for o in outs],
+                    "seed_entities": [o.seed_entities.tolist() for o in outs],
+                    "num_candidates": [o.num_candidates for o in outs],
+                })
+
+        schema_out = "pos long, triple_ids array<long>, scores array<float>, seed_entities array<long>, " \
+                     "num_candidates long"
+        result = df.mapInPandas(retrieve_batches, schema=schema_out).toPandas().sort_values("pos")
+    finally:
+        if created:
+            session.stop()
+    triples = store.triples_array()
+    outs = []
+    for row in result.itertuples(index=False):
+        tids = np.asarray(row.triple_ids, dtype=np.int64)
+        h, r, t = triples[tids].T if tids.size else (np.empty(0, np.int64),) * 3
+        outs.append(SubgraphOutput(tids, h.copy(), r.copy(), t.copy(), np.asarray(row.scores, np.float32),
+                                   np.asarray(row.seed_entities, np.int64), int(row.num_candidates)))
+    return outs
+
+
+# ---- the whole stage -----------------------------------------------------------------------
+
+@dataclass
+class RetrieveResult:
+    shard_dir: Path
+    reused: bool
+    queries: int
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, split: str | None = None,
+                     limit: int | None = None, force: bool = False, engine: str = "local",
+                     device: str = "cpu", batch_size: int = 256, progress: bool = False,
+                     engine_kwargs: dict[str, Any] | None = None) -> RetrieveResult:
+    """Retrieve subgraphs for `dataset` (`NAME:PATH`) into `<kg>/subgraphs/...`, reusing cached shards."""
+    from pipeline.encoders import resolve_encoder
+    from retrieval.reports import run_reports
+
+    store = open_store(kg)
+    run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(engine)
+    # queries are built with images only when the encoder can read them (a text encoder's
+    # query must name every entity by its label); the encoder class says so without loading.
+    has_vision = resolve_encoder(config.encoder, device=device).has_vision
+    qs: QuerySet = build_queries(dataset, store=store, split=split, with_images=has_vision, limit=limit)
+    if not force and (hit := cached_shards(store, qs, config, limit)) is not None:
+        logger.info("reusing cached shards %s", hit)
+        return RetrieveResult(hit, True, len(qs.queries), _read_reports(hit))
+    t0 = time.perf_counter()
+    outputs = run(store, config, qs.queries, batch_size=batch_size, device=device, progress=progress,
+                  **(engine_kwargs or {}))
+    seconds = round(time.perf_counter() - t0, 3)
+    reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops)
+    reports["quality"]["retrieve_seconds"] = seconds
+    path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
+                                 engine=engine)
+    return RetrieveResult(path, False, len(qs.queries), reports)
+
+
+def _read_reports(directory: Path) -> dict[str, Any]:
+    import json
+    return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json")) if p.name != "meta.json"}

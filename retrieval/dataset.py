@@ -1,0 +1,140 @@
+"""Shards → PyG `Data` per query, batched to `Batch` by the PyG `DataLoader`.
+
+Node features are the store's entity vectors and edge features its relation vectors, both
+memory-mapped and opened lazily in each worker process (an mmap must not be pickled into
+DataLoader workers: it would be copied whole). Rows come in shard order, so iteration is
+deterministic unless the loader shuffles.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch_geometric.data import Data
+
+from kg_store import open_store
+from kg_store.errors import KGStoreError
+from kg_store.shards import read_meta, read_shards
+
+_LISTS = ("head_ids", "relation_ids", "tail_ids", "triple_ids", "scores")
+
+
+def _flat(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Values and offsets of a list column (so a row is a slice, no Python lists)."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if arr.offset:  # a sliced array: rebase its offsets
+        arr = pa.concat_arrays([arr])
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    return arr.values.to_numpy(zero_copy_only=False), offsets
+
+
+def kg_root_of(shard_dir: Path) -> Path:
+    """`<kg>/subgraphs/<dataset>/<split>/<key>` → `<kg>`."""
+    return shard_dir.resolve().parents[3]
+
+
+class SubgraphDataset(torch.utils.data.Dataset):
+    """PyG `Data` of the retrieved subgraph of each shard row.
+
+    Args:
+        shard_dirs (path or list of paths): finished shard directories (read in the given order).
+        kg (path, optional): the KG root; by default the directory the shards live in.
+        fields (list of str, optional): shard columns copied onto each `Data` as attributes
+            (e.g. `answer_entity`, `choices`); strings and lists are batched as Python lists.
+        encoder (str, optional): whose vectors give the features; by default the shards' encoder.
+
+    Shapes per item: `x` (n_nodes, d) float32, `node_ids` (n_nodes,), `edge_index` (2, E) local
+    head→tail, `edge_type` (E,) relation ids, `edge_attr` (E, d), `edge_score` (E,),
+    `triple_ids` (E,); an empty subgraph has n_nodes = E = 0.
+    """
+
+    def __init__(self, shard_dirs: str | Path | Sequence[str | Path], kg: str | Path | None = None, *,
+                 fields: Sequence[str] = (), encoder: str | None = None):
+        dirs = [Path(shard_dirs)] if isinstance(shard_dirs, (str, Path)) else [Path(d) for d in shard_dirs]
+        if not dirs:
+            raise KGStoreError("SubgraphDataset needs at least one shard directory")
+        metas = [read_meta(d) for d in dirs]
+        encoders = {m["encoder"] for m in metas}
+        if encoder is None and len(encoders) > 1:
+            raise KGStoreError(f"shards of several encoders {sorted(encoders)}: pass encoder=")
+        self.encoder = encoder or encoders.pop()
+        self.kg_root = Path(kg) if kg is not None else kg_root_of(dirs[0])
+        self.fields = tuple(fields)
+        table = pa.concat_tables([read_shards(d, ["query_id", *_LISTS, *self.fields]) for d in dirs],
+                                 promote_options="default")
+        self.query_ids = table["query_id"].to_pylist()
+        self._lists = {name: _flat(table[name]) for name in _LISTS}
+        self._fields = {name: table[name].to_pylist() for name in self.fields}
+        self._vectors: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    # ---- vectors, opened once per process -----------------------------------------------------
+    def _open_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self._vectors is None:
+            from kg_store.vectors import load_vectors
+            store = open_store(self.kg_root)
+            ent, ent_ids = load_vectors(store, self.encoder, "entity")
+            rel, rel_ids = load_vectors(store, self.encoder, "relation")
+            ent_row = np.full(store.num_entities, -1, np.int64)
+            ent_row[ent_ids] = np.arange(len(ent_ids))
+            rel_row = np.full(store.num_relations, -1, np.int64)
+            rel_row[rel_ids] = np.arange(len(rel_ids))
+            self._vectors = (ent, ent_row, rel, rel_row)
+        return self._vectors
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_vectors"] = None  # reopened (mmap) in the worker
+        return state
+
+    @property
+    def dim(self) -> int:
+        return int(self._open_vectors()[0].shape[1])
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    def _row(self, name: str, i: int) -> np.ndarray:
+        values, offsets = self._lists[name]
+        return values[offsets[i]:offsets[i + 1]]
+
+    @staticmethod
+    def _gather(matrix: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """Rows of an mmap-ed matrix as float32; ids without a vector get zeros."""
+        out = np.zeros((len(rows), matrix.shape[1]), np.float32)
+        ok = rows >= 0
+        out[ok] = matrix[rows[ok]]
+        return torch.from_numpy(out)
+
+    def __getitem__(self, i: int) -> Data:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        ent, ent_row, rel, rel_row = self._open_vectors()
+        h, r, t = (self._row(n, i).astype(np.int64) for n in ("head_ids", "relation_ids", "tail_ids"))
+        nodes, local = np.unique(np.concatenate([h, t]), return_inverse=True)
+        data = Data(
+            x=self._gather(ent, ent_row[nodes]),
+            node_ids=torch.from_numpy(nodes.astype(np.int64)),
+            edge_index=torch.from_numpy(local.reshape(2, -1).astype(np.int64)),
+            edge_type=torch.from_numpy(r),
+            edge_attr=self._gather(rel, rel_row[r]),
+            edge_score=torch.from_numpy(self._row("scores", i).astype(np.float32)),
+            triple_ids=torch.from_numpy(self._row("triple_ids", i).astype(np.int64)),
+            query_id=self.query_ids[i],
+            num_nodes=len(nodes),
+        )
+        for name in self.fields:
+            data[name] = self._fields[name][i]
+        return data
+
+
+def subgraph_loader(dataset: SubgraphDataset, *, batch_size: int = 8, shuffle: bool = False,
+                    num_workers: int = 0, seed: int = 0, **kwargs: Any):
+    """A PyG `DataLoader` yielding `Batch`es; shuffling is seeded so runs repeat."""
+    from torch_geometric.loader import DataLoader
+
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      generator=generator, **kwargs)

@@ -1,0 +1,250 @@
+"""Query builders: dataset files → `Query` objects (text, images, named entities, row fields).
+
+One builder per dataset format in the `query_builder` registry, resolved from the
+`<name>:<path>` spec of `mmkg retrieve --dataset`. Builders need the store only to turn
+source keys into labels; they never load an encoder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from kg_store import KGStore
+from kg_store.errors import KGStoreError
+from kg_store.hashing import sha256_file
+from kg_store.registry import family
+
+logger = logging.getLogger(__name__)
+
+query_builders = family("query_builder")
+
+#: MarT's modality pattern per MARS mode: roles (example head, example tail, question)
+MARS_MODES: dict[int, tuple[str, str, str]] = {
+    0: ("text", "text", "image"),   # (T1,T2) -> (I1,?)
+    1: ("image", "image", "text"),  # (I1,I2) -> (T1,?)
+    2: ("image", "text", "image"),  # (I1,T1) -> (I2,?)
+}
+_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
+
+
+@dataclass
+class Query:
+    """One retrieval query; `fields` are copied verbatim into the shard row."""
+
+    query_id: str
+    text: str
+    image_paths: list[str] = field(default_factory=list)
+    entity_keys: list[str] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QuerySet:
+    """The queries of one dataset split plus what identifies the input (for the cache key)."""
+
+    dataset: str
+    split: str
+    queries: list[Query]
+    source_files: list[Path]
+
+    def source_sha256(self) -> str:
+        return ";".join(f"{p.name}:{sha256_file(p)}" for p in self.source_files)
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, Path]:
+    """`scienceqa:PATH` → ("scienceqa", PATH); the name must be a registered builder."""
+    name, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise KGStoreError(f"--dataset must look like NAME:PATH (one of {', '.join(query_builders.names())}), "
+                           f"got {spec!r}")
+    if name not in query_builders:
+        raise KGStoreError(f"unknown dataset kind {name!r}; choose one of: {', '.join(query_builders.names())}")
+    p = Path(path)
+    if not p.exists():
+        raise KGStoreError(f"dataset path {p} does not exist")
+    return name, p
+
+
+def build_queries(spec: str, *, store: KGStore | None = None, split: str | None = None,
+                  with_images: bool = False, limit: int | None = None) -> QuerySet:
+    """Resolve `NAME:PATH` and build its queries (the first `limit` only, when given)."""
+    name, path = parse_dataset_spec(spec)
+    builder: Callable[..., QuerySet] = query_builders.get(name)
+    qs = builder(path, store=store, split=split, with_images=with_images)
+    if limit is not None:
+        qs.queries = qs.queries[:limit]
+    return qs
+
+
+# ---- labels ------------------------------------------------------------------------------
+
+class EntityLabels:
+    """Source key → label, through the store (alias keys included)."""
+
+    def __init__(self, store: KGStore):
+        self.store = store
+        self._labels = store.table("entities", ["label"])["label"].to_numpy(zero_copy_only=False)
+
+    def __call__(self, keys: list[str]) -> list[str]:
+        ids = self.store.entity_ids(keys)
+        return [str(self._labels[i]) if i >= 0 and self._labels[i] else k for k, i in zip(keys, ids)]
+
+
+def entity_image(store: KGStore | None, key: str, image_dirs: list[Path]) -> str | None:
+    """One image of an entity: a store blob if it has one, else the first file of `<dir>/<key>/`.
+
+    MarT reads a random file per entity folder; we take the first in name order so that the
+    query (and so the cache) is deterministic.
+    """
+    if store is not None and store.has_table("images"):
+        eid = int(store.entity_ids([key])[0])
+        if eid >= 0:
+            imgs = store.table("images", ["entity_id", "blob"])
+            ents = imgs["entity_id"].to_numpy()
+            hit = np.flatnonzero(ents == eid)
+            if hit.size:
+                return str(store.path(imgs["blob"][int(hit[0])].as_py()))
+    for d in image_dirs:
+        folder = d / key
+        if folder.is_dir():
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXTS)
+            if files:
+                return str(files[0])
+    return None
+
+
+# ---- MARS --------------------------------------------------------------------------------
+
+def _split_file(path: Path, split: str | None, pattern: str) -> tuple[Path, str]:
+    if path.is_dir():
+        if split is None:
+            raise KGStoreError(f"{path} is a directory: pass --split")
+        f = path / pattern.format(split=split)
+        if not f.exists():
+            raise KGStoreError(f"no {f.name} in {path}")
+        return f, split
+    return path, split or path.stem
+
+
+@query_builders.register("mars", "markg")
+def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None = None,
+                 with_images: bool = False) -> QuerySet:
+    """MARS analogies (e_h, e_t) : (e_q, ?) as "<e_h> is to <e_t> as <e_q> is to ?".
+
+    An entity in an image role (MarT's mode pattern) is given by its image when the encoder
+    has a vision tower and an image exists; otherwise by its label, since most MarKG entities
+    have no image here and an empty slot would lose the analogy.
+    """
+    if store is None:
+        raise KGStoreError("MARS queries need the KG store (entity labels)")
+    file, split = _split_file(path, split, "{split}.json")
+    rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    labels = EntityLabels(store)
+    keys = sorted({k for r in rows for k in (*r["example"], r["question"], r["answer"])})
+    label_of = dict(zip(keys, labels(keys)))
+    id_of = dict(zip(keys, store.entity_ids(keys).tolist()))
+    image_dirs = [file.parent / "images"]
+    queries = []
+    for i, r in enumerate(rows):
+        (eh, et), eq = r["example"], r["question"]
+        roles = MARS_MODES.get(int(r["mode"]), ("text", "text", "text"))
+        parts, images = [], []
+        for key, role in zip((eh, et, eq), roles):
+            img = entity_image(store, key, image_dirs) if with_images and role == "image" else None
+            if img is not None:
+                images.append(img)
+                parts.append("this image")
+            else:
+                parts.append(label_of[key])
+        text = f"{parts[0]} is to {parts[1]} as {parts[2]} is to ?"
+        queries.append(Query(
+            query_id=f"{split}-{i:06d}", text=text, image_paths=images, entity_keys=[eq],
+            fields={"example": [eh, et], "question": eq, "answer": r["answer"], "relation": r["relation"],
+                    "mode": int(r["mode"]), "example_entities": [id_of[eh], id_of[et]],
+                    "question_entity": id_of[eq], "answer_entity": id_of[r["answer"]],
+                    "image_paths": images}))
+    return QuerySet("mars", split, queries, [file])
+
+
+# ---- ScienceQA ---------------------------------------------------------------------------
+
+_SQA_FIELDS = ("question", "choices", "answer", "hint", "subject", "grade", "topic", "category", "task",
+               "lecture", "solution")
+
+
+def scienceqa_text(problem: dict[str, Any]) -> str:
+    """Question, context (hint) and lettered options, as the MR-MKG / MM-CoT prompts give them."""
+    options = " ".join(f"({chr(65 + i)}) {c}" for i, c in enumerate(problem["choices"]))
+    context = problem.get("hint") or ""
+    text = f"Question: {problem['question']}"
+    if context:
+        text += f"\nContext: {context}"
+    return f"{text}\nOptions: {options}"
+
+
+def _problems_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    for name in ("problems.json", "problems.subset150.json"):
+        if (path / name).exists():
+            return path / name
+    raise KGStoreError(f"no problems.json in {path}")
+
+
+@query_builders.register("scienceqa", "sqa")
+def scienceqa_queries(path: Path, *, store: KGStore | None = None, split: str | None = None,
+                      with_images: bool = False) -> QuerySet:
+    """ScienceQA problems of one split (the `split` field; `all` for every problem).
+
+    `image` keeps the problem's own field (the IMG category derives from it) and `image_path`
+    the file when it is actually on disk (`images/<split>/<pid>/<image>`), else null.
+    """
+    file = _problems_file(path)
+    problems: dict[str, dict[str, Any]] = json.loads(file.read_text())
+    split = split or "test"
+    queries = []
+    for pid, p in problems.items():
+        if split != "all" and p.get("split") != split:
+            continue
+        img = file.parent / "images" / str(p.get("split")) / pid / p["image"] if p.get("image") else None
+        image_path = str(img) if img is not None and img.exists() else None
+        fields = {k: p.get(k) for k in _SQA_FIELDS}
+        fields.update(image=p.get("image"), image_path=image_path, pid=pid)
+        queries.append(Query(query_id=pid, text=scienceqa_text(p),
+                             image_paths=[image_path] if with_images and image_path else [], fields=fields))
+    if not queries:
+        raise KGStoreError(f"no ScienceQA problem has split {split!r} in {file}")
+    return QuerySet("scienceqa", split, queries, [file])
+
+
+# ---- generic JSONL -----------------------------------------------------------------------
+
+@query_builders.register("jsonl")
+def jsonl_queries(path: Path, *, store: KGStore | None = None, split: str | None = None,
+                  with_images: bool = False) -> QuerySet:
+    """One JSON object a line: {"id", "text", "image"?, "entities"?}; image relative to the file."""
+    if path.is_dir():
+        raise KGStoreError(f"jsonl: {path} is a directory, give the file")
+    queries = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            qid, text = str(obj["id"]), str(obj["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise KGStoreError(f"{path}:{n}: not a {{'id','text',...}} JSON object ({e})") from None
+        image = obj.get("image")
+        image_path = str((path.parent / image).resolve()) if image else None
+        if image_path and not Path(image_path).exists():
+            raise KGStoreError(f"{path}:{n}: image {image_path} does not exist")
+        queries.append(Query(query_id=qid, text=text,
+                             image_paths=[image_path] if with_images and image_path else [],
+                             entity_keys=[str(e) for e in obj.get("entities") or []],
+                             fields={"image_path": image_path}))
+    return QuerySet("jsonl", split or path.stem, queries, [path])

@@ -1,0 +1,230 @@
+"""Quality and leakage reports of a retrieval run, written as JSON beside the shards.
+
+Quality — MARS: share of queries whose answer entity is in the retrieved subgraph at N = 10, 20
+against N triples drawn at random from the same 1-hop pool (and the pool itself, the ceiling);
+ScienceQA / JSONL: mean query–triple cosine. Leakage — MARS: answer entity / whole fact already
+in the KG or in train, subgraphs holding a direct question–answer triple; ScienceQA: problems
+whose image (sha256) or question text also occurs in train. Per-query flags let results be
+reported with and without leaked queries.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from kg_store import KGStore
+from kg_store.errors import KGStoreError
+from kg_store.hashing import sha256_file
+from retrieval.queries import QuerySet
+from retrieval.subgraph import SubgraphOutput, expand_hops, random_one_hop
+
+#: the N values MR-MKG reports (10 and 20 triples)
+REPORT_N = (10, 20)
+BASELINE_SEED = 0
+
+Pairs = Sequence[tuple[np.ndarray, np.ndarray]]
+
+
+def _share(mask: np.ndarray) -> float:
+    return round(float(mask.mean()), 4) if mask.size else 0.0
+
+
+def _score_stats(outputs: Sequence[SubgraphOutput]) -> dict[str, Any]:
+    scores = np.concatenate([o.scores for o in outputs] or [np.empty(0, np.float32)])
+    top1 = np.array([o.scores[0] for o in outputs if len(o)], dtype=np.float64)
+    sizes = np.array([len(o) for o in outputs], dtype=np.float64)
+    return {"queries": len(outputs), "empty": int(sum(o.empty for o in outputs)),
+            "mean_triples": round(float(sizes.mean()), 3) if sizes.size else 0.0,
+            "mean_candidates": round(float(np.mean([o.num_candidates for o in outputs])), 1) if outputs else 0.0,
+            "mean_query_triple_score": round(float(scores.mean()), 4) if scores.size else None,
+            "mean_top1_score": round(float(top1.mean()), 4) if top1.size else None}
+
+
+def _contains(outputs_entities: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    return np.array([t >= 0 and bool(np.isin(t, e)) for e, t in zip(outputs_entities, targets)], dtype=bool)
+
+
+def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput], *, top_N: int,
+                   hops: int = 1, leaked: np.ndarray | None = None) -> dict[str, Any]:
+    """Retrieval quality of one run; for MARS also per N ≤ `top_N` (prefixes of the ranked list)."""
+    report: dict[str, Any] = {"dataset": qs.dataset, "split": qs.split, **_score_stats(outputs)}
+    if qs.dataset != "mars":
+        return report
+    answers = np.array([q.fields["answer_entity"] for q in qs.queries], dtype=np.int64)
+    graph, triples = store.graph, store.triples_array()
+    pool_entities = [np.unique(triples[expand_hops(graph, triples, o.seed_entities, hops)][:, [0, 2]])
+                     for o in outputs]
+    pool_hit = _contains(pool_entities, answers)
+    report["answer_in_candidate_pool"] = _share(pool_hit)
+    report["hits"] = {}
+    for n in sorted({*[n for n in REPORT_N if n <= top_N], top_N}):
+        hit = _contains([o.head(n).entities for o in outputs], answers)
+        rng = np.random.default_rng(BASELINE_SEED)
+        rand = [random_one_hop(graph, triples, o.seed_entities, n, hops=hops, rng=rng) for o in outputs]
+        rand_hit = _contains([np.unique(triples[r][:, [0, 2]]) for r in rand], answers)
+        entry = {"answer_in_subgraph": _share(hit), "random_1hop_baseline": _share(rand_hit)}
+        if leaked is not None:
+            entry["answer_in_subgraph_without_leaked"] = _share(hit[~leaked])
+            entry["random_1hop_baseline_without_leaked"] = _share(rand_hit[~leaked])
+        report["hits"][str(n)] = entry
+    if leaked is not None:
+        report["leaked_queries_excluded"] = int(leaked.sum())
+    return report
+
+
+# ---- leakage -----------------------------------------------------------------------------
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _flag_summary(qids: list[str], flags: dict[str, np.ndarray], list_up_to: int = 200) -> dict[str, Any]:
+    out: dict[str, Any] = {"queries": len(qids), "counts": {k: int(v.sum()) for k, v in flags.items()}}
+    # ids of the rarer leaks, so results can be recomputed without them
+    out["query_ids"] = {k: [q for q, f in zip(qids, v) if f] for k, v in flags.items()
+                        if 0 < int(v.sum()) <= list_up_to}
+    return out
+
+
+def mars_leakage(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Leakage flags of MARS queries against the KG and `train.json` beside the split file.
+
+    Returns the report and the per-query "fact leaked" mask (whole fact in the KG or train, or a
+    direct question–answer triple in the subgraph).
+    """
+    q_keys = [q.fields["question"] for q in qs.queries]
+    a_keys = [q.fields["answer"] for q in qs.queries]
+    rel_keys = [q.fields["relation"] for q in qs.queries]
+    q_ids, a_ids = store.entity_ids(q_keys), store.entity_ids(a_keys)
+    r_ids = store.relation_ids(rel_keys)
+    triples = store.triples_array()
+    n_ent = max(store.num_entities, 1)
+    # (h, r, t) → one int64 code, so membership is a vectorised np.isin
+    code = lambda h, r, t: (np.asarray(r) * n_ent + np.asarray(h)) * n_ent + np.asarray(t)  # noqa: E731
+    kg_codes = code(triples[:, 0], triples[:, 1], triples[:, 2])
+    degree = store.graph.degree()
+    flags: dict[str, np.ndarray] = {
+        "answer_entity_in_kg_triples": (a_ids >= 0) & (degree[np.maximum(a_ids, 0)] > 0),
+        "fact_in_kg": (a_ids >= 0) & (q_ids >= 0) & (r_ids >= 0) & np.isin(code(q_ids, r_ids, a_ids), kg_codes),
+        "fact_in_kg_reversed": (a_ids >= 0) & (q_ids >= 0) & (r_ids >= 0)
+        & np.isin(code(a_ids, r_ids, q_ids), kg_codes),
+    }
+    train_file = qs.source_files[0].parent / "train.json"
+    if qs.split != "train" and train_file.exists():
+        train = _read_jsonl(train_file)
+        train_answers = {r["answer"] for r in train}
+        train_entities = {k for r in train for k in (*r["example"], r["question"], r["answer"])}
+        train_facts = {f for r in train for f in ((r["example"][0], r["relation"], r["example"][1]),
+                                                 (r["question"], r["relation"], r["answer"]))}
+        flags["answer_entity_is_train_answer"] = np.array([a in train_answers for a in a_keys], bool)
+        flags["answer_entity_in_train"] = np.array([a in train_entities for a in a_keys], bool)
+        flags["fact_in_train"] = np.array([(q, r, a) in train_facts for q, r, a in zip(q_keys, rel_keys, a_keys)],
+                                          bool)
+    if subgraph_pairs is not None:
+        flags["subgraph_links_question_to_answer"] = np.array([
+            bool(np.any(((h == q) & (t == a)) | ((h == a) & (t == q))))
+            for (h, t), q, a in zip(subgraph_pairs, q_ids, a_ids)], bool)
+    leaked = flags["fact_in_kg"] | flags["fact_in_kg_reversed"] | flags.get("fact_in_train", False) \
+        | flags.get("subgraph_links_question_to_answer", False)
+    flags["any_fact_leak"] = np.asarray(leaked, bool)
+    report = {"dataset": "mars", "split": qs.split,
+              **_flag_summary([q.query_id for q in qs.queries], flags)}
+    return report, flags["any_fact_leak"]
+
+
+_WS = re.compile(r"\s+")
+
+
+def _norm_text(s: str) -> str:
+    return _WS.sub(" ", s.strip().lower())
+
+
+def scienceqa_leakage(qs: QuerySet) -> dict[str, Any]:
+    """Problems of this split whose image bytes (sha256) or question text also occur in train."""
+    problems = json.loads(qs.source_files[0].read_text())
+    root = qs.source_files[0].parent
+    train = {pid: p for pid, p in problems.items() if p.get("split") == "train"}
+
+    def image_sha(pid: str, p: dict[str, Any]) -> str | None:
+        if not p.get("image"):
+            return None
+        f = root / "images" / str(p.get("split")) / pid / p["image"]
+        return sha256_file(f) if f.exists() else None
+
+    train_texts = {_norm_text(p["question"]) for p in train.values()}
+    train_full = {(_norm_text(p["question"]), tuple(p["choices"])) for p in train.values()}
+    train_images = {s for pid, p in train.items() if (s := image_sha(pid, p))}
+    pids = [q.query_id for q in qs.queries]
+    rows = [problems[pid] for pid in pids]
+    flags = {
+        "question_text_in_train": np.array([_norm_text(p["question"]) in train_texts for p in rows], bool),
+        "question_and_choices_in_train": np.array(
+            [(_norm_text(p["question"]), tuple(p["choices"])) in train_full for p in rows], bool),
+        "image_sha256_in_train": np.array([(s := image_sha(pid, p)) is not None and s in train_images
+                                           for pid, p in zip(pids, rows)], bool),
+    }
+    report = {"dataset": "scienceqa", "split": qs.split,
+              "images_on_disk": {"train": len(train_images),
+                                 "this_split": sum(image_sha(pid, p) is not None for pid, p in zip(pids, rows))},
+              **_flag_summary(pids, flags)}
+    if qs.split == "train":
+        report["note"] = "split is train itself: every flag is trivially true"
+    return report
+
+
+def run_reports(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput], *, top_N: int,
+                hops: int = 1) -> dict[str, dict[str, Any]]:
+    """The JSON side files of a shard set: {"quality": ..., "leakage": ...} (leakage where defined)."""
+    reports: dict[str, dict[str, Any]] = {}
+    leaked = None
+    if qs.dataset == "mars":
+        reports["leakage"], leaked = mars_leakage(store, qs, [(o.heads, o.tails) for o in outputs])
+    elif qs.dataset == "scienceqa":
+        reports["leakage"] = scienceqa_leakage(qs)
+    reports["quality"] = quality_report(store, qs, outputs, top_N=top_N, hops=hops, leaked=leaked)
+    return reports
+
+
+def _shard_pairs(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from kg_store.shards import read_shards
+    t = read_shards(directory, ["query_id", "head_ids", "tail_ids"])
+    return {q: (np.asarray(h, np.int64), np.asarray(tl, np.int64))
+            for q, h, tl in zip(t["query_id"].to_pylist(), t["head_ids"].to_pylist(), t["tail_ids"].to_pylist())}
+
+
+def leakage_for_dataset(store: KGStore, spec: str, splits: list[str] | None = None) -> dict[str, Any]:
+    """`mmkg leakage`: per split, dataset-level leakage and, for MARS, that of every finished shard set."""
+    from kg_store.shards import is_complete
+    from retrieval.queries import build_queries, parse_dataset_spec
+
+    name, path = parse_dataset_spec(spec)
+    if splits is None:
+        splits = [path.stem] if path.is_file() and name == "mars" else \
+            (["dev", "test"] if name == "mars" else ["val", "test"])
+    out: dict[str, Any] = {"dataset": name, "kg_version": store.kg_version, "splits": {}}
+    for split in splits:
+        qs = build_queries(spec, store=store, split=split)
+        if name == "scienceqa":
+            out["splits"][split] = scienceqa_leakage(qs)
+            continue
+        if name != "mars":
+            raise KGStoreError(f"leakage is defined for mars and scienceqa, not {name}")
+        report, _ = mars_leakage(store, qs)
+        report["shards"] = {}
+        base = store.path(f"subgraphs/mars/{qs.split}")
+        for d in sorted(base.iterdir()) if base.is_dir() else []:
+            if not is_complete(d):
+                continue
+            pairs = _shard_pairs(d)
+            sub = QuerySet(qs.dataset, qs.split, [q for q in qs.queries if q.query_id in pairs], qs.source_files)
+            r, _ = mars_leakage(store, sub, [pairs[q.query_id] for q in sub.queries])
+            report["shards"][d.name] = {"queries": r["queries"],
+                                        "subgraph_links_question_to_answer":
+                                            r["counts"]["subgraph_links_question_to_answer"],
+                                        "any_fact_leak": r["counts"]["any_fact_leak"]}
+        out["splits"][split] = report
+    return out

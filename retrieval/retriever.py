@@ -1,0 +1,162 @@
+"""The subgraph retriever of MR-MKG §3.2, composed from a `SeedRetriever` and a `SubgraphSampler`.
+
+query → embedding → top-n triples by cosine (FAISS) → their entities ∪ entities the query names
+(∪ optionally top-k entities) → k-hop candidate triples on the CSR → top-N by cosine.
+`RetrievalConfig` holds every knob; its hash names the shard directory.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from kg_store import KGStore
+from kg_store.errors import KGStoreError
+from kg_store.hashing import config_hash
+from retrieval.queries import Query
+from retrieval.subgraph import OneHopSampler, SubgraphOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Everything that changes what is retrieved.
+
+    Args:
+        encoder (str): encoder registry name; queries and KG vectors share its space. (default: "minilm")
+        top_n (int): seed triples taken by cosine from the triple index (MR-MKG's n). (default: 10)
+        top_N (int): triples kept per query (MR-MKG's N, 10 or 20). (default: 10)
+        hops (int): expansion depth on the CSR around the seed entities. (default: 1)
+        seed_k (int): extra seed entities by cosine from the entity index; 0 = off. (default: 0)
+        named_entities (bool): add the entities the query names (MARS question entity). (default: True)
+        image_weight (float): weight of the mean image vector in the query vector. (default: 0.5)
+    """
+
+    encoder: str = "minilm"
+    top_n: int = 10
+    top_N: int = 10
+    hops: int = 1
+    seed_k: int = 0
+    named_entities: bool = True
+    image_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.top_n < 0 or self.seed_k < 0 or self.top_N < 1 or self.hops < 1:
+            raise KGStoreError(f"bad retrieval config {self}: need top_n ≥ 0, seed_k ≥ 0, top_N ≥ 1, hops ≥ 1")
+        if not 0.0 <= self.image_weight <= 1.0:
+            raise KGStoreError(f"image_weight must lie in [0, 1], got {self.image_weight}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.to_dict())
+
+
+def row_lookup(ids: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of a vector file's id array: row of each store id, -1 where the id has no row."""
+    rows = np.full(size, -1, dtype=np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
+    rows[ids] = np.arange(len(ids), dtype=np.int64)
+    return rows
+
+
+def encode_queries(encoder: Any, queries: Sequence[Query], *, image_weight: float = 0.5,
+                   batch_size: int = 64) -> np.ndarray:
+    """(m, d) float32 L2-normalised query vectors: text, mixed with the mean image vector if any.
+
+    CLIP puts images and text in one space, so a weighted sum of the two unit vectors (then
+    renormalised) ranks triples by both; text-only encoders never receive images.
+    """
+    from PIL import Image
+    from pipeline.encoders import l2_normalize
+
+    texts = [q.text for q in queries]
+    out = np.concatenate([encoder.encode_text(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+                         or [np.zeros((0, encoder.dim), np.float32)])
+    with_images = [i for i, q in enumerate(queries) if q.image_paths]
+    if with_images and encoder.has_vision and image_weight > 0:
+        for i in with_images:
+            imgs = []
+            for p in queries[i].image_paths:
+                with Image.open(p) as im:
+                    imgs.append(im.convert("RGB"))
+            img_vec = l2_normalize(encoder.encode_images(imgs).mean(0, keepdims=True))[0]
+            out[i] = (1 - image_weight) * out[i] + image_weight * img_vec
+        out = l2_normalize(out)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class FaissSeedRetriever:
+    """Query vectors → seed entities: ends of the top-n triples (+ top-k entities) + named ones."""
+
+    def __init__(self, *, triples: np.ndarray, triple_index: Any | None, top_n: int,
+                 entity_index: Any | None = None, seed_k: int = 0):
+        self.triples, self.triple_index, self.top_n = triples, triple_index, top_n
+        self.entity_index, self.seed_k = entity_index, seed_k
+
+    def seed_entities(self, queries: np.ndarray, named: list[np.ndarray]) -> list[np.ndarray]:
+        m = len(queries)
+        parts: list[list[np.ndarray]] = [[np.asarray(n, np.int64)] for n in named]
+        if self.top_n > 0 and m:
+            _, tids = self.triple_index.search(queries, self.top_n)
+            for i in range(m):
+                t = tids[i][tids[i] >= 0]
+                parts[i].append(self.triples[t][:, [0, 2]].ravel())
+        if self.seed_k > 0 and m:
+            _, eids = self.entity_index.search(queries, self.seed_k)
+            for i in range(m):
+                parts[i].append(eids[i][eids[i] >= 0])
+        return [np.unique(np.concatenate(p)).astype(np.int64) for p in parts]
+
+
+class SubgraphRetriever:
+    """`QueryLoader` of PyG G5: encodes queries, finds seeds, samples and ranks their subgraphs."""
+
+    def __init__(self, store: KGStore, config: RetrievalConfig, *, encoder: Any | None = None,
+                 device: str = "cpu"):
+        from kg_store.vectors import load_vectors
+        from pipeline.encoders import resolve_encoder
+        from retrieval.index import load_index
+
+        self.store, self.config = store, config
+        self.encoder = resolve_encoder(encoder if encoder is not None else config.encoder, device=device)
+        if self.encoder.name != config.encoder:
+            raise KGStoreError(f"encoder {self.encoder.name!r} does not match the config's {config.encoder!r}")
+        self.triples = store.triples_array()
+        triple_vectors, triple_ids = load_vectors(store, self.encoder.slug, "triple")
+        self.seeds = FaissSeedRetriever(
+            triples=self.triples, top_n=config.top_n, seed_k=config.seed_k,
+            triple_index=load_index(store, self.encoder, "triple") if config.top_n else None,
+            entity_index=load_index(store, self.encoder, "entity") if config.seed_k else None)
+        self.sampler = OneHopSampler(graph=store.graph, triples=self.triples, triple_vectors=triple_vectors,
+                                     row_of_triple=row_lookup(triple_ids, len(self.triples)),
+                                     top_N=config.top_N, hops=config.hops)
+
+    def named_entities(self, queries: Sequence[Query]) -> list[np.ndarray]:
+        if not self.config.named_entities:
+            return [np.empty(0, np.int64) for _ in queries]
+        keys = [k for q in queries for k in q.entity_keys]
+        ids = self.store.entity_ids(keys) if keys else np.empty(0, np.int64)
+        splits = np.cumsum([len(q.entity_keys) for q in queries])[:-1]
+        return [a[a >= 0] for a in np.split(ids, splits)]
+
+    def retrieve_vectors(self, vectors: np.ndarray, named: list[np.ndarray]) -> list[SubgraphOutput]:
+        seeds = self.seeds.seed_entities(vectors, named)
+        return [self.sampler.sample(v, s) for v, s in zip(vectors, seeds)]
+
+    def retrieve(self, queries: Sequence[Query], *, batch_size: int = 256,
+                 progress: bool = False) -> list[SubgraphOutput]:
+        """Subgraphs of `queries`, in order."""
+        from tqdm.auto import tqdm
+
+        out: list[SubgraphOutput] = []
+        for i in tqdm(range(0, len(queries), batch_size), disable=not progress, desc="retrieve", unit="batch"):
+            batch = queries[i:i + batch_size]
+            vecs = encode_queries(self.encoder, batch, image_weight=self.config.image_weight)
+            out.extend(self.retrieve_vectors(vecs, self.named_entities(batch)))
+        return out

@@ -1,0 +1,136 @@
+"""Subgraph outputs → shard rows → `<kg>/subgraphs/<dataset>/<split>/<key>/`, with a cache.
+
+The directory name is the retrieval config hash; `meta.json` also stores the full cache key
+(KG version, encoder, config, dataset file sha256, query limit). Same key and `_SUCCESS` →
+the shards are reused; anything else → recomputed and replaced atomically. The shard set is
+registered in the manifest (`artifacts["subgraphs/..."]`) so `mmkg verify` covers it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from kg_store import KGStore
+from kg_store.hashing import config_hash
+from kg_store.shards import BASE_SCHEMA, ShardWriter, is_complete, read_meta, subgraph_rel
+from retrieval.queries import QuerySet
+from retrieval.retriever import RetrievalConfig
+from retrieval.subgraph import SubgraphOutput
+
+logger = logging.getLogger(__name__)
+
+
+def shard_key(config: RetrievalConfig, limit: int | None = None) -> str:
+    """Directory name: the config hash (with the query limit folded in when there is one)."""
+    if limit is None:
+        return config.config_hash
+    return config_hash({"config": config.to_dict(), "limit": limit})
+
+
+def cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit: int | None) -> dict[str, Any]:
+    return {"kg_version": store.kg_version, "encoder": config.encoder, "config": config.to_dict(),
+            "config_hash": config.config_hash, "dataset": qs.dataset, "split": qs.split,
+            "dataset_sha256": qs.source_sha256(), "limit": limit}
+
+
+def shard_dir(store: KGStore, qs: QuerySet, config: RetrievalConfig, limit: int | None = None) -> Path:
+    return store.path(subgraph_rel(qs.dataset, qs.split, shard_key(config, limit)))
+
+
+def cached_shards(store: KGStore, qs: QuerySet, config: RetrievalConfig, limit: int | None = None) -> Path | None:
+    """The finished shard directory for exactly this cache key, else None."""
+    d = shard_dir(store, qs, config, limit)
+    if not is_complete(d):
+        return None
+    meta = read_meta(d)
+    if meta.get("cache_key") != cache_key(store, config, qs, limit):
+        logger.info("shards in %s are stale (cache key differs); recomputing", d)
+        return None
+    return d
+
+
+def _list_column(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, type_.value_type), type=type_)
+
+
+def subgraph_table(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput]) -> pa.Table:
+    """One row per query: base columns (kg_store.shards.BASE_SCHEMA), then the dataset's fields."""
+    ents = store.table("entities", ["key", "label"])
+    rels = store.table("relations", ["key", "label"])
+    ekey, elabel = (ents[c].to_numpy(zero_copy_only=False) for c in ("key", "label"))
+    rkey, rlabel = (rels[c].to_numpy(zero_copy_only=False) for c in ("key", "label"))
+    lengths = np.array([len(o) for o in outputs], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    cat = lambda name: np.concatenate([getattr(o, name) for o in outputs] or [np.empty(0, np.int64)])  # noqa: E731
+    h, r, t, tid = cat("heads"), cat("relations"), cat("tails"), cat("triple_ids")
+    scores = np.concatenate([o.scores for o in outputs] or [np.empty(0, np.float32)]).astype(np.float32)
+    seed_len = np.array([len(o.seed_entities) for o in outputs], dtype=np.int64)
+    seed_off = np.concatenate([[0], np.cumsum(seed_len)])
+    seeds = np.concatenate([o.seed_entities for o in outputs] or [np.empty(0, np.int64)])
+    s = BASE_SCHEMA
+    n = len(outputs)
+    cols: dict[str, pa.Array] = {
+        "query_id": pa.array([q.query_id for q in qs.queries], pa.string()),
+        "dataset": pa.array([qs.dataset] * n, pa.string()),
+        "split": pa.array([qs.split] * n, pa.string()),
+        "query_text": pa.array([q.text for q in qs.queries], pa.string()),
+        "seed_entity_ids": _list_column(seeds, seed_off, s.field("seed_entity_ids").type),
+    }
+    for name, vals in (("triple_ids", tid), ("head_ids", h), ("relation_ids", r), ("tail_ids", t)):
+        cols[name] = _list_column(vals, offsets, s.field(name).type)
+    for name, table, ids in (("head_keys", ekey, h), ("relation_keys", rkey, r), ("tail_keys", ekey, t),
+                             ("head_labels", elabel, h), ("relation_labels", rlabel, r),
+                             ("tail_labels", elabel, t)):
+        cols[name] = _list_column(table[ids].astype(object) if ids.size else np.empty(0, object), offsets,
+                                  s.field(name).type)
+    cols["scores"] = _list_column(scores, offsets, s.field("scores").type)
+    cols["num_candidates"] = pa.array([o.num_candidates for o in outputs], pa.int64())
+    cols["empty"] = pa.array([o.empty for o in outputs], pa.bool_())
+    base = pa.Table.from_pydict(cols, schema=BASE_SCHEMA)
+    fields = pa.Table.from_pylist([q.fields for q in qs.queries]) if n and qs.queries[0].fields else None
+    if fields is not None:
+        for name in fields.column_names:
+            if name in base.column_names:
+                continue
+            col = fields[name]
+            # an all-null column (e.g. no image in the split) would be typed `null`: keep it a string
+            base = base.append_column(name, col.cast(pa.string()) if pa.types.is_null(col.type) else col)
+    return base
+
+
+def write_subgraph_shards(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput],
+                          config: RetrievalConfig, *, limit: int | None = None,
+                          reports: dict[str, Any] | None = None, seconds: float | None = None,
+                          engine: str = "local", wait: float = 60.0) -> Path:
+    """Write, publish and register one shard set; `reports` become JSON files beside the parts."""
+    table = subgraph_table(store, qs, outputs)
+    rel = subgraph_rel(qs.dataset, qs.split, shard_key(config, limit))
+    key = cache_key(store, config, qs, limit)
+    meta = {"cache_key": key, "dataset": qs.dataset, "split": qs.split, "encoder": config.encoder,
+            "config": config.to_dict(), "config_hash": config.config_hash, "kg_version": store.kg_version,
+            "queries": table.num_rows, "empty": int(np.sum(table["empty"].to_numpy())),
+            "engine": engine, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "columns": table.column_names, "reports": sorted(reports or {})}
+    with KGStore.writer(store.root, wait=wait, create=False) as w:
+        with ShardWriter(w.root / rel) as sw:
+            sw.write(table)
+            for name, report in (reports or {}).items():
+                sw.add_file(f"{name}.json", report)
+            sw.close(meta)
+        # files of a replaced shard set must leave the manifest, or `verify` would flag them
+        for old in [f for f in w.manifest["files"] if f.startswith(rel + "/")]:
+            del w.manifest["files"][old]
+        files = sorted(str(p.relative_to(w.root)) for p in (w.root / rel).iterdir())
+        w.set_artifact(rel, {k: meta[k] for k in ("cache_key", "queries", "empty", "engine", "created")}, files)
+        w.record_stage("retrieve", config={**config.to_dict(), "dataset": qs.dataset, "split": qs.split,
+                                           "limit": limit}, counts={"queries": table.num_rows,
+                                                                    "empty": meta["empty"]},
+                       inputs={str(p): key["dataset_sha256"] for p in qs.source_files}, outputs=[rel],
+                       seconds=seconds)
+        w.commit()
+    return store.path(rel)

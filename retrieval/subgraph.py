@@ -1,0 +1,139 @@
+"""Seeds → k-hop candidate triples on the CSR → the top-N by cosine to the query (MR-MKG §3.2).
+
+Everything is vectorised numpy over the store's mmap-ed CSR and triple vectors; no Python
+graph object is ever built for a query (PyG's `SamplerOutput` idea, G1/G5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from kg_store.graph import CSRGraph
+
+
+@dataclass
+class SubgraphOutput:
+    """The retrieved subgraph of one query, triples sorted by descending score.
+
+    Shapes: `triple_ids`, `heads`, `relations`, `tails`, `scores`: (N',) with N' ≤ N.
+    """
+
+    triple_ids: np.ndarray      # int64 store triple ids
+    heads: np.ndarray           # int64 entity ids
+    relations: np.ndarray       # int64 relation ids
+    tails: np.ndarray           # int64 entity ids
+    scores: np.ndarray          # float32 cosine(query, triple)
+    seed_entities: np.ndarray   # int64 entity ids the expansion started from
+    num_candidates: int         # size of the k-hop candidate pool that was ranked
+
+    @property
+    def empty(self) -> bool:
+        return self.triple_ids.size == 0
+
+    @property
+    def entities(self) -> np.ndarray:
+        return np.unique(np.concatenate([self.heads, self.tails]))
+
+    def __len__(self) -> int:
+        return int(self.triple_ids.size)
+
+    def head(self, n: int) -> "SubgraphOutput":
+        """The top-`n` prefix (what retrieving with N = n gives, ties broken the same way)."""
+        return SubgraphOutput(self.triple_ids[:n], self.heads[:n], self.relations[:n], self.tails[:n],
+                              self.scores[:n], self.seed_entities, self.num_candidates)
+
+
+class SeedRetriever(Protocol):
+    """Query embeddings → seed entity ids (one array per query)."""
+
+    def seed_entities(self, queries: np.ndarray, named: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+class SubgraphSampler(Protocol):
+    """Seed entities (+ the query embedding that ranks candidates) → `SubgraphOutput`."""
+
+    def sample(self, query: np.ndarray, seeds: np.ndarray) -> SubgraphOutput: ...
+
+
+def expand_hops(graph: CSRGraph, triples: np.ndarray, seeds: np.ndarray, hops: int) -> np.ndarray:
+    """Ids of the triples within `hops` hops of `seeds` (hop 1 = triples touching a seed)."""
+    frontier = np.unique(np.asarray(seeds, dtype=np.int64))
+    reached = np.empty(0, dtype=np.int64)
+    seen_nodes = frontier
+    for _ in range(hops):
+        tids = graph.incident_triples(frontier)
+        reached = np.union1d(reached, tids)
+        if tids.size == 0:
+            break
+        nodes = np.unique(triples[tids][:, [0, 2]])
+        frontier = np.setdiff1d(nodes, seen_nodes, assume_unique=True)
+        seen_nodes = np.union1d(seen_nodes, frontier)
+    return reached
+
+
+def top_by_score(candidates: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the `n` best scores, best first; ties go to the lower triple id (deterministic)."""
+    order = np.lexsort((candidates, -scores.astype(np.float64)))
+    return order[:n]
+
+
+def empty_output(seeds: np.ndarray, num_candidates: int = 0) -> SubgraphOutput:
+    e = np.empty(0, dtype=np.int64)
+    return SubgraphOutput(e, e, e, e, np.empty(0, np.float32), np.asarray(seeds, np.int64), num_candidates)
+
+
+class OneHopSampler:
+    """Rank every triple within `hops` of the seeds by cosine to the query; keep the top N.
+
+    Args:
+        graph (CSRGraph): the store's CSR (mmap).
+        triples (np.ndarray): (n_triples, 3) int64 (h, r, t), row = triple id.
+        triple_vectors (np.ndarray): (n_rows, d) L2-normalised triple embeddings (may be mmap/float16).
+        row_of_triple (np.ndarray): (n_triples,) row of each triple id in `triple_vectors`, -1 if none.
+        top_N (int): triples kept per query. (default: 10)
+        hops (int): expansion depth. (default: 1)
+    """
+
+    def __init__(self, *, graph: CSRGraph, triples: np.ndarray, triple_vectors: np.ndarray,
+                 row_of_triple: np.ndarray, top_N: int = 10, hops: int = 1):
+        self.graph, self.triples = graph, triples
+        self.triple_vectors, self.row_of_triple = triple_vectors, row_of_triple
+        self.top_N, self.hops = top_N, hops
+
+    def sample(self, query: np.ndarray, seeds: np.ndarray) -> SubgraphOutput:
+        cands = expand_hops(self.graph, self.triples, seeds, self.hops)
+        rows = self.row_of_triple[cands] if cands.size else cands
+        cands, rows = cands[rows >= 0], rows[rows >= 0]  # triples without a vector cannot be ranked
+        if cands.size == 0:
+            return empty_output(seeds)
+        # gather rows in ascending order (sequential reads on an mmap), then put scores back
+        order = np.argsort(rows, kind="stable")
+        scores = np.empty(rows.size, dtype=np.float32)
+        scores[order] = np.asarray(self.triple_vectors[rows[order]], dtype=np.float32) @ np.asarray(
+            query, dtype=np.float32)
+        keep = top_by_score(cands, scores, self.top_N)
+        tids = cands[keep]
+        h, r, t = self.triples[tids].T
+        return SubgraphOutput(tids, h.copy(), r.copy(), t.copy(), scores[keep].astype(np.float32),
+                              np.asarray(seeds, np.int64), int(cands.size))
+
+
+def extract_one_hop(graph: CSRGraph, triples: np.ndarray, triple_vectors: np.ndarray, query: np.ndarray,
+                    seeds: np.ndarray, *, top_N: int = 10, hops: int = 1,
+                    row_of_triple: np.ndarray | None = None) -> SubgraphOutput:
+    """Functional form of `OneHopSampler` for one query."""
+    if row_of_triple is None:
+        row_of_triple = np.arange(len(triples), dtype=np.int64)
+    return OneHopSampler(graph=graph, triples=triples, triple_vectors=triple_vectors,
+                         row_of_triple=row_of_triple, top_N=top_N, hops=hops).sample(query, seeds)
+
+
+def random_one_hop(graph: CSRGraph, triples: np.ndarray, seeds: np.ndarray, n: int, *, hops: int = 1,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Baseline: `n` triples drawn uniformly from the same k-hop pool (ids, unranked)."""
+    cands = expand_hops(graph, triples, seeds, hops)
+    if cands.size <= n:
+        return cands
+    return np.sort(rng.choice(cands, size=n, replace=False))

@@ -1,0 +1,40 @@
+"""Every shipped config loads and fits the function it configures (PyKEEN K3)."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from jobs.commands.model import load_job_config
+from model import backbone_registry, gnn_layer_registry, model_registry, task_registry
+from model.evaluation import evaluate
+from model.training import train
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    names = {p.name for p in CONFIGS}
+    assert {"scienceqa_flan-t5-3b.yaml", "scienceqa_flan-t5-11b.yaml", "mars_llama-2-7b.yaml",
+            "mars_smollm2-135m.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_fits_its_function(path):
+    import yaml
+    meta = yaml.safe_load(path.read_text())["metadata"]
+    job = load_job_config(path)
+    fn = {"train": train, "evaluate": evaluate}[meta["command"]]
+    inspect.signature(fn).bind(**job)  # unknown or missing keys raise TypeError
+    kwargs = job.get("model_kwargs", {})
+    assert job.get("model", "mrmkg") in model_registry
+    if "backbone" in kwargs:
+        assert kwargs["backbone"] in backbone_registry
+    if "gnn_layer" in kwargs:
+        assert kwargs["gnn_layer"] in gnn_layer_registry
+    tasks = [job["task"]] if "task" in job else [t for s in job["stages"] for t in
+                                                  ([s["task"]] if isinstance(s["task"], str) else s["task"])]
+    assert all(t in task_registry for t in tasks)
+    if meta["command"] == "train":
+        assert job.get("weight_decay") == 0.01

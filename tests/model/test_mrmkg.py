@@ -1,0 +1,60 @@
+"""MR-MKG: the generic variant template plus its own switches (ablations, alignment, images)."""
+from __future__ import annotations
+
+import torch
+
+from model import resolve_model
+from model.batching import Collator
+from tests.model import cases
+
+
+class TestMRMKG(cases.ModelTestCase):
+    name = "mrmkg"
+    kwargs = {"kg_hidden": 32, "gnn_layer": "gat"}
+
+
+class TestMRMKGWithRGAT(cases.ModelTestCase):
+    name = "mrmkg"
+    kwargs = {"kg_hidden": 32, "gnn_layer": "rgat", "gnn_layer_kwargs": {"num_bases": 2}}
+
+
+def _build(graph_info, **kw):
+    torch.manual_seed(0)
+    return resolve_model("mrmkg", backbone="tiny-llama", node_dim=graph_info["dim"],
+                         num_relations=graph_info["num_relations"], kg_hidden=32, gnn_layer="gat", **kw)
+
+
+def test_no_kg_ablation_has_no_kg_parameters_and_ignores_the_graph(graph_info, mars_items, kg_text):
+    full, no_kg = _build(graph_info), _build(graph_info, use_kg=False)
+    assert "kg_encoder" in full.parameter_counts()["trainable_by_part"]
+    parts = no_kg.parameter_counts()["trainable_by_part"]
+    assert "kg_encoder" not in parts and "knowledge_adapter" not in parts
+    batch = Collator(kg=kg_text)(mars_items[:2])
+    embeds_full, mask_full, _ = full.prompt(batch)
+    embeds_text, mask_text, _ = no_kg.prompt(batch)
+    # knowledge tokens (one per subgraph node) come before the text
+    n_nodes = torch.bincount(batch.graph.batch, minlength=2)
+    assert torch.equal(mask_full.sum(1), mask_text.sum(1) + n_nodes)
+
+
+def test_alignment_loss_is_active_with_an_image_of_a_subgraph_entity(graph_info, mars_items, data_dir):
+    from tests.model.synthetic import synthetic_kg
+    graph, ex = mars_items[0]
+    entity = int(graph.node_ids[0])
+    kg = synthetic_kg(image_entity=entity, image_path=data_dir / "scienceqa/images/test/23/image.png")
+    net = _build(graph_info, alignment_weight=0.5)
+    ex = type(ex)(**{**ex.__dict__, "image": kg.image_of(entity), "align_entity": entity})
+    batch = Collator(kg=kg, image_transform=net.image_transform)([(graph, ex), mars_items[1]])
+    assert batch.has_image.tolist() == [True, False]
+    assert int(batch.align_node[0]) == 0 and int(batch.align_node[1]) == -1
+    out = net(batch)
+    assert out["alignment_loss"] > 0
+    out["loss"].backward()
+    assert net.visual_adapter.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.vision.parameters())
+
+
+def test_no_image_and_no_alignment_switches(graph_info):
+    net = _build(graph_info, use_image=False)
+    assert "visual_adapter" not in net.parameter_counts()["trainable_by_part"]
+    assert not net.use_alignment and net.image_transform is None
