@@ -175,11 +175,33 @@ def forward_batch(encoder, modality: str, prepared: Any) -> np.ndarray:
     return encoder.forward_images(prepared) if modality == "image" else encoder.forward_text(prepared)
 
 
+def length_order(modality: str, items: Sequence[str]) -> np.ndarray:
+    """Texts of similar length batch together (as sentence-transformers does), so a batch pads
+    to little more than its own length; a stable sort keeps the batches deterministic."""
+    if modality != "text":
+        return np.arange(len(items))
+    return np.argsort(np.fromiter((len(s) for s in items), np.int64, len(items)), kind="stable")
+
+
+def chunk_batches(modality: str, items: Sequence[str], batch_size: int) -> tuple[np.ndarray, list[list[str]]]:
+    """The fixed batches of one chunk and the row order they follow."""
+    order = length_order(modality, items)
+    ordered = [items[i] for i in order]
+    return order, [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def unorder(order: np.ndarray, parts: list[np.ndarray], dim: int) -> np.ndarray:
+    out = np.zeros((len(order), dim), np.float32)
+    if parts:
+        out[order] = np.concatenate(parts)
+    return out
+
+
 def embed_chunk(encoder, modality: str, items: Sequence[str], batch_size: int) -> np.ndarray:
     """One chunk, in the same fixed batches as the local engine (so both give equal vectors)."""
-    parts = [forward_batch(encoder, modality, prepare_batch(encoder, modality, items[i:i + batch_size]))
-             for i in range(0, len(items), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
+    order, batches = chunk_batches(modality, items, batch_size)
+    parts = [forward_batch(encoder, modality, prepare_batch(encoder, modality, b)) for b in batches]
+    return unorder(order, parts, encoder.dim)
 
 
 def prefetch(iterable: Iterable[Any], depth: int = 4) -> Iterator[Any]:
@@ -227,19 +249,18 @@ def run_local(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
               on_rows: Callable[[str, int], None] = lambda kind, n: None) -> None:
     """In-process engine: a prefetching loader thread feeds the torch forward, chunk by chunk."""
 
-    def batches() -> Iterator[tuple[Pending, bool, Any]]:
+    def batches() -> Iterator[tuple[Pending, np.ndarray | None, Any]]:
         for p in pending:
-            items = p.task.items[p.lo:p.hi]
-            starts = range(0, len(items), batch_size)
-            for j, s in enumerate(starts):
-                yield p, j == len(starts) - 1, prepare_batch(encoder, p.task.modality, items[s:s + batch_size])
+            order, chunk = chunk_batches(p.task.modality, p.task.items[p.lo:p.hi], batch_size)
+            for j, b in enumerate(chunk):
+                yield p, order if j == len(chunk) - 1 else None, prepare_batch(encoder, p.task.modality, b)
 
     parts: list[np.ndarray] = []
-    for p, last, prepared in prefetch(batches()):
+    for p, last_order, prepared in prefetch(batches()):
         parts.append(forward_batch(encoder, p.task.modality, prepared))
         on_rows(p.task.kind, len(parts[-1]))
-        if last:
-            scratch.write(p.task.kind, p.index, np.concatenate(parts))
+        if last_order is not None:
+            scratch.write(p.task.kind, p.index, unorder(last_order, parts, encoder.dim))
             parts = []
 
 
