@@ -4,6 +4,12 @@ Both the visual adapter (image patch tokens) and the knowledge adapter (RGAT nod
 the same form (MR-MKG §3.3): a linear projection into the LLM embedding space followed by one
 single-head attention layer whose queries are the projected tokens and whose keys/values are
 the (frozen) text embeddings of the prompt, added residually.
+
+One addition to the paper's form: the output tokens are rescaled to the RMS norm of the
+prompt's own text embeddings (times a learnable gain, initially 1). Frozen LLMs differ in
+embedding scale by orders of magnitude (T5 vs LLaMA); without this an untrained adapter feeds
+tokens far off the scale the LLM was trained on, which on a short budget costs more than the
+knowledge brings.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ class CrossModalAdapter(nn.Module):
         self.key = nn.Linear(hidden_size, hidden_size, bias=False)
         self.value = nn.Linear(hidden_size, hidden_size, bias=False)
         self.out = nn.Linear(hidden_size, hidden_size)
+        self.gain = nn.Parameter(torch.ones(()))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -42,6 +49,8 @@ class CrossModalAdapter(nn.Module):
         # adapter does not inject noise of the wrong scale into the frozen LLM
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        with torch.no_grad():
+            self.gain.fill_(1.0)
 
     def forward(self, tokens: Tensor, token_mask: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
         h = self.proj(tokens)
@@ -49,4 +58,8 @@ class CrossModalAdapter(nn.Module):
         scores = scores.masked_fill(~text_mask.bool().unsqueeze(1), torch.finfo(scores.dtype).min)
         attn = torch.softmax(scores, dim=-1)
         h = h + self.out(attn @ self.value(text))
+        valid = text_mask.unsqueeze(-1).to(text.dtype)
+        text_rms = ((text.pow(2) * valid).sum((1, 2)) / (valid.sum((1, 2)) * text.shape[-1]).clamp(min=1)).sqrt()
+        h_rms = h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+        h = self.gain * h / h_rms * text_rms.detach().view(-1, 1, 1)
         return h * token_mask.unsqueeze(-1).to(h.dtype)

@@ -21,17 +21,37 @@ class ImageResult:
     line_outcome: dict[int, str] = field(default_factory=dict)  # pos → accepted|duplicate|rejected
 
 
-def run_image_stage(records: pa.Table, entity_ids: list[int], *, store_root: Path, names: list[str],
-                    file_paths: list[str], existing_pairs: set[tuple[int, str]], limits=None,
-                    threads: int = 4) -> ImageResult:
-    """records: IMAGE records (s, p=source uri, o=relative path, dt=root, src, file_seq, line_no, pos)."""
-    from pipeline.images import ImageLimits, process_image_file, write_blob
+class ImagePrefetch:
+    """Decode the images a plan names in background threads while the engine parses the text inputs.
 
-    limits = limits or ImageLimits()
+    Keyed by (root, relative path) exactly as the IMAGE records name them; anything not prefetched
+    (or prefetched with other limits) is processed on demand.
+    """
+
+    def __init__(self, files: list[tuple[str, str]], *, limits=None, threads: int = 4):
+        from pipeline.images import ImageLimits, process_image_file
+        self.limits = limits or ImageLimits()
+        self._pool = ThreadPoolExecutor(threads)
+        self._futures = {f: self._pool.submit(process_image_file, f[1], root=f[0], limits=self.limits)
+                         for f in dict.fromkeys(files)}
+
+    def get(self, root: str, rel: str):
+        from pipeline.images import process_image_file
+        fut = self._futures.get((root, rel))
+        return fut.result() if fut is not None else process_image_file(rel, root=root, limits=self.limits)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_image_stage(records: pa.Table, entity_ids: list[int], *, store_root: Path, names: list[str],
+                    file_paths: list[str], existing_pairs: set[tuple[int, str]], prefetch: ImagePrefetch
+                    ) -> ImageResult:
+    """records: IMAGE records (s, p=source uri, o=relative path, dt=root, src, file_seq, line_no, pos)."""
+    from pipeline.images import write_blob
+
     rels, roots = records["o"].to_pylist(), records["dt"].to_pylist()
-    files = sorted(set(zip(roots, rels)))
-    with ThreadPoolExecutor(threads) as pool:
-        outcomes = dict(zip(files, pool.map(lambda f: process_image_file(f[1], root=f[0], limits=limits), files)))
+    outcomes = {f: prefetch.get(*f) for f in dict.fromkeys(zip(roots, rels))}
     blobs: dict[str, str] = {}
     rows = {k: [] for k in ("entity_id", "sha256", "width", "height", "format", "blob", "source_uri", "source")}
     rejects, seen, outcome_of_line = [], set(existing_pairs), {}

@@ -23,7 +23,7 @@ from kg_store.errors import KGStoreError
 from kg_store.graph import build_csr
 from pipeline import engines
 from pipeline.engines.plan import DEFAULT_CHUNK_BYTES, Plan, make_plan
-from pipeline.image_stage import run_image_stage
+from pipeline.image_stage import ImagePrefetch, run_image_stage
 from pipeline.linking import merge_entities
 from pipeline.readers import SourceSpec
 from pipeline.readers import records as R
@@ -50,9 +50,12 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
     t0 = time.perf_counter()
     plan = make_plan(sources, chunk_bytes=chunk_bytes)  # validates sources before any engine starts
     eng = engines.resolve_engine(engine, master=master, shuffle_partitions=shuffle_partitions, conf=spark_conf)
+    prefetch = None
     try:
         with KGStore.writer(kg) as w:
-            counts, inputs, outputs = _assemble(w, plan, eng, image_limits=image_limits, image_threads=image_threads)
+            # image decoding overlaps the engine's work (Spark start-up, parsing)
+            prefetch = ImagePrefetch(plan.image_files(), limits=image_limits, threads=image_threads)
+            counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch)
             if strict and counts["rejects_added"]:
                 raise IngestRejectedError(f"{counts['rejects_added']} input record(s) rejected (--strict); "
                                           "nothing committed")
@@ -64,78 +67,13 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
                            inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]}, bumps_version=True)
             store = w.commit(bump_version=True)
     finally:
+        if prefetch is not None:
+            prefetch.close()
         eng.close()
     return IngestResult(store=store, counts=counts, inputs=inputs, seconds=seconds)
 
 
-# ---- assembly ---------------------------------------------------------------------------------
-def _of(small: pa.Table, kind: str, p: str | None = None) -> pa.Table:
-    mask = pc.equal(small["kind"], kind)
-    if p is not None:
-        mask = pc.and_(mask, pc.fill_null(pc.equal(small["p"], p), False))
-    return small.filter(mask)
-
-
-def _occ(keys: pa.ChunkedArray, order: pa.ChunkedArray) -> pa.Table:
-    t = pa.table({"key": keys, "order": order}).group_by("key").aggregate([("order", "min")])
-    return pa.table({"key": t["key"], "order": t["order_min"]})
-
-
-def _first_text(recs: pa.Table, key_map: pa.Table) -> pa.Table:
-    """(id, text): per entity, the text of the record that came first in the input."""
-    if recs.num_rows == 0:
-        return pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())})
-    t = pa.table({"key": recs["s"], "text": recs["o"], "pos": recs["pos"]}).join(key_map, "key")
-    first = t.group_by("entity_id").aggregate([("pos", "min")])
-    t = t.join(pa.table({"entity_id": first["entity_id"], "pos": first["pos_min"]}), ["entity_id", "pos"])
-    return pa.table({"id": t["entity_id"], "text": t["text"]})
-
-
-def tail_labels(keys: pa.Array) -> pa.Array:
-    """Readable labels from URI tails (`…/resource/Wheaton_College_(Illinois)` → `Wheaton College (Illinois)`)."""
-    if len(keys) == 0:
-        return pa.array([], pa.string())
-    tails = pc.struct_field(pc.extract_regex(keys, r"^(?:[a-z][a-z0-9+.-]*:|/[^m/]).*[/#](?P<t>[^/#]+)$"), "t")
-    spaced = pc.replace_substring(tails, "_", " ")
-    if pc.any(pc.fill_null(pc.match_substring(spaced, "%"), False)).as_py():
-        from urllib.parse import unquote
-        spaced = pa.array([unquote(x) if x is not None else None for x in spaced.to_pylist()], pa.string())
-    return spaced
-
-
-def _labelled(new: pa.Table, key_map: pa.Table, labels: pa.Table, hints: pa.Table | None, descs: pa.Table,
-              names: list[str], file_src: np.ndarray) -> pa.Table:
-    """New entity/relation rows: label = explicit > hint > URI tail > key; source of first occurrence."""
-    out = new
-    for name, tbl in (("label", labels), ("hint", hints), ("description", descs)):
-        if tbl is None:
-            out = out.append_column(name, pa.nulls(out.num_rows, pa.string()))
-            continue
-        out = out.join(tbl.rename_columns(["id", name]), "id")
-    out = out.sort_by("id")
-    label = pc.coalesce(out["label"], out["hint"], tail_labels(out["key"].combine_chunks()), out["key"])
-    src = file_src[(out["order"].to_numpy() >> 2) >> R.LINE_BITS] if out.num_rows else np.array([], np.int64)
-    return pa.table({"id": out["id"], "key": out["key"], "label": label, "description": out["description"],
-                     "source": pa.array(np.array(names, dtype=object)[src] if len(src) else [], pa.string())})
-
-
-def _rejects(recs: pa.Table, names: list[str], paths: list[str]) -> pa.Table:
-    n = recs.num_rows
-    if n == 0:
-        return schema.empty("rejects")
-    location = pc.binary_join_element_wise(pc.take(pa.array(paths, pa.string()), recs["file_seq"]),
-                                           pc.cast(pc.fill_null(recs["line_no"], 0), pa.string()), ":")
-    raw = pc.utf8_slice_codeunits(pc.fill_null(recs["raw"], ""), 0, schema.REJECT_RAW_MAX)
-    return pa.table({"stage": pa.array(["ingest"] * n), "source": pc.take(pa.array(names), recs["src"]),
-                     "location": location, "reason": recs["reason"], "raw": raw.cast(pa.binary())})
-
-
-def _by_src(values: pa.Array | pa.ChunkedArray, n_sources: int) -> np.ndarray:
-    return np.bincount(np.asarray(values, dtype=np.int64), minlength=n_sources) if len(values) else \
-        np.zeros(n_sources, np.int64)
-
-
-def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict, list[dict], list[str]]:
+def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch) -> tuple[dict, list[dict], list[str]]:
     store = w.store
     names, n_src = plan.names, len(plan.specs)
     file_src = np.asarray(plan.file_src, dtype=np.int64)
@@ -147,19 +85,19 @@ def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict,
     prim = small.filter(pc.and_(small["primary"], pc.invert(pc.is_in(small["kind"], pa.array([R.REJECT, R.HEADER])))))
     groups = prim.group_by(["src", "kind", "s", "p", "o", "dt"]).aggregate([("pos", "min")])
     first_pos = groups["pos_min"].combine_chunks()
-    dup_small = _by_src(prim["src"], n_src) - _by_src(groups["src"], n_src)
-    read_small = _by_src(small.filter(pc.and_(small["primary"], pc.not_equal(small["kind"], R.HEADER)))["src"], n_src)
+    dup_small = count_by_source(prim["src"], n_src) - count_by_source(groups["src"], n_src)
+    read_small = count_by_source(small.filter(pc.and_(small["primary"], pc.not_equal(small["kind"], R.HEADER)))["src"], n_src)
 
-    ents, hints, rels = _of(small, R.ENTITY), _of(small, R.ENTITY_HINT), _of(small, R.RELATION)
-    lits, links, rejs = _of(small, R.LITERAL), _of(small, R.LINK), _of(small, R.REJECT)
-    imgs = _of(small, R.IMAGE)
+    ents, hints, rels = of_kind(small, R.ENTITY), of_kind(small, R.ENTITY_HINT), of_kind(small, R.RELATION)
+    lits, links, rejs = of_kind(small, R.LITERAL), of_kind(small, R.LINK), of_kind(small, R.REJECT)
+    imgs = of_kind(small, R.IMAGE)
     imgs = imgs.filter(pc.is_in(imgs["pos"], value_set=first_pos))
-    headers = _of(small, R.HEADER)
+    headers = of_kind(small, R.HEADER)
 
     # ids: entities (merged over links) and relations; existing ids are kept
     t_ent, t_rel = eng.triple_occurrences()
     data = pa.concat_tables([ents, lits, imgs]).select(["s", "pos"])
-    occ = _occ(pa.chunked_array(t_ent["key"].chunks + data["s"].chunks, pa.string()),
+    occ = occurrences(pa.chunked_array(t_ent["key"].chunks + data["s"].chunks, pa.string()),
                pa.chunked_array(t_ent["order"].chunks + pc.multiply(data["pos"], 4).chunks, pa.int64()))
     existing = store.table("entities", ["id", "key"])
     alias = store.table("same_as", ["entity_id", "key"])
@@ -168,7 +106,7 @@ def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict,
                                                             pa.int64())})
     link_tbl = pa.table({"s": links["s"], "o": links["o"], "p": pc.take(pa.array(names), links["src"])})
     merged = merge_entities(occ, link_tbl, existing_keys)
-    rel_occ = _occ(pa.chunked_array(t_rel["key"].chunks + rels["s"].chunks, pa.string()),
+    rel_occ = occurrences(pa.chunked_array(t_rel["key"].chunks + rels["s"].chunks, pa.string()),
                    pa.chunked_array(t_rel["order"].chunks + pc.multiply(rels["pos"], 4).chunks, pa.int64()))
     old_rel = store.table("relations", ["id", "key"])
     rmerged = merge_entities(rel_occ, link_tbl.slice(0, 0), pa.table({"key": old_rel["key"], "entity_id": old_rel["id"]}))
@@ -177,6 +115,7 @@ def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict,
     # triples
     final, tstats = eng.final_triples(merged.key_map, rel_map)
     distinct_keys = int(pc.sum(tstats["distinct"]).as_py() or 0)
+    # distinct within each source but equal after merging entities, or given by two sources
     collapsed = distinct_keys - final.num_rows
     old_tri = store.table("triples", ["h", "r", "t"])
     if old_tri.num_rows and final.num_rows:
@@ -191,12 +130,12 @@ def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict,
     })
 
     # entity and relation rows
-    new_ents = _labelled(merged.new_entities, merged.key_map, _first_text(_of(ents, R.ENTITY, "label"), merged.key_map),
-                         _first_text(hints, merged.key_map), _first_text(_of(ents, R.ENTITY, "description"),
+    new_ents = labelled_rows(merged.new_entities, first_text(of_kind(ents, R.ENTITY, "label"), merged.key_map),
+                         first_text(hints, merged.key_map), first_text(of_kind(ents, R.ENTITY, "description"),
                                                                          merged.key_map), names, file_src)
-    new_rels = _labelled(rmerged.new_entities, rmerged.key_map, _first_text(_of(rels, R.RELATION, "label"),
+    new_rels = labelled_rows(rmerged.new_entities, first_text(of_kind(rels, R.RELATION, "label"),
                                                                             rmerged.key_map),
-                         None, _first_text(_of(rels, R.RELATION, "description"), rmerged.key_map), names, file_src)
+                         None, first_text(of_kind(rels, R.RELATION, "description"), rmerged.key_map), names, file_src)
 
     # literals: exact duplicates (after merging) kept once, in input order
     lit = pa.table({"key": lits["s"], "attribute": lits["p"], "value": lits["o"], "datatype": lits["dt"],
@@ -222,13 +161,13 @@ def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict,
     img_eids = pc.take(merged.key_map["entity_id"], pc.index_in(imgs["s"], value_set=merged.key_map["key"]))
     images = run_image_stage(imgs, img_eids.to_pylist(), store_root=w.root, names=names, file_paths=paths,
                              existing_pairs=set(zip(old_imgs["entity_id"].to_pylist(), old_imgs["sha256"].to_pylist())),
-                             limits=image_limits, threads=image_threads)
+                             prefetch=prefetch)
     n_old_img = store.count("images")
     new_images = images.rows
     new_images = new_images.add_column(0, "id", pa.array(np.arange(n_old_img, n_old_img + new_images.num_rows,
                                                                    dtype=np.int64)))
 
-    new_rejects = pa.concat_tables([_rejects(rejs, names, paths),
+    new_rejects = pa.concat_tables([reject_rows(rejs, names, paths),
                                     pa.Table.from_pylist(images.rejects, schema=schema.REJECTS)])
 
     # per-source accounting
@@ -244,7 +183,7 @@ def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict,
             img_rej[pos_src[pos]] += 1
         elif outcome == "duplicate":
             img_dup[pos_src[pos]] += 1
-    rej_by_src = _by_src(rejs["src"], n_src) + img_rej
+    rej_by_src = count_by_source(rejs["src"], n_src) + img_rej
     dup_by_src = dup_small + tri_dups + img_dup
     read_by_src = read_small + tri_lines
     inputs = []
@@ -282,7 +221,7 @@ def _assemble(w, plan: Plan, eng, *, image_limits, image_threads) -> tuple[dict,
         "merge_conflicts": merged.conflicts,
         "relations": tables["relations"].num_rows, "relations_added": new_rels.num_rows,
         "triples": tri.num_rows, "triples_added": new_triples.num_rows,
-        "triples_collapsed_by_merge": collapsed, "triples_already_in_store": distinct_keys - collapsed - final.num_rows,
+        "triples_collapsed": collapsed, "triples_already_in_store": distinct_keys - collapsed - final.num_rows,
         "literals": tables["literals"].num_rows, "literals_added": new_lits.num_rows,
         "same_as": tables["same_as"].num_rows, "same_as_added": same_as.num_rows,
         "images": tables["images"].num_rows, "images_added": new_images.num_rows, "image_blobs": len(images.blobs),

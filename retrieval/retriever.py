@@ -131,8 +131,8 @@ class SubgraphRetriever:
         triple_vectors, triple_ids = load_vectors(store, self.encoder.slug, "triple")
         self.seeds = FaissSeedRetriever(
             triples=self.triples, top_n=config.top_n, seed_k=config.seed_k,
-            triple_index=load_index(store, self.encoder, "triple") if config.top_n else None,
-            entity_index=load_index(store, self.encoder, "entity") if config.seed_k else None)
+            triple_index=load_index(store, self.encoder.name, "triple") if config.top_n else None,
+            entity_index=load_index(store, self.encoder.name, "entity") if config.seed_k else None)
         self.sampler = OneHopSampler(graph=store.graph, triples=self.triples, triple_vectors=triple_vectors,
                                      row_of_triple=row_lookup(triple_ids, len(self.triples)),
                                      top_N=config.top_N, hops=config.hops)

@@ -163,12 +163,15 @@ def create_app(kg: str | Path) -> Flask:
 
     @app.get("/shards")
     def shards():
+        from kg_store.shards import is_complete, read_meta
         sets = []
-        for name, meta in sorted(_shard_sets().items()):
+        for name, art in sorted(_shard_sets().items()):
             _, dataset, split, key = name.split("/")
+            d = store.path(name)
+            meta = read_meta(d) if is_complete(d) else {}
             sets.append({"name": name, "dataset": dataset, "split": split, "key": key,
-                         "rows": meta.get("rows"), "config": meta.get("config") or meta.get("retrieval_config"),
-                         "encoder": meta.get("encoder")})
+                         "queries": meta.get("queries", art.get("queries")), "empty": meta.get("empty"),
+                         "config": meta.get("config"), "encoder": meta.get("encoder")})
         return render_template("shards.html", sets=sets)
 
     @app.get("/shards/set")

@@ -57,11 +57,14 @@ class Semantic:
                 from pipeline.encoders import resolve_encoder
             except ImportError as e:
                 raise SemanticUnavailable(f"text search needs the encoders package ({e})") from None
-            encoder = resolve_encoder(name)
+            try:
+                encoder = resolve_encoder(name)
+            except (ImportError, KGStoreError) as e:
+                raise SemanticUnavailable(f"encoder {name!r} is not available here ({e})") from None
             index = None
             try:
                 from retrieval.index import load_index
-                index = load_index(self.store, encoder, "entity")
+                index = load_index(self.store, name, "entity")
             except Exception as e:  # no index yet, or no retrieval.index module: exact search below
                 logger.info("no FAISS entity index (%s); searching the vectors exactly", e)
             vectors, ids = (None, None) if index is not None else load_vectors(self.store, name, "entity")
@@ -95,7 +98,12 @@ class Semantic:
         with self._lock:
             if name not in self._retrievers:
                 # one retriever with N = 20; N = 10 is its prefix (SubgraphOutput.head)
-                self._retrievers[name] = SubgraphRetriever(self.store, RetrievalConfig(encoder=name, top_N=20))
+                try:
+                    self._retrievers[name] = SubgraphRetriever(self.store, RetrievalConfig(encoder=name, top_N=20))
+                except ImportError as e:
+                    raise SemanticUnavailable(f"retrieval is not installed here ({e})") from None
+                except KGStoreError as e:  # e.g. vectors but no FAISS index yet
+                    raise SemanticUnavailable(f"retrieval is not ready for this KG: {e}") from None
             (out,) = self._retrievers[name].retrieve([Query(query_id="web", text=question)])
         out = out.head(top_n)
         return np.asarray(out.triple_ids), np.asarray(out.scores), name

@@ -51,6 +51,15 @@ class Plan:
     def names(self) -> list[str]:
         return [s.name for s in self.specs]
 
+    def image_files(self) -> list[tuple[str, str]]:
+        """(root, relative path) of every image file the plan names, as IMAGE records will name them."""
+        out = []
+        for f, src in zip(self.files, self.file_src):
+            root = self.contexts[src].get("root")
+            if f.role == "image" and root and f.path.startswith(root.rstrip("/") + "/"):
+                out.append((root, f.path[len(root.rstrip("/")) + 1:]))
+        return out
+
 
 def scan_file(path: str, chunk_bytes: int) -> tuple[int, str, list[tuple[int, int, int]]]:
     """(bytes, sha256, [(start, end, first_line)]) with chunk ends on newlines."""

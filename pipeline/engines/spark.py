@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.engines.base import TRIPLE_STATS, Engine, engine_registry
 from pipeline.engines.plan import Plan, locate, run_task
@@ -123,11 +124,16 @@ class SparkEngine(Engine):
     def triple_occurrences(self) -> tuple[pa.Table, pa.Table]:
         from pyspark.sql import functions as F
         t = self._triples
-        ents = (t.select(F.col("s").alias("key"), (F.col("pos") * 4).alias("order"))
-                .unionAll(t.select(F.col("o").alias("key"), (F.col("pos") * 4 + 2).alias("order")))
-                .groupBy("key").agg(F.min("order").alias("order")))
-        rels = t.groupBy(F.col("p").alias("key")).agg(F.min(F.col("pos") * 4 + 1).alias("order"))
-        return _arrow(ents, ["key", "order"]), _arrow(rels, ["key", "order"])
+        # one job for both: slot 1 (relation) marks the relation keys
+        occ = (t.select(F.col("s").alias("key"), (F.col("pos") * 4).alias("order"))
+               .unionAll(t.select(F.col("p").alias("key"), (F.col("pos") * 4 + 1).alias("order")))
+               .unionAll(t.select(F.col("o").alias("key"), (F.col("pos") * 4 + 2).alias("order")))
+               .withColumn("is_rel", (F.col("order") % 4) == 1)
+               .groupBy("is_rel", "key").agg(F.min("order").alias("order")))
+        both = _arrow(occ, ["is_rel", "key", "order"])
+        is_rel = both["is_rel"]
+        return (both.filter(pc.invert(is_rel)).select(["key", "order"]),
+                both.filter(is_rel).select(["key", "order"]))
 
     def final_triples(self, key_map: pa.Table, rel_map: pa.Table) -> tuple[pa.Table, pa.Table]:
         from pyspark.sql import functions as F

@@ -17,10 +17,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ELEMENT = "element-6066-11e4-a52e-4f735466ecf3"
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,1000"]
+                 "--disable-dev-shm-usage", "--window-size=1280,1600"]
 
 
 def find_browser() -> tuple[str, str] | None:

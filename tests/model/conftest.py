@@ -1,29 +1,47 @@
-"""Fixtures of the model tests: shard graphs, KG text and task examples.
-
-Real shards (retrieval's `tests/retrieval/shards_fixture.py`: MarKG store, minilm vectors, a
-handful of MARS and ScienceQA queries) are built once per session.
+"""Fixtures of the model tests: real shards (MarKG sub-store, minilm vectors, a few MARS dev and
+ScienceQA test queries, built by retrieval's `tests/retrieval/shards_fixture.py` once per
+session), the KG text of that store, and MARS examples over those shards.
 """
 from __future__ import annotations
 
 import pytest
 
+from kg_store import open_store
 from model.batching import TaskDataset
+from model.data import open_graphs
+from model.kg_text import KGText
 from model.tasks import resolve_task
-from tests.model import synthetic
 
 
 @pytest.fixture(scope="session")
-def kg_text():
-    return synthetic.synthetic_kg()
+def real_shards(data_dir, tmp_path_factory) -> dict:
+    from tests.retrieval import shards_fixture as sf
+    return sf.build_test_shards(data_dir, sf.shared_root(tmp_path_factory))
 
 
 @pytest.fixture(scope="session")
-def graph_info():
-    return {"dim": synthetic.DIM, "num_relations": synthetic.NUM_RELATIONS}
+def store(real_shards):
+    return open_store(real_shards["kg"])
 
 
 @pytest.fixture(scope="session")
-def mars_items(kg_text):
-    graphs = [synthetic.synthetic_graph(i) for i in range(6)] + [synthetic.synthetic_graph(99, n_nodes=0)]
-    ds = TaskDataset(graphs, task=resolve_task("mars"), kg=kg_text)
-    return [ds[i] for i in range(len(ds))]
+def kg_text(store) -> KGText:
+    return KGText.from_store(store)
+
+
+@pytest.fixture(scope="session")
+def mars_graphs(real_shards):
+    return open_graphs(real_shards["kg"], [real_shards["mars/dev"]], resolve_task("mars").fields)
+
+
+@pytest.fixture(scope="session")
+def graph_info(mars_graphs, store) -> dict:
+    return {"dim": int(mars_graphs.dim), "num_relations": int(store.num_relations)}
+
+
+@pytest.fixture(scope="session")
+def mars_items(mars_graphs, kg_text) -> list:
+    ds = TaskDataset(mars_graphs, task=resolve_task("mars"), kg=kg_text)
+    items = [ds[i] for i in range(len(ds))]
+    assert any(g.edge_index.shape[1] > 0 for g, _ in items), "the real shards should hold some triples"
+    return items

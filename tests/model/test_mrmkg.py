@@ -30,6 +30,7 @@ def test_no_kg_ablation_has_no_kg_parameters_and_ignores_the_graph(graph_info, m
     parts = no_kg.parameter_counts()["trainable_by_part"]
     assert "kg_encoder" not in parts and "knowledge_adapter" not in parts
     batch = Collator(kg=kg_text)(mars_items[:2])
+    assert batch.graph.num_nodes > 0
     embeds_full, mask_full, _ = full.prompt(batch)
     embeds_text, mask_text, _ = no_kg.prompt(batch)
     # knowledge tokens (one per subgraph node) come before the text
@@ -37,14 +38,17 @@ def test_no_kg_ablation_has_no_kg_parameters_and_ignores_the_graph(graph_info, m
     assert torch.equal(mask_full.sum(1), mask_text.sum(1) + n_nodes)
 
 
-def test_alignment_loss_is_active_with_an_image_of_a_subgraph_entity(graph_info, mars_items, data_dir):
-    from tests.model.synthetic import synthetic_kg
-    graph, ex = mars_items[0]
+def test_alignment_loss_is_active_with_an_image_of_a_subgraph_entity(graph_info, mars_items, kg_text, data_dir):
+    from model.kg_text import KGText
+    graph, ex = next((g, e) for g, e in mars_items if g.num_nodes > 1)
     entity = int(graph.node_ids[0])
-    kg = synthetic_kg(image_entity=entity, image_path=data_dir / "scienceqa/images/test/23/image.png")
+    kg = KGText(entity_labels=kg_text.entity_labels, entity_keys=kg_text.entity_keys,
+                relation_labels=kg_text.relation_labels,
+                entity_images={entity: data_dir / "scienceqa/images/test/23/image.png"})
     net = _build(graph_info, alignment_weight=0.5)
     ex = type(ex)(**{**ex.__dict__, "image": kg.image_of(entity), "align_entity": entity})
-    batch = Collator(kg=kg, image_transform=net.image_transform)([(graph, ex), mars_items[1]])
+    other = next(item for item in mars_items if item[1].query_id != ex.query_id)
+    batch = Collator(kg=kg, image_transform=net.image_transform)([(graph, ex), other])
     assert batch.has_image.tolist() == [True, False]
     assert int(batch.align_node[0]) == 0 and int(batch.align_node[1]) == -1
     out = net(batch)

@@ -1,0 +1,112 @@
+"""Ingest benchmark: the full demo ingest, and a synthetic N-triple TSV ingested into a store,
+against the same file read by pyarrow alone (the baseline, measured in the same run).
+
+    python benchmarks/ingest.py [--triples 10000000] [--engines spark,local] [--master local[2]]
+
+Prints one JSON object. Targets (2 cores): demo ≤ 30 s incl. Spark start; 10M triples ≤ 60 s on
+Spark local[2]. The synthetic file has 1 % duplicate lines, N/10 entities and 1,000 relations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def write_synthetic_tsv(path: Path, n: int, seed: int = 0) -> None:
+    """`e<h>\\tr<r>\\te<t>` lines; the last 1 % repeat earlier lines (exact duplicates)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as csv
+
+    rng = np.random.default_rng(seed)
+    n_ent, n_rel, chunk = max(n // 10, 10), 1_000, 1_000_000
+    fresh = n - n // 100
+    first: tuple | None = None
+    with csv.CSVWriter(str(path), pa.schema([("h", pa.string()), ("r", pa.string()), ("t", pa.string())]),
+                       write_options=csv.WriteOptions(include_header=False, delimiter="\t",
+                                                      quoting_style="none")) as w:
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            h, r, t = rng.integers(0, n_ent, m), rng.integers(0, n_rel, m), rng.integers(0, n_ent, m)
+            if first is None:
+                first = (h.copy(), r.copy(), t.copy())
+            if start + m > fresh:  # the last 1 %: exact copies of the first lines
+                k = start + m - max(start, fresh)
+                h[-k:], r[-k:], t[-k:] = first[0][:k], first[1][:k], first[2][:k]
+            cols = [pc.binary_join_element_wise(prefix, pa.array(x).cast(pa.string()), "")
+                    for prefix, x in (("e", h), ("r", r), ("e", t))]
+            w.write_table(pa.table(cols, names=["h", "r", "t"]))
+
+
+def pyarrow_baseline(path: Path) -> tuple[float, int]:
+    import pyarrow.csv as csv
+    t0 = time.perf_counter()
+    table = csv.read_csv(path, read_options=csv.ReadOptions(column_names=["h", "r", "t"]),
+                         parse_options=csv.ParseOptions(delimiter="\t", quote_char=False))
+    return time.perf_counter() - t0, table.num_rows
+
+
+def timed_ingest(root: Path, sources: list[str], engine: str, master: str | None) -> dict:
+    from pipeline.ingest import ingest
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.perf_counter()
+    r = ingest(root, sources, engine=engine, master=master)
+    wall = time.perf_counter() - t0
+    c = r.counts
+    return {"wall_s": round(wall, 2), "entities": c["entities"], "triples": c["triples"],
+            "duplicates": c["duplicates"], "images": c["images"], "rejects": c["rejects"],
+            "merged_keys": c["merged_keys"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--triples", type=int, default=10_000_000)
+    ap.add_argument("--engines", default="spark,local")
+    ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir, removed afterwards)")
+    args = ap.parse_args()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    engines = [e for e in args.engines.split(",") if e]
+    from pipeline.demo_sources import demo_sources
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="mmkg-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict = {"benchmark": "ingest", "cpu_count": os.cpu_count(), "master": args.master,
+                 "load_avg_1m": round(os.getloadavg()[0], 2)}
+    try:
+        if not args.skip_demo:
+            out["demo"] = {e: timed_ingest(work / f"demo-{e}", demo_sources(args.data), e, args.master) for e in engines}
+            out["demo"]["target_s"] = 30
+        tsv = work / "synthetic.tsv"
+        t0 = time.perf_counter()
+        write_synthetic_tsv(tsv, args.triples)
+        out["synthetic"] = {"lines": args.triples, "bytes": tsv.stat().st_size,
+                            "generate_s": round(time.perf_counter() - t0, 2)}
+        base_s, rows = pyarrow_baseline(tsv)
+        out["synthetic"]["pyarrow_read_s"] = round(base_s, 3)
+        assert rows == args.triples
+        for e in engines:
+            res = timed_ingest(work / f"syn-{e}", [f"tsv:{tsv}"], e, args.master)
+            res["ratio_vs_pyarrow_read"] = round(res["wall_s"] / base_s, 1)
+            out["synthetic"][e] = res
+        out["synthetic"]["target_s"] = 60
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""`mmkg run`: the stage DAG ingest → embed → index → retrieve (→ train → evaluate), cached and resumable.
+
+The pipeline YAML has a `metadata` block and a `job` block; the job block is passed straight
+into `run_pipeline(**job)` (PyKEEN K3), and each stage block straight into that stage's functions
+(`jobs/stages.py`). For each selected stage, in order, the runner:
+
+1. computes the stage's config hash (execution-only keys such as the Spark master excluded) and
+   its input fingerprint (source sha256s, table/vector/index/dataset sha256s);
+2. looks for the last `dag:<stage>` record in the manifest with that config hash
+   (`kg_store.manifest.last_stage`): same inputs and outputs still committed → `cached`, nothing run;
+3. otherwise runs the stage (which is itself incremental) and records `dag:<stage>` with the
+   config, inputs, outputs (and their sha256), counts and seconds.
+
+A change therefore reruns only the stages downstream of it: ingest bumps the KG version, which
+changes embed's fingerprint, whose vectors change index's, and so on. Stages whose inputs did not
+change stay cached even when an upstream stage ran.
+
+One run per KG directory at a time: `<kg>/.run.lock` (fcntl; dropped by the OS if the run dies).
+A second run waits `--wait` seconds, then exits 4 with a message naming the holder. Stages still
+take the store's own commit lock (`<kg>/.lock`) for each transaction, as always.
+Each run writes `<kg>/runs/<stamp>-<id>.json` (jobs/report.py) and logs to `<kg>/logs/<stamp>-<id>.log`.
+After every stage that changed the store, the manifest is snapshotted to
+`<kg>/versions/v<NNNNNN>.json`, so an older KG version stays readable (`open_version`) until `mmkg gc`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from kg_store import KGStore, atomic
+from kg_store.errors import KGStoreError
+from kg_store.lock import StoreLock
+from kg_store.manifest import MANIFEST, last_stage, read_manifest
+from jobs.report import RunReport, StageReport, human_summary
+from jobs.stages import EXECUTION_KEYS, STAGE_ORDER, STAGES, Context, ingest_pending, stage_config_hash
+
+log = logging.getLogger(__name__)
+
+#: encoder-dependent stages: the encoder name is part of their cache key
+ENCODER_STAGES = ("embed", "index", "retrieve")
+DEFAULT_ENCODER = "minilm"
+
+
+class RunLock(StoreLock):
+    """The whole-run lock, `<kg>/.run.lock` (separate from the per-commit store lock)."""
+
+    def __init__(self, root: str | Path, *, wait: float = 0.0):
+        super().__init__(root, wait=wait)
+        self.path = Path(root) / ".run.lock"
+
+
+# ---- config ------------------------------------------------------------------------------------
+def load_pipeline_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, job) of a pipeline YAML; errors are one line."""
+    import yaml
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise KGStoreError(f"cannot read pipeline config {path}: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("job"), dict) or "metadata" not in doc:
+        raise KGStoreError(f"{path}: a pipeline config needs a `metadata` block and a `job` mapping")
+    job = doc["job"]
+    unknown = set(job) - {"kg", "data", "encoder", *STAGE_ORDER}
+    if unknown:
+        raise KGStoreError(f"{path}: unknown job keys {', '.join(sorted(unknown))} "
+                           f"(expected kg, data, encoder, {', '.join(STAGE_ORDER)})")
+    return doc["metadata"], job
+
+
+def _enabled(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("enabled", True) is not False
+
+
+def _stage_kwargs(block: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in block.items() if k != "enabled"}
+
+
+def _hashed_config(name: str, block: dict[str, Any], encoder: str) -> dict[str, Any]:
+    cfg = {k: v for k, v in _stage_kwargs(block).items() if k not in EXECUTION_KEYS}
+    if name in ENCODER_STAGES:
+        cfg["encoder"] = encoder
+    return cfg
+
+
+def _normal(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+# ---- cache decisions ---------------------------------------------------------------------------
+def _outputs_intact(kg: Path, record: dict[str, Any]) -> bool:
+    manifest_files = read_manifest(kg)["files"]
+    for rel, sha in (record.get("outputs") or {}).items():
+        if sha == "dir":
+            if not (kg / rel / "_SUCCESS").exists():
+                return False
+        elif manifest_files.get(rel, {}).get("sha256") != sha:
+            return False
+    return True
+
+
+def cache_decision(name: str, ctx: Context, block: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+    """(cached?, why, fingerprint) for one stage, against the last matching `dag:` record."""
+    stage = STAGES[name]
+    kwargs = _stage_kwargs(block)
+    fp = _normal(stage.fingerprint(ctx, **kwargs))
+    if name == "ingest":
+        new, changed = ingest_pending(ctx, fp)
+        if not new and not changed:
+            return True, f"all {len(fp)} sources already ingested (unchanged sha256)", fp
+        parts = [f"{len(new)} new source(s)"] if new else []
+        parts += [f"{len(changed)} changed source(s)"] if changed else []
+        return False, " + ".join(parts), fp
+    chash = stage_config_hash(_hashed_config(name, block, ctx.encoder))
+    manifest = read_manifest(ctx.kg)
+    record = last_stage(manifest, f"dag:{name}", config_hash=chash)
+    if record is None:
+        other = last_stage(manifest, f"dag:{name}")
+        return False, "config changed" if other else "never ran", fp
+    if record.get("input_hashes") != fp:
+        changed = sorted(k for k in set(fp) | set(record.get("input_hashes", {}))
+                         if fp.get(k) != record.get("input_hashes", {}).get(k))
+        return False, f"inputs changed: {', '.join(changed)}", fp
+    if not _outputs_intact(ctx.kg, record):
+        return False, "outputs missing or modified", fp
+    return True, "config and inputs unchanged", fp
+
+
+def _record(ctx: Context, name: str, block: dict[str, Any], fp: dict[str, Any], result: dict[str, Any],
+            seconds: float, run_id: str) -> None:
+    stage = STAGES[name]
+    with KGStore.writer(ctx.kg, wait=60, create=False) as w:
+        files = w.manifest["files"]
+        outputs = {rel: files[rel]["sha256"] for rel in stage.outputs(ctx, **_stage_kwargs(block)) if rel in files}
+        for d in (result.get("outputs") or {}).values():
+            outputs[str(Path(d).resolve().relative_to(ctx.kg.resolve()))] = "dir"
+        w.record_stage(f"dag:{name}", config=_hashed_config(name, block, ctx.encoder), inputs=fp, outputs=outputs,
+                       counts=result.get("counts", {}), seconds=round(seconds, 3), run_id=run_id)
+        w.commit()
+
+
+def snapshot_version(kg: Path) -> Path | None:
+    """Copy the committed manifest to `versions/v<NNNNNN>.json` (the newest manifest of that version)."""
+    if not (kg / MANIFEST).exists():
+        return None
+    manifest = read_manifest(kg)
+    path = kg / "versions" / f"v{int(manifest['kg_version']):06d}.json"
+    atomic.write_json(path, manifest)
+    return path
+
+
+def open_version(kg: str | Path, version: int) -> KGStore:
+    """A read-only view of an older KG version (tables and graph), from its snapshot."""
+    kg = Path(kg)
+    path = kg / "versions" / f"v{int(version):06d}.json"
+    if not path.exists():
+        have = sorted(p.stem for p in (kg / "versions").glob("v*.json"))
+        raise KGStoreError(f"no snapshot of kg_version {version} in {kg} (have: {', '.join(have) or 'none'})")
+    return KGStore(kg, json.loads(path.read_text()))
+
+
+# ---- logging -----------------------------------------------------------------------------------
+class _RunLog:
+    """Log INFO and up to `<kg>/logs/<stem>.log` for the run, without making stderr chattier."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handler: logging.Handler | None = None
+        self._saved: list[tuple[logging.Handler, int]] = []
+        self._root_level = logging.WARNING
+
+    def __enter__(self) -> "_RunLog":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        root = logging.getLogger()
+        self._root_level = root.level
+        for h in root.handlers:
+            if h.level == logging.NOTSET:
+                self._saved.append((h, h.level))
+                h.setLevel(self._root_level or logging.WARNING)
+        self.handler = logging.FileHandler(self.path)
+        self.handler.setLevel(logging.INFO)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(self.handler)
+        root.setLevel(min(self._root_level or logging.WARNING, logging.INFO))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        root = logging.getLogger()
+        if self.handler is not None:
+            root.removeHandler(self.handler)
+            self.handler.close()
+        root.setLevel(self._root_level)
+        for h, level in self._saved:
+            h.setLevel(level)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def select_stages(configured: list[str], from_stage: str | None, only: str | None) -> list[str]:
+    for name in (from_stage, only):
+        if name is not None and name not in STAGE_ORDER:
+            raise KGStoreError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)}")
+    if from_stage and only:
+        raise KGStoreError("give --from or --only, not both")
+    if only:
+        return [only]
+    if from_stage:
+        return [s for s in configured if STAGE_ORDER.index(s) >= STAGE_ORDER.index(from_stage)]
+    return configured
+
+
+def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str = DEFAULT_ENCODER,
+                 ingest: dict[str, Any] | None = None, embed: dict[str, Any] | None = None,
+                 index: dict[str, Any] | None = None, retrieve: dict[str, Any] | None = None,
+                 train: dict[str, Any] | None = None, evaluate: dict[str, Any] | None = None,
+                 from_stage: str | None = None, only: str | None = None, force: bool = False,
+                 dry_run: bool = False, wait: float = 0.0, progress: bool = True,
+                 config_path: str | Path | None = None, echo: Any = None) -> RunReport:
+    """Run the configured stages that are not cached; returns the run report (also written to disk)."""
+    kg = Path(kg)
+    blocks = {"ingest": ingest, "embed": embed, "index": index, "retrieve": retrieve, "train": train,
+              "evaluate": evaluate}
+    for name, block in blocks.items():
+        if block is not None and not isinstance(block, dict):
+            raise KGStoreError(f"stage {name}: expected a mapping of keyword arguments, got {type(block).__name__}")
+    configured = [n for n in STAGE_ORDER if _enabled(blocks[n])]
+    selected = select_stages(configured, from_stage, only)
+    if only and only not in configured:
+        raise KGStoreError(f"stage {only!r} is not configured (or enabled: false) in the pipeline config")
+    ctx = Context(kg=kg, data=Path(data).resolve() if data else None, encoder=encoder, progress=progress)
+    report = RunReport(kg=str(kg), config_path=str(config_path) if config_path else None,
+                       config_hash=stage_config_hash({"encoder": encoder, **{k: v for k, v in blocks.items() if v}}),
+                       dry_run=dry_run, selection={"from": from_stage, "only": only, "force": force})
+    for name in STAGE_ORDER:
+        s = report.stage(name)
+        if name not in selected:
+            s.status, s.reason = "skipped", "not configured" if name not in configured else "not selected"
+    kg.mkdir(parents=True, exist_ok=True)
+    t_run = time.perf_counter()
+    with RunLock(kg, wait=wait):
+        report.kg_version_before = read_manifest(kg)["kg_version"] if (kg / MANIFEST).exists() else None
+        log_path = kg / "logs" / f"{report.stem}.log"
+        report.log_file = str(log_path)
+        with _RunLog(log_path):
+            log.info("run %s: stages %s (from=%s only=%s force=%s dry_run=%s)", report.run_id, selected,
+                     from_stage, only, force, dry_run)
+            try:
+                _run_stages(ctx, blocks, selected, report, force=force, dry_run=dry_run, echo=echo)
+                report.status = "ok"
+            except BaseException as e:
+                report.status, report.error = "failed", str(e) or type(e).__name__
+                log.exception("run %s failed", report.run_id)
+                raise
+            finally:
+                report.seconds = round(time.perf_counter() - t_run, 3)
+                report.finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                report.kg_version_after = read_manifest(kg)["kg_version"] if (kg / MANIFEST).exists() else None
+                report.report_path = str(report.write(kg))
+    return report
+
+
+def _run_stages(ctx: Context, blocks: dict[str, Any], selected: list[str], report: RunReport, *, force: bool,
+                dry_run: bool, echo: Any) -> None:
+    upstream_changes = False
+    for name in selected:
+        block = blocks[name]
+        s: StageReport = report.stage(name)
+        s.config_hash = stage_config_hash(_hashed_config(name, block, ctx.encoder))
+        if dry_run and upstream_changes:
+            s.status, s.reason = "planned", "after upstream changes"
+            continue
+        if dry_run and name != "ingest" and not (ctx.kg / MANIFEST).exists():
+            s.status, s.reason = "planned", "no store yet"
+            continue
+        cached, why, fp = cache_decision(name, ctx, block)
+        if cached and not force:
+            s.status, s.reason = "cached", why
+            log.info("stage %s: cached (%s)", name, why)
+            continue
+        reason = "forced (--force)" if cached else why
+        if dry_run:
+            s.status, s.reason = "planned", reason
+            upstream_changes = True
+            continue
+        if echo:
+            echo(f"== {name}: {reason}")
+        log.info("stage %s: running (%s)", name, reason)
+        t0 = time.perf_counter()
+        s.status, s.reason = "failed", reason
+        try:
+            result = STAGES[name].run(ctx, **_stage_kwargs(block))
+        finally:
+            s.seconds = round(time.perf_counter() - t0, 3)
+        s.status = "ran"
+        s.counts, s.note = result.get("counts", {}), result.get("note", "")
+        s.rejects, s.cache_hits = int(result.get("rejects", 0)), int(result.get("cache_hits", 0))
+        s.outputs = result.get("outputs") or result.get("decisions")
+        _record(ctx, name, block, fp, result, s.seconds, report.run_id)
+        snapshot_version(ctx.kg)
+        log.info("stage %s: done in %.1fs %s", name, s.seconds, s.counts)
+
+
+def run_from_config(path: str | Path, **overrides: Any) -> RunReport:
+    """`run_pipeline(**job)` of a pipeline YAML; `overrides` (kg, data, from_stage, ...) win."""
+    _, job = load_pipeline_config(path)
+    return run_pipeline(**{**job, **{k: v for k, v in overrides.items() if v is not None}}, config_path=path)
+
+
+# ---- gc ----------------------------------------------------------------------------------------
+#: what gc may delete: committed-data folders only (never runs/, logs/, work/ scratch of a resumable
+#: stage, or the embedding cache unless asked)
+GC_DIRS = ("tables", "graph", "vectors", "indexes", "subgraphs", "blobs")
+
+
+def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cache: bool = False,
+                    wait: float = 0.0) -> dict[str, Any]:
+    """Delete files that neither the current manifest nor the last `keep` version snapshots reference."""
+    kg = Path(kg)
+    if not (kg / MANIFEST).exists():
+        raise KGStoreError(f"{kg} is not a KG store (no {MANIFEST})")
+    if keep < 1:
+        raise KGStoreError("--keep must be at least 1 (the current version)")
+    with RunLock(kg, wait=wait), KGStore.writer(kg, wait=wait, create=False) as w:
+        current = int(w.manifest["kg_version"])
+        snaps = sorted((kg / "versions").glob("v*.json"))
+        versions = sorted({int(p.stem[1:]) for p in snaps})
+        kept_versions = [v for v in versions if v <= current][-keep:]
+        referenced = set(w.manifest["files"])
+        for v in kept_versions:
+            referenced |= set(json.loads((kg / "versions" / f"v{v:06d}.json").read_text()).get("files", {}))
+        doomed = [p for d in GC_DIRS if (kg / d).exists() for p in (kg / d).rglob("*")
+                  if p.is_file() and str(p.relative_to(kg)) not in referenced]
+        dropped = [p for p in snaps if int(p.stem[1:]) not in kept_versions and int(p.stem[1:]) != current]
+        freed = sum(p.stat().st_size for p in doomed)
+        cache_dir = kg / "cache"
+        cache_bytes = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) if cache and cache_dir.exists() else 0
+        if not dry_run:
+            for p in doomed + dropped:
+                p.unlink(missing_ok=True)
+            for d in GC_DIRS:  # empty directories left behind, deepest first
+                for sub in sorted((kg / d).rglob("*"), key=lambda q: len(q.parts), reverse=True) if (kg / d).exists() else []:
+                    if sub.is_dir() and not any(sub.iterdir()):
+                        sub.rmdir()
+            if cache and cache_dir.exists():
+                shutil.rmtree(cache_dir)
+    return {"kg_version": current, "kept_versions": kept_versions, "files_deleted": len(doomed),
+            "snapshots_deleted": len(dropped), "bytes_freed": freed + cache_bytes, "dry_run": dry_run,
+            "files": sorted(str(p.relative_to(kg)) for p in doomed)[:50]}
+
+
+__all__ = ["run_pipeline", "run_from_config", "load_pipeline_config", "collect_garbage", "open_version",
+           "snapshot_version", "cache_decision", "RunLock"]

@@ -1,0 +1,79 @@
+"""Table builders of the ingest stage: everything here works on driver-side Arrow tables.
+
+Shared by both engines (which only deliver records, key occurrences and deduplicated triples), so
+the rows they produce, and hence the stores, are identical.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kg_store import schema
+from pipeline.readers import records as R
+
+
+def of_kind(small: pa.Table, kind: str, p: str | None = None) -> pa.Table:
+    mask = pc.equal(small["kind"], kind)
+    if p is not None:
+        mask = pc.and_(mask, pc.fill_null(pc.equal(small["p"], p), False))
+    return small.filter(mask)
+
+
+def occurrences(keys: pa.ChunkedArray, order: pa.ChunkedArray) -> pa.Table:
+    t = pa.table({"key": keys, "order": order}).group_by("key").aggregate([("order", "min")])
+    return pa.table({"key": t["key"], "order": t["order_min"]})
+
+
+def first_text(recs: pa.Table, key_map: pa.Table) -> pa.Table:
+    """(id, text): per entity, the text of the record that came first in the input."""
+    if recs.num_rows == 0:
+        return pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())})
+    t = pa.table({"key": recs["s"], "text": recs["o"], "pos": recs["pos"]}).join(key_map, "key")
+    first = t.group_by("entity_id").aggregate([("pos", "min")])
+    t = t.join(pa.table({"entity_id": first["entity_id"], "pos": first["pos_min"]}), ["entity_id", "pos"])
+    return pa.table({"id": t["entity_id"], "text": t["text"]})
+
+
+def tail_labels(keys: pa.Array) -> pa.Array:
+    """Readable labels from URI tails (`…/resource/Wheaton_College_(Illinois)` → `Wheaton College (Illinois)`)."""
+    if len(keys) == 0:
+        return pa.array([], pa.string())
+    tails = pc.struct_field(pc.extract_regex(keys, r"^(?:[a-z][a-z0-9+.-]*:|/[^m/]).*[/#](?P<t>[^/#]+)$"), "t")
+    spaced = pc.replace_substring(tails, "_", " ")
+    if pc.any(pc.fill_null(pc.match_substring(spaced, "%"), False)).as_py():
+        from urllib.parse import unquote
+        spaced = pa.array([unquote(x) if x is not None else None for x in spaced.to_pylist()], pa.string())
+    return spaced
+
+
+def labelled_rows(new: pa.Table, labels: pa.Table, hints: pa.Table | None, descs: pa.Table,
+              names: list[str], file_src: np.ndarray) -> pa.Table:
+    """New entity/relation rows: label = explicit > hint > URI tail > key; source of first occurrence."""
+    out = new
+    for name, tbl in (("label", labels), ("hint", hints), ("description", descs)):
+        if tbl is None:
+            out = out.append_column(name, pa.nulls(out.num_rows, pa.string()))
+            continue
+        out = out.join(tbl.rename_columns(["id", name]), "id")
+    out = out.sort_by("id")
+    label = pc.coalesce(out["label"], out["hint"], tail_labels(out["key"].combine_chunks()), out["key"])
+    src = file_src[(out["order"].to_numpy() >> 2) >> R.LINE_BITS] if out.num_rows else np.array([], np.int64)
+    return pa.table({"id": out["id"], "key": out["key"], "label": label, "description": out["description"],
+                     "source": pa.array(np.array(names, dtype=object)[src] if len(src) else [], pa.string())})
+
+
+def reject_rows(recs: pa.Table, names: list[str], paths: list[str]) -> pa.Table:
+    n = recs.num_rows
+    if n == 0:
+        return schema.empty("rejects")
+    location = pc.binary_join_element_wise(pc.take(pa.array(paths, pa.string()), recs["file_seq"]),
+                                           pc.cast(pc.fill_null(recs["line_no"], 0), pa.string()), ":")
+    raw = pc.utf8_slice_codeunits(pc.fill_null(recs["raw"], ""), 0, schema.REJECT_RAW_MAX)
+    return pa.table({"stage": pa.array(["ingest"] * n), "source": pc.take(pa.array(names), recs["src"]),
+                     "location": location, "reason": recs["reason"], "raw": raw.cast(pa.binary())})
+
+
+def count_by_source(values: pa.Array | pa.ChunkedArray, n_sources: int) -> np.ndarray:
+    return np.bincount(np.asarray(values, dtype=np.int64), minlength=n_sources) if len(values) else \
+        np.zeros(n_sources, np.int64)

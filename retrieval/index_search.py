@@ -1,0 +1,68 @@
+"""Nearest entities / triples / images of the store to one text or image (`mmkg search`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from kg_store import KGStore, open_store
+from kg_store.errors import KGStoreError
+from kg_store.vectors import vector_meta
+from retrieval.index import load_index
+
+WHAT_TO_KIND = {"entities": "entity", "triples": "triple", "images": "image"}
+
+
+def _rows(table: pa.Table, ids: np.ndarray) -> list[dict[str, Any]]:
+    # Entity, relation and triple ids are dense: row i has id i (docs/ARCHITECTURE.md).
+    return table.take(pa.array(ids, pa.int64())).to_pylist() if len(ids) else []
+
+
+def describe_hits(store: KGStore, what: str, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    """Keys and labels of each hit (ids from one query's row of `VectorIndex.search`)."""
+    keep = ids >= 0
+    ids, scores = ids[keep], scores[keep]
+    ents = store.table("entities", ["id", "key", "label"])
+    if what == "entities":
+        rows = _rows(ents, ids)
+    elif what == "triples":
+        tri = _rows(store.table("triples", ["id", "h", "r", "t"]), ids)
+        rels = store.table("relations", ["id", "key", "label"])
+        heads = _rows(ents, np.array([t["h"] for t in tri], np.int64))
+        tails = _rows(ents, np.array([t["t"] for t in tri], np.int64))
+        relr = _rows(rels, np.array([t["r"] for t in tri], np.int64))
+        rows = [{"id": t["id"], "key": f"{h['key']} {r['key']} {tl['key']}",
+                 "label": f"{h['label']}, {r['label']}, {tl['label']}",
+                 "head": h, "relation": r, "tail": tl} for t, h, r, tl in zip(tri, heads, relr, tails)]
+    else:
+        imgs = store.table("images", ["id", "entity_id", "blob"])
+        pos = {int(i): n for n, i in enumerate(imgs["id"].to_numpy())}
+        rows = []
+        for i in ids:
+            im = imgs.slice(pos[int(i)], 1).to_pylist()[0]
+            ent = _rows(ents, np.array([im["entity_id"]], np.int64))[0]
+            rows.append({"id": im["id"], "key": ent["key"], "label": ent["label"], "entity_id": im["entity_id"],
+                         "blob": im["blob"]})
+    return [{"rank": n + 1, "score": round(float(s), 6), **row} for n, (row, s) in enumerate(zip(rows, scores))]
+
+
+def search_store(kg: str | Path, encoder: str, *, text: str | None = None, image: str | Path | None = None,
+                 what: str = "entities", k: int = 10, device: str = "cpu") -> dict[str, Any]:
+    """Encode the query with the index's own encoder and return the top-k hits with keys and labels."""
+    from pipeline.encoders import resolve_encoder
+    if what not in WHAT_TO_KIND:
+        raise KGStoreError(f"unknown --what {what!r}; choose one of: {', '.join(WHAT_TO_KIND)}")
+    store = open_store(kg)
+    name = vector_meta(store, encoder)["encoder"]  # the full name, even when given a slug
+    index = load_index(store, name, WHAT_TO_KIND[what])
+    enc = resolve_encoder(name, device=device)
+    if image is not None:
+        from pipeline.embed import open_images
+        q = enc.encode_images(open_images([str(image)]))
+    else:
+        q = enc.encode_text([text or ""])
+    scores, ids = index.search(q, k)
+    return {"encoder": name, "what": what, "query": {"text": text, "image": str(image) if image else None},
+            "index": index.meta.get("factory"), "hits": describe_hits(store, what, ids[0], scores[0])}

@@ -1,0 +1,118 @@
+"""The analyst web app through Flask's test client, on MarKG ingested with its real images."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+from jobs.web.app import create_app
+from kg_store import open_store
+from tests.jobs.analyst_fixtures import markg_images_kg
+
+
+@pytest.fixture(scope="module")
+def kg(data_dir, tmp_path_factory):
+    return markg_images_kg(data_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(kg):
+    return create_app(kg).test_client()
+
+
+def html(client, url: str, status: int = 200) -> str:
+    r = client.get(url)
+    assert r.status_code == status, (url, r.status_code)
+    return r.get_data(as_text=True)
+
+
+def test_search_by_label_ranks_the_exact_label_first_and_pages(client):
+    page = html(client, "/search?q=zebra")
+    links = re.findall(r'<li class="result"><a href="/entity\?key=([^"]+)">([^<]+)</a>', page)
+    assert links[0] == ("Q32789", "zebra") and ("Q21044738", "zebra skin") in links
+    first = html(client, "/search?q=an")
+    second = html(client, "/search?q=an&page=2")
+    total = int(re.search(r'id="result-count">([\d,]+) results', first).group(1).replace(",", ""))
+    keys1 = re.findall(r'class="result"><a href="/entity\?key=([^"]+)"', first)
+    keys2 = re.findall(r'class="result"><a href="/entity\?key=([^"]+)"', second)
+    assert total > 40 and len(keys1) == len(keys2) == 20 and not set(keys1) & set(keys2)
+    assert 'id="next-page"' in first and 'id="prev-page"' in second
+
+
+def test_entity_page_shows_its_image_and_neighbourhood(client, kg):
+    page = html(client, "/entity?key=zebra")
+    assert 'id="entity-key">Q32789<' in page
+    (src,) = re.findall(r'<img class="entity-image" src="(/image/[0-9a-f]{64})"', page)
+    blob = client.get(src)
+    assert blob.status_code == 200 and blob.mimetype == "image/jpeg"
+    assert hashlib.sha256(blob.data).hexdigest() == src.rsplit("/", 1)[1]  # content-addressed
+    svg = page[page.index('<svg id="neighbourhood"'):page.index("</svg>")]
+    assert svg.count("<circle") == 8 and svg.count("<line") == 7
+    neighbours = re.findall(r'<li class="neighbour"><a href="/entity\?key=(Q\d+)"', page)
+    assert len(neighbours) == 7 and "Q27022" in neighbours  # Equus, the parent taxon
+    assert html(client, "/entity?key=Q32789") == page  # by key or by label: same page
+
+
+def test_urls_are_validated_never_paths(client):
+    for url in ("/entity?key=../../manifest.json", "/entity?key=", "/entity?key=%00x",
+                "/image/" + "0" * 64, "/image/../../manifest.json", "/image/..%2F..%2Fmanifest.json",
+                "/shards/set?name=subgraphs/../../tables", "/shards/set?name=/etc",
+                "/shards/query?name=tables&qid=x", "/plot/secret.png", "/nope"):
+        r = client.get(url)
+        assert r.status_code in (400, 404), url
+        assert b"Traceback" not in r.data
+    assert client.post("/search", data={"q": "zebra"}).status_code == 405
+    assert client.get("/search?q=zebra&page=x").status_code == 400
+    assert client.get("/retrieve?q=zebra&k=7").status_code == 400
+    r = client.get("/")
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+def test_text_search_and_retrieval_say_when_there_are_no_embeddings(client, kg):
+    if any(k.startswith("vectors/") for k in open_store(kg).manifest["artifacts"]):
+        pytest.skip("this store has embeddings")
+    assert "no embeddings yet" in html(client, "/search?q=striped+horse&mode=text")
+    assert "no embeddings yet" in html(client, "/retrieve?q=Which+animal+has+stripes%3F&k=10")
+
+
+def test_stats_page_and_plots(client):
+    page = html(client, "/stats")
+    assert "P1343" in page and "described by source" in page and "image coverage" in page
+    for name in ("degree", "relations"):
+        r = client.get(f"/plot/{name}.png")
+        assert r.status_code == 200 and r.data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shard_browser_lists_sets_queries_and_subgraphs(client, kg, data_dir):
+    from retrieval.queries import QuerySet, build_queries
+    from retrieval.retriever import RetrievalConfig
+    from retrieval.shards import write_subgraph_shards
+    from retrieval.subgraph import SubgraphOutput, random_one_hop
+
+    store = open_store(kg)
+    qs = build_queries(f"mars:{data_dir / 'markg' / 'MARS'}", store=store, split="test")
+    qs = QuerySet(qs.dataset, qs.split, qs.queries[:5], qs.source_files)
+    tri = store.triples_array()
+    rng = np.random.default_rng(0)
+    outputs = []
+    for q in qs.queries:  # a random 1-hop baseline: shards without needing embeddings
+        seeds = store.entity_ids(q.entity_keys)
+        seeds = seeds[seeds >= 0]
+        tids = random_one_hop(store.graph, tri, seeds, 10, rng=rng)
+        outputs.append(SubgraphOutput(tids, tri[tids, 0], tri[tids, 1], tri[tids, 2],
+                                      np.linspace(1, 0.5, len(tids), dtype=np.float32), seeds, len(tids)))
+    write_subgraph_shards(store, qs, outputs, RetrievalConfig(encoder="random-baseline"), limit=5)
+
+    app = create_app(kg).test_client()  # a new app sees the new manifest
+    listing = html(app, "/shards")
+    (set_url,) = re.findall(r'href="(/shards/set\?name=subgraphs/mars/test/[0-9a-f]+)"', listing)
+    queries = html(app, set_url.replace("&amp;", "&"))
+    qurls = re.findall(r'href="(/shards/query\?[^"]+)"', queries)
+    assert len(qurls) == 5
+    first = outputs[0]
+    page = html(app, qurls[0].replace("&amp;", "&"))
+    rows = re.findall(r'<tr class="triple">', page)
+    assert len(rows) == len(first.triple_ids) > 0
+    assert page.count('<td class="score">') == len(rows)

@@ -1,0 +1,109 @@
+"""End to end in headless Chromium against `mmkg serve` on localhost: search "zebra", open it,
+see its image and neighbours, run a retrieval; screenshots go to test-artifacts/web/.
+
+Chromium and chromedriver are Debian packages (scripts/ensure_browser.sh installs them for
+`make test`). Without them the test skips, unless MMKG_REQUIRE_BROWSER=1 (set by CI), where
+a missing browser is a failure rather than a silent skip.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.jobs.analyst_fixtures import markg_images_kg
+from tests.jobs.webdriver import Browser, find_browser
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = REPO / "test-artifacts" / "web"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    found = find_browser()
+    if found is None:
+        if os.environ.get("MMKG_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium/chromedriver missing; run scripts/ensure_browser.sh")
+        pytest.skip("chromium/chromedriver not installed (scripts/ensure_browser.sh installs them)")
+    with Browser(*found) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def server(data_dir, tmp_path_factory):
+    kg = markg_images_kg(data_dir, tmp_path_factory)
+    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--kg", str(kg), "--port", "0"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()  # "serving KG on http://127.0.0.1:PORT/ ..."
+        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert match, f"mmkg serve did not start: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _image_loaded(browser: Browser, css: str) -> bool:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if browser.execute("const i = document.querySelector(arguments[0]);"
+                           "return !!i && i.complete && i.naturalWidth > 0;", css):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_search_open_entity_and_retrieve(browser: Browser, server: str):
+    # 1. search "zebra" by label
+    browser.get(server)
+    browser.type(browser.wait_for("#search-input"), "zebra")
+    browser.click(browser.find("#search-button"))
+    browser.wait_for("#results li.result")
+    first = browser.find("#results li.result a")
+    assert browser.text(first) == "zebra"
+    browser.screenshot(ARTIFACTS / "01-search-zebra.png")
+
+    # 2. open the entity: its image is shown and its neighbours are drawn and listed
+    browser.click(first)
+    assert browser.text(browser.wait_for("#entity-key")) == "Q32789"
+    assert _image_loaded(browser, "img.entity-image"), "the zebra image did not load"
+    assert len(browser.find_all("#neighbourhood circle")) == 8
+    names = [browser.text(e) for e in browser.find_all("li.neighbour a")]
+    assert "Equus" in names and len(names) == 7
+    browser.screenshot(ARTIFACTS / "02-entity-zebra.png")
+
+    # 3. follow a neighbour from the drawing's list: navigation by key works both ways
+    browser.click(next(e for e in browser.find_all("li.neighbour a") if browser.text(e) == "Equus"))
+    assert browser.text(browser.wait_for("#entity-key")) == "Q27022"
+
+    # 4. one retrieval: the top-10 triples with scores, or the "no embeddings yet" notice
+    browser.get(server + "retrieve")
+    browser.type(browser.wait_for("#question-input"), "Which animal has black and white stripes?")
+    browser.click(browser.find("#retrieve-button"))
+    browser.wait_for("#retrieved, #retrieve-message", timeout=180)
+    rows = browser.find_all("#retrieved tr.triple")
+    if rows:
+        assert len(rows) == 10
+        scores = [float(browser.text(e)) for e in browser.find_all("#retrieved td.score")]
+        assert scores == sorted(scores, reverse=True)
+        assert browser.find_all("#retrieved-graph circle")
+    else:
+        assert "no embeddings yet" in browser.text(browser.find("#retrieve-message"))
+    browser.screenshot(ARTIFACTS / "03-retrieve.png")
+
+    # 5. the plots render
+    browser.get(server + "stats")
+    assert _image_loaded(browser, "#degree-plot") and _image_loaded(browser, "#relation-plot")
+    browser.screenshot(ARTIFACTS / "04-stats.png")
+    for name in ("01-search-zebra", "02-entity-zebra", "03-retrieve", "04-stats"):
+        assert (ARTIFACTS / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

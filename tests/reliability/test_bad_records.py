@@ -1,0 +1,111 @@
+"""Bad input records in every reader: `mmkg ingest` keeps going, rejects each bad line once with
+the right reason, accounts for every line, never shows a traceback; `--strict` fails (exit 3)
+listing the rejects. Driven as a subprocess over the corpus of tests/fixtures/bad_records.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from kg_store import open_store, schema
+from tests.fixtures.bad_records import BUILDERS, write_bad_corpus
+from tests.reliability.helpers import assert_no_traceback, mmkg
+
+#: a decompression bomb (50000² px) or a 1 MiB line must not blow memory up: peak RSS bound
+MAX_RSS_MIB = 1024
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_bad_corpus(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="module")
+def ingested(corpus, tmp_path_factory):
+    """One ingest of every source at once (a process start costs seconds on 2 shared cores)."""
+    kg = tmp_path_factory.mktemp("kg") / "kg"
+    args = ["ingest", "--kg", kg, "--engine", "local", "--json"]
+    for case in corpus:
+        args += ["--source", case.spec]
+    return mmkg(*args, timeout=240), kg
+
+
+def test_ingest_goes_on_without_traceback(ingested):
+    run, kg = ingested
+    assert run.rc == 0, str(run)
+    assert_no_traceback(run)
+    assert (kg / "manifest.json").exists()
+    assert open_store(kg).verify() == []
+
+
+def test_memory_stays_bounded(ingested):
+    """The corpus holds a 50000x50000 PNG bomb, a 10^10 px header bomb and 1 MiB lines."""
+    run, _ = ingested
+    assert run.rc == 0, str(run)
+    assert run.max_rss_kib < MAX_RSS_MIB * 1024, f"peak RSS {run.max_rss_kib // 1024} MiB"
+
+
+def _input(kg: Path, source_name: str) -> dict:
+    entries = [i for i in open_store(kg).manifest["inputs"] if i["source"] == source_name]
+    assert len(entries) == 1, f"{source_name}: {len(entries)} manifest inputs"
+    return entries[0]
+
+
+@pytest.mark.parametrize("index", range(len(BUILDERS)), ids=[b.__name__.removesuffix("_case") for b in BUILDERS])
+def test_accounting(corpus, ingested, index):
+    """read = accepted + rejected + duplicates, each equal to what the corpus says."""
+    run, kg = ingested
+    assert run.rc == 0, str(run)
+    case = corpus[index]
+    counts = _input(kg, case.source_name)["counts"]
+    assert counts["read"] == counts["accepted"] + counts["rejected"] + counts["duplicates"], counts
+    want = {"read": case.read, "accepted": case.accepted, "rejected": case.rejected, "duplicates": case.duplicates}
+    assert {k: counts[k] for k in want} == want
+
+
+@pytest.mark.parametrize("index", range(len(BUILDERS)), ids=[b.__name__.removesuffix("_case") for b in BUILDERS])
+def test_one_reject_per_bad_line(corpus, ingested, index):
+    """Exactly one rejects row per bad line, at its `path:line`, with the expected reason."""
+    run, kg = ingested
+    assert run.rc == 0, str(run)
+    case = corpus[index]
+    rejects = open_store(kg).table("rejects")
+    rows = rejects.filter(pc.equal(rejects["source"], case.source_name)).to_pylist()
+    locations = [r["location"] for r in rows]
+    assert sorted(locations) == sorted(case.expected_rejects), "reject locations differ"
+    for r in rows:
+        want = case.expected_rejects[r["location"]]
+        assert want in r["reason"], f"{r['location']}: reason {r['reason']!r}, expected …{want}…"
+        assert r["stage"] == "ingest"
+        assert len(r["raw"]) <= schema.REJECT_RAW_MAX, f"{r['location']}: raw not truncated"
+
+
+def test_strict_fails_listing_rejects(corpus, tmp_path):
+    """--strict: exit 3, every reject location named on stderr, nothing committed."""
+    small = [c for c in corpus if c.id in ("tsv", "mmkg")]
+    kg = tmp_path / "kg"
+    args = ["ingest", "--kg", kg, "--engine", "local", "--strict"]
+    for c in small:
+        args += ["--source", c.spec]
+    run = mmkg(*args)
+    assert run.rc == 3, str(run)
+    assert_no_traceback(run)
+    for c in small:
+        for location in c.expected_rejects:
+            assert location in run.stderr, f"{location} not listed on stderr\n{run}"
+    assert not (kg / "manifest.json").exists(), "--strict committed a version despite rejects"
+
+
+def test_strict_accepts_clean_input(tmp_path):
+    """Blank lines, a header and exact duplicates are not rejects: --strict passes."""
+    src = tmp_path / "clean.tsv"
+    src.write_text("head\trelation\ttail\nQ1\tP1\tQ2\n\nQ1\tP1\tQ2\nQ2\tP1\tQ3\n")
+    run = mmkg("ingest", "--kg", tmp_path / "kg", "--engine", "local", "--strict", "--json",
+               "--source", f"tsv:{src}")
+    assert run.rc == 0, str(run)
+    counts = json.loads(run.stdout)["inputs"][0]["counts"]
+    assert counts == {"read": 3, "accepted": 2, "rejected": 0, "duplicates": 1,
+                      "skipped": {"blank line": 1, "header": 1}}
