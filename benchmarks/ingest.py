@@ -87,7 +87,8 @@ def main() -> None:
                  "load_avg_1m": round(os.getloadavg()[0], 2)}
     try:
         if not args.skip_demo:
-            out["demo"] = {e: timed_ingest(work / f"demo-{e}", demo_sources(args.data), e, args.master) for e in engines}
+            out["demo"] = {e: timed_ingest(work / f"demo-{e}", demo_sources(args.data), e, args.master)
+                           for e in engines}
             out["demo"]["target_s"] = 30
         tsv = work / "synthetic.tsv"
         t0 = time.perf_counter()

@@ -4,6 +4,7 @@ import importlib
 
 PLUGIN_MODULES = [
     "pipeline.readers",
+    "pipeline.engines",
     "pipeline.encoders",
     "retrieval.index",
     "model",

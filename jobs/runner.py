@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -64,10 +65,10 @@ def load_pipeline_config(path: str | Path) -> tuple[dict[str, Any], dict[str, An
     if not isinstance(doc, dict) or not isinstance(doc.get("job"), dict) or "metadata" not in doc:
         raise KGStoreError(f"{path}: a pipeline config needs a `metadata` block and a `job` mapping")
     job = doc["job"]
-    unknown = set(job) - {"kg", "data", "encoder", *STAGE_ORDER}
+    unknown = set(job) - {"kg", "data", "encoder", "spark", *STAGE_ORDER}
     if unknown:
         raise KGStoreError(f"{path}: unknown job keys {', '.join(sorted(unknown))} "
-                           f"(expected kg, data, encoder, {', '.join(STAGE_ORDER)})")
+                           f"(expected kg, data, encoder, spark, {', '.join(STAGE_ORDER)})")
     return doc["metadata"], job
 
 
@@ -162,6 +163,52 @@ def open_version(kg: str | Path, version: int) -> KGStore:
     return KGStore(kg, json.loads(path.read_text()))
 
 
+# ---- spark -------------------------------------------------------------------------------------
+#: where the master comes from when the `spark` block names none: this variable, then spark-submit
+MASTER_ENV = "MMKG_SPARK_MASTER"
+
+
+class SparkScope:
+    """One SparkSession for every Spark stage of a run, started only when a Spark stage must run.
+
+    The stages reuse the active session (ingest, embed and retrieve all look for one first), so
+    the master URL and executor settings of the `spark` block (or of spark-submit, when the block
+    leaves master null) apply to all of them. A session this run started is stopped at the end;
+    one that was already active (a notebook, a test fixture) is left alone (img2dataset I4).
+    """
+
+    def __init__(self, spark: dict[str, Any] | None):
+        self.block = dict(spark or {})
+        self.session: Any = None
+        self.owned = False
+
+    def ensure(self) -> None:
+        if self.session is not None:
+            return
+        from pyspark.sql import SparkSession
+        from pipeline.engines.spark import get_or_create_session
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            self.session = active
+            return
+        master = self.block.get("master") or os.environ.get(MASTER_ENV)  # None: spark-submit decides
+        conf = {str(k): str(v) for k, v in (self.block.get("conf") or {}).items()}
+        self.session = get_or_create_session(master=master, app_name=self.block.get("app_name", "mmkg-run"),
+                                             shuffle_partitions=int(self.block.get("shuffle_partitions", 2)),
+                                             conf=conf)
+        self.owned = True
+        log.info("spark session %s on %s", self.session.sparkContext.applicationId, self.session.sparkContext.master)
+
+    def close(self) -> None:
+        if self.session is not None and self.owned:
+            self.session.stop()
+        self.session, self.owned = None, False
+
+
+def _uses_spark(block: dict[str, Any]) -> bool:
+    return block.get("engine") == "spark"
+
+
 # ---- logging -----------------------------------------------------------------------------------
 class _RunLog:
     """Log INFO and up to `<kg>/logs/<stem>.log` for the run, without making stderr chattier."""
@@ -212,7 +259,7 @@ def select_stages(configured: list[str], from_stage: str | None, only: str | Non
 
 
 def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str = DEFAULT_ENCODER,
-                 ingest: dict[str, Any] | None = None, embed: dict[str, Any] | None = None,
+                 spark: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None, embed: dict[str, Any] | None = None,
                  index: dict[str, Any] | None = None, retrieve: dict[str, Any] | None = None,
                  train: dict[str, Any] | None = None, evaluate: dict[str, Any] | None = None,
                  from_stage: str | None = None, only: str | None = None, force: bool = False,
@@ -247,7 +294,12 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
             log.info("run %s: stages %s (from=%s only=%s force=%s dry_run=%s)", report.run_id, selected,
                      from_stage, only, force, dry_run)
             try:
-                _run_stages(ctx, blocks, selected, report, force=force, dry_run=dry_run, echo=echo)
+                scope = SparkScope(spark)
+                try:
+                    _run_stages(ctx, blocks, selected, report, force=force, dry_run=dry_run, echo=echo,
+                                spark=scope)
+                finally:
+                    scope.close()
                 report.status = "ok"
             except BaseException as e:
                 report.status, report.error = "failed", str(e) or type(e).__name__
@@ -262,7 +314,7 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
 
 
 def _run_stages(ctx: Context, blocks: dict[str, Any], selected: list[str], report: RunReport, *, force: bool,
-                dry_run: bool, echo: Any) -> None:
+                dry_run: bool, echo: Any, spark: SparkScope) -> None:
     upstream_changes = False
     for name in selected:
         block = blocks[name]
@@ -287,6 +339,8 @@ def _run_stages(ctx: Context, blocks: dict[str, Any], selected: list[str], repor
         if echo:
             echo(f"== {name}: {reason}")
         log.info("stage %s: running (%s)", name, reason)
+        if _uses_spark(block):
+            spark.ensure()
         t0 = time.perf_counter()
         s.status, s.reason = "failed", reason
         try:

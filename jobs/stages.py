@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,9 +112,17 @@ def ingest_fingerprint(ctx: Context, *, sources: list[str] | str = "demo", **_: 
 
 def ingested_sources(kg: Path) -> dict[str, str]:
     """{spec: digest} of everything the store has ingested (the last digest per spec wins)."""
+    from pipeline.readers.base import parse_source
     if not (kg / "manifest.json").exists():
         return {}
-    return {e["spec"]: _source_digest(e) for e in open_store(kg).manifest.get("inputs", []) if "spec" in e}
+    out = {}
+    for e in open_store(kg).manifest.get("inputs", []):
+        if "spec" not in e:
+            continue
+        spec = parse_source(e["spec"])  # normalised like ingest_sources, so `../data/x` and `/abs/x` match
+        spec.path = str(Path(spec.path).expanduser().resolve())
+        out[str(spec)] = _source_digest(e)
+    return out
 
 
 def ingest_pending(ctx: Context, fingerprint: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -141,7 +150,7 @@ def ingest_run(ctx: Context, *, sources: list[str] | str = "demo", engine: str =
     if not todo:
         return {"counts": {"sources_ingested": 0}, "note": "every source already ingested"}
     try:
-        result = ingest(ctx.kg, todo, engine=engine, master=master, shuffle_partitions=shuffle_partitions,
+        result = ingest(ctx.kg, todo, engine=engine, master=master or os.environ.get("MMKG_SPARK_MASTER"), shuffle_partitions=shuffle_partitions,
                         spark_conf=spark_conf, strict=strict, image_threads=image_threads)
     except IngestRejectedError as e:
         from jobs.cli import StrictRejectsError

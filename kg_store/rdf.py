@@ -15,8 +15,9 @@ Labels are `rdfs:label`, descriptions `schema:description`, entity images `foaf:
 of `urn:sha256:<hex>`. Relational triples use the relation URI as predicate, so the number
 of triples whose predicate is a relation equals the store's triple count.
 
-Only the rows asked for are read: a subgraph takes its triples, entities and relations by id
-from the memory-mapped Parquet tables (ids are row indexes), never the whole store.
+A subgraph never materialises the rest of the store: its triples, entities and relations are
+`take`n by id from the needed columns of the memory-mapped tables (ids are row indexes), and
+rdflib/networkx objects are built only for those rows.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def _take(store: KGStore, table: str, ids: np.ndarray | None, columns: list[str]
 
 
 def _selection(store: KGStore, triple_ids: np.ndarray | None):
-    """(triples, entity ids, relation ids, entities, relations) of the whole KG or a part."""
+    """(h, r, t arrays, entity rows, relation rows) of the whole KG or of `triple_ids` only."""
     tri = _take(store, "triples", triple_ids, ["h", "r", "t"])
     h, r, t = (tri[c].to_numpy().astype(np.int64) for c in ("h", "r", "t"))
     if triple_ids is None:

@@ -77,3 +77,19 @@ def reject_rows(recs: pa.Table, names: list[str], paths: list[str]) -> pa.Table:
 def count_by_source(values: pa.Array | pa.ChunkedArray, n_sources: int) -> np.ndarray:
     return np.bincount(np.asarray(values, dtype=np.int64), minlength=n_sources) if len(values) else \
         np.zeros(n_sources, np.int64)
+
+
+def literal_rows(lits: pa.Table, key_map: pa.Table, old: pa.Table, names: list[str]) -> pa.Table:
+    """New literal rows: exact duplicates (after merging, or already stored) kept once, in input order."""
+    keys = ["entity_id", "attribute", "value", "datatype"]
+    lit = pa.table({"key": lits["s"], "attribute": lits["p"], "value": lits["o"], "datatype": lits["dt"],
+                    "pos": lits["pos"], "src": lits["src"]}).join(key_map, "key")
+    first = lit.group_by(keys).aggregate([("pos", "min")])
+    first = pa.table({**{k: first[k] for k in keys}, "pos": first["pos_min"]})
+    lit = lit.join(first, [*keys, "pos"], join_type="inner").sort_by("pos")
+    if old.num_rows and lit.num_rows:
+        marker = old.select(keys).append_column("old", pa.array(np.ones(old.num_rows, bool)))
+        lit = lit.join(marker, keys)
+        lit = lit.filter(pc.is_null(lit["old"])).sort_by("pos")
+    return pa.table({"entity_id": lit["entity_id"], "attribute": lit["attribute"], "value": lit["value"],
+                     "datatype": lit["datatype"], "source": pc.take(pa.array(names), lit["src"])})

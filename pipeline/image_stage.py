@@ -51,6 +51,7 @@ def run_image_stage(records: pa.Table, entity_ids: list[int], *, store_root: Pat
     from pipeline.images import write_blob
 
     rels, roots = records["o"].to_pylist(), records["dt"].to_pylist()
+    file_seq, line_no = records["file_seq"].to_pylist(), records["line_no"].to_pylist()
     outcomes = {f: prefetch.get(*f) for f in dict.fromkeys(zip(roots, rels))}
     blobs: dict[str, str] = {}
     rows = {k: [] for k in ("entity_id", "sha256", "width", "height", "format", "blob", "source_uri", "source")}
@@ -62,7 +63,7 @@ def run_image_stage(records: pa.Table, entity_ids: list[int], *, store_root: Pat
         if not o.ok:
             if primary:
                 rejects.append({"stage": "ingest", "source": names[src],
-                                "location": f"{file_paths[records['file_seq'][i].as_py()]}:{records['line_no'][i].as_py()}",
+                                "location": f"{file_paths[file_seq[i]]}:{line_no[i]}",
                                 "reason": f"image {o.reject_reason}", "raw": rel.encode()})
                 outcome_of_line[pos] = "rejected"
             continue

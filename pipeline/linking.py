@@ -95,7 +95,8 @@ def merge_entities(occ: pa.Table, links: pa.Table, existing_keys: pa.Table) -> M
     # linked keys: one component = one entity (if any member has data or already exists)
     first = dict(zip(occ.filter(in_links)["key"].to_pylist(), occ.filter(in_links)["order"].to_pylist()))
     # only linked keys need the existing-id lookup in Python
-    ex_hit = existing_keys.filter(pc.is_in(existing_keys["key"], value_set=linked)) if len(linked) else existing_keys.slice(0, 0)
+    ex_hit = existing_keys.filter(pc.is_in(existing_keys["key"], value_set=linked)) if len(linked) \
+        else existing_keys.slice(0, 0)
     ex_lookup = dict(zip(ex_hit["key"].to_pylist(), ex_hit["entity_id"].to_pylist()))
     comp_rows, alias_rows, map_rows, conflicts, merged, merged_entities = [], [], [], 0, 0, 0
     for members in uf.groups().values():

@@ -137,11 +137,14 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(engine)
     # queries are built with images only when the encoder can read them (a text encoder's
     # query must name every entity by its label); the encoder class says so without loading.
-    has_vision = resolve_encoder(config.encoder, device=device).has_vision
-    qs: QuerySet = build_queries(dataset, store=store, split=split, with_images=has_vision, limit=limit)
+    # The cache key does not depend on images (the encoder, in the config, fixes that), so the
+    # check needs no model: the encoder is loaded only when there is work to do.
+    qs: QuerySet = build_queries(dataset, store=store, split=split, with_images=False, limit=limit)
     if not force and (hit := cached_shards(store, qs, config, limit)) is not None:
         logger.info("reusing cached shards %s", hit)
         return RetrieveResult(hit, True, len(qs.queries), _read_reports(hit))
+    if resolve_encoder(config.encoder, device=device).has_vision:
+        qs = build_queries(dataset, store=store, split=split, with_images=True, limit=limit)
     t0 = time.perf_counter()
     outputs = run(store, config, qs.queries, batch_size=batch_size, device=device, progress=progress,
                   **(engine_kwargs or {}))

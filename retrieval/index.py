@@ -98,7 +98,7 @@ def ivfpq_spec(n: int, d: int, *, nlist: int | None = None, m: int | None = None
                nprobe: int | None = None, **_: Any) -> IndexSpec:
     nlist = nlist or _nlist(n)
     m = m or _largest_pq_m(d, d // 8)
-    return IndexSpec("ivfpq", f"IVF{nlist},PQ{m}x{nbits}", {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": nprobe},
+    return IndexSpec("ivfpq", f"IVF{nlist},PQ{m}x{nbits}np", {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": nprobe},
                      tune=None if nprobe else "nprobe")
 
 

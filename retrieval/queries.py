@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+import pyarrow as pa
 
 from kg_store import KGStore
 from kg_store.errors import KGStoreError
@@ -51,6 +51,8 @@ class QuerySet:
     split: str
     queries: list[Query]
     source_files: list[Path]
+    #: Arrow types of the `fields` columns (so empty lists and all-null columns keep their type)
+    field_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     def source_sha256(self) -> str:
         return ";".join(f"{p.name}:{sha256_file(p)}" for p in self.source_files)
@@ -95,20 +97,26 @@ class EntityLabels:
         return [str(self._labels[i]) if i >= 0 and self._labels[i] else k for k, i in zip(keys, ids)]
 
 
-def entity_image(store: KGStore | None, key: str, image_dirs: list[Path]) -> str | None:
+def store_images(store: KGStore | None) -> dict[int, str]:
+    """Entity id → path of its first stored (normalised) image blob."""
+    if store is None or not store.has_table("images"):
+        return {}
+    imgs = store.table("images", ["entity_id", "blob"])
+    out: dict[int, str] = {}
+    for eid, blob in zip(imgs["entity_id"].to_pylist(), imgs["blob"].to_pylist()):
+        if eid is not None and blob and eid not in out:
+            out[eid] = str(store.path(blob))
+    return out
+
+
+def entity_image(key: str, eid: int, blobs: dict[int, str], image_dirs: list[Path]) -> str | None:
     """One image of an entity: a store blob if it has one, else the first file of `<dir>/<key>/`.
 
     MarT reads a random file per entity folder; we take the first in name order so that the
     query (and so the cache) is deterministic.
     """
-    if store is not None and store.has_table("images"):
-        eid = int(store.entity_ids([key])[0])
-        if eid >= 0:
-            imgs = store.table("images", ["entity_id", "blob"])
-            ents = imgs["entity_id"].to_numpy()
-            hit = np.flatnonzero(ents == eid)
-            if hit.size:
-                return str(store.path(imgs["blob"][int(hit[0])].as_py()))
+    if eid in blobs:
+        return blobs[eid]
     for d in image_dirs:
         folder = d / key
         if folder.is_dir():
@@ -116,6 +124,17 @@ def entity_image(store: KGStore | None, key: str, image_dirs: list[Path]) -> str
             if files:
                 return str(files[0])
     return None
+
+
+_strs, _ints = pa.list_(pa.string()), pa.list_(pa.int64())
+MARS_FIELD_TYPES = {"example": _strs, "question": pa.string(), "answer": pa.string(), "relation": pa.string(),
+                    "mode": pa.int64(), "example_entities": _ints, "question_entity": pa.int64(),
+                    "answer_entity": pa.int64(), "image_paths": _strs}
+SCIENCEQA_FIELD_TYPES = {"question": pa.string(), "choices": _strs, "answer": pa.int64(), "hint": pa.string(),
+                         "subject": pa.string(), "grade": pa.string(), "topic": pa.string(),
+                         "category": pa.string(), "task": pa.string(), "lecture": pa.string(),
+                         "solution": pa.string(), "image": pa.string(), "image_path": pa.string(),
+                         "pid": pa.string()}
 
 
 # ---- MARS --------------------------------------------------------------------------------
@@ -149,13 +168,14 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
     label_of = dict(zip(keys, labels(keys)))
     id_of = dict(zip(keys, store.entity_ids(keys).tolist()))
     image_dirs = [file.parent / "images"]
+    blobs = store_images(store) if with_images else {}
     queries = []
     for i, r in enumerate(rows):
         (eh, et), eq = r["example"], r["question"]
         roles = MARS_MODES.get(int(r["mode"]), ("text", "text", "text"))
         parts, images = [], []
         for key, role in zip((eh, et, eq), roles):
-            img = entity_image(store, key, image_dirs) if with_images and role == "image" else None
+            img = entity_image(key, id_of[key], blobs, image_dirs) if with_images and role == "image" else None
             if img is not None:
                 images.append(img)
                 parts.append("this image")
@@ -168,7 +188,7 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
                     "mode": int(r["mode"]), "example_entities": [id_of[eh], id_of[et]],
                     "question_entity": id_of[eq], "answer_entity": id_of[r["answer"]],
                     "image_paths": images}))
-    return QuerySet("mars", split, queries, [file])
+    return QuerySet("mars", split, queries, [file], MARS_FIELD_TYPES)
 
 
 # ---- ScienceQA ---------------------------------------------------------------------------
@@ -219,7 +239,7 @@ def scienceqa_queries(path: Path, *, store: KGStore | None = None, split: str | 
                              image_paths=[image_path] if with_images and image_path else [], fields=fields))
     if not queries:
         raise KGStoreError(f"no ScienceQA problem has split {split!r} in {file}")
-    return QuerySet("scienceqa", split, queries, [file])
+    return QuerySet("scienceqa", split, queries, [file], SCIENCEQA_FIELD_TYPES)
 
 
 # ---- generic JSONL -----------------------------------------------------------------------
@@ -247,4 +267,4 @@ def jsonl_queries(path: Path, *, store: KGStore | None = None, split: str | None
                              image_paths=[image_path] if with_images and image_path else [],
                              entity_keys=[str(e) for e in obj.get("entities") or []],
                              fields={"image_path": image_path}))
-    return QuerySet("jsonl", split or path.stem, queries, [path])
+    return QuerySet("jsonl", split or path.stem, queries, [path], {"image_path": pa.string()})

@@ -1,7 +1,9 @@
 """Quality and leakage reports of a retrieval run, written as JSON beside the shards.
 
 Quality — MARS: share of queries whose answer entity is in the retrieved subgraph at N = 10, 20
-against N triples drawn at random from the same 1-hop pool (and the pool itself, the ceiling);
+against N triples drawn at random from the same 1-hop pool (`random_1hop_baseline`) and from the
+1-hop neighbourhood of the question entity alone (`random_1hop_question_entity`), and the pool
+itself (`answer_in_candidate_pool`, the ceiling of any ranking);
 ScienceQA / JSONL: mean query–triple cosine. Leakage — MARS: answer entity / whole fact already
 in the KG or in train, subgraphs holding a direct question–answer triple; ScienceQA: problems
 whose image (sha256) or question text also occurs in train. Per-query flags let results be
@@ -55,6 +57,7 @@ def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
     if qs.dataset != "mars":
         return report
     answers = np.array([q.fields["answer_entity"] for q in qs.queries], dtype=np.int64)
+    question = np.array([q.fields["question_entity"] for q in qs.queries], dtype=np.int64)
     graph, triples = store.graph, store.triples_array()
     pool_entities = [np.unique(triples[expand_hops(graph, triples, o.seed_entities, hops)][:, [0, 2]])
                      for o in outputs]
@@ -66,7 +69,12 @@ def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
         rng = np.random.default_rng(BASELINE_SEED)
         rand = [random_one_hop(graph, triples, o.seed_entities, n, hops=hops, rng=rng) for o in outputs]
         rand_hit = _contains([np.unique(triples[r][:, [0, 2]]) for r in rand], answers)
-        entry = {"answer_in_subgraph": _share(hit), "random_1hop_baseline": _share(rand_hit)}
+        # a second baseline: N random triples around the question entity alone (no retrieval at all)
+        rand_q = [random_one_hop(graph, triples, np.array([e]), n, hops=hops, rng=rng) if e >= 0
+                  else np.empty(0, np.int64) for e in question]
+        rand_q_hit = _contains([np.unique(triples[r][:, [0, 2]]) for r in rand_q], answers)
+        entry = {"answer_in_subgraph": _share(hit), "random_1hop_baseline": _share(rand_hit),
+                 "random_1hop_question_entity": _share(rand_q_hit)}
         if leaked is not None:
             entry["answer_in_subgraph_without_leaked"] = _share(hit[~leaked])
             entry["random_1hop_baseline_without_leaked"] = _share(rand_hit[~leaked])

@@ -92,14 +92,12 @@ def subgraph_table(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
     cols["num_candidates"] = pa.array([o.num_candidates for o in outputs], pa.int64())
     cols["empty"] = pa.array([o.empty for o in outputs], pa.bool_())
     base = pa.Table.from_pydict(cols, schema=BASE_SCHEMA)
-    fields = pa.Table.from_pylist([q.fields for q in qs.queries]) if n and qs.queries[0].fields else None
-    if fields is not None:
-        for name in fields.column_names:
-            if name in base.column_names:
-                continue
-            col = fields[name]
-            # an all-null column (e.g. no image in the split) would be typed `null`: keep it a string
-            base = base.append_column(name, col.cast(pa.string()) if pa.types.is_null(col.type) else col)
+    if n and qs.queries[0].fields:
+        names = [k for k in qs.queries[0].fields if k not in base.column_names]
+        schema = pa.schema([(k, qs.field_types.get(k, pa.string())) for k in names])
+        fields = pa.Table.from_pylist([{k: q.fields.get(k) for k in names} for q in qs.queries], schema=schema)
+        for name in names:
+            base = base.append_column(name, fields[name])
     return base
 
 

@@ -82,5 +82,6 @@ def triples(rows: list[dict]) -> Drawing:
         g.add_edge(r["head_id"], r["tail_id"], label=r["relation_label"], score=r.get("score"))
     if g.number_of_nodes() == 0:
         return Drawing(nodes=[], edges=[])
-    pos = nx.spring_layout(nx.Graph(g), seed=7, k=1.6 / max(1, g.number_of_nodes()) ** 0.5)
+    # k (ideal edge length) well above the default keeps the small components of a retrieved set legible
+    pos = nx.spring_layout(nx.Graph(g), seed=7, k=3.0 / max(1, g.number_of_nodes()) ** 0.5, iterations=100)
     return _drawing(g, pos, None)

@@ -119,7 +119,7 @@ class SparkEngine(Engine):
     def small_records(self) -> pa.Table:
         from pyspark.sql import functions as F
         t = self._records.filter(F.col("kind") != R.TRIPLE).toArrow()
-        return pa.Table.from_batches(t.cast(R.LOCATED).to_batches(), R.LOCATED) if t.num_rows else R.LOCATED.empty_table()
+        return t.cast(R.LOCATED) if t.num_rows else R.LOCATED.empty_table()
 
     def triple_occurrences(self) -> tuple[pa.Table, pa.Table]:
         from pyspark.sql import functions as F
@@ -155,7 +155,8 @@ class SparkEngine(Engine):
         out = _arrow(final, ["h", "r", "t", "pos"]).sort_by("pos")
         st = _arrow(stats, ["src", "lines", "distinct"])
         per_src.unpersist()
-        return out, pa.table({c: st[c].cast(TRIPLE_STATS.field(c).type) for c in TRIPLE_STATS.names}, schema=TRIPLE_STATS)
+        stats = pa.table({c: st[c].cast(TRIPLE_STATS.field(c).type) for c in TRIPLE_STATS.names}, schema=TRIPLE_STATS)
+        return out, stats
 
     def close(self) -> None:
         if self._records is not None:

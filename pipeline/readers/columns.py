@@ -7,7 +7,8 @@ import pyarrow.compute as pc
 from pipeline.readers import records as R
 
 
-def _ok_and_rejects(batch: pa.RecordBatch, ok: pa.Array, reason: pa.Array | str) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+def _ok_and_rejects(batch: pa.RecordBatch, ok: pa.Array,
+                    reason: pa.Array | str) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """Split `batch` into the rows where `ok` and a reject batch for the others."""
     ok = pc.fill_null(ok, False)
     bad = pc.invert(ok)
@@ -29,8 +30,8 @@ def key_text(batch: pa.RecordBatch, kind: str, p: str | None, *, sep: str = "\t"
     return R.concat([rec, rej])
 
 
-def three_columns(batch: pa.RecordBatch, *, sep: str = "\t", exact: bool = True,
-                  what: str = "head, relation, tail") -> tuple[pa.RecordBatch, pa.Array, pa.Array, pa.Array, pa.RecordBatch]:
+def three_columns(batch: pa.RecordBatch, *, sep: str = "\t", exact: bool = True, what: str = "head, relation, tail"
+                  ) -> tuple[pa.RecordBatch, pa.Array, pa.Array, pa.Array, pa.RecordBatch]:
     """Split into (good lines, s, p, o normalised keys, rejects); `exact=False` allows extra fields."""
     parts, n = R.split_columns(batch["line"], sep)
     s, p, o = (R.normalize_keys(R.field(parts, i, n)) for i in range(3))
@@ -45,7 +46,8 @@ def three_columns(batch: pa.RecordBatch, *, sep: str = "\t", exact: bool = True,
     return good, pc.filter(s, ok), pc.filter(p, ok), pc.filter(o, ok), rej
 
 
-def regex_fields(batch: pa.RecordBatch, pattern: str, reason: str) -> tuple[pa.RecordBatch, pa.StructArray, pa.RecordBatch]:
+def regex_fields(batch: pa.RecordBatch, pattern: str,
+                 reason: str) -> tuple[pa.RecordBatch, pa.StructArray, pa.RecordBatch]:
     """Lines matching a named-group regex (RE2), their groups, and rejects for the rest."""
     m = pc.extract_regex(batch["line"], pattern)
     ok = pc.is_valid(m)

@@ -14,6 +14,7 @@ from pipeline.readers.columns import regex_fields, three_columns
 
 YAGO_BASE = "http://yago-knowledge.org/resource/"
 IMAGE_INDEX_ATTRIBUTE = "mmkg:imageIndex"
+_FBMAP_LINE = r"^\s*(?P<mid>[^\t]*?)\s*\t\s*(?P<qid>[^\t]*?)\s*(?:\t\s*(?P<wp>[^\t]*?)\s*)?$"
 
 
 @reader_registry.register("mmkg")
@@ -116,7 +117,7 @@ class FreebaseWikidataMapReader(Reader):
 
     def parse(self, batch, role, ctx):
         # the Wikipedia URL is empty for some mids: the link still holds, only the label hint is missing
-        good, m, rej = regex_fields(batch, r"^\s*(?P<mid>[^\t]*?)\s*\t\s*(?P<qid>[^\t]*?)\s*(?:\t\s*(?P<wp>[^\t]*?)\s*)?$",
+        good, m, rej = regex_fields(batch, _FBMAP_LINE,
                                     "expected 'mid\\tWikidata URL[\\tWikipedia URL]'")
         mid, qid, wp = R.normalize_keys(m.field("mid")), R.normalize_keys(m.field("qid")), m.field("wp")
         # a few rows carry a DBpedia URI instead of a Wikidata one (780 in FB15K's map): still a link

@@ -82,6 +82,7 @@ class OpenKEReader(Reader):
         ok = pc.and_(pa.array(in_range), pc.and_(pc.and_(pc.is_valid(h), pc.is_valid(t)), pc.is_valid(r)))
         ok = pc.fill_null(ok, False)
         bad = pc.invert(ok)
-        rej2 = R.rejects(pc.filter(good["line_no"], bad), pc.filter(good["line"], bad), "id not in entity2id/relation2id")
+        rej2 = R.rejects(pc.filter(good["line_no"], bad), pc.filter(good["line"], bad),
+                         "id not in entity2id/relation2id")
         triples = R.make(R.TRIPLE, good.num_rows, s=h, p=r, o=t, line_no=good["line_no"]).filter(ok)
         return R.concat([triples, rej, rej2, header])

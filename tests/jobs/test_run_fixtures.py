@@ -2,7 +2,7 @@
 
 `make_sources(data_dir, out)` cuts a MarKG-format directory out of the real MarKG: every triple
 touching the entities of the first `N_QUERIES` MARS dev queries plus every 300th triple as
-distractors, with the real entity/relation texts of what they mention. One in six of those
+distractors, with the real entity/relation texts of what they mention. One in eight of those
 triples is held out and written as `extra.tsv` (head, relation, tail Wikidata ids) — the "small
 extra TSV source" an incremental update appends. The store stays ~200 triples so MiniLM embeds it
 in seconds on 2 shared cores.
@@ -15,16 +15,16 @@ from typing import Any
 
 import yaml
 
-N_QUERIES = 4
-DISTRACTOR_STRIDE = 300
-HOLDOUT_EVERY = 6
-MARS_LIMIT, SCIENCEQA_LIMIT = 6, 3
+N_QUERIES = 3
+DISTRACTOR_STRIDE = 600
+HOLDOUT_EVERY = 8
+MARS_LIMIT, SCIENCEQA_LIMIT = 10, 4
 
 
 def make_sources(data_dir: Path, out: Path) -> dict[str, Path]:
     markg = Path(data_dir) / "markg" / "MarKG"
     rows = [json.loads(line) for line in (Path(data_dir) / "markg/MARS/dev.json").read_text().splitlines()]
-    keys = {k for r in rows[:max(N_QUERIES, MARS_LIMIT)] for k in (*r["example"], r["question"], r["answer"])}
+    keys = {k for r in rows[:N_QUERIES] for k in (*r["example"], r["question"], r["answer"])}
     triples = [line.split("\t") for line in (markg / "wiki_tuple_ids.txt").read_text().splitlines() if line.strip()]
     picked = [t for i, t in enumerate(triples) if t[0] in keys or t[2] in keys or i % DISTRACTOR_STRIDE == 0]
     base = [t for i, t in enumerate(picked) if i % HOLDOUT_EVERY != 3]

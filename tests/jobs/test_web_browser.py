@@ -1,5 +1,6 @@
 """End to end in headless Chromium against `mmkg serve` on localhost: search "zebra", open it,
-see its image and neighbours, run a retrieval; screenshots go to test-artifacts/web/.
+see its image and neighbours, run a retrieval (MiniLM + FAISS), search by text; screenshots go
+to test-artifacts/web/.
 
 Chromium and chromedriver are Debian packages (scripts/ensure_browser.sh installs them for
 `make test`). Without them the test skips, unless MMKG_REQUIRE_BROWSER=1 (set by CI), where
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -35,11 +37,27 @@ def browser():
         yield b
 
 
+#: rows of each kind to embed: MiniLM on the whole of MarKG (45k texts) takes minutes on 2 CPU
+#: cores; the first 200 entities/relations/triples make the retrieval page real in seconds.
+EMBED_LIMIT = 200
+
+
 @pytest.fixture(scope="module")
-def server(data_dir, tmp_path_factory):
-    kg = markg_images_kg(data_dir, tmp_path_factory)
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--kg", str(kg), "--port", "0"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def embedded_kg(data_dir, tmp_path_factory) -> Path:
+    """A copy of the MarKG+images store with MiniLM vectors and FAISS indexes (embed → index)."""
+    from pipeline.embed import embed_store
+    from retrieval.index import build_store_indexes
+    kg = tmp_path_factory.mktemp("browser") / "kg"
+    shutil.copytree(markg_images_kg(data_dir, tmp_path_factory), kg)
+    embed_store(kg, "minilm", limit=EMBED_LIMIT, progress=False)
+    build_store_indexes(kg, "minilm")
+    return kg
+
+
+@pytest.fixture(scope="module")
+def server(embedded_kg):
+    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--kg", str(embedded_kg), "--port", "0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()  # "serving KG on http://127.0.0.1:PORT/ ..."
         match = re.search(r"http://127\.0\.0\.1:\d+/", line)
@@ -86,24 +104,28 @@ def test_search_open_entity_and_retrieve(browser: Browser, server: str):
     browser.click(next(e for e in browser.find_all("li.neighbour a") if browser.text(e) == "Equus"))
     assert browser.text(browser.wait_for("#entity-key")) == "Q27022"
 
-    # 4. one retrieval: the top-10 triples with scores, or the "no embeddings yet" notice
+    # 4. one retrieval: the top-10 triples, drawn and listed with descending scores
     browser.get(server + "retrieve")
-    browser.type(browser.wait_for("#question-input"), "Which animal has black and white stripes?")
+    browser.type(browser.wait_for("#question-input"), "Which country is a neighbour of France?")
     browser.click(browser.find("#retrieve-button"))
-    browser.wait_for("#retrieved, #retrieve-message", timeout=180)
+    browser.wait_for("#retrieved, #retrieve-message", timeout=300)  # first query loads MiniLM
+    assert not browser.find_all("#retrieve-message"), browser.text(browser.find("#retrieve-message"))
     rows = browser.find_all("#retrieved tr.triple")
-    if rows:
-        assert len(rows) == 10
-        scores = [float(browser.text(e)) for e in browser.find_all("#retrieved td.score")]
-        assert scores == sorted(scores, reverse=True)
-        assert browser.find_all("#retrieved-graph circle")
-    else:
-        assert "no embeddings yet" in browser.text(browser.find("#retrieve-message"))
+    assert len(rows) == 10
+    scores = [float(browser.text(e)) for e in browser.find_all("#retrieved td.score")]
+    assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
+    assert len(browser.find_all("#retrieved-graph line")) == 10
     browser.screenshot(ARTIFACTS / "03-retrieve.png")
+
+    # the same store answers text search through the FAISS entity index
+    browser.get(server + "search?mode=text&q=a+country+in+Europe")
+    browser.wait_for("#results li.result")
+    assert "encoder minilm" in browser.text(browser.find("#result-count"))
+    browser.screenshot(ARTIFACTS / "05-text-search.png")
 
     # 5. the plots render
     browser.get(server + "stats")
     assert _image_loaded(browser, "#degree-plot") and _image_loaded(browser, "#relation-plot")
     browser.screenshot(ARTIFACTS / "04-stats.png")
-    for name in ("01-search-zebra", "02-entity-zebra", "03-retrieve", "04-stats"):
+    for name in ("01-search-zebra", "02-entity-zebra", "03-retrieve", "04-stats", "05-text-search"):
         assert (ARTIFACTS / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,8 +1,15 @@
 """Fixtures of the model tests: real shards (MarKG sub-store, minilm vectors, a few MARS dev and
 ScienceQA test queries, built by retrieval's `tests/retrieval/shards_fixture.py` once per
 session), the KG text of that store, and MARS examples over those shards.
+
+Building the shards embeds the sub-store with minilm (minutes on a busy 2-core box); set
+`MMKG_TEST_SHARDS_ROOT=<dir>` to build them once there and reuse them across sessions
+(the fixture is idempotent).
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +23,8 @@ from model.tasks import resolve_task
 @pytest.fixture(scope="session")
 def real_shards(data_dir, tmp_path_factory) -> dict:
     from tests.retrieval import shards_fixture as sf
-    return sf.build_test_shards(data_dir, sf.shared_root(tmp_path_factory))
+    root = os.environ.get("MMKG_TEST_SHARDS_ROOT")
+    return sf.build_test_shards(data_dir, Path(root) if root else sf.shared_root(tmp_path_factory))
 
 
 @pytest.fixture(scope="session")

@@ -109,3 +109,49 @@ def test_strict_accepts_clean_input(tmp_path):
     counts = json.loads(run.stdout)["inputs"][0]["counts"]
     assert counts == {"read": 3, "accepted": 2, "rejected": 0, "duplicates": 1,
                       "skipped": {"blank line": 1, "header": 1}}
+
+
+# ---- query files (`mmkg retrieve --dataset`) ----------------------------------------------------
+def _retrieve_with_rejects(kg: Path, spec: str):
+    from tests.reliability.conftest import ENCODER
+    run = mmkg("retrieve", "--kg", kg, "--encoder", ENCODER, "--dataset", spec, timeout=300)
+    assert run.rc == 0, str(run)
+    assert_no_traceback(run)
+    shard_dir = Path(run.stdout.strip().splitlines()[-1])
+    return run, shard_dir
+
+
+def _check_query_rejects(run, shard_dir: Path, case) -> None:
+    from kg_store.shards import read_shards
+    assert read_shards(shard_dir, columns=["query_id"])["query_id"].to_pylist() == case.good_ids
+    report = json.loads((shard_dir / "rejects.json").read_text())
+    got = {r["location"]: r["reason"] for r in report["rows"]}
+    path = case.spec.split(":", 1)[1]
+    want = {f"{path}:{n}": reason for n, reason in case.rejects.items()}
+    assert sorted(got) == sorted(want), "query reject locations differ"
+    for loc, reason in want.items():
+        assert reason in got[loc], f"{loc}: {got[loc]!r}, expected …{reason}…"
+    assert f"{len(want)} query record(s) rejected" in run.stderr, str(run)
+
+
+def test_bad_jsonl_queries_are_rejected_one_by_one(reference_store, pipeline_inputs, tmp_path):
+    """Bad JSON, missing fields, invalid UTF-8 and image paths escaping the file's folder (`..`,
+    absolute) each become one reject; the good queries are retrieved."""
+    import shutil
+    from tests.fixtures.bad_records import write_bad_jsonl_queries
+    kg = tmp_path / "kg"
+    shutil.copytree(reference_store, kg, symlinks=True)
+    case = write_bad_jsonl_queries(tmp_path / "q", outside_image=str(pipeline_inputs.images_root / "im0.jpg"))
+    run, shard_dir = _retrieve_with_rejects(kg, case.spec)
+    _check_query_rejects(run, shard_dir, case)
+
+
+def test_bad_mars_queries_are_rejected_one_by_one(reference_store, tmp_path):
+    import shutil
+    from tests.fixtures.bad_records import write_bad_mars_queries
+    kg = tmp_path / "kg"
+    shutil.copytree(reference_store, kg, symlinks=True)
+    keys = open_store(kg).table("entities", ["key"])["key"].to_pylist()[:4]
+    case = write_bad_mars_queries(tmp_path / "mars", keys)
+    run, shard_dir = _retrieve_with_rejects(kg, case.spec)
+    _check_query_rejects(run, shard_dir, case)

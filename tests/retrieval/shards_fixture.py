@@ -1,7 +1,7 @@
 """Real subgraph shards for a handful of MARS / ScienceQA queries, for tests of retrieval and model.
 
 `build_test_shards(data_dir, root)` builds a MarKG sub-store (the real triples around the first
-MARS dev queries plus every 16th triple as distractors, ~3k triples), embeds it with the real
+MARS dev queries plus every 32nd triple as distractors, ~1.6k triples), embeds it with the real
 `minilm` encoder, builds its FAISS indexes and retrieves a few queries of MARS dev and ScienceQA
 test. The sub-store keeps the suite inside its time budget on 2 shared cores: embedding all
 33k MarKG triples takes minutes there. Call it once per session or module and share the result.
@@ -21,18 +21,19 @@ ENCODER = "minilm"
 #: 8 MARS dev queries; the first 8 ScienceQA test problems include pid 23 (the one real image)
 N_MARS, N_SCIENCEQA = 8, 8
 #: the sub-store holds the 1-hop neighbourhood of the entities of this many MARS dev queries
-SUBSTORE_QUERIES = 32
-DISTRACTOR_STRIDE = 16
+SUBSTORE_QUERIES = 24
+DISTRACTOR_STRIDE = 32
 
 
 def build_markg_substore(data_dir: Path, root: Path, *, n_queries: int = SUBSTORE_QUERIES) -> KGStore:
     """A committed store of real MarKG triples: those touching the entities (example, question,
-    answer) of the first `n_queries` MARS dev queries, plus every 16th other triple."""
+    answer) of the first `n_queries` MARS dev queries, plus every 32nd other triple."""
     from tests.stores import build_markg_store
 
     root = Path(root)
     full_root = root.with_name(root.name + "-full")
-    full = open_store(full_root) if (full_root / "manifest.json").exists() else build_markg_store(Path(data_dir), full_root)
+    exists = (full_root / "manifest.json").exists()
+    full = open_store(full_root) if exists else build_markg_store(Path(data_dir), full_root)
     rows = [json.loads(line) for line in (Path(data_dir) / "markg/MARS/dev.json").read_text().splitlines()]
     keys = sorted({k for r in rows[:n_queries] for k in (*r["example"], r["question"], r["answer"])})
     seeds = full.entity_ids(keys)

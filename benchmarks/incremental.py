@@ -1,0 +1,138 @@
+"""Incremental update vs full rebuild, in one run: add 1 % new triples to a KG and rerun the DAG.
+
+Real data: a random sample of `--triples` MarKG triples (with the real texts of every entity and
+relation they mention) is the base KG; `--added` (default 1 %) further real MarKG triples form an
+extra TSV source. Steps (all in this process, so the encoder is loaded once for every step):
+
+1. build the base KG with `mmkg run` (not timed: the state before the update);
+2. **incremental**: rerun the same DAG with the TSV source added (timed);
+3. **full rebuild**: run the DAG on base + TSV into a fresh directory (timed);
+4. check that both give the same shards.
+
+Prints one JSON object: seconds of each step and stage, what was re-embedded, the ratio
+incremental / full (goal ≤ 0.10). `python benchmarks/incremental.py [--triples 3000] [--added 0.01]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+GOAL = 0.10
+
+
+def make_inputs(data: Path, out: Path, n_triples: int, added: float, seed: int) -> dict:
+    markg = data / "markg" / "MarKG"
+    triples = [line.split("\t") for line in (markg / "wiki_tuple_ids.txt").read_text().splitlines() if line.strip()]
+    rng = random.Random(seed)
+    n_add = max(1, round(n_triples * added))
+    sample = rng.sample(range(len(triples)), n_triples + n_add)
+    base = [triples[i] for i in sorted(sample[:n_triples])]
+    extra = [triples[i] for i in sorted(sample[n_triples:])]
+    base_dir = out / "base" / "MarKG"
+    base_dir.mkdir(parents=True)
+    ents = {t[0] for t in base} | {t[2] for t in base}
+    rels = {t[1] for t in base}
+    for name, wanted in (("entity2text.txt", ents), ("entity2textlong.txt", ents),
+                         ("relation2text.txt", rels), ("relation2textlong.txt", rels)):
+        lines = [line for line in (markg / name).read_text().splitlines() if line.split("\t", 1)[0] in wanted]
+        (base_dir / name).write_text("\n".join(lines) + "\n")
+    (base_dir / "wiki_tuple_ids.txt").write_text("\n".join("\t".join(t) for t in base) + "\n")
+    (out / "extra.tsv").write_text("\n".join("\t".join(t) for t in extra) + "\n")
+    return {"base": base_dir, "extra": out / "extra.tsv", "n_base": len(base), "n_extra": len(extra)}
+
+
+def job(data: Path, kg: Path, sources: list[str], mars: int, sqa: int) -> dict:
+    return {"kg": str(kg), "data": str(data), "encoder": "minilm",
+            "ingest": {"sources": sources, "engine": "local"},
+            "embed": {"dtype": "float32", "engine": "local", "batch_size": 64},
+            "index": {"kind": "auto"},
+            "retrieve": {"top_n": 10, "top_N": 10, "datasets": [
+                {"dataset": "mars:{data}/markg/MARS", "split": "dev", "limit": mars},
+                {"dataset": "scienceqa:{data}/scienceqa", "split": "test", "limit": sqa}]}}
+
+
+def timed(**kw):
+    from jobs.runner import run_pipeline
+    t0 = time.perf_counter()
+    report = run_pipeline(**kw, progress=False)
+    return time.perf_counter() - t0, report
+
+
+def same_shards(a: dict, b: dict) -> bool:
+    import numpy as np
+    from kg_store.shards import read_shards
+    for key in a:
+        x, y = read_shards(a[key]), read_shards(b[key])
+        for col in x.column_names:
+            if col == "scores":
+                u = np.concatenate([np.asarray(v, np.float32) for v in x[col].to_pylist()] or [np.zeros(0)])
+                w = np.concatenate([np.asarray(v, np.float32) for v in y[col].to_pylist()] or [np.zeros(0)])
+                if u.shape != w.shape or not np.allclose(u, w, atol=1e-5):
+                    return False
+            elif x[col].to_pylist() != y[col].to_pylist():
+                return False
+    return True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("MMKG_SHARED_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--triples", type=int, default=3000, help="base KG size in MarKG triples")
+    ap.add_argument("--added", type=float, default=0.01, help="fraction of new triples in the update")
+    ap.add_argument("--mars", type=int, default=100, help="MARS dev queries retrieved")
+    ap.add_argument("--scienceqa", type=int, default=20, help="ScienceQA test queries retrieved")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary KGs")
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(min(os.cpu_count() or 1, 16))
+
+    data = Path(args.data).resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="mmkg-bench-incremental-"))
+    try:
+        src = make_inputs(data, tmp / "src", args.triples, args.added, args.seed)
+        base, both = [f"markg:{src['base']}"], [f"markg:{src['base']}", f"tsv:{src['extra']}"]
+        from pipeline.encoders import resolve_encoder
+        resolve_encoder("minilm")  # load once, outside every timing
+        t_base, _ = timed(**job(data, tmp / "kg", base, args.mars, args.scienceqa))
+        t_inc, inc = timed(**job(data, tmp / "kg", both, args.mars, args.scienceqa))
+        t_full, full = timed(**job(data, tmp / "full", both, args.mars, args.scienceqa))
+        stage = lambda r, n: next(s for s in r.stages if s.name == n)  # noqa: E731
+        out = {
+            "benchmark": "incremental_update_vs_full_rebuild",
+            "encoder": "minilm", "device": "cpu", "torch_threads": torch.get_num_threads(),
+            "base_triples": src["n_base"], "added_triples": src["n_extra"],
+            "added_fraction": round(src["n_extra"] / src["n_base"], 4),
+            "base_build_seconds": round(t_base, 2),
+            "incremental_seconds": round(t_inc, 2), "full_rebuild_seconds": round(t_full, 2),
+            "ratio": round(t_inc / t_full, 4), "goal_ratio": GOAL, "meets_goal": t_inc / t_full <= GOAL,
+            "incremental_stages": {s.name: {"status": s.status, "seconds": s.seconds, "note": s.note}
+                                   for s in inc.stages if s.status != "skipped"},
+            "full_stages": {s.name: {"status": s.status, "seconds": s.seconds}
+                            for s in full.stages if s.status != "skipped"},
+            "embedded_incremental": stage(inc, "embed").counts,
+            "index_updates": stage(inc, "index").outputs,
+            "queries": stage(inc, "retrieve").counts,
+            "shards_equal_full_rebuild": same_shards(stage(inc, "retrieve").outputs, stage(full, "retrieve").outputs),
+        }
+        print(json.dumps(out, indent=2, sort_keys=True, default=str))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`mmkg run` mechanics: config loading, plan (--dry-run), stage selection, lock, exit codes, reports,
+the Spark entry point on local[2], and the deploy files. Tiny real inputs (see test_run_fixtures)."""
+from __future__ import annotations
+
+import inspect
+import json
+import py_compile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.jobs.test_run_fixtures import make_sources, pipeline_job, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(argv):
+    from jobs.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code
+
+
+def test_shipped_pipeline_config_fits_the_stages():
+    """configs/pipeline.yaml: every stage block binds to its stage function (PyKEEN K3 check)."""
+    from jobs.runner import load_pipeline_config, run_pipeline
+    from jobs.stages import STAGES
+    meta, job = load_pipeline_config(REPO / "configs" / "pipeline.yaml")
+    inspect.signature(run_pipeline).bind(**job)
+    for name, stage in STAGES.items():
+        block = {k: v for k, v in (job.get(name) or {}).items() if k != "enabled"}
+        inspect.signature(stage.run).bind(None, **block)
+    assert job["encoder"] == "minilm" and job["index"]["kind"] == "auto" and job["retrieve"]["top_N"] == 10
+    assert job["train"]["enabled"] is False and job["evaluate"]["enabled"] is False
+
+
+def test_bad_configs_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"metadata": {}, "job": {"kg": str(tmp_path / "kg"), "embedd": {}}}))
+    assert _cli(["run", "--config", str(bad)]) == 1
+    ok = write_config(tmp_path / "ok.yaml", {"kg": str(tmp_path / "kg"), "ingest": {"sources": []}})
+    assert _cli(["run", "--config", str(ok), "--only", "retrieve"]) == 1  # not configured
+    assert _cli(["run", "--config", str(ok), "--only", "nope"]) == 2       # usage error
+
+
+@pytest.fixture(scope="module")
+def small(data_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    src = make_sources(data_dir, tmp / "src")
+    return {"tmp": tmp, "src": src, "data": data_dir}
+
+
+def test_dry_run_plans_and_changes_nothing(small, capsys):
+    tmp = small["tmp"]
+    kg = tmp / "dry-kg"
+    cfg = write_config(tmp / "dry.yaml", pipeline_job(small["data"], kg, [f"markg:{small['src']['base']}"]))
+    assert _cli(["run", "--config", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would run ingest, embed, index, retrieve" in out
+    assert not (kg / "manifest.json").exists()
+    reports = list((kg / "runs").glob("*.json"))
+    assert len(reports) == 1 and json.loads(reports[0].read_text())["dry_run"] is True
+
+
+def test_lock_held_exits_4(small):
+    from jobs.runner import RunLock
+    kg = small["tmp"] / "locked-kg"
+    cfg = write_config(small["tmp"] / "lock.yaml", pipeline_job(small["data"], kg, [f"markg:{small['src']['base']}"]))
+    kg.mkdir()
+    with RunLock(kg):
+        assert _cli(["run", "--config", str(cfg), "--wait", "0.3"]) == 4
+    assert not (kg / "manifest.json").exists()
+
+
+def test_only_ingest_on_spark_local2_equals_local(small, spark):
+    """The cluster entry point (Spark ingest, master from config) on local[2]; same store as local."""
+    from jobs.runner import run_pipeline
+    from kg_store import open_store
+    sources = [f"markg:{small['src']['base']}", f"tsv:{small['src']['extra']}"]
+    stores = {}
+    for engine in ("spark", "local"):
+        job = pipeline_job(small["data"], small["tmp"] / f"{engine}-kg", sources, engine=engine)
+        job["ingest"]["master"] = "local[2]"
+        report = run_pipeline(**job, only="ingest", progress=False)
+        assert [s.status for s in report.stages if s.name != "ingest"] == ["skipped"] * 5
+        stores[engine] = open_store(job["kg"])
+        # a rerun is cached whatever the engine: engine/master are not part of the cache key
+        job["ingest"]["engine"] = "local" if engine == "spark" else "spark"
+        assert run_pipeline(**job, only="ingest", progress=False).stages[0].status == "cached"
+    for t in ("entities", "relations", "triples"):
+        assert stores["spark"].table(t).equals(stores["local"].table(t)), t
+
+
+def test_deploy_files():
+    dag = REPO / "deploy" / "airflow" / "mmkg_dag.py"
+    py_compile.compile(str(dag), doraise=True)
+    try:
+        import airflow  # noqa: F401
+    except ImportError:
+        pass
+    else:  # where Airflow is installed the DAG must import cleanly
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("mmkg_dag", dag)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    cron = (REPO / "deploy" / "cron" / "mmkg.cron").read_text()
+    assert "mmkg run --config" in cron and "--wait" in cron
+    assert "spark-submit" in (REPO / "deploy" / "spark-submit.md").read_text()

@@ -1,0 +1,97 @@
+"""Quality and leakage reports, checked against brute-force counts over the real files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import cli
+from kg_store import open_store
+from kg_store.shards import read_shards
+from retrieval.queries import build_queries
+from retrieval.reports import mars_leakage, quality_report, scienceqa_leakage
+from retrieval.subgraph import SubgraphOutput
+from tests.retrieval.shards_fixture import build_test_shards, shared_root
+
+
+@pytest.fixture(scope="module")
+def shards(data_dir, tmp_path_factory):
+    return build_test_shards(data_dir, shared_root(tmp_path_factory))
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_mars_quality_report_counts_answers_inside_subgraphs(shards):
+    d = shards["mars/dev"]
+    q = json.loads((d / "quality.json").read_text())
+    rows = read_shards(d).to_pylist()
+    hits = np.mean([r["answer_entity"] in set(r["head_ids"]) | set(r["tail_ids"]) for r in rows])
+    assert q["hits"]["10"]["answer_in_subgraph"] == round(float(hits), 4)
+    assert set(q["hits"]) == {"10"}  # N = 20 needs a top_N = 20 run
+    assert 0 <= q["hits"]["10"]["random_1hop_baseline"] <= q["answer_in_candidate_pool"] <= 1
+    assert q["queries"] == 8 and q["empty"] == 0
+
+
+def test_quality_report_at_20_uses_the_ranked_prefix(shards, data_dir):
+    store = open_store(shards["kg"])
+    qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=store, split="dev", limit=8)
+    rows = read_shards(shards["mars/dev"]).to_pylist()
+    triples = store.triples_array()
+    outs = [SubgraphOutput(np.array(r["triple_ids"]), *triples[r["triple_ids"]].T, np.array(r["scores"], np.float32),
+                           np.array(r["seed_entity_ids"]), r["num_candidates"]) for r in rows]
+    rep = quality_report(store, qs, outs, top_N=10)
+    rep5 = quality_report(store, qs, [o.head(5) for o in outs], top_N=5)
+    assert rep["hits"]["10"]["answer_in_subgraph"] >= rep5["hits"]["5"]["answer_in_subgraph"]
+
+
+def test_mars_leakage_matches_brute_force(shards, data_dir):
+    store = open_store(shards["kg"])
+    mars = data_dir / "markg/MARS"
+    qs = build_queries(f"mars:{mars}", store=store, split="dev")
+    report, leaked = mars_leakage(store, qs)
+    ekeys = store.table("entities", ["key"])["key"].to_pylist()
+    rkeys = store.table("relations", ["key"])["key"].to_pylist()
+    kg_facts = {(ekeys[h], rkeys[r], ekeys[t]) for h, r, t in store.triples_array()}
+    dev, train = _jsonl(mars / "dev.json"), _jsonl(mars / "train.json")
+    train_facts = {(r["question"], r["relation"], r["answer"]) for r in train} | \
+        {(r["example"][0], r["relation"], r["example"][1]) for r in train}
+    c = report["counts"]
+    assert report["queries"] == 1020
+    assert c["fact_in_kg"] == sum((r["question"], r["relation"], r["answer"]) in kg_facts for r in dev)
+    assert c["fact_in_train"] == sum((r["question"], r["relation"], r["answer"]) in train_facts for r in dev)
+    assert c["answer_entity_is_train_answer"] == sum(r["answer"] in {t["answer"] for t in train} for r in dev)
+    assert c["any_fact_leak"] == int(leaked.sum()) >= max(c["fact_in_kg"], c["fact_in_train"])
+    # the shard set's own leakage file also counts direct question-answer links in the subgraphs
+    sl = json.loads((shards["mars/dev"] / "leakage.json").read_text())
+    rows = read_shards(shards["mars/dev"]).to_pylist()
+    direct = sum(any({h, t} == {r["question_entity"], r["answer_entity"]} for h, t in zip(r["head_ids"], r["tail_ids"]))
+                 for r in rows)
+    assert sl["counts"]["subgraph_links_question_to_answer"] == direct
+
+
+def test_scienceqa_leakage_by_question_text_and_image(data_dir):
+    qs = build_queries(f"scienceqa:{data_dir / 'scienceqa'}", split="test")
+    report = scienceqa_leakage(qs)
+    problems = json.loads((data_dir / "scienceqa/problems.subset150.json").read_text())
+    norm = lambda s: " ".join(s.lower().split())  # noqa: E731
+    train_q = {norm(p["question"]) for p in problems.values() if p["split"] == "train"}
+    expected = sum(norm(p["question"]) in train_q for p in problems.values() if p["split"] == "test")
+    assert report["queries"] == 50 and report["counts"]["question_text_in_train"] == expected
+    assert report["counts"]["image_sha256_in_train"] == 0  # only test/23's image is on disk
+    assert report["images_on_disk"] == {"train": 0, "this_split": 1}
+
+
+def test_cli_leakage_reports_every_split_and_shard_set(shards, data_dir, tmp_path):
+    out = tmp_path / "leak.json"
+    res = CliRunner().invoke(cli, ["leakage", "--kg", str(shards["kg"]), "--dataset",
+                                   f"mars:{data_dir / 'markg/MARS'}", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert set(rep["splits"]) == {"dev", "test"}
+    assert rep["splits"]["dev"]["queries"] == 1020 and rep["splits"]["test"]["queries"] == 1362
+    assert shards["mars/dev"].name in rep["splits"]["dev"]["shards"]
+    assert rep["splits"]["dev"]["shards"][shards["mars/dev"].name]["queries"] == 8
