@@ -368,9 +368,20 @@ def run_from_config(path: str | Path, **overrides: Any) -> RunReport:
 GC_DIRS = ("tables", "graph", "vectors", "indexes", "subgraphs", "blobs")
 
 
+def live_files(manifest: dict[str, Any]) -> set[str]:
+    """Files a manifest's version actually reads: every registered file, except table and graph
+    files of earlier versions (StoreWriter keeps registering each version's tables/graph under new
+    names and never unregisters the old ones; they are what gc reclaims)."""
+    tables = set(manifest.get("tables", {}).values())
+    graph = manifest.get("graph")
+    return {f for f in manifest.get("files", {})
+            if (not f.startswith("tables/") or f in tables)
+            and (not f.startswith("graph/") or (graph is not None and f.startswith(graph + "/")))}
+
+
 def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cache: bool = False,
                     wait: float = 0.0) -> dict[str, Any]:
-    """Delete files that neither the current manifest nor the last `keep` version snapshots reference."""
+    """Delete files that neither the current version nor the last `keep` version snapshots read."""
     kg = Path(kg)
     if not (kg / MANIFEST).exists():
         raise KGStoreError(f"{kg} is not a KG store (no {MANIFEST})")
@@ -379,22 +390,30 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
     with RunLock(kg, wait=wait), KGStore.writer(kg, wait=wait, create=False) as w:
         current = int(w.manifest["kg_version"])
         snaps = sorted((kg / "versions").glob("v*.json"))
-        versions = sorted({int(p.stem[1:]) for p in snaps})
-        kept_versions = [v for v in versions if v <= current][-keep:]
-        referenced = set(w.manifest["files"])
+        older = sorted({int(p.stem[1:]) for p in snaps} - {current})
+        kept_versions = [*older[-(keep - 1):], current] if keep > 1 else [current]
+        referenced = live_files(w.manifest)
         for v in kept_versions:
-            referenced |= set(json.loads((kg / "versions" / f"v{v:06d}.json").read_text()).get("files", {}))
+            snap = kg / "versions" / f"v{v:06d}.json"
+            if snap.exists():
+                referenced |= live_files(json.loads(snap.read_text()))
         doomed = [p for d in GC_DIRS if (kg / d).exists() for p in (kg / d).rglob("*")
                   if p.is_file() and str(p.relative_to(kg)) not in referenced]
-        dropped = [p for p in snaps if int(p.stem[1:]) not in kept_versions and int(p.stem[1:]) != current]
+        dropped = [p for p in snaps if int(p.stem[1:]) not in kept_versions]
         freed = sum(p.stat().st_size for p in doomed)
         cache_dir = kg / "cache"
-        cache_bytes = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) if cache and cache_dir.exists() else 0
+        cache_bytes = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) \
+            if cache and cache_dir.exists() else 0
         if not dry_run:
+            # unregister first, commit, then delete: a crash in between leaves only unreferenced litter
+            for p in doomed:
+                w.manifest["files"].pop(str(p.relative_to(kg)), None)
+            w.commit()
             for p in doomed + dropped:
                 p.unlink(missing_ok=True)
             for d in GC_DIRS:  # empty directories left behind, deepest first
-                for sub in sorted((kg / d).rglob("*"), key=lambda q: len(q.parts), reverse=True) if (kg / d).exists() else []:
+                subs = sorted((kg / d).rglob("*"), key=lambda q: len(q.parts), reverse=True) if (kg / d).exists() else []
+                for sub in subs:
                     if sub.is_dir() and not any(sub.iterdir()):
                         sub.rmdir()
             if cache and cache_dir.exists():

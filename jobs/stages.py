@@ -160,7 +160,8 @@ def ingest_run(ctx: Context, *, sources: list[str] | str = "demo", engine: str =
                        **{k: c[k] for k in ("entities", "entities_added", "relations", "relations_added", "triples",
                                             "triples_added", "images_added", "rejects_added", "duplicates")}},
             "rejects": int(c["rejects_added"]), "kg_version": result.store.kg_version,
-            "note": f"ingested {len(todo)} of {len(fp)} sources (the others were already in the store)"}
+            "note": f"ingested {len(todo)} of {len(fp)} sources"
+                    + (" (the others were already in the store)" if len(todo) < len(fp) else "")}
 
 
 def ingest_outputs(ctx: Context, **_: Any) -> list[str]:

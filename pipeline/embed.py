@@ -1,8 +1,12 @@
 """The embed stage (`mmkg embed`): entity, relation, triple and image vectors of one encoder.
 
 Text rules (what each vector encodes):
-* entity:   "label: description" — the label alone when the description is empty or repeats it;
-* relation: "label: description" — same rule;
+* entity:   normalize(enc(label) + enc("label: description")) — the label's vector and the
+            described label's vector averaged, renormalised; enc(label) alone when there is no
+            description (or it repeats the label). The description disambiguates homonyms, the
+            label term keeps an entity findable by its name (with MiniLM on MarKG, "label:
+            description" alone puts the entity first for only ~79 % of exact-label queries);
+* relation: "label: description" — the label alone when the description is empty or repeats it;
 * triple:   "head label, relation label, tail label" (MR-MKG retrieves triples by cosine to this);
 * image:    the image itself (vision encoders only), from `images.blob` under the store root.
 
@@ -41,8 +45,8 @@ from kg_store.vectors import encoder_slug, write_vectors
 
 log = logging.getLogger(__name__)
 
-ENTITY_TEXT_RULE = "label: description (label alone when the description is empty or equals it)"
-RELATION_TEXT_RULE = ENTITY_TEXT_RULE
+ENTITY_TEXT_RULE = "normalize(enc(label) + enc('label: description')); enc(label) when no description"
+RELATION_TEXT_RULE = "label: description (label alone when the description is empty or equals it)"
 TRIPLE_TEXT_RULE = "head label, relation label, tail label"
 FUSION_RULE = "entity = normalize(text + normalize(mean(entity image vectors))); text only when no images"
 STORAGE_DTYPES = ("float16", "float32")
@@ -86,25 +90,35 @@ class EmbedTask:
         return len(self.ids)
 
 
-def plan_tasks(store: KGStore, *, with_images: bool, limit: int | None = None) -> list[EmbedTask]:
-    """The texts/images of every kind, in store id order (the first `limit` rows of each)."""
-    sl = slice(None, limit)
+def plan_tasks(store: KGStore, *, with_images: bool, limit: int | dict[str, int] | None = None) -> list[EmbedTask]:
+    """The texts/images of every kind, in store id order (the first `limit` rows of each, or of
+    the kinds named when `limit` is a dict such as {"triple": 4096})."""
+    def rows(kind: str) -> slice:
+        return slice(None, limit.get(kind) if isinstance(limit, dict) else limit)
+
+    sl = rows("entity")
     ents = store.table("entities", ["id", "key", "label", "description"])
     ent_labels = _labels(ents)
     ent_ids = ents["id"].to_numpy()
     if not np.array_equal(ent_ids, np.arange(len(ent_ids))):
         raise KGStoreError("entities table: ids are not dense 0..n-1 in row order")
-    tasks = [EmbedTask("entity", "text", ent_ids[sl].astype(np.int64),
-                       [labelled_text(lab, d) for lab, d in zip(ent_labels[sl], ents["description"].to_pylist()[sl])])]
+    ent_ids = ent_ids[sl].astype(np.int64)
+    ent_texts = [labelled_text(lab, d) for lab, d in zip(ent_labels[sl], ents["description"].to_pylist()[sl])]
+    described = np.array([t != lab for t, lab in zip(ent_texts, ent_labels[sl])], dtype=bool)
+    tasks = [EmbedTask("entity", "text", ent_ids, ent_labels[sl]),
+             # scratch-only kind, fused into "entity" (ENTITY_TEXT_RULE)
+             EmbedTask("entity_text", "text", ent_ids[described], [t for t, d in zip(ent_texts, described) if d])]
     rels = store.table("relations", ["id", "key", "label", "description"])
     rel_labels = _labels(rels)
+    sl = rows("relation")
     tasks.append(EmbedTask("relation", "text", rels["id"].to_numpy()[sl].astype(np.int64),
                            [labelled_text(lab, d) for lab, d in zip(rel_labels[sl], rels["description"].to_pylist()[sl])]))
-    tri = store.triples_array()[sl]
+    tri = store.triples_array()[rows("triple")]
     tasks.append(EmbedTask("triple", "text", np.arange(len(tri), dtype=np.int64),  # triple id = row index
                            [triple_text(ent_labels[h], rel_labels[r], ent_labels[t]) for h, r, t in tri.tolist()]))
     if with_images and store.count("images"):
         imgs = store.table("images", ["id", "entity_id", "blob"])
+        sl = rows("image")
         blobs = imgs["blob"].to_pylist()[sl]
         tasks.append(EmbedTask("image", "image", imgs["id"].to_numpy()[sl].astype(np.int64),
                                [str(store.path(b)) for b in blobs],
@@ -324,6 +338,17 @@ ENGINES = ("local", "spark")
 
 
 # ---- fusion -------------------------------------------------------------------------------------
+def fuse_entity_text(label_vecs: np.ndarray, entity_ids: np.ndarray, text_vecs: np.ndarray,
+                     text_ids: np.ndarray) -> np.ndarray:
+    """ENTITY_TEXT_RULE: add the described-label vector to the label vector and renormalise."""
+    from pipeline.encoders.base import l2_normalize
+    out = label_vecs.astype(np.float32, copy=True)
+    if len(text_ids):
+        rows = np.searchsorted(entity_ids, text_ids)  # both in id order
+        out[rows] = l2_normalize(out[rows] + text_vecs)
+    return out
+
+
 def fuse_entity_images(entity_vecs: np.ndarray, entity_ids: np.ndarray, image_vecs: np.ndarray,
                        image_entity_ids: np.ndarray) -> tuple[np.ndarray, int]:
     """Apply FUSION_RULE; returns the fused matrix and how many entities had images."""
@@ -345,7 +370,7 @@ def fuse_entity_images(entity_vecs: np.ndarray, entity_ids: np.ndarray, image_ve
 # ---- the stage ----------------------------------------------------------------------------------
 def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str = "cpu", dtype: str = "float32", precision: str = "auto", threads: int | None = None,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | None = None, spark_master: str | None = None,
+                chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | dict[str, int] | None = None, spark_master: str | None = None,
                 progress: bool = True, keep_work: bool = False) -> dict[str, Any]:
     """Embed every kind of the committed store with `encoder`, commit `vectors/<slug>`; returns the meta."""
     import torch
@@ -399,6 +424,8 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
     for t in tasks:
         parts = [scratch.read(t.kind, i) for i in range(len(chunks[t.kind]))]
         arrays[t.kind] = (np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32), t.ids)
+    text_vecs, text_ids = arrays.pop("entity_text")
+    arrays["entity"] = (fuse_entity_text(*arrays["entity"], text_vecs, text_ids), arrays["entity"][1])
     fused = 0
     image_task = next((t for t in tasks if t.kind == "image"), None)
     if image_task is not None and len(image_task):

@@ -30,8 +30,10 @@ retrieval_engines = family("retrieval_engine")
 def run_local(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
               device: str = "cpu", progress: bool = False, **_: Any) -> list[SubgraphOutput]:
     """In-process retrieval (the default; one encoder, vectorised numpy per batch)."""
-    return SubgraphRetriever(store, config, device=device).retrieve(queries, batch_size=batch_size,
-                                                                    progress=progress)
+    retriever = SubgraphRetriever(store, config, device=device)
+    outputs = retriever.retrieve(queries, batch_size=batch_size, progress=progress)
+    logger.info("retrieval seconds per step: %s", {k: round(v, 3) for k, v in retriever.step_seconds.items()})
+    return outputs
 
 
 # ---- spark ---------------------------------------------------------------------------------

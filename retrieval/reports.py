@@ -98,7 +98,8 @@ def _flag_summary(qids: list[str], flags: dict[str, np.ndarray], list_up_to: int
     return out
 
 
-def mars_leakage(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = None) -> tuple[dict[str, Any], np.ndarray]:
+def mars_leakage(store: KGStore, qs: QuerySet,
+                 subgraph_pairs: Pairs | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Leakage flags of MARS queries against the KG and `train.json` beside the split file.
 
     Returns the report and the per-query "fact leaked" mask (whole fact in the KG or train, or a

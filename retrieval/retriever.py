@@ -7,6 +7,7 @@ query → embedding → top-n triples by cosine (FAISS) → their entities ∪ e
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -136,6 +137,8 @@ class SubgraphRetriever:
         self.sampler = OneHopSampler(graph=store.graph, triples=self.triples, triple_vectors=triple_vectors,
                                      row_of_triple=row_lookup(triple_ids, len(self.triples)),
                                      top_N=config.top_N, hops=config.hops)
+        #: seconds spent per step (encode, seeds = FAISS search, sample = CSR expansion + ranking)
+        self.step_seconds = {"encode": 0.0, "seeds": 0.0, "sample": 0.0}
 
     def named_entities(self, queries: Sequence[Query]) -> list[np.ndarray]:
         if not self.config.named_entities:
@@ -146,17 +149,24 @@ class SubgraphRetriever:
         return [a[a >= 0] for a in np.split(ids, splits)]
 
     def retrieve_vectors(self, vectors: np.ndarray, named: list[np.ndarray]) -> list[SubgraphOutput]:
+        t0 = time.perf_counter()
         seeds = self.seeds.seed_entities(vectors, named)
-        return [self.sampler.sample(v, s) for v, s in zip(vectors, seeds)]
+        t1 = time.perf_counter()
+        out = [self.sampler.sample(v, s) for v, s in zip(vectors, seeds)]
+        self.step_seconds["seeds"] += t1 - t0
+        self.step_seconds["sample"] += time.perf_counter() - t1
+        return out
 
     def retrieve(self, queries: Sequence[Query], *, batch_size: int = 256,
                  progress: bool = False) -> list[SubgraphOutput]:
-        """Subgraphs of `queries`, in order."""
+        """Subgraphs of `queries`, in order; time per step accumulates in `step_seconds`."""
         from tqdm.auto import tqdm
 
         out: list[SubgraphOutput] = []
         for i in tqdm(range(0, len(queries), batch_size), disable=not progress, desc="retrieve", unit="batch"):
             batch = queries[i:i + batch_size]
+            t0 = time.perf_counter()
             vecs = encode_queries(self.encoder, batch, image_weight=self.config.image_weight)
+            self.step_seconds["encode"] += time.perf_counter() - t0
             out.extend(self.retrieve_vectors(vecs, self.named_entities(batch)))
         return out

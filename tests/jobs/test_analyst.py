@@ -110,3 +110,42 @@ def test_user_errors_are_one_line(kg, tmp_path):
         assert p.returncode == 1, p.stderr
         assert needle in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.nt").exists()
+
+
+@pytest.fixture(scope="module")
+def db15k(data_dir, tmp_path_factory) -> str:
+    """DB15K triples + DB15K→FB sameAs + FB→Wikidata map: DBpedia URIs and mids merge into QIDs."""
+    from pipeline.ingest import ingest
+    mm = data_dir / "mmkg"
+    root = tmp_path_factory.mktemp("db15k") / "kg"
+    ingest(root, [f"mmkg:{mm / 'DB15K' / 'DB15K_EntityTriples.reconstructed.txt'}",
+                  f"sameas:{mm / 'DB15K' / 'DB15K_SameAsLink.txt'}",
+                  f"fbmap:{mm / 'FB15K' / 'fb15k_mid-wdurl-wpurl_14951.txt'}"], engine="local")
+    return str(root)
+
+
+def test_db15k_merged_keys_sparql_and_export(db15k, tmp_path):
+    store = open_store(db15k)
+    assert store.count("triples") == 89_197  # README: 99,028 lines, 89,197 distinct
+    card = json.loads(run("entity", "http://dbpedia.org/resource/Alabama", "--kg", db15k, "--json"))
+    merged = {m["key"] for m in card["merged_keys"]}
+    assert "http://dbpedia.org/resource/Alabama" in merged and any(k.startswith("/m/") for k in merged)
+    mid = next(k for k in merged if k.startswith("/m/"))
+    assert json.loads(run("entity", mid, "--kg", db15k, "--json"))["id"] == card["id"]  # alias → same node
+    capital = next(g for g in card["neighbours"] if g["relation"] == "http://dbpedia.org/ontology/capital")
+    assert capital["direction"] == "out" and len(capital["neighbours"]) >= 1
+
+    # SPARQL over the whole DB15K store = counts from the triples table
+    rid = int(store.relation_ids(["http://dbpedia.org/ontology/capital"])[0])
+    n_capital = int((store.table("triples", ["r"])["r"].to_numpy() == rid).sum())
+    out = json.loads(run("sparql", "--kg", db15k, "--json",
+                         "SELECT (COUNT(*) AS ?n) WHERE { ?s <http://dbpedia.org/ontology/capital> ?o }"))
+    assert int(out["rows"][0]["n"]) == n_capital > 0
+
+    # a 1-hop N-Triples export with DBpedia predicates round-trips with the same triple count
+    out = json.loads(run("export", "--kg", db15k, "--format", "nt", "--out", str(tmp_path / "al.nt"),
+                         "--subgraph", card["key"], "--no-annotations", "--json"))
+    g = rdflib.Graph().parse(tmp_path / "al.nt", format="nt")
+    one_hop = json.loads(run("neighbors", card["key"], "--kg", db15k, "--json"))["total"]
+    assert len(g) == out["triples"] == one_hop > 0
+    assert rdflib.URIRef("http://dbpedia.org/ontology/capital") in set(g.predicates())

@@ -96,6 +96,21 @@ def test_incremental_shards_equal_full_rebuild(runs):
                 assert a[col].to_pylist() == b[col].to_pylist(), (key, col)
 
 
+def test_config_change_reruns_only_downstream(runs, data_dir):
+    """Changing the retrieval N reruns retrieve only; the plan (--dry-run) says so first."""
+    from jobs.runner import run_pipeline
+    from tests.jobs.test_run_fixtures import pipeline_job
+    job = pipeline_job(data_dir, runs["kg"], [f"markg:{runs['src']['base']}", f"tsv:{runs['src']['extra']}"])
+    job["retrieve"]["top_N"] = 5
+    plan = run_pipeline(**job, dry_run=True, progress=False)
+    assert [(s.name, s.status) for s in plan.stages][:4] == [
+        ("ingest", "cached"), ("embed", "cached"), ("index", "cached"), ("retrieve", "planned")]
+    report = run_pipeline(**job, progress=False)
+    assert [s.status for s in report.stages][:4] == ["cached", "cached", "cached", "ran"]
+    for d in _stage(report, "retrieve").outputs.values():
+        assert all(len(x) <= 5 for x in read_shards(d)["triple_ids"].to_pylist())
+
+
 def test_old_version_readable_until_gc(runs):
     from jobs.runner import collect_garbage, open_version
     kg = runs["kg"]

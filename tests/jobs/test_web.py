@@ -85,34 +85,56 @@ def test_stats_page_and_plots(client):
         assert r.status_code == 200 and r.data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_shard_browser_lists_sets_queries_and_subgraphs(client, kg, data_dir):
-    from retrieval.queries import QuerySet, build_queries
-    from retrieval.retriever import RetrievalConfig
-    from retrieval.shards import write_subgraph_shards
-    from retrieval.subgraph import SubgraphOutput, random_one_hop
+def _write_random_shards(store, data_dir, n_queries: int = 5) -> list[list[int]]:
+    """A MARS test shard set of random 1-hop triples, written in the shard format of
+    kg_store.shards and registered like `mmkg retrieve` does (needs no embeddings)."""
+    import json
 
-    store = open_store(kg)
-    qs = build_queries(f"mars:{data_dir / 'markg' / 'MARS'}", store=store, split="test")
-    qs = QuerySet(qs.dataset, qs.split, qs.queries[:5], qs.source_files)
-    tri = store.triples_array()
-    rng = np.random.default_rng(0)
-    outputs = []
-    for q in qs.queries:  # a random 1-hop baseline: shards without needing embeddings
-        seeds = store.entity_ids(q.entity_keys)
-        seeds = seeds[seeds >= 0]
-        tids = random_one_hop(store.graph, tri, seeds, 10, rng=rng)
-        outputs.append(SubgraphOutput(tids, tri[tids, 0], tri[tids, 1], tri[tids, 2],
-                                      np.linspace(1, 0.5, len(tids), dtype=np.float32), seeds, len(tids)))
-    write_subgraph_shards(store, qs, outputs, RetrievalConfig(encoder="random-baseline"), limit=5)
+    import pyarrow as pa
 
+    from kg_store import KGStore
+    from kg_store.rdf import neighbourhood_triples
+    from kg_store.shards import BASE_SCHEMA, ShardWriter, subgraph_rel
+
+    lines = (data_dir / "markg" / "MARS" / "test.json").read_text().splitlines()[:n_queries]
+    tri, rng, rows, picked = store.triples_array(), np.random.default_rng(0), [], []
+    keys = store.table("entities", ["key"])["key"].to_pylist()
+    for i, line in enumerate(lines):
+        inst = json.loads(line)
+        seeds = store.entity_ids(inst["example"] + [inst["question"]])
+        cands = neighbourhood_triples(store, seeds[seeds >= 0], 1)
+        tids = np.sort(rng.choice(cands, size=min(10, cands.size), replace=False))
+        picked.append(tids.tolist())
+        h, r, t = tri[tids].T
+        rows.append({"query_id": f"test-{i}", "dataset": "mars", "split": "test",
+                     "query_text": " : ".join(inst["example"]) + f" :: {inst['question']} : ?",
+                     "seed_entity_ids": seeds.tolist(), "triple_ids": tids.tolist(), "head_ids": h.tolist(),
+                     "relation_ids": r.tolist(), "tail_ids": t.tolist(), "head_keys": [keys[x] for x in h],
+                     "relation_keys": [str(x) for x in r], "tail_keys": [keys[x] for x in t],
+                     "head_labels": [], "relation_labels": [], "tail_labels": [],
+                     "scores": np.linspace(1, 0.5, len(tids)).tolist(), "num_candidates": int(cands.size),
+                     "empty": len(tids) == 0})
+    rel = subgraph_rel("mars", "test", "0123456789abcdef")
+    with KGStore.writer(store.root) as w:
+        sw = ShardWriter(w.root / rel)
+        sw.write(pa.Table.from_pylist(rows, schema=BASE_SCHEMA))
+        sw.close({"dataset": "mars", "split": "test", "queries": len(rows), "encoder": "random-baseline"})
+        w.set_artifact(rel, {"queries": len(rows)}, files=[str(p.relative_to(w.root)) for p in (w.root / rel).iterdir()])
+        w.commit()
+    return picked
+
+
+def test_shard_browser_lists_sets_queries_and_subgraphs(kg, data_dir):
+    picked = _write_random_shards(open_store(kg), data_dir)
     app = create_app(kg).test_client()  # a new app sees the new manifest
     listing = html(app, "/shards")
-    (set_url,) = re.findall(r'href="(/shards/set\?name=subgraphs/mars/test/[0-9a-f]+)"', listing)
-    queries = html(app, set_url.replace("&amp;", "&"))
+    (set_url,) = re.findall(r'href="(/shards/set\?name=subgraphs/mars/test/0123456789abcdef)"', listing)
+    queries = html(app, set_url)
     qurls = re.findall(r'href="(/shards/query\?[^"]+)"', queries)
     assert len(qurls) == 5
-    first = outputs[0]
     page = html(app, qurls[0].replace("&amp;", "&"))
-    rows = re.findall(r'<tr class="triple">', page)
-    assert len(rows) == len(first.triple_ids) > 0
-    assert page.count('<td class="score">') == len(rows)
+    shown = [int(x) for x in re.findall(r'<tr class="triple" data-triple="(\d+)">', page)]
+    assert shown == picked[0] and len(shown) > 0
+    assert page.count('<td class="score">') == len(shown)
+    svg = page[page.index('<svg id="shard-graph"'):page.index("</svg>")]
+    assert svg.count("<line") == len(shown)

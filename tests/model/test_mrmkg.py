@@ -13,9 +13,12 @@ class TestMRMKG(cases.ModelTestCase):
     kwargs = {"kg_hidden": 32, "gnn_layer": "gat"}
 
 
-class TestMRMKGWithRGAT(cases.ModelTestCase):
-    name = "mrmkg"
-    kwargs = {"kg_hidden": 32, "gnn_layer": "rgat", "gnn_layer_kwargs": {"num_bases": 2}}
+def test_rgat_knowledge_encoder_trains(graph_info, mars_items, kg_text):
+    net = TestMRMKG().build("tiny-t5", graph_info, gnn_layer="rgat", gnn_layer_kwargs={"num_bases": 2})
+    net(Collator(kg=kg_text)(mars_items[:2]))["loss"].backward()
+    conv = net.kg_encoder.layers[0].conv
+    assert type(conv).__name__ == "RGATConv"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in conv.parameters())
 
 
 def _build(graph_info, **kw):

@@ -134,6 +134,7 @@ def _check_query_rejects(run, shard_dir: Path, case) -> None:
     assert f"{len(want)} query record(s) rejected" in run.stderr, str(run)
 
 
+@pytest.mark.faiss
 def test_bad_jsonl_queries_are_rejected_one_by_one(reference_store, pipeline_inputs, tmp_path):
     """Bad JSON, missing fields, invalid UTF-8 and image paths escaping the file's folder (`..`,
     absolute) each become one reject; the good queries are retrieved."""
@@ -146,6 +147,7 @@ def test_bad_jsonl_queries_are_rejected_one_by_one(reference_store, pipeline_inp
     _check_query_rejects(run, shard_dir, case)
 
 
+@pytest.mark.faiss
 def test_bad_mars_queries_are_rejected_one_by_one(reference_store, tmp_path):
     import shutil
     from tests.fixtures.bad_records import write_bad_mars_queries
@@ -155,3 +157,22 @@ def test_bad_mars_queries_are_rejected_one_by_one(reference_store, tmp_path):
     case = write_bad_mars_queries(tmp_path / "mars", keys)
     run, shard_dir = _retrieve_with_rejects(kg, case.spec)
     _check_query_rejects(run, shard_dir, case)
+
+
+def test_spark_engine_rejects_like_local(corpus, ingested, tmp_path, spark):
+    """The one Spark test: the same reader functions under mapInArrow give the same reject rows
+    and counts as the local engine for the line formats (engine parity of the bad-record path)."""
+    from pipeline.ingest import ingest
+    run, local_kg = ingested
+    assert run.rc == 0, str(run)
+    cases = [c for c in corpus if c.id in ("tsv", "mmkg", "markg")]
+    res = ingest(tmp_path / "kg", [c.spec for c in cases], engine="spark")
+    names = {c.source_name for c in cases}
+
+    def rows(store):
+        t = store.table("rejects")
+        return sorted((r["source"], r["location"], r["reason"], r["raw"]) for r in t.to_pylist()
+                      if r["source"] in names)
+    assert rows(res.store) == rows(open_store(local_kg))
+    for c in cases:
+        assert _input(tmp_path / "kg", c.source_name)["counts"] == _input(local_kg, c.source_name)["counts"]

@@ -20,6 +20,8 @@ from kg_store import open_store
 from tests.reliability.conftest import embed_args, index_args, retrieve_args
 from tests.reliability.helpers import appears, mmkg, raw_differences, store_files
 
+pytestmark = pytest.mark.faiss  # the reference store has FAISS indexes
+
 STAGE_FILES = {"ingest": ("tables/", "graph/", "blobs/"), "embed": ("vectors/",), "index": ("indexes/",),
                "retrieve": ("subgraphs/",)}
 

@@ -44,7 +44,8 @@ def test_data_holds_the_rows_triples_and_store_vectors(dataset, shards):
         row_of = {int(e): k for k, e in enumerate(ent_ids)}
         np.testing.assert_allclose(d.x.numpy(), np.asarray(ent, np.float32)[[row_of[n] for n in d.node_ids.tolist()]])
         rrow = {int(r): k for k, r in enumerate(rel_ids)}
-        np.testing.assert_allclose(d.edge_attr.numpy(), np.asarray(rel, np.float32)[[rrow[r] for r in row["relation_ids"]]])
+        rel_rows = [rrow[r] for r in row["relation_ids"]]
+        np.testing.assert_allclose(d.edge_attr.numpy(), np.asarray(rel, np.float32)[rel_rows])
         np.testing.assert_allclose(d.edge_score.numpy(), np.asarray(row["scores"], np.float32))
         assert d.x.dtype == torch.float32 and d.edge_index.dtype == torch.long
 

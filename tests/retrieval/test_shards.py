@@ -103,6 +103,6 @@ def test_spark_engine_matches_local(kg, data_dir, spark):
     local = retrieve_dataset(kg.root, spec, config, split="test", limit=3)
     local_rows = read_shards(local.shard_dir, cols).to_pylist()
     spark = retrieve_dataset(kg.root, spec, config, split="test", limit=3, engine="spark", force=True,
-                             engine_kwargs={"spark": spark, "partitions": 2})
+                             engine_kwargs={"spark": spark, "partitions": 1})
     assert spark.shard_dir == local.shard_dir and read_meta(spark.shard_dir)["engine"] == "spark"
     assert read_shards(spark.shard_dir, cols).to_pylist() == local_rows
