@@ -40,8 +40,8 @@ def prepare_store(kg: Path, data: Path) -> None:
         from pipeline.embed import embed_store
         embed_store(kg, ENCODER, progress=False)
     if open_store(kg).artifact(f"indexes/{ENCODER}") is None:
-        from retrieval.index import build_indexes
-        build_indexes(kg, ENCODER)
+        from retrieval.index import build_store_indexes
+        build_store_indexes(kg, ENCODER)
 
 
 def retrieve(kg: Path, data: Path, split: str, limit: int, top_n: int) -> Path:
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--amp", default="bf16", choices=["bf16", "off"])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--work", default=str(REPO / "build" / "bench" / "mars_smollm2"))
+    ap.add_argument("--kg", default=None, help="existing store with minilm vectors + indexes (default: <work>/kg, "
+                                                  "built from MarKG on first use)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     t0 = time.monotonic()
-    kg, data = Path(args.work) / "kg", Path(args.data)
+    kg, data = Path(args.kg or Path(args.work) / "kg"), Path(args.data)
     prepare_store(kg, data)
     train_dir = retrieve(kg, data, "train", args.train_examples, args.top_n)
     dev_dir = retrieve(kg, data, "dev", args.eval_queries, args.top_n)

@@ -7,6 +7,8 @@ PLUGIN_MODULES = [
     "pipeline.engines",
     "pipeline.encoders",
     "retrieval.index",
+    "retrieval.queries",
+    "retrieval.batch",
     "model",
 ]
 

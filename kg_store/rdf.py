@@ -102,8 +102,25 @@ def neighbourhood_triples(store: KGStore, entity_ids: Iterable[int], hops: int =
     return tids
 
 
+def dense_by_id(table: pa.Table) -> pa.Table:
+    """`table` with row i = id i, as the store contract says entities/relations are.
+
+    Defensive: a store whose table repeats an id (one row per merged source label) would
+    otherwise make taking rows by id return the wrong entities; the first row of each id wins.
+    """
+    ids = table["id"].to_numpy()
+    if np.array_equal(ids, np.arange(len(ids))):
+        return table
+    uniq, first = np.unique(ids, return_index=True)
+    if not np.array_equal(uniq, np.arange(len(uniq))):
+        raise KGStoreError("table ids are not dense 0..n-1; run `mmkg verify` / re-ingest")
+    return table.take(pa.array(first))
+
+
 def _take(store: KGStore, table: str, ids: np.ndarray | None, columns: list[str]) -> pa.Table:
     t = store.table(table, columns)
+    if table in ("entities", "relations"):
+        t = dense_by_id(t)
     return t if ids is None else t.take(pa.array(ids, pa.int64()))
 
 

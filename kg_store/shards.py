@@ -59,6 +59,10 @@ def read_shards(directory: str | Path, columns: list[str] | None = None) -> pa.T
     directory = Path(directory)
     read_meta(directory)  # refuses unfinished directories
     parts = part_files(directory)
+    if columns and parts:
+        have = pq.read_schema(parts[0]).names
+        if missing := [c for c in columns if c not in have]:
+            raise KGStoreError(f"{directory} has no column(s) {', '.join(missing)}; columns: {', '.join(have)}")
     tables = [pq.read_table(p, columns=columns, memory_map=True) for p in parts]
     if not tables:
         return BASE_SCHEMA.empty_table() if columns is None else BASE_SCHEMA.empty_table().select(columns)

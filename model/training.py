@@ -160,7 +160,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                     steps_in_stage += 1
                     if rt.is_main and (global_step % log_every == 0 or bi == len(batches) - 1):
                         rec = {"stage": stage["name"], "epoch": epoch, "batch": bi + 1, "batches": len(batches),
-                               "step": global_step, **{k: round(float(v), 5) for k, v in losses.items()},
+                               "step": global_step, **{k: round(float(v.detach()), 5) for k, v in losses.items()},
                                "lr": float(stage["lr"]), "s_per_step": round((time.monotonic() - t0) / (bi + 1 - first), 3)}
                         logger.info("%s", rec)
                         log_file.write(json.dumps(rec) + "\n")

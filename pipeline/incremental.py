@@ -289,6 +289,13 @@ def embed_incremental(kg: str | Path, encoder: str, *, engine: str = "local", ba
         if not found.all():
             raise KGStoreError(f"embed: {int((~found).sum())} {t.kind} vectors missing from the cache after encoding")
         arrays[t.kind] = (vecs, t.ids)
+    # Scratch-only kinds (pipeline.embed's "entity_text": the described label, fused into the
+    # entity vector by ENTITY_TEXT_RULE) are folded in exactly as embed_store does.
+    counted = {t.kind: (len(t), encoded.get(t.kind, 0)) for t in tasks}
+    if "entity_text" in arrays:
+        from pipeline.embed import fuse_entity_text
+        text_vecs, text_ids = arrays.pop("entity_text")
+        arrays["entity"] = (fuse_entity_text(*arrays["entity"], text_vecs, text_ids), arrays["entity"][1])
     fused = 0
     image_task = next((t for t in tasks if t.kind == "image"), None)
     if image_task is not None and len(image_task):
@@ -299,7 +306,8 @@ def embed_incremental(kg: str | Path, encoder: str, *, engine: str = "local", ba
 
     slug = encoder_slug(enc.name)
     prev = store.artifact(f"vectors/{slug}")
-    incremental: dict[str, Any] = {}
+    incremental: dict[str, Any] = {kind: {"rows": n, "encoded": e, "reused": n - e}
+                                   for kind, (n, e) in counted.items() if kind not in arrays}
     for kind, (matrix, ids) in arrays.items():
         old = old_ids = None
         prev_sha = None

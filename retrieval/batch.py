@@ -6,6 +6,7 @@ mmaps, FAISS index) per Python worker process, kept across tasks; the driver wri
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
                      engine_kwargs: dict[str, Any] | None = None) -> RetrieveResult:
     """Retrieve subgraphs for `dataset` (`NAME:PATH`) into `<kg>/subgraphs/...`, reusing cached shards."""
     from pipeline.encoders import resolve_encoder
-    from retrieval.reports import run_reports
+    from retrieval.reports import REPORT_N, run_reports
 
     store = open_store(kg)
     run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(engine)
@@ -147,12 +148,16 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
         return RetrieveResult(hit, True, len(qs.queries), _read_reports(hit))
     if resolve_encoder(config.encoder, device=device).has_vision:
         qs = build_queries(dataset, store=store, split=split, with_images=True, limit=limit)
+    # Rank at least max(REPORT_N) triples: the quality report then gives N = 10 and 20 from one
+    # run (top-10 is the prefix of top-20); the shards keep the config's top_N.
+    ranked = dataclasses.replace(config, top_N=max(config.top_N, *REPORT_N)) if qs.dataset == "mars" else config
     t0 = time.perf_counter()
-    outputs = run(store, config, qs.queries, batch_size=batch_size, device=device, progress=progress,
+    outputs = run(store, ranked, qs.queries, batch_size=batch_size, device=device, progress=progress,
                   **(engine_kwargs or {}))
     seconds = round(time.perf_counter() - t0, 3)
-    reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops)
+    reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops, ranked_N=ranked.top_N)
     reports["quality"]["retrieve_seconds"] = seconds
+    outputs = [o.head(config.top_N) for o in outputs]
     path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
                                  engine=engine)
     return RetrieveResult(path, False, len(qs.queries), reports)

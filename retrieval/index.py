@@ -238,7 +238,21 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(hits)) if hits else 1.0
 
 
-def _tune(vi: VectorIndex, param: str, queries: np.ndarray, truth: np.ndarray, target: float,
+def _without_self(found: np.ndarray, qrows: np.ndarray, k: int) -> np.ndarray:
+    """Drop each query's own row from its hits and keep k (leave-one-out self-check)."""
+    out = np.full((len(found), k), -1, dtype=np.int64)
+    for i, (row, q) in enumerate(zip(found, qrows)):
+        kept = row[row != q][:k]
+        out[i, :len(kept)] = kept
+    return out
+
+
+def _sample_recall(index: Any, queries: np.ndarray, qrows: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return recall_at_k(_without_self(index.search(queries, k + 1)[1], qrows, k), truth)
+
+
+def _tune(vi: VectorIndex, param: str, queries: np.ndarray, qrows: np.ndarray, truth: np.ndarray, target: float,
           upper: int) -> tuple[int, float]:
     """Smallest power-of-two value of nprobe/efSearch reaching `target` recall (or the best found)."""
     best = (upper, -1.0)
@@ -246,7 +260,7 @@ def _tune(vi: VectorIndex, param: str, queries: np.ndarray, truth: np.ndarray, t
     while True:
         value = min(value, upper)
         vi.apply_search_params({param: value})
-        r = recall_at_k(vi.index.search(queries, truth.shape[1])[1], truth)
+        r = _sample_recall(vi.index, queries, qrows, truth)
         if r > best[1] + 1e-9:
             best = (value, r)
         if r >= target or value >= upper:
@@ -307,22 +321,24 @@ def build_index(vectors: np.ndarray, *, kind: str = "auto", ids: np.ndarray | No
                             "encoder": encoder, "memory_bytes": estimate_memory(spec, n, d),
                             "max_memory": budget, "gpu": bool(use_gpu), "seed": seed}
     vi = VectorIndex(index, ids, meta)
-    # Self-check: recall@10 of sample rows (as queries) against exact search; tune nprobe/efSearch.
-    k = min(CHECK_K, n)
-    if n and check_queries:
+    # Self-check: recall@10 of sample rows (as queries) against exact search, leave-one-out (each
+    # query's own row is dropped from truth and hits, or a stored row would trivially find itself
+    # and overstate recall for unseen queries); nprobe/efSearch are tuned on the same sample.
+    k = min(CHECK_K, n - 1)
+    if n > 1 and check_queries:
+        t_check = time.perf_counter()
         qrows = np.sort(rng.choice(n, min(check_queries, n), replace=False))
         queries = x[qrows]
-        truth = exact_topk(x, queries, k) if spec.type != "flat" else None
-        t_check = time.perf_counter()
+        truth = _without_self(exact_topk(x, queries, k + 1), qrows, k) if spec.type != "flat" else None
         if truth is None:
             recall = 1.0
         elif spec.tune:
             upper = spec.params["nlist"] if spec.tune == "nprobe" else 4096
-            value, recall = _tune(vi, spec.tune, queries, truth, target_recall, upper)
+            value, recall = _tune(vi, spec.tune, queries, qrows, truth, target_recall, upper)
             meta["params"][spec.tune] = value
             vi.apply_search_params(meta["params"])
         else:
-            recall = recall_at_k(vi.index.search(queries, k)[1], truth)
+            recall = _sample_recall(vi.index, queries, qrows, truth)
         meta["self_check"] = {"k": k, "queries": int(len(qrows)), "recall": round(recall, 4),
                               "target": target_recall, "seconds": round(time.perf_counter() - t_check, 3)}
     meta["build_seconds"] = round(build_seconds, 3)

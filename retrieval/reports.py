@@ -51,9 +51,14 @@ def _contains(outputs_entities: list[np.ndarray], targets: np.ndarray) -> np.nda
 
 
 def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput], *, top_N: int,
-                   hops: int = 1, leaked: np.ndarray | None = None) -> dict[str, Any]:
-    """Retrieval quality of one run; for MARS also per N ≤ `top_N` (prefixes of the ranked list)."""
-    report: dict[str, Any] = {"dataset": qs.dataset, "split": qs.split, **_score_stats(outputs)}
+                   hops: int = 1, leaked: np.ndarray | None = None, ranked_N: int | None = None) -> dict[str, Any]:
+    """Retrieval quality of one run (the shards' `top_N` triples per query).
+
+    For MARS also at every N of `REPORT_N` that the ranked lists reach (`ranked_N`, default
+    `top_N`): the top-N is the prefix of a longer ranking, so one ranking of 20 gives N = 10 and 20.
+    """
+    report: dict[str, Any] = {"dataset": qs.dataset, "split": qs.split, "top_N": top_N,
+                              **_score_stats([o.head(top_N) for o in outputs])}
     if qs.dataset != "mars":
         return report
     answers = np.array([q.fields["answer_entity"] for q in qs.queries], dtype=np.int64)
@@ -64,7 +69,8 @@ def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
     pool_hit = _contains(pool_entities, answers)
     report["answer_in_candidate_pool"] = _share(pool_hit)
     report["hits"] = {}
-    for n in sorted({*[n for n in REPORT_N if n <= top_N], top_N}):
+    ranked_N = max(ranked_N or top_N, top_N)
+    for n in sorted({*[n for n in REPORT_N if n <= ranked_N], top_N}):
         hit = _contains([o.head(n).entities for o in outputs], answers)
         rng = np.random.default_rng(BASELINE_SEED)
         rand = [random_one_hop(graph, triples, o.seed_entities, n, hops=hops, rng=rng) for o in outputs]
@@ -186,15 +192,21 @@ def scienceqa_leakage(qs: QuerySet) -> dict[str, Any]:
 
 
 def run_reports(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput], *, top_N: int,
-                hops: int = 1) -> dict[str, dict[str, Any]]:
-    """The JSON side files of a shard set: {"quality": ..., "leakage": ...} (leakage where defined)."""
+                hops: int = 1, ranked_N: int | None = None) -> dict[str, dict[str, Any]]:
+    """The JSON side files of a shard set: {"quality": ..., "leakage": ...} (leakage where defined).
+
+    `outputs` may be ranked deeper than the shards keep (`ranked_N` > `top_N`): leakage and score
+    statistics use the first `top_N` triples, the MARS hit rates every N up to `ranked_N`.
+    """
     reports: dict[str, dict[str, Any]] = {}
     leaked = None
     if qs.dataset == "mars":
-        reports["leakage"], leaked = mars_leakage(store, qs, [(o.heads, o.tails) for o in outputs])
+        kept = [o.head(top_N) for o in outputs]
+        reports["leakage"], leaked = mars_leakage(store, qs, [(o.heads, o.tails) for o in kept])
     elif qs.dataset == "scienceqa":
         reports["leakage"] = scienceqa_leakage(qs)
-    reports["quality"] = quality_report(store, qs, outputs, top_N=top_N, hops=hops, leaked=leaked)
+    reports["quality"] = quality_report(store, qs, outputs, top_N=top_N, hops=hops, leaked=leaked,
+                                        ranked_N=ranked_N)
     return reports
 
 

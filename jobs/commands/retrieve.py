@@ -36,7 +36,7 @@ def retrieve(kg, encoder, dataset, split, top_n, top_N, hops, seed_k, no_named_e
                            device=device, batch_size=batch_size, progress=True)
     q = res.reports.get("quality", {})
     if res.reused:
-        click.echo(f"reusing cached shards ({res.queries} queries, config {config.config_hash}); "
+        click.echo(f"reusing cached shards ({res.queries} queries, key {res.shard_dir.name}); "
                    "--force recomputes", err=True)
     else:
         click.echo(f"retrieved {res.queries} queries ({q.get('empty', 0)} empty) in "

@@ -41,7 +41,8 @@ def relation_frequency(store, top: int | None = None) -> list[dict]:
     import numpy as np
     r = store.table("triples", ["r"])["r"].to_numpy()
     counts = np.bincount(r, minlength=store.num_relations)
-    rel = store.table("relations", ["key", "label"])
+    from kg_store.rdf import dense_by_id
+    rel = dense_by_id(store.table("relations", ["id", "key", "label"]))  # row i = relation id i
     keys, labels = rel["key"].to_pylist(), rel["label"].to_pylist()
     order = sorted((i for i in range(len(counts)) if counts[i]), key=lambda i: (-counts[i], keys[i]))
     return [{"key": keys[i], "label": labels[i] or "", "count": int(counts[i])} for i in order[:top]]

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from kg_store import KGStore
 from kg_store.errors import KGStoreError
+from kg_store.rdf import dense_by_id
 
 #: a key or label as typed: printable, bounded (keys are store lookups, never paths)
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,400}")
@@ -38,11 +39,11 @@ class StoreView:
 
     @cached_property
     def entities(self) -> pa.Table:
-        return self.store.table("entities", ["id", "key", "label", "description", "source"])
+        return dense_by_id(self.store.table("entities", ["id", "key", "label", "description", "source"]))
 
     @cached_property
     def relations(self) -> pa.Table:
-        return self.store.table("relations", ["id", "key", "label", "description"])
+        return dense_by_id(self.store.table("relations", ["id", "key", "label", "description"]))
 
     @cached_property
     def _lower_labels(self) -> pa.Array:

@@ -48,8 +48,9 @@ def get_or_create_session(master: str | None = "local[*]", app_name: str = "mmkg
         "spark.driver.memory": os.environ.get("MMKG_SPARK_DRIVER_MEMORY", "4g"),
         "spark.sql.autoBroadcastJoinThreshold": str(256 << 20),
         "spark.python.worker.reuse": "true",
+        # bind the driver to loopback only where we start a local JVM (never under spark-submit)
         **({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
-           if (master or "local").startswith("local") else {}),
+           if (master or "local").startswith("local") and "PYSPARK_GATEWAY_PORT" not in os.environ else {}),
         **(conf or {}),
     }
     for k, v in settings.items():
@@ -151,9 +152,14 @@ class SparkEngine(Engine):
                                                                       F.count(F.lit(1)).alias("n"))
         per_src = per_src.persist()
         stats = per_src.groupBy("src").agg(F.sum("n").alias("lines"), F.count(F.lit(1)).alias("distinct"))
-        final = per_src.groupBy("h", "r", "t").agg(F.min("pos").alias("pos"))
-        out = _arrow(final, ["h", "r", "t", "pos"]).sort_by("pos")
         st = _arrow(stats, ["src", "lines", "distinct"])
+        injective = pc.count_distinct(key_map["entity_id"]).as_py() == key_map.num_rows
+        if injective and st.num_rows <= 1:
+            # one triple source and no merged keys: key-level groups are already the (h, r, t) groups
+            final = per_src.select("h", "r", "t", "pos")
+        else:
+            final = per_src.groupBy("h", "r", "t").agg(F.min("pos").alias("pos"))
+        out = _arrow(final, ["h", "r", "t", "pos"]).sort_by("pos")
         per_src.unpersist()
         stats = pa.table({c: st[c].cast(TRIPLE_STATS.field(c).type) for c in TRIPLE_STATS.names}, schema=TRIPLE_STATS)
         return out, stats

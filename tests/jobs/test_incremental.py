@@ -73,6 +73,8 @@ def test_append_tsv_embeds_only_new_rows(runs):
     assert all(v.startswith("append") for v in index.outputs.values())
     retrieve = _stage(inc, "retrieve")
     assert retrieve.counts["queries_reused"] + retrieve.counts["queries_recomputed"] == retrieve.counts["queries"]
+    # the update touches the first query's entities: some subgraphs change, others are kept
+    assert retrieve.counts["queries_reused"] >= 1 and retrieve.counts["queries_recomputed"] >= 1
     assert retrieve.counts["query_vectors_encoded"] == 0  # every query text came from the cache
 
 
@@ -111,14 +113,36 @@ def test_config_change_reruns_only_downstream(runs, data_dir):
         assert all(len(x) <= 5 for x in read_shards(d)["triple_ids"].to_pylist())
 
 
+def test_ivf_index_is_appended_and_rechecked(runs, data_dir, tmp_path):
+    """An IVF index takes new vectors without retraining (and re-runs its recall self-check)."""
+    from jobs.runner import run_pipeline
+    from retrieval.index import load_index
+    from tests.jobs.test_run_fixtures import pipeline_job
+    sources = [f"markg:{runs['src']['base']}", f"tsv:{runs['src']['extra']}"]
+    job = pipeline_job(data_dir, runs["kg"], sources)
+    job["index"] = {"kind": "ivf"}
+    first = run_pipeline(**job, only="index", progress=False)
+    assert first.stages[2].status == "ran" and all(v.startswith("rebuild") for v in first.stages[2].outputs.values())
+    more = tmp_path / "more.tsv"
+    more.write_text("http://example.org/entity/Lake_Zzyzx\tP17\thttp://example.org/entity/Mojave_Zzyzx\n")
+    job["ingest"]["sources"] = sources + [f"tsv:{more}"]
+    report = run_pipeline(**job, progress=False)
+    index = _stage(report, "index")
+    assert index.outputs["triple"].startswith("append") and index.counts["triple_appended"] == 1
+    vi = load_index(open_store(runs["kg"]), "minilm", "triple")
+    assert vi.meta["type"] == "ivf" and vi.ntotal == open_store(runs["kg"]).count("triples")
+    assert vi.meta["self_check"]["recall"] > 0
+
+
 def test_old_version_readable_until_gc(runs):
     from jobs.runner import collect_garbage, open_version
     kg = runs["kg"]
     old = open_version(kg, runs["version_after_first"])
     assert old.count("triples") == runs["src"]["n_base"]
     assert old.triples_array().shape == (runs["src"]["n_base"], 3)
-    dry = collect_garbage(kg, keep=2, dry_run=True)
-    assert dry["files_deleted"] == 0  # both versions kept
+    n_versions = len(list((kg / "versions").glob("v*.json")))
+    dry = collect_garbage(kg, keep=n_versions, dry_run=True)
+    assert dry["files_deleted"] == 0  # every version kept
     gone = collect_garbage(kg, keep=1)
     assert gone["files_deleted"] > 0 and any(f.startswith("tables/") for f in gone["files"])
     assert open_store(kg).verify() == []  # the current version is intact

@@ -26,9 +26,14 @@ def make_sources(data_dir: Path, out: Path) -> dict[str, Path]:
     rows = [json.loads(line) for line in (Path(data_dir) / "markg/MARS/dev.json").read_text().splitlines()]
     keys = {k for r in rows[:N_QUERIES] for k in (*r["example"], r["question"], r["answer"])}
     triples = [line.split("\t") for line in (markg / "wiki_tuple_ids.txt").read_text().splitlines() if line.strip()]
+    first = {k for k in (*rows[0]["example"], rows[0]["question"], rows[0]["answer"])}
     picked = [t for i, t in enumerate(triples) if t[0] in keys or t[2] in keys or i % DISTRACTOR_STRIDE == 0]
-    base = [t for i, t in enumerate(picked) if i % HOLDOUT_EVERY != 3]
-    extra = [t for i, t in enumerate(picked) if i % HOLDOUT_EVERY == 3]
+    # held out: some triples of the first query's entities and some distractors, so the update
+    # changes some subgraphs and leaves others (those the per-query reuse must keep) alone
+    held = [i % HOLDOUT_EVERY == 3 and (t[0] in first or t[2] in first or not (t[0] in keys or t[2] in keys))
+            for i, t in enumerate(picked)]
+    base = [t for t, h in zip(picked, held) if not h]
+    extra = [t for t, h in zip(picked, held) if h]
     base_dir = out / "base" / "MarKG"
     base_dir.mkdir(parents=True, exist_ok=True)
     ents = keys | {t[0] for t in base} | {t[2] for t in base}

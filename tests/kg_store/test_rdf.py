@@ -49,6 +49,14 @@ def test_relation_uris():
     assert rdf.key_from_uri(str(rdf.relation_uri("A12"))) == "A12"
 
 
+def test_dense_by_id_keeps_one_row_per_id():
+    import pyarrow as pa
+    t = pa.table({"id": [0, 1, 1, 2], "label": ["a", "b", "b-alias", "c"]})
+    assert rdf.dense_by_id(t)["label"].to_pylist() == ["a", "b", "c"]
+    with pytest.raises(KGStoreError):
+        rdf.dense_by_id(pa.table({"id": [0, 2], "label": ["a", "c"]}))
+
+
 def test_sparql_counts_match_the_tables(store):
     counts = _relation_counts(store)
     assert _value(rdf.sparql(store, "SELECT (COUNT(*) AS ?n) WHERE { ?h wdt:P31 ?t }")) == counts["P31"]

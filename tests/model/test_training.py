@@ -21,9 +21,9 @@ def _job(real_shards, out, **extra):
     return dict(kg=str(real_shards["kg"]), output_dir=str(out), model="mrmkg", model_kwargs=TINY, seed=3,
                 device="cpu", amp="off", checkpoint_every=1, log_every=1,
                 stages=[{"name": "pretrain", "task": ["kg-triple", "kg-image"], "shards": shards, "batch_size": 4,
-                         "epochs": 1, "lr": 1e-3},
+                         "epochs": 1, "lr": 1e-3, "limit": 6},
                         {"name": "finetune", "task": "mars", "shards": shards, "batch_size": 2, "epochs": 1,
-                         "lr": 1e-3}], **extra)
+                         "lr": 1e-3, "limit": 6}], **extra)
 
 
 def test_epoch_batches_are_a_seeded_partition_split_across_ranks():
@@ -78,7 +78,7 @@ def test_evaluate_mars_ranks_all_candidates_and_writes_predictions(real_shards, 
     preds = tmp_path / "mars.jsonl"
     m = evaluate(kg=str(real_shards["kg"]), task="mars", shards=str(real_shards["mars/dev"]), model="mrmkg",
                  model_kwargs={**TINY, "backbone": "tiny-llama"}, candidates=str(candidates), predictions=str(preds),
-                 device="cpu", amp="off", max_triples=5)
+                 device="cpu", amp="off", max_triples=5, limit=3)
     n = len(read_candidates(candidates))
     assert n == 2063
     lines = [json.loads(line) for line in preds.read_text().splitlines()]

@@ -9,6 +9,7 @@ test. The sub-store keeps the suite inside its time budget on 2 shared cores: em
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -93,5 +94,10 @@ def build_test_shards(data_dir: Path, root: Path, *, top_N: int = 10) -> dict[st
 
 
 def shared_root(tmp_path_factory) -> Path:
-    """One sub-store per pytest session: every module's fixture builds it once, the rest reuse it."""
+    """One sub-store per pytest session: every module's fixture builds it once, the rest reuse it.
+
+    `MMKG_TEST_SHARDS_ROOT=<dir>` keeps it across sessions (the builders are idempotent).
+    """
+    if root := os.environ.get("MMKG_TEST_SHARDS_ROOT"):
+        return Path(root)
     return Path(tmp_path_factory.getbasetemp()) / "retrieval-kg" / "kg"

@@ -106,3 +106,30 @@ def test_spark_engine_matches_local(kg, data_dir, spark):
                              engine_kwargs={"spark": spark, "partitions": 1})
     assert spark.shard_dir == local.shard_dir and read_meta(spark.shard_dir)["engine"] == "spark"
     assert read_shards(spark.shard_dir, cols).to_pylist() == local_rows
+
+
+def test_shard_writer_publishes_whole_sets_only(tmp_path):
+    from kg_store.errors import KGStoreError
+    from kg_store.shards import ShardWriter
+    import pyarrow as pa
+
+    d = tmp_path / "subgraphs/x/test/abc"
+    table = BASE_SCHEMA.empty_table()
+    with ShardWriter(d, rows_per_part=2) as w:
+        w.write(table)
+        w.close({"encoder": "e"})
+    assert is_complete(d) and read_shards(d).num_rows == 0 and read_meta(d)["parts"] == 1
+    rows = pa.table({"query_id": ["a", "b", "c"]})
+    with pytest.raises(RuntimeError):
+        with ShardWriter(d, rows_per_part=2) as w:
+            w.write(rows)
+            raise RuntimeError("killed mid-write")
+    assert read_meta(d)["rows"] == 0 and [p.name for p in d.parent.iterdir()] == ["abc"]  # old set intact
+    with ShardWriter(d, rows_per_part=2) as w:
+        w.write(rows)
+        w.close({})
+    assert [p.name for p in part_files(d)] == ["part-00000.parquet", "part-00001.parquet"]
+    assert read_shards(d)["query_id"].to_pylist() == ["a", "b", "c"]
+    (d / SUCCESS).unlink()
+    with pytest.raises(KGStoreError, match="not a finished shard directory"):
+        read_shards(d)
