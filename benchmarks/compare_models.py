@@ -244,10 +244,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # the options live in their own modules; importing them registers them in the `model` family
-    import model.kamt  # noqa: F401
-    import model.mks2  # noqa: F401
-    import model.simignore  # noqa: F401
     t0 = time.monotonic()
     kg, data = Path(args.work) / "kg", Path(args.data)
     prepare_store(kg, data)

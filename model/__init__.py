@@ -2,11 +2,19 @@
 
 Importing the package registers the `model`, `backbone`, `gnn_layer` and `task` families.
 """
+import importlib
+
 from model.backbones import backbone_registry, load_backbone
 from model.base import MultimodalKGModel, model_registry, resolve_model
 from model.gnn import gnn_layer_registry
 from model.mrmkg import MRMKG
 from model.tasks import task_registry
+
+# Every variant module registers itself on import, so `resolve_model(name)` (train/evaluate,
+# checkpoints) finds all of them. A new variant adds its module here.
+VARIANT_MODULES = ("model.mrmkg", "model.kamt", "model.simignore", "model.mks2")
+for _name in VARIANT_MODULES:
+    importlib.import_module(_name)
 
 __all__ = ["MRMKG", "MultimodalKGModel", "backbone_registry", "gnn_layer_registry", "load_backbone",
            "model_registry", "resolve_model", "task_registry"]

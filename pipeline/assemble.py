@@ -29,9 +29,11 @@ def first_text(recs: pa.Table, key_map: pa.Table) -> pa.Table:
     """(id, text): per entity, the text of the record that came first in the input."""
     if recs.num_rows == 0:
         return pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())})
-    t = pa.table({"key": recs["s"], "text": recs["o"], "pos": recs["pos"]}).join(key_map, "key")
+    # inner joins: pyarrow's default (left outer) would keep every candidate text
+    t = pa.table({"key": recs["s"], "text": recs["o"], "pos": recs["pos"]}).join(key_map, "key", join_type="inner")
     first = t.group_by("entity_id").aggregate([("pos", "min")])
-    t = t.join(pa.table({"entity_id": first["entity_id"], "pos": first["pos_min"]}), ["entity_id", "pos"])
+    t = t.join(pa.table({"entity_id": first["entity_id"], "pos": first["pos_min"]}), ["entity_id", "pos"],
+               join_type="inner")
     return pa.table({"id": t["entity_id"], "text": t["text"]})
 
 
@@ -48,7 +50,7 @@ def tail_labels(keys: pa.Array) -> pa.Array:
 
 
 def labelled_rows(new: pa.Table, labels: pa.Table, hints: pa.Table | None, descs: pa.Table,
-              names: list[str], file_src: np.ndarray) -> pa.Table:
+                  names: list[str], file_src: np.ndarray) -> pa.Table:
     """New entity/relation rows: label = explicit > hint > URI tail > key; source of first occurrence."""
     out = new
     for name, tbl in (("label", labels), ("hint", hints), ("description", descs)):
@@ -83,7 +85,7 @@ def literal_rows(lits: pa.Table, key_map: pa.Table, old: pa.Table, names: list[s
     """New literal rows: exact duplicates (after merging, or already stored) kept once, in input order."""
     keys = ["entity_id", "attribute", "value", "datatype"]
     lit = pa.table({"key": lits["s"], "attribute": lits["p"], "value": lits["o"], "datatype": lits["dt"],
-                    "pos": lits["pos"], "src": lits["src"]}).join(key_map, "key")
+                    "pos": lits["pos"], "src": lits["src"]}).join(key_map, "key", join_type="inner")
     first = lit.group_by(keys).aggregate([("pos", "min")])
     first = pa.table({**{k: first[k] for k in keys}, "pos": first["pos_min"]})
     lit = lit.join(first, [*keys, "pos"], join_type="inner").sort_by("pos")

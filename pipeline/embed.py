@@ -111,8 +111,8 @@ def plan_tasks(store: KGStore, *, with_images: bool, limit: int | dict[str, int]
     rels = store.table("relations", ["id", "key", "label", "description"])
     rel_labels = _labels(rels)
     sl = rows("relation")
-    tasks.append(EmbedTask("relation", "text", rels["id"].to_numpy()[sl].astype(np.int64),
-                           [labelled_text(lab, d) for lab, d in zip(rel_labels[sl], rels["description"].to_pylist()[sl])]))
+    rel_texts = [labelled_text(lab, d) for lab, d in zip(rel_labels[sl], rels["description"].to_pylist()[sl])]
+    tasks.append(EmbedTask("relation", "text", rels["id"].to_numpy()[sl].astype(np.int64), rel_texts))
     tri = store.triples_array()[rows("triple")]
     tasks.append(EmbedTask("triple", "text", np.arange(len(tri), dtype=np.int64),  # triple id = row index
                            [triple_text(ent_labels[h], rel_labels[r], ent_labels[t]) for h, r, t in tri.tolist()]))
@@ -370,8 +370,8 @@ def fuse_entity_images(entity_vecs: np.ndarray, entity_ids: np.ndarray, image_ve
 # ---- the stage ----------------------------------------------------------------------------------
 def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str = "cpu", dtype: str = "float32", precision: str = "auto", threads: int | None = None,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | dict[str, int] | None = None, spark_master: str | None = None,
-                progress: bool = True, keep_work: bool = False) -> dict[str, Any]:
+                chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | dict[str, int] | None = None,
+                spark_master: str | None = None, progress: bool = True, keep_work: bool = False) -> dict[str, Any]:
     """Embed every kind of the committed store with `encoder`, commit `vectors/<slug>`; returns the meta."""
     import torch
     from pipeline.encoders import resolve_encoder

@@ -119,6 +119,8 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch) -> tuple[dict, lis
     tables = {name: pa.concat_tables([store.table(name), schema.conform(name, new)]) for name, new in (
         ("entities", new_ents), ("relations", new_rels), ("triples", new_triples), ("literals", new_lits),
         ("same_as", same_as), ("images", new_images), ("rejects", new_rejects))}
+    for name in ("entities", "relations", "triples", "images"):
+        _check_dense_ids(name, tables[name])
     outputs = [w.write_table(name, t) for name, t in tables.items()]
     for rel in images.blobs:
         w.register_file(rel)
@@ -138,6 +140,13 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch) -> tuple[dict, lis
         "rejects": tables["rejects"].num_rows, "rejects_added": new_rejects.num_rows, **totals,
     }
     return counts, inputs, outputs
+
+
+def _check_dense_ids(name: str, table: pa.Table) -> None:
+    """Row i must have id i: a violation is a bug here, and must never reach a committed store."""
+    ids = table["id"].to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise RuntimeError(f"ingest bug: {name} ids are not dense 0..{len(ids) - 1}; nothing committed")
 
 
 @dataclass

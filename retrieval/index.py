@@ -261,10 +261,11 @@ def _tune(vi: VectorIndex, param: str, queries: np.ndarray, qrows: np.ndarray, t
         value = min(value, upper)
         vi.apply_search_params({param: value})
         r = _sample_recall(vi.index, queries, qrows, truth)
-        if r > best[1] + 1e-9:
-            best = (value, r)
-        if r >= target or value >= upper:
-            return (value, r) if r >= target else best
+        if r >= target:
+            return value, r
+        if r <= best[1] + 0.002 or value >= upper:  # plateau (lossy codes) or nothing left to probe
+            return best if best[1] >= r else (value, r)
+        best = (value, r)
         value *= 2
 
 
@@ -297,16 +298,19 @@ def build_index(vectors: np.ndarray, *, kind: str = "auto", ids: np.ndarray | No
     if spec.type in ("ivf", "ivfpq") and n < spec.params["nlist"]:
         spec = flat_spec(n, d)  # too few vectors to train the lists: exact search is also the fastest
     index = faiss.index_factory(d, spec.factory, faiss.METRIC_INNER_PRODUCT)
+    if spec.type in ("ivf", "ivfpq"):
+        faiss.extract_index_ivf(index).cp.seed = seed  # reproducible k-means
     if spec.type == "hnsw":
         index.hnsw.efConstruction = int(spec.params["efConstruction"])
     use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
     if use_gpu and spec.type != "hnsw":  # faiss-gpu has no HNSW: it stays on the CPU
-        index = _to_gpu(index)
+        try:
+            index = _to_gpu(index)
+        except RuntimeError as e:  # e.g. a PQ code size the GPU kernels lack: build on the CPU
+            log.warning("building %s on the CPU: %s", spec.factory, str(e).splitlines()[0])
+            use_gpu = False
     rng = np.random.default_rng(seed)
     if not index.is_trained:
-        ivf = faiss.extract_index_ivf(index) if spec.type in ("ivf", "ivfpq") else None
-        if ivf is not None:
-            ivf.cp.seed = seed
         # Train on a uniform sample: ~50 points per list is enough for k-means (faiss warns below
         # 39; autofaiss uses up to 256) and keeps a 1M-vector build within minutes on 2 cores.
         n_train = min(n, max(spec.params.get("nlist", 1) * 50, 10_000))
@@ -378,8 +382,9 @@ def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max
             files += [str(p.relative_to(w.root)) for p in vi.save(w.root / base / vkind)]
         meta = {"encoder": vmeta["encoder"], "kinds": {k: vi.meta for k, vi in built.items()}}
         w.set_artifact(base, meta, files=files)
-        w.record_stage("index", config={"encoder": vmeta["encoder"], "kind": kind, "max_memory": parse_memory(max_memory),
-                                        "target_recall": target_recall, **params},
+        config = {"encoder": vmeta["encoder"], "kind": kind, "max_memory": parse_memory(max_memory),
+                  "target_recall": target_recall, **params}
+        w.record_stage("index", config=config,
                        counts={k: vi.ntotal for k, vi in built.items()}, outputs=files,
                        seconds=round(sum(vi.meta["build_seconds"] for vi in built.values()), 3))
         w.commit()

@@ -2,10 +2,12 @@
 
 Server-side SVG needs no JavaScript library (the view must work without internet, so no CDN).
 An entity's neighbourhood is a star: the entity in the centre, neighbours on a circle. A set
-of retrieved triples has no centre: a seeded spring layout keeps the picture reproducible.
+of retrieved triples has no centre: seeded spring layouts (one per connected component, the
+components on a grid) keep the picture reproducible.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import networkx as nx
@@ -82,6 +84,21 @@ def triples(rows: list[dict]) -> Drawing:
         g.add_edge(r["head_id"], r["tail_id"], label=r["relation_label"], score=r.get("score"))
     if g.number_of_nodes() == 0:
         return Drawing(nodes=[], edges=[])
-    # k (ideal edge length) well above the default keeps the small components of a retrieved set legible
-    pos = nx.spring_layout(nx.Graph(g), seed=7, k=3.0 / max(1, g.number_of_nodes()) ** 0.5, iterations=100)
-    return _drawing(g, pos, None)
+    return _drawing(g, _component_grid(nx.Graph(g)), None)
+
+
+def _component_grid(g: nx.Graph, cell: float = 3.0) -> dict:
+    """Spring layout per connected component, components on a grid, biggest first.
+
+    Retrieved triples often form several small components; one spring layout of all of them
+    squeezes each pair into a dot, laid out apart they stay legible."""
+    comps = sorted(nx.connected_components(g), key=lambda c: (-len(c), min(c)))
+    cols = math.ceil(math.sqrt(len(comps)))
+    pos = {}
+    for i, comp in enumerate(comps):
+        sub = g.subgraph(comp)
+        local = nx.spring_layout(sub, seed=7) if len(comp) > 1 else {next(iter(comp)): (0.0, 0.0)}
+        ox, oy = (i % cols) * cell, (i // cols) * cell
+        for n, (x, y) in local.items():
+            pos[n] = (ox + float(x), oy + float(y))
+    return pos

@@ -28,7 +28,8 @@ def _open_clip(*, name: str, spec: str, device: str, precision: str) -> Encoder:
     from pipeline.encoders.clip import OpenCLIPEncoder
     model, _, pretrained = spec.partition(":")
     if not model:
-        raise KGStoreError("open_clip encoders are named open_clip:<model>[:<pretrained>], e.g. open_clip:ViT-B-32:openai")
+        raise KGStoreError("open_clip encoders are named open_clip:<model>[:<pretrained>], "
+                           "e.g. open_clip:ViT-B-32:openai")
     return OpenCLIPEncoder(name=name, model=model, pretrained=pretrained or None, device=device, precision=precision)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import model.mks2  # noqa: F401  (registers "mks2")
 from model import load_backbone, resolve_model
 from model.batching import Collator
 from model.evaluation import evaluate
@@ -85,6 +84,13 @@ def test_bf16_backbone_keeps_the_block_dtype(graph_info, mars_items, kg_text):
     assert torch.isfinite(out["loss"])
 
 
+def _candidates(tmp_path, data_dir, n: int = 64):
+    """The first `n` MARS candidates (evaluation appends the gold when it is not among them)."""
+    path = tmp_path / "candidates.txt"
+    path.write_text("\n".join((data_dir / "markg/MARS/analogy_entities.txt").read_text().splitlines()[:n]) + "\n")
+    return path
+
+
 def test_trains_and_evaluates_through_the_jobs(tmp_path, real_shards, data_dir):
     kg = str(real_shards["kg"])
     train(kg=kg, output_dir=str(tmp_path / "run"), model="mks2",
@@ -94,5 +100,5 @@ def test_trains_and_evaluates_through_the_jobs(tmp_path, real_shards, data_dir):
                   {"name": "finetune", "task": "mars", "shards": str(real_shards["mars/dev"]), "lr": 1e-3,
                    "batch_size": 2, "epochs": 1, "max_steps": 1}], device="cpu", amp="off", resume=False)
     metrics = evaluate(kg=kg, task="mars", shards=str(real_shards["mars/dev"]), checkpoint=str(tmp_path / "run/final"),
-                       candidates=str(data_dir / "markg/MARS/analogy_entities.txt"), limit=1, device="cpu", amp="off")
+                       candidates=str(_candidates(tmp_path, data_dir)), limit=1, device="cpu", amp="off")
     assert metrics["count"] == 1 and 0 < metrics["mrr"] <= 1

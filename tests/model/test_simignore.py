@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import model.simignore  # noqa: F401  (registers "simignore")
 from model import resolve_model
 from model.batching import Collator
 from model.evaluation import evaluate

@@ -76,6 +76,10 @@ def test_demo_ingest_merges_db15k_and_markg(demo, data_dir):
     assert c["relations"] == 192 + 279
     assert c["merged_keys"] > 10_000 and c["merged_entities"] > 10_000
     assert c["rejects"] == 0                                     # the real data is clean
+    # components holding two QIDs (one DBpedia URI sameAs two mids) are still one row, ids dense
+    assert s.table("entities", ["id"])["id"].to_pylist() == list(range(c["entities"]))
+    hiphop = s.entity_ids(["Q438503", "Q965635", "http://dbpedia.org/resource/Underground_hip_hop"])
+    assert hiphop[0] >= 0 and (hiphop == hiphop[0]).all()
     # one node for one thing: a MarKG QID, its Freebase mid and DBpedia URI resolve to one id
     fb = (data_dir / "mmkg/FB15K/fb15k_mid-wdurl-wpurl_14951.txt").read_text().splitlines()
     same = (data_dir / "mmkg/DB15K/DB15K_SameAsLink.txt").read_text().splitlines()

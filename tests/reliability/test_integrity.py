@@ -38,7 +38,7 @@ def _truncate(p: Path) -> None:
 
 flip_header = _flip(lambda size: 0)
 flip_middle = _flip(lambda size: size // 2)
-flip_footer = _flip(lambda size: size - 40)
+flip_footer = _flip(lambda size: size - 8, n=8)  # footer length + closing magic: a clobbered tail
 
 
 def _file(store: Path, pattern: str) -> Path:

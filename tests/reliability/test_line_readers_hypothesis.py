@@ -3,7 +3,7 @@ input line is accounted exactly once — as one primary record (data or reject) 
 (blank / header) — however the file is cut into chunks.
 
 The engines' worker function (`run_task`) is called directly: it is exactly what the local
-engine and Spark's mapInArrow run per byte range, and it is cheap enough for ~30 examples a reader.
+engine and Spark's mapInArrow run per byte range, and it is cheap enough for ~20 examples a reader.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pipeline.readers import reader_registry
 from pipeline.readers import records as R
 from pipeline.readers.mmkg import YAGO_BASE
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 #: (reader, role, ctx) — every role of every line reader, with the side tables prepare() would give

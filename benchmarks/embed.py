@@ -1,0 +1,122 @@
+"""Embed-stage throughput ÷ raw encoder forward throughput, same model, batch and inputs, one run.
+
+Raw = the encoder network alone on inputs tokenised/preprocessed beforehand (open_clip
+`encode_text`/`encode_image` + normalisation; MiniLM forward + mean pooling). Stage =
+`pipeline.embed.run_local` on the same items: loader thread (tokenise / decode + resize),
+forward, unsorting and the atomic chunk write. Both use the stage's batches (texts sorted by
+length within a chunk). Each side is timed `--repeats` times, alternating, and the best run
+counts (the machine is shared). Random open_clip weights are fine for speed. Prints one JSON object.
+
+    python benchmarks/embed.py [--clip-models ViT-B-32,ViT-S-32] [--clip-texts 192] [--images 64]
+                               [--minilm-texts 2048] [--batch-size 64] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DATA = Path(os.environ.get("MMKG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def markg_texts(n_labels: int, n_triples: int) -> tuple[list[str], list[str]]:
+    """Real MarKG entity labels and triple texts ("head label, relation label, tail label")."""
+    from pipeline.embed import triple_text
+    mk = DATA / "markg" / "MarKG"
+    ent = dict(line.split("\t", 1) for line in (mk / "entity2text.txt").read_text().splitlines())
+    rel = dict(line.split("\t", 1) for line in (mk / "relation2text.txt").read_text().splitlines())
+    triples = [line.split("\t") for line in (mk / "wiki_tuple_ids.txt").read_text().splitlines()[:n_triples]]
+    return list(ent.values())[:n_labels], [triple_text(ent.get(h, h), rel.get(r, r), ent.get(t, t))
+                                           for h, r, t in triples]
+
+
+def image_files(n: int) -> list[str]:
+    files = sorted((DATA / "entity_images" / "imagenet_markg_overlap" / "images").glob("*.JPEG"))
+    files += sorted((DATA / "markg" / "MARS" / "images").glob("Q*/*"))
+    return [str(f) for f in files[:n]]
+
+
+def time_raw(encoder, modality: str, items: list[str], batch_size: int) -> float:
+    """Seconds for the network alone over pre-prepared batches (the stage's batches)."""
+    from pipeline.embed import chunk_batches, forward_batch, prepare_batch
+    _, batches = chunk_batches(modality, items, batch_size)
+    prepared = [prepare_batch(encoder, modality, b) for b in batches]
+    forward_batch(encoder, modality, prepared[0])  # warm-up
+    t = time.perf_counter()
+    for p in prepared:
+        forward_batch(encoder, modality, p)
+    return time.perf_counter() - t
+
+
+def time_stage(encoder, modality: str, items: list[str], batch_size: int, work: Path) -> float:
+    """Seconds for the embed stage's local engine over the same items (one chunk)."""
+    from pipeline.embed import ChunkScratch, EmbedTask, Pending, forward_batch, prepare_batch, run_local
+    forward_batch(encoder, modality, prepare_batch(encoder, modality, items[:batch_size]))  # warm-up
+    task = EmbedTask("bench", modality, np.arange(len(items)), items)
+    scratch = ChunkScratch(work / f"run-{time.monotonic_ns()}")
+    t = time.perf_counter()
+    run_local(encoder, [Pending(task, 0, 0, len(items))], scratch, batch_size=batch_size)
+    seconds = time.perf_counter() - t
+    assert scratch.is_done("bench", 0, len(items))
+    scratch.clear()
+    return seconds
+
+
+def compare(encoder, label: str, modality: str, items: list[str], batch_size: int, repeats: int,
+            work: Path) -> dict:
+    raw, stage = [], []
+    for _ in range(repeats):
+        raw.append(time_raw(encoder, modality, items, batch_size))
+        stage.append(time_stage(encoder, modality, items, batch_size, work))
+    raw_ps, stage_ps = len(items) / min(raw), len(items) / min(stage)
+    return {"encoder": encoder.name, "input": label, "n": len(items), "raw_per_s": round(raw_ps, 2),
+            "stage_per_s": round(stage_ps, 2), "ratio": round(stage_ps / raw_ps, 3),
+            "raw_seconds": [round(s, 3) for s in raw], "stage_seconds": [round(s, 3) for s in stage]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clip-models", default="ViT-B-32,ViT-S-32")
+    ap.add_argument("--clip-texts", type=int, default=192)
+    ap.add_argument("--images", type=int, default=64, help="real entity images per CLIP model (0: none)")
+    ap.add_argument("--minilm-texts", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    from pipeline.encoders import resolve_encoder
+
+    n_clip = max(args.clip_texts, args.minilm_texts)
+    labels, triples = markg_texts(n_clip, n_clip)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mmkg-bench-embed-") as tmp:
+        work = Path(tmp)
+        for model in [m for m in args.clip_models.split(",") if m]:
+            enc = resolve_encoder(f"open_clip:{model}")
+            results.append(compare(enc, "triple texts", "text", triples[:args.clip_texts], args.batch_size,
+                                   args.repeats, work))
+            if args.images:
+                results.append(compare(enc, "entity images (JPEG/PNG files)", "image", image_files(args.images),
+                                       args.batch_size, args.repeats, work))
+        if args.minilm_texts:
+            enc = resolve_encoder("minilm")
+            for label, items in (("entity labels", labels), ("triple texts", triples)):
+                results.append(compare(enc, label, "text", items[:args.minilm_texts], args.batch_size,
+                                       args.repeats, work))
+    print(json.dumps({"benchmark": "embed", "threads": args.threads, "batch_size": args.batch_size,
+                      "goal_ratio": 0.95, "min_ratio": min(r["ratio"] for r in results), "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Embedded MarKG stores shared by the embed/search tests (built once per test session).
+
+Embedding is the expensive part (MiniLM on 2 shared cores), so each variant is built once in
+pytest's session temp dir and reused by every module that asks for it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kg_store import KGStore
+from tests.stores import build_markg_store
+
+#: all 11,292 entities and 192 relations, the first 4,096 of the 33,301 triples
+MINILM_TRIPLES = 4096
+
+
+def markg_minilm_store(data_dir: Path, tmp_path_factory) -> KGStore:
+    """MarKG with minilm vectors (entities, relations, 4,096 triples) and auto indexes."""
+    from pipeline.embed import embed_store
+    from retrieval.index import build_store_indexes
+    root = tmp_path_factory.getbasetemp() / "markg-minilm"
+    if not (root / "indexes" / "minilm" / "triple.faiss").exists():
+        build_markg_store(data_dir, root)
+        embed_store(root, "minilm", threads=1, limit={"triple": MINILM_TRIPLES}, progress=False)
+        build_store_indexes(root, "minilm", threads=1)
+    return KGStore(root)
