@@ -11,6 +11,7 @@ venv:
 	@bash scripts/ensure_venv.sh
 
 test: venv
+	@bash scripts/ensure_browser.sh
 	$(PY) -m pytest -q
 
 test-all: venv
