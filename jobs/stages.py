@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +48,6 @@ class Context:
     data: Path | None
     encoder: str
     progress: bool = True
-    config_dir: Path = field(default_factory=Path.cwd)
 
     def expand(self, text: str) -> str:
         """`{data}` in a config string → the data directory (so configs stay machine-independent)."""
