@@ -42,7 +42,7 @@ OPTION_KWARGS: dict[str, dict[str, Any]] = {
     "kamt": {"hidden_size": 128, "num_layers": 2},
     "mks2": {"gnn_layer": "gat", "kg_hidden": 64},
 }
-KEEP_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.125, 0.0)
+KEEP_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 
 def prepare_store(kg: Path, data: Path) -> None:
@@ -155,7 +155,7 @@ def simignore_curve(checkpoint: str, *, args, kg: Path, shard_dir: Path) -> list
     cand_keys = read_candidates(Path(args.data) / "markg" / "MARS" / "analogy_entities.txt")
     cand_labels = [kg_text.entity_by_key(k) for k in cand_keys]
     points = []
-    for ratio in KEEP_RATIOS:
+    for ratio in args.keep_ratios:
         net = ckpt.load_model(checkpoint, keep_ratio=ratio).eval()
         collate = Collator(kg=kg_text, image_transform=net.image_transform)
         net.reset_token_stats()
@@ -170,9 +170,10 @@ def simignore_curve(checkpoint: str, *, args, kg: Path, shard_dir: Path) -> list
             ranks.append(rank_of_gold(scores[:len(cand_keys)], gold, gold_in_candidates=gold_in))
         seconds = time.monotonic() - t0
         stats = net.token_stats
+        n_tokens = max(stats["image_tokens"], 1)
         metrics = ranking_metrics(ranks)
         points.append({"keep_ratio": ratio, "queries": len(items),
-                       "image_tokens_kept_fraction": round(stats["image_tokens_kept"] / max(stats["image_tokens"], 1), 4),
+                       "image_tokens_kept_fraction": round(stats["image_tokens_kept"] / n_tokens, 4),
                        "image_tokens_kept_per_image": round(stats["image_tokens_kept"] / max(stats["images"], 1), 2),
                        "prompt_tokens_per_query": round(stats["prompt_tokens"] / max(len(items), 1), 1),
                        "seconds_per_query": round(seconds / max(len(items), 1), 4),
@@ -221,6 +222,24 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join([head, *rows])
 
 
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs that differ only in their tasks (same backbone, seed, steps)."""
+    first = results[0]
+    for r in results[1:]:
+        same = all(r[k] == first[k] for k in ("backbone", "seed", "steps", "batch_size", "lr", "top_n"))
+        if not same:
+            raise SystemExit("--merge: the runs differ in backbone, seed or budget")
+    merged = {**first, "options": {}}
+    for r in results:
+        for name, tasks in r["options"].items():
+            merged["options"].setdefault(name, {}).update(tasks)
+        if "simignore_curve" in r:
+            merged["simignore_curve"] = r["simignore_curve"]
+    merged["total_seconds"] = round(sum(r["total_seconds"] for r in results), 1)
+    merged["merged_runs"] = len(results)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description="All model options, same backbone/seed/budget, MARS + ScienceQA.")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -232,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--eval-queries", type=int, default=20, help="MARS dev queries evaluated (held: never trained)")
     ap.add_argument("--curve-pool", type=int, default=400, help="MARS dev queries searched for images (the curve)")
     ap.add_argument("--curve-queries", type=int, default=20, help="image-bearing dev queries of the curve")
+    ap.add_argument("--keep-ratios", nargs="+", type=float, default=list(KEEP_RATIOS), help="points of the curve")
     ap.add_argument("--tasks", nargs="+", default=["mars", "scienceqa"], choices=["mars", "scienceqa"])
     ap.add_argument("--top-n", type=int, default=10, help="triples per subgraph (N)")
     ap.add_argument("--max-text-length", type=int, default=256)
@@ -240,8 +260,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--work", default=str(REPO / "build" / "bench" / "compare_models"))
     ap.add_argument("--png", default=str(REPO / "benchmarks" / "out" / "simignore_curve.png"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="only merge the stdout of earlier runs (e.g. "
+                    "one per --tasks, run side by side) and print them as one result and table")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if args.merge:
+        # each file is a run's stdout: the JSON object, then its table
+        result = merge_results([json.JSONDecoder().raw_decode(Path(p).read_text())[0] for p in args.merge])
+        print(json.dumps(result, indent=2))
+        print()
+        print(markdown_table(result))
+        return result
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.monotonic()

@@ -91,12 +91,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", default=str(REPO / "build" / "bench" / "mars_smollm2"))
     ap.add_argument("--kg", default=None, help="existing store with minilm vectors + indexes (default: <work>/kg, "
                                                   "built from MarKG on first use)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (1 avoids OpenMP spin-waits when the CPU is oversubscribed)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.monotonic()
     kg, data = Path(args.kg or Path(args.work) / "kg"), Path(args.data)
     prepare_store(kg, data)
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
               "train_examples": args.train_examples, "eval_queries": args.eval_queries, "eval_split": "dev",
               "candidates": 2063, "ranking": "unfiltered, ties optimistic", "seed": args.seed,
               "budget_minutes_per_variant": args.budget_minutes, "lr": args.lr, "top_n": args.top_n,
-              "amp": args.amp, "prepare_seconds": round(prep_s, 1), "variants": variants,
+              "amp": args.amp, "threads": torch.get_num_threads(), "prepare_seconds": round(prep_s, 1), "variants": variants,
               "total_seconds": round(time.monotonic() - t0, 1)}
     print(json.dumps(result, indent=2))
     return result

@@ -36,7 +36,7 @@ from kg_store import KGStore, atomic
 from kg_store.errors import KGStoreError
 from kg_store.lock import StoreLock
 from kg_store.manifest import MANIFEST, last_stage, read_manifest
-from jobs.report import RunReport, StageReport, human_summary
+from jobs.report import RunReport, StageReport
 from jobs.stages import EXECUTION_KEYS, STAGE_ORDER, STAGES, Context, ingest_pending, stage_config_hash
 
 log = logging.getLogger(__name__)

@@ -440,8 +440,10 @@ def retrieve_one(ctx: Context, store: Any, encoder: Any, config: Any, dataset: s
                            for i in range(0, len(qs.queries), batch_size)] or [np.zeros((0, encoder.dim), np.float32)])
     named = retriever.named_entities(qs.queries)
     seeds = retriever.seeds.seed_entities(vecs, named)
+    from tqdm.auto import tqdm
     outputs, reused = [], 0
-    for q, v, s in zip(qs.queries, vecs, seeds):
+    for q, v, s in tqdm(list(zip(qs.queries, vecs, seeds)), desc=f"retrieve {qs.dataset}/{qs.split}", unit="query",
+                        disable=not ctx.progress, leave=False):
         if prev is not None and (i := prev["rows"].get(q.query_id)) is not None:
             t = prev["table"]
             old_seeds = np.asarray(t["seed_entity_ids"][i].as_py() or [], np.int64)

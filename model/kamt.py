@@ -83,7 +83,7 @@ class TripleEmbedding(nn.Module):
 
 @model_registry.register("kamt")
 class KAMT(MultimodalKGModel):
-    """Knowledge-aware multimodal transformer: text ⊕ image ⊕ triple tokens → TransformerEncoder → answer scores.
+    """Knowledge-aware multimodal transformer: text ⊕ image ⊕ triple tokens → transformer → answer scores.
 
     Trainable: the projections, the entity/relation embeddings, the fusion transformer and the
     answer head. Frozen: the LLM (only its input embeddings are used) and the vision tower.

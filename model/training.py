@@ -131,6 +131,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                     ckpt.load_training_state(latest, opt)
             scaler = rt.grad_scaler()
             net.train()
+            progress = {"stage": si, "epoch": 0, "batch": 0, "global_step": global_step, "optimizer_stage": si}
             steps_in_stage = 0
             for epoch in range(int(stage["epochs"])):
                 if si == start["stage"] and epoch < start["epoch"]:
@@ -158,7 +159,10 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                     scaler.update()
                     global_step += 1
                     steps_in_stage += 1
-                    if rt.is_main and (global_step % log_every == 0 or bi == len(batches) - 1):
+                    limit_hit = bool(stage.get("max_steps")) and steps_in_stage >= int(stage["max_steps"])
+                    out_of_time = time.monotonic() > deadline
+                    if rt.is_main and (global_step % log_every == 0 or bi == len(batches) - 1 or limit_hit
+                                       or out_of_time):
                         rec = {"stage": stage["name"], "epoch": epoch, "batch": bi + 1, "batches": len(batches),
                                "step": global_step, **{k: round(float(v.detach()), 5) for k, v in losses.items()},
                                "lr": float(stage["lr"]), "s_per_step": round((time.monotonic() - t0) / (bi + 1 - first), 3)}
@@ -169,18 +173,17 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                                 "optimizer_stage": si}
                     if rt.is_main and global_step % checkpoint_every == 0:
                         _save(ckpt_root, net, model, opt, progress, keep_checkpoints)
-                    limit_hit = stage.get("max_steps") and steps_in_stage >= int(stage["max_steps"])
-                    if limit_hit or time.monotonic() > deadline:
-                        stopped_early = time.monotonic() > deadline
+                    if limit_hit or out_of_time:
+                        stopped_early = out_of_time
                         break
                 else:
                     continue
                 break
             if rt.is_main:
-                # end of stage: the next run resumes at the start of the next stage
-                _save(ckpt_root, net, model, opt, {"stage": si + 1, "epoch": 0, "batch": 0,
-                                                   "global_step": global_step, "optimizer_stage": si},
-                      keep_checkpoints)
+                # out of time: resume where we stopped; else the next run starts the next stage
+                done = progress if stopped_early else {"stage": si + 1, "epoch": 0, "batch": 0,
+                                                       "global_step": global_step, "optimizer_stage": si}
+                _save(ckpt_root, net, model, opt, done, keep_checkpoints)
             if stopped_early:
                 logger.warning("time budget of %s min spent during stage %s", budget_minutes, stage["name"])
                 break
