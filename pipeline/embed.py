@@ -302,7 +302,10 @@ def _spark_embed_partition(encoder_name: str, device: str, precision: str, batch
         torch.set_num_threads(threads)
         encoder = resolve_encoder(encoder_name, device=device, precision=precision)
         scratch = ChunkScratch(Path(scratch_root))
-        rows = pd.concat(list(frames), ignore_index=True)
+        frames = [f for f in frames if len(f)]
+        if not frames:  # hash partitioning can leave a partition empty
+            return
+        rows = pd.concat(frames, ignore_index=True)
         out = []
         for (kind, modality, chunk), g in rows.groupby(["kind", "modality", "chunk"], sort=True):
             items = g.sort_values("pos")["item"].tolist()
