@@ -74,4 +74,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m jobs.cli` runs this file as `__main__`, a second copy of the module: commands
+    # import their errors from `jobs.cli`, so run *that* module's main, or `except
+    # StrictRejectsError` here would not match theirs (exit 1 instead of 3).
+    from jobs.cli import main as _main
+    _main()

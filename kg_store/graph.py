@@ -81,7 +81,15 @@ def save_csr(graph: CSRGraph, directory: str | Path) -> list[Path]:
     return paths
 
 
+def load_npy(path: str | Path, *, mmap: bool = True) -> np.ndarray:
+    """np.load of a committed .npy; a damaged header is a CorruptFileError naming the file
+    (numpy's own ValueError would surface as a traceback, or as "pickled data" advice)."""
+    from kg_store.errors import CorruptFileError
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CorruptFileError(path, f"unreadable .npy ({str(e).splitlines()[0][:200]})") from None
+
+
 def load_csr(directory: str | Path, mmap: bool = True) -> CSRGraph:
-    mode = "r" if mmap else None
-    return CSRGraph(**{n: np.load(Path(directory) / f"{n}.npy", mmap_mode=mode, allow_pickle=False)
-                       for n in ARRAYS})
+    return CSRGraph(**{n: load_npy(Path(directory) / f"{n}.npy", mmap=mmap) for n in ARRAYS})

@@ -86,7 +86,13 @@ class KGStore:
 
     def count(self, name: str) -> int:
         rel = self.manifest["tables"].get(name)
-        return 0 if rel is None else pq.ParquetFile(self._checked(rel)).metadata.num_rows
+        if rel is None:
+            return 0
+        p = self._checked(rel)
+        try:
+            return pq.ParquetFile(p).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as e:  # e.g. "magic bytes not found in footer"
+            raise CorruptFileError(p, f"unreadable Parquet ({e})") from None
 
     @property
     def num_entities(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 
 from kg_store import atomic
 from kg_store.errors import KGStoreError
+from kg_store.graph import load_npy
 
 VECTOR_KINDS = ("entity", "relation", "triple", "image")
 
@@ -46,8 +47,8 @@ def load_vectors(store, encoder: str, kind: str, *, mmap: bool = True) -> tuple[
         raise KGStoreError(f"encoder {encoder!r} has no {kind} vectors in {store.root} "
                            f"(kinds: {', '.join(meta.get('kinds', {})) or 'none'})")
     base = vectors_dir(encoder)
-    matrix = np.load(store._checked(f"{base}/{kind}.npy"), mmap_mode="r" if mmap else None, allow_pickle=False)
-    ids = np.load(store._checked(f"{base}/{kind}.ids.npy"), allow_pickle=False)
+    matrix = load_npy(store._checked(f"{base}/{kind}.npy"), mmap=mmap)
+    ids = load_npy(store._checked(f"{base}/{kind}.ids.npy"), mmap=False)
     if len(ids) != len(matrix):
         raise KGStoreError(f"{base}/{kind}: {len(matrix)} vectors but {len(ids)} ids")
     return matrix, ids

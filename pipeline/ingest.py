@@ -56,7 +56,7 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
         with KGStore.writer(kg) as w:
             # image decoding overlaps the engine's work (Spark start-up, parsing)
             prefetch = ImagePrefetch(plan.image_files(), limits=image_limits, threads=image_threads)
-            counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch)
+            counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch, strict=strict)
             if strict and counts["rejects_added"]:
                 raise IngestRejectedError(f"{counts['rejects_added']} input record(s) rejected (--strict); "
                                           "nothing committed")
@@ -74,7 +74,20 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
     return IngestResult(store=store, counts=counts, inputs=inputs, seconds=seconds)
 
 
-def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch) -> tuple[dict, list[dict], list[str]]:
+#: rejects listed in the --strict error (the rest are counted)
+STRICT_LIST_MAX = 50
+
+
+def strict_message(rejects: pa.Table) -> str:
+    """The --strict failure: how many, then `location: reason` per reject (the first 50)."""
+    rows = rejects.select(["location", "reason"]).to_pylist()
+    shown = "\n".join(f"  {r['location']}: {r['reason']}" for r in rows[:STRICT_LIST_MAX])
+    more = f"\n  … and {len(rows) - STRICT_LIST_MAX} more" if len(rows) > STRICT_LIST_MAX else ""
+    return f"{len(rows)} input record(s) rejected (--strict); nothing committed:\n{shown}{more}"
+
+
+def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, strict: bool = False
+              ) -> tuple[dict, list[dict], list[str]]:
     """Parse with the engine, build every table of the new version, write them; returns (counts, inputs, outputs)."""
     store = w.store
     names, n_src = plan.names, len(plan.specs)
@@ -114,6 +127,8 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch) -> tuple[dict, lis
                                                                     dtype=np.int64)))
     new_rejects = pa.concat_tables([A.reject_rows(rejs, names, [f.path for f in plan.files]),
                                     pa.Table.from_pylist(images.rejects, schema=schema.REJECTS)])
+    if strict and new_rejects.num_rows:  # before any table file is written
+        raise IngestRejectedError(strict_message(new_rejects))
     inputs, totals = _accounting(plan, small, rejs, imgs, dups, tstats, images)
 
     tables = {name: pa.concat_tables([store.table(name), schema.conform(name, new)]) for name, new in (

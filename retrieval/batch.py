@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kg_store import KGStore, open_store
+from kg_store.errors import KGStoreError
 from kg_store.registry import family
 from retrieval.queries import Query, QuerySet, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever
@@ -143,6 +144,9 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     # The cache key does not depend on images (the encoder, in the config, fixes that), so the
     # check needs no model: the encoder is loaded only when there is work to do.
     qs: QuerySet = build_queries(dataset, store=store, split=split, with_images=False, limit=limit)
+    if not qs.queries:
+        first = f"; first: {qs.rejects[0]['location']}: {qs.rejects[0]['reason']}" if qs.rejects else ""
+        raise KGStoreError(f"no valid query in {dataset} ({len(qs.rejects)} rejected{first})")
     if not force and (hit := cached_shards(store, qs, config, limit)) is not None:
         logger.info("reusing cached shards %s", hit)
         return RetrieveResult(hit, True, len(qs.queries), _read_reports(hit))
@@ -157,6 +161,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     seconds = round(time.perf_counter() - t0, 3)
     reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops, ranked_N=ranked.top_N)
     reports["quality"]["retrieve_seconds"] = seconds
+    if qs.rejects:  # bad records of the query file: one row each, beside the shards (rejects.json)
+        reports["rejects"] = {"count": len(qs.rejects), "rows": qs.rejects}
     outputs = [o.head(config.top_N) for o in outputs]
     path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
                                  engine=engine)

@@ -27,7 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from kg_store import KGStore, atomic
-from kg_store.errors import KGStoreError
+from kg_store.errors import CorruptFileError, KGStoreError
+from kg_store.hashing import sha256_file
 from kg_store.registry import family
 from kg_store.vectors import encoder_slug, load_vectors, vector_meta, vectors_dir
 
@@ -407,5 +408,14 @@ def load_index(store: KGStore | str | Path, encoder: str, kind: str, *, mmap: bo
         raise KGStoreError(f"the {kind} index of {encoder!r} is stale (vectors changed since it was built); "
                            f"rerun `mmkg index --kg {store.root} --encoder {encoder}`")
     for suffix in (".faiss", ".ids.npy"):
-        store._checked(f"{base}/{kind}{suffix}")
-    return VectorIndex.read(store.path(f"{base}/{kind}"), mmap=mmap, meta=meta)
+        rel = f"{base}/{kind}{suffix}"
+        path = store._checked(rel)
+        # read whole anyway (unless mmap), so hashing costs about what reading does, and faiss
+        # would load a flipped vector byte silently or die in C++ on a flipped header
+        if not mmap and sha256_file(path) != store.manifest["files"][rel]["sha256"]:
+            raise CorruptFileError(path, "sha256 differs from the manifest (see `mmkg verify`)")
+    try:
+        return VectorIndex.read(store.path(f"{base}/{kind}"), mmap=mmap, meta=meta)
+    except (RuntimeError, ValueError, OSError) as e:  # faiss raises RuntimeError for bad files
+        raise CorruptFileError(store.path(f"{base}/{kind}.faiss"),
+                               f"unreadable FAISS index ({str(e).splitlines()[0][:200]})") from None

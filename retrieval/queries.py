@@ -18,6 +18,8 @@ from kg_store import KGStore
 from kg_store.errors import KGStoreError
 from kg_store.hashing import sha256_file
 from kg_store.registry import family
+from pipeline.paths import PathEscapeError, safe_join
+from retrieval.query_rejects import BadRecord, numbered_lines, query_image, reject
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class QuerySet:
     source_files: list[Path]
     #: Arrow types of the `fields` columns (so empty lists and all-null columns keep their type)
     field_types: dict[str, pa.DataType] = field(default_factory=dict)
+    #: one per bad record of the input (retrieval.query_rejects.reject): location, reason, raw
+    rejects: list[dict[str, Any]] = field(default_factory=list)
 
     def source_sha256(self) -> str:
         return ";".join(f"{p.name}:{sha256_file(p)}" for p in self.source_files)
@@ -118,6 +122,10 @@ def entity_image(key: str, eid: int, blobs: dict[int, str], image_dirs: list[Pat
     if eid in blobs:
         return blobs[eid]
     for d in image_dirs:
+        try:
+            safe_join(d, key)  # the key comes from the data file: "../x" must not leave the folder
+        except PathEscapeError:
+            continue
         folder = d / key
         if folder.is_dir():
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXTS)
@@ -162,15 +170,21 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
     if store is None:
         raise KGStoreError("MARS queries need the KG store (entity labels)")
     file, split = _split_file(path, split, "{split}.json")
-    rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    rejects: list[dict[str, Any]] = []
+    rows = []  # (index among non-blank lines, row)
+    for n, i, line in numbered_lines(file, rejects):
+        try:
+            rows.append((i, _mars_row(line)))
+        except BadRecord as e:
+            rejects.append(reject(file, n, line, str(e)))
     labels = EntityLabels(store)
-    keys = sorted({k for r in rows for k in (*r["example"], r["question"], r["answer"])})
+    keys = sorted({k for _, r in rows for k in (*r["example"], r["question"], r["answer"])})
     label_of = dict(zip(keys, labels(keys)))
     id_of = dict(zip(keys, store.entity_ids(keys).tolist()))
     image_dirs = [file.parent / "images"]
     blobs = store_images(store) if with_images else {}
     queries = []
-    for i, r in enumerate(rows):
+    for i, r in rows:
         (eh, et), eq = r["example"], r["question"]
         roles = MARS_MODES.get(int(r["mode"]), ("text", "text", "text"))
         parts, images = [], []
@@ -188,7 +202,30 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
                     "mode": int(r["mode"]), "example_entities": [id_of[eh], id_of[et]],
                     "question_entity": id_of[eq], "answer_entity": id_of[r["answer"]],
                     "image_paths": images}))
-    return QuerySet("mars", split, queries, [file], MARS_FIELD_TYPES)
+    return QuerySet("mars", split, queries, [file], MARS_FIELD_TYPES, rejects)
+
+
+def _mars_row(line: str) -> dict[str, Any]:
+    """One MARS line, checked: {"example": [h, t], "question", "answer", "relation", "mode"}."""
+    try:
+        r = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadRecord(f"not a JSON object ({e})") from None
+    if not isinstance(r, dict):
+        raise BadRecord(f"not a JSON object (a {type(r).__name__})")
+    missing = [k for k in ("example", "question", "answer", "relation", "mode") if k not in r]
+    if missing:
+        raise BadRecord(f"missing field(s) {', '.join(missing)}")
+    ex = r["example"]
+    if not (isinstance(ex, list) and len(ex) == 2 and all(isinstance(k, str) and k for k in ex)):
+        raise BadRecord(f"'example' must be [head key, tail key], got {ex!r}"[:300])
+    if not all(isinstance(r[k], str) and r[k] for k in ("question", "answer")):
+        raise BadRecord("'question' and 'answer' must be entity keys")
+    try:
+        r["mode"] = int(r["mode"])
+    except (TypeError, ValueError):
+        raise BadRecord(f"'mode' must be an integer (0, 1, 2), got {r['mode']!r}"[:300]) from None
+    return r
 
 
 # ---- ScienceQA ---------------------------------------------------------------------------
@@ -225,21 +262,39 @@ def scienceqa_queries(path: Path, *, store: KGStore | None = None, split: str | 
     the file when it is actually on disk (`images/<split>/<pid>/<image>`), else null.
     """
     file = _problems_file(path)
-    problems: dict[str, dict[str, Any]] = json.loads(file.read_text())
+    try:
+        problems: dict[str, dict[str, Any]] = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KGStoreError(f"{file}: not a ScienceQA problems JSON document ({e})") from None
+    if not isinstance(problems, dict):
+        raise KGStoreError(f"{file}: expected an object of problems keyed by pid")
+    rejects: list[dict[str, Any]] = []
     split = split or "test"
     queries = []
     for pid, p in problems.items():
+        if not isinstance(p, dict):
+            rejects.append(reject(file, pid, json.dumps(p)[:1024], "problem is not a JSON object"))
+            continue
         if split != "all" and p.get("split") != split:
             continue
-        img = file.parent / "images" / str(p.get("split")) / pid / p["image"] if p.get("image") else None
-        image_path = str(img) if img is not None and img.exists() else None
+        if not isinstance(p.get("question"), str) or not isinstance(p.get("choices"), list):
+            rejects.append(reject(file, pid, json.dumps(p)[:1024], "problem lacks 'question' or 'choices'"))
+            continue
+        image_path = None
+        if p.get("image"):
+            try:
+                image_path = query_image(file.parent / "images", f"{p.get('split')}/{pid}/{p['image']}")
+            except BadRecord as e:
+                if "missing-file" not in str(e):  # a missing image is normal (not shipped); escaping is not
+                    rejects.append(reject(file, pid, json.dumps(p)[:1024], str(e)))
+                    continue
         fields = {k: p.get(k) for k in _SQA_FIELDS}
         fields.update(image=p.get("image"), image_path=image_path, pid=pid)
         queries.append(Query(query_id=pid, text=scienceqa_text(p),
                              image_paths=[image_path] if with_images and image_path else [], fields=fields))
     if not queries:
         raise KGStoreError(f"no ScienceQA problem has split {split!r} in {file}")
-    return QuerySet("scienceqa", split, queries, [file], SCIENCEQA_FIELD_TYPES)
+    return QuerySet("scienceqa", split, queries, [file], SCIENCEQA_FIELD_TYPES, rejects)
 
 
 # ---- generic JSONL -----------------------------------------------------------------------
@@ -250,21 +305,23 @@ def jsonl_queries(path: Path, *, store: KGStore | None = None, split: str | None
     """One JSON object a line: {"id", "text", "image"?, "entities"?}; image relative to the file."""
     if path.is_dir():
         raise KGStoreError(f"jsonl: {path} is a directory, give the file")
-    queries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    queries: list[Query] = []
+    rejects: list[dict[str, Any]] = []
+    for n, _, line in numbered_lines(path, rejects):
         try:
             obj = json.loads(line)
             qid, text = str(obj["id"]), str(obj["text"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise KGStoreError(f"{path}:{n}: not a {{'id','text',...}} JSON object ({e})") from None
-        image = obj.get("image")
-        image_path = str((path.parent / image).resolve()) if image else None
-        if image_path and not Path(image_path).exists():
-            raise KGStoreError(f"{path}:{n}: image {image_path} does not exist")
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
+            rejects.append(reject(path, n, line, f"not a {{'id','text',...}} JSON object ({type(e).__name__}: {e})"))
+            continue
+        try:
+            image_path = (str(Path(query_image(path.parent, obj["image"], allow_absolute=True)).resolve())
+                          if obj.get("image") else None)
+        except BadRecord as e:
+            rejects.append(reject(path, n, line, str(e)))
+            continue
         queries.append(Query(query_id=qid, text=text,
                              image_paths=[image_path] if with_images and image_path else [],
                              entity_keys=[str(e) for e in obj.get("entities") or []],
                              fields={"image_path": image_path}))
-    return QuerySet("jsonl", split or path.stem, queries, [path], {"image_path": pa.string()})
+    return QuerySet("jsonl", split or path.stem, queries, [path], {"image_path": pa.string()}, rejects)

@@ -45,6 +45,11 @@ def shard_dir(store: KGStore, qs: QuerySet, config: RetrievalConfig, limit: int 
 def cached_shards(store: KGStore, qs: QuerySet, config: RetrievalConfig, limit: int | None = None) -> Path | None:
     """The finished shard directory for exactly this cache key, else None."""
     d = shard_dir(store, qs, config, limit)
+    art = store.artifact(subgraph_rel(qs.dataset, qs.split, shard_key(config, limit)))
+    if art is None or art.get("cache_key") != cache_key(store, config, qs, limit):
+        # `_SUCCESS` on disk is not enough: a run killed between publishing the directory and
+        # committing the manifest leaves a set no manifest names (and `verify` cannot cover)
+        return None
     if not is_complete(d):
         return None
     meta = read_meta(d)

@@ -41,6 +41,9 @@ def retrieve(kg, encoder, dataset, split, top_n, top_N, hops, seed_k, no_named_e
     else:
         click.echo(f"retrieved {res.queries} queries ({q.get('empty', 0)} empty) in "
                    f"{q.get('retrieve_seconds')} s with {engine}", err=True)
+    rejected = res.reports.get("rejects", {}).get("count", 0)
+    if rejected:
+        click.echo(f"{rejected} query record(s) rejected: see {res.shard_dir / 'rejects.json'}", err=True)
     for n, h in sorted(q.get("hits", {}).items(), key=lambda kv: int(kv[0])):
         click.echo(f"answer in subgraph @N={n}: {h['answer_in_subgraph']:.3f} "
                    f"(random 1-hop {h['random_1hop_baseline']:.3f})", err=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -128,8 +129,12 @@ def make_plan(sources: list[str | SourceSpec], *, chunk_bytes: int = DEFAULT_CHU
 
 # ---- worker side ----------------------------------------------------------------------------
 def read_lines(task: ChunkTask) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """(LINES batch of the non-blank lines, skipped/reject records for blank and non-UTF-8 lines)."""
-    bad_rows: list[int] = []
+    """(LINES batch of the non-blank lines, skipped/reject records for blank and bad lines).
+
+    Bad lines (invalid UTF-8, NUL bytes, longer than R.MAX_LINE_BYTES) are rejected here, once
+    for every reader, so no reader ever sees them.
+    """
+    bad_rows: dict[int, str] = {}
     if task.inline is not None:
         lines = pa.array(task.inline, pa.string())
     else:
@@ -141,10 +146,7 @@ def read_lines(task: ChunkTask) -> tuple[pa.RecordBatch, pa.RecordBatch]:
         if not data and task.end == task.start:
             return pa.RecordBatch.from_pylist([], schema=R.LINES), R.empty()
         raw = pc.list_flatten(pc.split_pattern(pa.array([data], pa.large_binary()), b"\n"))
-        try:
-            lines = raw.cast(pa.large_string()).cast(pa.string())
-        except pa.ArrowInvalid:
-            lines, bad_rows = _decode_slowly(raw)
+        lines, bad_rows = _decode(raw)
     line_no = pa.array(range(task.first_line, task.first_line + len(lines)), pa.int64())
     lines = pc.utf8_rtrim(lines, characters="\r")
     blank = pc.fill_null(R.is_blank(lines), False)
@@ -152,10 +154,36 @@ def read_lines(task: ChunkTask) -> tuple[pa.RecordBatch, pa.RecordBatch]:
                     reason="blank line")]
     keep = pc.and_(pc.invert(blank), pc.is_valid(lines))
     if bad_rows:
-        raw_text = pa.array([_raw_text(raw[i].as_py()) for i in bad_rows], pa.string())
-        extra.append(R.rejects(pc.take(line_no, bad_rows), raw_text, "invalid UTF-8"))
+        rows = sorted(bad_rows)
+        raw_text = pa.array([_raw_text(raw[i].as_py()) for i in rows], pa.string())
+        extra.append(R.rejects(pc.take(line_no, pa.array(rows, pa.int64())), raw_text,
+                               pa.array([bad_rows[i] for i in rows], pa.string())))
     batch = pa.RecordBatch.from_arrays([line_no.filter(keep), lines.filter(keep)], schema=R.LINES)
     return batch, R.concat(extra)
+
+
+def _decode(raw: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+    """Lines as strings; rows that are too long, not UTF-8 or hold NUL bytes are null, with why."""
+    bad: dict[int, str] = {}
+    lengths = pc.binary_length(raw)
+    if (pc.max(lengths).as_py() or 0) > R.MAX_LINE_BYTES:
+        long_rows = np.flatnonzero(pc.greater(lengths, R.MAX_LINE_BYTES).to_numpy(zero_copy_only=False))
+        bad.update({int(i): R.too_long(int(lengths[int(i)].as_py())) for i in long_rows})
+        # decode the others only: a long line may also be invalid UTF-8, but one reason is enough
+        raw = pc.if_else(pc.greater(lengths, R.MAX_LINE_BYTES), pa.scalar(b"", raw.type), raw)
+    try:
+        lines = raw.cast(pa.large_string()).cast(pa.string())
+    except pa.ArrowInvalid:
+        lines, invalid = _decode_slowly(raw)
+        bad.update({i: R.INVALID_UTF8 for i in invalid})
+    nul = pc.fill_null(pc.match_substring(lines, "\x00"), False)
+    if pc.any(nul).as_py():
+        bad.update({int(i): R.NUL_BYTE for i in np.flatnonzero(nul.to_numpy(zero_copy_only=False))})
+    if bad:
+        mask = np.zeros(len(lines), bool)
+        mask[list(bad)] = True
+        lines = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), lines)
+    return lines, bad
 
 
 def _decode_slowly(raw: pa.Array) -> tuple[pa.Array, list[int]]:

@@ -30,6 +30,14 @@ def _listing(root: Path) -> list[str]:
     return lines
 
 
+def _regular_inside(candidate: Path, root: Path) -> bool:
+    """A regular file (after symlinks) that resolves inside root; safe to open and hash."""
+    try:
+        return candidate.is_file() and root in candidate.resolve().parents
+    except (OSError, RuntimeError):  # symlink loops, names the OS refuses
+        return False
+
+
 def _columns(header: list[str], options: dict[str, str]) -> tuple[int, int]:
     names = [h.strip().lower() for h in header]
 
@@ -51,7 +59,11 @@ class ImagesReader(Reader):
         if path.is_dir():
             root = path.resolve()
             lines = _listing(root)
-            files = [InputFile(str(root / ln.split("\t", 1)[1]), "image", hashed_only=True) for ln in lines]
+            # only regular files inside the root are hashed now: a FIFO or a link to /dev/zero
+            # would block the plan forever, a link out of the root would read a foreign file.
+            # Every listed entry still becomes a record, so the image stage rejects the others.
+            files = [InputFile(str(root / rel), "image", hashed_only=True)
+                     for rel in (ln.split("\t", 1)[1] for ln in lines) if _regular_inside(root / rel, root)]
             return [InputFile(str(root), "listing", lines=tuple(lines)), *files]
         if not path.is_file():
             raise KGStoreError(f"images: {path} is neither a directory nor a mapping file")
@@ -65,7 +77,7 @@ class ImagesReader(Reader):
                 parts = line.rstrip("\r\n").split("\t")
                 if len(parts) > ctx["file_col"] and parts[ctx["file_col"]].strip():
                     candidate = root / parts[ctx["file_col"]].strip()
-                    if candidate.is_file() and root in candidate.resolve().parents:
+                    if _regular_inside(candidate, root):
                         files.append(InputFile(str(candidate.resolve()), "image", hashed_only=True))
         return [mapping, *files]
 
@@ -95,16 +107,17 @@ class ImagesReader(Reader):
                     rejects.append((line_no, line, "mapping line lacks the file or key column"))
                     continue
                 rel = parts[ctx["file_col"]].strip()
-                line_keys = [k.strip() for k in parts[ctx["key_col"]].split(",") if k.strip()]
+                line_keys = [R.normalize_key(k) for k in parts[ctx["key_col"]].split(",")]
             else:
                 key, _, rel = line.partition("\t")
-                line_keys = [key] if key else []
+                line_keys = [R.normalize_key(key)]
+            line_keys = [k for k in line_keys if k]  # `<>` normalises to nothing: no key
             if not rel or not line_keys:
                 reason = "image not inside an <entity key>/ folder" if role == "listing" else "no entity key"
                 rejects.append((line_no, line, reason))
                 continue
             for i, k in enumerate(line_keys):
-                keys.append(R.normalize_key(k))
+                keys.append(k)
                 rels.append(rel)
                 line_nos.append(line_no)
                 primary.append(i == 0)

@@ -40,6 +40,14 @@ def split_statement(batch: pa.RecordBatch, reason: str):
     parts = parts.filter(ok)
     s, p, o = (R.normalize_keys(pc.list_element(parts, i)) if len(parts) else pa.array([], pa.string())
                for i in range(3))
+    # `<>` normalises to an empty key: an entity nobody can name, so a reject like TSV's empty field
+    full = pc.and_(pc.and_(pc.greater(pc.utf8_length(s), 0), pc.greater(pc.utf8_length(p), 0)),
+                   pc.greater(pc.utf8_length(o), 0))
+    if not pc.all(full).as_py():
+        empty = pc.invert(full)
+        rej = R.concat([rej, R.rejects(good["line_no"].filter(empty), good["line"].filter(empty),
+                                       "empty field (<>) in head, relation, tail")])
+        good, s, p, o = good.filter(full), s.filter(full), p.filter(full), o.filter(full)
     return good, s, p, o, rej
 
 

@@ -30,9 +30,13 @@ def _first_line_is_count(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.Reco
 def _load_ids(path: Path) -> list[str | None]:
     """id → normalised key (None for ids that no line names)."""
     pairs = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            parts = line.split()
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            # a line that read_lines rejects (invalid UTF-8, NUL, too long) names no id either,
+            # so a split line using that id is rejected as "id not in entity2id"
+            if R.line_problem(raw.rstrip(b"\r\n")) is not None:
+                continue
+            parts = raw.decode("utf-8").split()
             if i == 0 and len(parts) == 1 and parts[0].isdigit():
                 continue
             if len(parts) >= 2 and parts[-1].isdigit():

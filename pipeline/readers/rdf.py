@@ -21,6 +21,12 @@ LABEL_PREDICATES = {
     "http://www.w3.org/2004/02/skos/core#prefLabel",
 }
 _XSD = "http://www.w3.org/2001/XMLSchema#"
+NTRIPLES = ("nt", "ntriples", "nt11")
+
+
+def _has_bad_lines(path: str) -> bool:
+    with open(path, "rb") as f:
+        return any(R.line_problem(raw.rstrip(b"\r\n")) is not None for raw in f)
 
 
 def _guess_format(path: str) -> str:
@@ -48,11 +54,13 @@ class RDFReader(Reader):
 
     def parse_file(self, path: str, role: str, ctx) -> pa.RecordBatch:
         import rdflib
+        if role in NTRIPLES and _has_bad_lines(path):
+            return self._per_line(path)  # rdflib would take NUL/undecodable text; reject those lines
         graph = rdflib.Graph()
         try:
             graph.parse(path, format=role)
         except Exception as e:  # noqa: BLE001 - rdflib raises many types; all mean "does not parse"
-            if role in ("nt", "ntriples", "nt11"):
+            if role in NTRIPLES:
                 return self._per_line(path)
             return R.rejects(pa.array([0], pa.int64()), pa.array([Path(path).name]),
                              f"rdflib could not parse {role}: {type(e).__name__}: {str(e)[:300]}")
@@ -61,8 +69,15 @@ class RDFReader(Reader):
     def _per_line(self, path: str) -> pa.RecordBatch:
         import rdflib
         out, rejects = [], []
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line_no, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            # lines end at b"\n" only (as read_lines counts them), not at a lone "\r"
+            for line_no, raw in enumerate(f, 1):
+                raw = raw.rstrip(b"\n")
+                problem = R.line_problem(raw)
+                if problem is not None:
+                    rejects.append((line_no, raw[:1024].decode("utf-8", errors="replace"), problem))
+                    continue
+                line = raw.decode("utf-8").rstrip("\r")
                 if not line.strip() or line.lstrip().startswith("#"):
                     continue
                 g = rdflib.Graph()

@@ -43,6 +43,29 @@ LINES = pa.schema([("line_no", pa.int64()), ("line", pa.string())])
 #: bits of `pos` below the file sequence number: line numbers up to 2**40 per file
 LINE_BITS = 40
 
+#: the longest line any line reader accepts (bytes). No record of our formats comes near it (the
+#: real data's longest line is 260 B); a longer one is garbage or an attack, and rejecting it
+#: keeps a single line from becoming a multi-MB key that every later stage would carry.
+MAX_LINE_BYTES = 1 << 20
+#: reject reasons shared by every line reader (read_lines, the OpenKE id maps, N-Triples)
+INVALID_UTF8 = "invalid UTF-8"
+NUL_BYTE = "NUL byte in line"
+
+
+def too_long(n_bytes: int) -> str:
+    return f"line too long ({n_bytes} bytes > {MAX_LINE_BYTES})"
+
+
+def line_problem(raw: bytes) -> str | None:
+    """Why a raw line (without its newline) is not a record of any line format, or None."""
+    if len(raw) > MAX_LINE_BYTES:
+        return too_long(len(raw))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return INVALID_UTF8
+    return NUL_BYTE if "\x00" in text else None
+
 
 def empty() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([], schema=RECORDS)

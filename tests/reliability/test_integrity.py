@@ -7,7 +7,6 @@ flipped bytes of the same size (bit rot, a bad transfer), in the header and in t
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 import sys
 from pathlib import Path

@@ -79,9 +79,11 @@ def test_jsonl_queries_and_bad_specs(tmp_path, data_dir):
     assert [q.query_id for q in qs.queries] == ["1", "b"]
     assert qs.queries[0].entity_keys == ["Q1501"] and qs.queries[1].image_paths == [str(img)]
     assert qs.split == "q"
-    f.write_text('{"text": "no id"}\n')
-    with pytest.raises(KGStoreError, match="q.jsonl:1"):
-        build_queries(f"jsonl:{f}")
+    # issue 7: a bad line is one reject (location, reason), the other lines still make queries
+    f.write_text('{"text": "no id"}\n' + json.dumps({"id": "ok", "text": "fine"}) + "\n")
+    qs = build_queries(f"jsonl:{f}")
+    assert [q.query_id for q in qs.queries] == ["ok"]
+    assert [r["location"] for r in qs.rejects] == [f"{f}:1"] and "KeyError: 'id'" in qs.rejects[0]["reason"]
     with pytest.raises(KGStoreError, match="NAME:PATH"):
         parse_dataset_spec("scienceqa")
     with pytest.raises(KGStoreError, match="unknown dataset kind"):
