@@ -184,3 +184,23 @@ def test_spark_engine_rejects_like_local(corpus, ingested, tmp_path, spark):
     assert rows(res.store) == rows(open_store(local_kg))
     for c in cases:
         assert _input(tmp_path / "kg", c.source_name)["counts"] == _input(local_kg, c.source_name)["counts"]
+
+
+def test_bad_scienceqa_problems(tmp_path):
+    """ScienceQA: a problem without question/choices, or whose image path climbs out of
+    `images/`, is one reject at `problems.json:<pid>`; a file that is not JSON is one line."""
+    from kg_store.errors import KGStoreError
+    from retrieval.queries import build_queries
+    good = {"question": "q?", "choices": ["a", "b"], "answer": 0, "split": "test", "image": None}
+    problems = {"1": good, "2": {**good, "choices": None}, "3": {**good, "image": "../../../etc/passwd"},
+                "4": ["not", "an", "object"], "5": {**good, "split": "train", "question": None}}
+    f = tmp_path / "problems.json"
+    f.write_text(json.dumps(problems))
+    qs = build_queries(f"scienceqa:{f}", split="test")
+    assert [q.query_id for q in qs.queries] == ["1"]
+    got = {r["location"]: r["reason"] for r in qs.rejects}
+    assert set(got) == {f"{f}:2", f"{f}:3", f"{f}:4"}  # pid 5 is another split's problem
+    assert "question' or 'choices" in got[f"{f}:2"] and "path-escapes-root" in got[f"{f}:3"]
+    f.write_bytes(b'{"1": \xff')
+    with pytest.raises(KGStoreError, match="not a ScienceQA problems JSON document"):
+        build_queries(f"scienceqa:{f}", split="test")
