@@ -1,8 +1,10 @@
-"""`make demo`: ingest everything in ../shared/data into one KG and print its stats.
+"""`make demo`: the whole pipeline DAG on ../shared/data, then where the results are.
 
-`python -m jobs.demo --data DIR --kg DIR [--engine spark|local]`. The KG directory is rebuilt
-from scratch on every run (only if it is a KG store or empty), so the demo is repeatable.
-Later stages (embed, index, retrieve) append their steps to `run_demo`.
+`python -m jobs.demo --data DIR --kg DIR [--engine spark|local] [--config FILE] [--fresh]`. Runs
+`configs/pipeline.yaml` (ingest all demo inputs → MiniLM embed → auto index → MARS dev +
+ScienceQA test retrieval, N=10) through the cached, incremental runner (`jobs/runner.py`): a
+second `make demo` finds every stage cached and finishes in seconds. `--fresh` rebuilds the KG
+directory from scratch (only if it is a KG store or empty).
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import click
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import KGStoreError, LockedError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline.yaml"
 
 
 def _fresh(kg: Path) -> None:
@@ -24,37 +28,51 @@ def _fresh(kg: Path) -> None:
         shutil.rmtree(kg)
 
 
-def run_demo(data: Path, kg: Path, *, engine: str = "spark", master: str | None = None) -> dict:
+def run_demo(data: Path, kg: Path, *, engine: str = "spark", master: str | None = None,
+             config: Path = DEFAULT_CONFIG, fresh: bool = False) -> dict:
     from kg_store import open_store
-    from pipeline.demo_sources import demo_sources
-    from pipeline.ingest import ingest
-    from jobs.commands.ingest import print_summary
+    from jobs.report import human_summary
+    from jobs.runner import load_pipeline_config, run_pipeline
 
-    _fresh(kg)
-    sources = demo_sources(data)
-    if not sources:
-        raise KGStoreError(f"no demo inputs under {data}")
-    click.echo(f"== ingest ({engine}): {len(sources)} sources from {data}")
+    if fresh:
+        _fresh(kg)
+    _, job = load_pipeline_config(config)
+    job = {**job, "kg": kg, "data": data}
+    job["ingest"] = {**job["ingest"], "engine": engine, **({"master": master} if master else {})}
     t0 = time.perf_counter()
-    result = ingest(kg, sources, engine=engine, master=master)
-    print_summary(result, as_json=False)
-    stats = open_store(kg).stats()
+    click.echo(f"== mmkg run --config {config} --kg {kg} --data {data}")
+    report = run_pipeline(**job, config_path=config, echo=click.echo)
+    click.echo(human_summary(report, Path(report.report_path) if report.report_path else None))
+    store = open_store(kg)
+    stats = store.stats()
     click.echo("== stats")
     click.echo(json.dumps(stats, sort_keys=True))
-    click.echo(f"== results in {kg.resolve()}: manifest.json, tables/*.parquet, graph/, blobs/images/ "
-               f"(inspect with `mmkg stats --kg {kg}`) — {time.perf_counter() - t0:.1f} s")
-    return {"stats": stats, "counts": result.counts, "seconds": result.seconds}
+    shards = sorted(k for k in store.manifest["artifacts"] if k.startswith("subgraphs/"))
+    click.echo(f"== results in {kg.resolve()} ({time.perf_counter() - t0:.1f} s):")
+    click.echo("   manifest.json, tables/*.parquet, graph/, blobs/images/  (mmkg stats --kg " f"{kg})")
+    for k in sorted(a for a in store.manifest["artifacts"] if a.startswith(("vectors/", "indexes/"))):
+        click.echo(f"   {k}/")
+    for k in shards:
+        click.echo(f"   {k}/  ({store.manifest['artifacts'][k].get('queries')} queries)")
+    click.echo(f"   runs/{Path(report.report_path).name if report.report_path else ''}  (run report), logs/")
+    return {"stats": stats, "report": report.to_dict(), "seconds": report.seconds}
 
 
 @click.command()
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="The shared data dir.")
-@click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory to (re)build.")
-@click.option("--engine", type=click.Choice(["spark", "local"]), default="spark")
+@click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory (updated incrementally).")
+@click.option("--engine", type=click.Choice(["spark", "local"]), default="spark", help="Ingest engine.")
 @click.option("--master", default=None, help="Spark master URL (default local[*]).")
-def main(data: str, kg: str, engine: str, master: str | None) -> None:
-    """Ingest all demo data and print the stats."""
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), default=str(DEFAULT_CONFIG),
+              show_default=True, help="Pipeline config.")
+@click.option("--fresh", is_flag=True, help="Delete the KG directory first (full rebuild).")
+def main(data: str, kg: str, engine: str, master: str | None, config: str, fresh: bool) -> None:
+    """Run the whole pipeline DAG on the demo data and print where the results are."""
     try:
-        run_demo(Path(data), Path(kg), engine=engine, master=master)
+        run_demo(Path(data), Path(kg), engine=engine, master=master, config=Path(config), fresh=fresh)
+    except LockedError as e:
+        click.echo(f"demo: {e}", err=True)
+        sys.exit(4)
     except KGStoreError as e:
         click.echo(f"demo: {e}", err=True)
         sys.exit(1)
