@@ -32,7 +32,7 @@ class Run:
     rc: int
     stdout: str
     stderr: str
-    max_rss_kib: int       # peak resident memory of the process (Linux ru_maxrss, KiB)
+    max_rss_kib: int       # peak resident memory of the process (VmHWM polled from /proc, KiB)
     killed: bool = False   # we sent SIGKILL
 
     def __str__(self) -> str:  # what a failing assert prints
@@ -47,6 +47,18 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _vm_hwm_kib(pid: int) -> int:
+    # ru_maxrss is no good here: Linux carries the forking parent's peak (pytest with torch
+    # loaded) across exec into the child's figure. VmHWM belongs to the child's own address space.
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def mmkg(*args: str, timeout: float = 180, kill_when=None, poll: float = 0.005, cwd: Path = REPO) -> Run:
     """`python -m jobs.cli ARGS`; `kill_when()` (polled) → SIGKILL the process when it turns true."""
     args = [str(a) for a in args]
@@ -55,11 +67,13 @@ def mmkg(*args: str, timeout: float = 180, kill_when=None, poll: float = 0.005, 
         proc = subprocess.Popen([PYTHON, "-m", "jobs.cli", *args], stdout=out, stderr=err, cwd=cwd, env=_env(),
                                 start_new_session=True)
         killed = False
+        peak_kib = 0
         deadline = time.monotonic() + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            peak_kib = max(peak_kib, _vm_hwm_kib(proc.pid))
             if kill_when is not None and not killed and kill_when():
                 os.killpg(proc.pid, signal.SIGKILL)  # the group: Spark/loader children die too
                 killed = True
@@ -74,7 +88,7 @@ def mmkg(*args: str, timeout: float = 180, kill_when=None, poll: float = 0.005, 
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     for suffix in (".out", ".err"):
         Path(f"{out_path}{suffix}").unlink(missing_ok=True)
-    return Run(args, proc.returncode, stdout, stderr, usage.ru_maxrss, killed)
+    return Run(args, proc.returncode, stdout, stderr, peak_kib, killed)
 
 
 def appears(root: Path, pattern: str):
