@@ -57,19 +57,13 @@ class RunLock(StoreLock):
 # ---- config ------------------------------------------------------------------------------------
 def load_pipeline_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metadata, job) of a pipeline YAML; errors are one line."""
-    import yaml
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise KGStoreError(f"cannot read pipeline config {path}: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("job"), dict) or "metadata" not in doc:
-        raise KGStoreError(f"{path}: a pipeline config needs a `metadata` block and a `job` mapping")
-    job = doc["job"]
+    from jobs.config import read_config
+    metadata, job = read_config(path, kind="pipeline config")
     unknown = set(job) - {"kg", "data", "encoder", "spark", *STAGE_ORDER}
     if unknown:
         raise KGStoreError(f"{path}: unknown job keys {', '.join(sorted(unknown))} "
                            f"(expected kg, data, encoder, spark, {', '.join(STAGE_ORDER)})")
-    return doc["metadata"], job
+    return metadata, job
 
 
 def _enabled(block: Any) -> bool:

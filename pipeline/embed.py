@@ -371,6 +371,23 @@ def fuse_entity_images(entity_vecs: np.ndarray, entity_ids: np.ndarray, image_ve
 
 
 # ---- the stage ----------------------------------------------------------------------------------
+def fuse_entity_arrays(arrays: dict[str, tuple[np.ndarray, np.ndarray]], tasks: list[EmbedTask], dtype: str
+                       ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """Fold the scratch-only "entity_text" vectors and the image vectors into the entity vectors
+    (ENTITY_TEXT_RULE, FUSION_RULE) and cast to the storage dtype; returns (arrays, entities fused)."""
+    arrays = dict(arrays)
+    if "entity_text" in arrays:
+        text_vecs, text_ids = arrays.pop("entity_text")
+        arrays["entity"] = (fuse_entity_text(*arrays["entity"], text_vecs, text_ids), arrays["entity"][1])
+    fused = 0
+    image_task = next((t for t in tasks if t.kind == "image"), None)
+    if image_task is not None and len(image_task):
+        ent_vecs, ent_ids = arrays["entity"]
+        ent_vecs, fused = fuse_entity_images(ent_vecs, ent_ids, arrays["image"][0], image_task.extra["entity_id"])
+        arrays["entity"] = (ent_vecs, ent_ids)
+    return {k: (m.astype(dtype), ids) for k, (m, ids) in arrays.items()}, fused
+
+
 def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str = "cpu", dtype: str = "float32", precision: str = "auto", threads: int | None = None,
                 chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | dict[str, int] | None = None,
@@ -427,15 +444,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
     for t in tasks:
         parts = [scratch.read(t.kind, i) for i in range(len(chunks[t.kind]))]
         arrays[t.kind] = (np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32), t.ids)
-    text_vecs, text_ids = arrays.pop("entity_text")
-    arrays["entity"] = (fuse_entity_text(*arrays["entity"], text_vecs, text_ids), arrays["entity"][1])
-    fused = 0
-    image_task = next((t for t in tasks if t.kind == "image"), None)
-    if image_task is not None and len(image_task):
-        ent_vecs, ent_ids = arrays["entity"]
-        ent_vecs, fused = fuse_entity_images(ent_vecs, ent_ids, arrays["image"][0], image_task.extra["entity_id"])
-        arrays["entity"] = (ent_vecs, ent_ids)
-    arrays = {k: (m.astype(dtype), ids) for k, (m, ids) in arrays.items()}
+    arrays, fused = fuse_entity_arrays(arrays, tasks, dtype)
 
     seconds = time.perf_counter() - t0
     meta = {

@@ -265,7 +265,7 @@ def embed_incremental(kg: str | Path, encoder: str, *, engine: str = "local", ba
     """
     import torch
     from pipeline.embed import (ENTITY_TEXT_RULE, FUSION_RULE, RELATION_TEXT_RULE, STORAGE_DTYPES, TRIPLE_TEXT_RULE,
-                                fuse_entity_images, plan_tasks)
+                                fuse_entity_arrays, plan_tasks)
     from pipeline.encoders import resolve_encoder
 
     if dtype not in STORAGE_DTYPES:
@@ -292,17 +292,7 @@ def embed_incremental(kg: str | Path, encoder: str, *, engine: str = "local", ba
     # Scratch-only kinds (pipeline.embed's "entity_text": the described label, fused into the
     # entity vector by ENTITY_TEXT_RULE) are folded in exactly as embed_store does.
     counted = {t.kind: (len(t), encoded.get(t.kind, 0)) for t in tasks}
-    if "entity_text" in arrays:
-        from pipeline.embed import fuse_entity_text
-        text_vecs, text_ids = arrays.pop("entity_text")
-        arrays["entity"] = (fuse_entity_text(*arrays["entity"], text_vecs, text_ids), arrays["entity"][1])
-    fused = 0
-    image_task = next((t for t in tasks if t.kind == "image"), None)
-    if image_task is not None and len(image_task):
-        ent, ids = arrays["entity"]
-        ent, fused = fuse_entity_images(ent, ids, arrays["image"][0], image_task.extra["entity_id"])
-        arrays["entity"] = (ent, ids)
-    arrays = {k: (m.astype(dtype), ids) for k, (m, ids) in arrays.items()}
+    arrays, fused = fuse_entity_arrays(arrays, tasks, dtype)
 
     slug = encoder_slug(enc.name)
     prev = store.artifact(f"vectors/{slug}")

@@ -17,14 +17,8 @@ import click
 def load_job_config(path: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """The `job` block of a config file with `--set` overrides applied (dotted keys nest)."""
     import yaml
-    from kg_store.errors import KGStoreError
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise KGStoreError(f"cannot read config {path}: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("job"), dict) or "metadata" not in doc:
-        raise KGStoreError(f"{path}: a config needs a `metadata` block and a `job` mapping")
-    job = doc["job"]
+    from jobs.config import read_config
+    _, job = read_config(path)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
