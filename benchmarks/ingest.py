@@ -63,7 +63,7 @@ def timed_ingest(root: Path, sources: list[str], engine: str, master: str | None
     r = ingest(root, sources, engine=engine, master=master)
     wall = time.perf_counter() - t0
     c = r.counts
-    return {"wall_s": round(wall, 2), "entities": c["entities"], "triples": c["triples"],
+    return {"wall_s": round(wall, 2), "phases_s": r.phases, "entities": c["entities"], "triples": c["triples"],
             "duplicates": c["duplicates"], "images": c["images"], "rejects": c["rejects"],
             "merged_keys": c["merged_keys"]}
 

@@ -4,10 +4,14 @@
 
 Steps: MarKG store (ingest) → `minilm` vectors and FAISS indexes → retrieval shards for the first
 `--train-examples` MARS train queries and the first `--eval-queries` dev queries (a held subset:
-dev is never trained on) → for each variant (`kg`, `no_kg`) a fresh model with the same seed,
-trained on the same shards for at most `--budget-minutes` of wall time (and at most `--epochs`
-epochs) → ranking of the gold answer among all 2,063 MARS candidates, unfiltered (ties optimistic).
-Prints one JSON object: Hits@1/3/5/10, MRR, steps trained and seconds per variant.
+dev is never trained on) → for each variant a fresh model with the same seed, trained on the same
+shards for at most `--budget-minutes` of wall time (and at most `--epochs` epochs) → ranking of the
+gold answer among all 2,063 MARS candidates, unfiltered (ties optimistic).
+Variants: `kg` (RGAT/GAT knowledge encoder + knowledge adapter over the retrieved subgraph) and
+`no_kg` — MR-MKG without the KG has nothing left to train when there is no image path, so it gets
+`top_n + 1` learned soft-prompt tokens instead (same steps, same budget, no knowledge content);
+`--zero-shot` adds the frozen LLM alone. Prints one JSON object: Hits@1/3/5/10, MRR, steps trained
+and seconds per variant.
 
 Everything is cached under `--work` (store, vectors, shards; SmolLM2 as safetensors under
 ~/.cache/mmkg), so a second run spends its time on training and evaluation only.
@@ -52,25 +56,33 @@ def retrieve(kg: Path, data: Path, split: str, limit: int, top_n: int) -> Path:
     return Path(res.shard_dir)
 
 
-def run_variant(name: str, *, use_kg: bool, args, kg: Path, train_dir: Path, dev_dir: Path) -> dict:
+MODEL = {"backbone": "smollm2-135m", "vision": None, "gnn_layer": "gat", "kg_hidden": 256, "max_text_length": 96}
+
+
+def run_variant(name: str, *, model_kwargs: dict, train_it: bool, args, kg: Path, train_dir: Path,
+                dev_dir: Path) -> dict:
     from model.evaluation import evaluate
     from model.training import train
     out = Path(args.work) / "runs" / f"{name}-seed{args.seed}"
+    kwargs = {**MODEL, **model_kwargs}
     t0 = time.monotonic()
-    summary = train(
-        kg=str(kg), output_dir=str(out), seed=args.seed, device="cpu", amp=args.amp, resume=False,
-        model="mrmkg", model_kwargs={"backbone": "smollm2-135m", "vision": None, "gnn_layer": "gat",
-                                     "kg_hidden": 256, "use_kg": use_kg, "max_text_length": 96},
-        stages=[{"name": "finetune", "task": "mars", "shards": str(train_dir), "lr": args.lr, "batch_size": 4,
-                 "epochs": args.epochs}],
-        weight_decay=0.01, max_triples=args.top_n, budget_minutes=args.budget_minutes, checkpoint_every=10**9,
-        log_every=5)
+    summary = {"global_step": 0, "stopped_by_budget": False, "parameters": {"trainable": 0}}
+    if train_it:
+        summary = train(
+            kg=str(kg), output_dir=str(out), seed=args.seed, device="cpu", amp=args.amp, resume=False,
+            model="mrmkg", model_kwargs=kwargs,
+            stages=[{"name": "finetune", "task": "mars", "shards": str(train_dir), "lr": args.lr, "batch_size": 4,
+                     "epochs": args.epochs}],
+            weight_decay=0.01, max_triples=args.top_n, budget_minutes=args.budget_minutes, checkpoint_every=10**9,
+            log_every=5)
     train_s = time.monotonic() - t0
-    metrics = evaluate(kg=str(kg), task="mars", shards=str(dev_dir), checkpoint=str(out / "final"),
+    metrics = evaluate(kg=str(kg), task="mars", shards=str(dev_dir), checkpoint=str(out / "final") if train_it else None,
+                       model="mrmkg", model_kwargs=kwargs,
                        candidates=str(Path(args.data) / "markg" / "MARS" / "analogy_entities.txt"),
                        predictions=str(out / "predictions.dev.jsonl"), device="cpu", amp=args.amp,
                        max_triples=args.top_n)
-    return {"use_kg": use_kg, "steps": summary["global_step"], "stopped_by_budget": summary["stopped_by_budget"],
+    return {"model_kwargs": model_kwargs, "steps": summary["global_step"],
+            "stopped_by_budget": summary["stopped_by_budget"],
             "trainable_parameters": summary["parameters"]["trainable"], "train_seconds": round(train_s, 1),
             **{k: metrics[k] for k in ("hits@1", "hits@3", "hits@5", "hits@10", "mrr", "mean_rank", "count")},
             "eval_seconds": metrics["seconds"], "predictions": str(out / "predictions.dev.jsonl")}
@@ -86,13 +98,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-4,
                     help="adapter learning rate (the paper's 5e-6 is for 7B models and many more steps)")
     ap.add_argument("--top-n", type=int, default=10, help="triples per subgraph (N)")
-    ap.add_argument("--amp", default="bf16", choices=["bf16", "off"])
+    ap.add_argument("--amp", default="off", choices=["bf16", "off"],
+                    help="bf16 autocast; off by default: CPUs without native bf16 (AVX2 only) run bf16 GEMMs "
+                         "through a slow fallback")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--work", default=str(REPO / "build" / "bench" / "mars_smollm2"))
     ap.add_argument("--kg", default=None, help="existing store with minilm vectors + indexes (default: <work>/kg, "
                                                   "built from MarKG on first use)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (1 avoids OpenMP spin-waits when the CPU is oversubscribed)")
+    ap.add_argument("--zero-shot", action="store_true", help="also rank with the frozen LLM alone (no training)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -106,8 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
     train_dir = retrieve(kg, data, "train", args.train_examples, args.top_n)
     dev_dir = retrieve(kg, data, "dev", args.eval_queries, args.top_n)
     prep_s = time.monotonic() - t0
-    variants = {name: run_variant(name, use_kg=use_kg, args=args, kg=kg, train_dir=train_dir, dev_dir=dev_dir)
-                for name, use_kg in (("kg", True), ("no_kg", False))}
+    plan = [("kg", {"use_kg": True}, True), ("no_kg", {"use_kg": False, "soft_prompt_tokens": args.top_n + 1}, True)]
+    if args.zero_shot:
+        plan.append(("zero_shot", {"use_kg": False}, False))
+    variants = {name: run_variant(name, model_kwargs=mk, train_it=t, args=args, kg=kg, train_dir=train_dir,
+                                  dev_dir=dev_dir) for name, mk, t in plan}
     result = {"benchmark": "mars_smollm2", "backbone": "smollm2-135m", "encoder": ENCODER,
               "train_examples": args.train_examples, "eval_queries": args.eval_queries, "eval_split": "dev",
               "candidates": 2063, "ranking": "unfiltered, ties optimistic", "seed": args.seed,

@@ -63,3 +63,28 @@ class CrossModalAdapter(nn.Module):
         h_rms = h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
         h = self.gain * h / h_rms * text_rms.detach().view(-1, 1, 1)
         return h * token_mask.unsqueeze(-1).to(h.dtype)
+
+
+class SoftPrompt(nn.Module):
+    """Learned prompt tokens (prompt tuning, Lester et al. 2021) placed before the other prefix blocks.
+
+    MR-MKG's "no KG" ablation without images has nothing left to train; these tokens give that
+    control the same training budget, so a KG-vs-no-KG comparison measures the knowledge, not
+    merely the presence of a trained prefix. Initialised from vocabulary embeddings (`init`,
+    (n, hidden)) so they start on the frozen LLM's embedding scale.
+
+    Shapes:
+        - forward(batch_size) -> (batch_size, n, hidden)
+    """
+
+    def __init__(self, *, init: Tensor):
+        super().__init__()
+        self.register_buffer("initial", init.detach().clone().float(), persistent=False)
+        self.tokens = nn.Parameter(self.initial.clone())
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.tokens.copy_(self.initial)
+
+    def forward(self, batch_size: int) -> Tensor:
+        return self.tokens.unsqueeze(0).expand(batch_size, -1, -1)

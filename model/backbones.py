@@ -179,8 +179,11 @@ class FrozenLLM(nn.Module):
     def candidate_logprobs(self, prompt: Tensor, candidates: list[list[int]], *, chunk_size: int = 256) -> Tensor:
         """Sum of token log-probabilities of each candidate continuation of one prompt (1, L, h).
 
-        The prompt runs once: seq2seq reuses the encoder output, causal models reuse the prompt's
-        KV cache; candidates are scored in right-padded chunks of `chunk_size`.
+        The prompt runs once: seq2seq reuses the encoder output (candidates in right-padded chunks
+        of `chunk_size`); causal models reuse the prompt's KV cache and run each chunk of
+        `chunk_size` candidates as one packed prefix trie (a tree attention mask), so shared
+        prefixes run once and nothing is padded — on 2 CPU cores this ranks the 2,063 MARS labels
+        several times faster than padded batches (benchmarks/mars_smollm2.py reports s/query).
         """
         if prompt.shape[0] != 1:
             raise ValueError("candidate_logprobs scores one prompt at a time")
@@ -199,22 +202,74 @@ class FrozenLLM(nn.Module):
         import copy
         out = self.model(inputs_embeds=prompt, attention_mask=mask, use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        scores = []
-        for lo in range(0, len(candidates), chunk_size):
-            chunk = candidates[lo:lo + chunk_size]
-            ids = _pad(chunk, self.tokenizer.pad_token_id).to(prompt.device)
-            valid = _pad(chunk, -100).to(prompt.device) != -100
-            score = first[ids[:, 0]]
-            if ids.shape[1] > 1:
-                cache = copy.deepcopy(out.past_key_values)
-                cache.batch_repeat_interleave(len(chunk))
-                full_mask = torch.cat([mask.expand(len(chunk), -1), valid.long()], dim=1)
-                step = self.model(input_ids=ids[:, :-1], attention_mask=full_mask[:, :-1], past_key_values=cache)
-                logp = torch.log_softmax(step.logits.float(), dim=-1)
-                tok = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-                score = score + (tok * valid[:, 1:]).sum(-1)
-            scores.append(score)
-        return torch.cat(scores).float()
+        scores = torch.zeros(len(candidates))
+        # sorted, so candidates sharing a prefix land in the same chunk and share its trie nodes
+        order = sorted(range(len(candidates)), key=lambda i: candidates[i])
+        for lo in range(0, len(order), chunk_size):
+            chunk = [candidates[i] for i in order[lo:lo + chunk_size]]
+            score = torch.tensor([float(first[c[0]]) if c else 0.0 for c in chunk])
+            trie = _PrefixTrie(chunk)
+            if trie.tokens:
+                # each trie node attends to the whole prompt (its KV cache) and to its own ancestors
+                n, p_len = len(trie.tokens), prompt.shape[1]
+                allowed = torch.cat([torch.ones(n, p_len, dtype=torch.bool), trie.ancestor_mask()], dim=1)
+                step = self.model(input_ids=torch.tensor([trie.tokens], device=prompt.device),
+                                  attention_mask=self._custom_mask(allowed).to(prompt.device),
+                                  position_ids=(p_len + torch.tensor([trie.depths], device=prompt.device)),
+                                  past_key_values=copy.deepcopy(out.past_key_values), use_cache=True)
+                logp = torch.log_softmax(step.logits[0].float(), dim=-1).cpu()
+                node, nxt, owner = (torch.tensor(x, dtype=torch.long) for x in trie.continuations)
+                score.index_add_(0, owner, logp[node, nxt])
+            scores[torch.tensor(order[lo:lo + chunk_size])] = score
+        return scores.to(prompt.device)
+
+    def _custom_mask(self, allowed: Tensor) -> Tensor:
+        """A (1, 1, q, kv) mask transformers passes through as is: bool for SDPA, additive for eager."""
+        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
+            return torch.zeros(allowed.shape, dtype=self.dtype).masked_fill(~allowed, torch.finfo(self.dtype).min)[None, None]
+        return allowed[None, None]
+
+
+class _PrefixTrie:
+    """The distinct proper prefixes of a set of token sequences, flattened for one packed forward.
+
+    Node i holds the last token of one distinct prefix (`tokens[i]`), its depth (0 = first token)
+    and its parent. Scoring all candidates this way runs each shared prefix once: the 2,063 MARS
+    entity labels have many (“the”, “United …”), and none of them is ever padded.
+    `continuations` lists (node, next token, candidate) for every token after a candidate's first.
+    """
+
+    def __init__(self, seqs: Sequence[Sequence[int]]):
+        index: dict[tuple[int, ...], int] = {}
+        self.tokens: list[int] = []
+        self.depths: list[int] = []
+        self.parents: list[int] = []
+        nodes, nexts, owners = [], [], []
+        for owner, seq in enumerate(seqs):
+            parent = -1
+            for k in range(len(seq) - 1):
+                key = tuple(seq[:k + 1])
+                i = index.get(key)
+                if i is None:
+                    i = index[key] = len(self.tokens)
+                    self.tokens.append(int(seq[k]))
+                    self.depths.append(k)
+                    self.parents.append(parent)
+                parent = i
+                nodes.append(i)
+                nexts.append(int(seq[k + 1]))
+                owners.append(owner)
+        self.continuations = (nodes, nexts, owners)
+
+    def ancestor_mask(self) -> Tensor:
+        """(n, n) bool: [i, j] is True when node j is node i or one of its ancestors."""
+        n = len(self.tokens)
+        mask = torch.zeros(n, n, dtype=torch.bool)
+        for i, parent in enumerate(self.parents):  # parents come before their children
+            if parent >= 0:
+                mask[i] = mask[parent]
+            mask[i, i] = True
+        return mask
 
 
 def _pad(seqs: list[list[int]], value: int) -> Tensor:

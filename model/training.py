@@ -98,6 +98,10 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     kwargs = _infer_model_kwargs(dict(model_kwargs or {}), graphs=datasets[0][1], store=store)
     net: MultimodalKGModel = resolve_model(model, **kwargs).to(rt.device)
     counts = net.parameter_counts()
+    if counts["trainable"] == 0:
+        raise KGStoreError(f"model {model!r} has no trainable parameters with these settings (e.g. use_kg=false "
+                           "and no vision tower): nothing to train. Evaluate it as is (`mmkg evaluate` without "
+                           "--checkpoint), or add soft_prompt_tokens for an equal-budget control.")
     logger.info("model %s: %s trainable of %s parameters (%.3f %%)", model, f"{counts['trainable']:,}",
                 f"{counts['total']:,}", counts["trainable_percent"])
     collate = Collator(kg=kg_text, image_transform=getattr(net, "image_transform", None))

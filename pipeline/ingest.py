@@ -42,6 +42,22 @@ class IngestResult:
     counts: dict[str, Any]
     inputs: list[dict[str, Any]]
     seconds: float
+    #: wall seconds per phase (parse, ids, triples, images, write), in order
+    phases: dict[str, float]
+
+
+class _Phases:
+    """Wall seconds per ingest phase, logged as each one ends (the progress report of a long ingest)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._t, 3)
+        log.info("ingest: %s done in %.1f s", name, self.seconds[name])
+        self._t = now
 
 
 def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "local", master: str | None = None,
@@ -52,11 +68,12 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
     plan = make_plan(sources, chunk_bytes=chunk_bytes)  # validates sources before any engine starts
     eng = engines.resolve_engine(engine, master=master, shuffle_partitions=shuffle_partitions, conf=spark_conf)
     prefetch = None
+    phases = _Phases()
     try:
         with KGStore.writer(kg) as w:
             # image decoding overlaps the engine's work (Spark start-up, parsing)
             prefetch = ImagePrefetch(plan.image_files(), limits=image_limits, threads=image_threads)
-            counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch, strict=strict)
+            counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch, strict=strict, phases=phases)
             if strict and counts["rejects_added"]:
                 raise IngestRejectedError(f"{counts['rejects_added']} input record(s) rejected (--strict); "
                                           "nothing committed")
@@ -65,13 +82,14 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
                       "shuffle_partitions": shuffle_partitions}
             w.manifest["inputs"].extend(inputs)
             w.record_stage("ingest", config=config, counts=counts, outputs=outputs, seconds=seconds,
-                           inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]}, bumps_version=True)
+                           inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]}, bumps_version=True,
+                           phase_seconds=phases.seconds)
             store = w.commit(bump_version=True)
     finally:
         if prefetch is not None:
             prefetch.close()
         eng.close()
-    return IngestResult(store=store, counts=counts, inputs=inputs, seconds=seconds)
+    return IngestResult(store=store, counts=counts, inputs=inputs, seconds=seconds, phases=phases.seconds)
 
 
 #: rejects listed in the --strict error (the rest are counted)
@@ -86,7 +104,7 @@ def strict_message(rejects: pa.Table) -> str:
     return f"{len(rows)} input record(s) rejected (--strict); nothing committed:\n{shown}{more}"
 
 
-def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, strict: bool = False
+def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, strict: bool = False
               ) -> tuple[dict, list[dict], list[str]]:
     """Parse with the engine, build every table of the new version, write them; returns (counts, inputs, outputs)."""
     store = w.store
@@ -94,6 +112,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, strict: bool = Fal
     eng.parse(plan)
     small = eng.small_records()
     dups = _small_duplicates(small, n_src)
+    phases.done("parse")
 
     ents, hints, rels = A.of_kind(small, R.ENTITY), A.of_kind(small, R.ENTITY_HINT), A.of_kind(small, R.RELATION)
     lits, links, rejs = A.of_kind(small, R.LITERAL), A.of_kind(small, R.LINK), A.of_kind(small, R.REJECT)
@@ -102,8 +121,10 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, strict: bool = Fal
 
     merged, rmerged = _assign_ids(store, eng, plan, ents, lits, imgs, rels, links)
     rel_map = pa.table({"key": rmerged.key_map["key"], "relation_id": rmerged.key_map["entity_id"]})
+    phases.done("ids")
     final, tstats = eng.final_triples(merged.key_map, rel_map)
     new_triples, tri_counts = _new_triples(store, final, tstats, plan)
+    phases.done("triples")
 
     file_src = np.asarray(plan.file_src, dtype=np.int64)
     km = merged.key_map
@@ -123,6 +144,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, strict: bool = Fal
                              file_paths=[f.path for f in plan.files], prefetch=prefetch,
                              existing_pairs=set(zip(old_imgs["entity_id"].to_pylist(), old_imgs["sha256"].to_pylist())))
     n_old_img = store.count("images")
+    phases.done("images")
     new_images = images.rows.add_column(0, "id", pa.array(np.arange(n_old_img, n_old_img + images.rows.num_rows,
                                                                     dtype=np.int64)))
     new_rejects = pa.concat_tables([A.reject_rows(rejs, names, [f.path for f in plan.files]),
@@ -142,6 +164,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, strict: bool = Fal
     tri = tables["triples"]
     outputs.append(w.write_graph(build_csr(tri["h"].to_numpy(), tri["r"].to_numpy(), tri["t"].to_numpy(),
                                            num_nodes=tables["entities"].num_rows)))
+    phases.done("write")
     counts = {
         "sources": n_src,
         "entities": tables["entities"].num_rows, "entities_added": new_ents.num_rows,

@@ -28,9 +28,11 @@ def print_summary(result, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"counts": result.counts, "inputs": [
             {"source": i["source"], "counts": i["counts"]} for i in result.inputs],
-            "kg_version": result.store.kg_version, "seconds": result.seconds}, sort_keys=True))
+            "kg_version": result.store.kg_version, "seconds": result.seconds, "phases": result.phases},
+            sort_keys=True))
         return
-    click.echo(f"kg_version {result.store.kg_version} at {result.store.root} ({result.seconds:.1f} s)")
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phases.items())
+    click.echo(f"kg_version {result.store.kg_version} at {result.store.root} ({result.seconds:.1f} s: {phases})")
     for i in result.inputs:
         c = i["counts"]
         click.echo(f"  {i['source']:<52} read {c['read']:>8,}  accepted {c['accepted']:>8,}  "

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from model.adapters import CrossModalAdapter
+from model.adapters import CrossModalAdapter, SoftPrompt
 from model.backbones import FrozenLLM
 from model.base import MultimodalKGModel, model_registry
 from model.batching import ModelBatch
@@ -30,6 +30,8 @@ class MRMKG(MultimodalKGModel):
         gnn_layer (str): `gnn_layer` registry name ("rgat" or "gat"). (default: "rgat")
         use_kg / use_image / use_alignment (bool): ablation switches. (default: True)
         alignment_weight (float): λ in loss = generation + λ·alignment. (default: 0.1)
+        soft_prompt_tokens (int): learned prompt tokens before the prefix — the equal-budget "no KG"
+            control when there is no image path (see `SoftPrompt`). (default: 0, none)
 
     Shapes:
         - forward(batch) -> {"loss", "generation_loss", "alignment_loss"} scalars
@@ -40,7 +42,8 @@ class MRMKG(MultimodalKGModel):
                  kg_hidden: int = 256, kg_layers: int = 2, gnn_layer: str = "rgat",
                  gnn_layer_kwargs: Mapping[str, Any] | None = None, kg_dropout: float = 0.1,
                  use_kg: bool = True, use_image: bool = True, use_alignment: bool = True,
-                 alignment_weight: float = 0.1, alignment_margin: float = 0.5, max_text_length: int = 512):
+                 alignment_weight: float = 0.1, alignment_margin: float = 0.5, max_text_length: int = 512,
+                 soft_prompt_tokens: int = 0):
         super().__init__(backbone=backbone, backbone_kwargs=backbone_kwargs, max_text_length=max_text_length)
         self.config = dict(backbone=self.llm.name, backbone_kwargs=dict(backbone_kwargs or {}), node_dim=node_dim,
                            num_relations=num_relations,
@@ -48,12 +51,17 @@ class MRMKG(MultimodalKGModel):
                            kg_hidden=kg_hidden, kg_layers=kg_layers, gnn_layer=gnn_layer,
                            gnn_layer_kwargs=dict(gnn_layer_kwargs or {}), kg_dropout=kg_dropout, use_kg=use_kg,
                            use_image=use_image, use_alignment=use_alignment, alignment_weight=alignment_weight,
-                           alignment_margin=alignment_margin, max_text_length=max_text_length)
+                           alignment_margin=alignment_margin, max_text_length=max_text_length,
+                           soft_prompt_tokens=soft_prompt_tokens)
         hidden = self.llm.hidden_size
         self.use_kg, self.use_image = use_kg, use_image and vision is not None
         # alignment needs both an image and an entity token
         self.use_alignment = use_alignment and self.use_kg and self.use_image
         self.alignment_weight, self.alignment_margin = alignment_weight, alignment_margin
+        if soft_prompt_tokens:
+            vocab = self.llm.model.get_input_embeddings().num_embeddings
+            ids = torch.randint(0, vocab, (soft_prompt_tokens,), generator=torch.Generator().manual_seed(0))
+            self.soft_prompt = SoftPrompt(init=self.llm.embed(ids))
         if self.use_kg:
             self.kg_encoder = KnowledgeGraphEncoder(in_dim=node_dim, hidden_dim=kg_hidden, num_relations=num_relations,
                                                     num_layers=kg_layers, gnn_layer=gnn_layer,
@@ -77,6 +85,9 @@ class MRMKG(MultimodalKGModel):
         blocks: list[tuple[Tensor, Tensor]] = []
         text_f = text.float()
         knowledge = image_tokens = None
+        if hasattr(self, "soft_prompt"):
+            soft = self.soft_prompt(len(batch))
+            blocks.append((soft, torch.ones(soft.shape[:2], dtype=torch.bool, device=soft.device)))
         if self.use_kg:
             g = batch.graph
             nodes = self.kg_encoder(g.x, g.edge_index, g.edge_type, g.edge_attr)

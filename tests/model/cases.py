@@ -61,7 +61,8 @@ class ModelTestCase:
     def test_candidate_scores_equal_teacher_forcing(self, backbone, graph_info, mars_items, kg_text):
         net = self.build(backbone, graph_info).eval()
         batch = self.batch(net, mars_items, kg_text, n=1)
-        candidates = ["a", "longer candidate text", batch.examples[0].target]
+        # shared prefixes ("long…") exercise the packed prefix trie of causal backbones
+        candidates = ["a", "long", "longer candidate text", "longer cand", batch.examples[0].target]
         fast = net.score_candidates(batch, candidates, chunk_size=2)
         for c, score in zip(candidates, fast.tolist()):
             batch.examples[0].target = c

@@ -65,3 +65,20 @@ def test_no_image_and_no_alignment_switches(graph_info):
     net = _build(graph_info, use_image=False)
     assert "visual_adapter" not in net.parameter_counts()["trainable_by_part"]
     assert not net.use_alignment and net.image_transform is None
+
+
+def test_soft_prompt_control_trains_only_its_tokens_and_round_trips(graph_info, mars_items, kg_text, tmp_path):
+    from model import checkpoint as ckpt
+    net = _build(graph_info, use_kg=False, vision=None, soft_prompt_tokens=5)
+    assert net.parameter_counts()["trainable_by_part"] == {"soft_prompt": 5 * net.llm.hidden_size}
+    batch = Collator(kg=kg_text)(mars_items[:2])
+    embeds, mask, _ = net.prompt(batch)
+    text_only = _build(graph_info, use_kg=False, vision=None)
+    assert torch.equal(mask.sum(1), text_only.prompt(batch)[1].sum(1) + 5)
+    net(batch)["loss"].backward()
+    assert net.soft_prompt.tokens.grad.abs().sum() > 0
+    with torch.no_grad():
+        net.soft_prompt.tokens.add_(1.0)
+    ckpt.save_checkpoint(tmp_path / "ck", model=net, model_name="mrmkg")
+    again = ckpt.load_model(tmp_path / "ck")
+    assert torch.equal(again.soft_prompt.tokens, net.soft_prompt.tokens)

@@ -105,3 +105,10 @@ def test_evaluate_scienceqa_accuracy_by_category(real_shards, tmp_path):
     assert m["counts"]["G1-6"] + m["counts"]["G7-12"] == len(lines)
     for r in lines:
         assert 0 <= r["prediction"] < len(r["scores"]) and "triples" in r
+
+
+def test_a_model_with_nothing_to_train_is_a_clear_error(real_shards, tmp_path):
+    from kg_store.errors import KGStoreError
+    job = {**_job(real_shards, tmp_path / "none"), "model_kwargs": {**TINY, "vision": None, "use_kg": False}}
+    with pytest.raises(KGStoreError, match="no trainable parameters"):
+        train(**job)
