@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-4,
                     help="adapter learning rate (the paper's 5e-6 is for 7B models and many more steps)")
     ap.add_argument("--top-n", type=int, default=10, help="triples per subgraph (N)")
-    ap.add_argument("--amp", default="off", choices=["bf16", "off"],
-                    help="bf16 autocast; off by default: CPUs without native bf16 (AVX2 only) run bf16 GEMMs "
-                         "through a slow fallback")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
+                    help="autocast; auto = bf16 only on CPUs with native bf16 (AVX2-only CPUs run bf16 GEMMs "
+                         "through a slow fallback)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--work", default=str(REPO / "build" / "bench" / "mars_smollm2"))
     ap.add_argument("--kg", default=None, help="existing store with minilm vectors + indexes (default: <work>/kg, "

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -52,12 +53,28 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
+
+    Without it torch runs bf16 GEMMs through a scalar fallback: on this project's AVX2-only
+    AMD EPYC host, ranking the 2,063 MARS candidates took minutes in bf16 vs 5 s in fp32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """'auto' = bf16 (fp16 on GPUs without bf16) on CUDA, off on CPU; 'bf16' also works on CPU."""
+    """'auto' = bf16 (fp16 on GPUs without bf16) on CUDA; on CPU bf16 only where the CPU has
+    native bf16 (`cpu_has_native_bf16`), else off. 'bf16' forces it on any device."""
     if amp not in AMP_CHOICES:
         raise KGStoreError(f"amp must be one of {AMP_CHOICES}, not {amp!r}")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    if amp == "off":
         return None
+    if amp == "auto" and device.type != "cuda":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     if amp == "fp16":
         return torch.float16
     if amp == "auto" and not torch.cuda.is_bf16_supported():
