@@ -88,6 +88,25 @@ def run_variant(name: str, *, model_kwargs: dict, train_it: bool, args, kg: Path
             "eval_seconds": metrics["seconds"], "predictions": str(out / "predictions.dev.jsonl")}
 
 
+def paired_ranks(predictions: str, baseline: str) -> dict:
+    """Per-query comparison of two variants' gold ranks on the same queries: wins/losses/ties and
+    a two-sided sign test (60 queries cannot separate small MRR differences; this says how far apart)."""
+    import math
+    import statistics
+
+    def ranks(path: str) -> dict[str, int]:
+        return {r["query_id"]: int(r["rank"]) for r in map(json.loads, Path(path).read_text().splitlines())}
+    a, b = ranks(predictions), ranks(baseline)
+    common = sorted(set(a) & set(b))
+    wins = sum(a[q] < b[q] for q in common)
+    losses = sum(a[q] > b[q] for q in common)
+    n = wins + losses
+    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2 ** n if n else 1.0
+    return {"queries": len(common), "better": wins, "worse": losses, "ties": len(common) - n,
+            "sign_test_p": round(min(1.0, 2 * tail), 4), "median_rank": statistics.median(a[q] for q in common),
+            "baseline_median_rank": statistics.median(b[q] for q in common)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description="MR-MKG + SmolLM2-135M on MARS: KG vs no KG (CPU).")
     ap.add_argument("--train-examples", type=int, default=400)
@@ -126,6 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
         plan.append(("zero_shot", {"use_kg": False}, False))
     variants = {name: run_variant(name, model_kwargs=mk, train_it=t, args=args, kg=kg, train_dir=train_dir,
                                   dev_dir=dev_dir) for name, mk, t in plan}
+    for name, v in variants.items():
+        if name != "no_kg":
+            v["vs_no_kg"] = paired_ranks(v["predictions"], variants["no_kg"]["predictions"])
     result = {"benchmark": "mars_smollm2", "backbone": "smollm2-135m", "encoder": ENCODER,
               "train_examples": args.train_examples, "eval_queries": args.eval_queries, "eval_split": "dev",
               "candidates": 2063, "ranking": "unfiltered, ties optimistic", "seed": args.seed,

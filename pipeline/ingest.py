@@ -42,7 +42,7 @@ class IngestResult:
     counts: dict[str, Any]
     inputs: list[dict[str, Any]]
     seconds: float
-    #: wall seconds per phase (parse, ids, triples, images, write), in order
+    #: wall seconds per phase (plan, engine_start, parse, ids, triples, images, write), in order
     phases: dict[str, float]
 
 
@@ -65,10 +65,11 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
            image_threads: int = 4, strict: bool = False, spark_conf: dict[str, str] | None = None) -> IngestResult:
     """Ingest `sources` (`FORMAT:PATH` strings) into the store at `kg` as a new KG version."""
     t0 = time.perf_counter()
+    phases = _Phases()
     plan = make_plan(sources, chunk_bytes=chunk_bytes)  # validates sources before any engine starts
+    phases.done("plan")
     eng = engines.resolve_engine(engine, master=master, shuffle_partitions=shuffle_partitions, conf=spark_conf)
     prefetch = None
-    phases = _Phases()
     try:
         with KGStore.writer(kg) as w:
             # image decoding overlaps the engine's work (Spark start-up, parsing)
@@ -109,6 +110,8 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
     """Parse with the engine, build every table of the new version, write them; returns (counts, inputs, outputs)."""
     store = w.store
     names, n_src = plan.names, len(plan.specs)
+    eng.start(plan)
+    phases.done("engine_start")
     eng.parse(plan)
     small = eng.small_records()
     dups = _small_duplicates(small, n_src)

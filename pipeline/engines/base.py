@@ -23,6 +23,9 @@ class Engine:
 
     name = "engine"
 
+    def start(self, plan: Plan) -> None:
+        """Acquire what the engine runs on (a Spark session); sized by the plan. No-op by default."""
+
     def parse(self, plan: Plan) -> None:
         """Read and parse every task of the plan (records stay in the engine)."""
         raise NotImplementedError

@@ -76,6 +76,10 @@ def test_demo_ingest_merges_db15k_and_markg(demo, data_dir):
     assert c["relations"] == 192 + 279
     assert c["merged_keys"] > 10_000 and c["merged_entities"] > 10_000
     assert c["rejects"] == 0                                     # the real data is clean
+    # progress/timing per phase, in the result and in the manifest's stage record
+    phases = ["plan", "engine_start", "parse", "ids", "triples", "images", "write"]
+    assert list(demo.phases) == phases and all(v >= 0 for v in demo.phases.values())
+    assert s.manifest["stages"][-1]["phase_seconds"] == demo.phases
     # components holding two QIDs (one DBpedia URI sameAs two mids) are still one row, ids dense
     assert s.table("entities", ["id"])["id"].to_pylist() == list(range(c["entities"]))
     hiphop = s.entity_ids(["Q438503", "Q965635", "http://dbpedia.org/resource/Underground_hip_hop"])
