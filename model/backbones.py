@@ -295,7 +295,7 @@ def _append_targets(llm: FrozenLLM, prompt: Tensor, prompt_mask: Tensor,
     the prompt, so positions have no holes.
     """
     device = prompt.device
-    rows, masks, labels = [], [], []
+    rows, labels = [], []
     for i, tgt in enumerate(targets):
         p = prompt[i][prompt_mask[i].bool()]
         t = torch.tensor(tgt, dtype=torch.long, device=device)

@@ -22,6 +22,14 @@ def occurrences(keys: pa.Array, order: pa.Array) -> pa.Table:
     return pa.table({"key": t["key"], "order": t["order_min"]})
 
 
+def triple_key_occurrences(t: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(entity keys, relation keys) of triples `s, p, o, pos` with their first order (pos * 4 + slot)."""
+    base = pc.multiply(t["pos"], 4)
+    ents = occurrences(pa.chunked_array(t["s"].chunks + t["o"].chunks, pa.string()),
+                       pa.chunked_array(base.chunks + pc.add(base, 2).chunks, pa.int64()))
+    return ents, occurrences(t["p"], pc.add(base, 1))
+
+
 def _key_ids(keys: pa.ChunkedArray | pa.Array, value_set: pa.Array) -> pa.Array:
     return pc.index_in(keys, value_set=value_set)
 
@@ -49,12 +57,7 @@ class LocalEngine(Engine):
         return self._small
 
     def triple_occurrences(self) -> tuple[pa.Table, pa.Table]:
-        t = self._triples
-        base = pc.multiply(t["pos"], 4)
-        ents = occurrences(pa.chunked_array(t["s"].chunks + t["o"].chunks, pa.string()),
-                           pa.chunked_array(base.chunks + pc.add(base, 2).chunks, pa.int64()))
-        rels = occurrences(t["p"], pc.add(base, 1))
-        return ents, rels
+        return triple_key_occurrences(self._triples)
 
     def final_triples(self, key_map: pa.Table, rel_map: pa.Table) -> tuple[pa.Table, pa.Table]:
         t = self._triples

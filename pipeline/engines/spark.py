@@ -1,9 +1,11 @@
 """The Spark engine: the same reader functions, run by `mapInArrow` on any master.
 
-Tuning from measurements on 2 cores (DESIGN.md): few shuffle partitions (2 for small inputs, 8
-for ~10M triples instead of the default 200), the key → id tables broadcast, and the triple
-dedupe done on integer ids after the join. Work is split by byte ranges planned in the driver,
-so workers need the input paths (local files, or a shared filesystem on a cluster).
+Tuning from measurements on 2 cores (DESIGN.md, benchmarks/ingest.py): few shuffle partitions
+(2 for small inputs, up to 8 for ~10M triples instead of the default 200); key occurrences and
+the key → id mapping done in Arrow inside the workers (the id tables travel with the function),
+so Spark shuffles only integers and the triple dedupe runs on integer ids. Work is split by byte
+ranges planned in the driver, so workers need the input paths (local files, or a shared
+filesystem on a cluster).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.engines.base import TRIPLE_STATS, Engine, engine_registry
-from pipeline.engines.local import occurrences
+from pipeline.engines.local import occurrences, triple_key_occurrences
 from pipeline.engines.plan import Plan, locate, run_task
 from pipeline.readers import records as R
 
@@ -181,10 +183,7 @@ def _partition_occurrences(batches):
     t = _partition_table(batches)
     if not t.num_rows:
         return
-    base = pc.multiply(t["pos"], 4)
-    ents = occurrences(pa.chunked_array(t["s"].chunks + t["o"].chunks, pa.string()),
-                       pa.chunked_array(base.chunks + pc.add(base, 2).chunks, pa.int64()))
-    rels = occurrences(t["p"], pc.add(base, 1))
+    ents, rels = triple_key_occurrences(t)
     for tbl, flag in ((ents, False), (rels, True)):
         out = pa.table({"is_rel": pa.array(np.full(tbl.num_rows, flag)), "key": tbl["key"], "order": tbl["order"]},
                        schema=_OCC)
