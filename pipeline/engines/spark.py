@@ -14,7 +14,6 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -65,16 +64,55 @@ def get_or_create_session(master: str | None = "local[*]", app_name: str = "mmkg
     return session
 
 
-def _parse_partition(tasks, readers, contexts):
-    """mapInArrow function: each input row names a task; yields its records."""
+#: pass-1 rows carrying one partition's first occurrence of a key (s = key, pos = order)
+OCC_ENTITY, OCC_RELATION = "occurrence:entity", "occurrence:relation"
+
+
+def _task_records(batch, plan_parts):
+    """Records of every task named in one input batch (column 0 = task index)."""
+    tasks, readers, contexts = plan_parts
+    for i in batch.column(0).to_pylist():
+        t = tasks[i]
+        yield run_task(t, readers[t.src], contexts[t.src])
+
+
+def _first_pass(plan_parts):
+    """mapInArrow: parse; yield the non-triple records and, per partition, the triples' keys
+    reduced to their first occurrence. The triples themselves are not kept (pass 2 re-reads)."""
     def run(batches):
+        triples = []
         for batch in batches:
-            for i in batch.column(0).to_pylist():
-                t = tasks[i]
-                out = run_task(t, readers[t.src], contexts[t.src])
-                if out.num_rows:
-                    yield out
+            for rec in _task_records(batch, plan_parts):
+                is_triple = pc.equal(rec["kind"], R.TRIPLE)
+                small = rec.filter(pc.invert(is_triple))
+                if small.num_rows:
+                    yield small
+                triples.append(_triples_of(rec))
+        if triples:
+            ents, rels = triple_key_occurrences(pa.concat_tables(triples))
+            for kind, occ in ((OCC_ENTITY, ents), (OCC_RELATION, rels)):
+                yield from _occurrence_records(kind, occ).to_batches(max_chunksize=1 << 17)
     return run
+
+
+def _second_pass(plan_parts, map_ids):
+    """mapInArrow: parse again, keep the triples, map their keys to integer ids (per partition)."""
+    def run(batches):
+        triples = [_triples_of(rec) for batch in batches for rec in _task_records(batch, plan_parts)]
+        if triples:
+            yield from map_ids(pa.concat_tables(triples)).to_batches(max_chunksize=1 << 17)
+    return run
+
+
+def _triples_of(rec: pa.RecordBatch) -> pa.Table:
+    return pa.Table.from_batches([rec.filter(pc.equal(rec["kind"], R.TRIPLE))]).select(list(_TRIPLE_COLUMNS.names))
+
+
+def _occurrence_records(kind: str, occ: pa.Table) -> pa.Table:
+    n = occ.num_rows
+    cols = {f.name: pa.nulls(n, f.type) for f in R.LOCATED}
+    cols.update(kind=pa.array([kind] * n, pa.string()), s=occ["key"], pos=occ["order"])
+    return pa.table(cols, schema=R.LOCATED)
 
 
 @engine_registry.register("spark")
@@ -87,8 +125,8 @@ class SparkEngine(Engine):
         self.shuffle_partitions = shuffle_partitions
         self.spark = None
         self._owned = False
-        self._records = None
-        self._triples = None
+        self._plan: Plan | None = None
+        self._small = self._occ = self._whole_triples = None
 
     def start(self, plan: Plan) -> None:
         if self.spark is not None:
@@ -101,45 +139,61 @@ class SparkEngine(Engine):
         self.spark = get_or_create_session(self.master, self.app_name, parts, self.conf)
 
     def parse(self, plan: Plan) -> None:
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
+        # pass 1 of 2: Spark never holds the string triples; see `final_triples` for pass 2
         self.start(plan)
-        spark = self.spark
-        n = len(plan.tasks)
-        schema = _spark_schema()
-        frames = []
-        if n:
-            slices = max(1, min(n, spark.sparkContext.defaultParallelism * 2))
-            tasks = spark.range(n, numPartitions=slices).select(F.col("id").cast("int").alias("task"))
-            frames.append(tasks.mapInArrow(_parse_partition(plan.tasks, plan.readers, plan.contexts), schema))
-        for src, seq, path, role in plan.whole:  # whole documents (RDF/XML, Turtle) parse in the driver
-            batch = locate(plan.readers[src].parse_file(path, role, plan.contexts[src]), src, seq)
-            frames.append(spark.createDataFrame(pa.Table.from_batches([batch], R.LOCATED)))
-        records = frames[0]
-        for f in frames[1:]:
-            records = records.unionByName(f)
-        self._records = records.persist(StorageLevel.MEMORY_AND_DISK)
-        self._triples = self._records.filter(F.col("kind") == R.TRIPLE).select("s", "p", "o", "pos", "src")
+        self._plan = plan
+        whole = [locate(plan.readers[src].parse_file(path, role, plan.contexts[src]), src, seq)
+                 for src, seq, path, role in plan.whole]  # whole documents (RDF/XML, Turtle) parse in the driver
+        records = pa.Table.from_batches(whole, R.LOCATED)
+        if plan.tasks:
+            collected = self._over_tasks(_first_pass(self._plan_parts()), _spark_schema()).toArrow()
+            if collected.num_rows:
+                records = pa.concat_tables([collected.cast(R.LOCATED), records])
+        kind = records["kind"]
+        is_triple = pc.equal(kind, R.TRIPLE)
+        is_occ = pc.is_in(kind, value_set=pa.array([OCC_ENTITY, OCC_RELATION]))
+        self._whole_triples = records.filter(is_triple).select(list(_TRIPLE_COLUMNS.names))
+        self._occ = records.filter(is_occ)
+        self._small = records.filter(pc.invert(pc.or_(is_triple, is_occ)))
+
+    def _plan_parts(self):
+        return self._plan.tasks, self._plan.readers, self._plan.contexts
+
+    def _over_tasks(self, fn, schema):
+        from pyspark.sql import functions as F
+        n = len(self._plan.tasks)
+        slices = max(1, min(n, self.spark.sparkContext.defaultParallelism * 2))
+        tasks = self.spark.range(n, numPartitions=slices).select(F.col("id").cast("int").alias("task"))
+        return tasks.mapInArrow(fn, schema)
 
     def small_records(self) -> pa.Table:
-        from pyspark.sql import functions as F
-        t = self._records.filter(F.col("kind") != R.TRIPLE).toArrow()
-        return t.cast(R.LOCATED) if t.num_rows else R.LOCATED.empty_table()
+        return self._small
 
     def triple_occurrences(self) -> tuple[pa.Table, pa.Table]:
-        # each partition reduces its keys to (key, first order) in Arrow; the driver merges the
-        # partials (it assigns the ids anyway). Cheaper than a JVM shuffle of 3 string rows per triple.
-        both = _arrow(self._triples.mapInArrow(_partition_occurrences, _spark_schema(_OCC)), ["is_rel", "key", "order"])
-        is_rel = both["is_rel"]
-        return (occurrences(pc.filter(both["key"], pc.invert(is_rel)), pc.filter(both["order"], pc.invert(is_rel))),
-                occurrences(pc.filter(both["key"], is_rel), pc.filter(both["order"], is_rel)))
+        # the partitions' partials plus the driver-parsed documents, merged to the first occurrence
+        w_ents, w_rels = triple_key_occurrences(self._whole_triples)
+        out = []
+        for kind, whole in ((OCC_ENTITY, w_ents), (OCC_RELATION, w_rels)):
+            part = self._occ.filter(pc.equal(self._occ["kind"], kind))
+            out.append(occurrences(pa.chunked_array(part["s"].chunks + whole["key"].chunks, pa.string()),
+                                   pa.chunked_array(part["pos"].chunks + whole["order"].chunks, pa.int64())))
+        return out[0], out[1]
 
     def final_triples(self, key_map: pa.Table, rel_map: pa.Table) -> tuple[pa.Table, pa.Table]:
         from pyspark.sql import functions as F
-        # keys → ids in Arrow inside the workers (one hash table per partition), so Spark only
-        # shuffles integers; the id tables travel with the function (a broadcast of its own)
-        ids = self._triples.mapInArrow(_id_mapper(key_map, rel_map), _spark_schema(_IDS))
+        # pass 2: re-read and re-parse each byte range (cheap next to caching strings in the JVM),
+        # map keys → ids in Arrow inside the workers, so Spark shuffles and dedupes integers only
+        map_ids = _id_mapper(key_map, rel_map)
+        frames = []
+        if self._plan.tasks:
+            frames.append(self._over_tasks(_second_pass(self._plan_parts(), map_ids), _spark_schema(_IDS)))
+        if self._whole_triples.num_rows:
+            frames.append(self.spark.createDataFrame(map_ids(self._whole_triples)))
+        if not frames:
+            return pa.table({"h": [], "r": [], "t": [], "pos": []}, schema=_FINAL), TRIPLE_STATS.empty_table()
+        ids = frames[0]
+        for f in frames[1:]:
+            ids = ids.unionByName(f)
         # per-source distinct on key ids (the README counts), then on merged entity ids
         per_src = ids.groupBy("src", "hk", "r", "tk", "h", "t").agg(F.min("pos").alias("pos"),
                                                                       F.count(F.lit(1)).alias("n"))
@@ -158,9 +212,7 @@ class SparkEngine(Engine):
         return out, stats
 
     def close(self) -> None:
-        if self._records is not None:
-            self._records.unpersist()
-            self._records = None
+        self._small = self._occ = self._whole_triples = None
         if self.spark is not None and self._owned:
             self.spark.stop()
         self.spark = None
@@ -168,42 +220,23 @@ class SparkEngine(Engine):
 
 _TRIPLE_COLUMNS = pa.schema([("s", pa.string()), ("p", pa.string()), ("o", pa.string()), ("pos", pa.int64()),
                              ("src", pa.int32())])
-_OCC = pa.schema([("is_rel", pa.bool_()), ("key", pa.string()), ("order", pa.int64())])
+_FINAL = pa.schema([("h", pa.int64()), ("r", pa.int64()), ("t", pa.int64()), ("pos", pa.int64())])
 _IDS = pa.schema([("src", pa.int32()), ("hk", pa.int64()), ("r", pa.int64()), ("tk", pa.int64()), ("h", pa.int64()),
                   ("t", pa.int64()), ("pos", pa.int64())])
 
 
-def _partition_table(batches) -> pa.Table:
-    # one Arrow table per partition: the lookups below build their hash table once, not per batch
-    batches = list(batches)
-    return pa.Table.from_batches(batches) if batches else _TRIPLE_COLUMNS.empty_table()
-
-
-def _partition_occurrences(batches):
-    t = _partition_table(batches)
-    if not t.num_rows:
-        return
-    ents, rels = triple_key_occurrences(t)
-    for tbl, flag in ((ents, False), (rels, True)):
-        out = pa.table({"is_rel": pa.array(np.full(tbl.num_rows, flag)), "key": tbl["key"], "order": tbl["order"]},
-                       schema=_OCC)
-        yield from out.to_batches(max_chunksize=1 << 17)
-
-
 def _id_mapper(key_map: pa.Table, rel_map: pa.Table):
+    """Table (s, p, o, pos, src) → integer rows `_IDS` (key ids and merged entity/relation ids)."""
     keys, eids = key_map["key"].combine_chunks(), key_map["entity_id"].combine_chunks().cast(pa.int64())
     rkeys, rids = rel_map["key"].combine_chunks(), rel_map["relation_id"].combine_chunks().cast(pa.int64())
 
-    def run(batches):
-        t = _partition_table(batches)
-        if not t.num_rows:
-            return
+    def map_ids(t: pa.Table) -> pa.Table:
         hk, tk = pc.index_in(t["s"], value_set=keys), pc.index_in(t["o"], value_set=keys)
         rk = pc.index_in(t["p"], value_set=rkeys)
-        out = pa.table({"src": t["src"], "hk": hk.cast(pa.int64()), "r": pc.take(rids, rk), "tk": tk.cast(pa.int64()),
-                        "h": pc.take(eids, hk), "t": pc.take(eids, tk), "pos": t["pos"]}, schema=_IDS)
-        yield from out.to_batches(max_chunksize=1 << 17)
-    return run
+        return pa.table({"src": t["src"], "hk": hk.cast(pa.int64()), "r": pc.take(rids, rk),
+                         "tk": tk.cast(pa.int64()), "h": pc.take(eids, hk), "t": pc.take(eids, tk),
+                         "pos": t["pos"]}, schema=_IDS)
+    return map_ids
 
 
 def _arrow(df, columns: list[str]) -> pa.Table:
