@@ -50,3 +50,19 @@ def test_spark_submit_entry_point_runs_as_a_script(spark, tmp_path):
     st = open_store(tmp_path / "kg").stats()
     assert (st["entities"], st["triples"], st["duplicates"]) == (3, 2, 1)
     assert spark_submit.main(["--kg", str(tmp_path / "kg"), "--source", "nope:x"]) == 1
+
+
+def test_driver_parsed_rdf_documents_join_the_spark_triples(spark, tmp_path):
+    """Turtle parses whole in the driver; its triples enter Spark's integer pass next to line files."""
+    ttl = tmp_path / "extra.ttl"
+    ttl.write_text("@prefix wd: <http://www.wikidata.org/entity/> .\n"
+                   "wd:Q262 wd:P47 wd:Q1028 .\nwd:Q1028 wd:P47 wd:Q262 .\nwd:Q1028 wd:P47 wd:Q262 .\n")
+    tsv = tmp_path / "extra.tsv"
+    tsv.write_text("Q262\tP47\tQ1028\nQ5\tP31\tQ262\n")
+    sources = [f"rdf:{ttl}", f"tsv:{tsv}"]
+    s = ingest(tmp_path / "spark", sources, engine="spark")
+    lo = ingest(tmp_path / "local", sources, engine="local")
+    for name in TABLES:
+        assert s.store.table(name).equals(lo.store.table(name)), name
+    assert s.counts == lo.counts and s.inputs == lo.inputs
+    assert s.counts["triples"] == lo.counts["triples"] >= 3
