@@ -49,7 +49,7 @@ def run_demo(data: Path, kg: Path, *, engine: str = "spark", master: str | None 
     click.echo(json.dumps(stats, sort_keys=True))
     shards = sorted(k for k in store.manifest["artifacts"] if k.startswith("subgraphs/"))
     click.echo(f"== results in {kg.resolve()} ({time.perf_counter() - t0:.1f} s):")
-    click.echo("   manifest.json, tables/*.parquet, graph/, blobs/images/  (mmkg stats --kg " f"{kg})")
+    click.echo(f"   manifest.json, tables/*.parquet, graph/, blobs/images/  (mmkg stats --kg {kg})")
     for k in sorted(a for a in store.manifest["artifacts"] if a.startswith(("vectors/", "indexes/"))):
         click.echo(f"   {k}/")
     for k in shards:

@@ -226,7 +226,8 @@ class FrozenLLM(nn.Module):
     def _custom_mask(self, allowed: Tensor) -> Tensor:
         """A (1, 1, q, kv) mask transformers passes through as is: bool for SDPA, additive for eager."""
         if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
-            return torch.zeros(allowed.shape, dtype=self.dtype).masked_fill(~allowed, torch.finfo(self.dtype).min)[None, None]
+            bias = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill(~allowed, torch.finfo(self.dtype).min)
+            return bias[None, None]
         return allowed[None, None]
 
 
@@ -240,7 +241,8 @@ class _PrefixTrie:
     """
 
     def __init__(self, seqs: Sequence[Sequence[int]]):
-        index: dict[tuple[int, ...], int] = {}
+        # a prefix is identified by (node of its prefix one token shorter, its last token)
+        index: dict[tuple[int, int], int] = {}
         self.tokens: list[int] = []
         self.depths: list[int] = []
         self.parents: list[int] = []
@@ -248,7 +250,7 @@ class _PrefixTrie:
         for owner, seq in enumerate(seqs):
             parent = -1
             for k in range(len(seq) - 1):
-                key = tuple(seq[:k + 1])
+                key = (parent, int(seq[k]))
                 i = index.get(key)
                 if i is None:
                     i = index[key] = len(self.tokens)

@@ -58,6 +58,7 @@ class MRMKG(MultimodalKGModel):
         # alignment needs both an image and an entity token
         self.use_alignment = use_alignment and self.use_kg and self.use_image
         self.alignment_weight, self.alignment_margin = alignment_weight, alignment_margin
+        self.soft_prompt = None
         if soft_prompt_tokens:
             vocab = self.llm.model.get_input_embeddings().num_embeddings
             ids = torch.randint(0, vocab, (soft_prompt_tokens,), generator=torch.Generator().manual_seed(0))
@@ -85,7 +86,7 @@ class MRMKG(MultimodalKGModel):
         blocks: list[tuple[Tensor, Tensor]] = []
         text_f = text.float()
         knowledge = image_tokens = None
-        if hasattr(self, "soft_prompt"):
+        if self.soft_prompt is not None:
             soft = self.soft_prompt(len(batch))
             blocks.append((soft, torch.ones(soft.shape[:2], dtype=torch.bool, device=soft.device)))
         if self.use_kg:

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.engines.base import TRIPLE_STATS, Engine, engine_registry
-from pipeline.engines.local import occurrences, triple_key_occurrences
+from pipeline.assemble import occurrences
+from pipeline.engines.arrow_ops import TRIPLE_COLUMNS, TripleIdMap, triple_key_occurrences
 from pipeline.engines.plan import Plan, locate, run_task
 from pipeline.readers import records as R
 
@@ -87,7 +88,7 @@ def _first_pass(plan_parts):
                 small = rec.filter(pc.invert(is_triple))
                 if small.num_rows:
                     yield small
-                triples.append(_triples_of(rec))
+                triples.append(_triples_of(rec, is_triple))
         if triples:
             ents, rels = triple_key_occurrences(pa.concat_tables(triples))
             for kind, occ in ((OCC_ENTITY, ents), (OCC_RELATION, rels)):
@@ -95,17 +96,27 @@ def _first_pass(plan_parts):
     return run
 
 
-def _second_pass(plan_parts, map_ids):
+def _second_pass(plan_parts, id_map: TripleIdMap):
     """mapInArrow: parse again, keep the triples, map their keys to integer ids (per partition)."""
     def run(batches):
         triples = [_triples_of(rec) for batch in batches for rec in _task_records(batch, plan_parts)]
         if triples:
-            yield from map_ids(pa.concat_tables(triples)).to_batches(max_chunksize=1 << 17)
+            yield from _integer_triples(id_map, pa.concat_tables(triples)).to_batches(max_chunksize=1 << 17)
     return run
 
 
-def _triples_of(rec: pa.RecordBatch) -> pa.Table:
-    return pa.Table.from_batches([rec.filter(pc.equal(rec["kind"], R.TRIPLE))]).select(list(_TRIPLE_COLUMNS.names))
+def _triples_of(rec: pa.RecordBatch, is_triple: pa.Array | None = None) -> pa.Table:
+    if is_triple is None:
+        is_triple = pc.equal(rec["kind"], R.TRIPLE)
+    return pa.Table.from_batches([rec.filter(is_triple)]).select(TRIPLE_COLUMNS.names)
+
+
+def _integer_triples(id_map: TripleIdMap, t: pa.Table) -> pa.Table:
+    """TRIPLE_COLUMNS rows → `_IDS` rows: key ids (per-source distinct) and merged ids."""
+    k = id_map.key_ids(t)
+    h, r, tail = id_map.entity_ids(k["hk"], k["rk"], k["tk"])
+    return pa.table({"src": k["src"], "hk": k["hk"], "r": r, "tk": k["tk"], "h": h, "t": tail, "pos": k["pos"]},
+                    schema=_IDS)
 
 
 def _occurrence_records(kind: str, occ: pa.Table) -> pa.Table:
@@ -152,7 +163,7 @@ class SparkEngine(Engine):
         kind = records["kind"]
         is_triple = pc.equal(kind, R.TRIPLE)
         is_occ = pc.is_in(kind, value_set=pa.array([OCC_ENTITY, OCC_RELATION]))
-        self._whole_triples = records.filter(is_triple).select(list(_TRIPLE_COLUMNS.names))
+        self._whole_triples = records.filter(is_triple).select(TRIPLE_COLUMNS.names)
         self._occ = records.filter(is_occ)
         self._small = records.filter(pc.invert(pc.or_(is_triple, is_occ)))
 
@@ -183,12 +194,12 @@ class SparkEngine(Engine):
         from pyspark.sql import functions as F
         # pass 2: re-read and re-parse each byte range (cheap next to caching strings in the JVM),
         # map keys → ids in Arrow inside the workers, so Spark shuffles and dedupes integers only
-        map_ids = _id_mapper(key_map, rel_map)
+        id_map = TripleIdMap(key_map, rel_map)
         frames = []
         if self._plan.tasks:
-            frames.append(self._over_tasks(_second_pass(self._plan_parts(), map_ids), _spark_schema(_IDS)))
+            frames.append(self._over_tasks(_second_pass(self._plan_parts(), id_map), _spark_schema(_IDS)))
         if self._whole_triples.num_rows:
-            frames.append(self.spark.createDataFrame(map_ids(self._whole_triples)))
+            frames.append(self.spark.createDataFrame(_integer_triples(id_map, self._whole_triples)))
         if not frames:
             return pa.table({"h": [], "r": [], "t": [], "pos": []}, schema=_FINAL), TRIPLE_STATS.empty_table()
         ids = frames[0]
@@ -218,25 +229,9 @@ class SparkEngine(Engine):
         self.spark = None
 
 
-_TRIPLE_COLUMNS = pa.schema([("s", pa.string()), ("p", pa.string()), ("o", pa.string()), ("pos", pa.int64()),
-                             ("src", pa.int32())])
 _FINAL = pa.schema([("h", pa.int64()), ("r", pa.int64()), ("t", pa.int64()), ("pos", pa.int64())])
 _IDS = pa.schema([("src", pa.int32()), ("hk", pa.int64()), ("r", pa.int64()), ("tk", pa.int64()), ("h", pa.int64()),
                   ("t", pa.int64()), ("pos", pa.int64())])
-
-
-def _id_mapper(key_map: pa.Table, rel_map: pa.Table):
-    """Table (s, p, o, pos, src) → integer rows `_IDS` (key ids and merged entity/relation ids)."""
-    keys, eids = key_map["key"].combine_chunks(), key_map["entity_id"].combine_chunks().cast(pa.int64())
-    rkeys, rids = rel_map["key"].combine_chunks(), rel_map["relation_id"].combine_chunks().cast(pa.int64())
-
-    def map_ids(t: pa.Table) -> pa.Table:
-        hk, tk = pc.index_in(t["s"], value_set=keys), pc.index_in(t["o"], value_set=keys)
-        rk = pc.index_in(t["p"], value_set=rkeys)
-        return pa.table({"src": t["src"], "hk": hk.cast(pa.int64()), "r": pc.take(rids, rk),
-                         "tk": tk.cast(pa.int64()), "h": pc.take(eids, hk), "t": pc.take(eids, tk),
-                         "pos": t["pos"]}, schema=_IDS)
-    return map_ids
 
 
 def _arrow(df, columns: list[str]) -> pa.Table:
