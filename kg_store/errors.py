@@ -1,8 +1,26 @@
-"""Errors that the CLI turns into one clear line (never a traceback)."""
+"""Errors that the CLI turns into one clear line (never a traceback), by kind:
+
+* `KGStoreError`: a problem with a KG directory (missing, corrupt, locked, stale) → exit 1;
+* `ConfigError`: a configuration or usage error (unknown name, bad option value) → exit 2;
+* `DeviceError`: a runtime/device problem (CUDA requested but absent, out of memory) → exit 1;
+* a missing optional dependency is an `ImportError` whose message carries the install hint.
+"""
 
 
-class KGStoreError(Exception):
+class MMKGError(Exception):
+    """Base of every error the CLI reports as one line."""
+
+
+class KGStoreError(MMKGError):
     """A user-facing problem with a KG directory."""
+
+
+class ConfigError(MMKGError):
+    """A configuration or usage error: the request itself is wrong (CLI exit code 2)."""
+
+
+class DeviceError(MMKGError):
+    """The run cannot use the device it was asked to use."""
 
 
 class CorruptFileError(KGStoreError):
@@ -15,3 +33,9 @@ class CorruptFileError(KGStoreError):
 
 class LockedError(KGStoreError):
     """Another writer holds the KG directory lock."""
+
+
+def missing_dependency(package: str, extra: str | None = None, purpose: str = "") -> ImportError:
+    """An ImportError that says how to install what is missing."""
+    hint = f"pip install -e '.[{extra}]'" if extra else f"pip install {package}"
+    return ImportError(f"{package} is not installed{' (needed for ' + purpose + ')' if purpose else ''}; {hint}")
