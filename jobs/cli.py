@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from kg_store.errors import KGStoreError, LockedError
+from kg_store.errors import ConfigError, KGStoreError, LockedError, MMKGError
 
 #: documented exit codes (README "Exit codes")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REJECTS, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -64,7 +64,13 @@ def main(argv: list[str] | None = None) -> None:
     except StrictRejectsError as e:
         click.echo(f"mmkg: {e}", err=True)
         sys.exit(EXIT_REJECTS)
-    except KGStoreError as e:
+    except ConfigError as e:
+        click.echo(f"mmkg: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except MMKGError as e:
+        click.echo(f"mmkg: {e}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except ImportError as e:  # an optional dependency: the message carries the install hint
         click.echo(f"mmkg: {e}", err=True)
         sys.exit(EXIT_FAILURE)
     except KeyboardInterrupt:
