@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import stat
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TMP_MARK = ".tmp-"
+#: the exact names `_tmp_sibling` makes; cleanup never removes anything else
+TMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{8}")
+#: the store's own folders (docs/ARCHITECTURE.md layout); temp cleanup looks only here and at the root
+STORE_DIRS = ("tables", "graph", "blobs", "vectors", "indexes", "subgraphs", "versions", "work", "cache",
+              "runs", "logs")
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -59,8 +66,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    from kg_store.safe_io import open_new
+    with atomic_path(path) as tmp, open_new(tmp) as f:  # O_EXCL|O_NOFOLLOW: never a planted link
+        f.write(data)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -75,15 +83,50 @@ def write_parquet(path: str | Path, table: pa.Table, **kwargs: Any) -> None:
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
     # np.save appends ".npy" to names without it, so write through an open file object.
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    from kg_store.safe_io import open_new
+    with atomic_path(path) as tmp, open_new(tmp) as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def _remove(path: str) -> None:
+    """Remove one temp entry without following links: a link is unlinked, never its target."""
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, ignore_errors=True)  # rmtree never follows symlinks inside
+    else:
+        os.unlink(path)
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)  # lstat: a symlinked folder is not walked
+    except OSError:
+        return False
+
+
 def cleanup_temp(root: str | Path) -> int:
-    """Remove leftovers of killed writers under `root`; returns how many were removed."""
+    """Remove leftovers of killed writers in the store; returns how many were removed.
+
+    Confined to what the store itself writes (issue 17): entries named exactly like
+    `_tmp_sibling`'s output (`<name>.tmp-<8 hex>`), at the root or inside the store's own
+    folders (`STORE_DIRS`); symlinked folders are never entered and links are never followed,
+    so running a writer on a directory cannot delete anything outside it.
+    """
+    root = Path(root)
     n = 0
-    for p in Path(root).rglob(f"*{TMP_MARK}*"):
-        if p.exists():
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-            n += 1
+    tops = [root / d for d in STORE_DIRS if _real_dir(root / d)]
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if TMP_NAME.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    _remove(entry.path)
+                    n += 1
+    for top in tops:
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            for name in [*dirnames, *filenames]:
+                if TMP_NAME.fullmatch(name):
+                    with contextlib.suppress(OSError):
+                        _remove(os.path.join(dirpath, name))
+                        n += 1
+            dirnames[:] = [d for d in dirnames if not TMP_NAME.fullmatch(d)]
     return n

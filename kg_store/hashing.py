@@ -2,16 +2,22 @@
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path) -> str:
+    """sha256 of a regular file (a FIFO or device is refused, never read: kg_store.safe_io)."""
+    from kg_store.safe_io import open_regular
+    with open_regular(path) as f:
+        return sha256_fileobj(f)
+
+
+def sha256_fileobj(f: BinaryIO) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
     return h.hexdigest()
 
 

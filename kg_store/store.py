@@ -19,9 +19,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kg_store import atomic, graph, manifest as mf, schema
-from kg_store.errors import CorruptFileError, KGStoreError
-from kg_store.hashing import config_hash, sha256_file
+from kg_store.errors import CorruptFileError, KGStoreError, NotAStoreError
+from kg_store.hashing import config_hash, sha256_file, sha256_fileobj
 from kg_store.lock import StoreLock
+from kg_store.safe_io import UnsafeFileError, check_regular, open_regular
 
 
 class KGStore:
@@ -44,28 +45,46 @@ class KGStore:
 
     # ---- files ----------------------------------------------------------------------------
     def _checked(self, rel: str) -> Path:
-        """Path of a committed file; a cheap size check catches truncation on every read."""
+        """Path of a committed file; a cheap size check catches truncation on every read.
+
+        The file must be a regular file inside the store (symlinks resolved): a manifest entry
+        naming a FIFO or a device fails here instead of hanging the reader (issue 17).
+        """
         p = self.root / rel
         info = self.manifest["files"].get(rel)
         if info is None:
             raise KGStoreError(f"{rel} is not committed in {self.root}")
         if not p.exists():
             raise CorruptFileError(p, "missing")
+        try:
+            check_regular(p, root=self.root)
+        except UnsafeFileError as e:
+            raise CorruptFileError(p, e.detail) from None
         if p.stat().st_size != info["bytes"]:
             raise CorruptFileError(p, f"{p.stat().st_size} bytes, manifest says {info['bytes']}")
         return p
 
     def verify(self) -> list[str]:
-        """Re-hash every committed file; returns one line per problem (empty = healthy)."""
+        """Re-hash every committed file; returns one line per problem (empty = healthy).
+
+        Files are opened with `safe_io.open_regular` inside the store: a path that is not a
+        regular file inside the KG directory is a problem line, never read (or waited on).
+        """
         problems = []
         for rel, info in sorted(self.manifest["files"].items()):
             p = self.root / rel
-            if not p.exists():
+            if not p.exists() and not p.is_symlink():
                 problems.append(f"{rel}: missing")
-            elif p.stat().st_size != info["bytes"]:
-                problems.append(f"{rel}: {p.stat().st_size} bytes, manifest says {info['bytes']}")
-            elif sha256_file(p) != info["sha256"]:
-                problems.append(f"{rel}: sha256 differs from the manifest")
+                continue
+            try:
+                with open_regular(p, root=self.root) as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size != info["bytes"]:
+                        problems.append(f"{rel}: {size} bytes, manifest says {info['bytes']}")
+                    elif sha256_fileobj(f) != info["sha256"]:
+                        problems.append(f"{rel}: sha256 differs from the manifest")
+            except UnsafeFileError as e:
+                problems.append(f"{rel}: {e.detail}")
         return problems
 
     # ---- tables ---------------------------------------------------------------------------
@@ -159,22 +178,47 @@ class KGStore:
 
     # ---- writing --------------------------------------------------------------------------
     @staticmethod
-    def writer(root: str | Path, *, wait: float = 0.0, create: bool = True) -> "StoreWriter":
-        return StoreWriter(root, wait=wait, create=create)
+    def writer(root: str | Path, *, wait: float = 0.0, create: bool = True, force: bool = False) -> "StoreWriter":
+        return StoreWriter(root, wait=wait, create=create, force=force)
+
+
+#: what a directory may hold and still be taken for a new (or half-created) store
+_STORE_ENTRIES = frozenset({mf.MANIFEST, ".lock", ".run.lock", *atomic.STORE_DIRS})
+
+
+def check_new_store_dir(root: str | Path) -> None:
+    """Refuse to create a store in a directory that holds anything a store does not (issue 17).
+
+    Writers clean up their own temp files on start, so creating a store inside someone's
+    home or data folder must not even begin: NotAStoreError (exit 2) unless `--force`.
+    """
+    root = Path(root)
+    if (root / mf.MANIFEST).exists() or (root / mf.MANIFEST).is_symlink() or not root.exists():
+        return
+    if not root.is_dir():
+        raise NotAStoreError(f"{root} is not a directory")
+    foreign = sorted(n for n in os.listdir(root) if n not in _STORE_ENTRIES and not atomic.TMP_NAME.fullmatch(n))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", … ({len(foreign)} entries)" if len(foreign) > 5 else "")
+        raise NotAStoreError(f"{root} is not empty and is not a KG store (it holds {shown}); "
+                             "give a new or empty directory, or --force to create the store there anyway")
 
 
 class StoreWriter:
     """A write transaction: lock, stage files, then `commit()` publishes them atomically."""
 
-    def __init__(self, root: str | Path, *, wait: float = 0.0, create: bool = True):
+    def __init__(self, root: str | Path, *, wait: float = 0.0, create: bool = True, force: bool = False):
         self.root = Path(root)
         self._lock = StoreLock(self.root, wait=wait)
         self._create = create
+        self._force = force
         self.manifest: dict[str, Any] = {}
         self.new_version: int = 0
         self.committed = False
 
     def __enter__(self) -> "StoreWriter":
+        if self._create and not self._force:
+            check_new_store_dir(self.root)  # before the lock file or any cleanup touches it
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
         try:

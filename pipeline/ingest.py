@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kg_store import KGStore, schema
+from kg_store.store import check_new_store_dir
 from kg_store.errors import KGStoreError
 from kg_store.graph import build_csr
 from pipeline import assemble as A
@@ -62,16 +63,21 @@ class _Phases:
 
 def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "local", master: str | None = None,
            shuffle_partitions: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, image_limits=None,
-           image_threads: int = 4, strict: bool = False, spark_conf: dict[str, str] | None = None) -> IngestResult:
-    """Ingest `sources` (`FORMAT:PATH` strings) into the store at `kg` as a new KG version."""
+           image_threads: int = 4, strict: bool = False, spark_conf: dict[str, str] | None = None,
+           force: bool = False) -> IngestResult:
+    """Ingest `sources` (`FORMAT:PATH` strings) into the store at `kg` as a new KG version.
+
+    `kg` must be a store, a new or empty directory, or `force=True` (NotAStoreError otherwise)."""
     t0 = time.perf_counter()
     phases = _Phases()
+    if not force:
+        check_new_store_dir(kg)  # before reading any source: a wrong --kg fails at once
     plan = make_plan(sources, chunk_bytes=chunk_bytes)  # validates sources before any engine starts
     phases.done("plan")
     eng = engines.resolve_engine(engine, master=master, shuffle_partitions=shuffle_partitions, conf=spark_conf)
     prefetch = None
     try:
-        with KGStore.writer(kg) as w:
+        with KGStore.writer(kg, force=force) as w:
             # image decoding overlaps the engine's work (Spark start-up, parsing)
             prefetch = ImagePrefetch(plan.image_files(), limits=image_limits, threads=image_threads)
             counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch, strict=strict, phases=phases)

@@ -52,7 +52,7 @@ def run(config, kg, data, from_stage, only, force, dry_run, wait, as_json, no_pr
 @click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds to wait for the lock.")
 def gc(kg, keep, cache, dry_run, wait) -> None:
     """Delete files no longer referenced by the last --keep KG versions."""
-    from jobs.runner import collect_garbage
+    from kg_store.gc import collect_garbage
     out = collect_garbage(kg, keep=keep, dry_run=dry_run, cache=cache, wait=wait)
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {out['files_deleted']} files and {out['snapshots_deleted']} version snapshots "

@@ -1,0 +1,152 @@
+"""Version snapshots and garbage collection of a KG directory (`mmkg gc` is a thin caller).
+
+After every stage that changed the store, the runner snapshots the manifest to
+`<kg>/versions/v<NNNNNN>.json`, so an older KG version stays readable (`open_version`) until
+`collect_garbage` drops it.
+
+Deletion is confined to the store (issue 17): gc only looks inside the store's own data folders
+(`GC_DIRS`), refuses to run when one of them (or `versions/`, `cache/`) is a symbolic link (a
+shared `blobs/` linked in from elsewhere would otherwise lose "unreferenced" files that belong to
+someone else), never follows links while walking, and deletes only regular files and the empty
+directories it leaves behind. Snapshots are read through the same checks as the manifest.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+from kg_store import atomic
+from kg_store.errors import KGStoreError
+from kg_store.lock import RunLock
+from kg_store.manifest import MANIFEST, load_manifest_file, read_manifest
+from kg_store.safe_io import real_dir
+from kg_store.store import KGStore
+
+#: what gc may delete: committed-data folders only (never runs/, logs/, work/ scratch of a resumable
+#: stage, or the embedding cache unless asked)
+GC_DIRS = ("tables", "graph", "vectors", "indexes", "subgraphs", "blobs")
+VERSIONS = "versions"
+_SNAPSHOT = re.compile(r"v(\d{6,})\.json")
+
+
+def _versions_dir(kg: Path) -> Path | None:
+    return real_dir(kg / VERSIONS, "version folder")
+
+
+def snapshot_version(kg: str | Path) -> Path | None:
+    """Copy the committed manifest to `versions/v<NNNNNN>.json` (the newest manifest of that version)."""
+    kg = Path(kg)
+    if not (kg / MANIFEST).exists():
+        return None
+    manifest = read_manifest(kg)
+    _versions_dir(kg)  # a symlinked versions/ is refused, not written through
+    path = kg / VERSIONS / f"v{int(manifest['kg_version']):06d}.json"
+    atomic.write_json(path, manifest)
+    return path
+
+
+def _snapshots(kg: Path) -> dict[int, Path]:
+    """kg_version → snapshot file (regular files named v<NNNNNN>.json only)."""
+    d = _versions_dir(kg)
+    if d is None:
+        return {}
+    out = {}
+    for entry in os.scandir(d):
+        m = _SNAPSHOT.fullmatch(entry.name)
+        if m and entry.is_file(follow_symlinks=False):
+            out[int(m.group(1))] = Path(entry.path)
+    return out
+
+
+def open_version(kg: str | Path, version: int) -> KGStore:
+    """A read-only view of an older KG version (tables and graph), from its snapshot."""
+    kg = Path(kg)
+    snaps = _snapshots(kg)
+    if int(version) not in snaps:
+        have = ", ".join(f"v{v:06d}" for v in sorted(snaps)) or "none"
+        raise KGStoreError(f"no snapshot of kg_version {version} in {kg} (have: {have})")
+    return KGStore(kg, load_manifest_file(snaps[int(version)], kg))
+
+
+def live_files(manifest: dict[str, Any]) -> set[str]:
+    """Files a manifest's version actually reads: every registered file, except table and graph
+    files of earlier versions (StoreWriter keeps registering each version's tables/graph under new
+    names and never unregisters the old ones; they are what gc reclaims)."""
+    tables = set(manifest.get("tables", {}).values())
+    graph = manifest.get("graph")
+    return {f for f in manifest.get("files", {})
+            if (not f.startswith("tables/") or f in tables)
+            and (not f.startswith("graph/") or (graph is not None and f.startswith(graph + "/")))}
+
+
+def _regular_files(top: Path) -> list[Path]:
+    """Regular files below `top`, walking without following any symlink."""
+    out = []
+    for dirpath, _dirs, files in os.walk(top, followlinks=False):
+        for name in files:
+            p = Path(dirpath) / name
+            try:
+                if stat.S_ISREG(os.lstat(p).st_mode):
+                    out.append(p)
+            except OSError:
+                continue
+    return out
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    for dirpath, dirs, files in os.walk(top, topdown=False, followlinks=False):
+        if Path(dirpath) == top:
+            continue
+        try:
+            if not os.path.islink(dirpath) and not os.listdir(dirpath):
+                os.rmdir(dirpath)
+        except OSError:
+            continue
+
+
+def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cache: bool = False,
+                    wait: float = 0.0) -> dict[str, Any]:
+    """Delete files that neither the current version nor the last `keep` version snapshots read."""
+    kg = Path(kg)
+    if not (kg / MANIFEST).exists():
+        raise KGStoreError(f"{kg} is not a KG store (no {MANIFEST})")
+    if keep < 1:
+        raise KGStoreError("--keep must be at least 1 (the current version)")
+    with RunLock(kg, wait=wait), KGStore.writer(kg, wait=wait, create=False) as w:
+        # every folder gc may touch is checked before anything is deleted: one symlinked folder
+        # stops the whole run (nothing half-done)
+        tops = [t for t in (real_dir(kg / d, "store folder") for d in GC_DIRS) if t is not None]
+        cache_dir = real_dir(kg / "cache", "cache folder") if cache else None
+        current = int(w.manifest["kg_version"])
+        snaps = _snapshots(kg)
+        older = sorted(set(snaps) - {current})
+        kept_versions = [*older[-(keep - 1):], current] if keep > 1 else [current]
+        referenced = live_files(w.manifest)
+        for v in kept_versions:
+            if v in snaps:
+                referenced |= live_files(load_manifest_file(snaps[v], kg))
+        doomed = [p for top in tops for p in _regular_files(top) if p.relative_to(kg).as_posix() not in referenced]
+        dropped = [p for v, p in sorted(snaps.items()) if v not in kept_versions]
+        freed = sum(p.stat().st_size for p in doomed)
+        cache_bytes = sum(p.stat().st_size for p in _regular_files(cache_dir)) if cache_dir is not None else 0
+        if not dry_run:
+            # unregister first, commit, then delete: a crash in between leaves only unreferenced litter
+            for p in doomed:
+                w.manifest["files"].pop(p.relative_to(kg).as_posix(), None)
+            w.commit()
+            for p in doomed + dropped:
+                p.unlink(missing_ok=True)
+            for top in tops:  # empty directories left behind, deepest first
+                _remove_empty_dirs(top)
+            if cache_dir is not None:
+                shutil.rmtree(cache_dir)  # rmtree does not follow symlinks inside
+    return {"kg_version": current, "kept_versions": kept_versions, "files_deleted": len(doomed),
+            "snapshots_deleted": len(dropped), "bytes_freed": freed + cache_bytes, "dry_run": dry_run,
+            "files": sorted(p.relative_to(kg).as_posix() for p in doomed)[:50]}
+
+
+__all__ = ["GC_DIRS", "collect_garbage", "live_files", "open_version", "snapshot_version"]
