@@ -27,14 +27,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from kg_store import KGStore, atomic
+from kg_store import KGStore
 from kg_store.errors import KGStoreError
-from kg_store.lock import StoreLock
+from kg_store.gc import collect_garbage, live_files, open_version, snapshot_version  # noqa: F401 (gc lives in kg_store)
+from kg_store.lock import RunLock  # O_NOFOLLOW, never truncated (kg_store/lock.py)
 from kg_store.manifest import MANIFEST, last_stage, read_manifest
 from jobs.report import RunReport, StageReport
 from jobs.stages import EXECUTION_KEYS, STAGE_ORDER, STAGES, Context, ingest_pending, stage_config_hash
@@ -44,14 +44,6 @@ log = logging.getLogger(__name__)
 #: encoder-dependent stages: the encoder name is part of their cache key
 ENCODER_STAGES = ("embed", "index", "retrieve")
 DEFAULT_ENCODER = "minilm"
-
-
-class RunLock(StoreLock):
-    """The whole-run lock, `<kg>/.run.lock` (separate from the per-commit store lock)."""
-
-    def __init__(self, root: str | Path, *, wait: float = 0.0):
-        super().__init__(root, wait=wait)
-        self.path = Path(root) / ".run.lock"
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -135,26 +127,6 @@ def _record(ctx: Context, name: str, block: dict[str, Any], fp: dict[str, Any], 
         w.record_stage(f"dag:{name}", config=_hashed_config(name, block, ctx.encoder), inputs=fp, outputs=outputs,
                        counts=result.get("counts", {}), seconds=round(seconds, 3), run_id=run_id)
         w.commit()
-
-
-def snapshot_version(kg: Path) -> Path | None:
-    """Copy the committed manifest to `versions/v<NNNNNN>.json` (the newest manifest of that version)."""
-    if not (kg / MANIFEST).exists():
-        return None
-    manifest = read_manifest(kg)
-    path = kg / "versions" / f"v{int(manifest['kg_version']):06d}.json"
-    atomic.write_json(path, manifest)
-    return path
-
-
-def open_version(kg: str | Path, version: int) -> KGStore:
-    """A read-only view of an older KG version (tables and graph), from its snapshot."""
-    kg = Path(kg)
-    path = kg / "versions" / f"v{int(version):06d}.json"
-    if not path.exists():
-        have = sorted(p.stem for p in (kg / "versions").glob("v*.json"))
-        raise KGStoreError(f"no snapshot of kg_version {version} in {kg} (have: {', '.join(have) or 'none'})")
-    return KGStore(kg, json.loads(path.read_text()))
 
 
 # ---- spark -------------------------------------------------------------------------------------
@@ -354,67 +326,6 @@ def run_from_config(path: str | Path, **overrides: Any) -> RunReport:
     """`run_pipeline(**job)` of a pipeline YAML; `overrides` (kg, data, from_stage, ...) win."""
     _, job = load_pipeline_config(path)
     return run_pipeline(**{**job, **{k: v for k, v in overrides.items() if v is not None}}, config_path=path)
-
-
-# ---- gc ----------------------------------------------------------------------------------------
-#: what gc may delete: committed-data folders only (never runs/, logs/, work/ scratch of a resumable
-#: stage, or the embedding cache unless asked)
-GC_DIRS = ("tables", "graph", "vectors", "indexes", "subgraphs", "blobs")
-
-
-def live_files(manifest: dict[str, Any]) -> set[str]:
-    """Files a manifest's version actually reads: every registered file, except table and graph
-    files of earlier versions (StoreWriter keeps registering each version's tables/graph under new
-    names and never unregisters the old ones; they are what gc reclaims)."""
-    tables = set(manifest.get("tables", {}).values())
-    graph = manifest.get("graph")
-    return {f for f in manifest.get("files", {})
-            if (not f.startswith("tables/") or f in tables)
-            and (not f.startswith("graph/") or (graph is not None and f.startswith(graph + "/")))}
-
-
-def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cache: bool = False,
-                    wait: float = 0.0) -> dict[str, Any]:
-    """Delete files that neither the current version nor the last `keep` version snapshots read."""
-    kg = Path(kg)
-    if not (kg / MANIFEST).exists():
-        raise KGStoreError(f"{kg} is not a KG store (no {MANIFEST})")
-    if keep < 1:
-        raise KGStoreError("--keep must be at least 1 (the current version)")
-    with RunLock(kg, wait=wait), KGStore.writer(kg, wait=wait, create=False) as w:
-        current = int(w.manifest["kg_version"])
-        snaps = sorted((kg / "versions").glob("v*.json"))
-        older = sorted({int(p.stem[1:]) for p in snaps} - {current})
-        kept_versions = [*older[-(keep - 1):], current] if keep > 1 else [current]
-        referenced = live_files(w.manifest)
-        for v in kept_versions:
-            snap = kg / "versions" / f"v{v:06d}.json"
-            if snap.exists():
-                referenced |= live_files(json.loads(snap.read_text()))
-        doomed = [p for d in GC_DIRS if (kg / d).exists() for p in (kg / d).rglob("*")
-                  if p.is_file() and str(p.relative_to(kg)) not in referenced]
-        dropped = [p for p in snaps if int(p.stem[1:]) not in kept_versions]
-        freed = sum(p.stat().st_size for p in doomed)
-        cache_dir = kg / "cache"
-        cache_bytes = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) \
-            if cache and cache_dir.exists() else 0
-        if not dry_run:
-            # unregister first, commit, then delete: a crash in between leaves only unreferenced litter
-            for p in doomed:
-                w.manifest["files"].pop(str(p.relative_to(kg)), None)
-            w.commit()
-            for p in doomed + dropped:
-                p.unlink(missing_ok=True)
-            for d in GC_DIRS:  # empty directories left behind, deepest first
-                subs = sorted((kg / d).rglob("*"), key=lambda q: len(q.parts), reverse=True) if (kg / d).exists() else []
-                for sub in subs:
-                    if sub.is_dir() and not any(sub.iterdir()):
-                        sub.rmdir()
-            if cache and cache_dir.exists():
-                shutil.rmtree(cache_dir)
-    return {"kg_version": current, "kept_versions": kept_versions, "files_deleted": len(doomed),
-            "snapshots_deleted": len(dropped), "bytes_freed": freed + cache_bytes, "dry_run": dry_run,
-            "files": sorted(str(p.relative_to(kg)) for p in doomed)[:50]}
 
 
 __all__ = ["run_pipeline", "run_from_config", "load_pipeline_config", "collect_garbage", "open_version",
