@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kg_store.errors import KGStoreError
-from pipeline.encoders.base import Encoder
+from pipeline.encoders.base import Encoder, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,14 @@ class OpenCLIPEncoder(Encoder):
 
     def __init__(self, *, name: str, model: str, pretrained: str | None = None,
                  device: str = "cpu", precision: str = "auto", model_cfg: dict[str, Any] | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, runtime: str = "auto"):
+        requested = (runtime, precision)
+        rt, tag = resolve_runtime(runtime, precision, device)
+        if rt == "onnx":
+            if requested != ("auto", "auto"):
+                raise KGStoreError(f"{name}: the onnx runtime is not available for open_clip towers yet; "
+                                   "use --runtime torch")
+            precision = "auto"
         super().__init__(name=name, device=device, precision=precision)
         import open_clip
         import torch
