@@ -269,7 +269,8 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
                 report.status = "ok"
             except BaseException as e:
                 report.status, report.error = "failed", str(e) or type(e).__name__
-                log.exception("run %s failed", report.run_id)
+                # the traceback goes to the run's log file (INFO); stderr gets the CLI's one line
+                log.info("run %s failed", report.run_id, exc_info=True)
                 raise
             finally:
                 report.seconds = round(time.perf_counter() - t_run, 3)

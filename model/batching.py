@@ -85,11 +85,20 @@ class ModelBatch:
     def __len__(self) -> int:
         return len(self.examples)
 
-    def to(self, device: torch.device | str) -> "ModelBatch":
-        self.graph = self.graph.to(device)
-        self.images = self.images.to(device) if self.images is not None else None
-        self.has_image = self.has_image.to(device)
-        self.align_node = self.align_node.to(device)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "ModelBatch":
+        self.graph = self.graph.to(device, non_blocking=non_blocking)
+        self.images = self.images.to(device, non_blocking=non_blocking) if self.images is not None else None
+        self.has_image = self.has_image.to(device, non_blocking=non_blocking)
+        self.align_node = self.align_node.to(device, non_blocking=non_blocking)
+        return self
+
+    def pin_memory(self) -> "ModelBatch":
+        """Page-locked host tensors (what `DataLoader(pin_memory=True)` calls in its pinning thread),
+        so `.to(cuda, non_blocking=True)` copies asynchronously."""
+        self.graph = self.graph.pin_memory()
+        self.images = self.images.pin_memory() if self.images is not None else None
+        self.has_image = self.has_image.pin_memory()
+        self.align_node = self.align_node.pin_memory()
         return self
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from kg_store.errors import KGStoreError
+from pipeline.device import describe_device, resolve_device  # the one device resolution (auto | cpu | cuda[:N]); re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +43,6 @@ class Runtime:
         # fp16 needs loss scaling; bf16 has fp32's exponent range and does not
         enabled = self.amp_dtype == torch.float16 and self.device.type == "cuda"
         return torch.amp.GradScaler("cuda", enabled=enabled)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KGStoreError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def cpu_has_native_bf16() -> bool:
@@ -89,7 +81,7 @@ def init_runtime(*, device: str = "auto", amp: str = "auto") -> Runtime:
     if world > 1:
         import torch.distributed as dist
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available() and device in ("auto", "cuda"):
+        if device in ("auto", "cuda") and resolve_device(device).type == "cuda":  # one process per GPU
             torch.cuda.set_device(local)
             dev = torch.device("cuda", local)
         else:
@@ -99,4 +91,7 @@ def init_runtime(*, device: str = "auto", amp: str = "auto") -> Runtime:
         logger.info("DDP rank %d/%d on %s", rank, world, dev)
     else:
         dev = resolve_device(device)
-    return Runtime(device=dev, amp_dtype=resolve_amp(amp, dev), rank=rank, world_size=world)
+    rt = Runtime(device=dev, amp_dtype=resolve_amp(amp, dev), rank=rank, world_size=world)
+    logger.info("runtime: %s, amp %s (device %r, amp %r)", describe_device(dev),
+                str(rt.amp_dtype).removeprefix("torch.") if rt.amp_dtype else "off", device, amp)
+    return rt

@@ -82,6 +82,11 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
             `use_alignment` there; `pretraining=False` skips stages named "pretrain"; `max_triples`
             keeps the top N = 10/20 triples of each subgraph.
         budget_minutes: stop training (all stages) after this much wall time; the run still saves.
+        device: auto | cpu | cuda[:N] (`pipeline.device.resolve_device`; cuda without CUDA is an error).
+
+    The summary records the `device` and `amp` used and `loader_share`: seconds the loop waited for
+    batches ÷ seconds of the loop (after each epoch's first batch). On CUDA batches are pinned and
+    copied asynchronously; raise `num_workers` when the share is high.
     """
     torch.manual_seed(seed)
     rt = init_runtime(device=device, amp=amp)
@@ -121,6 +126,8 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     deadline = time.monotonic() + 60 * budget_minutes if budget_minutes else math.inf
     log_file = (out / "train_log.jsonl").open("a") if rt.is_main else None
     global_step, stopped_early = start["global_step"], False
+    pin = rt.device.type == "cuda"  # pinned host batches, copied to the GPU asynchronously
+    loader_s = loop_s = 0.0
     try:
         for si, (stage, (dataset, _)) in enumerate(zip(stages, datasets)):
             params = [p for p in net.parameters() if p.requires_grad]
@@ -144,14 +151,20 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                                         rank=rt.rank, world_size=rt.world_size)
                 first = start["batch"] if (si, epoch) == (start["stage"], start["epoch"]) else 0
                 loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[first:], collate_fn=collate,
-                                                     num_workers=num_workers)
+                                                     num_workers=num_workers, pin_memory=pin)
                 iterator = loader
                 if use_tqdm and rt.is_main:
                     from tqdm import tqdm
                     iterator = tqdm(loader, desc=f"{stage['name']} epoch {epoch}", total=len(batches) - first)
-                t0 = time.monotonic()
+                t0 = t_wait = time.monotonic()
                 for bi, batch in enumerate(iterator, start=first):
-                    batch = batch.to(rt.device)
+                    # the loader's share of a step: time this loop waits for the next batch (not for
+                    # an epoch's first batch, which also pays the workers' start-up)
+                    if bi > first:
+                        loader_s += time.monotonic() - t_wait
+                    else:
+                        t_wait = time.monotonic()
+                    batch = batch.to(rt.device, non_blocking=pin)
                     with rt.autocast():
                         losses = ddp(batch)
                     opt.zero_grad(set_to_none=True)
@@ -177,6 +190,8 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                                 "optimizer_stage": si}
                     if rt.is_main and global_step % checkpoint_every == 0:
                         _save(ckpt_root, net, model, opt, progress, keep_checkpoints)
+                    loop_s += time.monotonic() - t_wait
+                    t_wait = time.monotonic()
                     if limit_hit or out_of_time:
                         stopped_early = out_of_time
                         break
@@ -195,7 +210,10 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
         if log_file:
             log_file.close()
     summary = {"model": model, "global_step": global_step, "stopped_by_budget": stopped_early,
-               "parameters": counts, "output_dir": str(out)}
+               "parameters": counts, "output_dir": str(out), "device": str(rt.device),
+               "amp": str(rt.amp_dtype).removeprefix("torch.") if rt.amp_dtype else "off",
+               "loader_seconds": round(loader_s, 3), "step_seconds": round(loop_s, 3),
+               "loader_share": round(loader_s / loop_s, 4) if loop_s else None}
     if rt.is_main:
         ckpt.save_checkpoint(out / "final", model=net, model_name=model)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

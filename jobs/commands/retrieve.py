@@ -21,14 +21,18 @@ import click
 @click.option("--no-named-entities", is_flag=True, help="Do not seed with the entities the query names.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N queries (trials).")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Device of the query encoder.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device of the query encoder: auto (CUDA when present) | cpu | cuda[:N] (an error without CUDA).")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Recompute even when cached shards match.")
 def retrieve(kg, encoder, dataset, split, top_n, top_N, hops, seed_k, no_named_entities, limit, engine,
              device, batch_size, force) -> None:
     """Retrieve each query's top-N 1-hop subgraph into shards; prints the shard directory."""
+    from pipeline.device import resolve_device
     from retrieval.batch import retrieve_dataset
     from retrieval.retriever import RetrievalConfig
+
+    resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
 
     config = RetrievalConfig(encoder=encoder, top_n=top_n, top_N=top_N, hops=hops, seed_k=seed_k,
                              named_entities=not no_named_entities)
