@@ -7,26 +7,23 @@ hashes; cheap) and `run(ctx, **config)` does the work and returns counts. The ru
 and calls `run` only when they differ. Every `run` is incremental where the data allows it:
 
 * ingest: only sources whose files are new or changed are ingested (the store appends; ids stay);
-* embed: only texts/images the content-addressed cache has not seen are encoded (pipeline/incremental.py);
-* index: new vectors are appended to Flat/IVF indexes whose old rows are unchanged; HNSW, a type
-  change chosen by `auto`, or IVF lists outgrown 2× are rebuilt, and the reason is reported;
-* retrieve: per query, the previous subgraph is reused when its seeds, query text and candidate pool
-  cannot have changed (no new triple within `hops` of the seeds, old triple vectors byte-identical);
-  only the others are recomputed.
+* embed: only texts/images the content-addressed cache has not seen are encoded;
+* index: new vectors are appended to Flat/IVF indexes whose old rows are unchanged;
+* retrieve: a shard set whose cache key is unchanged is reused; query vectors come from the cache.
+
+Each `run` is a thin adapter over the one function of its stage in the layer that owns it
+(`pipeline.ingest.ingest`, `pipeline.embed.embed_store`, `retrieval.index.build_store_indexes`,
+`retrieval.batch.retrieve_dataset`, `model.training.train`, `model.evaluation.evaluate`), which
+the stage's `mmkg` command calls too: the DAG adds only fingerprints, caching, locks and reports.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 from kg_store import open_store
 from kg_store.errors import KGStoreError
@@ -183,15 +180,13 @@ def embed_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
 def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", engine: str = "local",
               batch_size: int = 64, device: str = "cpu", threads: int | None = None, chunk_size: int = 8192,
               spark_master: str | None = None) -> dict[str, Any]:
-    from pipeline.incremental import embed_incremental, reused_counts
-    meta = embed_incremental(ctx.kg, ctx.encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
-                             precision=precision, threads=threads, chunk_size=chunk_size, spark_master=spark_master,
-                             progress=ctx.progress)
-    counts = reused_counts(meta)
-    encoded = sum(v for k, v in counts.items() if k.endswith("_encoded"))
-    reused = sum(v for k, v in counts.items() if k.endswith("_reused"))
-    return {"counts": counts, "cache_hits": reused,
-            "note": f"encoded {encoded:,} new texts/images, reused {reused:,} cached vectors"}
+    from pipeline.embed import embed_store
+    res = embed_store(ctx.kg, ctx.encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
+                      precision=precision, threads=threads, chunk_size=chunk_size, spark_master=spark_master,
+                      progress=ctx.progress)
+    counts = {f"{k}_{what}": v for what, d in (("encoded", res.encoded), ("reused", res.reused)) for k, v in d.items()}
+    return {"counts": counts, "cache_hits": res.cache_hits,
+            "note": f"encoded {res.forwarded:,} new texts/images, reused {res.cache_hits:,} cached vectors"}
 
 
 def embed_outputs(ctx: Context, **_: Any) -> list[str]:
@@ -209,138 +204,14 @@ def index_fingerprint(ctx: Context, *, kinds: list[str] | None = None, **_: Any)
             if f"{base}/{k}.npy" in store.manifest["files"]}
 
 
-def _append_plan(prev: dict[str, Any] | None, inc: dict[str, Any] | None, old_ids: np.ndarray | None,
-                 ids: np.ndarray, spec_type: str, cfg_hash: str) -> tuple[bool, str]:
-    """(append?, why) for one vector kind."""
-    if prev is None:
-        return False, "no previous index"
-    if prev.get("dag_config_hash") != cfg_hash:
-        return False, "index config changed"
-    if prev.get("type") != spec_type:
-        return False, f"index type changes from {prev.get('type')} to {spec_type} at this size"
-    if prev["type"] == "hnsw":
-        return False, "HNSW is rebuilt (inserting into a built graph would not equal a fresh build)"
-    if not inc or inc.get("prev_sha256") != prev.get("vectors_sha256"):
-        return False, "vectors were not derived from the indexed ones"
-    n_old = int(prev["ntotal"])
-    if inc.get("prefix_rows", 0) < n_old or old_ids is None or len(ids) < n_old \
-            or not np.array_equal(old_ids, ids[:n_old]):
-        return False, "indexed rows changed (e.g. an entity gained an image)"
-    if prev["type"] in ("ivf", "ivfpq") and len(ids) > 2 * int(prev.get("trained_ntotal", n_old)):
-        return False, "IVF lists outgrown (more than 2x the vectors they were trained on): retrained"
-    return True, f"appended {len(ids) - n_old:,} vectors to {n_old:,}"
-
-
-def _drop_self(found: np.ndarray, qrows: np.ndarray, k: int) -> np.ndarray:
-    """Each query's own row removed from its hits, k kept (leave-one-out, as retrieval.index does)."""
-    out = np.full((len(found), k), -1, dtype=np.int64)
-    for i, (row, q) in enumerate(zip(found, qrows)):
-        kept = row[row != q][:k]
-        out[i, :len(kept)] = kept
-    return out
-
-
-def _recheck(vi: Any, x: np.ndarray, target: float, seed: int = 0, check_queries: int = 1000) -> None:
-    """Recall@10 self-check of an appended index; raise nprobe (powers of two) if it fell below target.
-
-    The lists were trained on the old vectors; new ones are assigned to the nearest list, so
-    recall can drift as an IVF index grows: measured again after every append."""
-    from retrieval.index import CHECK_K, exact_topk, recall_at_k
-    n = len(x)
-    if n < 2 or vi.meta.get("type") == "flat":
-        vi.meta["self_check"] = {**vi.meta.get("self_check", {}), "recall": 1.0}
-        return
-    rng = np.random.default_rng(seed)
-    qrows = np.sort(rng.choice(n, min(check_queries, n), replace=False))
-    k = min(CHECK_K, n - 1)
-    truth = _drop_self(exact_topk(x, x[qrows], k + 1), qrows, k)
-
-    def recall() -> float:
-        return recall_at_k(_drop_self(vi.index.search(x[qrows], k + 1)[1], qrows, k), truth)
-
-    r = recall()
-    params = vi.meta.setdefault("params", {})
-    if vi.meta.get("type") in ("ivf", "ivfpq"):
-        nprobe, nlist = int(params.get("nprobe") or 1), int(params["nlist"])
-        while r < target and nprobe < nlist:
-            nprobe = min(nprobe * 2, nlist)
-            vi.apply_search_params({"nprobe": nprobe})
-            r = recall()
-        params["nprobe"] = nprobe
-    vi.meta["self_check"] = {"k": k, "queries": int(len(qrows)), "recall": round(r, 4), "target": target}
-
-
 def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None = None,
               target_recall: float = 0.95, kinds: list[str] | None = None, threads: int | None = None,
               use_gpu: bool | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    from kg_store import KGStore
-    from kg_store.vectors import encoder_slug, load_vectors, vector_meta, vectors_dir
-    from retrieval.index import (INDEXED_KINDS, VectorIndex, _as_float32, build_index, flat_spec, index_registry,
-                                 indexes_dir, parse_memory)
-
-    params = dict(params or {})
-    cfg_hash = stage_config_hash({"kind": kind, "max_memory": max_memory, "target_recall": target_recall,
-                                  "params": params})
-    store = open_store(ctx.kg)
-    vmeta = vector_meta(store, ctx.encoder)
-    slug, base = encoder_slug(vmeta["encoder"]), indexes_dir(vmeta["encoder"])
-    prev_art = store.artifact(base) or {}
-    built: dict[str, Any] = {}
-    decisions: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for vkind in kinds or INDEXED_KINDS:
-        if not vmeta.get("kinds", {}).get(vkind, {}).get("count"):
-            continue
-        matrix, ids = load_vectors(store, slug, vkind)
-        n, d = matrix.shape
-        try:
-            spec = index_registry.get(kind)(n, d, max_memory=parse_memory(max_memory), **params)
-        except ValueError as e:
-            raise KGStoreError(str(e)) from None
-        if spec.type in ("ivf", "ivfpq") and n < spec.params["nlist"]:
-            spec = flat_spec(n, d)
-        prev = prev_art.get("kinds", {}).get(vkind)
-        old_ids = None
-        if prev is not None and f"{base}/{vkind}.ids.npy" in store.manifest["files"]:
-            old_ids = np.load(store._checked(f"{base}/{vkind}.ids.npy"), allow_pickle=False)
-        append, why = _append_plan(prev, (vmeta.get("incremental") or {}).get(vkind), old_ids, ids, spec.type, cfg_hash)
-        vrel = f"{vectors_dir(slug)}/{vkind}.npy"
-        t0 = time.perf_counter()
-        if append:
-            vi = VectorIndex.read(store.path(f"{base}/{vkind}"), meta=copy.deepcopy(prev))
-            n_old = vi.ntotal
-            new_rows = _as_float32(np.asarray(matrix[n_old:]))
-            if len(new_rows):
-                vi.index.add(new_rows)
-            vi.ids = np.asarray(ids, np.int64)
-            vi.meta["ntotal"] = int(vi.index.ntotal)
-            _recheck(vi, _as_float32(np.asarray(matrix)), target_recall)
-            vi.meta["appended"] = {"rows": int(len(new_rows)), "seconds": round(time.perf_counter() - t0, 3)}
-            counts[f"{vkind}_appended"] = int(len(new_rows))
-        else:
-            vi = build_index(matrix, kind=kind, ids=ids, max_memory=max_memory, target_recall=target_recall,
-                             threads=threads, use_gpu=use_gpu, encoder=vmeta["encoder"], **params)
-            vi.meta["trained_ntotal"] = int(n)
-            counts[f"{vkind}_built"] = int(n)
-        vi.meta.update({"vector_kind": vkind, "vectors": vrel, "vectors_sha256": store.manifest["files"][vrel]["sha256"],
-                        "dag_config_hash": cfg_hash, "update": "append" if append else "rebuild", "update_reason": why})
-        decisions[vkind] = ("append: " if append else "rebuild: ") + why
-        built[vkind] = vi
-    if not built:
-        raise KGStoreError(f"no vectors to index for encoder {ctx.encoder!r}; run the embed stage first")
-    with KGStore.writer(ctx.kg) as w:
-        files = []
-        for vkind, vi in built.items():
-            files += [str(p.relative_to(w.root)) for p in vi.save(w.root / base / vkind)]
-        meta = {"encoder": vmeta["encoder"], "kinds": {k: vi.meta for k, vi in built.items()}}
-        w.set_artifact(base, meta, files=files)
-        w.record_stage("index", config={"encoder": vmeta["encoder"], "kind": kind, "max_memory": max_memory,
-                                        "target_recall": target_recall, **params},
-                       counts={k: vi.ntotal for k, vi in built.items()}, outputs=files, decisions=decisions)
-        w.commit()
-    appended = sum(v for k, v in counts.items() if k.endswith("_appended"))
-    return {"counts": counts, "decisions": decisions,
-            "note": "; ".join(f"{k} {v}" for k, v in decisions.items()), "cache_hits": appended}
+    from retrieval.index import build_store_indexes
+    res = build_store_indexes(ctx.kg, ctx.encoder, kind=kind, max_memory=max_memory, target_recall=target_recall,
+                              kinds=kinds, threads=threads, use_gpu=use_gpu, **(params or {}))
+    return {"counts": res.counts, "decisions": res.decisions, "cache_hits": res.appended,
+            "note": "; ".join(f"{k} {v}" for k, v in res.decisions.items())}
 
 
 def index_outputs(ctx: Context, **_: Any) -> list[str]:
@@ -351,9 +222,6 @@ def index_outputs(ctx: Context, **_: Any) -> list[str]:
 
 
 # ==== retrieve ==================================================================================
-_RETRIEVAL_KEYS = ("top_n", "top_N", "hops", "seed_k", "named_entities", "image_weight")
-
-
 def _datasets(ctx: Context, datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for d in datasets:
@@ -380,129 +248,29 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     return fp
 
 
-def _previous_outputs(old_dir: Path, qs: Any, config: Any, limit: int | None, store: Any,
-                      tri_inc: dict[str, Any] | None, tri_sha: str | None) -> tuple[dict[str, Any] | None, str]:
-    """The old shard rows by query id when they may be reused under the current vectors, else (None, why)."""
-    from kg_store.shards import is_complete, read_meta, read_shards
-    from retrieval.shards import cache_key
-    if not is_complete(old_dir):
-        return None, "no previous shards"
-    meta = read_meta(old_dir)
-    old_key, new_key = dict(meta.get("cache_key", {})), cache_key(store, config, qs, limit)
-    old_key.pop("kg_version", None)
-    new_key.pop("kg_version", None)
-    if old_key != new_key:
-        return None, "retrieval config or dataset changed"
-    inc_file = old_dir / "incremental.json"
-    if not inc_file.exists():
-        return None, "previous shards carry no vector provenance"
-    prov = json.loads(inc_file.read_text())
-    n_old = int(prov["num_triples"])
-    same = prov["triple_vectors_sha256"] == tri_sha
-    derived = bool(tri_inc) and tri_inc.get("prev_sha256") == prov["triple_vectors_sha256"] \
-        and int(tri_inc.get("prefix_rows", 0)) >= n_old
-    if not (same or derived):
-        return None, "triple vectors were re-encoded since"
-    table = read_shards(old_dir)
-    rows = {qid: i for i, qid in enumerate(table["query_id"].to_pylist())}
-    return {"table": table, "rows": rows, "num_triples": n_old}, "ok"
-
-
-def _output_from_row(table: Any, i: int) -> Any:
-    from retrieval.subgraph import SubgraphOutput
-    get = lambda c, dt: np.asarray(table[c][i].as_py() or [], dtype=dt)  # noqa: E731
-    return SubgraphOutput(get("triple_ids", np.int64), get("head_ids", np.int64), get("relation_ids", np.int64),
-                          get("tail_ids", np.int64), get("scores", np.float32), get("seed_entity_ids", np.int64),
-                          int(table["num_candidates"][i].as_py()))
-
-
-def retrieve_one(ctx: Context, store: Any, encoder: Any, config: Any, dataset: str, split: str | None,
-                 limit: int | None, *, batch_size: int = 256) -> dict[str, Any]:
-    """One dataset split: reuse the cached shard set, else recompute only the queries that can change."""
-    from retrieval.queries import build_queries
-    from retrieval.reports import run_reports
-    from retrieval.retriever import SubgraphRetriever, encode_queries
-    from retrieval.shards import cached_shards, shard_dir, write_subgraph_shards
-    from retrieval.subgraph import expand_hops
-
-    qs = build_queries(dataset, store=store, split=split, with_images=encoder.has_vision, limit=limit)
-    if (hit := cached_shards(store, qs, config, limit)) is not None:
-        return {"dir": str(hit), "queries": len(qs.queries), "reused": len(qs.queries), "recomputed": 0,
-                "shard_set": "cached"}
-    t0 = time.perf_counter()
-    base = _vectors_rel(ctx)
-    tri_sha = _file_sha(store, f"{base}/triple.npy")
-    vmeta = store.artifact(base) or {}
-    prev, why = _previous_outputs(shard_dir(store, qs, config, limit), qs, config, limit, store,
-                                  (vmeta.get("incremental") or {}).get("triple"), tri_sha)
-    retriever = SubgraphRetriever(store, config, encoder=encoder)
-    vecs = np.concatenate([encode_queries(encoder, qs.queries[i:i + batch_size], image_weight=config.image_weight)
-                           for i in range(0, len(qs.queries), batch_size)] or [np.zeros((0, encoder.dim), np.float32)])
-    named = retriever.named_entities(qs.queries)
-    seeds = retriever.seeds.seed_entities(vecs, named)
-    from tqdm.auto import tqdm
-    outputs, reused = [], 0
-    for q, v, s in tqdm(list(zip(qs.queries, vecs, seeds)), desc=f"retrieve {qs.dataset}/{qs.split}", unit="query",
-                        disable=not ctx.progress, leave=False):
-        if prev is not None and (i := prev["rows"].get(q.query_id)) is not None:
-            t = prev["table"]
-            old_seeds = np.asarray(t["seed_entity_ids"][i].as_py() or [], np.int64)
-            if t["query_text"][i].as_py() == q.text and np.array_equal(old_seeds, s):
-                pool = expand_hops(store.graph, retriever.triples, s, config.hops)
-                if not (pool >= prev["num_triples"]).any():  # no new triple can enter this subgraph
-                    outputs.append(_output_from_row(t, i))
-                    reused += 1
-                    continue
-        outputs.append(retriever.sampler.sample(v, s))
-    seconds = round(time.perf_counter() - t0, 3)
-    reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops)
-    reports["quality"]["retrieve_seconds"] = seconds
-    reports["incremental"] = {"num_triples": int(len(retriever.triples)), "triple_vectors_sha256": tri_sha,
-                              "kg_version": store.kg_version, "reused": reused,
-                              "recomputed": len(outputs) - reused, "previous": why}
-    path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
-                                 engine="local")
-    return {"dir": str(path), "queries": len(outputs), "reused": reused, "recomputed": len(outputs) - reused,
-            "shard_set": "updated" if prev is not None else f"computed ({why})"}
-
-
 def retrieve_run(ctx: Context, *, datasets: list[dict[str, Any]] = (), top_n: int = 10, top_N: int = 10,
                  hops: int = 1, seed_k: int = 0, named_entities: bool = True, image_weight: float = 0.5,
                  engine: str = "local", device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
-    from pipeline.encoders import resolve_encoder
-    from pipeline.incremental import VectorCache, cached_text_encoder
+    from retrieval.batch import retrieve_dataset
     from retrieval.retriever import RetrievalConfig
 
     config = RetrievalConfig(encoder=ctx.encoder, top_n=top_n, top_N=top_N, hops=hops, seed_k=seed_k,
                              named_entities=named_entities, image_weight=image_weight)
-    results: dict[str, Any] = {}
-    if engine == "spark":
-        # The Spark engine recomputes a changed shard set as a whole (retrieval.batch); the
-        # per-query reuse below needs the previous rows in one process.
-        from retrieval.batch import retrieve_dataset
-        for d in _datasets(ctx, list(datasets)):
-            res = retrieve_dataset(ctx.kg, d["dataset"], config, split=d["split"], limit=d["limit"], engine="spark",
-                                   device=device, batch_size=batch_size, progress=ctx.progress)
-            results[f"{d['dataset']}|{d['split']}"] = {"dir": str(res.shard_dir), "queries": res.queries,
-                                                       "reused": res.queries if res.reused else 0,
-                                                       "recomputed": 0 if res.reused else res.queries}
-    else:
-        enc = resolve_encoder(ctx.encoder, device=device)
-        encoder = cached_text_encoder(enc, VectorCache.for_encoder(ctx.kg, enc))
-        store = open_store(ctx.kg)
-        from tqdm.auto import tqdm
-        for d in tqdm(_datasets(ctx, list(datasets)), desc="retrieve", unit="split", disable=not ctx.progress):
-            results[f"{d['dataset']}|{d['split']}"] = retrieve_one(ctx, store, encoder, config, d["dataset"],
-                                                                  d["split"], d["limit"], batch_size=batch_size)
-            store = open_store(ctx.kg)  # the shard write committed a new manifest
-        results["_query_cache"] = {"hits": encoder.hits, "misses": encoder.misses}
-    qc = results.pop("_query_cache", {})
-    reused = sum(r["reused"] for r in results.values())
-    recomputed = sum(r["recomputed"] for r in results.values())
-    return {"counts": {"queries": reused + recomputed, "queries_reused": reused, "queries_recomputed": recomputed,
-                       **({"query_vectors_cached": qc["hits"], "query_vectors_encoded": qc["misses"]} if qc else {})},
-            "outputs": {k: v["dir"] for k, v in results.items()}, "shard_sets": results, "cache_hits": reused,
-            "note": f"{recomputed:,} queries recomputed, {reused:,} reused"}
+    results = {}
+    for d in _datasets(ctx, list(datasets)):
+        results[f"{d['dataset']}|{d['split']}"] = retrieve_dataset(
+            ctx.kg, d["dataset"], config, split=d["split"], limit=d["limit"], engine=engine, device=device,
+            batch_size=batch_size, progress=ctx.progress)
+    queries = sum(r.queries for r in results.values())
+    reused = sum(r.queries for r in results.values() if r.reused)
+    cached = sum(r.query_vectors_cached for r in results.values())
+    return {"counts": {"queries": queries, "queries_reused": reused, "queries_recomputed": queries - reused,
+                       "query_vectors_cached": cached,
+                       "query_vectors_encoded": sum(r.query_vectors_encoded for r in results.values())},
+            "rejects": sum(r.rejected for r in results.values()),
+            "outputs": {k: str(r.shard_dir) for k, r in results.items()}, "cache_hits": reused,
+            "note": f"{queries - reused:,} queries retrieved ({cached:,} query vectors from the cache), "
+                    f"{reused:,} reused from cached shard sets"}
 
 
 def retrieve_outputs(ctx: Context, **_: Any) -> list[str]:

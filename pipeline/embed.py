@@ -39,9 +39,9 @@ import numpy as np
 import pyarrow as pa
 
 from kg_store import KGStore, atomic, open_store
-from kg_store.errors import KGStoreError
-from kg_store.hashing import config_hash, sha256_file
-from kg_store.vectors import encoder_slug, write_vectors
+from kg_store.errors import ConfigError, KGStoreError
+from kg_store.hashing import config_hash, sha256_bytes, sha256_file
+from kg_store.vectors import encoder_slug, load_vectors, write_vectors
 
 log = logging.getLogger(__name__)
 
@@ -278,19 +278,6 @@ def run_local(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
             parts = []
 
 
-def _spark_session(master: str | None):
-    """Reuse an active session (a cluster's spark-submit) or start a local one we own."""
-    from pyspark.sql import SparkSession
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active, False
-    try:
-        from pipeline.engines.spark import get_or_create_session
-        return get_or_create_session(master=master or "local[*]", app_name="mmkg-embed"), True
-    except ImportError:
-        return SparkSession.builder.master(master or "local[*]").appName("mmkg-embed").getOrCreate(), True
-
-
 def _spark_embed_partition(encoder_name: str, device: str, precision: str, batch_size: int, threads: int,
                            scratch_root: str) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """The mapInPandas function: the encoder is resolved once per Python worker (lru cache)."""
@@ -321,8 +308,8 @@ def run_spark(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
     """Spark engine: one partition per pending chunk, `mapInPandas` embeds it and writes the chunk
     file on the executor (the store must be on a filesystem every executor sees)."""
     import pandas as pd
-    spark, owned = _spark_session(master)
-    try:
+    from pipeline.engines.spark import spark_session
+    with spark_session(master, app_name="mmkg-embed") as spark:
         frame = pd.DataFrame([
             {"kind": p.task.kind, "modality": p.task.modality, "chunk": p.index, "pos": i, "item": item}
             for p in pending for i, item in enumerate(p.task.items[p.lo:p.hi])])
@@ -332,9 +319,6 @@ def run_spark(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
                                     str(scratch.root))
         for row in df.mapInPandas(fn, schema="kind string, chunk int, rows long").toLocalIterator():
             on_rows(row["kind"], int(row["rows"]))
-    finally:
-        if owned:
-            spark.stop()
 
 
 ENGINES = ("local", "spark")
@@ -388,82 +372,175 @@ def fuse_entity_arrays(arrays: dict[str, tuple[np.ndarray, np.ndarray]], tasks: 
     return {k: (m.astype(dtype), ids) for k, (m, ids) in arrays.items()}, fused
 
 
+@dataclass
+class EmbedResult:
+    """What one embed run did: the committed vectors meta and per-kind counts."""
+
+    meta: dict[str, Any]
+    counts: dict[str, int]          # rows per kind in the committed vectors
+    encoded: dict[str, int]         # rows per kind that were cache misses (encoded this run or resumed)
+    reused: dict[str, int]          # rows per kind answered by the vector cache
+    forwarded: int                  # distinct texts/images run through the encoder by this process
+    outputs: list[str]
+    seconds: float
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(self.reused.values())
+
+
+def _task_keys(task: EmbedTask, store: KGStore) -> np.ndarray:
+    from pipeline.vector_cache import KEY_DTYPE, image_key, text_key
+    if task.modality == "image":
+        sha = store.table("images", ["id", "sha256"])
+        by_id = dict(zip(sha["id"].to_pylist(), sha["sha256"].to_pylist()))
+        return np.array([image_key(by_id[int(i)]) for i in task.ids], KEY_DTYPE)
+    return np.array([text_key(t) for t in task.items], KEY_DTYPE)
+
+
+def _missing_tasks(tasks: list[EmbedTask], keys: dict[str, np.ndarray], cache: Any) -> tuple[list[EmbedTask],
+                                                                                            dict[str, int]]:
+    """One task per modality holding every distinct cache miss once; and misses per kind."""
+    from pipeline.vector_cache import KEY_DTYPE
+    missing: list[EmbedTask] = []
+    encoded: dict[str, int] = {}
+    for modality in ("text", "image"):
+        ks, items = [], []
+        seen: set[bytes] = set()
+        for t in tasks:
+            if t.modality != modality:
+                continue
+            found, _ = cache.lookup(keys[t.kind])
+            encoded[t.kind] = int((~found).sum())
+            for k, item, f in zip(keys[t.kind], t.items, found):
+                if not f and k not in seen:
+                    seen.add(k)
+                    ks.append(k)
+                    items.append(item)
+        if ks:
+            missing.append(EmbedTask(modality, modality, np.arange(len(ks), dtype=np.int64), items,
+                                     extra={"keys": np.array(ks, KEY_DTYPE)}))
+    return missing, encoded
+
+
+def _prefix_rows(old: np.ndarray | None, old_ids: np.ndarray | None, new: np.ndarray, new_ids: np.ndarray) -> int:
+    """How many leading rows (ids and bytes) the new matrix shares with the previous one: what
+    lets the index stage append instead of rebuilding and retrieval reuse unchanged subgraphs."""
+    if old is None or old_ids is None or old.dtype != new.dtype or old.shape[1:] != new.shape[1:]:
+        return 0
+    n = min(len(old), len(new))
+    same_ids = np.asarray(old_ids[:n]) == np.asarray(new_ids[:n])
+    n = int(np.argmin(same_ids)) if not same_ids.all() else n
+    block = 1 << 14  # compare in blocks: the first differing block bounds the prefix
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        eq = np.all(np.asarray(old[lo:hi]) == new[lo:hi], axis=1)
+        if not eq.all():
+            return lo + int(np.argmin(eq))
+    return n
+
+
 def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str = "cpu", dtype: str = "float32", precision: str = "auto", threads: int | None = None,
                 chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | dict[str, int] | None = None,
-                spark_master: str | None = None, progress: bool = True, keep_work: bool = False) -> dict[str, Any]:
-    """Embed every kind of the committed store with `encoder`, commit `vectors/<slug>`; returns the meta."""
+                spark_master: str | None = None, progress: bool = True) -> EmbedResult:
+    """The embed stage (`mmkg embed` and the `mmkg run` DAG): embed every kind of the committed
+    store with `encoder` and commit `vectors/<slug>`.
+
+    Only content the vector cache (`pipeline.vector_cache`, `<kg>/cache/embeddings/`) has not seen
+    is encoded, each distinct text/image once, in resumable chunks under `<kg>/work/embed/`; the
+    meta records per kind how many rows were encoded or reused and how many leading rows are
+    byte-identical to the previous vectors (`incremental.<kind>.prefix_rows`).
+    """
     import torch
     from pipeline.encoders import resolve_encoder
+    from pipeline.vector_cache import VectorCache
 
     if engine not in ENGINES:
-        raise KGStoreError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+        raise ConfigError(f"unknown embed engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if dtype not in STORAGE_DTYPES:
-        raise KGStoreError(f"unsupported --dtype {dtype!r}; choose float16 or float32")
+        raise ConfigError(f"unsupported --dtype {dtype!r}; choose float16 or float32")
     if batch_size < 1 or chunk_size < 1:
-        raise KGStoreError("--batch-size and --chunk-size must be positive")
+        raise ConfigError("--batch-size and --chunk-size must be positive")
     threads = threads or min(os.cpu_count() or 1, 16)
     torch.set_num_threads(threads)  # fixed: the same settings give the same bytes on a rerun
     t0 = time.perf_counter()
+    kg = Path(kg)
     store = open_store(kg)
     enc = resolve_encoder(encoder, device=device, precision=precision)
+    cache = VectorCache.for_encoder(kg, enc)
     tasks = plan_tasks(store, with_images=enc.has_vision, limit=limit)
-    run_config = {"kg_version": store.kg_version, "encoder": enc.name, "precision": enc.precision,
-                  "chunk_size": chunk_size, "limit": limit, "batch_size": batch_size,
-                  "rules": [ENTITY_TEXT_RULE, TRIPLE_TEXT_RULE, FUSION_RULE]}
-    run_key = config_hash(run_config)
+    keys = {t.kind: _task_keys(t, store) for t in tasks}
+    missing, encoded = _missing_tasks(tasks, keys, cache)
+    # The scratch is keyed by what is missing, so a killed run resumes its finished chunks.
+    run_key = config_hash({"encoder": enc.name, "precision": enc.precision, "chunk_size": chunk_size,
+                           "batch_size": batch_size, "rules": [ENTITY_TEXT_RULE, TRIPLE_TEXT_RULE],
+                           "keys": [sha256_bytes(t.extra["keys"].tobytes()) for t in missing]})
     scratch = ChunkScratch(store.path(f"work/embed/{enc.slug}/{run_key}"))
-    chunks = {t.kind: chunk_bounds(len(t), chunk_size) for t in tasks}
-    pending = [Pending(t, i, lo, hi) for t in tasks for i, (lo, hi) in enumerate(chunks[t.kind])
+    chunks = {t.kind: chunk_bounds(len(t), chunk_size) for t in missing}
+    pending = [Pending(t, i, lo, hi) for t in missing for i, (lo, hi) in enumerate(chunks[t.kind])
                if not scratch.is_done(t.kind, i, hi - lo)]
-    total = sum(len(t) for t in tasks)
+    total = sum(len(t) for t in missing)
     todo = sum(p.hi - p.lo for p in pending)
-    log.info("embed %s with %s: %d rows, %d to do in %d chunks (run %s)", kg, enc.name, total, todo,
-             len(pending), run_key)
-    done_rows: dict[str, int] = {}
+    log.info("embed %s with %s: %d distinct new texts/images, %d to do in %d chunks (run %s)", kg, enc.name, total,
+             todo, len(pending), run_key)
     t_embed = time.perf_counter()
     if pending:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=total - todo, unit="row", desc=f"embed {enc.name}", disable=not progress)
-
-        def on_rows(kind: str, n: int) -> None:
-            done_rows[kind] = done_rows.get(kind, 0) + n
-            bar.update(n)
-
         try:
             if engine == "local":
-                run_local(enc, pending, scratch, batch_size=batch_size, on_rows=on_rows)
+                run_local(enc, pending, scratch, batch_size=batch_size, on_rows=lambda kind, n: bar.update(n))
             else:
                 run_spark(enc, pending, scratch, batch_size=batch_size, threads=threads, master=spark_master,
-                          on_rows=on_rows)
+                          on_rows=lambda kind, n: bar.update(n))
         finally:
             bar.close()
     embed_seconds = time.perf_counter() - t_embed
+    for t in missing:
+        cache.add(t.extra["keys"], np.concatenate([scratch.read(t.kind, i) for i in range(len(chunks[t.kind]))]))
 
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for t in tasks:
-        parts = [scratch.read(t.kind, i) for i in range(len(chunks[t.kind]))]
-        arrays[t.kind] = (np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32), t.ids)
+        found, vecs = cache.lookup(keys[t.kind])
+        if not found.all():
+            raise KGStoreError(f"embed: {int((~found).sum())} {t.kind} vectors missing from the cache after encoding")
+        arrays[t.kind] = (vecs, t.ids)
+    rows = {t.kind: len(t) for t in tasks}
     arrays, fused = fuse_entity_arrays(arrays, tasks, dtype)
 
-    seconds = time.perf_counter() - t0
+    slug = encoder_slug(enc.name)
+    prev = store.artifact(f"vectors/{slug}")
+    incremental: dict[str, Any] = {k: {"rows": n, "encoded": encoded.get(k, 0), "reused": n - encoded.get(k, 0)}
+                                   for k, n in rows.items()}
+    for kind, (matrix, ids) in arrays.items():
+        old = old_ids = prev_sha = None
+        if prev is not None and kind in prev.get("kinds", {}):
+            old, old_ids = load_vectors(store, slug, kind)
+            prev_sha = store.manifest["files"][f"vectors/{slug}/{kind}.npy"]["sha256"]
+        incremental[kind].update({"prefix_rows": _prefix_rows(old, old_ids, matrix, ids), "prev_sha256": prev_sha,
+                                  "prev_rows": None if old is None else int(len(old))})
+    seconds = round(time.perf_counter() - t0, 3)
     meta = {
         "encoder": enc.name, "slug": enc.slug, "dim": enc.dim, "dtype": dtype, "encoder_info": enc.describe(),
         "kg_version": store.kg_version, "rules": {"entity": ENTITY_TEXT_RULE, "relation": RELATION_TEXT_RULE,
                                                   "triple": TRIPLE_TEXT_RULE, "fusion": FUSION_RULE},
         "entities_with_images": fused, "engine": engine, "batch_size": batch_size, "chunk_size": chunk_size,
         "threads": threads, "device": str(enc.device), "limit": limit, "run_key": run_key,
-        "seconds": round(seconds, 3), "embed_seconds": round(embed_seconds, 3),
-        "rows_embedded_this_run": done_rows,
+        "seconds": seconds, "embed_seconds": round(embed_seconds, 3), "rows_forwarded_this_run": todo,
+        "incremental": incremental, "cache": {"entries": len(cache), "path": str(cache.root.relative_to(kg))},
     }
     with KGStore.writer(kg) as w:
         if w.store.kg_version != store.kg_version:
             raise KGStoreError(f"{kg} changed to kg_version {w.store.kg_version} during embedding; rerun embed")
         files = write_vectors(w, enc.name, arrays, meta)
-        w.record_stage("embed", config={k: run_config[k] for k in ("encoder", "chunk_size", "limit", "batch_size")}
-                       | {"dtype": dtype, "engine": engine}, counts={k: len(v[1]) for k, v in arrays.items()},
-                       outputs=files, seconds=round(seconds, 3))
-        w.commit()
-    if not keep_work:
-        scratch.clear()
-    return w.store.artifact(f"vectors/{enc.slug}") or meta
+        w.record_stage("embed", config={"encoder": enc.name, "dtype": dtype, "engine": engine, "limit": limit,
+                                        "batch_size": batch_size, "chunk_size": chunk_size},
+                       counts={k: len(v[1]) for k, v in arrays.items()}, outputs=files, seconds=seconds)
+        committed = w.commit()
+    scratch.clear()
+    return EmbedResult(meta=committed.artifact(f"vectors/{slug}") or meta,
+                       counts={k: len(v[1]) for k, v in arrays.items()},
+                       encoded={k: v["encoded"] for k, v in incremental.items()},
+                       reused={k: v["reused"] for k, v in incremental.items()},
+                       forwarded=todo, outputs=files, seconds=seconds)

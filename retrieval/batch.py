@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kg_store import KGStore, open_store
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.registry import family
 from retrieval.queries import Query, QuerySet, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever
@@ -30,9 +30,10 @@ retrieval_engines = family("retrieval_engine")
 
 @retrieval_engines.register("local")
 def run_local(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
-              device: str = "cpu", progress: bool = False, **_: Any) -> list[SubgraphOutput]:
+              device: str = "cpu", progress: bool = False, encoder: Any | None = None,
+              **_: Any) -> list[SubgraphOutput]:
     """In-process retrieval (the default; one encoder, vectorised numpy per batch)."""
-    retriever = SubgraphRetriever(store, config, device=device)
+    retriever = SubgraphRetriever(store, config, encoder=encoder, device=device)
     outputs = retriever.retrieve(queries, batch_size=batch_size, progress=progress)
     logger.info("retrieval seconds per step: %s", {k: round(v, 3) for k, v in retriever.step_seconds.items()})
     return outputs
@@ -52,31 +53,16 @@ def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], devi
     return _EXECUTOR_RETRIEVERS[key]
 
 
-def _spark_session(spark: Any | None) -> tuple[Any, bool]:
-    """The given or active session, else a new local one; returns (session, created_here)."""
-    if spark is not None:
-        return spark, False
-    from pyspark.sql import SparkSession
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active, False
-    try:
-        from pipeline.engines.spark import get_or_create_session
-        return get_or_create_session(app_name="mmkg-retrieve"), True
-    except ImportError:
-        return (SparkSession.builder.master("local[*]").appName("mmkg-retrieve")
-                .config("spark.sql.shuffle.partitions", "2").getOrCreate()), True
-
-
 @retrieval_engines.register("spark")
 def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
               device: str = "cpu", spark: Any | None = None, partitions: int | None = None,
               **_: Any) -> list[SubgraphOutput]:
     """`mapInPandas` over query batches; results come back ordered by query position."""
     import pandas as pd
+    from contextlib import nullcontext
+    from pipeline.engines.spark import spark_session
 
-    session, created = _spark_session(spark)
-    try:
+    with (nullcontext(spark) if spark is not None else spark_session(app_name="mmkg-retrieve")) as session:
         pdf = pd.DataFrame({
             "pos": np.arange(len(queries), dtype=np.int64),
             "query_id": [q.query_id for q in queries],
@@ -106,9 +92,6 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
         schema_out = "pos long, triple_ids array<long>, scores array<float>, seed_entities array<long>, " \
                      "num_candidates long"
         result = df.mapInPandas(retrieve_batches, schema=schema_out).toPandas().sort_values("pos")
-    finally:
-        if created:
-            session.stop()
     triples = store.triples_array()
     outs = []
     for row in result.itertuples(index=False):
@@ -123,24 +106,40 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
 
 @dataclass
 class RetrieveResult:
+    """What one retrieve run did for one dataset split."""
+
     shard_dir: Path
-    reused: bool
+    reused: bool                     # the whole shard set was reused (same cache key)
     queries: int
     reports: dict[str, Any] = field(default_factory=dict)
+    rejected: int = 0                # query records rejected (rows in rejects.json)
+    query_vectors_cached: int = 0    # query texts answered by the vector cache
+    query_vectors_encoded: int = 0
+    seconds: float = 0.0
 
 
 def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, split: str | None = None,
                      limit: int | None = None, force: bool = False, engine: str = "local",
                      device: str = "cpu", batch_size: int = 256, progress: bool = False,
                      engine_kwargs: dict[str, Any] | None = None) -> RetrieveResult:
-    """Retrieve subgraphs for `dataset` (`NAME:PATH`) into `<kg>/subgraphs/...`, reusing cached shards."""
+    """The retrieve stage (`mmkg retrieve` and the `mmkg run` DAG): subgraphs for `dataset`
+    (`NAME:PATH`) into `<kg>/subgraphs/...`.
+
+    A shard set with the same cache key (KG version, encoder, config, dataset bytes, limit) is
+    reused as a whole. Otherwise every query is retrieved again; query texts already encoded (by
+    an earlier run, or as KG text) come from the content-addressed vector cache, so a rerun after
+    a small KG change costs little more than the CSR expansion and ranking.
+    """
     from pipeline.encoders import resolve_encoder
+    from pipeline.vector_cache import VectorCache, cached_text_encoder
     from retrieval.reports import REPORT_N, run_reports
 
+    t0 = time.perf_counter()
     store = open_store(kg)
-    run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(engine)
-    # queries are built with images only when the encoder can read them (a text encoder's
-    # query must name every entity by its label); the encoder class says so without loading.
+    try:
+        run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(engine)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     # The cache key does not depend on images (the encoder, in the config, fixes that), so the
     # check needs no model: the encoder is loaded only when there is work to do.
     qs: QuerySet = build_queries(dataset, store=store, split=split, with_images=False, limit=limit)
@@ -149,16 +148,20 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
         raise KGStoreError(f"no valid query in {dataset} ({len(qs.rejects)} rejected{first})")
     if not force and (hit := cached_shards(store, qs, config, limit)) is not None:
         logger.info("reusing cached shards %s", hit)
-        return RetrieveResult(hit, True, len(qs.queries), _read_reports(hit))
-    if resolve_encoder(config.encoder, device=device).has_vision:
+        reports = _read_reports(hit)
+        return RetrieveResult(hit, True, len(qs.queries), reports, reports.get("rejects", {}).get("count", 0),
+                              seconds=round(time.perf_counter() - t0, 3))
+    encoder = resolve_encoder(config.encoder, device=device)
+    if encoder.has_vision:  # a text encoder's query must name every entity by its label
         qs = build_queries(dataset, store=store, split=split, with_images=True, limit=limit)
+    encoder = cached_text_encoder(encoder, VectorCache.for_encoder(kg, encoder))
     # Rank at least max(REPORT_N) triples: the quality report then gives N = 10 and 20 from one
     # run (top-10 is the prefix of top-20); the shards keep the config's top_N.
     ranked = dataclasses.replace(config, top_N=max(config.top_N, *REPORT_N)) if qs.dataset == "mars" else config
-    t0 = time.perf_counter()
+    t_run = time.perf_counter()
     outputs = run(store, ranked, qs.queries, batch_size=batch_size, device=device, progress=progress,
-                  **(engine_kwargs or {}))
-    seconds = round(time.perf_counter() - t0, 3)
+                  encoder=encoder, **(engine_kwargs or {}))
+    seconds = round(time.perf_counter() - t_run, 3)
     reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops, ranked_N=ranked.top_N)
     reports["quality"]["retrieve_seconds"] = seconds
     if qs.rejects:  # bad records of the query file: one row each, beside the shards (rejects.json)
@@ -166,7 +169,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     outputs = [o.head(config.top_N) for o in outputs]
     path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
                                  engine=engine)
-    return RetrieveResult(path, False, len(qs.queries), reports)
+    return RetrieveResult(path, False, len(qs.queries), reports, len(qs.rejects), encoder.hits, encoder.misses,
+                          round(time.perf_counter() - t0, 3))
 
 
 def _read_reports(directory: Path) -> dict[str, Any]:

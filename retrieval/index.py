@@ -27,8 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from kg_store import KGStore, atomic
-from kg_store.errors import CorruptFileError, KGStoreError
-from kg_store.hashing import sha256_file
+from kg_store.errors import ConfigError, CorruptFileError, DeviceError, KGStoreError
+from kg_store.hashing import config_hash, sha256_file
 from kg_store.registry import family
 from kg_store.vectors import encoder_slug, load_vectors, vector_meta, vectors_dir
 
@@ -154,8 +154,9 @@ class VectorIndex:
     def apply_search_params(self, params: dict[str, Any]) -> None:
         import faiss
         settings = [f"{k}={int(params[k])}" for k in ("nprobe", "efSearch") if params.get(k)]
-        if settings:
-            faiss.ParameterSpace().set_index_parameters(self.index, ",".join(settings))
+        if settings:  # GPU indexes (GpuIndexIVF*, replicas over several GPUs) take their own setter
+            space = faiss.GpuParameterSpace() if _is_gpu_index(self.index) else faiss.ParameterSpace()
+            space.set_index_parameters(self.index, ",".join(settings))
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product. Shapes: q (m, d) or (d,) → scores (m, k) float32, ids (m, k) int64."""
@@ -197,9 +198,42 @@ class VectorIndex:
 
 
 # ---- GPU ----------------------------------------------------------------------------------------
+#: the most nprobe a GPU IVF search accepts (faiss-gpu's k-selection limit)
+GPU_MAX_NPROBE = 2048
+
+
 def gpu_count() -> int:
+    """GPUs FAISS can use: 0 with faiss-cpu (`pip install -e '.[gpu]'` brings faiss-gpu)."""
     import faiss
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def resolve_index_gpu(use_gpu: bool | str | None) -> bool:
+    """`use_gpu` of the index stage → build on the GPU or not, by the rules of `pipeline.device`:
+    None/"auto" → the GPU when FAISS has one; True/"cuda" → the GPU, or a DeviceError (one line)
+    when FAISS has none; False/"cpu" → the CPU."""
+    from pipeline.device import unavailable_message
+    request = {"auto": None, "cpu": False, "cuda": True}.get(use_gpu, use_gpu) if isinstance(use_gpu, str) \
+        else use_gpu
+    if request is not None and not isinstance(request, bool):
+        raise ConfigError(f"use_gpu must be true, false or auto (or device auto, cpu, cuda), not {use_gpu!r}")
+    gpus = gpu_count()
+    if request is None:
+        log.info("index device auto → %s", f"{gpus} GPU(s)" if gpus else "cpu (FAISS sees no GPU)")
+        return gpus > 0
+    if request and not gpus:
+        import faiss
+        reason = ("the installed faiss has no GPU support (faiss-cpu); pip uninstall faiss-cpu && "
+                  "pip install -e '.[gpu]'") if not hasattr(faiss, "StandardGpuResources") \
+            else "FAISS sees no CUDA device"
+        raise DeviceError(unavailable_message("cuda (use_gpu) for FAISS", reason, fallback="--device auto or cpu (use_gpu: auto or false)"))
+    return request
+
+
+def _is_gpu_index(index: Any) -> bool:
+    # IndexReplicas/IndexShards are what index_cpu_to_all_gpus returns for several GPUs
+    return gpu_count() > 0 and ("Gpu" in type(index).__name__ or type(index).__name__ in ("IndexReplicas",
+                                                                                              "IndexShards"))
 
 
 def _to_gpu(index: Any) -> Any:
@@ -209,8 +243,7 @@ def _to_gpu(index: Any) -> Any:
 
 def _to_cpu(index: Any) -> Any:
     import faiss
-    return faiss.index_gpu_to_cpu(index) if hasattr(faiss, "index_gpu_to_cpu") and gpu_count() and \
-        "Gpu" in type(index).__name__ else index
+    return faiss.index_gpu_to_cpu(index) if hasattr(faiss, "index_gpu_to_cpu") and _is_gpu_index(index) else index
 
 
 # ---- build --------------------------------------------------------------------------------------
@@ -293,7 +326,7 @@ def build_index(vectors: np.ndarray, *, kind: str = "auto", ids: np.ndarray | No
     try:
         make_spec: Callable[..., IndexSpec] = index_registry.get(kind)
     except ValueError as e:
-        raise KGStoreError(str(e)) from None
+        raise ConfigError(str(e)) from None
     budget = parse_memory(max_memory)
     spec = make_spec(n, d, max_memory=budget, **params)
     if spec.type in ("ivf", "ivfpq") and n < spec.params["nlist"]:
@@ -303,13 +336,18 @@ def build_index(vectors: np.ndarray, *, kind: str = "auto", ids: np.ndarray | No
         faiss.extract_index_ivf(index).cp.seed = seed  # reproducible k-means
     if spec.type == "hnsw":
         index.hnsw.efConstruction = int(spec.params["efConstruction"])
-    use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
-    if use_gpu and spec.type != "hnsw":  # faiss-gpu has no HNSW: it stays on the CPU
+    use_gpu = resolve_index_gpu(use_gpu)
+    gpu_note = None
+    if use_gpu and spec.type == "hnsw":  # faiss-gpu has no HNSW: it stays on the CPU, and the meta says so
+        gpu_note = "faiss-gpu has no HNSW index: built and searched on the CPU"
+    elif use_gpu:
         try:
             index = _to_gpu(index)
         except RuntimeError as e:  # e.g. a PQ code size the GPU kernels lack: build on the CPU
-            log.warning("building %s on the CPU: %s", spec.factory, str(e).splitlines()[0])
-            use_gpu = False
+            gpu_note = f"built on the CPU: {str(e).splitlines()[0][:200]}"
+    if gpu_note:
+        log.warning("index %s: %s", spec.factory, gpu_note)
+        use_gpu = False
     rng = np.random.default_rng(seed)
     if not index.is_trained:
         # Train on a uniform sample: ~50 points per list is enough for k-means (faiss warns below
@@ -325,6 +363,8 @@ def build_index(vectors: np.ndarray, *, kind: str = "auto", ids: np.ndarray | No
                             "ntotal": int(index.ntotal), "dim": d, "metric": "inner_product",
                             "encoder": encoder, "memory_bytes": estimate_memory(spec, n, d),
                             "max_memory": budget, "gpu": bool(use_gpu), "seed": seed}
+    if gpu_note:
+        meta["gpu_note"] = gpu_note
     vi = VectorIndex(index, ids, meta)
     # Self-check: recall@10 of sample rows (as queries) against exact search, leave-one-out (each
     # query's own row is dropped from truth and hits, or a stored row would trivially find itself
@@ -339,6 +379,7 @@ def build_index(vectors: np.ndarray, *, kind: str = "auto", ids: np.ndarray | No
             recall = 1.0
         elif spec.tune:
             upper = spec.params["nlist"] if spec.tune == "nprobe" else 4096
+            upper = min(upper, GPU_MAX_NPROBE) if use_gpu and spec.tune == "nprobe" else upper
             value, recall = _tune(vi, spec.tune, queries, qrows, truth, target_recall, upper)
             meta["params"][spec.tune] = value
             vi.apply_search_params(meta["params"])
@@ -355,41 +396,147 @@ def indexes_dir(encoder: str) -> str:
     return f"indexes/{encoder_slug(encoder)}"
 
 
+@dataclass
+class IndexResult:
+    """What one index run did, per vector kind."""
+
+    meta: dict[str, Any]                 # the committed `indexes/<slug>` artifact
+    decisions: dict[str, str]            # kind → "append: …" | "rebuild: …"
+    counts: dict[str, int]               # kind_built / kind_appended → rows
+    outputs: list[str]
+    seconds: float
+
+    @property
+    def appended(self) -> int:
+        return sum(v for k, v in self.counts.items() if k.endswith("_appended"))
+
+
+def append_plan(prev: dict[str, Any] | None, inc: dict[str, Any] | None, old_ids: np.ndarray | None,
+                ids: np.ndarray, spec_type: str, cfg_hash: str) -> tuple[bool, str]:
+    """(append?, why) for one vector kind: new rows may be added to the previous index only when
+    its settings, type and every indexed row are unchanged."""
+    if prev is None:
+        return False, "no previous index"
+    if prev.get("config_hash") != cfg_hash:
+        return False, "index config changed"
+    if prev.get("type") != spec_type:
+        return False, f"index type changes from {prev.get('type')} to {spec_type} at this size"
+    if prev["type"] == "hnsw":
+        return False, "HNSW is rebuilt (inserting into a built graph would not equal a fresh build)"
+    if not inc or inc.get("prev_sha256") != prev.get("vectors_sha256"):
+        return False, "vectors were not derived from the indexed ones"
+    n_old = int(prev["ntotal"])
+    if inc.get("prefix_rows", 0) < n_old or old_ids is None or len(ids) < n_old \
+            or not np.array_equal(old_ids, ids[:n_old]):
+        return False, "indexed rows changed (e.g. an entity gained an image)"
+    if prev["type"] in ("ivf", "ivfpq") and len(ids) > 2 * int(prev.get("trained_ntotal", n_old)):
+        return False, "IVF lists outgrown (more than 2x the vectors they were trained on): retrained"
+    return True, f"appended {len(ids) - n_old:,} vectors to {n_old:,}"
+
+
+def recheck_after_append(vi: VectorIndex, x: np.ndarray, target: float, seed: int = 0,
+                         check_queries: int = 1000) -> None:
+    """Recall@10 self-check of an appended index; nprobe is raised (powers of two) if it fell below
+    target: the lists were trained on the old vectors and new ones go to the nearest list, so
+    recall can drift as an IVF index grows."""
+    n = len(x)
+    if n < 2 or vi.meta.get("type") == "flat":
+        vi.meta["self_check"] = {**vi.meta.get("self_check", {}), "recall": 1.0}
+        return
+    rng = np.random.default_rng(seed)
+    qrows = np.sort(rng.choice(n, min(check_queries, n), replace=False))
+    k = min(CHECK_K, n - 1)
+    truth = _without_self(exact_topk(x, x[qrows], k + 1), qrows, k)
+    r = _sample_recall(vi.index, x[qrows], qrows, truth)
+    params = vi.meta.setdefault("params", {})
+    if vi.meta.get("type") in ("ivf", "ivfpq"):
+        nprobe, nlist = int(params.get("nprobe") or 1), int(params["nlist"])
+        while r < target and nprobe < nlist:
+            nprobe = min(nprobe * 2, nlist)
+            vi.apply_search_params({"nprobe": nprobe})
+            r = _sample_recall(vi.index, x[qrows], qrows, truth)
+        params["nprobe"] = nprobe
+    vi.meta["self_check"] = {"k": k, "queries": int(len(qrows)), "recall": round(r, 4), "target": target}
+
+
 def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max_memory: int | str | None = None,
-                        kinds: tuple[str, ...] = INDEXED_KINDS, target_recall: float = DEFAULT_TARGET_RECALL,
-                        threads: int | None = None, use_gpu: bool | None = None, **params: Any) -> dict[str, Any]:
-    """Index every vector kind of `encoder` present in the store; commit `indexes/<slug>`."""
+                        kinds: tuple[str, ...] | list[str] | None = None,
+                        target_recall: float = DEFAULT_TARGET_RECALL, threads: int | None = None,
+                        use_gpu: bool | None = None, append: bool = True, **params: Any) -> IndexResult:
+    """The index stage (`mmkg index` and the `mmkg run` DAG): index every vector kind of `encoder`
+    in the store and commit `indexes/<slug>`.
+
+    With `append` (the default), new vectors are added to a Flat/IVF index whose indexed rows are
+    unchanged (`append_plan`); HNSW, a type change chosen by `auto`, or IVF lists outgrown 2× are
+    rebuilt, and the reason is recorded per kind."""
+    import copy
+    t0 = time.perf_counter()
+    use_gpu = resolve_index_gpu(use_gpu)  # a GPU request FAISS cannot meet fails here, not after an append
     store = KGStore(kg)
     vmeta = vector_meta(store, encoder)
     slug, base = encoder_slug(vmeta["encoder"]), indexes_dir(vmeta["encoder"])
+    budget = parse_memory(max_memory)
+    cfg_hash = config_hash({"kind": kind, "max_memory": budget, "target_recall": target_recall, "params": params})
+    prev_art = (store.artifact(base) or {}) if append else {}
     built: dict[str, VectorIndex] = {}
-    for vkind in kinds:
-        if vkind not in vmeta.get("kinds", {}) or not vmeta["kinds"][vkind]["count"]:
+    decisions: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for vkind in kinds or INDEXED_KINDS:
+        if not vmeta.get("kinds", {}).get(vkind, {}).get("count"):
             continue
         matrix, ids = load_vectors(store, slug, vkind)
-        vi = build_index(matrix, kind=kind, ids=ids, max_memory=max_memory, target_recall=target_recall,
-                         threads=threads, use_gpu=use_gpu, encoder=vmeta["encoder"], **params)
+        n, d = matrix.shape
+        try:
+            spec = index_registry.get(kind)(n, d, max_memory=budget, **params)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if spec.type in ("ivf", "ivfpq") and n < spec.params["nlist"]:
+            spec = flat_spec(n, d)
+        prev = prev_art.get("kinds", {}).get(vkind)
+        old_ids = None
+        if prev is not None and f"{base}/{vkind}.ids.npy" in store.manifest["files"]:
+            old_ids = np.load(store._checked(f"{base}/{vkind}.ids.npy"), allow_pickle=False)
+        do_append, why = append_plan(prev, (vmeta.get("incremental") or {}).get(vkind), old_ids, ids, spec.type,
+                                     cfg_hash)
         vrel = f"{vectors_dir(slug)}/{vkind}.npy"
-        vi.meta.update({"vector_kind": vkind, "vectors": vrel,
-                        "vectors_sha256": store.manifest["files"][vrel]["sha256"]})
-        log.info("index %s/%s: %s ntotal=%d recall@10=%s in %.1fs", slug, vkind, vi.meta["factory"], vi.ntotal,
-                 vi.meta.get("self_check", {}).get("recall"), vi.meta["build_seconds"])
+        t_kind = time.perf_counter()
+        if do_append:
+            vi = VectorIndex.read(store.path(f"{base}/{vkind}"), meta=copy.deepcopy(prev))
+            new_rows = _as_float32(np.asarray(matrix[vi.ntotal:]))
+            if len(new_rows):
+                vi.index.add(new_rows)
+            vi.ids = np.asarray(ids, np.int64)
+            vi.meta["ntotal"] = int(vi.index.ntotal)
+            recheck_after_append(vi, _as_float32(np.asarray(matrix)), target_recall)
+            vi.meta["appended"] = {"rows": int(len(new_rows)), "seconds": round(time.perf_counter() - t_kind, 3)}
+            counts[f"{vkind}_appended"] = int(len(new_rows))
+        else:
+            vi = build_index(matrix, kind=kind, ids=ids, max_memory=budget, target_recall=target_recall,
+                             threads=threads, use_gpu=use_gpu, encoder=vmeta["encoder"], **params)
+            vi.meta["trained_ntotal"] = int(n)
+            counts[f"{vkind}_built"] = int(n)
+        vi.meta.update({"vector_kind": vkind, "vectors": vrel, "config_hash": cfg_hash,
+                        "vectors_sha256": store.manifest["files"][vrel]["sha256"],
+                        "update": "append" if do_append else "rebuild", "update_reason": why})
+        decisions[vkind] = ("append: " if do_append else "rebuild: ") + why
+        log.info("index %s/%s: %s ntotal=%d recall@10=%s (%s)", slug, vkind, vi.meta["factory"], vi.ntotal,
+                 vi.meta.get("self_check", {}).get("recall"), decisions[vkind])
         built[vkind] = vi
     if not built:
-        raise KGStoreError(f"no vectors of kinds {', '.join(kinds)} for encoder {encoder!r}")
+        raise KGStoreError(f"no vectors to index for encoder {encoder!r}; run the embed stage first")
+    seconds = round(time.perf_counter() - t0, 3)
     with KGStore.writer(kg) as w:
         files = []
         for vkind, vi in built.items():
             files += [str(p.relative_to(w.root)) for p in vi.save(w.root / base / vkind)]
         meta = {"encoder": vmeta["encoder"], "kinds": {k: vi.meta for k, vi in built.items()}}
         w.set_artifact(base, meta, files=files)
-        config = {"encoder": vmeta["encoder"], "kind": kind, "max_memory": parse_memory(max_memory),
-                  "target_recall": target_recall, **params}
-        w.record_stage("index", config=config,
-                       counts={k: vi.ntotal for k, vi in built.items()}, outputs=files,
-                       seconds=round(sum(vi.meta["build_seconds"] for vi in built.values()), 3))
+        w.record_stage("index", config={"encoder": vmeta["encoder"], "kind": kind, "max_memory": budget,
+                                        "target_recall": target_recall, **params},
+                       counts={k: vi.ntotal for k, vi in built.items()}, outputs=files, decisions=decisions,
+                       seconds=seconds)
         w.commit()
-    return meta
+    return IndexResult(meta=meta, decisions=decisions, counts=counts, outputs=files, seconds=seconds)
 
 
 def load_index(store: KGStore | str | Path, encoder: str, kind: str, *, mmap: bool = False) -> VectorIndex:

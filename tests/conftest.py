@@ -10,7 +10,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMKG_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 
-# Tests run on the CPU only (clip-retrieval C5); GPU tests opt in with the `gpu` marker.
+# Tests run on the CPU only (clip-retrieval C5); GPU tests opt in with the `gpu` marker, and a
+# run that selects them (`pytest -m gpu`, `make gpu-check`) gets the GPUs back in pytest_configure.
+_HIDES_GPUS = "CUDA_VISIBLE_DEVICES" not in os.environ
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -32,6 +34,13 @@ def spark():
     session = get_or_create_session(master="local[2]", app_name="mmkg-tests", shuffle_partitions=2)
     yield session
     session.stop()
+
+
+def pytest_configure(config):
+    # before collection, so before anything initialises CUDA with the GPUs hidden
+    expr = config.getoption("markexpr") or ""
+    if _HIDES_GPUS and "gpu" in expr and "not gpu" not in expr:
+        del os.environ["CUDA_VISIBLE_DEVICES"]
 
 
 def pytest_collection_modifyitems(config, items):

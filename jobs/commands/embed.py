@@ -15,7 +15,8 @@ ENCODER_OPTION = click.option("--encoder", required=True,
 @ENCODER_OPTION
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True,
+              help="auto (CUDA when present) | cpu | cuda[:N]; cuda without CUDA is an error, never a CPU run.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Storage dtype of the vector matrices.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: all cores).")
@@ -27,12 +28,17 @@ ENCODER_OPTION = click.option("--encoder", required=True,
 def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtype: str, threads: int | None,
           chunk_size: int, spark_master: str | None, no_progress: bool, limit: int | None) -> None:
     """Embed entities, relations, triples and images; resumable per chunk after a kill."""
+    from pipeline.device import resolve_device
     from pipeline.embed import embed_store
-    meta = embed_store(kg, encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
-                       threads=threads, chunk_size=chunk_size, limit=limit, spark_master=spark_master,
-                       progress=not no_progress)
+    resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
+    res = embed_store(kg, encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
+                      threads=threads, chunk_size=chunk_size, limit=limit, spark_master=spark_master,
+                      progress=not no_progress)
+    meta = res.meta
     counts = ", ".join(f"{k} {v['count']:,}" for k, v in meta["kinds"].items())
-    click.echo(f"vectors/{meta['slug']}: {counts} (dim {meta['dim']}, {meta['dtype']}, {meta['seconds']:.1f}s)")
+    click.echo(f"vectors/{meta['slug']}: {counts} (dim {meta['dim']}, {meta['dtype']}, {meta['seconds']:.1f}s "
+               f"on {meta.get('device', device)}; "
+               f"{res.forwarded:,} texts/images encoded, {res.cache_hits:,} rows from the vector cache)")
 
 
 @click.command()
@@ -43,20 +49,23 @@ def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtyp
 @click.option("--target-recall", type=click.FloatRange(0, 1), default=0.95, show_default=True,
               help="recall@10 the nprobe/efSearch tuning aims for.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="faiss OpenMP threads.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Build on the GPU: auto = when FAISS has one (faiss-gpu); cuda without one is an error.")
 @click.option("--json", "as_json", is_flag=True, help="Print the index meta as JSON.")
 def index(kg: str, encoder: str, kind: str, max_memory: str | None, target_recall: float, threads: int | None,
-          as_json: bool) -> None:
+          device: str, as_json: bool) -> None:
     """Build FAISS inner-product indexes for entity, triple and image vectors."""
     from retrieval.index import build_store_indexes
-    meta = build_store_indexes(kg, encoder, kind=kind, max_memory=max_memory, target_recall=target_recall,
-                               threads=threads)
+    res = build_store_indexes(kg, encoder, kind=kind, max_memory=max_memory, target_recall=target_recall,
+                              threads=threads, use_gpu=device)
+    meta = res.meta
     if as_json:
         click.echo(json.dumps(meta, sort_keys=True))
         return
     for vkind, m in meta["kinds"].items():
         check = m.get("self_check", {})
         click.echo(f"{vkind:>8}: {m['factory']} ntotal={m['ntotal']:,} params={m['params']} "
-                   f"recall@{check.get('k', 10)}={check.get('recall')} build={m['build_seconds']}s")
+                   f"recall@{check.get('k', 10)}={check.get('recall')} ({res.decisions[vkind]})")
 
 
 @click.command()
@@ -66,14 +75,16 @@ def index(kg: str, encoder: str, kind: str, max_memory: str | None, target_recal
 @click.option("--image", type=click.Path(dir_okay=False, exists=True), default=None, help="Query image file.")
 @click.option("--what", type=click.Choice(["entities", "triples", "images"]), default="entities", show_default=True)
 @click.option("--k", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="Query encoder: auto | cpu | cuda[:N].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def search(kg: str, encoder: str, text: str | None, image: str | None, what: str, k: int, device: str,
            as_json: bool) -> None:
     """Nearest entities/triples/images to a text or an image."""
     if (text is None) == (image is None):
         raise click.UsageError("give exactly one of --text or --image")
+    from pipeline.device import resolve_device
     from retrieval.index_search import search_store
+    resolve_device(device)
     result = search_store(kg, encoder, text=text, image=image, what=what, k=k, device=device)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -145,7 +146,8 @@ class MiniLMEncoder(Encoder):
         args = (torch.from_numpy(sample["input_ids"]), torch.from_numpy(mask))
         axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                 "pooled": {0: "batch"}}
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shapes the probe verification covers
             torch.onnx.export(Pooled().eval(), args, str(path), input_names=["input_ids", "attention_mask"],
                               output_names=["pooled"], dynamic_axes=axes, opset_version=OPSET,
                               do_constant_folding=True, dynamo=False)

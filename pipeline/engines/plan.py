@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kg_store.errors import KGStoreError
+from kg_store.safe_io import open_regular
 from pipeline.readers import records as R
 from pipeline.readers.base import InputFile, Reader, SourceSpec, parse_source, reader_registry
 
@@ -68,7 +69,7 @@ def scan_file(path: str, chunk_bytes: int) -> tuple[int, str, list[tuple[int, in
     chunks: list[tuple[int, int, int]] = []
     start, first_line, pending, pos = 0, 1, 0, 0
     block_size = min(_BLOCK, chunk_bytes)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # regular files only: a FIFO or /dev/zero never hangs the plan
         while block := f.read(block_size):
             h.update(block)
             end = pos + len(block)
@@ -88,7 +89,7 @@ def scan_file(path: str, chunk_bytes: int) -> tuple[int, str, list[tuple[int, in
 def hash_file(path: str) -> tuple[int, str]:
     h = hashlib.sha256()
     n = 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(_BLOCK):
             h.update(block)
             n += len(block)
@@ -138,15 +139,18 @@ def read_lines(task: ChunkTask) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     if task.inline is not None:
         lines = pa.array(task.inline, pa.string())
     else:
-        with open(task.path, "rb") as f:
+        with open_regular(task.path) as f:
             f.seek(task.start)
-            data = f.read(task.end - task.start)
+            data, long_lines = _read_range(f, task.end - task.start)
         if data.endswith(b"\n"):
             data = data[:-1]
         if not data and task.end == task.start:
             return pa.RecordBatch.from_pylist([], schema=R.LINES), R.empty()
         raw = pc.list_flatten(pc.split_pattern(pa.array([data], pa.large_binary()), b"\n"))
-        lines, bad_rows = _decode(raw)
+        lines, bad_rows = _decode(raw, long_lines)
+        if long_lines:
+            raw = pc.if_else(pa.array([i in long_lines for i in range(len(raw))]),
+                             pa.array([long_lines.get(i, (0, b""))[1] for i in range(len(raw))], raw.type), raw)
     line_no = pa.array(range(task.first_line, task.first_line + len(lines)), pa.int64())
     lines = pc.utf8_rtrim(lines, characters="\r")
     blank = pc.fill_null(R.is_blank(lines), False)
@@ -162,9 +166,48 @@ def read_lines(task: ChunkTask) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     return batch, R.concat(extra)
 
 
-def _decode(raw: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+#: a task's byte range up to this size is read whole (fast path); a larger one can only come from
+#: lines longer than a scan block, and is streamed so that no over-long line is ever held whole
+_WHOLE_RANGE = 64 << 20
+
+
+def _read_range(f, size: int) -> tuple[bytes, dict[int, tuple[int, bytes]]]:
+    """`size` bytes of `f` with each line over R.MAX_LINE_BYTES replaced by an empty line;
+    returns (data, {line index: (true length, first 1 KiB)}) for those lines."""
+    if size <= _WHOLE_RANGE:
+        return f.read(size), {}
+    from kg_store.safe_io import iter_lines
+
+    class _Limited:  # the task's range only, in blocks
+        def __init__(self, left: int):
+            self.left = left
+
+        def read(self, n: int) -> bytes:
+            block = f.read(min(n, self.left)) if self.left > 0 else b""
+            self.left -= len(block)
+            return block
+
+    head_pos = f.tell()
+    out, long_lines, pos = [], {}, head_pos
+    for i, (line, n) in enumerate(iter_lines(_Limited(size), R.MAX_LINE_BYTES)):
+        if line is None:
+            here = f.tell()
+            f.seek(pos)
+            long_lines[i] = (n, f.read(1024))
+            f.seek(here)
+            out.append(b"")
+        else:
+            out.append(line)
+        pos += n + 1
+    data = b"\n".join(out)
+    if pos - head_pos <= size:  # the range ended with a newline
+        data += b"\n"
+    return data, long_lines
+
+
+def _decode(raw: pa.Array, long_lines: dict[int, tuple[int, bytes]] | None = None) -> tuple[pa.Array, dict[int, str]]:
     """Lines as strings; rows that are too long, not UTF-8 or hold NUL bytes are null, with why."""
-    bad: dict[int, str] = {}
+    bad: dict[int, str] = {i: R.too_long(n) for i, (n, _head) in (long_lines or {}).items()}
     lengths = pc.binary_length(raw)
     if (pc.max(lengths).as_py() or 0) > R.MAX_LINE_BYTES:
         long_rows = np.flatnonzero(pc.greater(lengths, R.MAX_LINE_BYTES).to_numpy(zero_copy_only=False))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,6 +64,24 @@ def get_or_create_session(master: str | None = "local[*]", app_name: str = "mmkg
     # getOrCreate returns an existing session unchanged: the SQL settings can still be applied
     session.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
     return session
+
+
+@contextmanager
+def spark_session(master: str | None = None, *, app_name: str = "mmkg", shuffle_partitions: int = 2,
+                  conf: dict[str, str] | None = None) -> Iterator[Any]:
+    """The one way a stage gets Spark: the active session (spark-submit's, or the one `mmkg run`
+    started for the whole DAG) is borrowed as it is; otherwise a local session is started here
+    and stopped on exit."""
+    from pyspark.sql import SparkSession
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    session = get_or_create_session(master or "local[*]", app_name, shuffle_partitions, conf)
+    try:
+        yield session
+    finally:
+        session.stop()
 
 
 #: pass-1 rows carrying one partition's first occurrence of a key (s = key, pos = order)

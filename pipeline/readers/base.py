@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from kg_store.errors import KGStoreError
 from kg_store.registry import family
+from kg_store.safe_io import UnsafeFileError, check_regular
 
 reader_registry = family("reader")
 
@@ -84,7 +85,7 @@ class Reader:
     def plan(self, path: Path, options: dict[str, str]) -> list[InputFile]:
         if not path.is_file():
             raise KGStoreError(f"{self.name}: {path} is not a file")
-        return [InputFile(str(path.resolve()), "data")]
+        return [InputFile(source_file(self.name, path), "data")]
 
     def prepare(self, files: list[InputFile], options: dict[str, str]) -> dict[str, Any]:
         return {}
@@ -94,6 +95,17 @@ class Reader:
 
     def parse_file(self, path: str, role: str, ctx: dict[str, Any]) -> pa.RecordBatch:
         raise NotImplementedError
+
+
+def source_file(reader: str, path: Path, root: Path | None = None) -> str:
+    """The resolved path of an input file, checked without opening it (kg_store.safe_io): a
+    regular file, and inside `root` (a source folder) after every symlink is resolved. A FIFO,
+    a device, a link to `/dev/zero` or out of the folder stops the source with one line
+    instead of hanging or reading someone else's file; reads later go through `open_regular`."""
+    try:
+        return check_regular(path, root=root)
+    except UnsafeFileError as e:
+        raise KGStoreError(f"{reader}: {e}") from None
 
 
 def require_dir(reader: str, path: Path) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from kg_store.errors import KGStoreError
+from kg_store.safe_io import iter_lines, open_regular
 from pipeline.readers import records as R
 from pipeline.readers.base import InputFile, Reader, reader_registry
 
@@ -28,6 +29,16 @@ def _listing(root: Path) -> list[str]:
         key = rel.split("/", 1)[0] if "/" in rel else ""
         lines.append(f"{key}\t{rel}")
     return lines
+
+
+def _mapping_lines(path: Path, *, skip_header: bool = False):
+    """Decoded lines of a mapping file, read through kg_store.safe_io (regular file, bounded
+    lines); over-long lines are skipped here (read_lines rejects them as records)."""
+    with open_regular(path) as f:
+        for i, (raw, _n) in enumerate(iter_lines(f, R.MAX_LINE_BYTES)):
+            if raw is None or (skip_header and i == 0):
+                continue
+            yield raw.decode("utf-8", errors="replace").rstrip("\r")
 
 
 def _regular_inside(candidate: Path, root: Path) -> bool:
@@ -71,14 +82,12 @@ class ImagesReader(Reader):
         mapping = InputFile(str(path.resolve()), "mapping")
         ctx = self.prepare([mapping], options)
         files = []
-        with open(path, encoding="utf-8", errors="replace") as f:
-            next(f, None)
-            for line in f:
-                parts = line.rstrip("\r\n").split("\t")
-                if len(parts) > ctx["file_col"] and parts[ctx["file_col"]].strip():
-                    candidate = root / parts[ctx["file_col"]].strip()
-                    if _regular_inside(candidate, root):
-                        files.append(InputFile(str(candidate.resolve()), "image", hashed_only=True))
+        for line in _mapping_lines(path, skip_header=True):
+            parts = line.split("\t")
+            if len(parts) > ctx["file_col"] and parts[ctx["file_col"]].strip():
+                candidate = root / parts[ctx["file_col"]].strip()
+                if _regular_inside(candidate, root):
+                    files.append(InputFile(str(candidate.resolve()), "image", hashed_only=True))
         return [mapping, *files]
 
     @staticmethod
@@ -91,8 +100,7 @@ class ImagesReader(Reader):
         first = files[0]
         if first.role == "listing":
             return {"root": first.path}
-        with open(first.path, encoding="utf-8", errors="replace") as f:
-            header = f.readline().rstrip("\r\n").split("\t")
+        header = next(_mapping_lines(Path(first.path)), "").split("\t")
         file_col, key_col = _columns(header, options)
         return {"root": str(self._root(Path(first.path), options)), "file_col": file_col, "key_col": key_col}
 

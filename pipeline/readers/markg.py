@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from kg_store.errors import KGStoreError
 from pipeline.readers import records as R
-from pipeline.readers.base import InputFile, Reader, reader_registry, require_dir
+from pipeline.readers.base import InputFile, Reader, reader_registry, require_dir, source_file
 from pipeline.readers.columns import key_text, three_columns
 
 #: file name → role, in the order they are read (labels first so MarKG entity ids follow entity2text)
@@ -37,7 +37,8 @@ class MarKGReader(Reader):
             root = root / "MarKG"
         if not (root / "wiki_tuple_ids.txt").exists():
             raise KGStoreError(f"markg: no wiki_tuple_ids.txt in {path} (expected {', '.join(FILES)})")
-        return [InputFile(str((root / f).resolve()), role) for f, role in FILES.items() if (root / f).exists()]
+        return [InputFile(source_file(self.name, root / f, root), role) for f, role in FILES.items()
+                if (root / f).exists() or (root / f).is_symlink()]
 
     def parse(self, batch: pa.RecordBatch, role: str, ctx: dict[str, Any]) -> pa.RecordBatch:
         if role in _TEXT_ROLES:

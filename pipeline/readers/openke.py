@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 
 from kg_store.errors import KGStoreError
 from pipeline.readers import records as R
-from pipeline.readers.base import InputFile, Reader, reader_registry, require_dir
+from kg_store.safe_io import iter_lines, open_regular
+from pipeline.readers.base import InputFile, Reader, reader_registry, require_dir, source_file
 from pipeline.readers.columns import regex_fields
 
 SPLITS = ("train2id.txt", "valid2id.txt", "test2id.txt")
@@ -27,24 +28,46 @@ def _first_line_is_count(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.Reco
     return batch.filter(pc.invert(is_header)), header
 
 
-def _load_ids(path: Path) -> list[str | None]:
-    """id → normalised key (None for ids that no line names)."""
-    pairs = {}
-    with open(path, "rb") as f:
-        for i, raw in enumerate(f):
+def _load_ids(path: Path) -> dict[int, str]:
+    """id → normalised key of every line that names one.
+
+    A dict, not a list indexed by id: a 20-byte line `x 99999999999` must not allocate
+    gigabytes (issue 17). The file is read through `kg_store.safe_io` (regular files only) in
+    bounded blocks, so a line over `MAX_LINE_BYTES` is never held whole.
+    """
+    pairs: dict[int, str] = {}
+    with open_regular(path) as f:
+        for i, (raw, _n) in enumerate(iter_lines(f, R.MAX_LINE_BYTES)):
             # a line that read_lines rejects (invalid UTF-8, NUL, too long) names no id either,
             # so a split line using that id is rejected as "id not in entity2id"
-            if R.line_problem(raw.rstrip(b"\r\n")) is not None:
+            if raw is None:
+                continue
+            raw = raw.rstrip(b"\r")
+            if R.line_problem(raw) is not None:
                 continue
             parts = raw.decode("utf-8").split()
             if i == 0 and len(parts) == 1 and parts[0].isdigit():
                 continue
-            if len(parts) >= 2 and parts[-1].isdigit():
+            # ASCII digits that fit uint64, as the split files' ids must
+            if len(parts) >= 2 and parts[-1].isascii() and parts[-1].isdigit() and len(parts[-1]) <= 19:
                 pairs[int(parts[-1])] = R.normalize_key(" ".join(parts[:-1]))
-    out: list[str | None] = [None] * (max(pairs) + 1 if pairs else 0)
-    for i, k in pairs.items():
-        out[i] = k
-    return out
+    return pairs
+
+
+def _lookup(ids: np.ndarray, table: dict[str, list]) -> pa.Array:
+    """Keys of `ids` (int64) from a sorted (ids, keys) table; null where an id is unknown."""
+    known = np.asarray(table["ids"], dtype=np.uint64) if table["ids"] else np.empty(0, np.uint64)
+    if known.size == 0 or ids.size == 0:
+        return pa.nulls(ids.size, pa.string())
+    pos = np.clip(np.searchsorted(known, ids), 0, known.size - 1)
+    hit = known[pos] == ids
+    keys = pc.take(pa.array(table["keys"], pa.string()), pa.array(pos, pa.int64()))
+    return pc.if_else(pa.array(hit), keys, pa.scalar(None, pa.string()))
+
+
+def _id_table(pairs: dict[int, str]) -> dict[str, list]:
+    order = sorted(pairs)
+    return {"ids": order, "keys": [pairs[i] for i in order]}
 
 
 @reader_registry.register("openke")
@@ -54,17 +77,19 @@ class OpenKEReader(Reader):
     def plan(self, path: Path, options):
         root = require_dir(self.name, path)
         needed = ["entity2id.txt", "relation2id.txt"]
-        missing = [n for n in needed if not (root / n).exists()]
+        missing = [n for n in needed if not (root / n).exists() and not (root / n).is_symlink()]
         if missing:
             raise KGStoreError(f"openke: {root} lacks {', '.join(missing)}")
-        files = [InputFile(str((root / "entity2id.txt").resolve()), "entities"),
-                 InputFile(str((root / "relation2id.txt").resolve()), "relations")]
-        files += [InputFile(str((root / s).resolve()), "split") for s in SPLITS if (root / s).exists()]
+        files = [InputFile(source_file(self.name, root / "entity2id.txt", root), "entities"),
+                 InputFile(source_file(self.name, root / "relation2id.txt", root), "relations")]
+        files += [InputFile(source_file(self.name, root / s, root), "split") for s in SPLITS
+                  if (root / s).exists() or (root / s).is_symlink()]
         return files
 
     def prepare(self, files, options):
         by_role = {f.role: f.path for f in files}
-        return {"entities": _load_ids(Path(by_role["entities"])), "relations": _load_ids(Path(by_role["relations"]))}
+        return {"entities": _id_table(_load_ids(Path(by_role["entities"]))),
+                "relations": _id_table(_load_ids(Path(by_role["relations"])))}
 
     def parse(self, batch, role, ctx):
         batch, header = _first_line_is_count(batch)
@@ -75,15 +100,15 @@ class OpenKEReader(Reader):
                              rej, header])
         good, m, rej = regex_fields(batch, r"^\s*(?P<h>\d+)\s+(?P<t>\d+)\s+(?P<r>\d+)\s*$",
                                     "expected 'head_id tail_id relation_id'")
-        ents = pa.array(ctx["entities"], pa.string())
-        rels = pa.array(ctx["relations"], pa.string())
-        ids = {g: pc.cast(m.field(g), pa.int64()).to_numpy() for g in ("h", "r", "t")}
-        in_range = (ids["h"] < len(ents)) & (ids["t"] < len(ents)) & (ids["r"] < len(rels))
-        safe = {g: np.where(in_range, ids[g], 0) for g in ids}
-        h = pc.take(ents, safe["h"]) if len(ents) else pa.nulls(len(safe["h"]), pa.string())
-        t = pc.take(ents, safe["t"]) if len(ents) else pa.nulls(len(safe["t"]), pa.string())
-        r = pc.take(rels, safe["r"]) if len(rels) else pa.nulls(len(safe["r"]), pa.string())
-        ok = pc.and_(pa.array(in_range), pc.and_(pc.and_(pc.is_valid(h), pc.is_valid(t)), pc.is_valid(r)))
+        # ids are digits only, but may be longer than any integer type: those name no entity either
+        digits = {g: m.field(g) for g in ("h", "r", "t")}
+        fits = pc.and_(pc.and_(*(pc.less_equal(pc.utf8_length(digits[g]), 19) for g in ("h", "t"))),
+                       pc.less_equal(pc.utf8_length(digits["r"]), 19))
+        ids = {g: pc.cast(pc.if_else(fits, digits[g], "0"), pa.uint64()).to_numpy() for g in digits}
+        h = _lookup(ids["h"], ctx["entities"])
+        t = _lookup(ids["t"], ctx["entities"])
+        r = _lookup(ids["r"], ctx["relations"])
+        ok = pc.and_(fits, pc.and_(pc.and_(pc.is_valid(h), pc.is_valid(t)), pc.is_valid(r)))
         ok = pc.fill_null(ok, False)
         bad = pc.invert(ok)
         rej2 = R.rejects(pc.filter(good["line_no"], bad), pc.filter(good["line"], bad),

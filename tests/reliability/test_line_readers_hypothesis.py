@@ -24,7 +24,7 @@ SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 #: (reader, role, ctx) — every role of every line reader, with the side tables prepare() would give
-_OPENKE_CTX = {"entities": ["<http://x/a>", None, "Q1"], "relations": ["P1"]}
+_OPENKE_CTX = {"entities": {"ids": [0, 2], "keys": ["<http://x/a>", "Q1"]}, "relations": {"ids": [0], "keys": ["P1"]}}
 _MAPPING_CTX = {"root": "/nonexistent-root", "file_col": 0, "key_col": 1}
 READERS = [
     ("markg", "entity_label", {}), ("markg", "relation_description", {}), ("markg", "triples", {}),

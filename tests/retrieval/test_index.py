@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kg_store import KGStore
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.vectors import write_vectors
 from retrieval.index import (VectorIndex, auto_spec, build_index, build_store_indexes, estimate_memory,
                              exact_topk, index_registry, load_index, parse_memory, recall_at_k)
@@ -89,7 +89,7 @@ def test_save_read_padding_and_dim_check(data, tmp_path):
 
 
 def test_unknown_kind():
-    with pytest.raises(KGStoreError, match="unknown index 'annoy'"):
+    with pytest.raises(ConfigError, match="unknown index 'annoy'"):
         build_index(np.zeros((3, 4), np.float32), kind="annoy")
 
 

@@ -1,0 +1,167 @@
+"""The ONNX Runtime path of the encoders (issue 18) on the real MiniLM: same vectors as torch,
+export keyed by the model files, int8 with its quality shown, fallback to torch on a bad graph."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kg_store.errors import KGStoreError
+from pipeline.encoders import resolve_encoder
+from pipeline.encoders.base import resolve_runtime
+from pipeline.encoders.minilm import MiniLMEncoder, minilm_path
+from pipeline.encoders.ort import PROBE_MIN_COSINE, PROBE_TEXTS, probe_quality, top_k_overlap
+
+pytest.importorskip("onnxruntime")
+
+
+def markg_triple_texts(data_dir: Path, n: int) -> list[str]:
+    from pipeline.embed import triple_text
+    mk = data_dir / "markg" / "MarKG"
+    ent = dict(line.split("\t", 1) for line in (mk / "entity2text.txt").read_text().splitlines())
+    rel = dict(line.split("\t", 1) for line in (mk / "relation2text.txt").read_text().splitlines())
+    rows = [line.split("\t") for line in (mk / "wiki_tuple_ids.txt").read_text().splitlines()[:n]]
+    return [triple_text(ent.get(h, h), rel.get(r, r), ent.get(t, t)) for h, r, t in rows]
+
+
+@pytest.fixture(scope="module")
+def torch_minilm():
+    return resolve_encoder("minilm", runtime="torch")
+
+
+@pytest.fixture(scope="module")
+def onnx_minilm():
+    return resolve_encoder("minilm", runtime="onnx")
+
+
+def test_runtime_resolution(monkeypatch):
+    monkeypatch.delenv("MMKG_ENCODER_RUNTIME", raising=False)
+    assert resolve_runtime("auto", "auto", "cpu") == ("onnx", "onnx-float32")  # the CPU default
+    assert resolve_runtime("auto", "auto", "cuda") == ("torch", "auto")
+    assert resolve_runtime("auto", "float32", "cpu") == ("torch", "float32")  # an explicit torch tag stays torch
+    assert resolve_runtime("onnx", "float32", "cpu") == ("onnx", "onnx-float32")
+    assert resolve_runtime("auto", "int8", "cpu") == ("onnx", "onnx-int8")
+    assert resolve_runtime("auto", "onnx-int8", "cpu") == ("onnx", "onnx-int8")  # tags round-trip (Spark workers)
+    with pytest.raises(KGStoreError, match="needs the onnx runtime"):
+        resolve_runtime("torch", "int8", "cpu")
+    with pytest.raises(KGStoreError, match="float32 or int8"):
+        resolve_runtime("onnx", "float16", "cpu")
+    with pytest.raises(KGStoreError, match="unknown encoder runtime"):
+        resolve_runtime("tensorrt", "auto", "cpu")
+    monkeypatch.setenv("MMKG_ENCODER_RUNTIME", "torch")
+    assert resolve_runtime("auto", "auto", "cpu") == ("torch", "auto")
+
+
+def test_tokenizers_package_matches_transformers(data_dir, onnx_minilm, torch_minilm):
+    """The ONNX path tokenises with `tokenizers` (no torch); ids must equal transformers'."""
+    texts = PROBE_TEXTS + markg_triple_texts(data_dir, 200)
+    for lo in range(0, len(texts), 64):
+        batch = texts[lo:lo + 64]
+        ours = onnx_minilm.prepare_text(batch)
+        ref = torch_minilm.prepare_text(batch)
+        assert np.array_equal(ours["input_ids"], ref["input_ids"].numpy())
+        assert np.array_equal(ours["attention_mask"], ref["attention_mask"].numpy())
+
+
+def test_onnx_and_torch_give_the_same_vectors(data_dir, onnx_minilm, torch_minilm):
+    assert (onnx_minilm.runtime, onnx_minilm.precision) == ("onnx", "onnx-float32")
+    assert (torch_minilm.runtime, torch_minilm.precision) == ("torch", "float32")
+    texts = markg_triple_texts(data_dir, 512) + PROBE_TEXTS
+    a = torch_minilm.encode_texts(texts, batch_size=64)
+    b = onnx_minilm.encode_texts(texts, batch_size=64)
+    cos = np.sum(a * b, axis=1)
+    assert cos.min() >= PROBE_MIN_COSINE, cos.min()
+    assert top_k_overlap(a, b) >= 0.99
+    assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    # one text alone (a query), and batches whose padding differs, agree too
+    for q in ("zebra", "", texts[7]):
+        assert float(torch_minilm.encode_text([q])[0] @ onnx_minilm.encode_text([q])[0]) >= PROBE_MIN_COSINE
+    info = onnx_minilm.describe()
+    assert info["runtime"] == "onnx" and info["onnx"]["probe"]["min_cosine"] >= PROBE_MIN_COSINE
+    assert torch_minilm.describe()["runtime"] == "torch"
+
+
+def test_runtimes_never_share_a_vector_cache(tmp_path, onnx_minilm, torch_minilm):
+    from pipeline.vector_cache import VectorCache
+    assert VectorCache.for_encoder(tmp_path, onnx_minilm).root != VectorCache.for_encoder(tmp_path, torch_minilm).root
+
+
+def test_encode_texts_dedupes_and_keeps_input_order(onnx_minilm):
+    texts = ["b longer text here", "a", "b longer text here", "", "a", "ccc"]
+    seen = []
+    v = onnx_minilm.encode_texts(texts, batch_size=2, on_batch=seen.append)
+    assert sum(seen) == 4  # four distinct texts encoded, once each
+    assert np.array_equal(v[0], v[2]) and np.array_equal(v[1], v[4])
+    single = np.concatenate([onnx_minilm.encode_text([t]) for t in texts])
+    assert np.min(np.sum(v * single, axis=1)) >= PROBE_MIN_COSINE
+    assert onnx_minilm.encode_texts([]).shape == (0, 384)
+
+
+def test_int8_is_opt_in_and_reports_its_quality(onnx_minilm):
+    enc = resolve_encoder("minilm", precision="int8")
+    assert (enc.runtime, enc.precision) == ("onnx", "onnx-int8")
+    assert "top-10 overlap" in enc.runtime_note and "mean cosine" in enc.runtime_note
+    q = enc.describe()["onnx"]["probe"]
+    assert 0.8 < q["mean_cosine"] < 1.0 and 0 < q["top10_overlap"] <= 1
+    v = enc.encode_text(PROBE_TEXTS)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    got = probe_quality(onnx_minilm.encode_text(PROBE_TEXTS), v)
+    assert got["mean_cosine"] > 0.8  # the same model, coarser weights
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def model_copy(tmp_path_factory) -> Path:
+    src = minilm_path()
+    dst = tmp_path_factory.mktemp("minilm-copy") / "model"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_changed_model_file_invalidates_the_export(model_copy, onnx_cache):
+    cache = onnx_cache
+    first = MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")
+    assert first._onnx.exported_now and (first._onnx.dir / "model.onnx").exists()
+    again = MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")
+    assert not again._onnx.exported_now and again._onnx.dir == first._onnx.dir  # reused, not re-exported
+
+    # a touched file with the same bytes keeps the export (the digest is of the content)
+    cfg = model_copy / "config.json"
+    cfg.write_bytes(cfg.read_bytes())
+    assert MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")._onnx.dir == first._onnx.dir
+
+    # one changed byte of the weights: a new digest, a new export, verified against the new torch model
+    weights = model_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1001] ^= 0x01  # inside the last tensor's float data: the file still loads
+    weights.write_bytes(bytes(data))
+    changed = MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")
+    assert changed._onnx.exported_now and changed._onnx.dir != first._onnx.dir
+    assert changed._onnx.quality["ok"]
+    exports = sorted(p.name for p in cache.iterdir() if p.is_dir())
+    assert len(exports) == 2, exports
+
+
+def test_a_graph_that_fails_its_probe_falls_back_to_torch(model_copy, onnx_cache):
+    cache = onnx_cache  # reuses the export of the test above when it ran
+    enc = MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")
+    assert enc.runtime == "onnx"
+    # Replace the torch reference by other vectors (as if the graph computed something else).
+    probe = enc._onnx.dir / "probe.npy"
+    ref = np.load(probe)
+    np.save(probe, np.roll(ref, 1, axis=0))
+    (enc._onnx.dir / "verify.json").unlink()
+    fallen = MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")
+    assert (fallen.runtime, fallen.precision) == ("torch", "float32")
+    assert "does not match torch on the probe" in fallen.runtime_note
+    verdicts = json.loads((enc._onnx.dir / "verify.json").read_text())
+    assert [v["ok"] for v in verdicts.values()] == [False]
+    v = fallen.encode_text(["zebra"])  # and the torch path works
+    assert v.shape == (1, 384)
