@@ -19,25 +19,35 @@ ENCODER_OPTION = click.option("--encoder", required=True,
               help="auto (CUDA when present) | cpu | cuda[:N]; cuda without CUDA is an error, never a CPU run.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Storage dtype of the vector matrices.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch / ONNX Runtime threads (default: all cores).")
+@click.option("--runtime", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="Encoder runtime: auto = ONNX Runtime on the CPU where its graph matches torch, else torch.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "float16", "bfloat16", "int8"]), default="auto",
+              show_default=True, help="Encoder numerics: auto = float32 (ONNX on the CPU, float16 torch on CUDA); "
+                                      "float32/float16/bfloat16 with --runtime auto run torch; int8 (ONNX, dynamic) "
+                                      "is faster but approximate, and prints its probe quality.")
 @click.option("--chunk-size", type=click.IntRange(1), default=8192, show_default=True,
               help="Rows per resumable chunk.")
 @click.option("--spark-master", default=None, help="Spark master URL (engine spark; default local[*]).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--limit", type=click.IntRange(1), default=None, hidden=True, help="Only the first N rows per kind.")
 def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtype: str, threads: int | None,
-          chunk_size: int, spark_master: str | None, no_progress: bool, limit: int | None) -> None:
+          runtime: str, precision: str, chunk_size: int, spark_master: str | None, no_progress: bool,
+          limit: int | None) -> None:
     """Embed entities, relations, triples and images; resumable per chunk after a kill."""
     from pipeline.device import resolve_device
     from pipeline.embed import embed_store
+    from pipeline.encoders import resolve_encoder
     resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
-    res = embed_store(kg, encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
+    enc = resolve_encoder(encoder, device=device, precision=precision, runtime=runtime)
+    res = embed_store(kg, enc, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
                       threads=threads, chunk_size=chunk_size, limit=limit, spark_master=spark_master,
                       progress=not no_progress)
     meta = res.meta
     counts = ", ".join(f"{k} {v['count']:,}" for k, v in meta["kinds"].items())
     click.echo(f"vectors/{meta['slug']}: {counts} (dim {meta['dim']}, {meta['dtype']}, {meta['seconds']:.1f}s "
-               f"on {meta.get('device', device)}; "
+               f"on {meta.get('device', device)}, {enc.runtime} {enc.precision.removeprefix('onnx-')}; "
                f"{res.forwarded:,} texts/images encoded, {res.cache_hits:,} rows from the vector cache)")
 
 
@@ -82,9 +92,10 @@ def search(kg: str, encoder: str, text: str | None, image: str | None, what: str
     """Nearest entities/triples/images to a text or an image."""
     if (text is None) == (image is None):
         raise click.UsageError("give exactly one of --text or --image")
-    from pipeline.device import resolve_device
     from retrieval.index_search import search_store
-    resolve_device(device)
+    if device.strip().lower() != "cpu":  # the CPU needs no check, and no torch import (ONNX query path)
+        from pipeline.device import resolve_device
+        resolve_device(device)
     result = search_store(kg, encoder, text=text, image=image, what=what, k=k, device=device)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
