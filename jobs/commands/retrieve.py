@@ -6,15 +6,24 @@ import json
 import click
 
 
+def _one_of(name: str, value, alias_name: str, alias, default):
+    """An option given under its name or its old (hidden) alias, not both."""
+    if value is not None and alias is not None and value != alias:
+        raise click.UsageError(f"{name} and {alias_name} are the same option; give one")
+    return value if value is not None else alias if alias is not None else default
+
+
 @click.command()
 @click.option("--kg", required=True, type=click.Path(file_okay=False, exists=True), help="KG directory.")
 @click.option("--encoder", default="minilm", show_default=True, help="Encoder whose vectors and index to use.")
 @click.option("--dataset", required=True, help="scienceqa:PATH | mars:PATH | jsonl:PATH")
 @click.option("--split", default=None, help="Split (ScienceQA `split` field, MARS file stem); default test/file.")
-@click.option("--top-n", "top_n", default=10, show_default=True, type=click.IntRange(0),
-              help="Seed triples taken by cosine from the triple index (MR-MKG n).")
-@click.option("--top-N", "--keep", "top_N", default=10, show_default=True, type=click.IntRange(1),
-              help="Triples kept per query (MR-MKG N; 10 or 20).")
+@click.option("--seed-triples", "top_n", default=None, type=click.IntRange(0),
+              help="Seed triples taken by cosine from the triple index (the paper's n)  [default: 10]")
+@click.option("--triples", "top_N", default=None, type=click.IntRange(1),
+              help="Triples kept per query (the paper's N; 10 or 20)  [default: 10]")
+@click.option("--top-n", "top_n_alias", default=None, type=click.IntRange(0), hidden=True)
+@click.option("--top-N", "top_N_alias", default=None, type=click.IntRange(1), hidden=True)
 @click.option("--hops", default=1, show_default=True, type=click.IntRange(1), help="Expansion depth on the graph.")
 @click.option("--seed-k", default=0, show_default=True, type=click.IntRange(0),
               help="Extra seed entities by cosine from the entity index (0 = off).")
@@ -25,13 +34,15 @@ import click
               help="Device of the query encoder: auto (CUDA when present) | cpu | cuda[:N] (an error without CUDA).")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Recompute even when cached shards match.")
-def retrieve(kg, encoder, dataset, split, top_n, top_N, hops, seed_k, no_named_entities, limit, engine,
-             device, batch_size, force) -> None:
+def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias, hops, seed_k, no_named_entities,
+             limit, engine, device, batch_size, force) -> None:
     """Retrieve each query's top-N 1-hop subgraph into shards; prints the shard directory."""
     from pipeline.device import resolve_device
     from retrieval.batch import retrieve_dataset
     from retrieval.retriever import RetrievalConfig
 
+    top_n = _one_of("--seed-triples", top_n, "--top-n", top_n_alias, 10)
+    top_N = _one_of("--triples", top_N, "--top-N", top_N_alias, 10)
     resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
 
     config = RetrievalConfig(encoder=encoder, top_n=top_n, top_N=top_N, hops=hops, seed_k=seed_k,

@@ -82,7 +82,7 @@ def test_cli_retrieve_prints_the_shard_dir_and_says_when_it_reuses(kg, data_dir,
     runner = CliRunner()
     f = tmp_path / "probe.jsonl"
     f.write_text(json.dumps({"id": "a", "text": "swimming pool", "entities": ["Q1501"]}) + "\n")
-    args = ["retrieve", "--kg", str(kg.root), "--encoder", ENCODER, "--dataset", f"jsonl:{f}", "--top-N", "4"]
+    args = ["retrieve", "--kg", str(kg.root), "--encoder", ENCODER, "--dataset", f"jsonl:{f}", "--triples", "4"]
     res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
     shard_dir = res.stdout.strip().splitlines()[-1]
