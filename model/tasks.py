@@ -22,6 +22,7 @@ import numpy as np
 
 from kg_store.registry import family
 from model.kg_text import KGText
+from retrieval.queries import mars_model_image_slot
 
 task_registry = family("task")
 
@@ -85,7 +86,7 @@ class MarsTask:
 
     #: shard columns this task reads (retrieval's MARS query fields)
     fields = ("example", "question", "answer", "relation", "mode", "question_entity", "example_entities",
-              "image_paths")
+              "image_paths", "image_entities")
 
     def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
         example = _as_list(field_of(data, "example"))
@@ -94,10 +95,16 @@ class MarsTask:
             return None
         h, t = (kg.entity_by_key(k) for k in example)
         mode = int(field_of(data, "mode", default=0))
-        # the entity in MarT's image role (mode 1: the example head, else the question entity)
-        image_entity = kg.id_of(example[0] if mode == 1 else q)
-        shard_images = [p for p in _as_list(field_of(data, "image_paths")) if p]
-        image = Path(shard_images[-1]) if shard_images else (kg.image_of(image_entity) if image_entity >= 0 else None)
+        # the entity shown as the model's image: one rule, shared with the query builder
+        slot = mars_model_image_slot(mode)
+        image_entity = kg.id_of((*example, q)[slot]) if slot is not None else -1
+        # the shard pairs each query image with the entity it shows (image_paths ∥ image_entities)
+        shown = dict(zip((int(e) for e in _as_list(field_of(data, "image_entities"))),
+                         _as_list(field_of(data, "image_paths"))))
+        if image_entity in shown:
+            image = Path(shown[image_entity])
+        else:
+            image = kg.image_of(image_entity) if image_entity >= 0 else None
         prompt = f"Analogy: {h} is to {t} as {kg.entity_by_key(q)} is to"
         return Example(query_id=_query_id(data, index), prompt=prompt, target=kg.entity_by_key(a), image=image,
                        align_entity=image_entity if image is not None else -1, gold_key=str(a),

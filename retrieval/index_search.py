@@ -66,3 +66,30 @@ def search_store(kg: str | Path, encoder: str, *, text: str | None = None, image
     scores, ids = index.search(q, k)
     return {"encoder": name, "what": what, "query": {"text": text, "image": str(image) if image else None},
             "index": index.meta.get("factory"), "hits": describe_hits(store, what, ids[0], scores[0])}
+
+
+class EntitySearcher:
+    """Text → nearest entities, with the encoder the store's vectors were made with: through the
+    FAISS entity index when one is built, else by exact search over the entity vectors."""
+
+    def __init__(self, store: KGStore, encoder: str):
+        import logging
+        from kg_store.vectors import load_vectors
+        from pipeline.encoders import resolve_encoder
+        self.encoder = resolve_encoder(encoder)
+        self.index = self.vectors = self.ids = None
+        try:
+            self.index = load_index(store, encoder, "entity")
+        except KGStoreError as e:  # no index yet: exact search below
+            logging.getLogger(__name__).info("no FAISS entity index (%s); searching the vectors exactly", e)
+            self.vectors, self.ids = load_vectors(store, encoder, "entity")
+
+    def search(self, text: str, k: int = 20) -> list[tuple[int, float]]:
+        """[(entity id, cosine)], best first."""
+        q = np.ascontiguousarray(self.encoder.encode_text([text]), dtype=np.float32)
+        if self.index is not None:
+            scores, found = self.index.search(q, k)
+            return [(int(i), float(s)) for i, s in zip(found[0], scores[0]) if i >= 0]
+        sims = np.asarray(self.vectors, dtype=np.float32) @ q[0]
+        top = np.argsort(-sims, kind="stable")[:k]
+        return [(int(self.ids[i]), float(sims[i])) for i in top]

@@ -31,6 +31,21 @@ MARS_MODES: dict[int, tuple[str, str, str]] = {
     1: ("image", "image", "text"),  # (I1,I2) -> (T1,?)
     2: ("image", "text", "image"),  # (I1,T1) -> (I2,?)
 }
+MARS_SLOTS = ("example head", "example tail", "question")
+
+
+def mars_image_slots(mode: int) -> tuple[int, ...]:
+    """Positions (0 example head, 1 example tail, 2 question) that MARS `mode` shows as images."""
+    return tuple(i for i, role in enumerate(MARS_MODES.get(int(mode), ("text",) * 3)) if role == "image")
+
+
+def mars_model_image_slot(mode: int) -> int | None:
+    """The one image a single-image model (MR-MKG's visual adapter) is given for `mode`: the
+    question's when the question is shown as an image, else the first image of the example pair."""
+    slots = mars_image_slots(mode)
+    return 2 if 2 in slots else (slots[0] if slots else None)
+
+
 _IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 
 
@@ -84,7 +99,30 @@ def build_queries(spec: str, *, store: KGStore | None = None, split: str | None 
     qs = builder(path, store=store, split=split, with_images=with_images)
     if limit is not None:
         qs.queries = qs.queries[:limit]
+    if with_images:
+        _check_query_images(qs)
     return qs
+
+
+def _check_query_images(qs: QuerySet) -> None:
+    """Query images go through the ingest limits (pipeline.images: regular file, size, pixel
+    bomb refused from the header, full decode): a query whose image fails becomes one reject
+    row (`image <code>: detail`) instead of aborting the run when the encoder decodes it."""
+    from pipeline.images import ImageOutcome, open_user_image
+    seen: dict[str, str | None] = {}
+    kept = []
+    for q in qs.queries:
+        for p in q.image_paths:
+            if p not in seen:
+                out = open_user_image(p)
+                seen[p] = out.reject_reason if isinstance(out, ImageOutcome) else None
+            if seen[p] is not None:
+                where = qs.source_files[0] if qs.source_files else Path(qs.dataset)
+                qs.rejects.append(reject(where, q.query_id, p, f"image {seen[p]}"))
+                break
+        else:
+            kept.append(q)
+    qs.queries = kept
 
 
 # ---- labels ------------------------------------------------------------------------------
@@ -137,7 +175,7 @@ def entity_image(key: str, eid: int, blobs: dict[int, str], image_dirs: list[Pat
 _strs, _ints = pa.list_(pa.string()), pa.list_(pa.int64())
 MARS_FIELD_TYPES = {"example": _strs, "question": pa.string(), "answer": pa.string(), "relation": pa.string(),
                     "mode": pa.int64(), "example_entities": _ints, "question_entity": pa.int64(),
-                    "answer_entity": pa.int64(), "image_paths": _strs}
+                    "answer_entity": pa.int64(), "image_paths": _strs, "image_entities": _ints}
 SCIENCEQA_FIELD_TYPES = {"question": pa.string(), "choices": _strs, "answer": pa.int64(), "hint": pa.string(),
                          "subject": pa.string(), "grade": pa.string(), "topic": pa.string(),
                          "category": pa.string(), "task": pa.string(), "lecture": pa.string(),
@@ -186,12 +224,13 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
     queries = []
     for i, r in rows:
         (eh, et), eq = r["example"], r["question"]
-        roles = MARS_MODES.get(int(r["mode"]), ("text", "text", "text"))
-        parts, images = [], []
-        for key, role in zip((eh, et, eq), roles):
-            img = entity_image(key, id_of[key], blobs, image_dirs) if with_images and role == "image" else None
+        shown = mars_image_slots(r["mode"])
+        parts, images, image_entities = [], [], []
+        for slot, key in enumerate((eh, et, eq)):
+            img = entity_image(key, id_of[key], blobs, image_dirs) if with_images and slot in shown else None
             if img is not None:
                 images.append(img)
+                image_entities.append(id_of[key])
                 parts.append("this image")
             else:
                 parts.append(label_of[key])
@@ -201,7 +240,7 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
             fields={"example": [eh, et], "question": eq, "answer": r["answer"], "relation": r["relation"],
                     "mode": int(r["mode"]), "example_entities": [id_of[eh], id_of[et]],
                     "question_entity": id_of[eq], "answer_entity": id_of[r["answer"]],
-                    "image_paths": images}))
+                    "image_paths": images, "image_entities": image_entities}))
     return QuerySet("mars", split, queries, [file], MARS_FIELD_TYPES, rejects)
 
 

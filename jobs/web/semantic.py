@@ -53,37 +53,17 @@ class Semantic:
     def _entity_searcher(self, name: str):
         if name not in self._entity_search:
             try:
-                from kg_store.vectors import load_vectors
-                from pipeline.encoders import resolve_encoder
-            except ImportError as e:
-                raise SemanticUnavailable(f"text search needs the encoders package ({e})") from None
-            try:
-                encoder = resolve_encoder(name)
+                from retrieval.index_search import EntitySearcher
+                self._entity_search[name] = EntitySearcher(self.store, name)
             except (ImportError, KGStoreError) as e:
                 raise SemanticUnavailable(f"encoder {name!r} is not available here ({e})") from None
-            index = None
-            try:
-                from retrieval.index import load_index
-                index = load_index(self.store, name, "entity")
-            except Exception as e:  # no index yet, or no retrieval.index module: exact search below
-                logger.info("no FAISS entity index (%s); searching the vectors exactly", e)
-            vectors, ids = (None, None) if index is not None else load_vectors(self.store, name, "entity")
-            self._entity_search[name] = (encoder, index, vectors, ids)
         return self._entity_search[name]
 
     def search_entities(self, text: str, k: int = 20) -> tuple[list[tuple[int, float]], str]:
         """[(entity id, cosine)] most similar to `text`, and the encoder used."""
         name = self.encoder_name("entity")
         with self._lock:
-            encoder, index, vectors, ids = self._entity_searcher(name)
-            q = np.ascontiguousarray(encoder.encode_text([text]), dtype=np.float32)
-            if index is not None:
-                scores, found = index.search(q, k)
-                pairs = [(int(i), float(s)) for i, s in zip(found[0], scores[0]) if i >= 0]
-            else:
-                sims = np.asarray(vectors, dtype=np.float32) @ q[0]
-                top = np.argsort(-sims, kind="stable")[:k]
-                pairs = [(int(ids[i]), float(sims[i])) for i in top]
+            pairs = self._entity_searcher(name).search(text, k)
         return pairs, name
 
     # ---- retrieve a subgraph for a question --------------------------------------------------
