@@ -12,7 +12,9 @@ URIs (stable, documented in docs/ARCHITECTURE.md terms):
   `urn:mmkg:relation:<key>` with the key percent-encoded, so `/m/0abc` stays one URI.
 
 Labels are `rdfs:label`, descriptions `schema:description`, entity images `foaf:depiction`
-of `urn:sha256:<hex>`. Relational triples use the relation URI as predicate, so the number
+of `urn:sha256:<hex>`, rows of the `literals` table `<entity> <attribute> "value"^^datatype`
+(attribute: a Wikidata P-id → `wdt:`, an http(s) URI as is, else `urn:mmkg:attribute:<key>`;
+datatype `@lang`, `xsd:…` or an IRI). Relational triples use the relation URI as predicate, so the number
 of triples whose predicate is a relation equals the store's triple count.
 
 A subgraph never materialises the rest of the store: its triples, entities and relations are
@@ -21,10 +23,16 @@ rdflib/networkx objects are built only for those rows.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import socket
 import threading
+import time
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import quote, unquote
 
 import networkx as nx
@@ -32,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from rdflib import Graph, Literal, Namespace, URIRef
-from rdflib.namespace import FOAF, RDFS, SDO
+from rdflib.namespace import FOAF, RDFS, SDO, XSD
 
 from kg_store.errors import KGStoreError
 from kg_store.store import KGStore
@@ -42,6 +50,7 @@ WDT = Namespace("http://www.wikidata.org/prop/direct/")
 SCHEMA = SDO  # https://schema.org/, rdflib binds it as `schema`
 MMKG_ENTITY = "urn:mmkg:entity:"
 MMKG_RELATION = "urn:mmkg:relation:"
+MMKG_ATTRIBUTE = "urn:mmkg:attribute:"
 PREFIXES = {"wd": WD, "wdt": WDT, "rdfs": RDFS, "schema": SCHEMA, "foaf": FOAF}
 
 _QID = re.compile(r"Q[1-9][0-9]*")
@@ -69,12 +78,33 @@ def relation_uri(key: str) -> URIRef:
     return URIRef(_absolute_uri(key) or MMKG_RELATION + quote(key, safe=""))
 
 
+def attribute_uri(key: str) -> URIRef:
+    if _PID.fullmatch(key):
+        return WDT[key]
+    return URIRef(_absolute_uri(key) or MMKG_ATTRIBUTE + quote(key, safe=""))
+
+
+_LANG = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*")
+
+
+def literal_term(value: str, datatype: str | None) -> Literal:
+    """The rdflib Literal of a `literals` row (datatype `@en`, `xsd:integer`, an IRI, or none)."""
+    dt = (datatype or "").strip()
+    if dt.startswith("@") and _LANG.fullmatch(dt[1:]):
+        return Literal(value, lang=dt[1:])
+    if dt.startswith("xsd:") and dt != "xsd:string" and re.fullmatch(r"xsd:[A-Za-z]+", dt):
+        return Literal(value, datatype=XSD[dt[4:]], normalize=False)
+    if _absolute_uri(dt):
+        return Literal(value, datatype=URIRef(_absolute_uri(dt)), normalize=False)
+    return Literal(value)
+
+
 def key_from_uri(uri: str) -> str:
     """Inverse of `entity_uri`/`relation_uri` (for absolute-URI keys: the URI itself)."""
     for prefix in (str(WD), str(WDT)):
         if uri.startswith(prefix):
             return uri[len(prefix):]
-    for prefix in (MMKG_ENTITY, MMKG_RELATION):
+    for prefix in (MMKG_ENTITY, MMKG_RELATION, MMKG_ATTRIBUTE):
         if uri.startswith(prefix):
             return unquote(uri[len(prefix):])
     return uri
@@ -182,6 +212,7 @@ def iter_rdf_chunks(store: KGStore, triple_ids: np.ndarray | None = None, *, ann
                 if eid in e_uri:
                     g.add((e_uri[eid], FOAF.depiction, URIRef(f"urn:sha256:{sha}")))
         yield g
+        yield from _literal_chunks(store, e_uri, triple_ids is not None, chunk_size)
     if progress:
         progress(0, total)
     for start in range(0, total, chunk_size):
@@ -192,6 +223,25 @@ def iter_rdf_chunks(store: KGStore, triple_ids: np.ndarray | None = None, *, ann
         yield g
         if progress:
             progress(stop, total)
+
+
+def _literals(store: KGStore, e_uri: dict[int, URIRef] | None = None) -> pa.Table:
+    lit = store.table("literals", ["entity_id", "attribute", "value", "datatype"])
+    if e_uri is not None and lit.num_rows:
+        lit = lit.filter(pc.is_in(lit["entity_id"], pa.array(list(e_uri), pa.int64())))
+    return lit
+
+
+def _literal_chunks(store: KGStore, e_uri: dict[int, URIRef], subset: bool, chunk_size: int) -> Iterator[Graph]:
+    """The `literals` table as statements (issue 17: exports and SPARQL used to leave it out)."""
+    lit = _literals(store, e_uri if subset else None)
+    for start in range(0, lit.num_rows, chunk_size):
+        part = lit.slice(start, chunk_size)
+        g = _bind(Graph())
+        for eid, attr, value, dt in zip(*(part[c].to_pylist() for c in ("entity_id", "attribute", "value", "datatype"))):
+            if eid in e_uri and attr and value is not None:
+                g.add((e_uri[eid], attribute_uri(attr), literal_term(value, dt)))
+        yield g
 
 
 def to_rdf_graph(store: KGStore, triple_ids: np.ndarray | None = None, *, annotations: bool = True,
@@ -217,18 +267,172 @@ def cached_rdf_graph(store: KGStore) -> Graph:
         return _CACHE[key]
 
 
-def sparql(store: KGStore, query: str):
-    """Run a SPARQL query over the whole KG; returns rdflib's Result (rows, or a bool for ASK).
+#: query-time bounds of `sparql` (CLI: --timeout, --max-rows)
+SPARQL_TIMEOUT = 30.0
+SPARQL_MAX_ROWS = 100_000
 
-    rdflib's `query` parses queries only (updates are a syntax error there), so the cached
-    graph cannot be modified from here; errors become one-line KGStoreErrors.
-    """
-    graph = cached_rdf_graph(store)
+
+class _QueryTimeout(BaseException):
+    """Raised by the alarm inside rdflib's evaluation; BaseException so no `except Exception` eats it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Interrupt the evaluation after `seconds` (SIGALRM; main thread only: elsewhere the row loops
+    check the deadline themselves)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(_signum, _frame):
+        raise _QueryTimeout()
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return graph.query(query, initNs=PREFIXES)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float | None):
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    stack, seen = [node], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+
+
+def prepare_query(query: str, *, allow_service: bool = False):
+    """Parse a SPARQL query and refuse what would leave the machine (issue 17).
+
+    `SERVICE <url>` sends a request per solution, carrying KG data, to any URL: refused unless
+    `allow_service` (then every request has the query's timeout). `FROM`/`FROM NAMED <url>` would
+    fetch and parse a document: always refused (the KG is the default graph). Updates (`LOAD`,
+    `INSERT` …) are not queries and fail to parse here.
+    """
+    from rdflib.plugins.sparql import prepareQuery
+    from rdflib.plugins.sparql.parserutils import CompValue
+    try:
+        prepared = prepareQuery(query, initNs=PREFIXES)
     except Exception as e:  # pyparsing and rdflib raise many types; the user needs one line
         msg = " ".join(str(e).split())
         raise KGStoreError(f"SPARQL error: {msg[:300]}") from None
+    for node in _walk(prepared.algebra):
+        if not isinstance(node, CompValue):
+            continue
+        if node.name == "ServiceGraphPattern" and not allow_service:
+            raise KGStoreError(f"SPARQL SERVICE <{node.get('term')}> refused: federated queries send KG data to "
+                               "another server; pass --allow-service to permit them (with --timeout)")
+        if "datasetClause" in node and node["datasetClause"]:
+            raise KGStoreError("SPARQL FROM / FROM NAMED refused: it would fetch and parse a document; "
+                               "the KG is the default graph, so leave the clause out")
+    return prepared
+
+
+@dataclass
+class SparqlAnswer:
+    """One page of a query's answer; `total` is known only when the rows ran out before the page did."""
+
+    type: str
+    vars: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    offset: int = 0
+    more: bool = False
+    total: int | None = None
+    ask: bool | None = None
+    graph: Graph | None = None
+
+
+def _timed_out(seconds: float | None) -> KGStoreError:
+    return KGStoreError(f"SPARQL query stopped after its {seconds:g} s timeout (--timeout); "
+                        "narrow it (LIMIT, more specific patterns) or raise the timeout")
+
+
+def sparql_page(store: KGStore, query: str, *, offset: int = 0, limit: int = 100,
+                timeout: float | None = SPARQL_TIMEOUT, max_rows: int = SPARQL_MAX_ROWS,
+                allow_service: bool = False) -> SparqlAnswer:
+    """Rows `offset … offset+limit` of a query, evaluated lazily: rows after the page are never
+    computed (only one more, to say whether there are more), and the whole evaluation stops after
+    `timeout` seconds. `offset + limit` may not exceed `max_rows`; a CONSTRUCT/DESCRIBE graph may not
+    hold more than `max_rows` triples."""
+    if offset + limit > max_rows:
+        raise KGStoreError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
+    prepared = prepare_query(query, allow_service=allow_service)
+    graph = cached_rdf_graph(store)
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        with _time_limit(timeout), (_socket_timeout(timeout) if allow_service else contextlib.nullcontext()):
+            result = graph.query(prepared, initNs=PREFIXES)
+            if result.type == "ASK":
+                return SparqlAnswer("ASK", ask=bool(result.askAnswer))
+            if result.type in ("CONSTRUCT", "DESCRIBE"):
+                if len(result.graph) > max_rows:
+                    raise KGStoreError(f"{result.type} made {len(result.graph):,} triples > the cap {max_rows:,} "
+                                       "(--max-rows)")
+                return SparqlAnswer(result.type, graph=result.graph)
+            names = [str(v) for v in result.vars]
+            page, seen, more = [], 0, False
+            for row in islice(iter(result), offset + limit + 1):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _QueryTimeout()
+                seen += 1
+                if seen > offset + limit:
+                    more = True
+                    break
+                if seen > offset:
+                    page.append([None if row[i] is None else row[i] for i in range(len(names))])
+    except _QueryTimeout:
+        raise _timed_out(timeout) from None
+    except KGStoreError:
+        raise
+    except Exception as e:  # evaluation errors (type errors in FILTERs, a failing SERVICE …)
+        msg = " ".join(str(e).split())
+        raise KGStoreError(f"SPARQL error: {type(e).__name__}: {msg[:300]}") from None
+    return SparqlAnswer("SELECT", vars=names, rows=page, offset=offset, more=more,
+                        total=None if more else seen)
+
+
+def sparql(store: KGStore, query: str, *, timeout: float | None = SPARQL_TIMEOUT,
+           max_rows: int = SPARQL_MAX_ROWS, allow_service: bool = False):
+    """Run a SPARQL query over the whole KG; returns rdflib's Result (rows, or a bool for ASK),
+    fully evaluated within `timeout`, at most `max_rows` rows (more is an error).
+
+    rdflib's `query` parses queries only (updates are a syntax error there), so the cached
+    graph cannot be modified from here; errors become one-line KGStoreErrors. SERVICE and FROM
+    are refused (`prepare_query`).
+    """
+    from rdflib.query import Result
+    answer = sparql_page(store, query, offset=0, limit=max_rows, timeout=timeout, max_rows=max_rows + 1,
+                         allow_service=allow_service)
+    result = Result(answer.type)
+    if answer.type == "ASK":
+        result.askAnswer = answer.ask
+    elif answer.type in ("CONSTRUCT", "DESCRIBE"):
+        result.graph = answer.graph
+    else:
+        if answer.more:
+            raise KGStoreError(f"SPARQL query has more than {max_rows:,} rows; add a LIMIT")
+        from rdflib import Variable
+        result.vars = [Variable(v) for v in answer.vars]
+        result.bindings = [{Variable(v): t for v, t in zip(answer.vars, row) if t is not None} for row in answer.rows]
+    return result
 
 
 # ---- networkx --------------------------------------------------------------------------------
@@ -259,13 +463,40 @@ def to_networkx(store: KGStore, triple_ids: np.ndarray | None = None, *,
 EXPORT_FORMATS = ("nt", "ttl", "graphml", "gexf")
 
 
+#: characters XML 1.0 does not allow at all (GraphML/GEXF exports escape them as \\xNN)
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` with every XML-illegal character written as a visible `\\xNN`/`\\uNNNN` escape."""
+    if not _XML_ILLEGAL.search(text):
+        return text
+    return _XML_ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                            else f"\\u{ord(m.group()):04x}", text)
+
+
+def _xml_safe_graph(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    for _, attrs in g.nodes(data=True):
+        for k, v in attrs.items():
+            if isinstance(v, str):
+                attrs[k] = xml_safe(v)
+    for *_, attrs in g.edges(keys=True, data=True):
+        for k, v in attrs.items():
+            if isinstance(v, str):
+                attrs[k] = xml_safe(v)
+    return g
+
+
 def export(store: KGStore, path: str | Path, fmt: str, triple_ids: np.ndarray | None = None, *,
            annotations: bool = True, progress: Progress | None = None) -> dict:
     """Write the KG (or the triples `triple_ids`) to `path`, atomically; returns counts.
 
     nt/ttl: rdflib serialisers, chunk by chunk (N-Triples and Turtle documents may be
     concatenated; Turtle repeats its @prefix lines, which the grammar allows), so memory stays
-    bounded and `progress` advances. graphml/gexf: networkx writers over `to_networkx`.
+    bounded and `progress` advances; with annotations they include the `literals` table.
+    graphml/gexf: networkx writers over `to_networkx` (entities and relational triples only:
+    the summary's `literals_omitted` says how many literal rows are not in the file), with
+    XML-illegal characters in keys and labels escaped so the file is well-formed XML.
     """
     from kg_store import atomic  # local: only exports write files
 
@@ -282,11 +513,21 @@ def export(store: KGStore, path: str | Path, fmt: str, triple_ids: np.ndarray | 
                     f.write(chunk.serialize(format=rdf_format, encoding="utf-8"))
             h = _take(store, "triples", triple_ids, ["h"])
             counts = {"triples": h.num_rows, "statements": n_statements}
+            if annotations:
+                counts["literals"] = _literals_of(store, triple_ids).num_rows
         else:
-            g = to_networkx(store, triple_ids, progress=progress)
+            g = _xml_safe_graph(to_networkx(store, triple_ids, progress=progress))
             if fmt == "graphml":
                 nx.write_graphml(g, tmp)
             else:
                 nx.write_gexf(g, tmp)
-            counts = {"triples": g.number_of_edges(), "nodes": g.number_of_nodes()}
+            counts = {"triples": g.number_of_edges(), "nodes": g.number_of_nodes(),
+                      "literals_omitted": _literals_of(store, triple_ids).num_rows}
     return {"path": str(path), "format": fmt, "bytes": path.stat().st_size, **counts}
+
+
+def _literals_of(store: KGStore, triple_ids: np.ndarray | None) -> pa.Table:
+    if triple_ids is None:
+        return _literals(store)
+    _, _, _, ents, _ = _selection(store, triple_ids)
+    return _literals(store, dict.fromkeys(ents["id"].to_pylist()))

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kg_store.atomic import write_bytes
+from kg_store.errors import KGStoreError
 from kg_store.hashing import sha256_bytes
 from pipeline.paths import PathEscapeError, safe_join
 
@@ -141,6 +142,14 @@ def process_image_file(path: str | os.PathLike, *, root: str | os.PathLike,
                        limits: ImageLimits = ImageLimits()) -> ImageOutcome:
     """Validate and normalise the image at `path` (relative to `root`, or absolute inside it)."""
     name = os.fspath(path)
+    data_or_reject = _read_file(name, root, limits)
+    if isinstance(data_or_reject, ImageOutcome):
+        return data_or_reject
+    return process_image_bytes(data_or_reject, name=name, limits=limits)
+
+
+def _read_file(name: str, root: str | os.PathLike, limits: ImageLimits) -> bytes | ImageOutcome:
+    """The bytes of `name` (confined to `root`), or a reject; never blocks, never follows a late link."""
     try:
         resolved = _confine(name, root)
     except PathEscapeError as exc:
@@ -157,12 +166,67 @@ def process_image_file(path: str | os.PathLike, *, root: str | os.PathLike,
     except OSError as exc:
         return _reject("unreadable-file", f"{name}: {exc.strerror or exc}", name=name)
     try:
-        data_or_reject = _read_regular_file(fd, name, limits)
+        return _read_regular_file(fd, name, limits)
     finally:
         os.close(fd)
-    if isinstance(data_or_reject, ImageOutcome):
-        return data_or_reject
-    return process_image_bytes(data_or_reject, name=name, limits=limits)
+
+
+def open_user_image(path: str | os.PathLike, *,
+                    limits: ImageLimits = ImageLimits()) -> Image.Image | ImageOutcome:
+    """An image the user named by path (a retrieval query image) as RGB pixels, or a reject.
+
+    The path itself may go through symlinks (the user chose it); its target is then held to the
+    rules of ingest, by the same code: a regular file (no FIFO, device, `/dev/zero`) opened
+    non-blocking, at most max_bytes, a header within max_pixels and an allowed format before any
+    pixel is decoded (pixel bombs), a full decode whose failure is a reject code, not an exception.
+    """
+    name = os.fspath(path)
+    try:
+        resolved = Path(name).resolve()
+    except (OSError, RuntimeError) as exc:  # symlink loops
+        return _reject("invalid-path", f"cannot resolve {name}: {exc}", name=name)
+    data = _read_file(resolved.name, resolved.parent, limits)
+    if isinstance(data, ImageOutcome):
+        data.name = name
+        return data
+    base = {"name": name, "source_bytes": len(data), "source_sha256": sha256_bytes(data)}
+    try:
+        _allow_pixels(limits.max_pixels)
+        opened = _open_header(data, limits, base)
+        if isinstance(opened, ImageOutcome):
+            return opened
+        im, header = opened
+        with im:
+            try:
+                im.load()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                return _reject("too-many-pixels", str(exc), **header)
+            except (OSError, SyntaxError, ValueError, EOFError, zlib.error, IndexError, struct_error) as exc:
+                return _reject(_classify_decode_error(exc), f"{type(exc).__name__}: {exc}", **header)
+            rgb = _to_rgb(im, [])
+            if rgb is None:
+                return _reject("unsupported-mode", f"cannot convert mode {im.mode} to RGB", **header)
+            return rgb.copy() if rgb is im else rgb
+    except MemoryError:
+        return _reject("decode-error", "out of memory while decoding", **base)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug on hostile input must not kill the job
+        return _reject("decode-error", f"{type(exc).__name__}: {exc}", **base)
+
+
+class ImageRejected(KGStoreError):  # the CLI prints one line
+    """An image refused by the limits; `outcome` says why."""
+
+    def __init__(self, outcome: ImageOutcome):
+        self.outcome = outcome
+        super().__init__(f"image {outcome.reject_reason}: {outcome.name}")
+
+
+def load_image_rgb(path: str | os.PathLike, *, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """`open_user_image`, raising ImageRejected for a refused image."""
+    out = open_user_image(path, limits=limits)
+    if isinstance(out, ImageOutcome):
+        raise ImageRejected(out)
+    return out
 
 
 def _read_regular_file(fd: int, name: str, limits: ImageLimits) -> bytes | ImageOutcome:
@@ -472,6 +536,7 @@ def summarise_outcomes(outcomes: Iterable[ImageOutcome]) -> ImageSummary:
 
 __all__ = [
     "ImageLimits", "ImageOutcome", "ImageSummary", "REASONS", "process_image_file", "process_image_bytes",
+    "open_user_image", "load_image_rgb", "ImageRejected",
     "write_blob", "blob_relpath", "summarise_outcomes", "image_limits_from_config", "sniff_format",
     "PathEscapeError", "safe_join",
 ]

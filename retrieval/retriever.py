@@ -73,7 +73,7 @@ def encode_queries(encoder: Any, queries: Sequence[Query], *, image_weight: floa
     CLIP puts images and text in one space, so a weighted sum of the two unit vectors (then
     renormalised) ranks triples by both; text-only encoders never receive images.
     """
-    from PIL import Image
+    from pipeline.images import load_image_rgb
     from pipeline.encoders import l2_normalize
 
     texts = [q.text for q in queries]
@@ -84,8 +84,7 @@ def encode_queries(encoder: Any, queries: Sequence[Query], *, image_weight: floa
         for i in with_images:
             imgs = []
             for p in queries[i].image_paths:
-                with Image.open(p) as im:
-                    imgs.append(im.convert("RGB"))
+                imgs.append(load_image_rgb(p))  # the ingest limits (pixel bombs refused from the header)
             img_vec = l2_normalize(encoder.encode_images(imgs).mean(0, keepdims=True))[0]
             out[i] = (1 - image_weight) * out[i] + image_weight * img_vec
         out = l2_normalize(out)

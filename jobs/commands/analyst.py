@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from jobs.terminal import printable as P, safe_json
 from kg_store import open_store
 from kg_store.errors import KGStoreError
 
@@ -51,27 +52,29 @@ def entity(key_or_label: str, kg: str, as_json: bool, per_relation: int) -> None
     if as_json:
         card["neighbours"] = groups
         card["same_label"] = [{"id": r["id"], "key": r["key"]} for r in view.entity_rows(others)] if others else []
-        click.echo(json.dumps(card, ensure_ascii=False))
+        click.echo(safe_json(card))
         return
-    click.echo(f"{card['label']}  [{card['key']}]  id {card['id']}, degree {card['degree']:,}")
+    # every KG string goes through P (jobs/terminal.printable): no escape sequence reaches the terminal
+    click.echo(f"{P(card['label'])}  [{P(card['key'])}]  id {card['id']}, degree {card['degree']:,}")
     if card["description"]:
-        click.echo(f"  {card['description']}")
-    click.echo(f"  sources: {', '.join(card['sources']) or '-'}")
+        click.echo(f"  {P(card['description'])}")
+    click.echo(f"  sources: {', '.join(P(s) for s in card['sources']) or '-'}")
     if card["merged_keys"]:
-        click.echo("  merged keys: " + ", ".join(f"{m['key']} ({m['source']})" for m in card["merged_keys"]))
+        click.echo("  merged keys: " + ", ".join(f"{P(m['key'])} ({P(m['source'])})" for m in card["merged_keys"]))
     for img in card["images"]:
-        click.echo(f"  image {img['sha256'][:12]}… {img['width']}x{img['height']} {img['format']}  "
-                   f"{img['source_uri'] or ''}")
+        click.echo(f"  image {P(img['sha256'][:12])}… {img['width']}x{img['height']} {P(img['format'])}  "
+                   f"{P(img['source_uri'] or '')}")
     for lit in card["literals"]:
-        click.echo(f"  {lit['attribute']} = {lit['value']}")
+        click.echo(f"  {P(lit['attribute'])} = {P(lit['value'])}")
     if others:
-        click.echo(f"  also labelled {card['label']!r}: " + ", ".join(r["key"] for r in view.entity_rows(others[:10])))
+        click.echo(f"  also labelled {P(repr(card['label']))}: "
+                   + ", ".join(P(r["key"]) for r in view.entity_rows(others[:10])))
     for g in groups:
         arrow = "→" if g["direction"] == "out" else "←"
-        names = [f"{n['label']} [{n['key']}]" for n in g["neighbours"][:per_relation]]
+        names = [f"{P(n['label'])} [{P(n['key'])}]" for n in g["neighbours"][:per_relation]]
         extra = len(g["neighbours"]) - len(names)
-        click.echo(f"  {arrow} {g['relation_label']} ({g['relation']}, {len(g['neighbours'])}): " + "; ".join(names)
-                   + (f"; … {extra} more" if extra > 0 else ""))
+        click.echo(f"  {arrow} {P(g['relation_label'])} ({P(g['relation'])}, {len(g['neighbours'])}): "
+                   + "; ".join(names) + (f"; … {extra} more" if extra > 0 else ""))
 
 
 @click.command()
@@ -88,12 +91,12 @@ def neighbors(key_or_label: str, kg: str, hops: int, as_json: bool, limit: int, 
     tids = neighbourhood_triples(view.store, [eid], hops)
     rows = view.triple_rows(tids[offset:offset + limit])
     if as_json:
-        click.echo(json.dumps({"entity": view.entity_rows([eid])[0]["key"], "hops": hops, "total": int(tids.size),
-                               "offset": offset, "triples": rows}, ensure_ascii=False))
+        click.echo(safe_json({"entity": view.entity_rows([eid])[0]["key"], "hops": hops, "total": int(tids.size),
+                              "offset": offset, "triples": rows}))
         return
     for r in rows:
-        click.echo(f"{r['head_label']} [{r['head']}]\t{r['relation_label']} [{r['relation']}]\t"
-                   f"{r['tail_label']} [{r['tail']}]")
+        click.echo(f"{P(r['head_label'])} [{P(r['head'])}]\t{P(r['relation_label'])} [{P(r['relation'])}]\t"
+                   f"{P(r['tail_label'])} [{P(r['tail'])}]")
     _more(offset + len(rows), int(tids.size))
 
 
@@ -106,41 +109,57 @@ def _term(value) -> str | None:
 @_kg
 @_json
 @_page_opts(100)
-def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int) -> None:
+@click.option("--timeout", default=30.0, type=click.FloatRange(0, min_open=True), show_default=True,
+              help="Stop the query after this many seconds.")
+@click.option("--max-rows", default=100_000, type=click.IntRange(1), show_default=True,
+              help="Row cap: --offset + --limit may not exceed it (CONSTRUCT/DESCRIBE: triples).")
+@click.option("--allow-service", is_flag=True,
+              help="Permit SERVICE clauses (federated queries send KG data to that server; each request "
+                   "has --timeout). Refused by default.")
+def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int, timeout: float, max_rows: int,
+           allow_service: bool) -> None:
     """Run a SPARQL query over the KG (rdflib). QUERY is the text, @FILE, or - for stdin.
 
     Prefixes wd:, wdt:, rdfs:, schema:, foaf: are predefined (see kg_store/rdf.py for URIs).
+    The KG's literals are included. Only the rows shown are computed (plus one, to tell whether
+    more follow). No request leaves the machine: SERVICE needs --allow-service, FROM is refused.
     """
     from kg_store import rdf
+    from kg_store.safe_io import UnsafeFileError, read_bounded
     if query == "-":
-        query = sys.stdin.read()
+        query = sys.stdin.read(1 << 20)
     elif query.startswith("@"):
         try:
-            with open(query[1:], encoding="utf-8") as f:
-                query = f.read()
-        except OSError as e:
-            raise KGStoreError(f"cannot read query file: {e.strerror}: {query[1:]}") from None
-    result = rdf.sparql(open_store(kg), query)
-    if result.type == "ASK":
-        click.echo(json.dumps({"boolean": bool(result.askAnswer)}) if as_json else str(bool(result.askAnswer)).lower())
+            query = read_bounded(query[1:], 1 << 20).decode("utf-8")
+        except UnsafeFileError as e:
+            raise KGStoreError(f"cannot read query file: {e.detail}") from None
+        except UnicodeDecodeError:
+            raise KGStoreError(f"cannot read query file {query[1:]}: not UTF-8") from None
+    answer = rdf.sparql_page(open_store(kg), query, offset=offset, limit=limit, timeout=timeout,
+                             max_rows=max_rows, allow_service=allow_service)
+    if answer.type == "ASK":
+        click.echo(json.dumps({"boolean": answer.ask}) if as_json else str(answer.ask).lower())
         return
-    if result.type in ("CONSTRUCT", "DESCRIBE"):
-        click.echo(result.graph.serialize(format="nt" if as_json else "turtle"))
+    if answer.type in ("CONSTRUCT", "DESCRIBE"):
+        text = answer.graph.serialize(format="nt" if as_json else "turtle")
+        click.echo(text if as_json else "\n".join(P(line) for line in text.split("\n")))
         return
-    names = [str(v) for v in result.vars]
-    rows = [[_term(r[i]) for i in range(len(names))] for r in result]
-    page = rows[offset:offset + limit]
+    names = answer.vars
+    page = [[_term(c) for c in r] for r in answer.rows]
     if as_json:
-        click.echo(json.dumps({"vars": names, "total": len(rows), "offset": offset,
-                               "rows": [dict(zip(names, r)) for r in page]}, ensure_ascii=False))
+        click.echo(safe_json({"vars": names, "total": answer.total, "more": answer.more, "offset": offset,
+                              "rows": [dict(zip(names, r)) for r in page]}))
         return
+    page = [[None if c is None else P(c) for c in r] for r in page]
     widths = [min(60, max([len(n)] + [len(c or "") for r in page for c in r[i:i + 1]])) for i, n in enumerate(names)]
-    click.echo("  ".join(n.ljust(w) for n, w in zip(names, widths)))
+    click.echo("  ".join(P(n).ljust(w) for n, w in zip(names, widths)))
     click.echo("  ".join("-" * w for w in widths))
     for r in page:
         click.echo("  ".join(("" if c is None else c)[:60].ljust(w) for c, w in zip(r, widths)))
-    click.echo(f"({len(rows):,} rows)")
-    _more(offset + len(page), len(rows))
+    if answer.more:
+        click.echo(f"… more rows (use --offset {offset + len(page)})")
+    else:
+        click.echo(f"({answer.total:,} rows)")
 
 
 @click.command()
@@ -177,21 +196,27 @@ def export(kg: str, fmt: str, out: str, subgraph: str | None, hops: int, no_anno
 
         summary = rdf.export(store, out, fmt, tids, annotations=not no_annotations, progress=progress)
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(safe_json(summary))
     else:
-        click.echo(f"wrote {summary['triples']:,} triples to {summary['path']} ({summary['bytes']:,} bytes)")
+        extra = f", {summary['literals']:,} literals" if summary.get("literals") else ""
+        click.echo(f"wrote {summary['triples']:,} triples{extra} to {P(summary['path'])} ({summary['bytes']:,} bytes)")
+        if summary.get("literals_omitted"):
+            click.echo(f"note: {summary['literals_omitted']:,} literal rows are not in {fmt} "
+                       "(nodes and relational triples only); export nt or ttl to include them", err=True)
 
 
 @click.command()
 @_kg
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), show_default=True,
               help="TCP port on 127.0.0.1 (0: any free port; the URL is printed).")
-def serve(kg: str, port: int) -> None:
+@click.option("--trusted-host", "trusted_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests whose Host is NAME (repeatable); 127.0.0.1, localhost and ::1 always are.")
+def serve(kg: str, port: int, trusted_hosts: tuple[str, ...]) -> None:
     """Serve the read-only analyst web view on http://127.0.0.1:PORT (localhost only)."""
     from werkzeug.serving import make_server
 
     from jobs.web.app import create_app
-    app = create_app(kg)
+    app = create_app(kg, trusted_hosts=trusted_hosts)
     # Loopback only: the view is read-only but has no authentication.
     server = make_server("127.0.0.1", port, app, threaded=True)
     click.echo(f"serving {kg} on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", err=False)

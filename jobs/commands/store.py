@@ -1,10 +1,9 @@
 """Store-level commands: stats, verify, ls."""
 from __future__ import annotations
 
-import json
-
 import click
 
+from jobs.terminal import printable as P, safe_json
 from kg_store import open_store
 
 
@@ -84,7 +83,7 @@ def stats(kg: str, as_json: bool, top: int) -> None:
     s = store.stats()
     s.update(analyst_stats(store, top=top))
     if as_json:
-        click.echo(json.dumps(s, sort_keys=True))
+        click.echo(safe_json(s, sort_keys=True))
         return
     for k, v in s.items():
         if isinstance(v, int):
@@ -92,7 +91,7 @@ def stats(kg: str, as_json: bool, top: int) -> None:
         elif not isinstance(v, (dict, list)):
             click.echo(f"{k:>14}: {v}")
     for table, counts in s["by_source"].items():
-        click.echo(f"{table} by source: " + ", ".join(f"{src or '-'} {n:,}" for src, n in counts.items()))
+        click.echo(f"{table} by source: " + ", ".join(f"{P(src) or '-'} {n:,}" for src, n in counts.items()))
     cov = s["image_coverage"]
     click.echo(f"image coverage: {cov['entities_with_images']:,} of {cov['entities']:,} entities "
                f"({100 * cov['fraction']:.1f} %)")
@@ -105,11 +104,11 @@ def stats(kg: str, as_json: bool, top: int) -> None:
             click.echo(f"  {rng:>11}: {b['count']:,}")
     click.echo(f"top {len(s['relation_frequency'])} of {s['relations_used']} relations used:")
     for rf in s["relation_frequency"]:
-        click.echo(f"  {rf['count']:>9,}  {rf['key']}  {rf['label']}")
+        click.echo(f"  {rf['count']:>9,}  {P(rf['key'])}  {P(rf['label'])}")
     if s["rejects_by_reason"]:
         click.echo("rejects by stage/reason:")
         for reason, n in s["rejects_by_reason"].items():
-            click.echo(f"  {n:>9,}  {reason}")
+            click.echo(f"  {n:>9,}  {P(reason)}")
 
 
 @click.command()
@@ -119,7 +118,7 @@ def verify(kg: str) -> None:
     store = open_store(kg)
     problems = store.verify()
     for p in problems:
-        click.echo(f"BAD {p}")
+        click.echo(f"BAD {P(p)}")
     if problems:
         raise click.ClickException(f"{len(problems)} of {len(store.manifest['files'])} files failed verification")
     click.echo(f"ok: {len(store.manifest['files'])} files verified (kg_version {store.kg_version})")

@@ -6,7 +6,9 @@ with scores), shard browser (dataset/split/config → queries → subgraph), sta
 
 Safety: GET only; every key or name from the URL is a store lookup (entity keys through
 `store.entity_ids`, shard sets by exact manifest artifact name, images by a sha256 found in
-the images table), so no URL can name a file. `mmkg serve` binds 127.0.0.1 only.
+the images table), so no URL can name a file. `mmkg serve` binds 127.0.0.1 only, and every request
+must carry a trusted `Host` (127.0.0.1, localhost, ::1, plus `--trusted-host` names): a page on
+another site that rebinds its DNS name to 127.0.0.1 (DNS rebinding) gets 400, not the KG.
 """
 from __future__ import annotations
 
@@ -46,12 +48,39 @@ def _pager(page: int, total: int, size: int) -> dict:
             "next": url_for(request.endpoint, **args, page=page + 1) if page < last else None}
 
 
-def create_app(kg: str | Path) -> Flask:
+#: Host names the view answers to (with any port); `create_app(trusted_hosts=…)` adds more
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def host_name(header: str) -> str | None:
+    """The host of a `Host` header without its port (`[::1]:8000` → `::1`), lower-cased; None if malformed."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        if end < 0 or (h[end + 1:] and not re.fullmatch(r":\d{1,5}", h[end + 1:])):
+            return None
+        return h[1:end]
+    name, _, port = h.partition(":")
+    if port and not port.isdigit():
+        return None
+    name = name[:-1] if name.endswith(".") else name
+    return name if name and re.fullmatch(r"[a-z0-9._-]+", name) else None
+
+
+def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = ()) -> Flask:
     store = open_store(kg)
     view = StoreView(store)
     semantic = Semantic(store)
     app = Flask(__name__)
-    app.config.update(KG=str(kg), MAX_CONTENT_LENGTH=1024)
+    trusted = frozenset(h.strip().lower().strip("[]") for h in (*LOCAL_HOSTS, *trusted_hosts) if h.strip())
+    app.config.update(KG=str(kg), MAX_CONTENT_LENGTH=1024, MMKG_TRUSTED_HOSTS=trusted)
+
+    @app.before_request
+    def trusted_host():
+        # DNS rebinding: a browser sends the attacker's name as Host; only local names are answered
+        if host_name(request.headers.get("Host", "")) not in trusted:
+            abort(400, "untrusted Host header (the view answers only to 127.0.0.1, localhost, ::1 "
+                       "and --trusted-host names)")
 
     @app.after_request
     def headers(resp: Response) -> Response:

@@ -82,10 +82,16 @@ def test_sparql_json_and_table_agree_with_the_tables(kg):
     out = json.loads(run("sparql", "--kg", kg, "--json", "SELECT (COUNT(*) AS ?n) WHERE { ?h wdt:P31 ?t }"))
     assert out["vars"] == ["n"] and int(out["rows"][0]["n"]) == n_p31
     q = "SELECT ?t WHERE { wd:Q32789 ?p ?t }"
+    everything = json.loads(run("sparql", "--kg", kg, "--json", q))
+    n = everything["total"]  # 7 triples + label, description, image, and the entity's literals
+    assert n >= 7 + 3 and len(everything["rows"]) == n and everything["more"] is False
     rows = json.loads(run("sparql", "--kg", kg, "--json", "--limit", "2", q))
-    assert rows["total"] == 7 + 3 and len(rows["rows"]) == 2  # 7 triples + label, description, image
+    # --limit stops the evaluation: the total is not counted, only that more rows follow
+    assert rows["more"] is True and rows["total"] is None and len(rows["rows"]) == 2
+    assert rows["rows"] == everything["rows"][:2]
     table = run("sparql", "--kg", kg, q, "--limit", "3")
-    assert "(10 rows)" in table and "7 more" in table
+    assert "more rows (use --offset 3)" in table
+    assert f"({n} rows)" in run("sparql", "--kg", kg, q, "--limit", str(n))
     assert run("sparql", "--kg", kg, "ASK { wd:Q32789 rdfs:label \"zebra\" }").strip() == "true"
 
 
