@@ -1,14 +1,25 @@
-"""Embed-stage throughput ÷ raw encoder forward throughput, same model, batch and inputs, one run.
+"""Embed-stage throughput ÷ raw encoder forward throughput, same model, batch and inputs, one run;
+and MiniLM on each encoder runtime (torch, ONNX Runtime float32, ONNX Runtime int8) side by side.
 
 Raw = the encoder network alone on inputs tokenised/preprocessed beforehand (open_clip
 `encode_text`/`encode_image` + normalisation; MiniLM forward + mean pooling). Stage =
 `pipeline.embed.run_local` on the same items: loader thread (tokenise / decode + resize),
 forward, unsorting and the atomic chunk write. Both use the stage's batches (texts sorted by
 length within a chunk). Each side is timed `--repeats` times, alternating, and the best run
-counts (the machine is shared). Random open_clip weights are fine for speed. Prints one JSON object.
+counts (the machine is shared). Random open_clip weights are fine for speed.
+
+Runtimes (`runtimes`): the same `--runtime-texts` real MarKG triple texts through
+`Encoder.encode_texts` (dedupe, one length order, tokenisation prefetched) on each runtime, at
+`--batch-size` and `--threads`; texts/s end to end and for the forward alone, both as a ratio to
+torch, and the quality of each runtime's vectors against torch's (mean / min row cosine, top-10
+neighbour overlap among the texts). The graphs are exported / quantised before any timing.
+
+Prints one JSON object (and writes it to `--out` when given).
 
     python benchmarks/embed.py [--clip-models ViT-B-32,ViT-S-32] [--clip-texts 192] [--images 64]
-                               [--minilm-texts 2048] [--batch-size 64] [--threads 2]
+                               [--minilm-texts 2048] [--runtime-texts 2048]
+                               [--runtimes torch,onnx-float32,onnx-int8] [--batch-size 64] [--threads 2]
+                               [--out benchmarks/out/embed.json]
 """
 from __future__ import annotations
 
@@ -77,9 +88,56 @@ def compare(encoder, label: str, modality: str, items: list[str], batch_size: in
         raw.append(time_raw(encoder, modality, items, batch_size))
         stage.append(time_stage(encoder, modality, items, batch_size, work))
     raw_ps, stage_ps = len(items) / min(raw), len(items) / min(stage)
-    return {"encoder": encoder.name, "input": label, "n": len(items), "raw_per_s": round(raw_ps, 2),
+    return {"encoder": encoder.name, "runtime": getattr(encoder, "runtime", "torch"), "precision": encoder.precision,
+            "input": label, "n": len(items), "raw_per_s": round(raw_ps, 2),
             "stage_per_s": round(stage_ps, 2), "ratio": round(stage_ps / raw_ps, 3),
             "raw_seconds": [round(s, 3) for s in raw], "stage_seconds": [round(s, 3) for s in stage]}
+
+
+RUNTIME_REQUESTS = {"torch": ("torch", "float32"), "onnx-float32": ("onnx", "float32"),
+                    "onnx-int8": ("onnx", "int8")}
+
+
+def compare_runtimes(texts: list[str], runtimes: list[str], batch_size: int, repeats: int) -> dict:
+    """MiniLM on each runtime over the same texts: throughput ratios and quality vs torch."""
+    from pipeline.embed import chunk_batches
+    from pipeline.encoders import resolve_encoder
+    from pipeline.encoders.ort import probe_quality
+    if "torch" not in runtimes:
+        runtimes = ["torch", *runtimes]  # the reference of every ratio and quality column
+    encoders = {}
+    for rt in runtimes:
+        runtime, precision = RUNTIME_REQUESTS[rt]
+        encoders[rt] = resolve_encoder("minilm", runtime=runtime, precision=precision)  # export / quantise now
+    _, batches = chunk_batches("text", texts, batch_size)
+    prepared = {rt: [enc.prepare_text(b) for b in batches] for rt, enc in encoders.items()}
+    vectors = {rt: enc.encode_texts(texts, batch_size=batch_size) for rt, enc in encoders.items()}  # warm-up
+    e2e: dict[str, list[float]] = {rt: [] for rt in runtimes}
+    fwd: dict[str, list[float]] = {rt: [] for rt in runtimes}
+    for _ in range(repeats):
+        for rt, enc in encoders.items():  # alternating, so a load spike hits every runtime alike
+            t = time.perf_counter()
+            vectors[rt] = enc.encode_texts(texts, batch_size=batch_size)
+            e2e[rt].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for p in prepared[rt]:
+                enc.forward_text(p)
+            fwd[rt].append(time.perf_counter() - t)
+    rows = []
+    for rt, enc in encoders.items():
+        q = probe_quality(vectors["torch"], vectors[rt])
+        rows.append({
+            "runtime": rt, "precision_tag": enc.precision, "n": len(texts),
+            "texts_per_s": round(len(texts) / min(e2e[rt]), 2),
+            "forward_per_s": round(len(texts) / min(fwd[rt]), 2),
+            "ratio_vs_torch": round(min(e2e["torch"]) / min(e2e[rt]), 3),
+            "forward_ratio_vs_torch": round(min(fwd["torch"]) / min(fwd[rt]), 3),
+            "mean_cosine_vs_torch": q["mean_cosine"], "min_cosine_vs_torch": q["min_cosine"],
+            "top10_overlap_vs_torch": q["top10_overlap"],
+            "seconds": [round(x, 3) for x in e2e[rt]], "forward_seconds": [round(x, 3) for x in fwd[rt]],
+            "onnx_probe": enc.describe().get("onnx", {}).get("probe")})
+    return {"encoder": "minilm", "input": "MarKG triple texts", "n": len(texts), "rows": rows,
+            "goal_ratio_default_runtime": 2.0, "goal_min_cosine": 0.9999}
 
 
 def main() -> None:
@@ -88,6 +146,9 @@ def main() -> None:
     ap.add_argument("--clip-texts", type=int, default=192)
     ap.add_argument("--images", type=int, default=64, help="real entity images per CLIP model (0: none)")
     ap.add_argument("--minilm-texts", type=int, default=2048)
+    ap.add_argument("--runtime-texts", type=int, default=2048, help="MarKG triple texts per runtime (0: skip)")
+    ap.add_argument("--runtimes", default="torch,onnx-float32,onnx-int8")
+    ap.add_argument("--out", default=None, help="also write the JSON here (e.g. benchmarks/out/embed.json)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
@@ -97,7 +158,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from pipeline.encoders import resolve_encoder
 
-    n_clip = max(args.clip_texts, args.minilm_texts)
+    n_clip = max(args.clip_texts, args.minilm_texts, args.runtime_texts)
     labels, triples = markg_texts(n_clip, n_clip)
     results = []
     with tempfile.TemporaryDirectory(prefix="mmkg-bench-embed-") as tmp:
@@ -114,8 +175,18 @@ def main() -> None:
             for label, items in (("entity labels", labels), ("triple texts", triples)):
                 results.append(compare(enc, label, "text", items[:args.minilm_texts], args.batch_size,
                                        args.repeats, work))
-    print(json.dumps({"benchmark": "embed", "threads": args.threads, "batch_size": args.batch_size,
-                      "goal_ratio": 0.95, "min_ratio": min(r["ratio"] for r in results), "results": results}))
+        runtimes = None
+        if args.runtime_texts:
+            runtimes = compare_runtimes(triples[:args.runtime_texts], [r for r in args.runtimes.split(",") if r],
+                                        args.batch_size, args.repeats)
+    out = {"benchmark": "embed", "threads": args.threads, "batch_size": args.batch_size,
+           "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(), "goal_ratio": 0.95,
+           "min_ratio": min((r["ratio"] for r in results), default=None), "results": results, "runtimes": runtimes}
+    text = json.dumps(out)
+    print(text)
+    if args.out:
+        from kg_store import atomic
+        atomic.write_bytes(args.out, (text + "\n").encode())
 
 
 if __name__ == "__main__":
