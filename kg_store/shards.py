@@ -33,6 +33,11 @@ BASE_SCHEMA = pa.schema([
 ])
 
 
+#: the per-triple list columns of a row, parallel to each other (one entry per kept triple)
+TRIPLE_LIST_COLUMNS = ("triple_ids", "head_ids", "relation_ids", "tail_ids", "head_keys", "relation_keys",
+                       "tail_keys", "head_labels", "relation_labels", "tail_labels", "scores")
+
+
 def subgraph_rel(dataset: str, split: str, key: str) -> str:
     """Store-relative directory of one shard set."""
     return f"subgraphs/{dataset}/{split}/{key}"

@@ -49,7 +49,8 @@ class TaskDataset(Dataset):
         for i in range(len(graphs)):
             if limit is not None and len(self.items) >= limit:
                 break
-            ex = task.make_example(graphs[i], kg, i)
+            # the shard row alone decides (no `Data`, no vectors): each graph is built once, in __getitem__
+            ex = task.make_example(graphs.row(i), kg, i)
             if ex is None:
                 skipped += 1
             else:

@@ -1,4 +1,8 @@
-"""Tasks turn one shard `Data` into a text example (prompt, target, image, candidates).
+"""Tasks turn one shard row into a text example (prompt, target, image, candidates).
+
+A row is `retrieval.dataset.SubgraphDataset.row(i)`: the query fields the task names in `fields`
+plus the subgraph's parallel triple lists (`head_ids`, `relation_ids`, `tail_ids`, their
+`*_labels`, `scores`); ids, keys and labels come from the shard, not resolved again.
 
 Registry `task`:
 * `mars` — analogical reasoning (e_h : e_t :: e_q : ?), ranked over the 2,063 MARS candidates;
@@ -51,13 +55,13 @@ class Task(Protocol):
     #: shard columns (beyond the subgraph) the task reads
     fields: tuple[str, ...]
 
-    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None: ...
+    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None: ...
 
 
-def field_of(data: Any, *names: str, default: Any = None) -> Any:
-    """First present attribute among `names` (shard field names differ slightly by producer)."""
+def field_of(row: dict[str, Any], *names: str, default: Any = None) -> Any:
+    """First present field among `names` (shard field names differ slightly by producer)."""
     for n in names:
-        v = getattr(data, n, None) if not isinstance(data, dict) else data.get(n)
+        v = row.get(n)
         if v is not None:
             return v
     return default
@@ -74,8 +78,8 @@ def _as_list(v: Any) -> list:
     return list(np.asarray(v, dtype=object).tolist()) if not isinstance(v, list) else v
 
 
-def _query_id(data: Any, index: int) -> str:
-    return str(field_of(data, "query_id", default=index))
+def _query_id(row: dict[str, Any], index: int) -> str:
+    return str(field_of(row, "query_id", default=index))
 
 
 @task_registry.register("mars")
@@ -86,29 +90,32 @@ class MarsTask:
 
     #: shard columns this task reads (retrieval's MARS query fields)
     fields = ("example", "question", "answer", "relation", "mode", "question_entity", "example_entities",
-              "image_paths", "image_entities")
+              "image_paths", "image_entities", "example_labels", "question_label", "answer_label")
 
-    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
-        example = _as_list(field_of(data, "example"))
-        q, a = field_of(data, "question"), field_of(data, "answer")  # entity keys (QIDs)
+    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+        example = _as_list(field_of(row, "example"))
+        q, a = field_of(row, "question"), field_of(row, "answer")  # entity keys (QIDs)
         if len(example) != 2 or q is None or a is None:
             return None
-        h, t = (kg.entity_by_key(k) for k in example)
-        mode = int(field_of(data, "mode", default=0))
+        # labels as the query builder wrote them (older shards: looked up by key)
+        h, t = _as_list(field_of(row, "example_labels")) or [kg.entity_by_key(k) for k in example]
+        q_label = field_of(row, "question_label", default=None) or kg.entity_by_key(q)
+        a_label = field_of(row, "answer_label", default=None) or kg.entity_by_key(a)
+        mode = int(field_of(row, "mode", default=0))
         # the entity shown as the model's image: one rule, shared with the query builder
         slot = mars_model_image_slot(mode)
         image_entity = kg.id_of((*example, q)[slot]) if slot is not None else -1
         # the shard pairs each query image with the entity it shows (image_paths ∥ image_entities)
-        shown = dict(zip((int(e) for e in _as_list(field_of(data, "image_entities"))),
-                         _as_list(field_of(data, "image_paths"))))
+        shown = dict(zip((int(e) for e in _as_list(field_of(row, "image_entities"))),
+                         _as_list(field_of(row, "image_paths"))))
         if image_entity in shown:
             image = Path(shown[image_entity])
         else:
             image = kg.image_of(image_entity) if image_entity >= 0 else None
-        prompt = f"Analogy: {h} is to {t} as {kg.entity_by_key(q)} is to"
-        return Example(query_id=_query_id(data, index), prompt=prompt, target=kg.entity_by_key(a), image=image,
+        prompt = f"Analogy: {h} is to {t} as {q_label} is to"
+        return Example(query_id=_query_id(row, index), prompt=prompt, target=a_label, image=image,
                        align_entity=image_entity if image is not None else -1, gold_key=str(a),
-                       meta={"mode": mode, "relation": field_of(data, "relation")})
+                       meta={"mode": mode, "relation": field_of(row, "relation")})
 
 
 @task_registry.register("scienceqa")
@@ -121,27 +128,27 @@ class ScienceQATask:
     def __init__(self, *, image_root: str | Path | None = None):
         self.image_root = Path(image_root) if image_root else None
 
-    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
-        choices = [str(c) for c in _as_list(field_of(data, "choices"))]
-        answer = field_of(data, "answer")
+    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+        choices = [str(c) for c in _as_list(field_of(row, "choices"))]
+        answer = field_of(row, "answer")
         if not choices or answer is None:
             return None
         options = [f"({string.ascii_uppercase[i]}) {c}" for i, c in enumerate(choices)]
-        hint = str(field_of(data, "hint", default="") or "")
-        prompt = f"Question: {field_of(data, 'question', default='')}\n"
+        hint = str(field_of(row, "hint", default="") or "")
+        prompt = f"Question: {field_of(row, 'question', default='')}\n"
         if hint:
             prompt += f"Context: {hint}\n"
         prompt += f"Options: {' '.join(options)}\nAnswer:"
         # `image` is the problem's own field (IMG category); `image_path` the file when it exists
-        image_path = field_of(data, "image_path")
+        image_path = field_of(row, "image_path")
         image = None
         if image_path:
             p = Path(str(image_path))
             image = p if p.is_absolute() or self.image_root is None else self.image_root / p
-        return Example(query_id=_query_id(data, index), prompt=prompt, target=options[int(answer)], image=image,
+        return Example(query_id=_query_id(row, index), prompt=prompt, target=options[int(answer)], image=image,
                        choices=options, answer_index=int(answer),
-                       meta={"subject": field_of(data, "subject"), "grade": field_of(data, "grade"),
-                             "hint": hint, "image": field_of(data, "image")})
+                       meta={"subject": field_of(row, "subject"), "grade": field_of(row, "grade"),
+                             "hint": hint, "image": field_of(row, "image")})
 
 
 @task_registry.register("kg-triple")
@@ -154,16 +161,14 @@ class TripleCompletionTask:
     def __init__(self, *, seed: int = 0):
         self.seed = seed
 
-    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
-        n_edges = int(data.edge_index.shape[1])
+    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+        n_edges = len(row["head_ids"])
         if n_edges == 0:
             return None
         j = int(np.random.default_rng([self.seed, index]).integers(n_edges))
-        nodes = np.asarray(data.node_ids)
-        h, t = int(nodes[int(data.edge_index[0, j])]), int(nodes[int(data.edge_index[1, j])])
-        r = int(data.edge_type[j])
-        return Example(query_id=f"{_query_id(data, index)}#triple{j}",
-                       prompt=f"Complete the triple: ({kg.entity(h)}, {kg.relation(r)}, ?)", target=kg.entity(t))
+        h, r, t = (row[c][j] for c in ("head_labels", "relation_labels", "tail_labels"))
+        return Example(query_id=f"{_query_id(row, index)}#triple{j}", prompt=f"Complete the triple: ({h}, {r}, ?)",
+                       target=str(t))
 
 
 @task_registry.register("kg-image")
@@ -173,11 +178,12 @@ class ImageEntityTask:
     name = "kg-image"
     fields = ()
 
-    def make_example(self, data: Any, kg: KGText, index: int) -> Example | None:
-        for node in np.asarray(data.node_ids).tolist():
+    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+        # the subgraph's nodes in the order a `Data` numbers them (sorted store ids)
+        for node in np.unique(np.concatenate([row["head_ids"], row["tail_ids"]])).tolist():
             image = kg.image_of(node)
             if image is not None:
-                return Example(query_id=f"{_query_id(data, index)}#image{node}", prompt="The image shows",
+                return Example(query_id=f"{_query_id(row, index)}#image{node}", prompt="The image shows",
                                target=kg.entity(node), image=image, align_entity=int(node))
         return None
 

@@ -49,11 +49,17 @@ def _stage_defaults(stage: Mapping[str, Any]) -> dict[str, Any]:
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, stage: int, epoch: int, rank: int = 0,
                   world_size: int = 1, shuffle: bool = True) -> list[list[int]]:
-    """The batches of one epoch for one rank: a seeded permutation split across ranks."""
+    """The batches of one epoch for one rank: a seeded permutation split across ranks.
+
+    Under DDP every rank must run the same number of steps (or the last all-reduce waits forever),
+    so when n is not a multiple of world_size the permutation is padded by wrapping around (as
+    torch's DistributedSampler does): a few examples are seen twice in that epoch."""
     if shuffle:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + stage * 1009 + epoch))
     else:
         order = torch.arange(n)
+    if world_size > 1 and n % world_size:
+        order = torch.cat([order, order[:world_size - n % world_size]])
     mine = order[rank::world_size].tolist()
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 

@@ -17,9 +17,11 @@ from torch_geometric.data import Data
 
 from kg_store import open_store
 from kg_store.errors import KGStoreError
-from kg_store.shards import read_meta, read_shards
+from kg_store.shards import BASE_SCHEMA, TRIPLE_LIST_COLUMNS, read_meta, read_shards
 
+#: list columns kept as flat numpy arrays (a row is a slice); the key/label lists are read on demand
 _LISTS = ("head_ids", "relation_ids", "tail_ids", "triple_ids", "scores")
+_LABELS = ("head_labels", "relation_labels", "tail_labels")
 
 
 def _flat(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,10 +65,13 @@ class SubgraphDataset(torch.utils.data.Dataset):
         self.encoder = encoder or encoders.pop()
         self.kg_root = Path(kg) if kg is not None else kg_root_of(dirs[0])
         self.fields = tuple(fields)
-        table = pa.concat_tables([read_shards(d, ["query_id", *_LISTS, *self.fields]) for d in dirs],
+        unknown = [f for f in self.fields if f in BASE_SCHEMA.names and f not in ("query_text", "seed_entity_ids")]
+        if unknown:
+            raise KGStoreError(f"fields {unknown} are subgraph columns, not query fields")
+        table = pa.concat_tables([read_shards(d, ["query_id", *_LISTS, *_LABELS, *self.fields]) for d in dirs],
                                  promote_options="default")
         self.query_ids = table["query_id"].to_pylist()
-        self._lists = {name: _flat(table[name]) for name in _LISTS}
+        self._lists = {name: _flat(table[name]) for name in (*_LISTS, *_LABELS)}
         self._fields = {name: table[name].to_pylist() for name in self.fields}
         self._vectors: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -99,6 +104,17 @@ class SubgraphDataset(torch.utils.data.Dataset):
     def _row(self, name: str, i: int) -> np.ndarray:
         values, offsets = self._lists[name]
         return values[offsets[i]:offsets[i + 1]]
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Shard row `i` as a record, without touching the vectors: `query_id`, the requested
+        `fields`, and the subgraph's parallel triple lists (ids, labels, scores) — what tasks read
+        to make their examples, so no `Data` is built just to decide whether a row is usable."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rec: dict[str, Any] = {"query_id": self.query_ids[i]}
+        rec.update({name: self._fields[name][i] for name in self.fields})
+        rec.update({name: self._row(name, i) for name in self._lists if name in TRIPLE_LIST_COLUMNS})
+        return rec
 
     @staticmethod
     def _gather(matrix: np.ndarray, rows: np.ndarray) -> torch.Tensor:

@@ -175,7 +175,8 @@ def entity_image(key: str, eid: int, blobs: dict[int, str], image_dirs: list[Pat
 _strs, _ints = pa.list_(pa.string()), pa.list_(pa.int64())
 MARS_FIELD_TYPES = {"example": _strs, "question": pa.string(), "answer": pa.string(), "relation": pa.string(),
                     "mode": pa.int64(), "example_entities": _ints, "question_entity": pa.int64(),
-                    "answer_entity": pa.int64(), "image_paths": _strs, "image_entities": _ints}
+                    "answer_entity": pa.int64(), "image_paths": _strs, "image_entities": _ints,
+                    "example_labels": _strs, "question_label": pa.string(), "answer_label": pa.string()}
 SCIENCEQA_FIELD_TYPES = {"question": pa.string(), "choices": _strs, "answer": pa.int64(), "hint": pa.string(),
                          "subject": pa.string(), "grade": pa.string(), "topic": pa.string(),
                          "category": pa.string(), "task": pa.string(), "lecture": pa.string(),
@@ -240,7 +241,9 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
             fields={"example": [eh, et], "question": eq, "answer": r["answer"], "relation": r["relation"],
                     "mode": int(r["mode"]), "example_entities": [id_of[eh], id_of[et]],
                     "question_entity": id_of[eq], "answer_entity": id_of[r["answer"]],
-                    "image_paths": images, "image_entities": image_entities}))
+                    "image_paths": images, "image_entities": image_entities,
+                    "example_labels": [label_of[eh], label_of[et]], "question_label": label_of[eq],
+                    "answer_label": label_of[r["answer"]]}))
     return QuerySet("mars", split, queries, [file], MARS_FIELD_TYPES, rejects)
 
 

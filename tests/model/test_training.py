@@ -35,6 +35,13 @@ def test_epoch_batches_are_a_seeded_partition_split_across_ranks():
     assert sorted(i for rb in ranks for b in rb for i in b) == list(range(10))
 
 
+def test_epoch_batches_give_every_ddp_rank_the_same_number_of_steps():
+    for n, world, size in [(10, 3, 2), (7, 4, 3), (8, 3, 1), (5, 8, 1)]:
+        ranks = [epoch_batches(n, size, seed=0, stage=0, epoch=0, rank=r, world_size=world) for r in range(world)]
+        assert len({len(rb) for rb in ranks}) == 1, (n, world, size)  # or the last all-reduce never returns
+        assert {i for rb in ranks for b in rb for i in b} == set(range(n))
+
+
 def test_two_stage_training_then_interrupted_run_resumes_to_the_same_weights(real_shards, tmp_path, monkeypatch):
     full = train(**_job(real_shards, tmp_path / "full"))
     assert full["global_step"] > 3
