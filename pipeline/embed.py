@@ -42,6 +42,7 @@ from kg_store import KGStore, atomic, open_store
 from kg_store.errors import ConfigError, KGStoreError
 from kg_store.hashing import config_hash, sha256_bytes, sha256_file
 from kg_store.vectors import encoder_slug, load_vectors, write_vectors
+from pipeline.engines.base import check_engine
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,6 @@ def run_spark(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
             on_rows(row["kind"], int(row["rows"]))
 
 
-ENGINES = ("local", "spark")
 
 
 # ---- fusion -------------------------------------------------------------------------------------
@@ -417,6 +417,9 @@ def _missing_tasks(tasks: list[EmbedTask], keys: dict[str, np.ndarray], cache: A
                     seen.add(k)
                     ks.append(k)
                     items.append(item)
+        if ks and modality == "text":  # one length order over the whole stage, not per chunk (issue 18)
+            order = np.argsort(np.fromiter((len(s) for s in items), np.int64, len(items)), kind="stable")
+            ks, items = [ks[i] for i in order], [items[i] for i in order]
         if ks:
             missing.append(EmbedTask(modality, modality, np.arange(len(ks), dtype=np.int64), items,
                                      extra={"keys": np.array(ks, KEY_DTYPE)}))
@@ -456,8 +459,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
     from pipeline.encoders import resolve_encoder
     from pipeline.vector_cache import VectorCache
 
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown embed engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    check_engine(engine, "embed")
     if dtype not in STORAGE_DTYPES:
         raise ConfigError(f"unsupported --dtype {dtype!r}; choose float16 or float32")
     if batch_size < 1 or chunk_size < 1:
