@@ -16,8 +16,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kg_store import KGStore, open_store
-from kg_store.errors import ConfigError, KGStoreError
+from kg_store.errors import KGStoreError
 from kg_store.registry import family
+from pipeline.engines.base import check_engine
 from retrieval.queries import Query, QuerySet, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever
 from retrieval.shards import cached_shards, write_subgraph_shards
@@ -136,10 +137,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
 
     t0 = time.perf_counter()
     store = open_store(kg)
-    try:
-        run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(engine)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(check_engine(engine, "retrieve"))
     # The cache key does not depend on images (the encoder, in the config, fixes that), so the
     # check needs no model: the encoder is loaded only when there is work to do.
     qs: QuerySet = build_queries(dataset, store=store, split=split, with_images=False, limit=limit)

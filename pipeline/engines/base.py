@@ -14,6 +14,17 @@ from pipeline.engines.plan import Plan
 
 engine_registry = family("engine")
 
+#: the one engine notion of every distributed stage (ingest, embed, retrieve): in-process or Spark
+ENGINE_NAMES = ("local", "spark")
+
+
+def check_engine(name: str, stage: str) -> str:
+    """`name` if it is an engine, else a configuration error naming the choices."""
+    if name not in ENGINE_NAMES:
+        from kg_store.errors import ConfigError
+        raise ConfigError(f"unknown {stage} engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")
+    return name
+
 #: per-source triple accounting returned by `final_triples`
 TRIPLE_STATS = pa.schema([("src", pa.int32()), ("lines", pa.int64()), ("distinct", pa.int64())])
 
