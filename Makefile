@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data
 KG ?= build/demo-kg
 
-.PHONY: venv test test-all demo bench lint clean
+.PHONY: venv test test-all gpu-check demo bench lint clean
 
 venv:
 	@bash scripts/ensure_venv.sh
@@ -16,6 +16,13 @@ test: venv
 
 test-all: venv
 	$(PY) -m pytest -q -m "not gpu"
+
+# The GPU tier (`pytest -m gpu`; every test skips with its reason where there is no CUDA or no
+# faiss-gpu) and the GPU benchmark (writes benchmarks/out/gpu.json; prints "no CUDA device" and
+# exits 0 on a CPU-only machine). On a GPU host first: pip uninstall faiss-cpu && pip install -e '.[gpu]'
+gpu-check: venv
+	$(PY) -m pytest -q -m gpu -rs
+	$(PY) benchmarks/gpu.py
 
 demo: venv
 	$(PY) -m jobs.demo --data $(DATA) --kg $(KG)
