@@ -155,3 +155,18 @@ def test_cli_index_device_cuda_without_faiss_gpu(tmp_path, capsys):
     code, err = _cli(["index", "--kg", str(tmp_path), "--encoder", "minilm", "--device", "cuda"], capsys)
     assert code == 1
     _one_clear_line(err, "mmkg: device cuda (use_gpu) for FAISS was requested but", "faiss")
+
+
+def test_auto_says_what_it_picked_in_the_run_report(small_store, capsys):
+    tmp, job = small_store
+    kg = tmp / "kg-auto"
+    job = {**{k: v for k, v in job.items() if k not in ("index", "retrieve", "train")}, "kg": str(kg),
+           "embed": {**job["embed"], "device": "auto"}}
+    code, err = _cli(["run", "--config", str(write_config(tmp / "auto.yaml", job))], capsys)
+    assert code == 0, err
+    report = json.loads(sorted((kg / "runs").glob("*.json"))[-1].read_text())
+    embed = next(s for s in report["stages"] if s["name"] == "embed")
+    assert embed["status"] == "ran" and embed["note"].endswith(" on cpu"), embed
+    assert "device auto → cpu (" in Path(report["log_file"]).read_text()
+    from kg_store import open_store
+    assert open_store(kg).artifact("vectors/minilm")["device"] == "cpu"

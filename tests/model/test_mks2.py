@@ -80,7 +80,13 @@ def test_bf16_backbone_keeps_the_block_dtype(graph_info, mars_items, kg_text):
     llm = load_backbone("tiny-llama", dtype="bfloat16")
     net = resolve_model("mks2", backbone=llm, node_dim=graph_info["dim"], num_relations=graph_info["num_relations"],
                         **SMALL)
+    seen = []
+    block = decoder_blocks(llm.model)[0]
+    hook = block.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, tuple) else o).dtype))
     out = net(Collator(kg=kg_text, image_transform=net.image_transform)(mars_items[:1]))
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # the hooked block hands bf16 on, as the LLM expects
+    assert all(p.dtype == torch.float32 for p in net.parameters() if p.requires_grad)  # trainable parts fp32
     assert torch.isfinite(out["loss"])
 
 

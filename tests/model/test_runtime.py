@@ -10,8 +10,20 @@ from model.runtime import cpu_has_native_bf16, resolve_amp
 CPU = torch.device("cpu")
 
 
-def test_auto_on_cpu_follows_the_hardware():
-    assert resolve_amp("auto", CPU) == (torch.bfloat16 if cpu_has_native_bf16() else None)
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw\nbugs\t\t: avx512_bf16_fake\n"
+SAPPHIRE = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert not cpu_has_native_bf16(AVX2_ONLY)  # avx512f alone is not bf16; "bugs" lines are not flags
+    assert cpu_has_native_bf16(SAPPHIRE)
+    assert not cpu_has_native_bf16("")
+
+
+def test_auto_on_this_cpu():
+    flags = open("/proc/cpuinfo").read()
+    assert resolve_amp("auto", CPU) == (torch.bfloat16 if ("avx512_bf16" in flags.split() or
+                                                           "amx_bf16" in flags.split()) else None)
 
 
 def test_explicit_choices_and_a_bad_one():

@@ -13,7 +13,7 @@ from kg_store.shards import read_shards
 from retrieval.queries import build_queries
 from retrieval.reports import mars_leakage, quality_report, scienceqa_leakage
 from retrieval.subgraph import SubgraphOutput
-from tests.retrieval.shards_fixture import build_test_shards, shared_root
+from tests.retrieval.shards_fixture import ENCODER, build_test_shards, shared_root
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +42,21 @@ def test_mars_quality_report_counts_answers_inside_subgraphs(shards):
 
 
 def test_quality_report_at_20_uses_the_ranked_prefix(shards, data_dir):
+    """Retrieve the same 8 queries ranked to N = 20: the report's N = 20 figure is the brute-force
+    answer coverage of those 20 triples, and its N = 10 figure that of their top-10 prefix."""
+    from retrieval.retriever import RetrievalConfig, SubgraphRetriever
     store = open_store(shards["kg"])
     qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=store, split="dev", limit=8)
-    rows = read_shards(shards["mars/dev"]).to_pylist()
-    triples = store.triples_array()
-    outs = [SubgraphOutput(np.array(r["triple_ids"]), *triples[r["triple_ids"]].T, np.array(r["scores"], np.float32),
-                           np.array(r["seed_entity_ids"]), r["num_candidates"]) for r in rows]
-    rep = quality_report(store, qs, outs, top_N=10)
-    rep5 = quality_report(store, qs, [o.head(5) for o in outs], top_N=5)
-    assert rep["hits"]["10"]["answer_in_subgraph"] >= rep5["hits"]["5"]["answer_in_subgraph"]
+    outs = SubgraphRetriever(store, RetrievalConfig(encoder=ENCODER, top_N=20)).retrieve(qs.queries)
+    rep = quality_report(store, qs, outs, top_N=10, ranked_N=20)
+    assert set(rep["hits"]) == {"10", "20"}
+
+    def covered(n: int) -> float:
+        return float(np.mean([q.fields["answer_entity"] in {*o.heads[:n].tolist(), *o.tails[:n].tolist()}
+                              for q, o in zip(qs.queries, outs)]))
+    assert rep["hits"]["20"]["answer_in_subgraph"] == pytest.approx(covered(20))
+    assert rep["hits"]["10"]["answer_in_subgraph"] == pytest.approx(covered(10))
+    assert max(len(o) for o in outs) > 10  # the 20-triple lists really are longer than the shards' 10
 
 
 def test_mars_leakage_matches_brute_force(shards, data_dir):

@@ -93,6 +93,8 @@ def test_random_baseline_draws_from_the_same_pool(kg):
 def test_config_hash_is_stable_and_covers_every_field():
     a = RetrievalConfig()
     assert a.config_hash == RetrievalConfig().config_hash
+    # golden: a change here renames every shard directory users have cached (a format change)
+    assert RetrievalConfig().config_hash == "0bd2943071a2e53d"
     assert len({a.config_hash, RetrievalConfig(top_N=20).config_hash, RetrievalConfig(top_n=5).config_hash,
                 RetrievalConfig(hops=2).config_hash, RetrievalConfig(encoder="tiny-clip").config_hash}) == 5
     with pytest.raises(KGStoreError):
