@@ -186,7 +186,8 @@ def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", 
                       progress=ctx.progress)
     counts = {f"{k}_{what}": v for what, d in (("encoded", res.encoded), ("reused", res.reused)) for k, v in d.items()}
     return {"counts": counts, "cache_hits": res.cache_hits,
-            "note": f"encoded {res.forwarded:,} new texts/images, reused {res.cache_hits:,} cached vectors"}
+            "note": f"encoded {res.forwarded:,} new texts/images, reused {res.cache_hits:,} cached vectors "
+                    f"on {res.meta.get('device', device)}"}  # device auto says here what it picked
 
 
 def embed_outputs(ctx: Context, **_: Any) -> list[str]:
@@ -210,8 +211,10 @@ def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None 
     from retrieval.index import build_store_indexes
     res = build_store_indexes(ctx.kg, ctx.encoder, kind=kind, max_memory=max_memory, target_recall=target_recall,
                               kinds=kinds, threads=threads, use_gpu=use_gpu, **(params or {}))
+    on_gpu = sorted(k for k, m in res.meta.get("kinds", {}).items() if m.get("gpu"))
     return {"counts": res.counts, "decisions": res.decisions, "cache_hits": res.appended,
-            "note": "; ".join(f"{k} {v}" for k, v in res.decisions.items())}
+            "note": "; ".join(f"{k} {v}" for k, v in res.decisions.items())
+                    + (f"; built on the GPU: {', '.join(on_gpu)}" if on_gpu else "")}
 
 
 def index_outputs(ctx: Context, **_: Any) -> list[str]:
