@@ -134,7 +134,7 @@ def image_items(kg: Path, shard_dir: Path, top_n: int, limit: int) -> list:
     from model.kg_text import KGText
     from model.tasks import resolve_task
     task = resolve_task("mars")
-    ds = TaskDataset(open_graphs(kg, [shard_dir], task.fields), task=task, kg=KGText.from_store(open_store(kg)),
+    ds = TaskDataset(open_graphs(kg, [shard_dir], task.fields), task=task, kg_text=KGText.from_store(open_store(kg)),
                      max_triples=top_n)
     items = [ds[i] for i in range(len(ds)) if ds.items[i][1].image is not None and ds.items[i][1].image.exists()]
     return items[:limit]
@@ -157,7 +157,7 @@ def simignore_curve(checkpoint: str, *, args, kg: Path, shard_dir: Path) -> list
     points = []
     for ratio in args.keep_ratios:
         net = ckpt.load_model(checkpoint, keep_ratio=ratio).eval()
-        collate = Collator(kg=kg_text, image_transform=net.image_transform)
+        collate = Collator(kg_text=kg_text, image_transform=net.image_transform)
         net.reset_token_stats()
         ranks, t0 = [], time.monotonic()
         for item in items:

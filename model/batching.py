@@ -41,7 +41,7 @@ def top_triples(data: Any, n: int | None) -> Any:
 class TaskDataset(Dataset):
     """(graph, example) pairs of one task over a shard dataset; rows a task cannot use are skipped."""
 
-    def __init__(self, graphs: Sequence[Any], *, task: Task, kg: KGText, max_triples: int | None = None,
+    def __init__(self, graphs: Sequence[Any], *, task: Task, kg_text: KGText, max_triples: int | None = None,
                  limit: int | None = None):
         self.graphs = graphs
         self.items: list[tuple[int, Example]] = []
@@ -50,7 +50,7 @@ class TaskDataset(Dataset):
             if limit is not None and len(self.items) >= limit:
                 break
             # the shard row alone decides (no `Data`, no vectors): each graph is built once, in __getitem__
-            ex = task.make_example(graphs.row(i), kg, i)
+            ex = task.make_example(graphs.row(i), kg_text, i)
             if ex is None:
                 skipped += 1
             else:
@@ -106,8 +106,8 @@ class ModelBatch:
 class Collator:
     """Collate (graph, example) pairs; loads and preprocesses images on the loader side."""
 
-    def __init__(self, *, kg: KGText, image_transform: Callable[[list], Tensor] | None = None):
-        self.kg = kg
+    def __init__(self, *, kg_text: KGText, image_transform: Callable[[list], Tensor] | None = None):
+        self.kg_text = kg_text
         self.image_transform = image_transform
 
     def __call__(self, items: list[tuple[Any, Example]]) -> ModelBatch:
@@ -124,7 +124,7 @@ class Collator:
         images, has_image = self._images(examples)
         return ModelBatch(examples=list(examples), graph=graph, images=images, has_image=has_image,
                           align_node=torch.tensor(align, dtype=torch.long),
-                          triples=[self.kg.triples_of(g) for g in graphs])
+                          triples=[self.kg_text.triples_of(g) for g in graphs])
 
     def _images(self, examples: Sequence[Example]) -> tuple[Tensor | None, Tensor]:
         has = torch.zeros(len(examples), dtype=torch.bool)

@@ -59,7 +59,7 @@ def build_task_dataset(*, kg: str | Path, kg_text: KGText, shards: ShardSpec | S
     dirs = resolve_shard_dirs(kg, shards)
     tasks = [resolve_task(t, **dict((task_kwargs or {}).get(t, {}))) for t in ([task] if isinstance(task, str) else task)]
     graphs = open_graphs(kg, dirs, sorted({f for t in tasks for f in t.fields}))
-    parts = [TaskDataset(graphs, task=t, kg=kg_text, max_triples=max_triples, limit=limit) for t in tasks]
+    parts = [TaskDataset(graphs, task=t, kg_text=kg_text, max_triples=max_triples, limit=limit) for t in tasks]
     parts = [p for p in parts if len(p)]
     if not parts:
         raise KGStoreError(f"no usable examples for task(s) {task} in {', '.join(map(str, dirs))}")

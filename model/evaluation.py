@@ -61,7 +61,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
             kwargs = {"node_dim": int(graphs.dim), "num_relations": int(store.num_relations), **(model_kwargs or {})}
             net = resolve_model(model, **kwargs)
     net = net.to(rt.device).eval()
-    collate = Collator(kg=kg_text, image_transform=getattr(net, "image_transform", None))
+    collate = Collator(kg_text=kg_text, image_transform=getattr(net, "image_transform", None))
     cand_keys = cand_labels = None
     if task == "mars":
         if candidates is None:

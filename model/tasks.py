@@ -55,7 +55,7 @@ class Task(Protocol):
     #: shard columns (beyond the subgraph) the task reads
     fields: tuple[str, ...]
 
-    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None: ...
+    def make_example(self, row: dict[str, Any], kg_text: KGText, index: int) -> Example | None: ...
 
 
 def field_of(row: dict[str, Any], *names: str, default: Any = None) -> Any:
@@ -92,26 +92,26 @@ class MarsTask:
     fields = ("example", "question", "answer", "relation", "mode", "question_entity", "example_entities",
               "image_paths", "image_entities", "example_labels", "question_label", "answer_label")
 
-    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+    def make_example(self, row: dict[str, Any], kg_text: KGText, index: int) -> Example | None:
         example = _as_list(field_of(row, "example"))
         q, a = field_of(row, "question"), field_of(row, "answer")  # entity keys (QIDs)
         if len(example) != 2 or q is None or a is None:
             return None
         # labels as the query builder wrote them (older shards: looked up by key)
-        h, t = _as_list(field_of(row, "example_labels")) or [kg.entity_by_key(k) for k in example]
-        q_label = field_of(row, "question_label", default=None) or kg.entity_by_key(q)
-        a_label = field_of(row, "answer_label", default=None) or kg.entity_by_key(a)
+        h, t = _as_list(field_of(row, "example_labels")) or [kg_text.entity_by_key(k) for k in example]
+        q_label = field_of(row, "question_label", default=None) or kg_text.entity_by_key(q)
+        a_label = field_of(row, "answer_label", default=None) or kg_text.entity_by_key(a)
         mode = int(field_of(row, "mode", default=0))
         # the entity shown as the model's image: one rule, shared with the query builder
         slot = mars_model_image_slot(mode)
-        image_entity = kg.id_of((*example, q)[slot]) if slot is not None else -1
+        image_entity = kg_text.id_of((*example, q)[slot]) if slot is not None else -1
         # the shard pairs each query image with the entity it shows (image_paths ∥ image_entities)
         shown = dict(zip((int(e) for e in _as_list(field_of(row, "image_entities"))),
                          _as_list(field_of(row, "image_paths"))))
         if image_entity in shown:
             image = Path(shown[image_entity])
         else:
-            image = kg.image_of(image_entity) if image_entity >= 0 else None
+            image = kg_text.image_of(image_entity) if image_entity >= 0 else None
         prompt = f"Analogy: {h} is to {t} as {q_label} is to"
         return Example(query_id=_query_id(row, index), prompt=prompt, target=a_label, image=image,
                        align_entity=image_entity if image is not None else -1, gold_key=str(a),
@@ -128,7 +128,7 @@ class ScienceQATask:
     def __init__(self, *, image_root: str | Path | None = None):
         self.image_root = Path(image_root) if image_root else None
 
-    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+    def make_example(self, row: dict[str, Any], kg_text: KGText, index: int) -> Example | None:
         choices = [str(c) for c in _as_list(field_of(row, "choices"))]
         answer = field_of(row, "answer")
         if not choices or answer is None:
@@ -161,7 +161,7 @@ class TripleCompletionTask:
     def __init__(self, *, seed: int = 0):
         self.seed = seed
 
-    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+    def make_example(self, row: dict[str, Any], kg_text: KGText, index: int) -> Example | None:
         n_edges = len(row["head_ids"])
         if n_edges == 0:
             return None
@@ -178,13 +178,13 @@ class ImageEntityTask:
     name = "kg-image"
     fields = ()
 
-    def make_example(self, row: dict[str, Any], kg: KGText, index: int) -> Example | None:
+    def make_example(self, row: dict[str, Any], kg_text: KGText, index: int) -> Example | None:
         # the subgraph's nodes in the order a `Data` numbers them (sorted store ids)
         for node in np.unique(np.concatenate([row["head_ids"], row["tail_ids"]])).tolist():
-            image = kg.image_of(node)
+            image = kg_text.image_of(node)
             if image is not None:
                 return Example(query_id=f"{_query_id(row, index)}#image{node}", prompt="The image shows",
-                               target=kg.entity(node), image=image, align_entity=int(node))
+                               target=kg_text.entity(node), image=image, align_entity=int(node))
         return None
 
 

@@ -115,7 +115,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                            "--checkpoint), or add soft_prompt_tokens for an equal-budget control.")
     logger.info("model %s: %s trainable of %s parameters (%.3f %%)", model, f"{counts['trainable']:,}",
                 f"{counts['total']:,}", counts["trainable_percent"])
-    collate = Collator(kg=kg_text, image_transform=getattr(net, "image_transform", None))
+    collate = Collator(kg_text=kg_text, image_transform=getattr(net, "image_transform", None))
 
     start = {"stage": 0, "epoch": 0, "batch": 0, "global_step": 0}
     latest = ckpt.latest_checkpoint(ckpt_root) if resume else None

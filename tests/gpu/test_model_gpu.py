@@ -84,7 +84,7 @@ def test_shard_loader_with_workers_and_pinned_memory(real_shards, kg_text):
     assert all(b.x.is_pinned() and b.edge_index.is_pinned() for b in batches)
     # the model's loader: ModelBatch.pin_memory, then an asynchronous copy
     dataset, _ = build_task_dataset(kg=real_shards["kg"], kg_text=kg_text, shards=real_shards["mars/dev"], task="mars")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=Collator(kg=kg_text), num_workers=2,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=Collator(kg_text=kg_text), num_workers=2,
                                          pin_memory=True)
     for batch in loader:
         assert batch.graph.x.is_pinned() and batch.has_image.is_pinned() and batch.align_node.is_pinned()

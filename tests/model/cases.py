@@ -39,7 +39,7 @@ class ModelTestCase:
                              num_relations=graph_info["num_relations"], **{**self.kwargs, **extra})
 
     def batch(self, net, mars_items, kg_text, n: int = 3):
-        return Collator(kg=kg_text, image_transform=getattr(net, "image_transform", None))(mars_items[:n])
+        return Collator(kg_text=kg_text, image_transform=getattr(net, "image_transform", None))(mars_items[:n])
 
     @pytest.mark.parametrize("backbone", BACKBONES)
     def test_forward_backward_only_trainable_parts_get_gradients(self, backbone, graph_info, mars_items, kg_text):

@@ -49,7 +49,7 @@ def graph_info(mars_graphs, store) -> dict:
 
 @pytest.fixture(scope="session")
 def mars_items(mars_graphs, kg_text) -> list:
-    ds = TaskDataset(mars_graphs, task=resolve_task("mars"), kg=kg_text)
+    ds = TaskDataset(mars_graphs, task=resolve_task("mars"), kg_text=kg_text)
     items = [ds[i] for i in range(len(ds))]
     assert any(g.edge_index.shape[1] > 0 for g, _ in items), "the real shards should hold some triples"
     return items

@@ -24,7 +24,7 @@ class TestKAMT(cases.ModelTestCase):
 def sqa_items(real_shards, kg_text):
     task = resolve_task("scienceqa")
     graphs = open_graphs(real_shards["kg"], [real_shards["scienceqa/test"]], task.fields)
-    ds = TaskDataset(graphs, task=task, kg=kg_text)
+    ds = TaskDataset(graphs, task=task, kg_text=kg_text)
     return [ds[i] for i in range(len(ds))]
 
 
@@ -36,14 +36,14 @@ def _build(graph_info, **kw):
 
 def test_scienceqa_choices_are_classes_and_the_other_choices_are_negatives(graph_info, sqa_items, kg_text):
     net = _build(graph_info, vision=None)
-    batch = Collator(kg=kg_text)(sqa_items[:2])
+    batch = Collator(kg_text=kg_text)(sqa_items[:2])
     out = net(batch)
     assert out["negative_loss"] > 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert net.answer_head[0].weight.grad.abs().sum() > 0
     assert net.triples.entity.weight.grad.abs().sum() > 0  # the learned entity rows of the triples train
     net.eval()
-    one = Collator(kg=kg_text)(sqa_items[:1])
+    one = Collator(kg_text=kg_text)(sqa_items[:1])
     scores = net.score_candidates(one, one.examples[0].choices)
     assert scores.shape == (len(one.examples[0].choices),) and bool((scores < 0).all())
 
@@ -54,7 +54,7 @@ def test_graph_ablation_and_images(graph_info, mars_items, kg_text, data_dir):
     net = _build(graph_info)
     graph, ex = mars_items[0]
     ex = type(ex)(**{**ex.__dict__, "image": data_dir / "scienceqa/images/test/23/image.png"})
-    batch = Collator(kg=kg_text, image_transform=net.image_transform)([(graph, ex), mars_items[1]])
+    batch = Collator(kg_text=kg_text, image_transform=net.image_transform)([(graph, ex), mars_items[1]])
     assert batch.has_image.tolist() == [True, False]
     net(batch)["loss"].backward()
     assert net.image_proj.weight.grad.abs().sum() > 0

@@ -44,7 +44,7 @@ def test_encoder_decoder_backbones_are_refused(graph_info):
 def test_untrained_modules_leave_the_llm_unchanged_and_hooks_act_once_written(graph_info, mars_items, kg_text):
     mrmkg = _build("mrmkg", graph_info, kg_hidden=32, gnn_layer="gat", use_kg=False).eval()
     net = _build("mks2", graph_info, **SMALL).eval()
-    batch = Collator(kg=kg_text, image_transform=net.image_transform)(mars_items[:2])
+    batch = Collator(kg_text=kg_text, image_transform=net.image_transform)(mars_items[:2])
     with torch.no_grad():
         # empty memory + zero expert outputs: exactly the frozen backbone with MR-MKG's prompt
         assert torch.allclose(net(batch)["loss"], mrmkg(batch)["loss"], atol=1e-6)
@@ -63,7 +63,7 @@ def test_untrained_modules_leave_the_llm_unchanged_and_hooks_act_once_written(gr
 
 def test_memory_and_experts_get_gradients_llm_stays_frozen(graph_info, mars_items, kg_text):
     net = _build("mks2", graph_info, **SMALL)
-    net(Collator(kg=kg_text, image_transform=net.image_transform)(mars_items[:2]))["loss"].backward()
+    net(Collator(kg_text=kg_text, image_transform=net.image_transform)(mars_items[:2]))["loss"].backward()
     block = net.block_modules[0]
     assert block.memory.values.grad.abs().sum() > 0 and block.experts.down.grad.abs().sum() > 0
     assert all(p.grad is None for p in net.llm.parameters())
@@ -83,7 +83,7 @@ def test_bf16_backbone_keeps_the_block_dtype(graph_info, mars_items, kg_text):
     seen = []
     block = decoder_blocks(llm.model)[0]
     hook = block.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, tuple) else o).dtype))
-    out = net(Collator(kg=kg_text, image_transform=net.image_transform)(mars_items[:1]))
+    out = net(Collator(kg_text=kg_text, image_transform=net.image_transform)(mars_items[:1]))
     hook.remove()
     assert seen and set(seen) == {torch.bfloat16}  # the hooked block hands bf16 on, as the LLM expects
     assert all(p.dtype == torch.float32 for p in net.parameters() if p.requires_grad)  # trainable parts fp32

@@ -15,7 +15,7 @@ class TestMRMKG(cases.ModelTestCase):
 
 def test_rgat_knowledge_encoder_trains(graph_info, mars_items, kg_text):
     net = TestMRMKG().build("tiny-t5", graph_info, gnn_layer="rgat", gnn_layer_kwargs={"num_bases": 2})
-    net(Collator(kg=kg_text)(mars_items[:2]))["loss"].backward()
+    net(Collator(kg_text=kg_text)(mars_items[:2]))["loss"].backward()
     conv = net.kg_encoder.layers[0].conv
     assert type(conv).__name__ == "RGATConv"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in conv.parameters())
@@ -32,7 +32,7 @@ def test_no_kg_ablation_has_no_kg_parameters_and_ignores_the_graph(graph_info, m
     assert "kg_encoder" in full.parameter_counts()["trainable_by_part"]
     parts = no_kg.parameter_counts()["trainable_by_part"]
     assert "kg_encoder" not in parts and "knowledge_adapter" not in parts
-    batch = Collator(kg=kg_text)(mars_items[:2])
+    batch = Collator(kg_text=kg_text)(mars_items[:2])
     assert batch.graph.num_nodes > 0
     embeds_full, mask_full, _ = full.prompt(batch)
     embeds_text, mask_text, _ = no_kg.prompt(batch)
@@ -51,7 +51,7 @@ def test_alignment_loss_is_active_with_an_image_of_a_subgraph_entity(graph_info,
     net = _build(graph_info, alignment_weight=0.5)
     ex = type(ex)(**{**ex.__dict__, "image": kg.image_of(entity), "align_entity": entity})
     other = next(item for item in mars_items if item[1].query_id != ex.query_id)
-    batch = Collator(kg=kg, image_transform=net.image_transform)([(graph, ex), other])
+    batch = Collator(kg_text=kg, image_transform=net.image_transform)([(graph, ex), other])
     assert batch.has_image.tolist() == [True, False]
     assert int(batch.align_node[0]) == 0 and int(batch.align_node[1]) == -1
     out = net(batch)
@@ -71,7 +71,7 @@ def test_soft_prompt_control_trains_only_its_tokens_and_round_trips(graph_info, 
     from model import checkpoint as ckpt
     net = _build(graph_info, use_kg=False, vision=None, soft_prompt_tokens=5)
     assert net.parameter_counts()["trainable_by_part"] == {"soft_prompt": 5 * net.llm.hidden_size}
-    batch = Collator(kg=kg_text)(mars_items[:2])
+    batch = Collator(kg_text=kg_text)(mars_items[:2])
     embeds, mask, _ = net.prompt(batch)
     text_only = _build(graph_info, use_kg=False, vision=None)
     assert torch.equal(mask.sum(1), text_only.prompt(batch)[1].sum(1) + 5)

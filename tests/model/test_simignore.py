@@ -58,7 +58,7 @@ def test_the_llm_reads_only_the_kept_image_tokens(graph_info, mars_items, kg_tex
     mrmkg = _build("mrmkg", graph_info)
     graph, ex = mars_items[0]
     ex = type(ex)(**{**ex.__dict__, "image": data_dir / "scienceqa/images/test/23/image.png"})
-    batch = Collator(kg=kg_text, image_transform=mrmkg.image_transform)([(graph, ex), mars_items[1]])
+    batch = Collator(kg_text=kg_text, image_transform=mrmkg.image_transform)([(graph, ex), mars_items[1]])
     with torch.no_grad():
         full, full_mask, _ = mrmkg.prompt(batch)
         n_patches = mrmkg.vision(batch.images).shape[1]
