@@ -31,7 +31,7 @@ bench: venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: venv
-	$(PY) -m compileall -q kg_store pipeline retrieval model jobs
+	$(PY) -m ruff check kg_store pipeline retrieval model jobs tests benchmarks deploy
 
 clean:
 	rm -rf build

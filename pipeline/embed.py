@@ -25,7 +25,6 @@ matrices. The scratch directory is removed once the vectors are committed.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import shutil

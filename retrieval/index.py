@@ -226,7 +226,8 @@ def resolve_index_gpu(use_gpu: bool | str | None) -> bool:
         reason = ("the installed faiss has no GPU support (faiss-cpu); pip uninstall faiss-cpu && "
                   "pip install -e '.[gpu]'") if not hasattr(faiss, "StandardGpuResources") \
             else "FAISS sees no CUDA device"
-        raise DeviceError(unavailable_message("cuda (use_gpu) for FAISS", reason, fallback="--device auto or cpu (use_gpu: auto or false)"))
+        raise DeviceError(unavailable_message("cuda (use_gpu) for FAISS", reason,
+                                              fallback="--device auto or cpu (use_gpu: auto or false)"))
     return request
 
 
@@ -542,7 +543,7 @@ def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max
 def load_index(store: KGStore | str | Path, encoder: str, kind: str, *, mmap: bool = False) -> VectorIndex:
     """The committed index of one vector kind (entity | triple | image) for `encoder`."""
     store = store if isinstance(store, KGStore) else KGStore(store)
-    slug, base = encoder_slug(encoder), indexes_dir(encoder)
+    base = indexes_dir(encoder)
     art = store.artifact(base)
     if art is None or kind not in art.get("kinds", {}):
         have = ", ".join(art["kinds"]) if art else "none"

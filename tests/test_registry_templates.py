@@ -9,7 +9,6 @@ tiny backbones, checkpoint round-trip) with its own meta-test in `tests/model/te
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc

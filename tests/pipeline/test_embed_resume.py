@@ -8,7 +8,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from kg_store import KGStore
 from kg_store.hashing import sha256_file

@@ -12,7 +12,6 @@ from kg_store import open_store
 from kg_store.shards import read_shards
 from retrieval.queries import build_queries
 from retrieval.reports import mars_leakage, quality_report, scienceqa_leakage
-from retrieval.subgraph import SubgraphOutput
 from tests.retrieval.shards_fixture import ENCODER, build_test_shards, shared_root
 
 
