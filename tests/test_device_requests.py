@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_every_torch_device_request_goes_through_it(tmp_path):
     rt = init_runtime(device="auto", amp="auto")
     assert rt.device.type == "cpu"
     enc = resolve_encoder("tiny-clip", device="auto")
-    assert enc.device == torch.device("cpu") and enc.precision == "float32"
+    assert str(enc.device) == "cpu" and enc.precision in ("float32", "onnx-float32")  # exact numerics on the CPU
 
 
 def test_faiss_gpu_requests(tmp_path):
@@ -96,7 +97,7 @@ def test_cli_embed_device_cuda_subprocess(tmp_path):
     kg.mkdir()
     p = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--kg", str(kg), "--encoder", "tiny-clip",
                         "--device", "cuda"], capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert p.returncode == 1, p.stderr
     _one_clear_line(p.stderr, "mmkg: device 'cuda' was requested but", "use --device cpu or auto")
     assert list(kg.iterdir()) == []

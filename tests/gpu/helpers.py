@@ -18,7 +18,8 @@ def cuda_skip_reason() -> str | None:
 def faiss_gpu_skip_reason() -> str | None:
     import faiss
     if not hasattr(faiss, "StandardGpuResources"):
-        return "needs faiss with GPU support: faiss-cpu is installed (pip uninstall faiss-cpu && pip install -e '.[gpu]')"
+        return ("needs faiss with GPU support: faiss-cpu is installed "
+                "(pip uninstall faiss-cpu && pip install -e '.[gpu]')")
     if faiss.get_num_gpus() == 0:
         return "needs a GPU FAISS can see (faiss.get_num_gpus() == 0)"
     return None
