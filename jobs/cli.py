@@ -47,6 +47,14 @@ def _load_commands() -> None:
 _load_commands()
 
 
+def exit_code(error: BaseException) -> int:
+    """The documented exit code of an error reported as one line (README "Exit codes")."""
+    for kind, code in ((LockedError, EXIT_LOCKED), (StrictRejectsError, EXIT_REJECTS), (ConfigError, EXIT_USAGE)):
+        if isinstance(error, kind):
+            return code
+    return EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="mmkg", standalone_mode=False)
@@ -58,21 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_FAILURE)
-    except LockedError as e:
+    except (MMKGError, ImportError) as e:  # ImportError: an optional dependency, with its install hint
         click.echo(f"mmkg: {e}", err=True)
-        sys.exit(EXIT_LOCKED)
-    except StrictRejectsError as e:
-        click.echo(f"mmkg: {e}", err=True)
-        sys.exit(EXIT_REJECTS)
-    except ConfigError as e:
-        click.echo(f"mmkg: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    except MMKGError as e:
-        click.echo(f"mmkg: {e}", err=True)
-        sys.exit(EXIT_FAILURE)
-    except ImportError as e:  # an optional dependency: the message carries the install hint
-        click.echo(f"mmkg: {e}", err=True)
-        sys.exit(EXIT_FAILURE)
+        sys.exit(exit_code(e))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

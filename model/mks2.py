@@ -55,13 +55,19 @@ class VisualMemory(nn.Module):
     def reset_parameters(self) -> None:
         self.norm.reset_parameters()
         self.query.reset_parameters()
-        nn.init.normal_(self.keys, std=1.0 / math.sqrt(self.keys.shape[1]))
-        nn.init.zeros_(self.values)
+        _scaled_normal_then_zero(self.keys, self.values)
 
     def forward(self, hidden: Tensor) -> Tensor:
         q = self.query(self.norm(hidden))
         attn = torch.softmax(q @ self.keys.t() / math.sqrt(q.shape[-1]), dim=-1)
         return attn @ self.values
+
+
+def _scaled_normal_then_zero(first: Tensor, last: Tensor) -> None:
+    """Read weights ~ N(0, 1/fan_in), write weights zero: the new module starts as the identity
+    (its residual adds nothing), so the frozen LLM's behaviour is where training starts."""
+    nn.init.normal_(first, std=1.0 / math.sqrt(first.shape[-2 if first.dim() > 2 else 1]))
+    nn.init.zeros_(last)
 
 
 class SoftMixtureOfExperts(nn.Module):
@@ -93,8 +99,7 @@ class SoftMixtureOfExperts(nn.Module):
     def reset_parameters(self) -> None:
         self.norm.reset_parameters()
         self.router.reset_parameters()
-        nn.init.normal_(self.up, std=1.0 / math.sqrt(self.up.shape[1]))
-        nn.init.zeros_(self.down)
+        _scaled_normal_then_zero(self.up, self.down)
 
     def router_weights(self, hidden: Tensor) -> Tensor:
         return torch.softmax(self.router(self.norm(hidden)), dim=-1)

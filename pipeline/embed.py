@@ -41,6 +41,7 @@ from kg_store import KGStore, atomic, open_store
 from kg_store.errors import ConfigError, KGStoreError
 from kg_store.hashing import config_hash, sha256_bytes, sha256_file
 from kg_store.vectors import encoder_slug, load_vectors, write_vectors
+from pipeline.encoders.base import length_order as text_length_order, prefetch
 from pipeline.engines.base import check_engine
 
 log = logging.getLogger(__name__)
@@ -191,10 +192,8 @@ def forward_batch(encoder, modality: str, prepared: Any) -> np.ndarray:
 
 def length_order(modality: str, items: Sequence[str]) -> np.ndarray:
     """Texts of similar length batch together (as sentence-transformers does), so a batch pads
-    to little more than its own length; a stable sort keeps the batches deterministic."""
-    if modality != "text":
-        return np.arange(len(items))
-    return np.argsort(np.fromiter((len(s) for s in items), np.int64, len(items)), kind="stable")
+    to little more than its own length; images keep their order."""
+    return text_length_order(items) if modality == "text" else np.arange(len(items))
 
 
 def chunk_batches(modality: str, items: Sequence[str], batch_size: int) -> tuple[np.ndarray, list[list[str]]]:
@@ -216,36 +215,6 @@ def embed_chunk(encoder, modality: str, items: Sequence[str], batch_size: int) -
     order, batches = chunk_batches(modality, items, batch_size)
     parts = [forward_batch(encoder, modality, prepare_batch(encoder, modality, b)) for b in batches]
     return unorder(order, parts, encoder.dim)
-
-
-def prefetch(iterable: Iterable[Any], depth: int = 4) -> Iterator[Any]:
-    """Run `iterable` in a daemon thread, `depth` items ahead (tokenisers and PIL release the GIL
-    for much of their work, and torch releases it during the forward, so the two overlap)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    end, stop = object(), threading.Event()
-
-    def work() -> None:
-        try:
-            for item in iterable:
-                if stop.is_set():
-                    return
-                q.put(item)
-            q.put(end)
-        except BaseException as e:  # re-raised in the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=work, name="embed-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 # ---- engines ------------------------------------------------------------------------------------

@@ -45,28 +45,27 @@ _config = click.option("--config", "config", required=True, type=click.Path(exis
 _set = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a job key (repeatable).")
 
 
-@click.command()
-@_config
-@_set
-def train(config: str, overrides: tuple[str, ...]) -> None:
-    """Train a model variant on precomputed shards (stage 1 pretraining, stage 2 finetuning)."""
-    job = load_job_config(config, overrides)
-    from model.training import train as run_train
-    check_job(run_train, job, config)
-    summary = run_train(**job)
-    click.echo(json.dumps(summary, sort_keys=True))
+def _model_command(name: str, target: str, doc: str) -> click.Command:
+    """`mmkg train` / `mmkg evaluate`: load the job config, check it fits the function, run it."""
+
+    @click.command(name=name, help=doc)
+    @_config
+    @_set
+    def command(config: str, overrides: tuple[str, ...]) -> None:
+        import importlib
+        job = load_job_config(config, overrides)
+        module, _, fn_name = target.rpartition(".")
+        fn = getattr(importlib.import_module(module), fn_name)
+        check_job(fn, job, config)
+        click.echo(json.dumps(fn(**job), sort_keys=True))
+
+    return command
 
 
-@click.command()
-@_config
-@_set
-def evaluate(config: str, overrides: tuple[str, ...]) -> None:
-    """Evaluate a checkpoint: ScienceQA accuracy by category, MARS Hits@k/MRR; predictions JSONL."""
-    job = load_job_config(config, overrides)
-    from model.evaluation import evaluate as run_evaluate
-    check_job(run_evaluate, job, config)
-    metrics = run_evaluate(**job)
-    click.echo(json.dumps(metrics, sort_keys=True))
+train = _model_command("train", "model.training.train",
+                       "Train a model variant on precomputed shards (stage 1 pretraining, stage 2 finetuning).")
+evaluate = _model_command("evaluate", "model.evaluation.evaluate",
+                          "Evaluate a checkpoint: ScienceQA accuracy by category, MARS Hits@k/MRR; predictions JSONL.")
 
 
 commands = [train, evaluate]
