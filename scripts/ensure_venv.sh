@@ -9,6 +9,10 @@ command -v "$PY" >/dev/null || PY=python3
 KEY=$(cat requirements.txt requirements-nodeps.txt | sed -e "s/#.*//" -e "/^[[:space:]]*$/d" | sha256sum | cut -c1-16)
 CACHE=${MMKG_VENV_CACHE:-$HOME/.cache/mmkg/venvs}
 VENV="$CACHE/$KEY"
+mkdir -p "$CACHE"
+# One builder at a time per venv (two `make` runs must not delete each other's half-built .tmp).
+exec 9>"$CACHE/$KEY.lock"
+flock 9
 if [ ! -f "$VENV/.complete" ]; then
   echo "[venv] building $VENV (first time for these requirements; several minutes)" >&2
   rm -rf "$VENV.tmp"
