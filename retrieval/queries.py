@@ -18,6 +18,7 @@ from kg_store import KGStore
 from kg_store.errors import KGStoreError
 from kg_store.hashing import sha256_file
 from kg_store.registry import family
+from kg_store.safe_io import read_bounded
 from pipeline.paths import PathEscapeError, safe_join
 from retrieval.query_rejects import BadRecord, numbered_lines, query_image, reject
 
@@ -305,7 +306,8 @@ def scienceqa_queries(path: Path, *, store: KGStore | None = None, split: str | 
     """
     file = _problems_file(path)
     try:
-        problems: dict[str, dict[str, Any]] = json.loads(file.read_bytes().decode("utf-8"))
+        # a regular file of bounded size (kg_store.safe_io): a FIFO or /dev/zero fails, never hangs
+        problems: dict[str, dict[str, Any]] = json.loads(read_bounded(file, 1 << 30).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise KGStoreError(f"{file}: not a ScienceQA problems JSON document ({e})") from None
     if not isinstance(problems, dict):

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+from kg_store.safe_io import iter_lines, open_regular
 from pipeline.paths import PathEscapeError, safe_join
-from pipeline.readers.records import line_problem
+from pipeline.readers.records import MAX_LINE_BYTES, line_problem, too_long
 
 #: raw bytes kept per reject (as the ingest rejects table)
 RAW_MAX = 1024
@@ -31,9 +32,15 @@ def numbered_lines(path: Path, rejects: list[dict[str, Any]]) -> Iterator[tuple[
     """(line number, index among non-blank lines, text) of each usable non-blank line; bad lines
     are appended to `rejects`. The index keeps ids stable when a line before it is bad."""
     index = -1
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            raw = raw.rstrip(b"\n").rstrip(b"\r")
+    # kg_store.safe_io: a regular file only (a FIFO never hangs), read in bounded blocks (a line
+    # over MAX_LINE_BYTES is rejected without ever being held whole)
+    with open_regular(path) as f:
+        for n, (raw, length) in enumerate(iter_lines(f, MAX_LINE_BYTES), 1):
+            if raw is None:
+                index += 1
+                rejects.append(reject(path, n, b"", too_long(length)))
+                continue
+            raw = raw.rstrip(b"\r")
             if not raw.strip():
                 continue
             index += 1
