@@ -88,6 +88,15 @@ class StoreLock:
 
 
 class RunLock(StoreLock):
-    """The whole-run lock, `<kg>/.run.lock` (separate from the per-commit store lock)."""
+    """The whole-run lock, `<kg>/.run.lock` (separate from the per-commit store lock).
+
+    A run may create the store: like a writer, it refuses a non-empty directory that is not
+    one before it writes its lock or logs there (NotAStoreError, exit 2).
+    """
 
     name = ".run.lock"
+
+    def acquire(self) -> "RunLock":
+        from kg_store.store import check_new_store_dir  # store imports this module
+        check_new_store_dir(self.path.parent)
+        return super().acquire()

@@ -201,7 +201,7 @@ def check_new_store_dir(root: str | Path) -> None:
     if foreign:
         shown = ", ".join(foreign[:5]) + (f", … ({len(foreign)} entries)" if len(foreign) > 5 else "")
         raise NotAStoreError(f"{root} is not empty and is not a KG store (it holds {shown}); "
-                             "give a new or empty directory, or --force to create the store there anyway")
+                             "give a new or empty directory, or `mmkg ingest --force` to create the store there anyway")
 
 
 class StoreWriter:

@@ -69,6 +69,10 @@ def test_ingest_refuses_a_non_empty_directory_that_is_not_a_store(tmp_path, caps
     assert rc == 2, err
     assert "not a KG store" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert tree(home) == before  # not even a lock file
+    from jobs.runner import run_pipeline
+    with pytest.raises(KGStoreError, match="not a KG store"):  # a DAG run refuses it the same way
+        run_pipeline(kg=home, ingest={"sources": [f"markg:{markg}"], "engine": "local"}, progress=False)
+    assert tree(home) == before
     rc, out, err = run_cli(capsys, "ingest", "--kg", home, "--engine", "local", "--source", f"markg:{markg}",
                            "--force")
     assert rc == 0, err
