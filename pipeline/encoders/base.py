@@ -13,7 +13,8 @@ vectors of two runtimes are never mixed: `float32` / `float16` / `bfloat16` for 
 `onnx-float32` / `onnx-int8` for ONNX Runtime. `resolve_runtime` maps a request to a tag:
 
 * precision `auto` + runtime `auto`: `onnx-float32` on the CPU (torch when onnxruntime is absent
-  or the exported graph fails its probe), torch `float16` autocast on CUDA;
+  or the exported graph fails its probe), torch `float16` autocast on CUDA; open_clip models stay
+  on torch here (their ONNX towers are opt-in: `runtime="onnx"`), see `clip.py`;
 * an explicit torch precision (`float32`, `float16`, `bfloat16`) with runtime `auto` keeps its
   meaning (torch), so a tag handed to a Spark worker resolves to the same runtime;
 * `int8` is ONNX only (dynamic quantisation, opt-in: its quality is printed when chosen);
@@ -225,9 +226,10 @@ def onnx_runtime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def resolve_runtime(runtime: str, precision: str, device: str) -> tuple[str, str]:
+def resolve_runtime(runtime: str, precision: str, device: str, cpu_default: str = "onnx") -> tuple[str, str]:
     """(runtime, precision tag) for a request; see the module docstring. `runtime` "auto" may
-    still become torch later, when the ONNX graph cannot be exported or fails its probe."""
+    still become torch later, when the ONNX graph cannot be exported or fails its probe.
+    `cpu_default`: what runtime and precision "auto" pick on the CPU for this encoder."""
     runtime = (runtime or "auto").strip().lower()
     precision = (precision or "auto").strip().lower()
     if runtime == "auto":
@@ -250,6 +252,6 @@ def resolve_runtime(runtime: str, precision: str, device: str) -> tuple[str, str
         if not onnx_runtime_available():
             raise KGStoreError("runtime onnx needs the onnxruntime package (requirements.txt)")
         return "onnx", "onnx-float32"
-    if runtime == "auto" and precision == "auto" and not cuda and onnx_runtime_available():
+    if runtime == "auto" and precision == "auto" and not cuda and cpu_default == "onnx" and onnx_runtime_available():
         return "onnx", "onnx-float32"
     return "torch", precision

@@ -21,6 +21,7 @@ The verdict is recorded, so later processes (the fast CLI) need neither torch no
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -115,6 +116,19 @@ def files_digest(files: Sequence[Path], base: Path, memo_dir: Path) -> str:
             atomic.write_json(memo_path, memo)
         except OSError as e:  # a read-only cache only costs re-hashing
             log.debug("cannot write %s: %s", memo_path, e)
+    return h.hexdigest()
+
+
+def state_dict_digest(module: Any, extra: dict[str, Any]) -> str:
+    """sha256 over a torch module's weights (names, dtypes, shapes, bytes) and `extra` (the model's
+    name and config): for models built in memory (open_clip tags, seeded random weights)."""
+    import torch
+    h = hashlib.sha256(f"mmkg-onnx-export-v{EXPORT_VERSION}\n".encode())
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"\n{name}|{t.dtype}|{t.numel()}\n".encode())
+        h.update(t.view(torch.uint8).numpy())
     return h.hexdigest()
 
 
@@ -222,6 +236,8 @@ class OnnxTower:
         self.session = make_session(self.path, self.device, self._threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.quality = self._verify()
+        # Verified: drop the export/reference callables (they may hold the torch model).
+        self.spec = dataclasses.replace(spec, export=None, reference=None, probe=None)
 
     # -- export ----------------------------------------------------------------------------------
     def _ensure_export(self) -> None:

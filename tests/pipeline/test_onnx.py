@@ -165,3 +165,25 @@ def test_a_graph_that_fails_its_probe_falls_back_to_torch(model_copy, onnx_cache
     assert [v["ok"] for v in verdicts.values()] == [False]
     v = fallen.encode_text(["zebra"])  # and the torch path works
     assert v.shape == (1, 384)
+
+
+def test_clip_towers_on_onnx_match_torch(data_dir):
+    """Both open_clip towers (text: token ids, image: pixels) exported and verified; opt-in."""
+    from PIL import Image
+    assert resolve_encoder("tiny-clip").runtime == "torch"  # open_clip stays on torch unless asked
+    onnx_clip = resolve_encoder("tiny-clip", runtime="onnx")
+    torch_clip = resolve_encoder("tiny-clip", runtime="torch")
+    assert (onnx_clip.runtime, onnx_clip.precision) == ("onnx", "onnx-float32")
+    texts = markg_triple_texts(data_dir, 128) + PROBE_TEXTS
+    cos = np.sum(onnx_clip.encode_texts(texts) * torch_clip.encode_texts(texts), axis=1)
+    assert cos.min() >= PROBE_MIN_COSINE, cos.min()
+    files = sorted((data_dir / "entity_images" / "imagenet_markg_overlap" / "images").glob("*.JPEG"))[:6]
+    images = [Image.open(f) for f in files] + [Image.open(data_dir / "markg" / "MARS" / "images" / "Q1501" /
+                                                          "2.image.jpg.png")]
+    cos = np.sum(onnx_clip.encode_images(images) * torch_clip.encode_images(images), axis=1)
+    assert cos.min() >= PROBE_MIN_COSINE, cos.min()
+    info = onnx_clip.describe()["onnx"]
+    assert info["text"]["probe"]["min_cosine"] >= PROBE_MIN_COSINE
+    assert info["image"]["probe"]["min_cosine"] >= PROBE_MIN_COSINE
+    # the torch weights were released after verification and come back on demand (model.vision)
+    assert onnx_clip._model is None and onnx_clip.model.visual is not None
