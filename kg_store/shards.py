@@ -56,7 +56,14 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     if not is_complete(directory):
         raise KGStoreError(f"{directory} is not a finished shard directory (no {SUCCESS})")
-    return json.loads((directory / META).read_text())
+    from kg_store.errors import CorruptFileError
+    from kg_store.safe_io import UnsafeFileError, read_bounded
+    try:  # a regular file inside the directory, bounded (issue 17)
+        return json.loads(read_bounded(directory / META, 64 << 20, root=directory).decode("utf-8"))
+    except UnsafeFileError as e:
+        raise CorruptFileError(directory / META, e.detail) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptFileError(directory / META, f"not valid JSON ({e})") from None
 
 
 def read_shards(directory: str | Path, columns: list[str] | None = None) -> pa.Table:
