@@ -38,7 +38,7 @@ import pyarrow as pa
 from kg_store.errors import KGStoreError
 from kg_store.safe_io import UnsafeFileError, iter_lines, open_regular, read_bounded
 from pipeline.readers import records as R
-from pipeline.readers.base import InputFile, Reader, reader_registry, source_file
+from pipeline.readers.base import InputFile, Reader, reader_registry
 
 LABEL_PREDICATES = {
     "http://www.w3.org/2000/01/rdf-schema#label",

@@ -59,20 +59,6 @@ class Listener:
             c.close()
 
 
-@pytest.fixture
-def listener():
-    srv = Listener()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def silent_listener():
-    srv = Listener(hold=True)
-    yield srv
-    srv.close()
-
-
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """`mmkg ARGS` in this process through `jobs.cli.main` (exit code, stdout, stderr).
 

@@ -15,7 +15,7 @@ import pytest
 from kg_store import open_store
 from pipeline.readers import records as R
 from tests.pipeline.test_readers import parse_all
-from tests.reliability.hostile_fixtures import listener, run_cli, silent_listener, small_store, write_markg  # noqa: F401
+from tests.reliability.hostile_fixtures import Listener, run_cli, small_store, write_markg
 
 PRODUCT = " . ".join(f"?s{i} ?p{i} ?o{i}" for i in range(9))  # 7^9 = 40 million rows on the small store
 
@@ -23,6 +23,20 @@ PRODUCT = " . ".join(f"?s{i} ?p{i} ?o{i}" for i in range(9))  # 7^9 = 40 million
 @pytest.fixture
 def kg(tmp_path):
     return small_store(tmp_path)
+
+
+@pytest.fixture
+def listener():
+    srv = Listener()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def silent_listener():
+    srv = Listener(hold=True)
+    yield srv
+    srv.close()
 
 
 def _no_request(listener) -> None:

@@ -11,7 +11,6 @@ import os
 import pytest
 import rdflib
 
-from kg_store import open_store
 from tests.fixtures.hostile_images import _save, photo, truncated, zero_png_bytes
 from tests.reliability.helpers import assert_no_traceback, mmkg
 from tests.reliability.hostile_fixtures import ESC_LABEL, run_cli, small_store
