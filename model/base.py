@@ -8,7 +8,7 @@ losses, returns them from there).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from kg_store.registry import family
 from model.backbones import CAUSAL, FrozenLLM, load_backbone
 from model.batching import ModelBatch
-from model.prompt import pack_blocks, pad_ids
+from model.prompt import FACTS_HEADER, FACTS_SEPARATOR, fit_facts, format_fact, pack_blocks, pad_ids
+from model.tasks import Example
 
 model_registry = family("model")
 
@@ -27,7 +28,9 @@ class MultimodalKGModel(nn.Module):
     Args:
         backbone (str | FrozenLLM): `backbone` preset name or a ready backbone.
         backbone_kwargs (dict, optional): passed to `load_backbone` (weights, dtype, cache_dir).
-        max_text_length (int): prompt tokens kept (the paper's max length). (default: 512)
+        max_text_length (int): prompt tokens kept (the paper's max length): with knowledge as text
+            (`knowledge_text`), facts + question; facts are trimmed (lowest score first) to fit,
+            the question never is. (default: 512)
 
     Shapes:
         - forward(batch) -> {"loss": (), "generation_loss": (), ...auxiliary losses}
@@ -42,6 +45,8 @@ class MultimodalKGModel(nn.Module):
         super().__init__()
         self.llm = backbone if isinstance(backbone, FrozenLLM) else load_backbone(backbone, **dict(backbone_kwargs or {}))
         self.max_text_length = max_text_length
+        #: put the retrieved triples as text (`Example.facts`) ahead of the question; a variant sets it
+        self.knowledge_text = False
 
     # ---- to implement -------------------------------------------------------------------------
     def build_prefix(self, batch: ModelBatch, text: Tensor, text_mask: Tensor
@@ -60,8 +65,36 @@ class MultimodalKGModel(nn.Module):
         return self.llm.model.get_input_embeddings().weight.device
 
     def encode_text(self, batch: ModelBatch) -> tuple[Tensor, Tensor]:
+        """Embeddings of the task's prompts (the question, without facts): what adapters attend to."""
         ids = self.llm.encode([ex.prompt for ex in batch.examples], max_length=self.max_text_length)
         ids, mask = pad_ids(ids, self.llm.tokenizer.pad_token_id, self.device)
+        return self.llm.embed(ids), mask
+
+    def text_ids(self, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
+        """Token ids of the text part of each prompt and how many facts it holds: the question
+        alone, or (with `knowledge_text`) the best-scored facts that fit `max_text_length` ahead of it."""
+        questions = self.llm.encode([ex.prompt for ex in examples], max_length=self.max_text_length)
+        if not self.knowledge_text:
+            return [(q, 0) for q in questions]
+        header, sep = self.llm.encode([FACTS_HEADER, FACTS_SEPARATOR])
+        out = []
+        for ex, q in zip(examples, questions):
+            facts = self.llm.encode([format_fact(h, r, t) for h, r, t, _ in ex.facts]) if ex.facts else []
+            out.append(fit_facts(q, facts, header=header, separator=sep, budget=self.max_text_length))
+        return out
+
+    def prompt_text(self, example: Example) -> str:
+        """The text part of the prompt as the LLM reads it (facts kept by the budget ⊕ question)."""
+        _, k = self.text_ids([example])[0]
+        if not k:
+            return example.prompt
+        facts = "".join(format_fact(h, r, t) for h, r, t, _ in example.facts[:k])
+        return f"{FACTS_HEADER}{facts}{FACTS_SEPARATOR}{example.prompt}"
+
+    def encode_prompt_text(self, batch: ModelBatch) -> tuple[Tensor, Tensor]:
+        """Embeddings of the text the LLM reads after the prefix (facts ⊕ question, or the question)."""
+        ids, mask = pad_ids([ids for ids, _ in self.text_ids(batch.examples)], self.llm.tokenizer.pad_token_id,
+                            self.device)
         return self.llm.embed(ids), mask
 
     def encode_targets(self, texts: list[str]) -> list[list[int]]:
@@ -73,6 +106,8 @@ class MultimodalKGModel(nn.Module):
         """inputs_embeds (B, L, h), attention mask (B, L) and the auxiliary losses."""
         text, text_mask = self.encode_text(batch)
         blocks, aux = self.build_prefix(batch, text, text_mask)
+        if self.knowledge_text:  # the prefix saw the question; the LLM reads facts ⊕ question
+            text, text_mask = self.encode_prompt_text(batch)
         embeds, mask = pack_blocks([(b.to(text.dtype), m) for b, m in blocks] + [(text, text_mask)])
         return embeds, mask, aux
 

@@ -70,9 +70,12 @@ def load_weights(directory: str | Path, model) -> None:
 
 def load_model(directory: str | Path, **overrides: Any):
     """Rebuild the model from a checkpoint's config (frozen parts loaded by name) + its weights."""
-    from model.base import resolve_model
+    from model.base import model_registry, resolve_model
     cfg = read_config(directory)
-    model = resolve_model(cfg["model"], **{**cfg["model_kwargs"], **overrides})
+    # options added after a checkpoint was written take the values that checkpoint was built with
+    legacy = getattr(model_registry.get(cfg["model"]), "LEGACY_KWARGS", {})
+    kwargs = {**{k: v for k, v in legacy.items() if k not in cfg["model_kwargs"]}, **cfg["model_kwargs"]}
+    model = resolve_model(cfg["model"], **{**kwargs, **overrides})
     load_weights(directory, model)
     return model
 

@@ -77,22 +77,44 @@ class KnowledgeGraphEncoder(nn.Module):
         num_relations (int): number of relation ids in the store (edge_type < num_relations).
         num_layers (int): GNN depth. (default: 2)
         gnn_layer (str): `gnn_layer` registry name. (default: "rgat")
+        inverse_edges (bool): the graphs also carry inverse edges typed r + num_relations
+            (`model.batching.add_inverse_edges`): the layers get 2·num_relations relation types and
+            an inverse edge's features get a learned "inverse" vector added (GAT sees no type).
+            (default: False)
+        anchor_marker (bool): a learned vector added to the input state of each graph's anchor
+            (question) entity, so the encoder knows which node the question is about. (default: False)
 
     Shapes:
-        - x (N, in_dim), edge_index (2, E), edge_type (E,), edge_attr (E, in_dim) -> (N, hidden_dim)
+        - x (N, in_dim), edge_index (2, E), edge_type (E,), edge_attr (E, in_dim),
+          anchor (B,) global node indices or -1 (optional) -> (N, hidden_dim)
     """
 
     def __init__(self, *, in_dim: int, hidden_dim: int, num_relations: int, num_layers: int = 2,
-                 gnn_layer: str = "rgat", gnn_layer_kwargs: Mapping[str, Any] | None = None, dropout: float = 0.1):
+                 gnn_layer: str = "rgat", gnn_layer_kwargs: Mapping[str, Any] | None = None, dropout: float = 0.1,
+                 inverse_edges: bool = False, anchor_marker: bool = False):
         super().__init__()
         self.node_in = nn.Linear(in_dim, hidden_dim)
         self.edge_in = nn.Linear(in_dim, hidden_dim)
+        types = 2 * num_relations if inverse_edges else num_relations
         layer_cls = gnn_layer_registry.get(gnn_layer)
-        self.layers = nn.ModuleList(layer_cls(channels=hidden_dim, num_relations=num_relations,
+        self.layers = nn.ModuleList(layer_cls(channels=hidden_dim, num_relations=types,
                                               **dict(gnn_layer_kwargs or {})) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(num_layers))
         self.dropout = nn.Dropout(dropout)
         self.num_relations = num_relations
+        self.num_edge_types = types
+        self.inverse_edges, self.anchor_marker = inverse_edges, anchor_marker
+        self.inverse_edge = nn.Parameter(torch.zeros(hidden_dim)) if inverse_edges else None
+        self.anchor = nn.Parameter(torch.zeros(hidden_dim)) if anchor_marker else None
+        self._reset_markers()
+
+    def _reset_markers(self) -> None:
+        # small and seeded, not zero: the anchor (and an inverse edge) differ from the first step on
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in (self.inverse_edge, self.anchor):
+                if p is not None:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
     def reset_parameters(self) -> None:
         self.node_in.reset_parameters()
@@ -100,12 +122,23 @@ class KnowledgeGraphEncoder(nn.Module):
         for layer, norm in zip(self.layers, self.norms):
             layer.reset_parameters()
             norm.reset_parameters()
+        self._reset_markers()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor) -> Tensor:
-        if edge_type.numel() and int(edge_type.max()) >= self.num_relations:
-            raise ValueError(f"edge_type {int(edge_type.max())} >= num_relations {self.num_relations}")
+    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
+                anchor: Tensor | None = None) -> Tensor:
+        if edge_type.numel() and int(edge_type.max()) >= self.num_edge_types:
+            raise ValueError(f"edge_type {int(edge_type.max())} >= {self.num_edge_types} relation types"
+                             + ("" if self.inverse_edges else " (inverse edges need inverse_edges=True)"))
         h = self.node_in(x)
         e = self.edge_in(edge_attr)
+        if self.inverse_edge is not None and edge_type.numel():
+            e = e + (edge_type >= self.num_relations).unsqueeze(-1).to(e.dtype) * self.inverse_edge
+        if self.anchor is not None and anchor is not None:
+            rows = anchor[anchor >= 0]
+            if rows.numel():
+                marker = torch.zeros_like(h)
+                marker[rows] = self.anchor.to(h.dtype)
+                h = h + marker
         for layer, norm in zip(self.layers, self.norms):
             # residual + pre-norm: a node with no edges keeps its CLIP-initialised state
             h = h + self.dropout(torch.relu(layer(norm(h), edge_index, edge_type, e)))

@@ -1,8 +1,49 @@
-"""Assemble the LLM input: prefix token blocks (knowledge, image) ⊕ text, as inputs_embeds."""
+"""Assemble the LLM input: prefix token blocks (knowledge, image) ⊕ text, as inputs_embeds.
+
+Knowledge as text (G-Retriever style): the retrieved triples become short facts ahead of the
+question, `Facts: <h> <r> <t>. <h> <r> <t>.` then a newline and the task's prompt. `fit_facts`
+keeps as many facts as the token budget allows, best-scored first (so trimming drops the
+lowest scores); the question and options are never cut to make room for facts.
+"""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor
+
+#: text pieces of the facts block (each piece is tokenised on its own and the ids concatenated,
+#: so the budget is exact; for the byte tokenizer that equals tokenising the joined text)
+FACTS_HEADER = "Facts:"
+FACTS_SEPARATOR = "\n"
+
+
+def format_fact(head: str, relation: str, tail: str) -> str:
+    """One fact as it appears in the prompt (a leading space separates it from the previous piece)."""
+    return f" {head} {relation} {tail}."
+
+
+def fit_facts(question: Sequence[int], facts: Sequence[Sequence[int]], *, header: Sequence[int],
+              separator: Sequence[int], budget: int) -> tuple[list[int], int]:
+    """Token ids of `header ⊕ facts[:k] ⊕ separator ⊕ question` with the largest k that fits `budget`.
+
+    `facts` come best first, so the kept ones are a prefix and trimming removes the lowest scores.
+    The question is always kept whole (when no fact fits, the ids are just the question).
+    Returns (ids, k).
+    """
+    room = budget - len(question) - len(header) - len(separator)
+    k, used = 0, 0
+    for f in facts:
+        if used + len(f) > room:
+            break
+        used += len(f)
+        k += 1
+    if k == 0:
+        return list(question), 0
+    ids = list(header)
+    for f in facts[:k]:
+        ids.extend(f)
+    return ids + list(separator) + list(question), k
 
 
 def pad_ids(seqs: list[list[int]], pad: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:

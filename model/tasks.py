@@ -13,6 +13,12 @@ Registry `task`:
   holding an entity with an image in the store yield examples); its image/entity pair also
   feeds the alignment loss.
 Both pretraining tasks draw from the same shards, so training never calls retrieval.
+
+Every example also carries the subgraph's triples as `facts` (labels, in descending retrieval
+score) for models that read knowledge as text (`MultimodalKGModel.knowledge_text`), and the
+store id of its anchor (question) entity, which the graph encoder marks. `kg-triple` leaves the
+asked triple out of its facts (else the text answers by copying and the graph path learns
+nothing); `kg-image` gives none (the entity's name would be in them).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import numpy as np
 
 from kg_store.registry import family
 from model.kg_text import KGText
-from retrieval.queries import mars_model_image_slot
+from retrieval.queries import mars_image_slots, mars_model_image_slot
 
 task_registry = family("task")
 
@@ -48,6 +54,10 @@ class Example:
     #: MARS gold entity key
     gold_key: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: retrieved triples as text, (head, relation, tail, score) in descending score
+    facts: list[tuple[str, str, str, float]] = field(default_factory=list)
+    #: store id of the anchor (question) entity the graph encoder marks; -1 when none
+    anchor_entity: int = -1
 
 
 class Task(Protocol):
@@ -82,15 +92,50 @@ def _query_id(row: dict[str, Any], index: int) -> str:
     return str(field_of(row, "query_id", default=index))
 
 
+def facts_of(row: dict[str, Any], *, skip: int | None = None) -> list[tuple[str, str, str, float]]:
+    """The row's triples as (head, relation, tail, score) labels, in descending score (stable: the
+    shard's order among equal scores); `skip` leaves out the triple at that row position."""
+    labels = [row.get(c) for c in ("head_labels", "relation_labels", "tail_labels")]
+    if any(v is None for v in labels):
+        return []
+    scores = row.get("scores")
+    n = len(labels[0])
+    scores = np.zeros(n, np.float32) if scores is None or len(scores) != n else np.asarray(scores, np.float32)
+    order = np.argsort(-scores, kind="stable")
+    return [(str(labels[0][j]), str(labels[1][j]), str(labels[2][j]), float(scores[j]))
+            for j in order.tolist() if j != skip]
+
+
+#: what an entity given only as an image is called in a MARS prompt (`image_entities="image"`)
+MARS_IMAGE_WORDS = ("this image", "another image")
+
+
 @task_registry.register("mars")
 class MarsTask:
-    """(e_h, e_t) : (e_q, ?) → e_a, phrased in entity labels."""
+    """(e_h, e_t) : (e_q, ?) → e_a, phrased in entity labels.
+
+    Args:
+        image_entities (str): "label" (default) names every entity by its label, the image of the
+            model's image slot comes on top; "image" gives the entities the MARS mode shows as
+            images (`retrieval.queries.mars_image_slots`) only as images, as the MARS protocol
+            does: their labels leave the prompt ("this image" for the one image the model gets,
+            `mars_model_image_slot`; "another image" for a further image role, which a
+            single-image model such as MR-MKG then does not see). An entity without any image
+            keeps its label (as in the query builder). "label" is the documented default while
+            only random CLIP weights ship offline.
+    """
 
     name = "mars"
+    IMAGE_ENTITIES = ("label", "image")
 
     #: shard columns this task reads (retrieval's MARS query fields)
     fields = ("example", "question", "answer", "relation", "mode", "question_entity", "example_entities",
               "image_paths", "image_entities", "example_labels", "question_label", "answer_label")
+
+    def __init__(self, *, image_entities: str = "label"):
+        if image_entities not in self.IMAGE_ENTITIES:
+            raise ValueError(f"image_entities must be one of {self.IMAGE_ENTITIES}, not {image_entities!r}")
+        self.image_entities = image_entities
 
     def make_example(self, row: dict[str, Any], kg_text: KGText, index: int) -> Example | None:
         example = _as_list(field_of(row, "example"))
@@ -112,10 +157,25 @@ class MarsTask:
             image = Path(shown[image_entity])
         else:
             image = kg_text.image_of(image_entity) if image_entity >= 0 else None
-        prompt = f"Analogy: {h} is to {t} as {q_label} is to"
+        names = [h, t, q_label]
+        hidden: list[int] = []
+        if self.image_entities == "image":
+            for s in mars_image_slots(mode):
+                eid = kg_text.id_of((*example, q)[s])
+                if s == slot:
+                    has_image = image is not None
+                else:
+                    has_image = eid in shown or (eid >= 0 and kg_text.image_of(eid) is not None)
+                if has_image:
+                    names[s] = MARS_IMAGE_WORDS[0] if s == slot else MARS_IMAGE_WORDS[1]
+                    hidden.append(s)
+        prompt = f"Analogy: {names[0]} is to {names[1]} as {names[2]} is to"
+        anchor = field_of(row, "question_entity", default=None)
+        anchor = int(anchor) if anchor is not None else kg_text.id_of(str(q))
         return Example(query_id=_query_id(row, index), prompt=prompt, target=a_label, image=image,
                        align_entity=image_entity if image is not None else -1, gold_key=str(a),
-                       meta={"mode": mode, "relation": field_of(row, "relation")})
+                       meta={"mode": mode, "relation": field_of(row, "relation"), "hidden_slots": hidden},
+                       facts=facts_of(row), anchor_entity=anchor)
 
 
 @task_registry.register("scienceqa")
@@ -148,7 +208,8 @@ class ScienceQATask:
         return Example(query_id=_query_id(row, index), prompt=prompt, target=options[int(answer)], image=image,
                        choices=options, answer_index=int(answer),
                        meta={"subject": field_of(row, "subject"), "grade": field_of(row, "grade"),
-                             "hint": hint, "image": field_of(row, "image")})
+                             "hint": hint, "image": field_of(row, "image")},
+                       facts=facts_of(row))
 
 
 @task_registry.register("kg-triple")
@@ -168,7 +229,7 @@ class TripleCompletionTask:
         j = int(np.random.default_rng([self.seed, index]).integers(n_edges))
         h, r, t = (row[c][j] for c in ("head_labels", "relation_labels", "tail_labels"))
         return Example(query_id=f"{_query_id(row, index)}#triple{j}", prompt=f"Complete the triple: ({h}, {r}, ?)",
-                       target=str(t))
+                       target=str(t), facts=facts_of(row, skip=j), anchor_entity=int(row["head_ids"][j]))
 
 
 @task_registry.register("kg-image")

@@ -28,7 +28,7 @@ def _build(graph_info, **kw):
 
 
 def test_no_kg_ablation_has_no_kg_parameters_and_ignores_the_graph(graph_info, mars_items, kg_text):
-    full, no_kg = _build(graph_info), _build(graph_info, use_kg=False)
+    full, no_kg = _build(graph_info, adapter_direction="kg_to_text"), _build(graph_info, use_kg=False)
     assert "kg_encoder" in full.parameter_counts()["trainable_by_part"]
     parts = no_kg.parameter_counts()["trainable_by_part"]
     assert "kg_encoder" not in parts and "knowledge_adapter" not in parts
@@ -36,9 +36,13 @@ def test_no_kg_ablation_has_no_kg_parameters_and_ignores_the_graph(graph_info, m
     assert batch.graph.num_nodes > 0
     embeds_full, mask_full, _ = full.prompt(batch)
     embeds_text, mask_text, _ = no_kg.prompt(batch)
-    # knowledge tokens (one per subgraph node) come before the text
+    # kg_to_text: knowledge tokens (one per subgraph node) come before the text
     n_nodes = torch.bincount(batch.graph.batch, minlength=2)
     assert torch.equal(mask_full.sum(1), mask_text.sum(1) + n_nodes)
+    # text_to_kg (the paper's Eq. 5, the default): one knowledge token per question token
+    paper = _build(graph_info)
+    _, mask_paper, _ = paper.prompt(batch)
+    assert torch.equal(mask_paper.sum(1), 2 * mask_text.sum(1))
 
 
 def test_alignment_loss_is_active_with_an_image_of_a_subgraph_entity(graph_info, mars_items, kg_text, data_dir):
