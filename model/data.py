@@ -54,12 +54,15 @@ def open_graphs(kg: str | Path, shard_dirs: Sequence[Path], fields: Sequence[str
 
 def build_task_dataset(*, kg: str | Path, kg_text: KGText, shards: ShardSpec | Sequence[ShardSpec],
                        task: str | Sequence[str], task_kwargs: Mapping[str, Any] | None = None,
-                       max_triples: int | None = None, limit: int | None = None) -> tuple[Dataset, Any]:
-    """(dataset of (graph, example), the underlying SubgraphDataset) for one or several tasks."""
+                       max_triples: int | None = None, limit: int | None = None,
+                       query_ids: Sequence[str] | None = None) -> tuple[Dataset, Any]:
+    """(dataset of (graph, example), the underlying SubgraphDataset) for one or several tasks;
+    `query_ids` keeps only those shard rows (a sample of the split)."""
     dirs = resolve_shard_dirs(kg, shards)
     tasks = [resolve_task(t, **dict((task_kwargs or {}).get(t, {}))) for t in ([task] if isinstance(task, str) else task)]
     graphs = open_graphs(kg, dirs, sorted({f for t in tasks for f in t.fields}))
-    parts = [TaskDataset(graphs, task=t, kg_text=kg_text, max_triples=max_triples, limit=limit) for t in tasks]
+    parts = [TaskDataset(graphs, task=t, kg_text=kg_text, max_triples=max_triples, limit=limit, select=query_ids)
+             for t in tasks]
     parts = [p for p in parts if len(p)]
     if not parts:
         raise KGStoreError(f"no usable examples for task(s) {task} in {', '.join(map(str, dirs))}")

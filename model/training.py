@@ -82,7 +82,8 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     Args:
         kg: KG root (labels, images, relation count; the shards live under it or elsewhere).
         output_dir: checkpoints, `train_log.jsonl`, `final/` and `summary.json` go here.
-        stages: each `{name, task, shards, lr?, batch_size?, epochs?, max_steps?, limit?, task_kwargs?}`.
+        stages: each `{name, task, shards, lr?, batch_size?, epochs?, max_steps?, limit?, task_kwargs?,
+            query_ids?}` (`query_ids`: train on those shard rows only).
         model / model_kwargs: registry name and constructor kwargs (node_dim and num_relations are
             inferred from the shards and the store when absent). Ablations: `use_kg`, `use_image`,
             `use_alignment` there; `pretraining=False` skips stages named "pretrain"; `max_triples`
@@ -104,7 +105,8 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     if not stages:
         raise KGStoreError("no training stage left to run")
     datasets = [build_task_dataset(kg=kg, kg_text=kg_text, shards=s["shards"], task=s["task"],
-                                   task_kwargs=s.get("task_kwargs"), max_triples=max_triples, limit=s.get("limit"))
+                                   task_kwargs=s.get("task_kwargs"), max_triples=max_triples, limit=s.get("limit"),
+                                   query_ids=s.get("query_ids"))
                 for s in stages]
     kwargs = _infer_model_kwargs(dict(model_kwargs or {}), graphs=datasets[0][1], store=store)
     net: MultimodalKGModel = resolve_model(model, **kwargs).to(rt.device)
@@ -115,7 +117,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                            "--checkpoint), or add soft_prompt_tokens for an equal-budget control.")
     logger.info("model %s: %s trainable of %s parameters (%.3f %%)", model, f"{counts['trainable']:,}",
                 f"{counts['total']:,}", counts["trainable_percent"])
-    collate = Collator(kg_text=kg_text, image_transform=getattr(net, "image_transform", None))
+    collate = Collator.for_model(net, kg_text=kg_text)
 
     start = {"stage": 0, "epoch": 0, "batch": 0, "global_step": 0}
     latest = ckpt.latest_checkpoint(ckpt_root) if resume else None
