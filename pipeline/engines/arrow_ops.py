@@ -4,6 +4,9 @@ the two engines number keys and ids the same way.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -42,3 +45,37 @@ class TripleIdMap:
     def entity_ids(self, hk: pa.Array, rk: pa.Array, tk: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
         """(h, r, t) store ids of key ids (several keys of one merged entity share its id)."""
         return pc.take(self.eids, hk), pc.take(self.rids, rk), pc.take(self.eids, tk)
+
+
+def pack_columns(cols: Sequence[np.ndarray], sizes: Sequence[int]) -> np.ndarray | None:
+    """One int64 per row from non-negative integer columns (column i < sizes[i]), mixed radix;
+    None when the product of the sizes does not fit an int64."""
+    total = 1
+    for size in sizes:
+        total *= max(int(size), 1)
+    if total >= 1 << 63:
+        return None
+    out = np.zeros(len(cols[0]), np.int64)
+    for col, size in zip(cols, sizes):
+        out *= max(int(size), 1)
+        out += col
+    return out
+
+
+def first_occurrences(cols: Sequence[np.ndarray], sizes: Sequence[int], pos: np.ndarray) -> np.ndarray:
+    """Row indices of the first row of each distinct tuple of `cols`, where rows are taken in
+    ascending `pos` (ties in row order); the result is in that order too, so `pos[result]` is
+    each tuple's minimum pos, ascending. One hash pass over a packed int64 key (what a
+    multi-column group_by spends most of its time on is the multi-key hashing)."""
+    import pandas as pd
+    order = None
+    if len(pos) > 1 and not bool(np.all(pos[1:] >= pos[:-1])):
+        order = np.argsort(pos, kind="stable")
+        cols = [c[order] for c in cols]
+    packed = pack_columns(cols, sizes)
+    if packed is not None:
+        dup = pd.Series(packed, copy=False).duplicated(keep="first").to_numpy()
+    else:
+        dup = pd.DataFrame({i: c for i, c in enumerate(cols)}, copy=False).duplicated(keep="first").to_numpy()
+    rows = np.flatnonzero(~dup)
+    return rows if order is None else order[rows]
