@@ -251,14 +251,16 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     return fp
 
 
-def retrieve_run(ctx: Context, *, datasets: list[dict[str, Any]] = (), top_n: int = 10, top_N: int = 10,
-                 hops: int = 1, seed_k: int = 0, named_entities: bool = True, image_weight: float = 0.5,
-                 engine: str = "local", device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
+def retrieve_run(ctx: Context, *, datasets: list[dict[str, Any]] = (), retriever: str = "anchored",
+                 top_n: int = 10, top_N: int = 10, hops: int = 1, path_hops: int = 2, seed_k: int = 0,
+                 named_entities: bool = False, image_weight: float = 0.5, engine: str = "local", device: str = "cpu",
+                 batch_size: int = 256) -> dict[str, Any]:
     from retrieval.batch import retrieve_dataset
     from retrieval.retriever import RetrievalConfig
 
-    config = RetrievalConfig(encoder=ctx.encoder, top_n=top_n, top_N=top_N, hops=hops, seed_k=seed_k,
-                             named_entities=named_entities, image_weight=image_weight)
+    config = RetrievalConfig(encoder=ctx.encoder, retriever=retriever, top_n=top_n, top_N=top_N, hops=hops,
+                             path_hops=path_hops, seed_k=seed_k, named_entities=named_entities,
+                             image_weight=image_weight)
     results = {}
     for d in _datasets(ctx, list(datasets)):
         results[f"{d['dataset']}|{d['split']}"] = retrieve_dataset(

@@ -32,9 +32,10 @@ retrieval_engines = family("retrieval_engine")
 @retrieval_engines.register("local")
 def run_local(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
               device: str = "cpu", progress: bool = False, encoder: Any | None = None,
-              **_: Any) -> list[SubgraphOutput]:
+              answer_space: np.ndarray | None = None, prior_key: str | None = None, **_: Any) -> list[SubgraphOutput]:
     """In-process retrieval (the default; one encoder, vectorised numpy per batch)."""
-    retriever = SubgraphRetriever(store, config, encoder=encoder, device=device)
+    retriever = SubgraphRetriever(store, config, encoder=encoder, device=device, answer_space=answer_space,
+                                  prior=_committed_prior(store, prior_key))
     outputs = retriever.retrieve(queries, batch_size=batch_size, progress=progress)
     logger.info("retrieval seconds per step: %s", {k: round(v, 3) for k, v in retriever.step_seconds.items()})
     return outputs
@@ -45,18 +46,32 @@ def run_local(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
 _EXECUTOR_RETRIEVERS: dict[tuple[str, int, str], SubgraphRetriever] = {}
 
 
-def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], device: str) -> SubgraphRetriever:
+def _committed_prior(store: KGStore, prior_key: str | None) -> Any:
+    """The learned path prior committed under `prior_key` (None: the retriever works without one)."""
+    if prior_key is None:
+        return None
+    import json
+    from retrieval.paths import PRIOR_DIR, PathPrior
+    return PathPrior.from_json(json.loads(store._checked(f"{PRIOR_DIR}/{prior_key}.json").read_text()))
+
+
+def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], device: str,
+                        answer_space: list[int] | None, prior_key: str | None) -> SubgraphRetriever:
     """One retriever per Python worker process (loading the encoder per task would dominate)."""
     cfg = RetrievalConfig(**config)
-    key = (root, kg_version, cfg.config_hash)
+    key = (root, kg_version, cfg.config_hash, prior_key)
     if key not in _EXECUTOR_RETRIEVERS:
-        _EXECUTOR_RETRIEVERS[key] = SubgraphRetriever(open_store(root), cfg, device=device)
+        store = open_store(root)
+        _EXECUTOR_RETRIEVERS[key] = SubgraphRetriever(
+            store, cfg, device=device, answer_space=None if answer_space is None else np.asarray(answer_space),
+            prior=_committed_prior(store, prior_key))
     return _EXECUTOR_RETRIEVERS[key]
 
 
 @retrieval_engines.register("spark")
 def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
               device: str = "cpu", spark: Any | None = None, partitions: int | None = None,
+              answer_space: np.ndarray | None = None, prior_key: str | None = None,
               **_: Any) -> list[SubgraphOutput]:
     """`mapInPandas` over query batches; results come back ordered by query position."""
     import pandas as pd
@@ -70,17 +85,21 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
             "text": [q.text for q in queries],
             "image_paths": [list(q.image_paths) for q in queries],
             "entity_keys": [list(q.entity_keys) for q in queries],
+            "example_keys": [list(q.example_keys) for q in queries],
         })
-        schema_in = "pos long, query_id string, text string, image_paths array<string>, entity_keys array<string>"
+        schema_in = "pos long, query_id string, text string, image_paths array<string>, entity_keys array<string>, " \
+                    "example_keys array<string>"
         n_parts = partitions or max(1, min(session.sparkContext.defaultParallelism, len(queries) // batch_size + 1))
         df = session.createDataFrame(pdf, schema=schema_in).repartition(n_parts)
         root, version, cfg = str(store.root), store.kg_version, config.to_dict()
+        space = None if answer_space is None else np.asarray(answer_space).tolist()
 
         def retrieve_batches(batches):
-            retriever = _executor_retriever(root, version, cfg, device)
+            retriever = _executor_retriever(root, version, cfg, device, space, prior_key)
             for b in batches:
                 qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths),
-                            entity_keys=list(r.entity_keys)) for r in b.itertuples(index=False)]
+                            entity_keys=list(r.entity_keys), example_keys=list(r.example_keys))
+                      for r in b.itertuples(index=False)]
                 outs = retriever.retrieve(qs, batch_size=batch_size)
                 yield pd.DataFrame({
                     "pos": b["pos"].to_numpy(),
@@ -157,8 +176,13 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     # run (top-10 is the prefix of top-20); the shards keep the config's top_N.
     ranked = dataclasses.replace(config, top_N=max(config.top_N, *REPORT_N)) if qs.dataset == "mars" else config
     t_run = time.perf_counter()
+    prior_key = None
+    if config.retriever == "anchored" and qs.train_file is not None:
+        from retrieval.paths import load_or_fit_prior
+        _, prior_key = load_or_fit_prior(kg, qs.train_file, qs.answer_space, config.path_hops)
+        store = open_store(kg)  # the fit may have committed the prior
     outputs = run(store, ranked, qs.queries, batch_size=batch_size, device=device, progress=progress,
-                  encoder=encoder, **(engine_kwargs or {}))
+                  encoder=encoder, answer_space=qs.answer_space, prior_key=prior_key, **(engine_kwargs or {}))
     seconds = round(time.perf_counter() - t_run, 3)
     reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops, ranked_N=ranked.top_N)
     reports["quality"]["retrieve_seconds"] = seconds

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 
 from kg_store import KGStore
@@ -47,6 +48,8 @@ def mars_model_image_slot(mode: int) -> int | None:
     return 2 if 2 in slots else (slots[0] if slots else None)
 
 
+#: the MARS candidate entities (every answer is one of them), beside the split files
+MARS_CANDIDATES = "analogy_entities.txt"
 _IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 
 
@@ -59,6 +62,8 @@ class Query:
     image_paths: list[str] = field(default_factory=list)
     entity_keys: list[str] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
+    #: the query's example pair (MARS: [head key, tail key]); a retriever may read it, never `fields`
+    example_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +78,10 @@ class QuerySet:
     field_types: dict[str, pa.DataType] = field(default_factory=dict)
     #: one per bad record of the input (retrieval.query_rejects.reject): location, reason, raw
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    #: entity ids every answer lies in, when the task declares them (MARS: the candidate file)
+    answer_space: np.ndarray | None = None
+    #: the dataset's train split file (a retriever may learn from it), when there is one
+    train_file: Path | None = None
 
     def source_sha256(self) -> str:
         return ";".join(f"{p.name}:{sha256_file(p)}" for p in self.source_files)
@@ -238,14 +247,21 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
                 parts.append(label_of[key])
         text = f"{parts[0]} is to {parts[1]} as {parts[2]} is to ?"
         queries.append(Query(
-            query_id=f"{split}-{i:06d}", text=text, image_paths=images, entity_keys=[eq],
+            query_id=f"{split}-{i:06d}", text=text, image_paths=images, entity_keys=[eq], example_keys=[eh, et],
             fields={"example": [eh, et], "question": eq, "answer": r["answer"], "relation": r["relation"],
                     "mode": int(r["mode"]), "example_entities": [id_of[eh], id_of[et]],
                     "question_entity": id_of[eq], "answer_entity": id_of[r["answer"]],
                     "image_paths": images, "image_entities": image_entities,
                     "example_labels": [label_of[eh], label_of[et]], "question_label": label_of[eq],
                     "answer_label": label_of[r["answer"]]}))
-    return QuerySet("mars", split, queries, [file], MARS_FIELD_TYPES, rejects)
+    space_file = file.parent / MARS_CANDIDATES
+    answer_space = None
+    if space_file.exists():
+        ids = store.entity_ids([k for k in space_file.read_text().split() if k])
+        answer_space = np.unique(ids[ids >= 0])
+    train_file = file.parent / "train.json"
+    return QuerySet("mars", split, queries, [file] + ([space_file] if space_file.exists() else []), MARS_FIELD_TYPES,
+                    rejects, answer_space=answer_space, train_file=train_file if train_file.exists() else None)
 
 
 def _mars_row(line: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""The subgraph retriever of MR-MKG §3.2, composed from a `SeedRetriever` and a `SubgraphSampler`.
+"""`SubgraphRetriever`: encodes queries and runs the configured retriever (`retrieval.retrievers`).
 
-query → embedding → top-n triples by cosine (FAISS) → their entities ∪ entities the query names
-(∪ optionally top-k entities) → k-hop candidate triples on the CSR → top-N by cosine.
-`RetrievalConfig` holds every knob; its hash names the shard directory.
+`RetrievalConfig` holds every knob, the retriever's name included; its hash names the shard
+directory. The FAISS seed step (top-n triples by cosine → their entities, optionally the entities
+the query names and top-k entities) is shared by the `mrmkg` and `pcst` retrievers.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from kg_store import KGStore
 from kg_store.errors import KGStoreError
 from kg_store.hashing import config_hash
 from retrieval.queries import Query
-from retrieval.subgraph import OneHopSampler, SubgraphOutput
+from retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
 
@@ -28,27 +28,38 @@ class RetrievalConfig:
 
     Args:
         encoder (str): encoder registry name; queries and KG vectors share its space. (default: "minilm")
-        top_n (int): seed triples taken by cosine from the triple index (MR-MKG's n). (default: 10)
-        top_N (int): triples kept per query (MR-MKG's N, 10 or 20). (default: 10)
-        hops (int): expansion depth on the CSR around the seed entities. (default: 1)
+        retriever (str): `retriever` registry name: anchored | mrmkg | pcst. (default: "anchored")
+        top_n (int): seed triples taken by cosine from the triple index (the paper's n; mrmkg, pcst). (default: 10)
+        top_N (int): triples kept per query (the paper's N, 10 or 20). (default: 10)
+        hops (int): neighbourhood depth around the seeds (mrmkg, pcst). (default: 1)
+        path_hops (int): longest path from an anchor (anchored; 1 or 2). (default: 2)
         seed_k (int): extra seed entities by cosine from the entity index; 0 = off. (default: 0)
-        named_entities (bool): add the entities the query names (MARS question entity). (default: True)
+        named_entities (bool): add the entities the query names to the seeds E′ (mrmkg; off in the
+            paper's scheme; pcst always adds them, anchored always starts from them). (default: False)
         image_weight (float): weight of the mean image vector in the query vector. (default: 0.5)
     """
 
     encoder: str = "minilm"
+    retriever: str = "anchored"
     top_n: int = 10
     top_N: int = 10
     hops: int = 1
+    path_hops: int = 2
     seed_k: int = 0
-    named_entities: bool = True
+    named_entities: bool = False
     image_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.top_n < 0 or self.seed_k < 0 or self.top_N < 1 or self.hops < 1:
-            raise KGStoreError(f"bad retrieval config {self}: need top_n ≥ 0, seed_k ≥ 0, top_N ≥ 1, hops ≥ 1")
+        from kg_store.errors import ConfigError
+        if self.top_n < 0 or self.seed_k < 0 or self.top_N < 1 or self.hops < 1 or self.path_hops not in (1, 2):
+            raise ConfigError(f"bad retrieval config {self}: need top_n ≥ 0, seed_k ≥ 0, top_N ≥ 1, hops ≥ 1, "
+                              "path_hops 1 or 2")
         if not 0.0 <= self.image_weight <= 1.0:
-            raise KGStoreError(f"image_weight must lie in [0, 1], got {self.image_weight}")
+            raise ConfigError(f"image_weight must lie in [0, 1], got {self.image_weight}")
+        from retrieval.retrievers import retriever_registry
+        if self.retriever not in retriever_registry:
+            raise ConfigError(f"unknown retriever {self.retriever!r}; choose one of: "
+                              f"{', '.join(retriever_registry.names())}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,13 +126,17 @@ class FaissSeedRetriever:
 
 
 class SubgraphRetriever:
-    """`QueryLoader` of PyG G5: encodes queries, finds seeds, samples and ranks their subgraphs."""
+    """`QueryLoader` of PyG G5: encodes queries and runs the configured retriever over them.
+
+    `answer_space` (entity ids every answer lies in) and `prior` (a learned `PathPrior`) come
+    from the dataset (`retrieval.queries.QuerySet`), not from any query's answer."""
 
     def __init__(self, store: KGStore, config: RetrievalConfig, *, encoder: Any | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", answer_space: np.ndarray | None = None, prior: Any = None):
         from kg_store.vectors import load_vectors
         from pipeline.encoders import resolve_encoder
         from retrieval.index import load_index
+        from retrieval.retrievers import RetrieverContext, TripleScorer, resolve_retriever
 
         self.store, self.config = store, config
         self.encoder = resolve_encoder(encoder if encoder is not None else config.encoder, device=device)
@@ -133,27 +148,24 @@ class SubgraphRetriever:
             triples=self.triples, top_n=config.top_n, seed_k=config.seed_k,
             triple_index=load_index(store, self.encoder.name, "triple") if config.top_n else None,
             entity_index=load_index(store, self.encoder.name, "entity") if config.seed_k else None)
-        self.sampler = OneHopSampler(graph=store.graph, triples=self.triples, triple_vectors=triple_vectors,
-                                     row_of_triple=row_lookup(triple_ids, len(self.triples)),
-                                     top_N=config.top_N, hops=config.hops)
-        #: seconds spent per step (encode, seeds = FAISS search, sample = CSR expansion + ranking)
-        self.step_seconds = {"encode": 0.0, "seeds": 0.0, "sample": 0.0}
+        ctx = RetrieverContext(store=store, config=config, triples=self.triples, seeds=self.seeds,
+                               score=TripleScorer(triple_vectors, row_lookup(triple_ids, len(self.triples))),
+                               named=self.named_entities, answer_space=answer_space, prior=prior)
+        self.retriever = resolve_retriever(config.retriever, ctx)
+        #: seconds spent per step (encode = query vectors, retrieve = seeds/paths + ranking)
+        self.step_seconds = {"encode": 0.0, "retrieve": 0.0}
 
     def named_entities(self, queries: Sequence[Query]) -> list[np.ndarray]:
-        if not self.config.named_entities:
-            return [np.empty(0, np.int64) for _ in queries]
+        """Store ids of the entities each query names (its `entity_keys`; unknown keys dropped)."""
         keys = [k for q in queries for k in q.entity_keys]
         ids = self.store.entity_ids(keys) if keys else np.empty(0, np.int64)
         splits = np.cumsum([len(q.entity_keys) for q in queries])[:-1]
         return [a[a >= 0] for a in np.split(ids, splits)]
 
-    def retrieve_vectors(self, vectors: np.ndarray, named: list[np.ndarray]) -> list[SubgraphOutput]:
+    def retrieve_vectors(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
         t0 = time.perf_counter()
-        seeds = self.seeds.seed_entities(vectors, named)
-        t1 = time.perf_counter()
-        out = [self.sampler.sample(v, s) for v, s in zip(vectors, seeds)]
-        self.step_seconds["seeds"] += t1 - t0
-        self.step_seconds["sample"] += time.perf_counter() - t1
+        out = self.retriever.retrieve(queries, vectors)
+        self.step_seconds["retrieve"] += time.perf_counter() - t0
         return out
 
     def retrieve(self, queries: Sequence[Query], *, batch_size: int = 256,
@@ -167,5 +179,5 @@ class SubgraphRetriever:
             t0 = time.perf_counter()
             vecs = encode_queries(self.encoder, batch, image_weight=self.config.image_weight)
             self.step_seconds["encode"] += time.perf_counter() - t0
-            out.extend(self.retrieve_vectors(vecs, self.named_entities(batch)))
+            out.extend(self.retrieve_vectors(batch, vecs))
         return out

@@ -27,15 +27,21 @@ def _one_of(name: str, value, alias_name: str, alias, default):
 @click.option("--hops", default=1, show_default=True, type=click.IntRange(1), help="Expansion depth on the graph.")
 @click.option("--seed-k", default=0, show_default=True, type=click.IntRange(0),
               help="Extra seed entities by cosine from the entity index (0 = off).")
-@click.option("--no-named-entities", is_flag=True, help="Do not seed with the entities the query names.")
+@click.option("--retriever", default="anchored", show_default=True,
+              help="anchored (paths from the query's entities, learned path-type prior) | mrmkg (the paper's "
+                   "scheme) | pcst (G-Retriever).")
+@click.option("--path-hops", default=2, show_default=True, type=click.IntRange(1, 2),
+              help="Longest path from an anchor (anchored).")
+@click.option("--named-entities/--no-named-entities", default=False, show_default=True,
+              help="Add the entities the query names to the seeds (mrmkg; off in the paper's scheme).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N queries (trials).")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True)
 @click.option("--device", default="cpu", show_default=True,
               help="Device of the query encoder: auto (CUDA when present) | cpu | cuda[:N] (an error without CUDA).")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Recompute even when cached shards match.")
-def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias, hops, seed_k, no_named_entities,
-             limit, engine, device, batch_size, force) -> None:
+def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias, hops, seed_k, retriever, path_hops,
+             named_entities, limit, engine, device, batch_size, force) -> None:
     """Retrieve each query's top-N 1-hop subgraph into shards; prints the shard directory."""
     from pipeline.device import resolve_device
     from retrieval.batch import retrieve_dataset
@@ -45,8 +51,8 @@ def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias
     top_N = _one_of("--triples", top_N, "--top-N", top_N_alias, 10)
     resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
 
-    config = RetrievalConfig(encoder=encoder, top_n=top_n, top_N=top_N, hops=hops, seed_k=seed_k,
-                             named_entities=not no_named_entities)
+    config = RetrievalConfig(encoder=encoder, retriever=retriever, top_n=top_n, top_N=top_N, hops=hops,
+                             path_hops=path_hops, seed_k=seed_k, named_entities=named_entities)
     res = retrieve_dataset(kg, dataset, config, split=split, limit=limit, force=force, engine=engine,
                            device=device, batch_size=batch_size, progress=True)
     q = res.reports.get("quality", {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError
 from kg_store.vectors import load_vectors
 from retrieval.queries import Query, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever, row_lookup
@@ -19,7 +19,13 @@ def kg(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def retriever(kg):
-    return SubgraphRetriever(kg, RetrievalConfig(encoder=ENCODER, top_n=5, top_N=10))
+    # the paper's scheme with the question entity added to E′ (the explicit option)
+    return SubgraphRetriever(kg, RetrievalConfig(encoder=ENCODER, retriever="mrmkg", named_entities=True, top_n=5,
+                                                 top_N=10))
+
+
+#: the default config's hash (anchored retriever); a change renames every cached shard directory
+GOLDEN_DEFAULT_HASH = "e26ec2906b8bcf86"
 
 
 def _brute_incident(triples: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -68,7 +74,9 @@ def test_retriever_seeds_are_top_n_triple_ends_plus_named_entities(kg, retriever
         expected = np.unique(np.concatenate([triples[tids[top]][:, [0, 2]].ravel(), named[named >= 0]]))
         np.testing.assert_array_equal(out.seed_entities, expected)
         assert 0 < len(out) <= 10 and not out.empty
-        assert np.all(np.isin(out.heads, out.seed_entities) | np.isin(out.tails, out.seed_entities))
+        # every kept triple links two nodes of G = E′ ∪ N(E′)
+        g = np.union1d(out.seed_entities, triples[_brute_incident(triples, out.seed_entities)][:, [0, 2]].ravel())
+        assert np.all(np.isin(out.heads, g) & np.isin(out.tails, g))
         assert np.all(np.diff(out.scores) <= 1e-6)
 
 
@@ -76,7 +84,8 @@ def test_entity_without_triples_gives_flagged_empty_subgraph(kg):
     isolated = np.flatnonzero(kg.graph.degree() == 0)
     assert isolated.size > 0, "the sub-store keeps MARS entities that have no triple"
     key = kg.table("entities", ["key"])["key"][int(isolated[0])].as_py()
-    only_named = SubgraphRetriever(kg, RetrievalConfig(encoder=ENCODER, top_n=0, top_N=10))
+    only_named = SubgraphRetriever(kg, RetrievalConfig(encoder=ENCODER, retriever="mrmkg", named_entities=True,
+                                                       top_n=0, top_N=10))
     (out,) = only_named.retrieve([Query(query_id="q", text="anything", entity_keys=[key])])
     assert out.empty and len(out) == 0 and out.num_candidates == 0
     np.testing.assert_array_equal(out.seed_entities, isolated[:1])
@@ -94,8 +103,9 @@ def test_config_hash_is_stable_and_covers_every_field():
     a = RetrievalConfig()
     assert a.config_hash == RetrievalConfig().config_hash
     # golden: a change here renames every shard directory users have cached (a format change)
-    assert RetrievalConfig().config_hash == "0bd2943071a2e53d"
+    assert RetrievalConfig().config_hash == GOLDEN_DEFAULT_HASH
     assert len({a.config_hash, RetrievalConfig(top_N=20).config_hash, RetrievalConfig(top_n=5).config_hash,
-                RetrievalConfig(hops=2).config_hash, RetrievalConfig(encoder="tiny-clip").config_hash}) == 5
-    with pytest.raises(KGStoreError):
+                RetrievalConfig(hops=2).config_hash, RetrievalConfig(encoder="tiny-clip").config_hash,
+                RetrievalConfig(retriever="mrmkg").config_hash}) == 6
+    with pytest.raises(ConfigError):
         RetrievalConfig(top_N=0)

@@ -1,0 +1,231 @@
+"""Paths of ≤ 2 hops from an anchor entity on the CSR, and a path-type prior learned from a train split.
+
+A path type is the sequence of (relation, direction) steps, e.g. `(P31, →)` or `(P279, ←)(P31, →)`;
+the Path Ranking Algorithm (Lao & Cohen 2010) scores a candidate entity by how often the types
+of the paths reaching it from the query entity led to the answer on training queries. Here the
+prior of a type is its smoothed precision on the train split (answers reached by the type ÷
+candidates reached by it), optionally conditioned on a type that links the query's example pair
+(the analogy's own relation, read from the query's own fields), with back-off to the
+unconditioned precision. A candidate's score is the noisy-or of its paths' priors.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from kg_store.graph import CSRGraph
+
+#: at most this many 2-hop paths per anchor (hub anchors are cut, deterministically by CSR order)
+MAX_PATHS = 200_000
+#: additive smoothing of the precision estimates (pseudo-counts towards the base rate)
+SMOOTHING = 2.0
+
+
+@dataclass
+class Paths:
+    """Walks of 1 or 2 edges from one anchor. Shapes: all (P,); `t2` is -1 for 1-hop paths."""
+
+    anchor: int
+    endpoint: np.ndarray
+    ptype: np.ndarray   # int64 path-type code (`path_type`)
+    t1: np.ndarray      # triple id of step 1
+    t2: np.ndarray      # triple id of step 2, -1 for 1-hop paths
+
+    def __len__(self) -> int:
+        return len(self.endpoint)
+
+    def select(self, keep: np.ndarray) -> "Paths":
+        return Paths(self.anchor, self.endpoint[keep], self.ptype[keep], self.t1[keep], self.t2[keep])
+
+
+def step_code(relation: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """(relation, direction) → one int: 2·r + 1 for head→tail, 2·r for tail→head."""
+    return 2 * np.asarray(relation, np.int64) + (np.asarray(direction) > 0)
+
+
+def path_type(c1: np.ndarray, c2: np.ndarray | None, num_relations: int) -> np.ndarray:
+    """Step codes → path-type code; a 1-hop path has c2 = -1."""
+    base = 2 * num_relations + 1
+    c2 = np.full_like(c1, -1) if c2 is None else c2
+    return np.asarray(c1, np.int64) * base + (np.asarray(c2, np.int64) + 1)
+
+
+def _ranges(graph: CSRGraph, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR positions of every edge of `nodes`, and which input row each position belongs to."""
+    starts, ends = graph.indptr[nodes], graph.indptr[nodes + 1]
+    lengths = ends - starts
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(len(nodes), dtype=np.int64), lengths)
+    pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total, dtype=np.int64)
+    return pos, owner
+
+
+def paths_from(graph: CSRGraph, anchor: int, num_relations: int, *, max_hops: int = 2) -> Paths:
+    """Every walk of 1..`max_hops` (≤ 2) edges from `anchor`; a walk never uses a triple twice
+    and never ends where it started."""
+    s, e = graph.indptr[anchor], graph.indptr[anchor + 1]
+    n1, c1, tid1 = graph.neighbor[s:e], step_code(graph.relation[s:e], graph.direction[s:e]), graph.triple_id[s:e]
+    ends, types, t1s, t2s = [n1], [path_type(c1, None, num_relations)], [tid1], [np.full(len(n1), -1, np.int64)]
+    if max_hops >= 2 and len(n1):
+        pos, owner = _ranges(graph, n1)
+        if len(pos) > MAX_PATHS:
+            pos, owner = pos[:MAX_PATHS], owner[:MAX_PATHS]
+        n2, tid2 = graph.neighbor[pos], graph.triple_id[pos]
+        ok = (n2 != anchor) & (tid2 != tid1[owner])
+        c2 = step_code(graph.relation[pos], graph.direction[pos])
+        ends.append(n2[ok])
+        types.append(path_type(c1[owner][ok], c2[ok], num_relations))
+        t1s.append(tid1[owner][ok])
+        t2s.append(tid2[ok])
+    return Paths(int(anchor), *(np.concatenate(a).astype(np.int64) for a in (ends, types, t1s, t2s)))
+
+
+def linking_types(graph: CSRGraph, head: int, tail: int, num_relations: int) -> np.ndarray:
+    """The distinct path types (≤ 2 hops) that lead from `head` to `tail`."""
+    if head < 0 or tail < 0:
+        return np.empty(0, np.int64)
+    p = paths_from(graph, head, num_relations)
+    return np.unique(p.ptype[p.endpoint == tail])
+
+
+class PathPrior:
+    """Smoothed precision of each path type (optionally given an example-pair type) on train queries."""
+
+    def __init__(self, num_relations: int, *, smoothing: float = SMOOTHING):
+        self.num_relations, self.smoothing = num_relations, smoothing
+        self.hits: dict[Any, float] = defaultdict(float)
+        self.seen: dict[Any, float] = defaultdict(float)
+        self.base_hits = self.base_seen = 0.0
+        self.queries = 0
+
+    # ---- fitting ---------------------------------------------------------------------------------
+    def observe(self, paths: Paths, answer: int, example_types: Iterable[int] = (),
+                answer_space: np.ndarray | None = None) -> None:
+        """Count one train query: each distinct (type, endpoint) pair once."""
+        if answer_space is not None:
+            paths = paths.select(np.isin(paths.endpoint, answer_space))
+        pairs = np.unique(np.stack([paths.ptype, paths.endpoint], axis=1), axis=0) if len(paths) else \
+            np.empty((0, 2), np.int64)
+        ex = [int(x) for x in example_types]
+        for ptype, endpoint in pairs.tolist():
+            hit = float(endpoint == answer)
+            for key in (ptype, *((e, ptype) for e in ex)):
+                self.seen[key] += 1.0
+                self.hits[key] += hit
+        self.base_seen += len(np.unique(pairs[:, 1])) if len(pairs) else 0
+        self.base_hits += float(answer in set(pairs[:, 1].tolist())) if len(pairs) else 0.0
+        self.queries += 1
+
+    @property
+    def base_rate(self) -> float:
+        return self.base_hits / self.base_seen if self.base_seen else 0.0
+
+    def precision(self, ptype: int, example_types: Iterable[int] = ()) -> float:
+        """P(endpoint is the answer | path type [, a type linking the example pair]), smoothed and
+        backed off: conditioned → unconditioned → base rate."""
+        k, p0 = self.smoothing, self.base_rate
+        uncond = (self.hits.get(ptype, 0.0) + k * p0) / (self.seen.get(ptype, 0.0) + k)
+        best = None
+        for e in example_types:
+            key = (int(e), int(ptype))
+            if key in self.seen:
+                cond = (self.hits[key] + k * uncond) / (self.seen[key] + k)
+                best = cond if best is None else max(best, cond)
+        return uncond if best is None else best
+
+    # ---- scoring ---------------------------------------------------------------------------------
+    def score_endpoints(self, paths: Paths, example_types: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct endpoints, noisy-or score of each) over `paths`."""
+        if not len(paths):
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        ex = list(example_types)
+        types = np.unique(paths.ptype)
+        prec = np.array([self.precision(int(t), ex) for t in types])
+        p = prec[np.searchsorted(types, paths.ptype)]
+        # one vote per (type, endpoint): several parallel paths of one type are one piece of evidence
+        pairs, first = np.unique(np.stack([paths.ptype, paths.endpoint], axis=1), axis=0, return_index=True)
+        ends, inv = np.unique(pairs[:, 1], return_inverse=True)
+        log_miss = np.zeros(len(ends))
+        np.add.at(log_miss, inv, np.log1p(-np.clip(p[first], 0, 1 - 1e-9)))
+        return ends, 1.0 - np.exp(log_miss)
+
+    def path_scores(self, paths: Paths, example_types: Iterable[int] = ()) -> np.ndarray:
+        """Each path's own type precision (which path explains an endpoint best)."""
+        ex = list(example_types)
+        types = np.unique(paths.ptype)
+        prec = np.array([self.precision(int(t), ex) for t in types]) if len(types) else np.empty(0)
+        return prec[np.searchsorted(types, paths.ptype)] if len(paths) else np.empty(0)
+
+    # ---- storage (JSON, no pickle) ------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        def enc(d):
+            return [[list(k) if isinstance(k, tuple) else k, v] for k, v in sorted(d.items(), key=lambda kv: str(kv[0]))]
+        return {"num_relations": self.num_relations, "smoothing": self.smoothing, "queries": self.queries,
+                "base_hits": self.base_hits, "base_seen": self.base_seen, "hits": enc(self.hits),
+                "seen": enc(self.seen)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "PathPrior":
+        prior = cls(int(obj["num_relations"]), smoothing=float(obj["smoothing"]))
+        prior.queries, prior.base_hits, prior.base_seen = int(obj["queries"]), obj["base_hits"], obj["base_seen"]
+        for name in ("hits", "seen"):
+            target = getattr(prior, name)
+            for k, v in obj[name]:
+                target[tuple(k) if isinstance(k, list) else int(k)] = float(v)
+        return prior
+
+
+# ---- the learned artifact in the store ----------------------------------------------------------
+PRIOR_FORMAT = 1
+PRIOR_DIR = "retrievers/path-prior"
+
+
+def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2) -> str:
+    """What the prior depends on: the graph, the train file's bytes, the answer space, the walk."""
+    from kg_store.hashing import config_hash, sha256_bytes, sha256_file
+    space = sha256_bytes(np.asarray(answer_space, np.int64).tobytes()) if answer_space is not None else None
+    return config_hash({"format": PRIOR_FORMAT, "graph": store.manifest.get("graph"), "train": sha256_file(train_file),
+                        "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING})
+
+
+def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2) -> PathPrior:
+    """Count every train query of a MARS-format file (question, answer, example pair)."""
+    import json
+    rows = [json.loads(line) for line in open(train_file, encoding="utf-8") if line.strip()]
+    keys = sorted({k for r in rows for k in (r["question"], r["answer"], *r["example"])})
+    id_of = dict(zip(keys, store.entity_ids(keys).tolist()))
+    graph, R = store.graph, store.num_relations
+    prior = PathPrior(R)
+    for r in rows:
+        q, a = id_of[r["question"]], id_of[r["answer"]]
+        if q < 0 or a < 0:
+            continue
+        ex = linking_types(graph, id_of[r["example"][0]], id_of[r["example"][1]], R)
+        prior.observe(paths_from(graph, q, R, max_hops=max_hops), a, ex, answer_space)
+    return prior
+
+
+def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2
+                      ) -> tuple[PathPrior, str]:
+    """The committed prior for this (graph, train split, answer space), fitted and committed once."""
+    import json
+    import time
+    from kg_store import KGStore, atomic, open_store
+    store = open_store(kg)
+    key = prior_key(store, train_file, answer_space, max_hops)
+    rel = f"{PRIOR_DIR}/{key}"
+    if store.artifact(rel) is not None:
+        return PathPrior.from_json(json.loads(store._checked(f"{rel}.json").read_text())), key
+    t0 = time.perf_counter()
+    prior = fit_mars_prior(store, train_file, answer_space, max_hops)
+    with KGStore.writer(kg) as w:
+        path = w.root / f"{rel}.json"
+        atomic.write_json(path, prior.to_json())
+        w.set_artifact(rel, {"key": key, "queries": prior.queries, "path_types": len(prior.seen),
+                             "train_file": str(train_file), "seconds": round(time.perf_counter() - t0, 3)},
+                       files=[f"{rel}.json"])
+        w.commit()
+    return prior, key

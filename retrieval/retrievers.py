@@ -1,0 +1,283 @@
+"""Retrievers (registry `retriever`): query vectors + the query's own fields → ranked subgraph triples.
+
+* `anchored` (default): anchors on the entities the query names (MARS: the question entity;
+  otherwise the entity keys a query carries, else entities whose label the text mentions), walks
+  paths of ≤ 2 hops from them and keeps whole paths, so the subgraph stays connected to the
+  anchor; honours the task's answer space (MARS: the candidate file) and ranks path endpoints by
+  a path-type prior learned on the train split (`retrieval.paths`), text cosine breaking ties.
+* `mrmkg`: the paper's scheme (MR-MKG App. A.6): E′ = the entities of the top-n triples by
+  cosine (plus the named entities only when `named_entities` is set); G = E′, their 1-hop
+  neighbours and every relation connecting two of them; the top-N triples of G by cosine.
+* `pcst`: G-Retriever's (He et al. 2024) prize-collecting Steiner tree over the neighbourhood of
+  the seeds, node and edge prizes from query similarity (`pcst_fast`), cut to N triples by cosine.
+
+A retriever reads a query's `text`, `image_paths`, `entity_keys` and `example_keys` only: never
+its `fields` (answer, relation), so dev/test shards cannot depend on the answers.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from kg_store import KGStore
+from kg_store.registry import family
+from retrieval.queries import Query
+from retrieval.subgraph import SubgraphOutput, empty_output, expand_hops, top_by_score
+
+retriever_registry = family("retriever")
+
+
+class TripleScorer:
+    """Cosine of triples to a query vector (triple vectors may be mmap/float16, some ids unembedded)."""
+
+    def __init__(self, triple_vectors: np.ndarray, row_of_triple: np.ndarray):
+        self.vectors, self.row_of = triple_vectors, row_of_triple
+
+    def __call__(self, query: np.ndarray, tids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the triples that have a vector, their cosines)."""
+        rows = self.row_of[tids] if tids.size else tids
+        tids, rows = tids[rows >= 0], rows[rows >= 0]
+        order = np.argsort(rows, kind="stable")  # sequential reads on an mmap
+        scores = np.empty(rows.size, np.float32)
+        scores[order] = np.asarray(self.vectors[rows[order]], np.float32) @ np.asarray(query, np.float32)
+        return tids, scores
+
+
+def _output(triples: np.ndarray, tids: np.ndarray, scores: np.ndarray, seeds: np.ndarray, pool: int) -> SubgraphOutput:
+    if tids.size == 0:
+        return empty_output(seeds, pool)
+    h, r, t = triples[tids].T
+    return SubgraphOutput(tids.astype(np.int64), h.copy(), r.copy(), t.copy(), scores.astype(np.float32),
+                          np.asarray(seeds, np.int64), int(pool))
+
+
+# ---- the paper's scheme ----------------------------------------------------------------------------
+def neighbourhood_with_links(graph: Any, triples: np.ndarray, seeds: np.ndarray, hops: int = 1) -> np.ndarray:
+    """Triple ids of G = seeds ∪ their `hops`-hop neighbours, with every triple linking two nodes
+    of G (the edges between neighbours included, not only those touching a seed)."""
+    touching = expand_hops(graph, triples, seeds, hops)
+    if touching.size == 0:
+        return touching
+    nodes = np.union1d(np.asarray(seeds, np.int64), triples[touching][:, [0, 2]].ravel())
+    around = graph.incident_triples(nodes)
+    ht = triples[around]
+    return around[np.isin(ht[:, 0], nodes) & np.isin(ht[:, 2], nodes)]
+
+
+@retriever_registry.register("mrmkg")
+class PaperRetriever:
+    """MR-MKG App. A.6: top-n triples → E′ → E′ ∪ 1-hop neighbours and their links → top-N by cosine."""
+
+    def __init__(self, ctx: "RetrieverContext"):
+        self.ctx = ctx
+
+    def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
+        c = self.ctx
+        seeds = c.seeds.seed_entities(vectors, c.named(queries) if c.config.named_entities else
+                                      [np.empty(0, np.int64)] * len(queries))
+        out = []
+        for v, s in zip(vectors, seeds):
+            pool = neighbourhood_with_links(c.graph, c.triples, s, c.config.hops)
+            tids, scores = c.score(v, pool)
+            keep = top_by_score(tids, scores, c.config.top_N)
+            out.append(_output(c.triples, tids[keep], scores[keep], s, tids.size))
+        return out
+
+
+# ---- G-Retriever ------------------------------------------------------------------------------------
+@retriever_registry.register("pcst")
+class PCSTRetriever:
+    """Prize-collecting Steiner tree (G-Retriever) over the k-hop neighbourhood of the seeds.
+
+    As in G-Retriever: the top-`PRIZE_K` nodes and edges by cosine get prizes PRIZE_K..1, every
+    edge costs `EDGE_COST`, one tree (GW pruning); the kept edges are then ranked by cosine."""
+
+    PRIZE_K, EDGE_COST = 3, 0.5
+
+    def __init__(self, ctx: "RetrieverContext"):
+        self.ctx = ctx
+
+    def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
+        import pcst_fast
+        c = self.ctx
+        seeds = c.seeds.seed_entities(vectors, c.named(queries))
+        out = []
+        for v, s in zip(vectors, seeds):
+            tids, scores = c.score(v, expand_hops(c.graph, c.triples, s, c.config.hops))
+            if tids.size == 0:
+                out.append(empty_output(s))
+                continue
+            h, t = c.triples[tids, 0], c.triples[tids, 2]
+            nodes, local = np.unique(np.concatenate([h, t]), return_inverse=True)
+            edges = local.reshape(2, -1).T
+            node_prize = np.zeros(len(nodes))
+            node_sim = np.full(len(nodes), -np.inf)
+            np.maximum.at(node_sim, edges[:, 0], scores)
+            np.maximum.at(node_sim, edges[:, 1], scores)
+            k = min(self.PRIZE_K, len(nodes))
+            node_prize[np.argsort(-node_sim, kind="stable")[:k]] = np.arange(k, 0, -1)
+            edge_prize = np.zeros(len(tids))
+            k = min(self.PRIZE_K, len(tids))
+            edge_prize[np.argsort(-scores, kind="stable")[:k]] = np.arange(k, 0, -1)
+            # G-Retriever turns an edge prize into a virtual node; the usual simplification on
+            # small graphs lowers the edge's cost by its prize (never below zero)
+            costs = np.maximum(self.EDGE_COST - edge_prize, 0.0)
+            _, kept = pcst_fast.pcst_fast(edges.astype(np.int64), node_prize, costs, -1, 1, "gw", 0)
+            kept = np.asarray(kept, np.int64)
+            if kept.size == 0:  # a lone prize node: keep its best edge
+                kept = np.argsort(-scores, kind="stable")[:1]
+            keep = kept[top_by_score(tids[kept], scores[kept], c.config.top_N)]
+            out.append(_output(c.triples, tids[keep], scores[keep], s, tids.size))
+        return out
+
+
+# ---- anchored paths with a learned prior ----------------------------------------------------------
+class MentionLinker:
+    """Entities whose label the query text mentions (longest n-grams first, ≤ `max_words` words).
+
+    Labels shorter than 3 characters, pure numbers and common words are never matched; a label
+    shared by several entities links to the one of highest degree."""
+
+    STOP = frozenset("the a an of in on at to is are was be and or for with by from as this that which what who "
+                     "how why when where it its into than then there these those can could would should will not "
+                     "no yes one two three image question options answer context".split())
+
+    def __init__(self, store: KGStore, degree: np.ndarray, *, max_words: int = 4, max_anchors: int = 5):
+        labels = store.table("entities", ["label"])["label"].to_pylist()
+        best: dict[str, int] = {}
+        for i, lab in enumerate(labels):
+            key = (lab or "").strip().lower()
+            if len(key) < 3 or key.isdigit() or key in self.STOP:
+                continue
+            if key not in best or degree[i] > degree[best[key]]:
+                best[key] = i
+        self.by_label, self.max_words, self.max_anchors = best, max_words, max_anchors
+
+    def __call__(self, text: str) -> np.ndarray:
+        words = re.findall(r"[\w'-]+", text.lower())
+        found: list[int] = []
+        taken = np.zeros(len(words), bool)
+        for n in range(self.max_words, 0, -1):
+            for i in range(len(words) - n + 1):
+                if taken[i:i + n].any():
+                    continue
+                eid = self.by_label.get(" ".join(words[i:i + n]))
+                if eid is not None and eid not in found:
+                    found.append(eid)
+                    taken[i:i + n] = True
+        return np.array(found[:self.max_anchors], np.int64)
+
+
+@retriever_registry.register("anchored")
+class AnchoredPathRetriever:
+    """Whole paths of ≤ 2 hops from the query's anchors, endpoints ranked by the path-type prior."""
+
+    def __init__(self, ctx: "RetrieverContext"):
+        self.ctx = ctx
+        self._linker: MentionLinker | None = None
+
+    def anchors(self, queries: Sequence[Query]) -> list[np.ndarray]:
+        named = self.ctx.named(queries)
+        out = []
+        for q, a in zip(queries, named):
+            if not a.size and not q.entity_keys:  # no entity given: link the mentions of the text
+                if self._linker is None:
+                    self._linker = MentionLinker(self.ctx.store, self.ctx.graph.degree())
+                a = self._linker(q.text)
+            out.append(a)
+        return out
+
+    def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
+        from retrieval.paths import Paths, linking_types, paths_from
+        c = self.ctx
+        R = c.store.num_relations
+        out = []
+        anchors_of = self.anchors(queries)
+        # a query that names no entity of the KG (or only isolated ones) is anchored on the
+        # entities of its top-n triples by cosine, as the paper's scheme seeds
+        lost = [i for i, a in enumerate(anchors_of) if not c.graph.degree(a).sum()]
+        if lost and c.config.top_n:
+            for i, s in zip(lost, c.seeds.seed_entities(vectors[lost], [np.empty(0, np.int64)] * len(lost))):
+                anchors_of[i] = s
+        for q, v, anchors in zip(queries, vectors, anchors_of):
+            parts = [paths_from(c.graph, int(a), R, max_hops=c.config.path_hops) for a in anchors]
+            if not parts or not sum(len(p) for p in parts):
+                out.append(empty_output(anchors))
+                continue
+            paths = Paths(-1, *(np.concatenate([getattr(p, f) for p in parts])
+                                for f in ("endpoint", "ptype", "t1", "t2")))
+            if c.answer_space is not None:  # no path into the answer space: the anchor's context still helps
+                inside = paths.select(np.isin(paths.endpoint, c.answer_space))
+                paths = inside if len(inside) else paths
+            ex = ()
+            if c.prior is not None and len(q.example_keys) == 2:
+                eh, et = c.store.entity_ids(list(q.example_keys)).tolist()
+                ex = linking_types(c.graph, eh, et, R)
+            out.append(self._rank(v, paths, anchors, ex))
+        return out
+
+    def _rank(self, query: np.ndarray, paths: Any, anchors: np.ndarray, example_types: Any) -> SubgraphOutput:
+        c = self.ctx
+        if not len(paths):
+            return empty_output(anchors)
+        # text cosine of each path: the mean cosine of its triples (unembedded triples count 0)
+        all_t = np.unique(np.concatenate([paths.t1, paths.t2[paths.t2 >= 0]]))
+        scored, cos = c.score(query, all_t)
+        cos_of = dict(zip(scored.tolist(), cos.tolist()))
+        pcos = np.array([(cos_of.get(a, 0.0) + (cos_of.get(b, 0.0) if b >= 0 else cos_of.get(a, 0.0))) / 2
+                         for a, b in zip(paths.t1.tolist(), paths.t2.tolist())], np.float64)
+        if c.prior is not None:
+            ends, prior = c.prior.score_endpoints(paths, example_types)
+            path_prior = c.prior.path_scores(paths, example_types)
+        else:  # no train split: a 1-hop link beats a 2-hop one, then the text decides
+            ends = np.unique(paths.endpoint)
+            path_prior = np.where(paths.t2 < 0, 1.0, 0.5)
+            prior = np.zeros(len(ends))
+            np.maximum.at(prior, np.searchsorted(ends, paths.endpoint), path_prior)
+        best_cos = np.full(len(ends), -np.inf)
+        np.maximum.at(best_cos, np.searchsorted(ends, paths.endpoint), pcos)
+        # endpoint order: prior, then text cosine (the tie-break), then id
+        order = np.lexsort((ends, -best_cos, -prior))
+        chosen: list[int] = []
+        chosen_scores: list[float] = []
+        have: set[int] = set()
+        for e_i in order:
+            m = np.flatnonzero(paths.endpoint == ends[e_i])
+            new_count = np.array([(paths.t1[j] not in have) + (paths.t2[j] >= 0 and paths.t2[j] not in have)
+                                  for j in m])
+            # the path that costs fewest new triples, then the most telling type, then the text
+            j = m[np.lexsort((-pcos[m], -path_prior[m], new_count))[0]]
+            new = [int(t) for t in (paths.t1[j], paths.t2[j]) if t >= 0 and t not in have]
+            if len(chosen) + len(new) > c.config.top_N:
+                break
+            # a path's triples carry its endpoint's score (the cosine as a tiny tie-order term)
+            for t in new:
+                have.add(t)
+                chosen.append(t)
+                chosen_scores.append(float(prior[e_i]) + 1e-3 * float(best_cos[e_i]))
+        tids = np.array(chosen, np.int64)
+        scores = np.array(chosen_scores, np.float32)
+        keep = np.argsort(-scores, kind="stable")  # descending (paths are already in endpoint order)
+        return _output(c.triples, tids[keep], scores[keep], anchors, len(paths))
+
+
+# ---- what every retriever sees -------------------------------------------------------------------
+class RetrieverContext:
+    """The store-side state a retriever works on (loaded once per process)."""
+
+    def __init__(self, *, store: KGStore, config: Any, triples: np.ndarray, seeds: Any, score: TripleScorer,
+                 named: Any, answer_space: np.ndarray | None = None, prior: Any = None):
+        self.store, self.config, self.triples, self.seeds = store, config, triples, seeds
+        self.graph = store.graph
+        self.score, self.named = score, named
+        self.answer_space, self.prior = answer_space, prior
+
+
+def resolve_retriever(name: str, ctx: RetrieverContext) -> Any:
+    from kg_store.errors import ConfigError
+    try:
+        return retriever_registry.get(name)(ctx)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

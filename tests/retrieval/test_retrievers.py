@@ -1,0 +1,112 @@
+"""The retriever registry on real MarKG triples (the sub-store around MARS dev queries, real MiniLM
+vectors) and real MARS queries: no peeking at answers, the paper's pool, anchored whole paths."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from kg_store import open_store
+from kg_store.shards import read_shards
+from retrieval.batch import retrieve_dataset
+from retrieval.queries import build_queries
+from retrieval.retriever import RetrievalConfig, SubgraphRetriever
+from retrieval.retrievers import neighbourhood_with_links
+from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
+
+SUBGRAPH_COLUMNS = ("query_id", "query_text", "seed_entity_ids", "triple_ids", "head_ids", "relation_ids", "tail_ids",
+                    "scores", "num_candidates")
+N_QUERIES = 16
+
+
+@pytest.fixture(scope="module")
+def kg(data_dir, tmp_path_factory):
+    return build_retrieval_store(data_dir, shared_root(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def mars_queries(kg, data_dir):
+    return build_queries(f"mars:{data_dir / 'markg/MARS'}", store=kg, split="dev", limit=N_QUERIES)
+
+
+def test_dev_answers_and_relations_never_reach_the_shards(kg, data_dir, tmp_path):
+    """Every dev answer and relation replaced by constants: byte-identical subgraph columns."""
+    store_copy = tmp_path / "kg"
+    shutil.copytree(kg.root, store_copy, ignore=shutil.ignore_patterns("subgraphs"))
+    mars = data_dir / "markg/MARS"
+    blind = tmp_path / "MARS"
+    blind.mkdir()
+    for name in ("train.json", "analogy_entities.txt"):
+        shutil.copy(mars / name, blind / name)
+    rows = [json.loads(line) for line in (mars / "dev.json").read_text().splitlines()]
+    (blind / "dev.json").write_text("".join(json.dumps({**r, "answer": "Q5", "relation": "P0"}) + "\n" for r in rows))
+
+    config = RetrievalConfig(encoder=ENCODER)
+    assert config.retriever == "anchored"
+    seen = retrieve_dataset(store_copy, f"mars:{mars}", config, split="dev", limit=N_QUERIES)
+    seen_table = read_shards(seen.shard_dir, list(SUBGRAPH_COLUMNS))
+    blinded = retrieve_dataset(store_copy, f"mars:{blind}", config, split="dev", limit=N_QUERIES)
+    assert not blinded.reused  # a different dataset file: really retrieved again
+    blind_table = read_shards(blinded.shard_dir, list(SUBGRAPH_COLUMNS))
+    assert sum(len(t) for t in seen_table["triple_ids"].to_pylist()) > 0
+    for col in SUBGRAPH_COLUMNS:
+        assert seen_table[col].equals(blind_table[col]), col
+    assert read_shards(blinded.shard_dir, ["answer"])["answer"].to_pylist() == ["Q5"] * N_QUERIES
+
+
+def test_paper_pool_includes_the_edges_between_neighbours(kg):
+    triples = kg.triples_array()
+    seeds = np.flatnonzero(kg.graph.degree() > 3)[:3]
+    pool = neighbourhood_with_links(kg.graph, triples, seeds, 1)
+    touching = np.flatnonzero(np.isin(triples[:, 0], seeds) | np.isin(triples[:, 2], seeds))
+    g = np.union1d(seeds, triples[touching][:, [0, 2]].ravel())
+    brute = np.flatnonzero(np.isin(triples[:, 0], g) & np.isin(triples[:, 2], g))
+    np.testing.assert_array_equal(np.sort(pool), brute)
+    between = np.setdiff1d(pool, touching)
+    assert between.size > 0  # links between two neighbours, touching no seed
+    assert not np.isin(triples[between][:, [0, 2]], seeds).any()
+
+
+@pytest.mark.parametrize("n", [10, 20])
+def test_anchored_keeps_whole_paths_from_the_question_entity(kg, mars_queries, n):
+    from retrieval.paths import load_or_fit_prior, paths_from
+    prior, _ = load_or_fit_prior(kg.root, mars_queries.train_file, mars_queries.answer_space)
+    store = open_store(kg.root)
+    retriever = SubgraphRetriever(store, RetrievalConfig(encoder=ENCODER, top_N=n),
+                                  answer_space=mars_queries.answer_space, prior=prior)
+    outs = retriever.retrieve(mars_queries.queries)
+    assert sum(not o.empty for o in outs) >= N_QUERIES // 2
+    for q, o in zip(mars_queries.queries, outs):
+        assert len(o) <= n and np.all(np.diff(o.scores) <= 1e-6)
+        if o.empty:
+            continue
+        question = store.entity_ids([q.entity_keys[0]])
+        if store.graph.degree(question).sum():  # the question entity is the anchor
+            np.testing.assert_array_equal(o.seed_entities, question)
+        # (an isolated question entity: anchored on the ends of the top-n triples by cosine)
+        anchor = o.seed_entities
+        first = np.isin(o.heads, anchor) | np.isin(o.tails, anchor)
+        reached = np.union1d(o.heads[first], o.tails[first])
+        # a triple not at the anchor is the second step of a kept path: it starts at a first step's end
+        second = ~first
+        assert np.all(np.isin(o.heads[second], reached) | np.isin(o.tails[second], reached))
+        ends = np.setdiff1d(np.union1d(o.heads, o.tails), anchor)
+        reachable = np.concatenate([paths_from(store.graph, int(a), store.num_relations).endpoint for a in anchor])
+        if np.isin(reachable, mars_queries.answer_space).any():  # else the anchor's context is kept
+            assert np.isin(ends, mars_queries.answer_space).any()  # paths end in the answer space
+
+
+def test_unknown_retriever_is_a_usage_error():
+    from kg_store.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown retriever 'bm25'; choose one of: anchored, mrmkg, pcst"):
+        RetrievalConfig(retriever="bm25")
+
+
+def test_pcst_returns_a_connected_cut_of_the_neighbourhood(kg, mars_queries):
+    retriever = SubgraphRetriever(open_store(kg.root), RetrievalConfig(encoder=ENCODER, retriever="pcst", top_N=10))
+    outs = retriever.retrieve(mars_queries.queries[:6])
+    for o in outs:
+        assert 0 < len(o) <= 10 and np.all(np.diff(o.scores) <= 1e-6)
+        assert len(np.unique(o.triple_ids)) == len(o)
