@@ -125,7 +125,7 @@ class PCSTRetriever:
             # small graphs lowers the edge's cost by its prize (never below zero)
             costs = np.maximum(self.EDGE_COST - edge_prize, 0.0)
             _, kept = pcst_fast.pcst_fast(edges.astype(np.int64), node_prize, costs, -1, 1, "gw", 0)
-            kept = np.asarray(kept, np.int64)
+            kept = np.unique(np.asarray(kept, np.int64))
             if kept.size == 0:  # a lone prize node: keep its best edge
                 kept = np.argsort(-scores, kind="stable")[:1]
             keep = kept[top_by_score(tids[kept], scores[kept], c.config.top_N)]
