@@ -62,3 +62,30 @@ def test_model_image_is_the_aligned_entity(mars, mode):
     key = (*row["example"], row["question"])[EXPECTED_MODEL_SLOT[mode]]
     assert ex.align_entity == kg.id_of(key) >= 0
     assert ex.image is not None and ex.image.name == f"{key}.jpg"  # that entity's own image, no other
+
+
+@pytest.mark.parametrize("mode", sorted(MARS_MODES))
+def test_image_entities_image_gives_image_roles_only_as_images(mars, mode):
+    """`image_entities="image"`: the labels of the entities the mode shows as images leave the prompt;
+    the model's own image is "this image", a further image role "another image"; text roles keep labels."""
+    from model.tasks import MARS_IMAGE_WORDS
+    store, _, qs = mars
+    q = qs.queries[mode]
+    kg = KGText.from_store(store)
+    labelled = MarsTask().make_example({"query_id": q.query_id, **q.fields}, kg, mode)
+    imaged = MarsTask(image_entities="image").make_example({"query_id": q.query_id, **q.fields}, kg, mode)
+    names = [*q.fields["example_labels"], q.fields["question_label"]]
+    assert all(n in labelled.prompt for n in names)  # the default: every entity by its label
+    shown = mars_image_slots(mode)
+    assert imaged.meta["hidden_slots"] == list(shown)
+    text_names = {n for s, n in enumerate(names) if s not in shown}
+    for slot, name in enumerate(names):
+        if slot not in shown:
+            assert name in imaged.prompt
+        elif name not in text_names:  # (an entity may hold an image role and a text role: mode 1's first dev row)
+            assert f" {name} " not in f" {imaged.prompt} "
+    assert imaged.prompt.count(MARS_IMAGE_WORDS[0]) == 1  # the one image the model is given
+    assert imaged.prompt.count(MARS_IMAGE_WORDS[1]) == len(shown) - 1
+    assert imaged.image == labelled.image and imaged.align_entity == labelled.align_entity
+    with pytest.raises(ValueError, match="image_entities"):
+        MarsTask(image_entities="both")

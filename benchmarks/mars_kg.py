@@ -1,0 +1,533 @@
+"""Does the KG help? MR-MKG variants on stratified MARS samples, per-query ranks, paired tests (issue 16).
+
+    python benchmarks/mars_kg.py --work build/bench/mars_kg                      # everything, resumable
+    python benchmarks/mars_kg.py --work build/bench/mars_kg --variants kg,control \\
+        --train-budget-minutes 60 --eval-budget-minutes 120                       # a piece of it
+
+Plan (all choices seeded by --seed and recorded in <work>/sample.json, which later runs reuse):
+* train: a stratified random sample of MARS train over all (mode, relation) strata
+  (--train-queries); a disjoint stratified sample of train (--fit-queries) fits the late-fusion β;
+* dev: a stratified random sample (--dev-queries, ≥ 300) for the main comparison, and a
+  stratified subsample of it (--ablation-queries, ≥ 100) for the ablations.
+The samples are written as MARS files under <work>/mars/{train,fit,dev}/ and retrieved with the
+default retriever; a query's id in the output is its 0-based line number in the original dev.json.
+
+Variants (MR-MKG, frozen --backbone, --vision none by default):
+* kg — knowledge text + graph (`knowledge: both`), knowledge pretraining (kg-triple) then MARS
+  finetuning — main set;
+* control — no knowledge, `--soft-prompt-tokens` learned prompt tokens, same stages and budget
+  (the equal-budget no-KG control) — main set; its candidate scores are kept for late fusion;
+* kg_only — the KG-only ranker (`model.fusion.kg_prior`: retrieved-subgraph score + 1/hops from the
+  question entity), no LLM — main set;
+* zero_shot (frozen LLM, question only), text (facts text + soft prompt), graph (graph prefix only),
+  late_fusion (--fusion-base scores + β · KG prior, β fit on the fit sample by grid search on MRR)
+  — ablation set; zero_shot_text (frozen LLM + facts, untrained) on request.
+Every trained variant trains with `model.training.train` (checkpoints, resume) and ranks the gold
+among all 2,063 candidates with `model.evaluation.evaluate`, whose predictions JSONL is appended
+per query, so a killed or budget-stopped run continues where it stopped (run the same command again).
+
+Output (--out, default benchmarks/out/mars_kg.json): {"ranks": {variant: {query_id: rank}} with
+realistic ties (mean of optimistic and pessimistic rank), "ranks_optimistic" likewise, "main":
+{"kg", "control", "kg_only"}, "queries": [query ids], "ablation_queries", metrics per variant
+(Hits@1/3/10, MRR, median rank; realistic and optimistic; by whether the (question, answer) pair
+occurs in train as a question–answer or example pair, any relation), paired comparisons (sign test,
+bootstrap 95 % interval of the MRR difference) and the late-fusion β; a Markdown table beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.mars_smollm2 import ENCODER, prepare_store  # noqa: E402
+
+#: variant → how it is built; `queries`: which dev sample it is ranked on
+VARIANTS: dict[str, dict[str, Any]] = {
+    "kg": {"knowledge": "both", "train": True, "queries": "main"},
+    "control": {"knowledge": "none", "soft_prompt": True, "train": True, "queries": "main"},
+    "kg_only": {"derived": True, "queries": "main"},
+    "zero_shot": {"knowledge": "none", "train": False, "queries": "ablation"},
+    "text": {"knowledge": "text", "soft_prompt": True, "train": True, "queries": "ablation"},
+    "graph": {"knowledge": "gnn", "train": True, "queries": "ablation"},
+    "late_fusion": {"derived": True, "queries": "ablation"},
+    "zero_shot_text": {"knowledge": "text", "train": False, "queries": "ablation"},
+}
+DEFAULT_VARIANTS = ("kg", "control", "kg_only", "zero_shot", "text", "graph", "late_fusion")
+MAIN = {"kg": "kg", "control": "control", "kg_only": "kg_only"}
+
+
+# ---- sampling ---------------------------------------------------------------------------------
+
+def read_mars(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stratified_sample(strata: Sequence[Any], n: int, rng: np.random.Generator,
+                      among: Sequence[int] | None = None) -> list[int]:
+    """`n` indices (of `among`, default all) drawn without replacement, allocated to strata in
+    proportion to their size (largest remainders, at least one per stratum while n allows);
+    returned sorted."""
+    pool = list(range(len(strata))) if among is None else list(among)
+    n = min(n, len(pool))
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i in pool:
+        groups[strata[i]].append(i)
+    keys = sorted(groups, key=str)
+    sizes = np.array([len(groups[k]) for k in keys], dtype=np.float64)
+    quota = sizes * n / sizes.sum()
+    take = np.floor(quota).astype(int)
+    if n >= len(keys):  # every stratum at least once
+        take = np.maximum(take, 1)
+    while take.sum() > n:  # trim the largest allocations
+        take[int(np.argmax(take - quota))] -= 1
+    order = np.argsort(-(quota - take), kind="stable")
+    for j in order:
+        if take.sum() >= n:
+            break
+        if take[j] < sizes[j]:
+            take[j] += 1
+    out: list[int] = []
+    for k, t in zip(keys, take):
+        members = groups[k]
+        out.extend(rng.choice(members, size=int(t), replace=False).tolist() if t else [])
+    return sorted(int(i) for i in out)
+
+
+def make_plan(data: Path, args) -> dict[str, Any]:
+    mars = data / "markg" / "MARS"
+    train, dev = read_mars(mars / "train.json"), read_mars(mars / "dev.json")
+    rng = np.random.default_rng(args.seed)
+    t_strata = [(r["mode"], r["relation"]) for r in train]
+    d_strata = [(r["mode"], r["relation"]) for r in dev]
+    train_lines = stratified_sample(t_strata, args.train_queries, rng)
+    rest = sorted(set(range(len(train))) - set(train_lines))
+    fit_lines = stratified_sample(t_strata, args.fit_queries, rng, among=rest)
+    main = stratified_sample(d_strata, args.dev_queries, rng)
+    ablation = stratified_sample(d_strata, args.ablation_queries, rng, among=main)
+    return {"seed": args.seed, "train": train_lines, "fit": fit_lines, "main": main, "ablation": ablation}
+
+
+def load_plan(work: Path, data: Path, args) -> dict[str, Any]:
+    path = work / "sample.json"
+    plan = make_plan(data, args)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != plan:
+            raise SystemExit(f"{path} holds another sample (other --seed or sizes): use another --work, or the "
+                             "sizes it was made with")
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plan))
+    return plan
+
+
+def write_subsets(work: Path, data: Path, plan: dict[str, Any]) -> dict[str, Path]:
+    """MARS files of the samples (<work>/mars/<name>/<split>.json), original lines in plan order."""
+    mars = data / "markg" / "MARS"
+    lines = {"train": (mars / "train.json").read_text().splitlines(),
+             "dev": (mars / "dev.json").read_text().splitlines()}
+    lines = {k: [x for x in v if x.strip()] for k, v in lines.items()}
+    dirs = {}
+    for name, split, source in (("train", "train", "train"), ("fit", "fit", "train"), ("dev", "dev", "dev")):
+        d = work / "mars" / name
+        d.mkdir(parents=True, exist_ok=True)
+        sel = plan["main"] if name == "dev" else plan[name]
+        text = "".join(lines[source][i] + "\n" for i in sel)
+        f = d / f"{split}.json"
+        if not f.exists() or f.read_text() != text:
+            f.write_text(text)
+        for link, target in (("images", mars / "images"), ("train.json", mars / "train.json")):
+            if name == "dev" or link == "images":  # dev: the retrieval leakage report reads train.json beside it
+                p = d / link
+                if not p.exists() and not p.is_symlink() and target.exists():
+                    p.symlink_to(target)
+        dirs[name] = d
+    return dirs
+
+
+def retrieve(kg: Path, subset: Path, split: str, top_n: int) -> Path:
+    from retrieval.batch import retrieve_dataset
+    from retrieval.retriever import RetrievalConfig
+    return Path(retrieve_dataset(kg, f"mars:{subset}", RetrievalConfig(encoder=ENCODER, top_N=top_n),
+                                 split=split).shard_dir)
+
+
+def seen_in_train(data: Path, dev_lines: Sequence[int]) -> dict[int, bool]:
+    """Whether each dev query's (question, answer) pair occurs in train as a question–answer pair or
+    an example pair, any relation (ordered pairs)."""
+    mars = data / "markg" / "MARS"
+    train, dev = read_mars(mars / "train.json"), read_mars(mars / "dev.json")
+    pairs = {(r["question"], r["answer"]) for r in train} | {tuple(r["example"]) for r in train}
+    return {i: (dev[i]["question"], dev[i]["answer"]) in pairs for i in dev_lines}
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+def sign_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Two-sided exact sign test on paired ranks (lower is better); ties dropped."""
+    wins = sum(x < y for x, y in zip(a, b))
+    losses = sum(x > y for x, y in zip(a, b))
+    n = wins + losses
+    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2 ** n if n else 1.0
+    return {"better": wins, "worse": losses, "ties": len(a) - n, "sign_test_p": min(1.0, 2 * tail)}
+
+
+def bootstrap_mrr_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10000, seed: int = 0
+                       ) -> tuple[float, float, float]:
+    """MRR(a) − MRR(b) on paired queries and its percentile bootstrap 95 % interval."""
+    d = 1.0 / np.asarray(a, dtype=np.float64) - 1.0 / np.asarray(b, dtype=np.float64)
+    if d.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def summarize(ranks: Sequence[float]) -> dict[str, Any]:
+    r = np.asarray(list(ranks), dtype=np.float64)
+    if r.size == 0:
+        return {"count": 0}
+    return {"count": int(r.size), "hits@1": float((r <= 1).mean()), "hits@3": float((r <= 3).mean()),
+            "hits@10": float((r <= 10).mean()), "mrr": float((1.0 / r).mean()), "median_rank": float(np.median(r))}
+
+
+def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequence[int],
+            seen: dict[int, bool], seed: int) -> dict[str, Any]:
+    """Paired comparison of variant a vs b on the queries both have: overall and by seen/unseen."""
+    out: dict[str, Any] = {}
+    for part, keep in (("all", lambda q: True), ("seen", lambda q: seen[q]), ("unseen", lambda q: not seen[q])):
+        qs = [q for q in queries if keep(q) and str(q) in ranks.get(a, {}) and str(q) in ranks.get(b, {})]
+        ra, rb = [ranks[a][str(q)] for q in qs], [ranks[b][str(q)] for q in qs]
+        diff, lo, hi = bootstrap_mrr_diff(ra, rb, seed=seed)
+        out[part] = {"queries": len(qs), "mrr_a": summarize(ra).get("mrr"), "mrr_b": summarize(rb).get("mrr"),
+                     "mrr_diff": diff, "ci95": [lo, hi], **sign_test(ra, rb)}
+    return out
+
+
+# ---- running the variants ---------------------------------------------------------------------
+
+def model_kwargs(name: str, args) -> dict[str, Any]:
+    spec = VARIANTS[name]
+    kw = {"backbone": args.backbone, "vision": args.vision, "gnn_layer": args.gnn_layer, "kg_hidden": args.kg_hidden,
+          "max_text_length": args.max_text_length, "knowledge": spec["knowledge"],
+          "adapter_direction": args.adapter_direction}
+    if spec.get("soft_prompt"):
+        kw["soft_prompt_tokens"] = args.soft_prompt_tokens
+    return kw
+
+
+def task_kwargs(args) -> dict[str, Any]:
+    return {"mars": {"image_entities": args.image_entities}}
+
+
+def train_variant(name: str, args, kg: Path, train_dir: Path, work: Path) -> dict[str, Any]:
+    """Train (or continue training) one variant; {"done": bool, ...summary}."""
+    from model.training import train
+    run = work / "runs" / name
+    marker = run / "trained.json"
+    if marker.exists():
+        return {"done": True, **json.loads(marker.read_text())}
+    stages = []
+    if args.pretrain_examples:
+        stages.append({"name": "pretrain", "task": "kg-triple", "shards": str(train_dir), "lr": args.lr,
+                       "batch_size": args.batch_size, "epochs": 1, "limit": args.pretrain_examples,
+                       **({"max_steps": args.max_steps} if args.max_steps else {})})
+    stages.append({"name": "finetune", "task": "mars", "shards": str(train_dir), "lr": args.lr,
+                   "batch_size": args.batch_size, "epochs": args.epochs, "task_kwargs": task_kwargs(args),
+                   **({"max_steps": args.max_steps} if args.max_steps else {})})
+    t0 = time.monotonic()
+    summary = train(kg=str(kg), output_dir=str(run), seed=args.seed, device="cpu", amp=args.amp, resume=True,
+                    model="mrmkg", model_kwargs=model_kwargs(name, args), stages=stages, weight_decay=0.01,
+                    max_triples=args.top_n, budget_minutes=args.train_budget_minutes,
+                    checkpoint_every=args.checkpoint_every, log_every=10)
+    info = {"steps": summary["global_step"], "trainable_parameters": summary["parameters"]["trainable"],
+            "seconds_this_run": round(time.monotonic() - t0, 1)}
+    if summary["stopped_by_budget"]:
+        return {"done": False, **info}
+    marker.write_text(json.dumps(info))
+    return {"done": True, **info}
+
+
+def evaluate_variant(name: str, args, kg: Path, shards: Path, query_ids: Sequence[str], predictions: Path,
+                     candidates: Path, budget: float | None, *, scores: bool = False) -> dict[str, Any]:
+    from model.evaluation import evaluate
+    spec = VARIANTS[name]
+    run = Path(args.work) / "runs" / name
+    job = dict(kg=str(kg), task="mars", shards=str(shards), candidates=str(candidates), predictions=str(predictions),
+               device="cpu", amp=args.amp, max_triples=args.top_n, query_ids=list(query_ids), ties="realistic",
+               task_kwargs=task_kwargs(args), budget_minutes=budget, candidate_scores=scores, seed=args.seed)
+    if spec["train"]:
+        job["checkpoint"] = str(run / "final")
+    else:
+        job.update(model="mrmkg", model_kwargs=model_kwargs(name, args))
+    return evaluate(**job)
+
+
+def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line; the next evaluate run removes it
+        out[rec["query_id"]] = rec
+    return out
+
+
+def kg_only_ranks(kg: Path, dev_shards: Path, candidates: Path, sub_ids: dict[str, int], max_hops: int
+                  ) -> tuple[dict[str, float], dict[str, float]]:
+    """Realistic and optimistic ranks of the gold under the KG prior alone, per original dev line."""
+    from kg_store import open_store
+    from model.data import open_graphs
+    from model.evaluation import read_candidates
+    from model.fusion import kg_prior
+    from model.metrics import rank_of_gold
+    store = open_store(kg)
+    keys = read_candidates(candidates)
+    cand_ids = store.entity_ids(keys)
+    index = {k: i for i, k in enumerate(keys)}
+    graphs = open_graphs(kg, [dev_shards], ["question_entity", "answer"])
+    real, opt = {}, {}
+    for i, qid in enumerate(graphs.query_ids):
+        if qid not in sub_ids:
+            continue
+        row = graphs.row(i)
+        if row.get("answer") not in index:
+            continue
+        prior = kg_prior(row, cand_ids, store.graph, max_hops=max_hops)
+        gold = float(prior[index[row["answer"]]])
+        line = str(sub_ids[qid])
+        real[line] = rank_of_gold(prior, gold, ties="realistic")
+        opt[line] = rank_of_gold(prior, gold, ties="optimistic")
+    return real, opt
+
+
+def priors_for(kg: Path, shards: Path, candidates: Path, query_ids: Sequence[str], max_hops: int
+               ) -> dict[str, np.ndarray]:
+    from kg_store import open_store
+    from model.data import open_graphs
+    from model.evaluation import read_candidates
+    from model.fusion import kg_prior
+    store = open_store(kg)
+    cand_ids = store.entity_ids(read_candidates(candidates))
+    graphs = open_graphs(kg, [shards], ["question_entity"])
+    wanted = set(query_ids)
+    return {qid: kg_prior(graphs.row(i), cand_ids, store.graph, max_hops=max_hops)
+            for i, qid in enumerate(graphs.query_ids) if qid in wanted}
+
+
+def late_fusion(base_fit: dict[str, dict], base_dev: dict[str, dict], fit_priors: dict[str, np.ndarray],
+                dev_priors: dict[str, np.ndarray], candidates: Path, sub_ids: dict[str, int]
+                ) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
+    """β fit on the fit sample, then realistic/optimistic ranks of the fused score on the dev records."""
+    from model.evaluation import read_candidates
+    from model.fusion import fit_beta, fused_rank
+    index = {k: i for i, k in enumerate(read_candidates(candidates))}
+
+    def arrays(records: dict[str, dict], priors: dict[str, np.ndarray]):
+        for qid, rec in records.items():
+            if qid in priors and rec.get("gold") in index and "scores" in rec:
+                yield qid, np.asarray(rec["scores"], dtype=np.float64), priors[qid], index[rec["gold"]]
+
+    fit = list(arrays(base_fit, fit_priors))
+    beta, table = fit_beta([s for _, s, _, _ in fit], [p for _, _, p, _ in fit], [g for _, _, _, g in fit])
+    real, opt = {}, {}
+    for qid, s, p, g in arrays(base_dev, dev_priors):
+        real[str(sub_ids[qid])] = fused_rank(s, p, g, beta, ties="realistic")
+        opt[str(sub_ids[qid])] = fused_rank(s, p, g, beta, ties="optimistic")
+    return {"beta": beta, "mrr_by_beta": table, "fit_queries": len(fit)}, real, opt
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = ["| variant | queries | Hits@1 | Hits@3 | Hits@10 | MRR | MRR (optimistic) | median rank |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, m in result["metrics"].items():
+        r, o = m["realistic"], m["optimistic"]
+        if not r.get("count"):
+            continue
+        rows.append(f"| {name} | {r['count']} | {r['hits@1']:.3f} | {r['hits@3']:.3f} | {r['hits@10']:.3f} | "
+                    f"{r['mrr']:.3f} | {o['mrr']:.3f} | {r['median_rank']:.1f} |")
+    rows += ["", "| comparison | part | queries | MRR diff | 95 % CI | better / worse / ties | sign test p |",
+             "| --- | --- | ---: | ---: | --- | --- | ---: |"]
+    for name, parts in result["comparisons"].items():
+        for part, c in parts.items():
+            if not c["queries"]:
+                continue
+            rows.append(f"| {name} | {part} | {c['queries']} | {c['mrr_diff']:+.4f} | "
+                        f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['better']} / {c['worse']} / {c['ties']} | "
+                        f"{c['sign_test_p']:.4g} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description="MR-MKG on MARS: does the KG help? (stratified samples, resumable)")
+    ap.add_argument("--work", default=str(REPO / "build" / "bench" / "mars_kg"))
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--kg", default=None, help="store with minilm vectors + indexes (default <work>/kg, built "
+                                               "from MarKG on first use)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "mars_kg.json"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-queries", type=int, default=2000)
+    ap.add_argument("--fit-queries", type=int, default=60, help="held-out train queries that fit the fusion β")
+    ap.add_argument("--dev-queries", type=int, default=300)
+    ap.add_argument("--ablation-queries", type=int, default=100)
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--report-only", action="store_true", help="aggregate what is there; train/evaluate nothing")
+    ap.add_argument("--train-budget-minutes", type=float, default=None,
+                    help="training wall time per variant in this run (the next run resumes)")
+    ap.add_argument("--eval-budget-minutes", type=float, default=None,
+                    help="evaluation wall time over all variants in this run (the next run resumes)")
+    ap.add_argument("--backbone", default="smollm2-135m")
+    ap.add_argument("--vision", default=None, help="vision tower (default none: no image path)")
+    ap.add_argument("--gnn-layer", default="gat")
+    ap.add_argument("--kg-hidden", type=int, default=256)
+    ap.add_argument("--adapter-direction", default="text_to_kg", choices=["text_to_kg", "kg_to_text"])
+    ap.add_argument("--max-text-length", type=int, default=256, help="facts + question tokens")
+    ap.add_argument("--soft-prompt-tokens", type=int, default=16, help="learned tokens of control and text")
+    ap.add_argument("--top-n", type=int, default=10, help="triples per subgraph (N)")
+    ap.add_argument("--image-entities", default="label", choices=["label", "image"])
+    ap.add_argument("--pretrain-examples", type=int, default=1000, help="kg-triple examples (0: no pretraining)")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--max-steps", type=int, default=None, help="cap on steps per stage (smoke runs)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--checkpoint-every", type=int, default=50)
+    ap.add_argument("--fusion-base", default="control", choices=["control", "kg", "zero_shot"])
+    ap.add_argument("--max-hops", type=int, default=2, help="hops of the KG prior's distance term")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.monotonic()
+    work, data = Path(args.work), Path(args.data)
+    kg = Path(args.kg or work / "kg")
+    candidates = data / "markg" / "MARS" / "analogy_entities.txt"
+    plan = load_plan(work, data, args)
+    prepare_store(kg, data)
+    subsets = write_subsets(work, data, plan)
+    shards = {"train": retrieve(kg, subsets["train"], "train", args.top_n),
+              "fit": retrieve(kg, subsets["fit"], "fit", args.top_n),
+              "dev": retrieve(kg, subsets["dev"], "dev", args.top_n)}
+    # subset query id ("dev-000007": 8th line of the dev sample file) → original dev.json line
+    dev_line = {f"dev-{k:06d}": line for k, line in enumerate(plan["main"])}
+    by_line = {line: qid for qid, line in dev_line.items()}
+    sample_ids = {"main": [by_line[i] for i in plan["main"]], "ablation": [by_line[i] for i in plan["ablation"]]}
+    fit_ids = [f"fit-{k:06d}" for k in range(len(plan["fit"]))]
+    preds = work / "predictions"
+    deadline = time.monotonic() + 60 * args.eval_budget_minutes if args.eval_budget_minutes else None
+    training: dict[str, Any] = {}
+    evaluation: dict[str, Any] = {}
+    needs = set(variants) | ({args.fusion_base} if "late_fusion" in variants else set())
+    for name in [v for v in VARIANTS if v in needs and not VARIANTS[v].get("derived")]:
+        if args.report_only:
+            break
+        spec = VARIANTS[name]
+        if spec["train"]:
+            training[name] = train_variant(name, args, kg, shards["train"], work)
+            if not training[name]["done"]:
+                print(f"{name}: training stopped by its budget after {training[name]['steps']} steps; "
+                      "run again to continue", file=sys.stderr)
+                continue
+        # the fusion base always keeps its candidate scores (the flag is part of the resume fingerprint)
+        keep_scores = name == args.fusion_base
+        jobs = [("dev", shards["dev"], sample_ids[spec["queries"]])]
+        if keep_scores and "late_fusion" in variants:
+            jobs.append(("fit", shards["fit"], fit_ids))
+        for split, shard_dir, q in jobs:
+            budget = None if deadline is None else max((deadline - time.monotonic()) / 60, 0.0)
+            if budget == 0.0:
+                break
+            m = evaluate_variant(name, args, kg, shard_dir, q, preds / f"{name}.{split}.jsonl", candidates,
+                                 budget, scores=keep_scores)
+            evaluation[f"{name}.{split}"] = {k: m[k] for k in ("queries", "remaining", "complete", "seconds", "mrr")}
+    # ---- aggregate everything on disk (also what earlier runs left) ----
+    ranks: dict[str, dict[str, float]] = {}
+    ranks_opt: dict[str, dict[str, float]] = {}
+    for name in VARIANTS:
+        if VARIANTS[name].get("derived"):
+            continue
+        recs = read_predictions(preds / f"{name}.dev.jsonl")
+        allowed = set(sample_ids[VARIANTS[name]["queries"]])
+        got = {q: r for q, r in recs.items() if q in allowed}
+        if got:
+            ranks[name] = {str(dev_line[q]): r["rank_realistic"] for q, r in got.items()}
+            ranks_opt[name] = {str(dev_line[q]): r["rank_optimistic"] for q, r in got.items()}
+    # the derived variants are cheap: computed from what is on disk on every run
+    ranks["kg_only"], ranks_opt["kg_only"] = kg_only_ranks(kg, shards["dev"], candidates,
+                                                           {q: dev_line[q] for q in sample_ids["main"]},
+                                                           args.max_hops)
+    fusion_info = None
+    base_dev = read_predictions(preds / f"{args.fusion_base}.dev.jsonl")
+    base_fit = read_predictions(preds / f"{args.fusion_base}.fit.jsonl")
+    if base_fit and base_dev:
+        abl = set(sample_ids["ablation"])
+        dev_recs = {q: r for q, r in base_dev.items() if q in abl}
+        fusion_info, ranks["late_fusion"], ranks_opt["late_fusion"] = late_fusion(
+            base_fit, dev_recs, priors_for(kg, shards["fit"], candidates, list(base_fit), args.max_hops),
+            priors_for(kg, shards["dev"], candidates, list(dev_recs), args.max_hops), candidates, dev_line)
+        fusion_info.update(base=args.fusion_base, fit_complete=len(base_fit) >= len(fit_ids))
+    seen = seen_in_train(data, plan["main"])
+    metrics = {}
+    for name in ranks:
+        by = {}
+        for part, keep in (("seen", True), ("unseen", False)):
+            by[part] = summarize([r for q, r in ranks[name].items() if seen[int(q)] is keep])
+        metrics[name] = {"realistic": summarize(ranks[name].values()), "optimistic": summarize(ranks_opt[name].values()),
+                         "by_pair_seen_in_train": by}
+    main_q, abl_q = plan["main"], plan["ablation"]
+    comparisons = {"kg vs control": compare(ranks, "kg", "control", main_q, seen, args.seed),
+                   "kg vs kg_only": compare(ranks, "kg", "kg_only", main_q, seen, args.seed)}
+    for name in ("zero_shot", "text", "graph", "late_fusion", "zero_shot_text"):
+        if name in ranks:
+            comparisons[f"{name} vs control"] = compare(ranks, name, "control", abl_q, seen, args.seed)
+    result = {
+        "benchmark": "mars_kg", "backbone": args.backbone, "encoder": ENCODER, "candidates": 2063,
+        "query_id": "0-based line number in MARS dev.json",
+        "ties": "ranks = realistic (mean of optimistic and pessimistic); ranks_optimistic beside them",
+        "queries": main_q, "ablation_queries": abl_q, "main": MAIN,
+        "ranks": ranks, "ranks_optimistic": ranks_opt, "metrics": metrics, "comparisons": comparisons,
+        "late_fusion": fusion_info, "pair_seen_in_train": {str(q): seen[q] for q in main_q},
+        "complete": {name: len(ranks.get(name, {})) == len(main_q if VARIANTS[name]["queries"] == "main" else abl_q)
+                     for name in VARIANTS if name in variants or name in ranks},
+        "config": {k: v for k, v in vars(args).items() if k not in ("verbose",)},
+        "samples": {"train": len(plan["train"]), "fit": len(plan["fit"]), "dev": len(main_q),
+                    "ablation": len(abl_q)},
+        "training_this_run": training, "evaluation_this_run": evaluation,
+        "seconds_this_run": round(time.monotonic() - t0, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

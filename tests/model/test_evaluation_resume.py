@@ -1,0 +1,69 @@
+"""Issue 16: a killed `evaluate` continues where it stopped and gives the ranks an uninterrupted run gives."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model import evaluation
+from model.evaluation import evaluate
+
+TINY = {"backbone": "tiny-llama", "vision": None, "gnn_layer": "gat", "kg_hidden": 16, "max_text_length": 96,
+        "knowledge": "both"}
+
+
+def _job(real_shards, data_dir, predictions, **extra):
+    job = dict(kg=str(real_shards["kg"]), task="mars", shards=str(real_shards["mars/dev"]), model="mrmkg",
+               model_kwargs=TINY, candidates=str(data_dir / "markg" / "MARS" / "analogy_entities.txt"),
+               predictions=str(predictions), device="cpu", amp="off", max_triples=5, limit=3, ties="realistic",
+               seed=1)
+    return {**job, **extra}
+
+
+def _ranks(path) -> dict[str, float]:
+    return {r["query_id"]: r["rank"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_resumed_evaluation_gives_the_same_ranks_as_an_uninterrupted_one(real_shards, data_dir, tmp_path,
+                                                                         monkeypatch):
+    full = evaluate(**_job(real_shards, data_dir, tmp_path / "full.jsonl"))
+    assert full["complete"] and full["queries"] == 3
+    expected = _ranks(tmp_path / "full.jsonl")
+
+    # killed while scoring the second query
+    calls = {"n": 0}
+    original = evaluation._score_mars
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_score_mars", dying)
+    path = tmp_path / "resumed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(**_job(real_shards, data_dir, path))
+    monkeypatch.setattr(evaluation, "_score_mars", original)
+    assert len(path.read_text().splitlines()) == 1  # each finished query was on disk at once
+    with path.open("a") as f:
+        f.write('{"query_id": "dev-0000')  # a line torn by the kill
+    again = evaluate(**_job(real_shards, data_dir, path))
+    assert again["new_queries"] == 2 and again["complete"]
+    assert _ranks(path) == expected
+    assert again["mrr"] == pytest.approx(full["mrr"])
+    for rec in map(json.loads, path.read_text().splitlines()):
+        assert rec["rank_optimistic"] <= rec["rank_realistic"] <= rec["rank_pessimistic"]
+
+    # a finished file is not scored again; another model starts it over
+    assert evaluate(**_job(real_shards, data_dir, path))["new_queries"] == 0
+    other = evaluate(**_job(real_shards, data_dir, path, limit=1, seed=2))
+    assert other["new_queries"] == 1 and len(path.read_text().splitlines()) == 1
+
+
+def test_a_budget_stops_the_evaluation_and_the_next_run_finishes_it(real_shards, data_dir, tmp_path):
+    path = tmp_path / "budget.jsonl"
+    first = evaluate(**_job(real_shards, data_dir, path, limit=1, budget_minutes=1e-9))
+    assert not first["complete"] and first["remaining"] == 1 and first["queries"] == 0
+    second = evaluate(**_job(real_shards, data_dir, path, limit=1))
+    assert second["complete"] and second["queries"] == 1

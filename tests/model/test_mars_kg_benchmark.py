@@ -1,0 +1,46 @@
+"""benchmarks/mars_kg.py: stratified samples over all (mode, relation) strata, the paired statistics."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from benchmarks import mars_kg
+
+
+def test_stratified_sample_covers_every_stratum_in_proportion(data_dir):
+    rows = mars_kg.read_mars(data_dir / "markg" / "MARS" / "dev.json")
+    strata = [(r["mode"], r["relation"]) for r in rows]
+    pick = mars_kg.stratified_sample(strata, 300, np.random.default_rng(0))
+    assert len(pick) == len(set(pick)) == 300
+    got, total = Counter(strata[i] for i in pick), Counter(strata)
+    assert set(got) == set(total)  # every stratum, not the first relations of the sorted file
+    for s, n in total.items():
+        assert abs(got[s] - n * 300 / len(rows)) <= 1.5
+    assert pick == mars_kg.stratified_sample(strata, 300, np.random.default_rng(0))  # seeded
+    sub = mars_kg.stratified_sample(strata, 100, np.random.default_rng(1), among=pick)
+    assert len(sub) == 100 and set(sub) <= set(pick)
+
+
+def test_plan_samples_are_disjoint_and_reused(data_dir, tmp_path):
+    class Args:
+        seed, train_queries, fit_queries, dev_queries, ablation_queries = 0, 120, 20, 30, 10
+    plan = mars_kg.load_plan(tmp_path, data_dir, Args)
+    assert not set(plan["train"]) & set(plan["fit"]) and set(plan["ablation"]) <= set(plan["main"])
+    assert json.loads((tmp_path / "sample.json").read_text()) == plan
+    Args.seed = 1
+    with pytest.raises(SystemExit, match="another sample"):
+        mars_kg.load_plan(tmp_path, data_dir, Args)
+
+
+def test_sign_test_and_bootstrap_interval():
+    a, b = [1, 1, 2, 5, 3, 3], [2, 4, 2, 9, 8, 3]
+    s = mars_kg.sign_test(a, b)
+    assert (s["better"], s["worse"], s["ties"]) == (4, 0, 2)
+    assert s["sign_test_p"] == pytest.approx(2 * 1 / 16)
+    diff, lo, hi = mars_kg.bootstrap_mrr_diff(a, b, n_boot=2000)
+    assert diff == pytest.approx(np.mean(1 / np.array(a) - 1 / np.array(b)))
+    assert lo <= diff <= hi and lo >= 0  # a is never worse
+    assert mars_kg.summarize([1, 2, 4, 20])["median_rank"] == 3.0
