@@ -184,7 +184,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     outputs = run(store, ranked, qs.queries, batch_size=batch_size, device=device, progress=progress,
                   encoder=encoder, answer_space=qs.answer_space, prior_key=prior_key, **(engine_kwargs or {}))
     seconds = round(time.perf_counter() - t_run, 3)
-    reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=config.hops, ranked_N=ranked.top_N)
+    pool_hops = config.path_hops if config.retriever == "anchored" else config.hops
+    reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=pool_hops, ranked_N=ranked.top_N)
     reports["quality"]["retrieve_seconds"] = seconds
     if qs.rejects:  # bad records of the query file: one row each, beside the shards (rejects.json)
         reports["rejects"] = {"count": len(qs.rejects), "rows": qs.rejects}

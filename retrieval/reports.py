@@ -1,13 +1,17 @@
 """Quality and leakage reports of a retrieval run, written as JSON beside the shards.
 
 Quality — MARS: share of queries whose answer entity is in the retrieved subgraph at N = 10, 20
-against N triples drawn at random from the same 1-hop pool (`random_1hop_baseline`) and from the
-1-hop neighbourhood of the question entity alone (`random_1hop_question_entity`), and the pool
-itself (`answer_in_candidate_pool`, the ceiling of any ranking);
-ScienceQA / JSONL: mean query–triple cosine. Leakage — MARS: answer entity / whole fact already
-in the KG or in train, subgraphs holding a direct question–answer triple; ScienceQA: problems
-whose image (sha256) or question text also occurs in train. Per-query flags let results be
-reported with and without leaked queries.
+against N triples drawn at random from the same pool (`random_pool_baseline`: the triples within
+`pool_hops` of the seeds) and from the neighbourhood of the question entity alone
+(`random_question_entity`), and the pool itself (`answer_in_candidate_pool`, the ceiling of any
+ranking); every figure also by stratum: whether the (question, answer) pair occurs in train as a
+question–answer or example pair whatever the relation (`pair_in_train`), and whether the answer is
+linked to the question only through triples of MARS's own analogy relations A0–A18
+(`linked_only_by_analogy_relations`). ScienceQA / JSONL: mean query–triple cosine.
+Leakage — MARS: answer entity / whole fact already in the KG or in train, the pair strata above,
+subgraphs holding a direct question–answer triple (reported, not a leak: with the question
+entity as anchor only a link can be found); ScienceQA: problems whose image (sha256) or question
+text also occurs in train.
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ def _contains(outputs_entities: list[np.ndarray], targets: np.ndarray) -> np.nda
 
 
 def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput], *, top_N: int,
-                   hops: int = 1, leaked: np.ndarray | None = None, ranked_N: int | None = None) -> dict[str, Any]:
+                   hops: int = 1, strata: dict[str, np.ndarray] | None = None,
+                   ranked_N: int | None = None) -> dict[str, Any]:
     """Retrieval quality of one run (the shards' `top_N` triples per query).
 
     For MARS also at every N of `REPORT_N` that the ranked lists reach (`ranked_N`, default
@@ -68,6 +73,7 @@ def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
                      for o in outputs]
     pool_hit = _contains(pool_entities, answers)
     report["answer_in_candidate_pool"] = _share(pool_hit)
+    report["pool_hops"] = hops
     report["hits"] = {}
     ranked_N = max(ranked_N or top_N, top_N)
     for n in sorted({*[n for n in REPORT_N if n <= ranked_N], top_N}):
@@ -79,14 +85,13 @@ def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
         rand_q = [random_one_hop(graph, triples, np.array([e]), n, hops=hops, rng=rng) if e >= 0
                   else np.empty(0, np.int64) for e in question]
         rand_q_hit = _contains([np.unique(triples[r][:, [0, 2]]) for r in rand_q], answers)
-        entry = {"answer_in_subgraph": _share(hit), "random_1hop_baseline": _share(rand_hit),
-                 "random_1hop_question_entity": _share(rand_q_hit)}
-        if leaked is not None:
-            entry["answer_in_subgraph_without_leaked"] = _share(hit[~leaked])
-            entry["random_1hop_baseline_without_leaked"] = _share(rand_hit[~leaked])
+        entry: dict[str, Any] = {"answer_in_subgraph": _share(hit), "random_pool_baseline": _share(rand_hit),
+                                 "random_question_entity": _share(rand_q_hit)}
+        for name, mask in (strata or {}).items():
+            entry[name] = {str(v).lower(): {"queries": int((mask == v).sum()), "answer_in_subgraph": _share(hit[mask == v]),
+                                            "random_pool_baseline": _share(rand_hit[mask == v])}
+                           for v in (True, False)}
         report["hits"][str(n)] = entry
-    if leaked is not None:
-        report["leaked_queries_excluded"] = int(leaked.sum())
     return report
 
 
@@ -108,9 +113,14 @@ def mars_leakage(store: KGStore, qs: QuerySet,
                  subgraph_pairs: Pairs | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Leakage flags of MARS queries against the KG and `train.json` beside the split file.
 
-    Returns the report and the per-query "fact leaked" mask (whole fact in the KG or train, or a
-    direct question–answer triple in the subgraph).
+    Returns the report and the per-query "fact leaked" mask (whole fact in the KG or in train).
     """
+    flags = _mars_flags(store, qs, subgraph_pairs)
+    report = {"dataset": "mars", "split": qs.split, **_flag_summary([q.query_id for q in qs.queries], flags)}
+    return report, flags["any_fact_leak"]
+
+
+def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = None) -> dict[str, np.ndarray]:
     q_keys = [q.fields["question"] for q in qs.queries]
     a_keys = [q.fields["answer"] for q in qs.queries]
     rel_keys = [q.fields["relation"] for q in qs.queries]
@@ -139,16 +149,40 @@ def mars_leakage(store: KGStore, qs: QuerySet,
         flags["answer_entity_in_train"] = np.array([a in train_entities for a in a_keys], bool)
         flags["fact_in_train"] = np.array([(q, r, a) in train_facts for q, r, a in zip(q_keys, rel_keys, a_keys)],
                                           bool)
+        pairs = {(r["question"], r["answer"]) for r in train} | {(r["example"][0], r["example"][1]) for r in train}
+        flags["pair_in_train"] = np.array([(q, a) in pairs for q, a in zip(q_keys, a_keys)], bool)
+    flags["linked_only_by_analogy_relations"] = _linked_only_by_analogy(store, triples, q_ids, a_ids)
     if subgraph_pairs is not None:
         flags["subgraph_links_question_to_answer"] = np.array([
             bool(np.any(((h == q) & (t == a)) | ((h == a) & (t == q))))
             for (h, t), q, a in zip(subgraph_pairs, q_ids, a_ids)], bool)
-    leaked = flags["fact_in_kg"] | flags["fact_in_kg_reversed"] | flags.get("fact_in_train", False) \
-        | flags.get("subgraph_links_question_to_answer", False)
+    leaked = flags["fact_in_kg"] | flags["fact_in_kg_reversed"] | flags.get("fact_in_train", False)
     flags["any_fact_leak"] = np.asarray(leaked, bool)
-    report = {"dataset": "mars", "split": qs.split,
-              **_flag_summary([q.query_id for q in qs.queries], flags)}
-    return report, flags["any_fact_leak"]
+    return flags
+
+
+def mars_strata(store: KGStore, qs: QuerySet) -> dict[str, np.ndarray]:
+    """The per-query strata every MARS figure is also reported by (see the module docstring)."""
+    flags = _mars_flags(store, qs)
+    return {k: flags[k] for k in ("pair_in_train", "linked_only_by_analogy_relations") if k in flags}
+
+
+#: MARS's own analogy relations in MarKG (A0 synonym, A1 antonym, …, A18)
+ANALOGY_RELATION = re.compile(r"A\d+")
+
+
+def _linked_only_by_analogy(store: KGStore, triples: np.ndarray, q_ids: np.ndarray, a_ids: np.ndarray) -> np.ndarray:
+    """Per query: question and answer are linked by KG triples, all of them of an analogy relation."""
+    rel_keys = store.table("relations", ["key"])["key"].to_pylist()
+    analogy = np.array([bool(ANALOGY_RELATION.fullmatch(k or "")) for k in rel_keys], bool)
+    out = np.zeros(len(q_ids), bool)
+    for i, (q, a) in enumerate(zip(q_ids.tolist(), a_ids.tolist())):
+        if q < 0 or a < 0:
+            continue
+        nb, rel, _, _ = store.graph.neighbors(q)
+        links = rel[nb == a]
+        out[i] = links.size > 0 and bool(analogy[links].all())
+    return out
 
 
 _WS = re.compile(r"\s+")
@@ -199,13 +233,14 @@ def run_reports(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput],
     statistics use the first `top_N` triples, the MARS hit rates every N up to `ranked_N`.
     """
     reports: dict[str, dict[str, Any]] = {}
-    leaked = None
+    strata = None
     if qs.dataset == "mars":
         kept = [o.head(top_N) for o in outputs]
-        reports["leakage"], leaked = mars_leakage(store, qs, [(o.heads, o.tails) for o in kept])
+        reports["leakage"], _ = mars_leakage(store, qs, [(o.heads, o.tails) for o in kept])
+        strata = mars_strata(store, qs)
     elif qs.dataset == "scienceqa":
         reports["leakage"] = scienceqa_leakage(qs)
-    reports["quality"] = quality_report(store, qs, outputs, top_N=top_N, hops=hops, leaked=leaked,
+    reports["quality"] = quality_report(store, qs, outputs, top_N=top_N, hops=hops, strata=strata,
                                         ranked_N=ranked_N)
     return reports
 

@@ -67,7 +67,7 @@ def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias
         click.echo(f"{rejected} query record(s) rejected: see {res.shard_dir / 'rejects.json'}", err=True)
     for n, h in sorted(q.get("hits", {}).items(), key=lambda kv: int(kv[0])):
         click.echo(f"answer in subgraph @N={n}: {h['answer_in_subgraph']:.3f} "
-                   f"(random 1-hop {h['random_1hop_baseline']:.3f})", err=True)
+                   f"(random from the same pool {h['random_pool_baseline']:.3f})", err=True)
     click.echo(str(res.shard_dir))
 
 

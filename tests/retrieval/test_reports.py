@@ -35,8 +35,10 @@ def test_mars_quality_report_counts_answers_inside_subgraphs(shards):
     assert q["hits"]["10"]["answer_in_subgraph"] <= q["hits"]["20"]["answer_in_subgraph"]
     assert q["hits"]["20"]["answer_in_subgraph"] <= q["answer_in_candidate_pool"] <= 1
     for n in ("10", "20"):
-        assert 0 <= q["hits"][n]["random_1hop_baseline"] <= q["answer_in_candidate_pool"]
-        assert 0 <= q["hits"][n]["random_1hop_question_entity"] <= 1
+        assert 0 <= q["hits"][n]["random_pool_baseline"] <= q["answer_in_candidate_pool"]
+        assert 0 <= q["hits"][n]["random_question_entity"] <= 1
+        strata = q["hits"][n]["pair_in_train"]
+        assert strata["true"]["queries"] + strata["false"]["queries"] == q["queries"]
     assert q["queries"] == 8 and q["empty"] == 0
 
 
@@ -75,6 +77,17 @@ def test_mars_leakage_matches_brute_force(shards, data_dir):
     assert c["fact_in_train"] == sum((r["question"], r["relation"], r["answer"]) in train_facts for r in dev)
     assert c["answer_entity_is_train_answer"] == sum(r["answer"] in {t["answer"] for t in train} for r in dev)
     assert c["any_fact_leak"] == int(leaked.sum()) >= max(c["fact_in_kg"], c["fact_in_train"])
+    # the pair stratum: (question, answer) seen in train as a question–answer or example pair, any relation
+    pairs = {(r["question"], r["answer"]) for r in train} | {(r["example"][0], r["example"][1]) for r in train}
+    assert c["pair_in_train"] == sum((r["question"], r["answer"]) in pairs for r in dev) == 384  # 37.6 %
+    # answer linked to the question only through A0–A18 triples, by brute force over the KG
+    links: dict = {}
+    for h, r, t in store.triples_array():
+        for a, b in ((h, t), (t, h)):
+            links.setdefault((ekeys[a], ekeys[b]), set()).add(rkeys[r])
+    only_a = sum(bool(links.get((r["question"], r["answer"]))) and
+                 all(k.startswith("A") and k[1:].isdigit() for k in links[(r["question"], r["answer"])]) for r in dev)
+    assert c["linked_only_by_analogy_relations"] == only_a
     # the shard set's own leakage file also counts direct question-answer links in the subgraphs
     sl = json.loads((shards["mars/dev"] / "leakage.json").read_text())
     rows = read_shards(shards["mars/dev"]).to_pylist()
