@@ -57,7 +57,7 @@ class Encoder(ABC):
     context_length: int = 77
 
     #: "torch" or "onnx" (see the module docstring)
-    runtime: str = "torch"
+    runtime: str
 
     def __init__(self, *, name: str, device: str = "cpu", precision: str = "auto", runtime: str = "torch"):
         self.name = name
