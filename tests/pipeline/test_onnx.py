@@ -187,3 +187,24 @@ def test_clip_towers_on_onnx_match_torch(data_dir):
     assert info["image"]["probe"]["min_cosine"] >= PROBE_MIN_COSINE
     # the torch weights were released after verification and come back on demand (model.vision)
     assert onnx_clip._model is None and onnx_clip.model.visual is not None
+
+
+@pytest.mark.spark
+def test_spark_workers_run_the_drivers_runtime(spark, data_dir, tmp_path):
+    """The precision tag travels to the Spark workers: they resolve the same ONNX graph (int8 here,
+    so a worker on float32 or torch would give visibly different vectors)."""
+    from kg_store import KGStore
+    from kg_store.vectors import load_vectors, vector_meta
+    from pipeline.embed import embed_store
+    from tests.stores import build_markg_store
+    local, distributed = tmp_path / "local", tmp_path / "spark"
+    build_markg_store(data_dir, local)
+    build_markg_store(data_dir, distributed)
+    kw = dict(limit=40, chunk_size=16, batch_size=8, threads=1, progress=False, precision="int8")
+    embed_store(local, "minilm", **kw)
+    embed_store(distributed, "minilm", engine="spark", **kw)
+    assert vector_meta(KGStore(distributed), "minilm")["encoder_info"]["precision"] == "onnx-int8"
+    for kind in ("entity", "relation", "triple"):
+        a, _ = load_vectors(KGStore(local), "minilm", kind)
+        b, _ = load_vectors(KGStore(distributed), "minilm", kind)
+        assert np.allclose(a, b, atol=1e-5), kind
