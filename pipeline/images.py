@@ -191,18 +191,14 @@ def open_user_image(path: str | os.PathLike, *,
         return data
     base = {"name": name, "source_bytes": len(data), "source_sha256": sha256_bytes(data)}
     try:
-        _allow_pixels(limits.max_pixels)
-        opened = _open_header(data, limits, base)
+        opened = _open_checked_header(data, limits, base)
         if isinstance(opened, ImageOutcome):
             return opened
         im, header = opened
         with im:
-            try:
-                im.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                return _reject("too-many-pixels", str(exc), **header)
-            except (OSError, SyntaxError, ValueError, EOFError, zlib.error, IndexError, struct_error) as exc:
-                return _reject(_classify_decode_error(exc), f"{type(exc).__name__}: {exc}", **header)
+            failed = _decode_pixels(im, header)
+            if failed is not None:
+                return failed
             rgb = _to_rgb(im, [])
             if rgb is None:
                 return _reject("unsupported-mode", f"cannot convert mode {im.mode} to RGB", **header)
@@ -277,12 +273,28 @@ def process_image_bytes(data: bytes, *, name: str = "", limits: ImageLimits = Im
         return _reject("decode-error", f"{type(exc).__name__}: {exc}", **base)
 
 
+def _decode_pixels(im: Image.Image, header: dict[str, Any]) -> ImageOutcome | None:
+    """Decode the pixels; a bomb or a broken file is a reject (None: decoded)."""
+    try:
+        im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _reject("too-many-pixels", str(exc), **header)
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, IndexError, struct_error) as exc:
+        return _reject(_classify_decode_error(exc), f"{type(exc).__name__}: {exc}", **header)
+    return None
+
+
+def _open_checked_header(data: bytes, limits: ImageLimits, base: dict[str, Any]) -> Any:
+    """Pillow's lazy open (header only) under this job's pixel limit: (image, header) or a reject."""
+    _allow_pixels(limits.max_pixels)
+    return _open_header(data, limits, base)
+
+
 def _decode_and_normalise(data: bytes, limits: ImageLimits, base: dict[str, Any]) -> ImageOutcome:
     # No warnings.catch_warnings here: it swaps process-global state and is not thread-safe
     # (ingestion decodes in a thread pool). Nothing depends on warnings: Pillow's bomb warning
     # fires only above MAX_IMAGE_PIXELS >= max_pixels, where our own header check rejects.
-    _allow_pixels(limits.max_pixels)
-    opened = _open_header(data, limits, base)
+    opened = _open_checked_header(data, limits, base)
     if isinstance(opened, ImageOutcome):
         return opened
     im, header = opened
@@ -296,12 +308,9 @@ def _decode_and_normalise(data: bytes, limits: ImageLimits, base: dict[str, Any]
             # Let libjpeg decode at 1/2..1/8 scale: less memory and time, output >= max_side.
             im.draft(im.mode, (limits.max_side, limits.max_side))
             notes.append("jpeg-draft")
-        try:
-            im.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            return _reject("too-many-pixels", str(exc), **header)
-        except (OSError, SyntaxError, ValueError, EOFError, zlib.error, IndexError, struct_error) as exc:
-            return _reject(_classify_decode_error(exc), f"{type(exc).__name__}: {exc}", **header)
+        failed = _decode_pixels(im, header)
+        if failed is not None:
+            return failed
         upright = _transpose(im, notes)
         if upright.mode in _RESIZE_FIRST:
             # Shrink before converting: compositing a 50 Mpx RGBA on white costs ~3x its size.
