@@ -227,8 +227,11 @@ class OnnxTower:
         self.dir = self.root / f"{spec.label}-{spec.digest[:16]}"
         self._fixed_threads = threads
         self.exported_now = False
-        self._ensure_export()
-        self.path = self._graph_path()
+        try:
+            self._ensure_export()
+            self.path = self._graph_path()
+        except OSError as e:  # an unwritable or full cache: the caller runs torch instead
+            raise OnnxUnavailable(f"cannot write the ONNX cache {self.dir}: {e.strerror or e}") from e
         provider = providers_for(self.device)[0]
         provider = provider[0] if isinstance(provider, tuple) else provider
         self.verify_key = f"{tag}|{provider}|ort{ort.__version__}"
@@ -251,7 +254,7 @@ class OnnxTower:
             reference = np.asarray(self.spec.reference(), np.float32)
             with atomic.atomic_path(graph) as tmp:
                 self.spec.export(tmp, self.spec.probe())
-        except OnnxUnavailable:
+        except (OnnxUnavailable, OSError):
             raise
         except Exception as e:  # noqa: BLE001 — any exporter failure means: use torch
             raise OnnxUnavailable(f"export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") \

@@ -208,3 +208,11 @@ def test_spark_workers_run_the_drivers_runtime(spark, data_dir, tmp_path):
         a, _ = load_vectors(KGStore(local), "minilm", kind)
         b, _ = load_vectors(KGStore(distributed), "minilm", kind)
         assert np.allclose(a, b, atol=1e-5), kind
+
+
+def test_an_unwritable_cache_falls_back_to_torch(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    enc = MiniLMEncoder(cache_dir=blocker / "onnx", runtime="onnx")
+    assert (enc.runtime, enc.precision) == ("torch", "float32")
+    assert "cannot write the ONNX cache" in enc.runtime_note
