@@ -29,7 +29,23 @@ from model.base import model_registry
 from model.mrmkg import MRMKG
 
 
-class VisualMemory(nn.Module):
+class _ZeroStart(nn.Module):
+    """A module on the LLM's residual stream: LayerNorm'd input, one linear `_read` layer, and a
+    (read, write) weight pair `_weights` started N(0, 1/fan_in) and zero, so that the untrained
+    module adds nothing and the frozen LLM's behaviour is where training starts."""
+
+    _read: str
+    _weights: tuple[str, str]
+
+    def reset_parameters(self) -> None:
+        self.norm.reset_parameters()
+        getattr(self, self._read).reset_parameters()
+        first, last = (getattr(self, name) for name in self._weights)
+        nn.init.normal_(first, std=1.0 / math.sqrt(first.shape[-2 if first.dim() > 2 else 1]))
+        nn.init.zeros_(last)
+
+
+class VisualMemory(_ZeroStart):
     """A key-value memory read by attention from each token's hidden state.
 
     The values start at zero: an empty memory reads as nothing, so before anything is written
@@ -44,18 +60,16 @@ class VisualMemory(nn.Module):
         - hidden (B, L, hidden_size) -> read (B, L, hidden_size)
     """
 
+    _read, _weights = "query", ("keys", "values")
+
     def __init__(self, *, hidden_size: int, num_slots: int = 256, key_dim: int = 64):
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size)
         self.query = nn.Linear(hidden_size, key_dim, bias=False)
-        self.keys = nn.Parameter(torch.empty(num_slots, key_dim))
-        self.values = nn.Parameter(torch.empty(num_slots, hidden_size))
+        # slot keys (read by the query) and slot values (written into the hidden state)
+        self.keys, self.values = _empty_parameters((num_slots, key_dim), (num_slots, hidden_size))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        self.norm.reset_parameters()
-        self.query.reset_parameters()
-        _scaled_normal_then_zero(self.keys, self.values)
 
     def forward(self, hidden: Tensor) -> Tensor:
         q = self.query(self.norm(hidden))
@@ -63,14 +77,11 @@ class VisualMemory(nn.Module):
         return attn @ self.values
 
 
-def _scaled_normal_then_zero(first: Tensor, last: Tensor) -> None:
-    """Read weights ~ N(0, 1/fan_in), write weights zero: the new module starts as the identity
-    (its residual adds nothing), so the frozen LLM's behaviour is where training starts."""
-    nn.init.normal_(first, std=1.0 / math.sqrt(first.shape[-2 if first.dim() > 2 else 1]))
-    nn.init.zeros_(last)
+def _empty_parameters(*shapes: tuple[int, ...]) -> tuple[nn.Parameter, ...]:
+    return tuple(nn.Parameter(torch.empty(*shape)) for shape in shapes)
 
 
-class SoftMixtureOfExperts(nn.Module):
+class SoftMixtureOfExperts(_ZeroStart):
     """Small feed-forward experts mixed per token by softmax router weights (every expert, no top-k).
 
     Each token is routed on its own hidden state, which already tells image tokens from text
@@ -88,18 +99,17 @@ class SoftMixtureOfExperts(nn.Module):
         - hidden (B, L, hidden_size) -> (B, L, hidden_size); `router_weights(hidden)` -> (B, L, num_experts)
     """
 
+    _read, _weights = "router", ("up", "down")
+
     def __init__(self, *, hidden_size: int, num_experts: int = 4, expert_dim: int = 64):
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size)
         self.router = nn.Linear(hidden_size, num_experts)
-        self.up = nn.Parameter(torch.empty(num_experts, hidden_size, expert_dim))
-        self.down = nn.Parameter(torch.empty(num_experts, expert_dim, hidden_size))
+        # per-expert up and down projections
+        self.up, self.down = _empty_parameters((num_experts, hidden_size, expert_dim),
+                                               (num_experts, expert_dim, hidden_size))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        self.norm.reset_parameters()
-        self.router.reset_parameters()
-        _scaled_normal_then_zero(self.up, self.down)
 
     def router_weights(self, hidden: Tensor) -> Tensor:
         return torch.softmax(self.router(self.norm(hidden)), dim=-1)
