@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import MMKGError
 from pipeline.encoders import resolve_encoder
 from pipeline.encoders.base import resolve_runtime
 from pipeline.encoders.minilm import MiniLMEncoder, minilm_path
@@ -45,11 +45,11 @@ def test_runtime_resolution(monkeypatch):
     assert resolve_runtime("onnx", "float32", "cpu") == ("onnx", "onnx-float32")
     assert resolve_runtime("auto", "int8", "cpu") == ("onnx", "onnx-int8")
     assert resolve_runtime("auto", "onnx-int8", "cpu") == ("onnx", "onnx-int8")  # tags round-trip (Spark workers)
-    with pytest.raises(KGStoreError, match="needs the onnx runtime"):
+    with pytest.raises(MMKGError, match="needs the onnx runtime"):
         resolve_runtime("torch", "int8", "cpu")
-    with pytest.raises(KGStoreError, match="float32 or int8"):
+    with pytest.raises(MMKGError, match="float32 or int8"):
         resolve_runtime("onnx", "float16", "cpu")
-    with pytest.raises(KGStoreError, match="unknown encoder runtime"):
+    with pytest.raises(MMKGError, match="unknown encoder runtime"):
         resolve_runtime("tensorrt", "auto", "cpu")
     monkeypatch.setenv("MMKG_ENCODER_RUNTIME", "torch")
     assert resolve_runtime("auto", "auto", "cpu") == ("torch", "auto")
