@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kg_store import KGStore
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.gc import collect_garbage, live_files, open_version, snapshot_version  # noqa: F401 (gc lives in kg_store)
 from kg_store.lock import RunLock  # O_NOFOLLOW, never truncated (kg_store/lock.py)
 from kg_store.manifest import MANIFEST, last_stage, read_manifest
@@ -214,7 +214,7 @@ class _RunLog:
 def select_stages(configured: list[str], from_stage: str | None, only: str | None) -> list[str]:
     for name in (from_stage, only):
         if name is not None and name not in STAGE_ORDER:
-            raise KGStoreError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)}")
+            raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)}")
     if from_stage and only:
         raise KGStoreError("give --from or --only, not both")
     if only:

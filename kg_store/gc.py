@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kg_store import atomic
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.lock import RunLock
 from kg_store.manifest import MANIFEST, load_manifest_file, read_manifest
 from kg_store.safe_io import real_dir
@@ -115,7 +115,7 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
     if not (kg / MANIFEST).exists():
         raise KGStoreError(f"{kg} is not a KG store (no {MANIFEST})")
     if keep < 1:
-        raise KGStoreError("--keep must be at least 1 (the current version)")
+        raise ConfigError("--keep must be at least 1 (the current version)")
     with RunLock(kg, wait=wait), KGStore.writer(kg, wait=wait, create=False) as w:
         # every folder gc may touch is checked before anything is deleted: one symlinked folder
         # stops the whole run (nothing half-done)

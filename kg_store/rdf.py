@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from rdflib import Graph, Literal, Namespace, URIRef
 from rdflib.namespace import FOAF, RDFS, SDO, XSD
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.store import KGStore
 
 WD = Namespace("http://www.wikidata.org/entity/")
@@ -373,7 +373,7 @@ def sparql_page(store: KGStore, query: str, *, offset: int = 0, limit: int = 100
     `timeout` seconds. `offset + limit` may not exceed `max_rows`; a CONSTRUCT/DESCRIBE graph may not
     hold more than `max_rows` triples."""
     if offset + limit > max_rows:
-        raise KGStoreError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
+        raise ConfigError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
     prepared = prepare_query(query, allow_service=allow_service)
     graph = cached_rdf_graph(store)
     deadline = time.monotonic() + timeout if timeout else None
@@ -501,7 +501,7 @@ def export(store: KGStore, path: str | Path, fmt: str, triple_ids: np.ndarray | 
     from kg_store import atomic  # local: only exports write files
 
     if fmt not in EXPORT_FORMATS:
-        raise KGStoreError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     path = Path(path)
     with atomic.atomic_path(path) as tmp:
         if fmt in ("nt", "ttl"):

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kg_store import atomic, graph, manifest as mf, schema
-from kg_store.errors import CorruptFileError, KGStoreError, NotAStoreError
+from kg_store.errors import ConfigError, CorruptFileError, KGStoreError, NotAStoreError
 from kg_store.hashing import config_hash, sha256_file, sha256_fileobj
 from kg_store.lock import StoreLock
 from kg_store.safe_io import UnsafeFileError, check_regular, open_regular
@@ -93,7 +93,7 @@ class KGStore:
 
     def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         if name not in schema.TABLES:
-            raise KGStoreError(f"unknown table {name!r}; tables: {', '.join(schema.TABLES)}")
+            raise ConfigError(f"unknown table {name!r}; tables: {', '.join(schema.TABLES)}")
         rel = self.manifest["tables"].get(name)
         if rel is None:
             return schema.empty(name).select(columns) if columns else schema.empty(name)

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from kg_store import atomic
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.graph import load_npy
 
 VECTOR_KINDS = ("entity", "relation", "triple", "image")
@@ -41,7 +41,7 @@ def vector_meta(store, encoder: str) -> dict[str, Any]:
 def load_vectors(store, encoder: str, kind: str, *, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(matrix (n, d), ids (n,) int64) of one kind; the matrix is memory-mapped by default."""
     if kind not in VECTOR_KINDS:
-        raise KGStoreError(f"unknown vector kind {kind!r}; kinds: {', '.join(VECTOR_KINDS)}")
+        raise ConfigError(f"unknown vector kind {kind!r}; kinds: {', '.join(VECTOR_KINDS)}")
     meta = vector_meta(store, encoder)
     if kind not in meta.get("kinds", {}):
         raise KGStoreError(f"encoder {encoder!r} has no {kind} vectors in {store.root} "
@@ -64,7 +64,7 @@ def write_vectors(writer, encoder: str, arrays: Mapping[str, tuple[np.ndarray, n
     files, kinds = [], {}
     for kind, (matrix, ids) in arrays.items():
         if kind not in VECTOR_KINDS:
-            raise KGStoreError(f"unknown vector kind {kind!r}")
+            raise ConfigError(f"unknown vector kind {kind!r}")
         if matrix.ndim != 2 or len(matrix) != len(ids):
             raise KGStoreError(f"{kind}: matrix {matrix.shape} does not match {len(ids)} ids")
         atomic.write_npy(writer.root / f"{base}/{kind}.npy", matrix)

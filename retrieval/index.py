@@ -60,7 +60,7 @@ def parse_memory(text: str | int | None) -> int | None:
         return text
     m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
     if not m:
-        raise KGStoreError(f"cannot read memory size {text!r}; use e.g. 512M, 4G")
+        raise ConfigError(f"cannot read memory size {text!r}; use e.g. 512M, 4G")
     return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
@@ -130,7 +130,7 @@ def auto_spec(n: int, d: int, *, max_memory: int | None = None, flat_max: int = 
     m = _largest_pq_m(d, int(per_vector))
     spec = ivfpq_spec(n, d, m=m, **{k: v for k, v in kw.items() if k != "m"})
     if estimate_memory(spec, n, d) > budget:
-        raise KGStoreError(f"--max-memory {budget:,} bytes is too small for {n:,} vectors of dim {d} "
+        raise ConfigError(f"--max-memory {budget:,} bytes is too small for {n:,} vectors of dim {d} "
                            f"(IVF,PQ{m} needs {estimate_memory(spec, n, d):,})")
     return spec
 

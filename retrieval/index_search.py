@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from kg_store import KGStore, open_store
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.vectors import vector_meta
 from retrieval.index import load_index
 
@@ -53,7 +53,7 @@ def search_store(kg: str | Path, encoder: str, *, text: str | None = None, image
     """Encode the query with the index's own encoder and return the top-k hits with keys and labels."""
     from pipeline.encoders import resolve_encoder
     if what not in WHAT_TO_KIND:
-        raise KGStoreError(f"unknown --what {what!r}; choose one of: {', '.join(WHAT_TO_KIND)}")
+        raise ConfigError(f"unknown --what {what!r}; choose one of: {', '.join(WHAT_TO_KIND)}")
     store = open_store(kg)
     name = vector_meta(store, encoder)["encoder"]  # the full name, even when given a slug
     index = load_index(store, name, WHAT_TO_KIND[what])

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from kg_store import KGStore
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.hashing import sha256_file
 from kg_store.registry import family
 from kg_store.safe_io import read_bounded
@@ -91,10 +91,10 @@ def parse_dataset_spec(spec: str) -> tuple[str, Path]:
     """`scienceqa:PATH` → ("scienceqa", PATH); the name must be a registered builder."""
     name, sep, path = spec.partition(":")
     if not sep or not path:
-        raise KGStoreError(f"--dataset must look like NAME:PATH (one of {', '.join(query_builders.names())}), "
+        raise ConfigError(f"--dataset must look like NAME:PATH (one of {', '.join(query_builders.names())}), "
                            f"got {spec!r}")
     if name not in query_builders:
-        raise KGStoreError(f"unknown dataset kind {name!r}; choose one of: {', '.join(query_builders.names())}")
+        raise ConfigError(f"unknown dataset kind {name!r}; choose one of: {', '.join(query_builders.names())}")
     p = Path(path)
     if not p.exists():
         raise KGStoreError(f"dataset path {p} does not exist")

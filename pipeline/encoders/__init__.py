@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError
 from kg_store.registry import family
 from pipeline.encoders.base import Encoder, l2_normalize, slugify
 
@@ -30,7 +30,7 @@ def _open_clip(*, name: str, spec: str, device: str, precision: str, runtime: st
     from pipeline.encoders.clip import OpenCLIPEncoder
     model, _, pretrained = spec.partition(":")
     if not model:
-        raise KGStoreError("open_clip encoders are named open_clip:<model>[:<pretrained>], "
+        raise ConfigError("open_clip encoders are named open_clip:<model>[:<pretrained>], "
                            "e.g. open_clip:ViT-B-32:openai")
     return OpenCLIPEncoder(name=name, model=model, pretrained=pretrained or None, device=device, precision=precision,
                            runtime=runtime)
@@ -61,7 +61,7 @@ def _cached(name: str, device: str, precision: str, runtime: str = "auto") -> En
     try:
         factory: Callable[..., Encoder] = encoder_registry.get(family_name)
     except ValueError as e:
-        raise KGStoreError(str(e)) from None
+        raise ConfigError(str(e)) from None
     return factory(name=name.strip(), spec=spec, device=device, precision=precision, runtime=runtime)
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.vectors import encoder_slug as slugify
 
 
@@ -66,7 +66,7 @@ class Encoder(ABC):
             # No torch import on this path (the fast CLI): the device is only a name here.
             self.device = DeviceName(device)
             if precision not in ONNX_TAGS:
-                raise KGStoreError(f"unsupported ONNX precision {precision!r}; use one of {', '.join(ONNX_TAGS)}")
+                raise ConfigError(f"unsupported ONNX precision {precision!r}; use one of {', '.join(ONNX_TAGS)}")
             self.precision = precision
             return
         import torch
@@ -75,7 +75,7 @@ class Encoder(ABC):
         if precision == "auto":
             precision = "float16" if self.device.type == "cuda" else "float32"
         if precision not in TORCH_PRECISIONS:
-            raise KGStoreError(f"unsupported encoder precision {precision!r}; use float32, float16 or bfloat16")
+            raise ConfigError(f"unsupported encoder precision {precision!r}; use float32, float16 or bfloat16")
         self.precision = precision
 
     @property
@@ -235,9 +235,9 @@ def resolve_runtime(runtime: str, precision: str, device: str, cpu_default: str 
     if runtime == "auto":
         runtime = os.environ.get(RUNTIME_ENV, "").strip().lower() or "auto"
     if runtime not in RUNTIMES:
-        raise KGStoreError(f"unknown encoder runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+        raise ConfigError(f"unknown encoder runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
-        raise KGStoreError(f"unsupported encoder precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unsupported encoder precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     cuda = str(device).startswith("cuda")
     if precision in ONNX_TAGS or precision == "int8":
         if runtime == "torch":

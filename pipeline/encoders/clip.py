@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from pipeline.encoders.base import Encoder, l2_normalize, resolve_runtime
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class OpenCLIPEncoder(Encoder):
         if model_cfg is None:
             import open_clip
             if model not in open_clip.list_models():
-                raise KGStoreError(f"unknown open_clip model {model!r}; e.g. ViT-B-32, ViT-L-14, ViT-S-32")
+                raise ConfigError(f"unknown open_clip model {model!r}; e.g. ViT-B-32, ViT-L-14, ViT-S-32")
         torch_model = self._load(device="cpu" if rt == "onnx" else str(self.device))
         self.dim = int(torch_model.text_projection.shape[1]) if getattr(torch_model, "text_projection", None) \
             is not None else int(model_cfg["embed_dim"] if model_cfg else torch_model.visual.output_dim)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.registry import family
 from kg_store.safe_io import UnsafeFileError, check_regular
 
@@ -58,21 +58,21 @@ def parse_source(spec: str | SourceSpec) -> SourceSpec:
         head, _, rest = spec.partition(")")
         fmt, _, opts = head.partition("(")
         if not rest.startswith(":"):
-            raise KGStoreError(f"bad source {spec!r}: expected FORMAT(k=v,...):PATH")
+            raise ConfigError(f"bad source {spec!r}: expected FORMAT(k=v,...):PATH")
         path = rest[1:]
         for item in filter(None, opts.split(",")):
             k, sep, v = item.partition("=")
             if not sep:
-                raise KGStoreError(f"bad source option {item!r} in {spec!r}: expected k=v")
+                raise ConfigError(f"bad source option {item!r} in {spec!r}: expected k=v")
             options[k.strip()] = v.strip()
     else:
         fmt, sep, path = spec.partition(":")
         if not sep:
-            raise KGStoreError(f"bad source {spec!r}: expected FORMAT:PATH, formats: {', '.join(reader_registry)}")
+            raise ConfigError(f"bad source {spec!r}: expected FORMAT:PATH, formats: {', '.join(reader_registry)}")
     if fmt not in reader_registry:
-        raise KGStoreError(f"unknown source format {fmt!r}; formats: {', '.join(reader_registry)}")
+        raise ConfigError(f"unknown source format {fmt!r}; formats: {', '.join(reader_registry)}")
     if not path:
-        raise KGStoreError(f"bad source {spec!r}: empty path")
+        raise ConfigError(f"bad source {spec!r}: empty path")
     return SourceSpec(format=reader_registry.get(fmt).name, path=path, options=options)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kg_store import KGStore
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.vectors import encoder_slug, load_vectors, vector_meta, write_vectors
 from tests.stores import build_markg_store
 
@@ -61,7 +61,7 @@ def test_errors_name_the_problem(store_with_vectors):
         load_vectors(store, "minilm", "entity")
     with pytest.raises(KGStoreError, match="no image vectors"):
         load_vectors(store, "open_clip:ViT-B-32:openai", "image")
-    with pytest.raises(KGStoreError, match="unknown vector kind"):
+    with pytest.raises(ConfigError, match="unknown vector kind"):
         load_vectors(store, "open_clip:ViT-B-32:openai", "entities")
 
 

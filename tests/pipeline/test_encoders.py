@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from pipeline.encoders import encoder_registry, parse_encoder_name, resolve_encoder
 
 #: one offline-runnable name per registered family (open_clip without a tag = random init)
@@ -66,11 +66,11 @@ def test_minilm_is_the_real_sentence_encoder():
 
 
 def test_unknown_names_are_user_errors():
-    with pytest.raises(KGStoreError, match="unknown encoder 'clip-xl'.*minilm"):
+    with pytest.raises(ConfigError, match="unknown encoder 'clip-xl'.*minilm"):
         resolve_encoder("clip-xl")
-    with pytest.raises(KGStoreError, match="unknown open_clip model"):
+    with pytest.raises(ConfigError, match="unknown open_clip model"):
         resolve_encoder("open_clip:ViT-Q-99")
-    with pytest.raises(KGStoreError, match="open_clip:<model>"):
+    with pytest.raises(ConfigError, match="open_clip:<model>"):
         resolve_encoder("open_clip")
     with pytest.raises(KGStoreError, match="cannot load open_clip"):
         resolve_encoder("open_clip:ViT-S-32:" + str(Path("/nonexistent/weights.bin")))

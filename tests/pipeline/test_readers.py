@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from pipeline.engines.plan import make_plan, run_task, scan_file
 from pipeline.readers import parse_source, reader_registry
 from pipeline.readers import records as R
@@ -37,7 +37,7 @@ def test_registry_lists_every_format():
     ("tsv(base):/x", "expected k=v"),
 ])
 def test_bad_source_specs_say_what_is_wrong(spec, message):
-    with pytest.raises(KGStoreError, match=message):
+    with pytest.raises(ConfigError, match=message):
         parse_source(spec)
 
 

@@ -63,7 +63,7 @@ def test_auto_by_size_and_memory():
     assert auto_spec(1_000_000, 512, max_memory=parse_memory("1G")).factory == "IVF4096,SQ8"
     pq = auto_spec(1_000_000, 512, max_memory=parse_memory("200M"))
     assert pq.type == "ivfpq" and estimate_memory(pq, 1_000_000, 512) <= parse_memory("200M")
-    with pytest.raises(KGStoreError, match="too small"):
+    with pytest.raises(ConfigError, match="too small"):
         auto_spec(1_000_000, 512, max_memory=parse_memory("5M"))
 
 
@@ -71,7 +71,7 @@ def test_parse_memory():
     assert parse_memory("4G") == 4 << 30 and parse_memory("512M") == 512 << 20
     assert parse_memory("2.5GB") == int(2.5 * (1 << 30)) and parse_memory("1000") == 1000
     assert parse_memory(None) is None
-    with pytest.raises(KGStoreError):
+    with pytest.raises(ConfigError):
         parse_memory("lots")
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from retrieval.queries import MARS_MODES, build_queries, mars_queries, parse_dataset_spec, scienceqa_text
 from tests.stores import build_markg_store
 
@@ -84,9 +84,9 @@ def test_jsonl_queries_and_bad_specs(tmp_path, data_dir):
     qs = build_queries(f"jsonl:{f}")
     assert [q.query_id for q in qs.queries] == ["ok"]
     assert [r["location"] for r in qs.rejects] == [f"{f}:1"] and "KeyError: 'id'" in qs.rejects[0]["reason"]
-    with pytest.raises(KGStoreError, match="NAME:PATH"):
+    with pytest.raises(ConfigError, match="NAME:PATH"):
         parse_dataset_spec("scienceqa")
-    with pytest.raises(KGStoreError, match="unknown dataset kind"):
+    with pytest.raises(ConfigError, match="unknown dataset kind"):
         parse_dataset_spec(f"imagenet:{tmp_path}")
     with pytest.raises(KGStoreError, match="does not exist"):
         parse_dataset_spec(f"mars:{tmp_path / 'nope'}")
