@@ -24,7 +24,8 @@ Variants (MR-MKG, frozen --backbone, --vision none by default):
   — ablation set; zero_shot_text (frozen LLM + facts, untrained) on request.
 Every trained variant trains with `model.training.train` (checkpoints, resume) and ranks the gold
 among all 2,063 candidates with `model.evaluation.evaluate`, whose predictions JSONL is appended
-per query, so a killed or budget-stopped run continues where it stopped (run the same command again).
+per query, so a killed or budget-stopped run continues where it stopped (run the same command again;
+only --variants, the budgets, --threads and --out may differ between pieces: <work>/settings.json).
 
 Output (--out, default benchmarks/out/mars_kg.json): {"ranks": {variant: {query_id: rank}} with
 realistic ties (mean of optimistic and pessimistic rank), "ranks_optimistic" likewise, "main":
@@ -130,6 +131,25 @@ def load_plan(work: Path, data: Path, args) -> dict[str, Any]:
         work.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(plan))
     return plan
+
+
+#: flags a run may change between pieces (everything else must stay as the first piece had it)
+PIECE_FLAGS = {"variants", "report_only", "train_budget_minutes", "eval_budget_minutes", "threads", "verbose", "out"}
+
+
+def check_settings(work: Path, args) -> None:
+    """The experiment's settings are fixed by its first run (<work>/settings.json): a piece run with
+    other model/training flags would mix two experiments in one result."""
+    path = work / "settings.json"
+    now = {k: v for k, v in sorted(vars(args).items()) if k not in PIECE_FLAGS}
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+        if diff:
+            raise SystemExit(f"{work} was started with other settings ({', '.join(diff)}); use the same flags "
+                             "(only --variants, budgets, --threads, --out may change) or another --work")
+    else:
+        path.write_text(json.dumps(now, indent=1))
 
 
 def write_subsets(work: Path, data: Path, plan: dict[str, Any]) -> dict[str, Path]:
@@ -429,6 +449,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kg = Path(args.kg or work / "kg")
     candidates = data / "markg" / "MARS" / "analogy_entities.txt"
     plan = load_plan(work, data, args)
+    check_settings(work, args)
     prepare_store(kg, data)
     subsets = write_subsets(work, data, plan)
     shards = {"train": retrieve(kg, subsets["train"], "train", args.top_n),
