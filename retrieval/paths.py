@@ -53,16 +53,6 @@ def path_type(c1: np.ndarray, c2: np.ndarray | None, num_relations: int) -> np.n
     return np.asarray(c1, np.int64) * base + (np.asarray(c2, np.int64) + 1)
 
 
-def _ranges(graph: CSRGraph, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CSR positions of every edge of `nodes`, and which input row each position belongs to."""
-    starts, ends = graph.indptr[nodes], graph.indptr[nodes + 1]
-    lengths = ends - starts
-    total = int(lengths.sum())
-    owner = np.repeat(np.arange(len(nodes), dtype=np.int64), lengths)
-    pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total, dtype=np.int64)
-    return pos, owner
-
-
 def paths_from(graph: CSRGraph, anchor: int, num_relations: int, *, max_hops: int = 2) -> Paths:
     """Every walk of 1..`max_hops` (≤ 2) edges from `anchor`; a walk never uses a triple twice
     and never ends where it started."""
@@ -70,7 +60,7 @@ def paths_from(graph: CSRGraph, anchor: int, num_relations: int, *, max_hops: in
     n1, c1, tid1 = graph.neighbor[s:e], step_code(graph.relation[s:e], graph.direction[s:e]), graph.triple_id[s:e]
     ends, types, t1s, t2s = [n1], [path_type(c1, None, num_relations)], [tid1], [np.full(len(n1), -1, np.int64)]
     if max_hops >= 2 and len(n1):
-        pos, owner = _ranges(graph, n1)
+        pos, owner = graph.edge_positions(n1)
         if len(pos) > MAX_PATHS:
             pos, owner = pos[:MAX_PATHS], owner[:MAX_PATHS]
         n2, tid2 = graph.neighbor[pos], graph.triple_id[pos]
@@ -100,6 +90,7 @@ class PathPrior:
         self.seen: dict[Any, float] = defaultdict(float)
         self.base_hits = self.base_seen = 0.0
         self.queries = 0
+        self._compiled: tuple | None = None
 
     # ---- fitting ---------------------------------------------------------------------------------
     def observe(self, paths: Paths, answer: int, example_types: Iterable[int] = (),
@@ -115,6 +106,7 @@ class PathPrior:
             for key in (ptype, *((e, ptype) for e in ex)):
                 self.seen[key] += 1.0
                 self.hits[key] += hit
+        self._compiled = None
         self.base_seen += len(np.unique(pairs[:, 1])) if len(pairs) else 0
         self.base_hits += float(answer in set(pairs[:, 1].tolist())) if len(pairs) else 0.0
         self.queries += 1
@@ -126,38 +118,66 @@ class PathPrior:
     def precision(self, ptype: int, example_types: Iterable[int] = ()) -> float:
         """P(endpoint is the answer | path type [, a type linking the example pair]), smoothed and
         backed off: conditioned → unconditioned → base rate."""
+        return float(self.precisions(np.array([ptype], np.int64), example_types)[0])
+
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted codes with hits/seen: unconditioned types, and (example type, type) pairs packed."""
+        if getattr(self, "_compiled", None) is None:
+            plain = sorted((k, self.hits[k], v) for k, v in self.seen.items() if not isinstance(k, tuple))
+            cond = sorted((self._pack(*k), self.hits[k], v) for k, v in self.seen.items() if isinstance(k, tuple))
+
+            def arrays(rows):
+                return tuple(np.array([r[i] for r in rows], dt) for i, dt in ((0, np.int64), (1, float), (2, float)))
+            self._compiled = (*arrays(plain), *arrays(cond))
+        return self._compiled
+
+    def _pack(self, example_type: int, ptype: int) -> int:
+        base = (2 * self.num_relations + 1) ** 2 + 1  # > every path-type code
+        return int(example_type) * base + int(ptype)
+
+    def precisions(self, ptypes: np.ndarray, example_types: Iterable[int] = ()) -> np.ndarray:
+        """`precision` of many path types at once (vectorised lookups in the sorted tables)."""
         k, p0 = self.smoothing, self.base_rate
-        uncond = (self.hits.get(ptype, 0.0) + k * p0) / (self.seen.get(ptype, 0.0) + k)
-        best = None
+        codes, hits, seen, ccodes, chits, cseen = self._tables()
+
+        def look(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pos = np.clip(np.searchsorted(table, keys), 0, max(len(table) - 1, 0))
+            found = table[pos] == keys if len(table) else np.zeros(len(keys), bool)
+            return pos, found
+
+        pos, found = look(codes, ptypes)
+        h = np.where(found, hits[pos] if len(hits) else 0.0, 0.0)
+        n = np.where(found, seen[pos] if len(seen) else 0.0, 0.0)
+        uncond = (h + k * p0) / (n + k)
+        best = np.full(len(ptypes), -1.0)
         for e in example_types:
-            key = (int(e), int(ptype))
-            if key in self.seen:
-                cond = (self.hits[key] + k * uncond) / (self.seen[key] + k)
-                best = cond if best is None else max(best, cond)
-        return uncond if best is None else best
+            cpos, cfound = look(ccodes, np.array([self._pack(e, t) for t in ptypes.tolist()], np.int64))
+            if cfound.any():
+                cond = (chits[cpos] + k * uncond) / (cseen[cpos] + k)
+                best = np.where(cfound, np.maximum(best, cond), best)
+        return np.where(best >= 0, best, uncond)
 
     # ---- scoring ---------------------------------------------------------------------------------
-    def score_endpoints(self, paths: Paths, example_types: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """(distinct endpoints, noisy-or score of each) over `paths`."""
+    def score_endpoints(self, paths: Paths, example_types: Iterable[int] = (),
+                        path_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct endpoints, noisy-or score of each) over `paths` (given their `path_scores`, or computed)."""
         if not len(paths):
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        ex = list(example_types)
-        types = np.unique(paths.ptype)
-        prec = np.array([self.precision(int(t), ex) for t in types])
-        p = prec[np.searchsorted(types, paths.ptype)]
+        p = self.path_scores(paths, example_types) if path_scores is None else path_scores
         # one vote per (type, endpoint): several parallel paths of one type are one piece of evidence
-        pairs, first = np.unique(np.stack([paths.ptype, paths.endpoint], axis=1), axis=0, return_index=True)
-        ends, inv = np.unique(pairs[:, 1], return_inverse=True)
+        span = int(paths.endpoint.max()) + 1
+        _, first = np.unique(paths.ptype * span + paths.endpoint, return_index=True)
+        ends, inv = np.unique(paths.endpoint[first], return_inverse=True)
         log_miss = np.zeros(len(ends))
         np.add.at(log_miss, inv, np.log1p(-np.clip(p[first], 0, 1 - 1e-9)))
         return ends, 1.0 - np.exp(log_miss)
 
     def path_scores(self, paths: Paths, example_types: Iterable[int] = ()) -> np.ndarray:
         """Each path's own type precision (which path explains an endpoint best)."""
-        ex = list(example_types)
-        types = np.unique(paths.ptype)
-        prec = np.array([self.precision(int(t), ex) for t in types]) if len(types) else np.empty(0)
-        return prec[np.searchsorted(types, paths.ptype)] if len(paths) else np.empty(0)
+        if not len(paths):
+            return np.empty(0)
+        types, inv = np.unique(paths.ptype, return_inverse=True)
+        return self.precisions(types, list(example_types))[inv]
 
     # ---- storage (JSON, no pickle) ------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -201,20 +201,20 @@ class AnchoredPathRetriever:
         if lost and c.config.top_n:
             for i, s in zip(lost, c.seeds.seed_entities(vectors[lost], [np.empty(0, np.int64)] * len(lost))):
                 anchors_of[i] = s
-        for q, v, anchors in zip(queries, vectors, anchors_of):
+        pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
+        example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
+            else np.full((len(queries), 2), -1, np.int64)
+        for v, anchors, (eh, et) in zip(vectors, anchors_of, example_ids.tolist()):
             parts = [paths_from(c.graph, int(a), R, max_hops=c.config.path_hops) for a in anchors]
             if not parts or not sum(len(p) for p in parts):
                 out.append(empty_output(anchors))
                 continue
-            paths = Paths(-1, *(np.concatenate([getattr(p, f) for p in parts])
-                                for f in ("endpoint", "ptype", "t1", "t2")))
+            paths = parts[0] if len(parts) == 1 else Paths(-1, *(np.concatenate([getattr(p, f) for p in parts])
+                                                                 for f in ("endpoint", "ptype", "t1", "t2")))
             if c.answer_space is not None:  # no path into the answer space: the anchor's context still helps
                 inside = paths.select(np.isin(paths.endpoint, c.answer_space))
                 paths = inside if len(inside) else paths
-            ex = ()
-            if c.prior is not None and len(q.example_keys) == 2:
-                eh, et = c.store.entity_ids(list(q.example_keys)).tolist()
-                ex = linking_types(c.graph, eh, et, R)
+            ex = linking_types(c.graph, eh, et, R) if c.prior is not None else ()
             out.append(self._rank(v, paths, anchors, ex))
         return out
 
@@ -222,41 +222,48 @@ class AnchoredPathRetriever:
         c = self.ctx
         if not len(paths):
             return empty_output(anchors)
-        # text cosine of each path: the mean cosine of its triples (unembedded triples count 0)
-        all_t = np.unique(np.concatenate([paths.t1, paths.t2[paths.t2 >= 0]]))
-        scored, cos = c.score(query, all_t)
-        cos_of = dict(zip(scored.tolist(), cos.tolist()))
-        pcos = np.array([(cos_of.get(a, 0.0) + (cos_of.get(b, 0.0) if b >= 0 else cos_of.get(a, 0.0))) / 2
-                         for a, b in zip(paths.t1.tolist(), paths.t2.tolist())], np.float64)
+        # text cosine of each path: the mean cosine of its triples (a triple without a vector counts 0)
+        scored, cos = c.score(query, np.unique(np.concatenate([paths.t1, paths.t2[paths.t2 >= 0]])))
+
+        def cos_of(tids: np.ndarray) -> np.ndarray:
+            pos = np.clip(np.searchsorted(scored, tids), 0, max(len(scored) - 1, 0))
+            return np.where((scored[pos] == tids) if len(scored) else False, cos[pos] if len(cos) else 0.0, 0.0)
+
+        c1 = cos_of(paths.t1)
+        pcos = np.where(paths.t2 >= 0, (c1 + cos_of(paths.t2)) / 2, c1)
         if c.prior is not None:
-            ends, prior = c.prior.score_endpoints(paths, example_types)
             path_prior = c.prior.path_scores(paths, example_types)
+            ends, prior = c.prior.score_endpoints(paths, example_types, path_prior)
         else:  # no train split: a 1-hop link beats a 2-hop one, then the text decides
-            ends = np.unique(paths.endpoint)
             path_prior = np.where(paths.t2 < 0, 1.0, 0.5)
+            ends = np.unique(paths.endpoint)
             prior = np.zeros(len(ends))
             np.maximum.at(prior, np.searchsorted(ends, paths.endpoint), path_prior)
+        of_end = np.searchsorted(ends, paths.endpoint)
         best_cos = np.full(len(ends), -np.inf)
-        np.maximum.at(best_cos, np.searchsorted(ends, paths.endpoint), pcos)
+        np.maximum.at(best_cos, of_end, pcos)
         # endpoint order: prior, then text cosine (the tie-break), then id
         order = np.lexsort((ends, -best_cos, -prior))
+        # paths grouped by endpoint, each group best first (most telling type, then the text)
+        by_end = np.lexsort((-pcos, -path_prior, of_end))
+        starts = np.searchsorted(of_end[by_end], np.arange(len(ends) + 1))
         chosen: list[int] = []
         chosen_scores: list[float] = []
         have: set[int] = set()
-        for e_i in order:
-            m = np.flatnonzero(paths.endpoint == ends[e_i])
-            new_count = np.array([(paths.t1[j] not in have) + (paths.t2[j] >= 0 and paths.t2[j] not in have)
-                                  for j in m])
-            # the path that costs fewest new triples, then the most telling type, then the text
-            j = m[np.lexsort((-pcos[m], -path_prior[m], new_count))[0]]
-            new = [int(t) for t in (paths.t1[j], paths.t2[j]) if t >= 0 and t not in have]
+        t1, t2 = paths.t1.tolist(), paths.t2.tolist()
+        for e_i in order.tolist():
+            group = by_end[starts[e_i]:starts[e_i + 1]].tolist()
+            # the path that costs fewest new triples (ties: the group's order)
+            j = min(group, key=lambda j: (t1[j] not in have) + (t2[j] >= 0 and t2[j] not in have))
+            new = [t for t in (t1[j], t2[j]) if t >= 0 and t not in have]
             if len(chosen) + len(new) > c.config.top_N:
                 break
             # a path's triples carry its endpoint's score (the cosine as a tiny tie-order term)
+            score = float(prior[e_i]) + 1e-3 * float(best_cos[e_i])
             for t in new:
                 have.add(t)
                 chosen.append(t)
-                chosen_scores.append(float(prior[e_i]) + 1e-3 * float(best_cos[e_i]))
+                chosen_scores.append(score)
         tids = np.array(chosen, np.int64)
         scores = np.array(chosen_scores, np.float32)
         keep = np.argsort(-scores, kind="stable")  # descending (paths are already in endpoint order)
@@ -269,8 +276,11 @@ class RetrieverContext:
 
     def __init__(self, *, store: KGStore, config: Any, triples: np.ndarray, seeds: Any, score: TripleScorer,
                  named: Any, answer_space: np.ndarray | None = None, prior: Any = None):
+        from kg_store.graph import CSRGraph
         self.store, self.config, self.triples, self.seeds = store, config, triples, seeds
-        self.graph = store.graph
+        # plain ndarray views of the mmap-ed CSR: per-element access on a np.memmap is slow
+        self.graph = CSRGraph(*(np.asarray(getattr(store.graph, f)).view(np.ndarray)
+                                for f in ("indptr", "neighbor", "relation", "direction", "triple_id")))
         self.score, self.named = score, named
         self.answer_space, self.prior = answer_space, prior
 

@@ -9,7 +9,7 @@ import pytest
 import rdflib
 
 from kg_store import rdf
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from tests.stores import build_markg_store
 
 ZEBRA = "Q32789"
@@ -137,6 +137,6 @@ def test_subgraph_exports_round_trip(store, tmp_path):
     gx = rdf.export(store, tmp_path / "z.gexf", "gexf", tids)
     back = nx.read_gexf(tmp_path / "z.gexf")
     assert back.number_of_edges() == gx["triples"] == len(tids)
-    with pytest.raises(KGStoreError):
+    with pytest.raises(ConfigError):
         rdf.export(store, tmp_path / "z.xyz", "xyz")
     assert not (tmp_path / "z.xyz").exists()

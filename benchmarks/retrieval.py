@@ -1,0 +1,138 @@
+"""Retrieval speed on the whole MarKG, each figure with its baseline measured in the same run.
+
+1. 1-hop extraction around seed entities: the CSR (`CSRGraph.incident_triples`) vs networkx on the
+   same graph, both `ego_graph` (radius 1) and gathering the edges incident to the seeds
+   (goal: ≥ 5× the latter);
+2. batch retrieval of MARS test + ScienceQA test with the query vectors precomputed (the encoder
+   excluded), for the default `anchored` retriever and the paper's `mrmkg` (goal ≥ 5,000 queries/s);
+3. shard rows → PyG `Batch` through `SubgraphDataset` + the PyG loader, one process
+   (goal ≥ 20,000 subgraphs/s per core).
+
+    python benchmarks/retrieval.py [--kg build/bench/markg-minilm] [--seeds 2000] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+DATA = ROOT.parent / "shared" / "data"
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Best of `repeat` wall-clock runs (seconds)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def one_hop(store, seeds: np.ndarray) -> dict:
+    import networkx as nx
+    triples = store.triples_array()
+    g = nx.MultiDiGraph()
+    g.add_nodes_from(range(store.num_entities))
+    g.add_edges_from((int(h), int(t), int(i)) for i, (h, _, t) in enumerate(triples))
+    csr = store.graph
+
+    def ours():
+        return [csr.incident_triples(np.array([s])) for s in seeds]
+
+    def nx_edges():
+        return [sorted({k for _, _, k in g.out_edges(int(s), keys=True)} | {k for _, _, k in g.in_edges(int(s), keys=True)})
+                for s in seeds]
+
+    def nx_ego():
+        return [nx.ego_graph(g, int(s), radius=1, undirected=True) for s in seeds]
+
+    def ours_batched():  # every seed's neighbourhood in one vectorised step (how a batch of queries runs)
+        pos, owner = csr.edge_positions(seeds)
+        return csr.triple_id[pos], np.searchsorted(owner, np.arange(len(seeds) + 1))
+
+    a, b = ours(), nx_edges()
+    assert all(np.array_equal(x, np.array(y, np.int64)) for x, y in zip(a, b)), "CSR and networkx disagree"
+    tids, offsets = ours_batched()
+    assert all(np.array_equal(np.unique(tids[offsets[i]:offsets[i + 1]]), a[i]) for i in range(len(seeds)))
+    t_ours, t_batch, t_edges, t_ego = timed(ours), timed(ours_batched), timed(nx_edges), timed(nx_ego, repeat=1)
+    return {"seeds": len(seeds), "csr_batched_seeds_per_s": round(len(seeds) / t_batch),
+            "batched_speedup_vs_incident_edges": round(t_edges / t_batch, 1),
+            "csr_one_call_per_seed_seeds_per_s": round(len(seeds) / t_ours),
+            "networkx_incident_edges_seeds_per_s": round(len(seeds) / t_edges),
+            "networkx_ego_graph_seeds_per_s": round(len(seeds) / t_ego),
+            "one_call_per_seed_speedup_vs_incident_edges": round(t_edges / t_ours, 1),
+            "one_call_per_seed_speedup_vs_ego_graph": round(t_ego / t_ours, 1),
+            "goal_vs_incident_edges": 5.0}
+
+
+def batch_retrieval(store, kg: Path) -> dict:
+    from retrieval.paths import load_or_fit_prior
+    from retrieval.queries import build_queries
+    from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
+    mars = build_queries(f"mars:{DATA / 'markg/MARS'}", store=store, split="test")
+    sqa = build_queries(f"scienceqa:{DATA / 'scienceqa'}", store=store, split="test")
+    prior, _ = load_or_fit_prior(kg, mars.train_file, mars.answer_space)
+    out = {"queries": {"mars_test": len(mars.queries), "scienceqa_test": len(sqa.queries)}}
+    for name in ("anchored", "mrmkg"):
+        r_mars = SubgraphRetriever(store, RetrievalConfig(retriever=name), answer_space=mars.answer_space,
+                                   prior=prior if name == "anchored" else None)
+        r_sqa = SubgraphRetriever(store, RetrievalConfig(retriever=name))
+        v_mars = encode_queries(r_mars.encoder, mars.queries)
+        v_sqa = encode_queries(r_sqa.encoder, sqa.queries)
+        r_sqa.retrieve_vectors(sqa.queries[:5], v_sqa[:5])  # warm-up (the linker's label table)
+        t = timed(lambda: (r_mars.retrieve_vectors(mars.queries, v_mars), r_sqa.retrieve_vectors(sqa.queries, v_sqa)))
+        n = len(mars.queries) + len(sqa.queries)
+        out[name] = {"queries_per_s": round(n / t), "seconds": round(t, 3)}
+    out["goal_queries_per_s"] = 5000
+    return out
+
+
+def shard_batches(store, kg: Path) -> dict:
+    from retrieval.batch import retrieve_dataset
+    from retrieval.dataset import SubgraphDataset, subgraph_loader
+    from retrieval.retriever import RetrievalConfig
+    res = retrieve_dataset(kg, f"mars:{DATA / 'markg/MARS'}", RetrievalConfig(), split="test")
+    ds = SubgraphDataset(res.shard_dir)
+
+    def load():
+        return sum(b.num_graphs for b in subgraph_loader(ds, batch_size=64))
+
+    assert load() == len(ds)
+    t = timed(load)
+    return {"subgraphs": len(ds), "subgraphs_per_s": round(len(ds) / t), "processes": 1, "goal_per_core": 20000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kg", type=Path, default=ROOT / "build/bench/markg-minilm")
+    ap.add_argument("--seeds", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/retrieval.json")
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
+    from retrieval_quality import markg_store
+    store = markg_store(args.kg)
+    seeds = np.random.default_rng(0).choice(store.num_entities, args.seeds, replace=False)
+    result = {"kg": str(args.kg), "triples": store.count("triples"), "cpu_count": os.cpu_count(),
+              "load_before": os.getloadavg()[0], "one_hop": one_hop(store, seeds),
+              "batch_retrieval_excluding_encoder": batch_retrieval(store, args.kg),
+              "shard_to_pyg_batch": shard_batches(store, args.kg)}
+    result["load_after"] = os.getloadavg()[0]
+    text = json.dumps(result, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
