@@ -170,6 +170,10 @@ class MentionLinker:
         return np.array(found[:self.max_anchors], np.int64)
 
 
+#: weight of the text cosine in an anchored triple's score (a tie-break below any prior difference)
+TIE_WEIGHT = 1e-3
+
+
 @retriever_registry.register("anchored")
 class AnchoredPathRetriever:
     """Whole paths of ≤ 2 hops from the query's anchors, endpoints ranked by the path-type prior."""
@@ -258,8 +262,9 @@ class AnchoredPathRetriever:
             new = [t for t in (t1[j], t2[j]) if t >= 0 and t not in have]
             if len(chosen) + len(new) > c.config.top_N:
                 break
-            # a path's triples carry its endpoint's score (the cosine as a tiny tie-order term)
-            score = float(prior[e_i]) + 1e-3 * float(best_cos[e_i])
+            # a path's triples carry its endpoint's score in [0, 1]: the prior, with the cosine as a
+            # tie-order term too small to overtake a different prior
+            score = (1 - TIE_WEIGHT) * float(prior[e_i]) + TIE_WEIGHT * (float(best_cos[e_i]) + 1) / 2
             for t in new:
                 have.add(t)
                 chosen.append(t)

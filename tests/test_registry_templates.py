@@ -18,7 +18,7 @@ from kg_store.registry import ALL
 
 # import every package that registers a family, so ALL is complete
 for _module in ("pipeline.readers", "pipeline.engines", "pipeline.encoders", "retrieval.index", "retrieval.queries",
-                "retrieval.batch", "model", "model.gnn", "model.backbones", "model.tasks"):
+                "retrieval.batch", "retrieval.retrievers", "model", "model.gnn", "model.backbones", "model.tasks"):
     importlib.import_module(_module)
 
 # ---- the cases: family → registered name → what the template runs it on ------------------------
@@ -41,7 +41,8 @@ BACKBONE_CASES = {"tiny-t5": "forward", "tiny-llama": "forward", "smollm2-135m":
 CASES = {"reader": READER_SAMPLES, "index": INDEX_CASES, "encoder": ENCODER_CASES, "query_builder": QUERY_CASES,
          "engine": ENGINE_CASES, "gnn_layer": GNN_CASES, "task": TASK_CASES, "backbone": BACKBONE_CASES}
 #: families whose template lives elsewhere (see the module docstring)
-ELSEWHERE = {"model": "tests/model/test_meta.py", "retrieval_engine": "tests/retrieval/test_shards.py"}
+ELSEWHERE = {"model": "tests/model/test_meta.py", "retrieval_engine": "tests/retrieval/test_shards.py",
+             "retriever": "tests/retrieval/test_retrievers.py"}
 
 
 def test_every_registered_name_has_a_case():
@@ -52,6 +53,9 @@ def test_every_registered_name_has_a_case():
     from tests.retrieval import test_shards
     assert set(ALL["retrieval_engine"].names()) == {"local", "spark"}
     assert hasattr(test_shards, "test_spark_engine_matches_local")
+    from tests.retrieval import test_retrievers
+    cases = next(m.args[1] for m in test_retrievers.test_retriever_template.pytestmark if m.name == "parametrize")
+    assert set(ALL["retriever"].names()) == set(cases)
 
 
 # ---- reader ----------------------------------------------------------------------------------------

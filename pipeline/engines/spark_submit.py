@@ -17,7 +17,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     if __package__ in (None, ""):  # run as a file by spark-submit: make the repo importable
         sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from kg_store.errors import KGStoreError
+    from kg_store.errors import ConfigError, MMKGError
     from pipeline.ingest import IngestRejectedError, ingest
 
     ap = argparse.ArgumentParser(prog="spark_submit.py", description="Ingest sources into a KG store with Spark.")
@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except IngestRejectedError as e:
         print(f"spark_submit: {e}", file=sys.stderr)
         return 3
-    except KGStoreError as e:
+    except ConfigError as e:  # a usage error, as `mmkg` reports it
+        print(f"spark_submit: {e}", file=sys.stderr)
+        return 2
+    except MMKGError as e:
         print(f"spark_submit: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"kg_version": r.store.kg_version, "counts": r.counts, "seconds": r.seconds}, sort_keys=True))

@@ -49,7 +49,7 @@ def test_spark_submit_entry_point_runs_as_a_script(spark, tmp_path):
     assert spark_submit.main(["--kg", str(tmp_path / "kg"), "--source", f"tsv:{tsv}"]) == 0
     st = open_store(tmp_path / "kg").stats()
     assert (st["entities"], st["triples"], st["duplicates"]) == (3, 2, 1)
-    assert spark_submit.main(["--kg", str(tmp_path / "kg"), "--source", "nope:x"]) == 1
+    assert spark_submit.main(["--kg", str(tmp_path / "kg"), "--source", "nope:x"]) == 2  # usage error
 
 
 def test_driver_parsed_rdf_documents_join_the_spark_triples(spark, tmp_path):

@@ -117,7 +117,7 @@ def test_sparql_timeout_and_row_cap(kg, capsys):
     assert rc == 1 and "timeout" in err and len(err.strip().splitlines()) == 1, err
     rc, out, err = run_cli(capsys, "sparql", "--kg", kg, "--limit", "5", "--max-rows", "3",
                            "SELECT * WHERE { ?s ?p ?o }")
-    assert rc == 1 and "row cap" in err, err
+    assert rc == 2 and "row cap" in err, err  # conflicting options: a usage error
     rc, out, err = run_cli(capsys, "sparql", "--kg", kg, "--max-rows", "2", "--limit", "2",
                            "CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }")
     assert rc == 1 and "cap" in err, err

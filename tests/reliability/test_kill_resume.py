@@ -99,7 +99,7 @@ def test_embed_kill_resume(chain, reference_store):
     kg = chain.kg
     # every embed run pays a torch import (the slow part on 2 shared cores): one kill, mid-chunks
     kill_and_resume(chain, "embed", embed_args(kg), [
-        ("third entity chunk", appears(kg, "work/embed/*/*/entity/chunk-000002.done.json")),
+        ("third text chunk", appears(kg, "work/embed/*/*/text/chunk-000002.done.json")),
     ], reference_store)
 
 

@@ -110,3 +110,23 @@ def test_pcst_returns_a_connected_cut_of_the_neighbourhood(kg, mars_queries):
     for o in outs:
         assert 0 < len(o) <= 10 and np.all(np.diff(o.scores) <= 1e-6)
         assert len(np.unique(o.triple_ids)) == len(o)
+
+
+@pytest.mark.parametrize("name", ["anchored", "mrmkg", "pcst"])
+def test_retriever_template(kg, mars_queries, name):
+    """What every registered retriever must give: ≤ N distinct store triples per query, scores
+    descending in [-1, 1], seeds reported, the same output twice (deterministic)."""
+    from retrieval.paths import load_or_fit_prior
+    prior, _ = load_or_fit_prior(kg.root, mars_queries.train_file, mars_queries.answer_space)
+    store = open_store(kg.root)
+    config = RetrievalConfig(encoder=ENCODER, retriever=name, top_N=10)
+    retriever = SubgraphRetriever(store, config, answer_space=mars_queries.answer_space, prior=prior)
+    first, again = retriever.retrieve(mars_queries.queries), retriever.retrieve(mars_queries.queries)
+    triples = store.triples_array()
+    assert sum(not o.empty for o in first) >= N_QUERIES // 2
+    for o, p in zip(first, again):
+        assert len(o) <= 10 and len(np.unique(o.triple_ids)) == len(o)
+        np.testing.assert_array_equal(np.stack([o.heads, o.relations, o.tails], 1), triples[o.triple_ids])
+        assert np.all(np.diff(o.scores) <= 1e-6) and np.all(np.abs(o.scores) <= 1 + 1e-6)
+        assert o.seed_entities.size > 0 or o.empty
+        np.testing.assert_array_equal(o.triple_ids, p.triple_ids)
