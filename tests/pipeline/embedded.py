@@ -21,6 +21,7 @@ def markg_minilm_store(data_dir: Path, tmp_path_factory) -> KGStore:
     root = tmp_path_factory.getbasetemp() / "markg-minilm"
     if not (root / "indexes" / "minilm" / "triple.faiss").exists():
         build_markg_store(data_dir, root)
-        embed_store(root, "minilm", threads=1, limit={"triple": MINILM_TRIPLES}, progress=False)
-        build_store_indexes(root, "minilm", threads=1)
+        # every core: pytest runs one test at a time, and this is the default tier's longest setup
+        embed_store(root, "minilm", limit={"triple": MINILM_TRIPLES}, progress=False)
+        build_store_indexes(root, "minilm")
     return KGStore(root)

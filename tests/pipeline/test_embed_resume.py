@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from kg_store import KGStore
 from kg_store.hashing import sha256_file
@@ -39,6 +40,7 @@ def test_chunk_marker_is_the_commit_point(tmp_path):
     assert not scratch.is_done("entity", 1, 3)
 
 
+@pytest.mark.slow  # ~30 s of real MiniLM; tests/reliability/test_kill_resume.py kills and resumes embed in the default tier
 def test_kill_and_resume_is_byte_identical(data_dir, tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     build_markg_store(data_dir, clean)

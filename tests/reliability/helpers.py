@@ -23,7 +23,7 @@ PYTHON = sys.executable
 #: keys of committed JSON side files (meta.json, reports) that record timings or per-run
 #: progress, not content: two runs of the same inputs legitimately differ in them
 VOLATILE_KEYS = frozenset({"seconds", "embed_seconds", "build_seconds", "retrieve_seconds", "created",
-                           "finished", "updated", "rows_embedded_this_run", "pid"})
+                           "finished", "updated", "rows_embedded_this_run", "rows_forwarded_this_run", "pid"})
 
 
 @dataclass
