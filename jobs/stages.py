@@ -177,13 +177,13 @@ def embed_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
             **{name: _file_sha(store, tables.get(name)) for name in ("entities", "relations", "triples", "images")}}
 
 
-def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", engine: str = "local",
-              batch_size: int = 64, device: str = "cpu", threads: int | None = None, chunk_size: int = 8192,
-              spark_master: str | None = None) -> dict[str, Any]:
+def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", runtime: str = "auto",
+              engine: str = "local", batch_size: int = 64, device: str = "cpu", threads: int | None = None,
+              chunk_size: int = 8192, spark_master: str | None = None) -> dict[str, Any]:
     from pipeline.embed import embed_store
     res = embed_store(ctx.kg, ctx.encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
-                      precision=precision, threads=threads, chunk_size=chunk_size, spark_master=spark_master,
-                      progress=ctx.progress)
+                      precision=precision, runtime=runtime, threads=threads, chunk_size=chunk_size,
+                      spark_master=spark_master, progress=ctx.progress)
     counts = {f"{k}_{what}": v for what, d in (("encoded", res.encoded), ("reused", res.reused)) for k, v in d.items()}
     return {"counts": counts, "cache_hits": res.cache_hits,
             "note": f"encoded {res.forwarded:,} new texts/images, reused {res.cache_hits:,} cached vectors "

@@ -410,9 +410,10 @@ def _prefix_rows(old: np.ndarray | None, old_ids: np.ndarray | None, new: np.nda
 
 
 def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_size: int = DEFAULT_BATCH_SIZE,
-                device: str = "cpu", dtype: str = "float32", precision: str = "auto", threads: int | None = None,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, limit: int | dict[str, int] | None = None,
-                spark_master: str | None = None, progress: bool = True) -> EmbedResult:
+                device: str = "cpu", dtype: str = "float32", precision: str = "auto", runtime: str = "auto",
+                threads: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                limit: int | dict[str, int] | None = None, spark_master: str | None = None,
+                progress: bool = True) -> EmbedResult:
     """The embed stage (`mmkg embed` and the `mmkg run` DAG): embed every kind of the committed
     store with `encoder` and commit `vectors/<slug>`.
 
@@ -435,7 +436,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
     t0 = time.perf_counter()
     kg = Path(kg)
     store = open_store(kg)
-    enc = resolve_encoder(encoder, device=device, precision=precision)
+    enc = resolve_encoder(encoder, device=device, precision=precision, runtime=runtime)
     cache = VectorCache.for_encoder(kg, enc)
     tasks = plan_tasks(store, with_images=enc.has_vision, limit=limit)
     keys = {t.kind: _task_keys(t, store) for t in tasks}

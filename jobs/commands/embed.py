@@ -38,16 +38,16 @@ def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtyp
     """Embed entities, relations, triples and images; resumable per chunk after a kill."""
     from pipeline.device import resolve_device
     from pipeline.embed import embed_store
-    from pipeline.encoders import resolve_encoder
     resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
-    enc = resolve_encoder(encoder, device=device, precision=precision, runtime=runtime)
-    res = embed_store(kg, enc, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
-                      threads=threads, chunk_size=chunk_size, limit=limit, spark_master=spark_master,
-                      progress=not no_progress)
+    res = embed_store(kg, encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
+                      precision=precision, runtime=runtime, threads=threads, chunk_size=chunk_size, limit=limit,
+                      spark_master=spark_master, progress=not no_progress)
     meta = res.meta
+    info = meta.get("encoder_info", {})
     counts = ", ".join(f"{k} {v['count']:,}" for k, v in meta["kinds"].items())
     click.echo(f"vectors/{meta['slug']}: {counts} (dim {meta['dim']}, {meta['dtype']}, {meta['seconds']:.1f}s "
-               f"on {meta.get('device', device)}, {enc.runtime} {enc.precision.removeprefix('onnx-')}; "
+               f"on {meta.get('device', device)}, {info.get('runtime', '')} "
+               f"{str(info.get('precision', '')).removeprefix('onnx-')}; "
                f"{res.forwarded:,} texts/images encoded, {res.cache_hits:,} rows from the vector cache)")
 
 
