@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 DATA = ROOT.parent / "shared" / "data"
+#: networkx's ego_graph takes ~0.25 s per seed here: timed on this many seeds
+EGO_SEEDS = 20
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -52,8 +54,10 @@ def one_hop(store, seeds: np.ndarray) -> dict:
         return [sorted({k for _, _, k in g.out_edges(int(s), keys=True)} | {k for _, _, k in g.in_edges(int(s), keys=True)})
                 for s in seeds]
 
-    def nx_ego():
-        return [nx.ego_graph(g, int(s), radius=1, undirected=True) for s in seeds]
+    ego_seeds = seeds[:EGO_SEEDS]
+
+    def nx_ego():  # builds an undirected view per call: seconds per seed, so timed on a subset
+        return [nx.ego_graph(g, int(s), radius=1, undirected=True) for s in ego_seeds]
 
     def ours_batched():  # every seed's neighbourhood in one vectorised step (how a batch of queries runs)
         pos, owner = csr.edge_positions(seeds)
@@ -63,12 +67,13 @@ def one_hop(store, seeds: np.ndarray) -> dict:
     assert all(np.array_equal(x, np.array(y, np.int64)) for x, y in zip(a, b)), "CSR and networkx disagree"
     tids, offsets = ours_batched()
     assert all(np.array_equal(np.unique(tids[offsets[i]:offsets[i + 1]]), a[i]) for i in range(len(seeds)))
-    t_ours, t_batch, t_edges, t_ego = timed(ours), timed(ours_batched), timed(nx_edges), timed(nx_ego, repeat=1)
+    t_ours, t_batch, t_edges = timed(ours), timed(ours_batched), timed(nx_edges)
+    t_ego = timed(nx_ego, repeat=1) * len(seeds) / len(ego_seeds)
     return {"seeds": len(seeds), "csr_batched_seeds_per_s": round(len(seeds) / t_batch),
             "batched_speedup_vs_incident_edges": round(t_edges / t_batch, 1),
             "csr_one_call_per_seed_seeds_per_s": round(len(seeds) / t_ours),
             "networkx_incident_edges_seeds_per_s": round(len(seeds) / t_edges),
-            "networkx_ego_graph_seeds_per_s": round(len(seeds) / t_ego),
+            "networkx_ego_graph_seeds_per_s": round(len(seeds) / t_ego, 2), "ego_graph_timed_on_seeds": len(ego_seeds),
             "one_call_per_seed_speedup_vs_incident_edges": round(t_edges / t_ours, 1),
             "one_call_per_seed_speedup_vs_ego_graph": round(t_ego / t_ours, 1),
             "goal_vs_incident_edges": 5.0}
