@@ -136,7 +136,8 @@ class SubgraphRetriever:
         from kg_store.vectors import load_vectors
         from pipeline.encoders import resolve_encoder
         from retrieval.index import load_index
-        from retrieval.retrievers import RetrieverContext, TripleScorer, resolve_retriever
+        from retrieval.retrievers import RetrieverContext, resolve_retriever
+        from retrieval.subgraph import TripleScorer
 
         self.store, self.config = store, config
         self.encoder = resolve_encoder(encoder if encoder is not None else config.encoder, device=device)

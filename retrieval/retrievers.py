@@ -24,25 +24,9 @@ import numpy as np
 from kg_store import KGStore
 from kg_store.registry import family
 from retrieval.queries import Query
-from retrieval.subgraph import SubgraphOutput, empty_output, expand_hops, top_by_score
+from retrieval.subgraph import SubgraphOutput, TripleScorer, empty_output, expand_hops, top_by_score
 
 retriever_registry = family("retriever")
-
-
-class TripleScorer:
-    """Cosine of triples to a query vector (triple vectors may be mmap/float16, some ids unembedded)."""
-
-    def __init__(self, triple_vectors: np.ndarray, row_of_triple: np.ndarray):
-        self.vectors, self.row_of = triple_vectors, row_of_triple
-
-    def __call__(self, query: np.ndarray, tids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(the triples that have a vector, their cosines)."""
-        rows = self.row_of[tids] if tids.size else tids
-        tids, rows = tids[rows >= 0], rows[rows >= 0]
-        order = np.argsort(rows, kind="stable")  # sequential reads on an mmap
-        scores = np.empty(rows.size, np.float32)
-        scores[order] = np.asarray(self.vectors[rows[order]], np.float32) @ np.asarray(query, np.float32)
-        return tids, scores
 
 
 def _output(triples: np.ndarray, tids: np.ndarray, scores: np.ndarray, seeds: np.ndarray, pool: int) -> SubgraphOutput:

@@ -84,6 +84,22 @@ def empty_output(seeds: np.ndarray, num_candidates: int = 0) -> SubgraphOutput:
     return SubgraphOutput(e, e, e, e, np.empty(0, np.float32), np.asarray(seeds, np.int64), num_candidates)
 
 
+class TripleScorer:
+    """Cosine of triples to a query vector (triple vectors may be mmap/float16, some ids unembedded)."""
+
+    def __init__(self, triple_vectors: np.ndarray, row_of_triple: np.ndarray):
+        self.vectors, self.row_of = triple_vectors, row_of_triple
+
+    def __call__(self, query: np.ndarray, tids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the triples that have a vector, their cosines)."""
+        rows = self.row_of[tids] if tids.size else tids
+        tids, rows = tids[rows >= 0], rows[rows >= 0]
+        order = np.argsort(rows, kind="stable")  # sequential reads on an mmap
+        scores = np.empty(rows.size, np.float32)
+        scores[order] = np.asarray(self.vectors[rows[order]], np.float32) @ np.asarray(query, np.float32)
+        return tids, scores
+
+
 class OneHopSampler:
     """Rank every triple within `hops` of the seeds by cosine to the query; keep the top N.
 
@@ -99,20 +115,14 @@ class OneHopSampler:
     def __init__(self, *, graph: CSRGraph, triples: np.ndarray, triple_vectors: np.ndarray,
                  row_of_triple: np.ndarray, top_N: int = 10, hops: int = 1):
         self.graph, self.triples = graph, triples
-        self.triple_vectors, self.row_of_triple = triple_vectors, row_of_triple
+        self.score = TripleScorer(triple_vectors, row_of_triple)
         self.top_N, self.hops = top_N, hops
 
     def sample(self, query: np.ndarray, seeds: np.ndarray) -> SubgraphOutput:
-        cands = expand_hops(self.graph, self.triples, seeds, self.hops)
-        rows = self.row_of_triple[cands] if cands.size else cands
-        cands, rows = cands[rows >= 0], rows[rows >= 0]  # triples without a vector cannot be ranked
+        # triples without a vector cannot be ranked: the scorer drops them
+        cands, scores = self.score(query, expand_hops(self.graph, self.triples, seeds, self.hops))
         if cands.size == 0:
             return empty_output(seeds)
-        # gather rows in ascending order (sequential reads on an mmap), then put scores back
-        order = np.argsort(rows, kind="stable")
-        scores = np.empty(rows.size, dtype=np.float32)
-        scores[order] = np.asarray(self.triple_vectors[rows[order]], dtype=np.float32) @ np.asarray(
-            query, dtype=np.float32)
         keep = top_by_score(cands, scores, self.top_N)
         tids = cands[keep]
         h, r, t = self.triples[tids].T

@@ -97,6 +97,13 @@ def appears(root: Path, pattern: str):
     return lambda: any(True for _ in root.glob(pattern))
 
 
+def appears_new(root: Path, pattern: str):
+    """A kill trigger: true once a file matching `pattern` exists that did not when it was made."""
+    root = Path(root)
+    before = set(root.glob(pattern))
+    return lambda: any(p not in before for p in root.glob(pattern))
+
+
 def _strip(obj):
     if isinstance(obj, dict):
         return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE_KEYS}

@@ -18,7 +18,7 @@ import pytest
 
 from kg_store import open_store
 from tests.reliability.conftest import embed_args, index_args, retrieve_args
-from tests.reliability.helpers import appears, mmkg, raw_differences, store_files
+from tests.reliability.helpers import appears, appears_new, mmkg, raw_differences, store_files
 
 pytestmark = pytest.mark.faiss  # the reference store has FAISS indexes
 
@@ -116,8 +116,10 @@ def test_retrieve_kill_resume(chain, pipeline_inputs, reference_store):
     # _SUCCESS appears in the staging directory just before it is renamed into place and the
     # manifest commits: the kill lands on either side of the rename
     # On a fast machine the _SUCCESS window alone can close before the poll sees it, so the
-    # first part file (written long before the commit) is a kill point too.
+    # query vectors reaching the vector cache (long before any shard is written) and the first
+    # part file are kill points too.
     kill_and_resume(chain, "retrieve", retrieve_args(kg, pipeline_inputs), [
+        ("query vectors cached", appears_new(kg, "cache/embeddings/*/*/seg-*.json")),
         ("first shard part", appears(kg, "subgraphs/*/*/*/part-*")),
         ("publishing shards", appears(kg, "subgraphs/*/*/*/_SUCCESS")),
     ], reference_store)
