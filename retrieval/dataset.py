@@ -146,11 +146,57 @@ class SubgraphDataset(torch.utils.data.Dataset):
         return data
 
 
+def collate_rows(dataset: SubgraphDataset, indices: Sequence[int]) -> Any:
+    """Shard rows → one PyG `Batch` in a few vectorised steps, without a `Data` per row.
+
+    Equal to `Batch.from_data_list([dataset[i] for i in indices])` on every tensor (nodes of each
+    graph sorted by store id, edges in shard order, node indices offset per graph, `batch`, `ptr`);
+    `query_id` and the requested fields are lists, one entry per graph."""
+    from torch_geometric.data import Batch
+    ent, ent_row, rel, rel_row = dataset._open_vectors()
+    idx = np.asarray(indices, np.int64)
+    offsets = dataset._lists["head_ids"][1]
+    starts, lengths = offsets[idx], offsets[idx + 1] - offsets[idx]
+    pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    graph_of_edge = np.repeat(np.arange(len(idx), dtype=np.int64), lengths)
+    h, r, t = (dataset._lists[n][0][pos].astype(np.int64) for n in ("head_ids", "relation_ids", "tail_ids"))
+    span = len(ent_row)  # > every entity id: (graph, entity) packs into one sortable key
+    keys, local = np.unique(np.concatenate([graph_of_edge * span, graph_of_edge * span]) + np.concatenate([h, t]),
+                            return_inverse=True)
+    node_graph, node_ids = keys // span, keys % span
+    batch = Batch(
+        x=SubgraphDataset._gather(ent, ent_row[node_ids]),
+        node_ids=torch.from_numpy(node_ids),
+        edge_index=torch.from_numpy(local.reshape(2, -1).astype(np.int64)),
+        edge_type=torch.from_numpy(r),
+        edge_attr=SubgraphDataset._gather(rel, rel_row[r]),
+        edge_score=torch.from_numpy(dataset._lists["scores"][0][pos].astype(np.float32)),
+        triple_ids=torch.from_numpy(dataset._lists["triple_ids"][0][pos].astype(np.int64)),
+        batch=torch.from_numpy(node_graph),
+        ptr=torch.from_numpy(np.searchsorted(node_graph, np.arange(len(idx) + 1)).astype(np.int64)),
+    )
+    batch.query_id = [dataset.query_ids[i] for i in idx.tolist()]
+    for name in dataset.fields:
+        batch[name] = [dataset._fields[name][i] for i in idx.tolist()]
+    batch._num_graphs = len(idx)
+    return batch
+
+
+class _RowCollator:
+    """Picklable collate_fn for DataLoader workers (the dataset reopens its mmaps in each)."""
+
+    def __init__(self, dataset: SubgraphDataset):
+        self.dataset = dataset
+
+    def __call__(self, indices: list[int]) -> Any:
+        return collate_rows(self.dataset, indices)
+
+
 def subgraph_loader(dataset: SubgraphDataset, *, batch_size: int = 8, shuffle: bool = False,
                     num_workers: int = 0, seed: int = 0, **kwargs: Any):
-    """A PyG `DataLoader` yielding `Batch`es; shuffling is seeded so runs repeat."""
-    from torch_geometric.loader import DataLoader
-
+    """A loader yielding PyG `Batch`es of shard rows (`collate_rows`: one vectorised step per batch
+    instead of a `Data` per row); shuffling is seeded so runs repeat."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      generator=generator, **kwargs)
+    return torch.utils.data.DataLoader(range(len(dataset)), batch_size=batch_size, shuffle=shuffle,
+                                       num_workers=num_workers, generator=generator,
+                                       collate_fn=_RowCollator(dataset), **kwargs)

@@ -50,6 +50,16 @@ def test_data_holds_the_rows_triples_and_store_vectors(dataset, shards):
         assert d.x.dtype == torch.float32 and d.edge_index.dtype == torch.long
 
 
+def test_vectorised_batches_equal_pyg_batches_of_per_row_data(dataset):
+    from retrieval.dataset import collate_rows
+    for rows in ([0, 1, 2], [7, 3], [5]):
+        ours = collate_rows(dataset, rows)
+        pyg = Batch.from_data_list([dataset[i] for i in rows])
+        assert ours.num_graphs == pyg.num_graphs == len(rows) and ours.query_id == pyg.query_id
+        for key in ("x", "node_ids", "edge_index", "edge_type", "edge_attr", "edge_score", "triple_ids", "batch", "ptr"):
+            assert torch.equal(ours[key], pyg[key]), key
+
+
 def test_loader_batches_deterministically_with_workers(dataset):
     serial = list(subgraph_loader(dataset, batch_size=3))
     parallel = list(subgraph_loader(dataset, batch_size=3, num_workers=2))
