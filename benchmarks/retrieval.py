@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -133,7 +132,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
     torch.set_num_threads(args.threads)
-    from retrieval_quality import markg_store
+    from retrieval_quality import markg_store, write_report
     store = markg_store(args.kg)
     seeds = np.random.default_rng(0).choice(store.num_entities, args.seeds, replace=False)
     result = {"kg": str(args.kg), "triples": store.count("triples"), "cpu_count": os.cpu_count(),
@@ -141,10 +140,7 @@ def main() -> None:
               "batch_retrieval_excluding_encoder": batch_retrieval(store, args.kg),
               "shard_to_pyg_batch": shard_batches(store, args.kg)}
     result["load_after"] = os.getloadavg()[0]
-    text = json.dumps(result, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,14 @@ def markg_store(kg: Path):
     return open_store(kg)
 
 
+def write_report(result: dict, out: Path) -> None:
+    """Write the benchmark's JSON and print it (every retrieval benchmark ends so)."""
+    text = json.dumps(result, indent=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+
+
 def share(mask: np.ndarray) -> float:
     return round(float(np.mean(mask)), 4) if len(mask) else float("nan")
 
@@ -130,10 +138,7 @@ def main() -> None:
                                                         for v in (True, False)}}
         result["splits"][split] = entry
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(result, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,6 @@ class LockedError(KGStoreError):
     """Another writer holds the KG directory lock."""
 
 
-def missing_dependency(package: str, extra: str | None = None, purpose: str = "") -> ImportError:
-    """An ImportError that says how to install what is missing."""
-    hint = f"pip install -e '.[{extra}]'" if extra else f"pip install {package}"
-    return ImportError(f"{package} is not installed{' (needed for ' + purpose + ')' if purpose else ''}; {hint}")
-
-
 class NotAStoreError(KGStoreError, ConfigError):
     """A writer was asked to create a store in a non-empty directory that is not one: a usage
     error (exit 2); `--force` creates the store there anyway."""

@@ -288,8 +288,6 @@ def run_spark(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
             on_rows(row["kind"], int(row["rows"]))
 
 
-
-
 # ---- fusion -------------------------------------------------------------------------------------
 def fuse_entity_text(label_vecs: np.ndarray, entity_ids: np.ndarray, text_vecs: np.ndarray,
                      text_ids: np.ndarray) -> np.ndarray:
@@ -384,7 +382,7 @@ def _missing_tasks(tasks: list[EmbedTask], keys: dict[str, np.ndarray], cache: A
                     ks.append(k)
                     items.append(item)
         if ks and modality == "text":  # one length order over the whole stage, not per chunk (issue 18)
-            order = np.argsort(np.fromiter((len(s) for s in items), np.int64, len(items)), kind="stable")
+            order = text_length_order(items)
             ks, items = [ks[i] for i in order], [items[i] for i in order]
         if ks:
             missing.append(EmbedTask(modality, modality, np.arange(len(ks), dtype=np.int64), items,

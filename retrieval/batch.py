@@ -48,11 +48,8 @@ _EXECUTOR_RETRIEVERS: dict[tuple[str, int, str], SubgraphRetriever] = {}
 
 def _committed_prior(store: KGStore, prior_key: str | None) -> Any:
     """The learned path prior committed under `prior_key` (None: the retriever works without one)."""
-    if prior_key is None:
-        return None
-    import json
-    from retrieval.paths import PRIOR_DIR, PathPrior
-    return PathPrior.from_json(json.loads(store._checked(f"{PRIOR_DIR}/{prior_key}.json").read_text()))
+    from retrieval.paths import read_prior
+    return None if prior_key is None else read_prior(store, prior_key)
 
 
 def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], device: str,

@@ -26,9 +26,8 @@ SMOOTHING = 2.0
 
 @dataclass
 class Paths:
-    """Walks of 1 or 2 edges from one anchor. Shapes: all (P,); `t2` is -1 for 1-hop paths."""
+    """Walks of 1 or 2 edges (from one anchor or several). Shapes: all (P,); `t2` is -1 for 1-hop paths."""
 
-    anchor: int
     endpoint: np.ndarray
     ptype: np.ndarray   # int64 path-type code (`path_type`)
     t1: np.ndarray      # triple id of step 1
@@ -38,7 +37,7 @@ class Paths:
         return len(self.endpoint)
 
     def select(self, keep: np.ndarray) -> "Paths":
-        return Paths(self.anchor, self.endpoint[keep], self.ptype[keep], self.t1[keep], self.t2[keep])
+        return Paths(self.endpoint[keep], self.ptype[keep], self.t1[keep], self.t2[keep])
 
 
 def step_code(relation: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -70,7 +69,7 @@ def paths_from(graph: CSRGraph, anchor: int, num_relations: int, *, max_hops: in
         types.append(path_type(c1[owner][ok], c2[ok], num_relations))
         t1s.append(tid1[owner][ok])
         t2s.append(tid2[ok])
-    return Paths(int(anchor), *(np.concatenate(a).astype(np.int64) for a in (ends, types, t1s, t2s)))
+    return Paths(*(np.concatenate(a).astype(np.int64) for a in (ends, types, t1s, t2s)))
 
 
 def linking_types(graph: CSRGraph, head: int, tail: int, num_relations: int) -> np.ndarray:
@@ -115,11 +114,6 @@ class PathPrior:
     def base_rate(self) -> float:
         return self.base_hits / self.base_seen if self.base_seen else 0.0
 
-    def precision(self, ptype: int, example_types: Iterable[int] = ()) -> float:
-        """P(endpoint is the answer | path type [, a type linking the example pair]), smoothed and
-        backed off: conditioned → unconditioned → base rate."""
-        return float(self.precisions(np.array([ptype], np.int64), example_types)[0])
-
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sorted codes with hits/seen: unconditioned types, and (example type, type) pairs packed."""
         if getattr(self, "_compiled", None) is None:
@@ -136,7 +130,9 @@ class PathPrior:
         return int(example_type) * base + int(ptype)
 
     def precisions(self, ptypes: np.ndarray, example_types: Iterable[int] = ()) -> np.ndarray:
-        """`precision` of many path types at once (vectorised lookups in the sorted tables)."""
+        """P(endpoint is the answer | path type [, a type linking the example pair]) of each of
+        `ptypes`, smoothed and backed off: conditioned → unconditioned → base rate (vectorised
+        lookups in the sorted tables)."""
         k, p0 = self.smoothing, self.base_rate
         codes, hits, seen, ccodes, chits, cseen = self._tables()
 
@@ -228,17 +224,22 @@ def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None,
     return prior
 
 
+def read_prior(store: Any, key: str) -> PathPrior:
+    """The prior committed under `key` (`load_or_fit_prior` commits it)."""
+    import json
+    return PathPrior.from_json(json.loads(store._checked(f"{PRIOR_DIR}/{key}.json").read_text()))
+
+
 def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2
                       ) -> tuple[PathPrior, str]:
     """The committed prior for this (graph, train split, answer space), fitted and committed once."""
-    import json
     import time
     from kg_store import KGStore, atomic, open_store
     store = open_store(kg)
     key = prior_key(store, train_file, answer_space, max_hops)
     rel = f"{PRIOR_DIR}/{key}"
     if store.artifact(rel) is not None:
-        return PathPrior.from_json(json.loads(store._checked(f"{rel}.json").read_text())), key
+        return read_prior(store, key), key
     t0 = time.perf_counter()
     prior = fit_mars_prior(store, train_file, answer_space, max_hops)
     with KGStore.writer(kg) as w:

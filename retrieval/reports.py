@@ -116,8 +116,11 @@ def mars_leakage(store: KGStore, qs: QuerySet,
     Returns the report and the per-query "fact leaked" mask (whole fact in the KG or in train).
     """
     flags = _mars_flags(store, qs, subgraph_pairs)
-    report = {"dataset": "mars", "split": qs.split, **_flag_summary([q.query_id for q in qs.queries], flags)}
-    return report, flags["any_fact_leak"]
+    return _mars_leakage_report(qs, flags), flags["any_fact_leak"]
+
+
+def _mars_leakage_report(qs: QuerySet, flags: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {"dataset": "mars", "split": qs.split, **_flag_summary([q.query_id for q in qs.queries], flags)}
 
 
 def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = None) -> dict[str, np.ndarray]:
@@ -161,10 +164,14 @@ def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = Non
     return flags
 
 
-def mars_strata(store: KGStore, qs: QuerySet) -> dict[str, np.ndarray]:
-    """The per-query strata every MARS figure is also reported by (see the module docstring)."""
-    flags = _mars_flags(store, qs)
-    return {k: flags[k] for k in ("pair_in_train", "linked_only_by_analogy_relations") if k in flags}
+#: the per-query flags every MARS figure is also reported by (see the module docstring)
+STRATA = ("pair_in_train", "linked_only_by_analogy_relations")
+
+
+def mars_strata(store: KGStore, qs: QuerySet, flags: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The `STRATA` flags of every query (from `flags` when they are already computed)."""
+    flags = _mars_flags(store, qs) if flags is None else flags
+    return {k: flags[k] for k in STRATA if k in flags}
 
 
 #: MARS's own analogy relations in MarKG (A0 synonym, A1 antonym, …, A18)
@@ -236,8 +243,9 @@ def run_reports(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput],
     strata = None
     if qs.dataset == "mars":
         kept = [o.head(top_N) for o in outputs]
-        reports["leakage"], _ = mars_leakage(store, qs, [(o.heads, o.tails) for o in kept])
-        strata = mars_strata(store, qs)
+        flags = _mars_flags(store, qs, [(o.heads, o.tails) for o in kept])  # once: leakage and strata
+        reports["leakage"] = _mars_leakage_report(qs, flags)
+        strata = mars_strata(store, qs, flags)
     elif qs.dataset == "scienceqa":
         reports["leakage"] = scienceqa_leakage(qs)
     reports["quality"] = quality_report(store, qs, outputs, top_N=top_N, hops=hops, strata=strata,

@@ -24,17 +24,10 @@ import numpy as np
 from kg_store import KGStore
 from kg_store.registry import family
 from retrieval.queries import Query
-from retrieval.subgraph import SubgraphOutput, TripleScorer, empty_output, expand_hops, top_by_score
+from retrieval.subgraph import (SubgraphOutput, TripleScorer, empty_output, expand_hops, rank_pool, subgraph_output,
+                               top_by_score)
 
 retriever_registry = family("retriever")
-
-
-def _output(triples: np.ndarray, tids: np.ndarray, scores: np.ndarray, seeds: np.ndarray, pool: int) -> SubgraphOutput:
-    if tids.size == 0:
-        return empty_output(seeds, pool)
-    h, r, t = triples[tids].T
-    return SubgraphOutput(tids.astype(np.int64), h.copy(), r.copy(), t.copy(), scores.astype(np.float32),
-                          np.asarray(seeds, np.int64), int(pool))
 
 
 # ---- the paper's scheme ----------------------------------------------------------------------------
@@ -61,13 +54,8 @@ class PaperRetriever:
         c = self.ctx
         seeds = c.seeds.seed_entities(vectors, c.named(queries) if c.config.named_entities else
                                       [np.empty(0, np.int64)] * len(queries))
-        out = []
-        for v, s in zip(vectors, seeds):
-            pool = neighbourhood_with_links(c.graph, c.triples, s, c.config.hops)
-            tids, scores = c.score(v, pool)
-            keep = top_by_score(tids, scores, c.config.top_N)
-            out.append(_output(c.triples, tids[keep], scores[keep], s, tids.size))
-        return out
+        return [rank_pool(c.score, c.triples, v, neighbourhood_with_links(c.graph, c.triples, s, c.config.hops), s,
+                          c.config.top_N) for v, s in zip(vectors, seeds)]
 
 
 # ---- G-Retriever ------------------------------------------------------------------------------------
@@ -113,7 +101,7 @@ class PCSTRetriever:
             if kept.size == 0:  # a lone prize node: keep its best edge
                 kept = np.argsort(-scores, kind="stable")[:1]
             keep = kept[top_by_score(tids[kept], scores[kept], c.config.top_N)]
-            out.append(_output(c.triples, tids[keep], scores[keep], s, tids.size))
+            out.append(subgraph_output(c.triples, tids[keep], scores[keep], s, tids.size))
         return out
 
 
@@ -197,7 +185,7 @@ class AnchoredPathRetriever:
             if not parts or not sum(len(p) for p in parts):
                 out.append(empty_output(anchors))
                 continue
-            paths = parts[0] if len(parts) == 1 else Paths(-1, *(np.concatenate([getattr(p, f) for p in parts])
+            paths = parts[0] if len(parts) == 1 else Paths(*(np.concatenate([getattr(p, f) for p in parts])
                                                                  for f in ("endpoint", "ptype", "t1", "t2")))
             if c.answer_space is not None:  # no path into the answer space: the anchor's context still helps
                 inside = paths.select(np.isin(paths.endpoint, c.answer_space))
@@ -256,7 +244,7 @@ class AnchoredPathRetriever:
         tids = np.array(chosen, np.int64)
         scores = np.array(chosen_scores, np.float32)
         keep = np.argsort(-scores, kind="stable")  # descending (paths are already in endpoint order)
-        return _output(c.triples, tids[keep], scores[keep], anchors, len(paths))
+        return subgraph_output(c.triples, tids[keep], scores[keep], anchors, len(paths))
 
 
 # ---- what every retriever sees -------------------------------------------------------------------

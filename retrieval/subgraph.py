@@ -6,8 +6,6 @@ graph object is ever built for a query (PyG's `SamplerOutput` idea, G1/G5).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
-
 import numpy as np
 
 from kg_store.graph import CSRGraph
@@ -43,18 +41,6 @@ class SubgraphOutput:
         """The top-`n` prefix (what retrieving with N = n gives, ties broken the same way)."""
         return SubgraphOutput(self.triple_ids[:n], self.heads[:n], self.relations[:n], self.tails[:n],
                               self.scores[:n], self.seed_entities, self.num_candidates)
-
-
-class SeedRetriever(Protocol):
-    """Query embeddings → seed entity ids (one array per query)."""
-
-    def seed_entities(self, queries: np.ndarray, named: list[np.ndarray]) -> list[np.ndarray]: ...
-
-
-class SubgraphSampler(Protocol):
-    """Seed entities (+ the query embedding that ranks candidates) → `SubgraphOutput`."""
-
-    def sample(self, query: np.ndarray, seeds: np.ndarray) -> SubgraphOutput: ...
 
 
 def expand_hops(graph: CSRGraph, triples: np.ndarray, seeds: np.ndarray, hops: int) -> np.ndarray:
@@ -100,44 +86,33 @@ class TripleScorer:
         return tids, scores
 
 
-class OneHopSampler:
-    """Rank every triple within `hops` of the seeds by cosine to the query; keep the top N.
+def subgraph_output(triples: np.ndarray, tids: np.ndarray, scores: np.ndarray, seeds: np.ndarray,
+                    pool: int) -> SubgraphOutput:
+    """The output for the kept triple ids (already in score order) of a pool of `pool` candidates."""
+    if tids.size == 0:
+        return empty_output(seeds, pool)
+    h, r, t = triples[tids].T
+    return SubgraphOutput(tids.astype(np.int64), h.copy(), r.copy(), t.copy(), scores.astype(np.float32),
+                          np.asarray(seeds, np.int64), int(pool))
 
-    Args:
-        graph (CSRGraph): the store's CSR (mmap).
-        triples (np.ndarray): (n_triples, 3) int64 (h, r, t), row = triple id.
-        triple_vectors (np.ndarray): (n_rows, d) L2-normalised triple embeddings (may be mmap/float16).
-        row_of_triple (np.ndarray): (n_triples,) row of each triple id in `triple_vectors`, -1 if none.
-        top_N (int): triples kept per query. (default: 10)
-        hops (int): expansion depth. (default: 1)
-    """
 
-    def __init__(self, *, graph: CSRGraph, triples: np.ndarray, triple_vectors: np.ndarray,
-                 row_of_triple: np.ndarray, top_N: int = 10, hops: int = 1):
-        self.graph, self.triples = graph, triples
-        self.score = TripleScorer(triple_vectors, row_of_triple)
-        self.top_N, self.hops = top_N, hops
-
-    def sample(self, query: np.ndarray, seeds: np.ndarray) -> SubgraphOutput:
-        # triples without a vector cannot be ranked: the scorer drops them
-        cands, scores = self.score(query, expand_hops(self.graph, self.triples, seeds, self.hops))
-        if cands.size == 0:
-            return empty_output(seeds)
-        keep = top_by_score(cands, scores, self.top_N)
-        tids = cands[keep]
-        h, r, t = self.triples[tids].T
-        return SubgraphOutput(tids, h.copy(), r.copy(), t.copy(), scores[keep].astype(np.float32),
-                              np.asarray(seeds, np.int64), int(cands.size))
+def rank_pool(score: TripleScorer, triples: np.ndarray, query: np.ndarray, pool: np.ndarray, seeds: np.ndarray,
+              top_N: int) -> SubgraphOutput:
+    """The top-N of a candidate pool by cosine to the query (triples without a vector cannot be
+    ranked: the scorer drops them)."""
+    cands, scores = score(query, pool)
+    keep = top_by_score(cands, scores, top_N)
+    return subgraph_output(triples, cands[keep], scores[keep], seeds, cands.size)
 
 
 def extract_one_hop(graph: CSRGraph, triples: np.ndarray, triple_vectors: np.ndarray, query: np.ndarray,
                     seeds: np.ndarray, *, top_N: int = 10, hops: int = 1,
                     row_of_triple: np.ndarray | None = None) -> SubgraphOutput:
-    """Functional form of `OneHopSampler` for one query."""
+    """Every triple within `hops` of the seeds, ranked by cosine to the query; the top N kept."""
     if row_of_triple is None:
         row_of_triple = np.arange(len(triples), dtype=np.int64)
-    return OneHopSampler(graph=graph, triples=triples, triple_vectors=triple_vectors,
-                         row_of_triple=row_of_triple, top_N=top_N, hops=hops).sample(query, seeds)
+    return rank_pool(TripleScorer(triple_vectors, row_of_triple), triples, query,
+                     expand_hops(graph, triples, seeds, hops), seeds, top_N)
 
 
 def random_one_hop(graph: CSRGraph, triples: np.ndarray, seeds: np.ndarray, n: int, *, hops: int = 1,
