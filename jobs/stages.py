@@ -172,9 +172,8 @@ def _vectors_rel(ctx: Context) -> str:
 
 def embed_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
     store = open_store(ctx.kg)
-    tables = store.manifest["tables"]
     return {"kg_version": store.kg_version,
-            **{name: _file_sha(store, tables.get(name)) for name in ("entities", "relations", "triples", "images")}}
+            **{name: store.table_fingerprint(name) for name in ("entities", "relations", "triples", "images")}}
 
 
 def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", runtime: str = "auto",
@@ -240,7 +239,7 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     from retrieval.queries import parse_dataset_spec
     store = open_store(ctx.kg)
     fp: dict[str, Any] = {"graph": store.manifest.get("graph"),
-                          **{n: _file_sha(store, store.manifest["tables"].get(n)) for n in ("entities", "relations")}}
+                          **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
     base, ibase = _vectors_rel(ctx), indexes_dir(ctx.encoder)
     fp["triple_vectors"] = _file_sha(store, f"{base}/triple.npy")
     fp["indexes"] = {k: _file_sha(store, f"{ibase}/{k}.faiss") for k in ("triple", "entity")}

@@ -22,7 +22,7 @@ from typing import Any
 from kg_store import atomic
 from kg_store.errors import ConfigError, KGStoreError
 from kg_store.lock import RunLock
-from kg_store.manifest import MANIFEST, load_manifest_file, read_manifest
+from kg_store.manifest import MANIFEST, load_manifest_file, read_manifest, table_parts as mf_table_parts
 from kg_store.safe_io import real_dir
 from kg_store.store import KGStore
 
@@ -76,7 +76,7 @@ def live_files(manifest: dict[str, Any]) -> set[str]:
     """Files a manifest's version actually reads: every registered file, except table and graph
     files of earlier versions (StoreWriter keeps registering each version's tables/graph under new
     names and never unregisters the old ones; they are what gc reclaims)."""
-    tables = set(manifest.get("tables", {}).values())
+    tables = {rel for name in manifest.get("tables", {}) for rel in mf_table_parts(manifest, name)}
     graph = manifest.get("graph")
     return {f for f in manifest.get("files", {})
             if (not f.startswith("tables/") or f in tables)

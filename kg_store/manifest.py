@@ -30,7 +30,7 @@ def new_manifest() -> dict[str, Any]:
         "kg_version": 0,
         "created": now(),
         "updated": now(),
-        "tables": {},      # name -> relative path of the current version's Parquet file
+        "tables": {},      # name -> relative path of the current version's Parquet file, or a list of part files
         "files": {},       # relative path -> {"bytes": int, "sha256": str}
         "inputs": [],      # {"source", "format", "files": [{"path","bytes","sha256"}], "counts"}
         "stages": [],      # every stage run: {"stage", "kg_version", "config", "config_hash", ...}
@@ -104,9 +104,13 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
                 and isinstance(info.get("sha256"), str)):
             return f"files: entry {rel!r} is not {{'bytes': int, 'sha256': str}}"
     for name, rel in manifest["tables"].items():
-        problem = check_relpath(rel)
-        if problem:
-            return f"tables: {name!r}: {problem}"
+        parts = rel if isinstance(rel, list) else [rel]
+        if not parts:
+            return f"tables: {name!r} lists no part file"
+        for part in parts:
+            problem = check_relpath(part)
+            if problem:
+                return f"tables: {name!r}: {problem}"
     graph = manifest.get("graph")
     if graph is not None and check_relpath(graph):
         return f"graph: {check_relpath(graph)}"
@@ -115,6 +119,12 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
         if problem:
             return f"artifacts: {problem}"
     return None
+
+
+def table_parts(manifest: dict[str, Any], name: str) -> list[str]:
+    """A table's part files in row order: a table is one file (str) or a list of parts."""
+    rel = manifest["tables"].get(name)
+    return [] if rel is None else list(rel) if isinstance(rel, list) else [rel]
 
 
 def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:

@@ -259,7 +259,7 @@ _CACHE_LOCK = threading.Lock()
 
 def cached_rdf_graph(store: KGStore) -> Graph:
     """The whole-KG Graph, built once per process and KG version (SPARQL needs all of it)."""
-    key = (str(Path(store.root).resolve()), store.kg_version, tuple(sorted(store.manifest["tables"].items())))
+    key = (str(Path(store.root).resolve()), store.kg_version, tuple(sorted((n, tuple(store.table_parts(n))) for n in store.manifest["tables"])))
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE.clear()  # one store per process is the norm; don't let versions pile up

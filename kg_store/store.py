@@ -91,27 +91,50 @@ class KGStore:
     def has_table(self, name: str) -> bool:
         return name in self.manifest["tables"]
 
-    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+    def table_parts(self, name: str) -> list[str]:
+        """The committed part files of a table, in row order (row i of their concatenation is
+        id i for the id tables). One file (the local engine) or several (Spark executors, appends)."""
         if name not in schema.TABLES:
             raise ConfigError(f"unknown table {name!r}; tables: {', '.join(schema.TABLES)}")
-        rel = self.manifest["tables"].get(name)
-        if rel is None:
+        return mf.table_parts(self.manifest, name)
+
+    def table_files(self, name: str) -> list[Path]:
+        """Checked local paths of `table_parts(name)`."""
+        return [self._checked(rel) for rel in self.table_parts(name)]
+
+    def table_fingerprint(self, name: str) -> str | None:
+        """One sha256 for a table's content as committed (its parts' hashes), None if absent."""
+        parts = self.table_parts(name)
+        if not parts:
+            return None
+        shas = [self.manifest["files"].get(rel, {}).get("sha256") for rel in parts]
+        return shas[0] if len(shas) == 1 else config_hash(shas)
+
+    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        paths = self.table_files(name)
+        if not paths:
             return schema.empty(name).select(columns) if columns else schema.empty(name)
-        p = self._checked(rel)
+        tables = []
+        for p in paths:
+            try:
+                tables.append(pq.read_table(p, columns=columns, memory_map=True))
+            except (pa.ArrowInvalid, OSError) as e:
+                raise CorruptFileError(p, f"unreadable Parquet ({e})") from None
+        if len(tables) == 1:
+            return tables[0]
         try:
-            return pq.read_table(p, columns=columns, memory_map=True)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise CorruptFileError(p, f"unreadable Parquet ({e})") from None
+            return pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise CorruptFileError(paths[0], f"parts of table {name!r} disagree on their schema ({e})") from None
 
     def count(self, name: str) -> int:
-        rel = self.manifest["tables"].get(name)
-        if rel is None:
-            return 0
-        p = self._checked(rel)
-        try:
-            return pq.ParquetFile(p).metadata.num_rows
-        except (pa.ArrowInvalid, OSError) as e:  # e.g. "magic bytes not found in footer"
-            raise CorruptFileError(p, f"unreadable Parquet ({e})") from None
+        n = 0
+        for p in self.table_files(name):
+            try:
+                n += pq.ParquetFile(p).metadata.num_rows
+            except (pa.ArrowInvalid, OSError) as e:  # e.g. "magic bytes not found in footer"
+                raise CorruptFileError(p, f"unreadable Parquet ({e})") from None
+        return n
 
     @property
     def num_entities(self) -> int:
@@ -254,6 +277,18 @@ class StoreWriter:
         self.register_file(rel)
         self.manifest["tables"][name] = rel
         return rel
+
+    def register_table(self, name: str, parts: list[str]) -> list[str]:
+        """Publish part files already written inside the store (e.g. by Spark executors, with
+        Spark's commit protocol) as table `name` of the new version: sizes and sha256 go into the
+        manifest, which stays the single commit point. Parts in row order."""
+        for rel in parts:
+            problem = mf.check_relpath(rel)
+            if problem:
+                raise KGStoreError(f"table {name!r}: {problem}")
+            self.register_file(rel)
+        self.manifest["tables"][name] = parts[0] if len(parts) == 1 else list(parts)
+        return list(parts)
 
     def write_graph(self, csr: graph.CSRGraph) -> str:
         rel = f"graph/v{self.new_version:06d}"
