@@ -7,6 +7,17 @@ same run.
 
 Prints one JSON object (and writes it to `--out` when given). Targets (2 cores): demo ≤ 30 s incl.
 Spark start; 10M triples ≤ 60 s on Spark local[2], ≤ 10 s on the local engine. The synthetic file has 1 % duplicate lines, N/10 entities and 1,000 relations.
+
+Scale rows (issue 19: no driver bottleneck):
+
+    python benchmarks/ingest.py --scale 10000000,50000000 [--baseline-repo DIR] --out benchmarks/out/ingest_scale.json
+
+Each row is one Spark local[2] ingest in a fresh `python` process (the "mmkg process": where anything
+collected lands) with `spark.driver.memory=2g` and `spark.driver.maxResultSize=16m`, reporting wall time,
+phases and peak memory: the driver Python process (its ru_maxrss), the JVM (driver + executors in local
+mode; VmHWM) and the executors' Python workers (the largest sum of their RSS seen, sampled every 0.2 s).
+`--baseline-repo` runs the same row with another checkout's code (e.g. the commit before issue 19, whose
+driver collects the triples: it gets the default maxResultSize, since 16m would fail it) in the same run.
 """
 from __future__ import annotations
 
@@ -96,6 +107,134 @@ def timed_ingest(root: Path, sources: list[str], engine: str, master: str | None
             "merged_keys": c["merged_keys"]}
 
 
+# ---- scale rows: one ingest per fresh process, with its process tree's peak memory ---------------
+
+def _proc_tree(root: int) -> dict[int, str]:
+    """pid → command name of every live descendant of `root` (from /proc, no psutil needed)."""
+    parent: dict[int, int] = {}
+    name: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        close = stat.rfind(")")
+        name[int(entry)] = stat[stat.find("(") + 1:close]
+        parent[int(entry)] = int(stat[close + 2:].split()[1])
+    out, frontier = {}, [root]
+    while frontier:
+        p = frontier.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in out:
+                out[c] = name[c]
+                frontier.append(c)
+    return out
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory:
+    """Samples the process tree below this process: the JVM's peak RSS (VmHWM) and the largest
+    sum of the Python workers' RSS at one moment (they come and go, so a per-pid peak would overcount)."""
+
+    def __init__(self, every: float = 0.2):
+        import threading
+        self.jvm_kib = self.workers_kib = self.workers_n = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        me = os.getpid()
+        while not self._stop.wait(every):
+            tree = _proc_tree(me)
+            jvm = [p for p, n in tree.items() if n == "java"]
+            workers = [p for p, n in tree.items() if n.startswith("python")]
+            for p in jvm:
+                self.jvm_kib = max(self.jvm_kib, _status_kib(p, "VmHWM"))
+            rss = sum(_status_kib(p, "VmRSS") for p in workers)
+            if rss > self.workers_kib:
+                self.workers_kib, self.workers_n = rss, len(workers)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def one_scale_row(tsv: Path, kg: Path, master: str, max_result_size: str | None) -> dict:
+    """The child of `--scale`: one Spark ingest of `tsv`, its memory, as one JSON line on stdout."""
+    import resource
+    os.environ["MMKG_SPARK_DRIVER_MEMORY"] = "2g"
+    conf = {"spark.driver.maxResultSize": max_result_size} if max_result_size else None
+    mem = TreeMemory()
+    from pipeline.ingest import ingest
+    shutil.rmtree(kg, ignore_errors=True)
+    t0 = time.perf_counter()
+    r = ingest(kg, [f"tsv:{tsv}"], engine="spark", master=master, spark_conf=conf)
+    wall = time.perf_counter() - t0
+    mem.stop()
+    c, store = r.counts, r.store
+    mib = 1 / 1024
+    return {"wall_s": round(wall, 2), "phases_s": r.phases, "triples": c["triples"], "entities": c["entities"],
+            "duplicates": c["duplicates"], "spark.driver.memory": "2g", "spark.driver.maxResultSize": max_result_size,
+            "driver_python_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * mib, 1),
+            "jvm_peak_rss_mib": round(mem.jvm_kib * mib, 1),
+            "executor_python_workers_peak_rss_mib": round(mem.workers_kib * mib, 1),
+            "executor_python_workers_at_peak": mem.workers_n,
+            "table_parts": {n: len(store.table_parts(n)) for n in ("entities", "triples")}}
+
+
+def scale_rows(args, work: Path) -> dict:
+    import subprocess
+    rows: dict = {}
+    repos = {"current": REPO, **({"baseline": Path(args.baseline_repo).resolve()} if args.baseline_repo else {})}
+    for n in [int(x) for x in args.scale.split(",") if x]:
+        tsv = work / f"synthetic-{n}.tsv"
+        if not tsv.exists():
+            t0 = time.perf_counter()
+            write_synthetic_tsv(tsv, n)
+            print(f"[bench] wrote {tsv} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        for label, repo in repos.items():
+            if label == "baseline" and n > args.baseline_max:
+                continue
+            size = args.max_result_size if label == "current" else None
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--one-row", str(tsv), "--kg",
+                   str(work / f"kg-{label}-{n}"), "--master", args.master, "--max-result-size", size or ""]
+            env = {**os.environ, "PYTHONPATH": str(repo)}
+            done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+            if done.returncode:
+                row = {"failed": done.stderr.strip().splitlines()[-3:]}
+            else:
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.setdefault(str(n), {})[label] = row
+            shutil.rmtree(work / f"kg-{label}-{n}", ignore_errors=True)
+            print(f"[bench] {n} {label}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    out = {"rows": rows}
+    ns = sorted(int(k) for k in rows)
+    if len(ns) >= 2 and all("wall_s" in rows[str(k)]["current"] for k in ns):
+        lo, hi = rows[str(ns[0])]["current"], rows[str(ns[-1])]["current"]
+        out["scale"] = {"triples_ratio": ns[-1] / ns[0], "time_ratio": round(hi["wall_s"] / lo["wall_s"], 2),
+                        "time_ratio_goal_max": round(1.1 * ns[-1] / ns[0], 2),  # linear + 10 %
+                        "driver_rss_ratio": round(hi["driver_python_peak_rss_mib"] / lo["driver_python_peak_rss_mib"], 3),
+                        "driver_rss_ratio_goal_max": 1.10}
+    base = rows.get(str(ns[0]), {}).get("baseline") if ns else None
+    if base and "wall_s" in base and "wall_s" in rows[str(ns[0])]["current"]:
+        out["speedup_vs_baseline_at_smallest"] = round(base["wall_s"] / rows[str(ns[0])]["current"]["wall_s"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -105,40 +244,28 @@ def main() -> None:
     ap.add_argument("--skip-demo", action="store_true")
     ap.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir, removed afterwards)")
     ap.add_argument("--out", default=None, help="also write the JSON here (e.g. benchmarks/out/ingest.json)")
+    ap.add_argument("--scale", default=None, help="comma-separated triple counts: Spark scale rows (see top)")
+    ap.add_argument("--baseline-repo", default=None, help="a checkout whose code gives the baseline scale rows")
+    ap.add_argument("--baseline-max", type=int, default=10_000_000, help="largest scale row run for the baseline")
+    ap.add_argument("--max-result-size", default="16m", help="spark.driver.maxResultSize of the scale rows")
+    ap.add_argument("--one-row", default=None, help=argparse.SUPPRESS)  # the scale row's child process
+    ap.add_argument("--kg", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one_row:
+        print(json.dumps(one_scale_row(Path(args.one_row), Path(args.kg), args.master, args.max_result_size or None)))
+        return
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     engines = [e for e in args.engines.split(",") if e]
-    from pipeline.demo_sources import demo_sources
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mmkg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {"benchmark": "ingest", "cpu_count": os.cpu_count(), "master": args.master,
                  "load_avg_1m": round(os.getloadavg()[0], 2)}
     try:
-        if not args.skip_demo:
-            out["demo"] = {e: timed_ingest(work / f"demo-{e}", demo_sources(args.data), e, args.master)
-                           for e in engines}
-            out["demo"]["target_s"] = 30
-            print(f"[bench] demo: {json.dumps(out['demo'])}", file=sys.stderr, flush=True)
-        tsv = work / f"synthetic-{args.triples}.tsv"
-        t0 = time.perf_counter()
-        if not (args.workdir and tsv.exists()):  # a kept workdir reuses the generated file
-            write_synthetic_tsv(tsv, args.triples)
-        out["synthetic"] = {"lines": args.triples, "bytes": tsv.stat().st_size,
-                            "generate_s": round(time.perf_counter() - t0, 2)}
-        base_s, rows = pyarrow_baseline(tsv)
-        out["synthetic"]["pyarrow_read_s"] = round(base_s, 3)
-        assert rows == args.triples
-        floor_s = pyarrow_pipeline(tsv, work / "pyarrow-pipeline")
-        out["synthetic"]["pyarrow_pipeline_s"] = round(floor_s, 3)
-        for e in engines:
-            res = timed_ingest(work / f"syn-{e}", [f"tsv:{tsv}"], e, args.master)
-            res["ratio_vs_pyarrow_read"] = round(res["wall_s"] / base_s, 1)
-            res["ratio_vs_pyarrow_pipeline"] = round(res["wall_s"] / floor_s, 2)
-            out["synthetic"][e] = res
-            print(f"[bench] synthetic {e}: {json.dumps(res)}", file=sys.stderr, flush=True)  # partial results
-        out["synthetic"]["target_s"] = 60  # Spark local[2]
-        out["synthetic"]["target_local_s"] = 10  # the local engine (issue 18)
+        if args.scale:
+            out.update(scale_rows(args, work))
+        else:
+            _demo_and_synthetic(args, engines, work, out)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -147,6 +274,34 @@ def main() -> None:
     if args.out:
         from kg_store import atomic
         atomic.write_bytes(args.out, (text + "\n").encode())
+
+
+def _demo_and_synthetic(args, engines: list[str], work: Path, out: dict) -> None:
+    from pipeline.demo_sources import demo_sources
+    if not args.skip_demo:
+        out["demo"] = {e: timed_ingest(work / f"demo-{e}", demo_sources(args.data), e, args.master)
+                       for e in engines}
+        out["demo"]["target_s"] = 30
+        print(f"[bench] demo: {json.dumps(out['demo'])}", file=sys.stderr, flush=True)
+    tsv = work / f"synthetic-{args.triples}.tsv"
+    t0 = time.perf_counter()
+    if not (args.workdir and tsv.exists()):  # a kept workdir reuses the generated file
+        write_synthetic_tsv(tsv, args.triples)
+    out["synthetic"] = {"lines": args.triples, "bytes": tsv.stat().st_size,
+                        "generate_s": round(time.perf_counter() - t0, 2)}
+    base_s, rows = pyarrow_baseline(tsv)
+    out["synthetic"]["pyarrow_read_s"] = round(base_s, 3)
+    assert rows == args.triples
+    floor_s = pyarrow_pipeline(tsv, work / "pyarrow-pipeline")
+    out["synthetic"]["pyarrow_pipeline_s"] = round(floor_s, 3)
+    for e in engines:
+        res = timed_ingest(work / f"syn-{e}", [f"tsv:{tsv}"], e, args.master)
+        res["ratio_vs_pyarrow_read"] = round(res["wall_s"] / base_s, 1)
+        res["ratio_vs_pyarrow_pipeline"] = round(res["wall_s"] / floor_s, 2)
+        out["synthetic"][e] = res
+        print(f"[bench] synthetic {e}: {json.dumps(res)}", file=sys.stderr, flush=True)  # partial results
+    out["synthetic"]["target_s"] = 60  # Spark local[2]
+    out["synthetic"]["target_local_s"] = 10  # the local engine (issue 18)
 
 
 if __name__ == "__main__":
