@@ -103,3 +103,264 @@ def load_npy(path: str | Path, *, mmap: bool = True) -> np.ndarray:
 
 def load_csr(directory: str | Path, mmap: bool = True) -> CSRGraph:
     return CSRGraph(**{n: load_npy(Path(directory) / f"{n}.npy", mmap=mmap) for n in ARRAYS})
+
+
+# ---- out-of-core build ---------------------------------------------------------------------
+#: bytes of memory one edge costs at the peak of a sort step (keys, order, one gathered column,
+#: the sort's own buffer); the edge counts of runs and merge segments are the budget over this
+_BYTES_PER_EDGE = 64
+#: below this many edges a step, per-run overhead dominates (a budget smaller than 16 KiB is raised)
+_MIN_EDGES = 256
+_OUT_DTYPES = {"indptr": np.int64, "neighbor": np.int64, "relation": np.int64, "direction": np.int8,
+               "triple_id": np.int64}
+DEFAULT_GRAPH_MEMORY = 256 << 20
+
+
+def parse_size(text: str | int) -> int:
+    """'256m', '1G', '64KiB', '1000000' → bytes (the grammar of retrieval.index.parse_memory)."""
+    import re
+    from kg_store.errors import ConfigError
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not m:
+        raise ConfigError(f"cannot read memory size {text!r}; use e.g. 256M, 4G")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def _npy_header(f, dtype, n: int) -> None:
+    """The header np.save writes for a 1-D C-order array, so the files are byte-identical."""
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)})
+
+
+def _write(f, array: np.ndarray) -> None:
+    f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def _read_into(f, out: np.ndarray, offset: int) -> None:
+    """Fill `out` from byte `offset` of an open run file (a plain read: no mmap pages in the RSS)."""
+    f.seek(offset)
+    view = memoryview(out).cast("B")
+    got = f.readinto(view)
+    if got != len(view):
+        raise OSError(f"short read in {f.name}: {got} of {len(view)} bytes")
+
+
+def _triple_batches(parts: list[Path], rows: int):
+    """(h, r, t, id) int64 arrays of at most `rows` rows each, parts in order, a record batch at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from kg_store.errors import CorruptFileError
+    for part in parts:
+        try:
+            pf = pq.ParquetFile(str(part))
+            missing = {"id", "h", "r", "t"} - set(pf.schema_arrow.names)
+            if missing:
+                raise CorruptFileError(part, f"triple part lacks column(s) {', '.join(sorted(missing))}")
+            for batch in pf.iter_batches(batch_size=max(1, rows), columns=["h", "r", "t", "id"]):
+                yield tuple(batch.column(i).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+                            for i in range(4))
+        except (pa.ArrowException, OSError) as e:
+            raise CorruptFileError(part, f"unreadable Parquet ({str(e).splitlines()[0][:200]})") from None
+
+
+def _filled_runs(parts: list[Path], rows: int):
+    """The triples in row order as consecutive blocks of exactly `rows` rows (the last may be shorter)."""
+    buf = [np.empty(rows, np.int64) for _ in range(4)]
+    fill = 0
+    for cols in _triple_batches(parts, rows):
+        pos = 0
+        n = len(cols[0])
+        while pos < n:
+            take = min(rows - fill, n - pos)
+            for b, c in zip(buf, cols):
+                b[fill:fill + take] = c[pos:pos + take]
+            fill += take
+            pos += take
+            if fill == rows:
+                yield tuple(buf)
+                fill = 0
+    if fill:
+        yield tuple(b[:fill] for b in buf)
+
+
+def _plan_segments(indptr: np.ndarray, edges: int) -> tuple[list[tuple[int, int, bool]], np.ndarray]:
+    """Node ranges [a, b) of at most `edges` edges each, in node order; a node of higher degree
+    is a range of its own, streamed without sorting ("hub"). Also the sorted edge keys
+    (node * 2 + role) at which every run is cut: each range start and each hub's tail-role start."""
+    n = len(indptr) - 1
+    segments, keys = [], []
+    a = 0
+    while a < n:
+        b = int(np.searchsorted(indptr, indptr[a] + edges, side="right")) - 1
+        hub = b <= a
+        b = a + 1 if hub else min(b, n)
+        segments.append((a, b, hub))
+        keys.append(2 * a)
+        if hub:
+            keys.append(2 * a + 1)
+        a = b
+    keys.append(2 * n)
+    return segments, np.asarray(keys, dtype=np.int64)
+
+
+def build_csr_external(triple_parts: list[Path], num_nodes: int, out_dir: Path, *,
+                       memory_bytes: int = DEFAULT_GRAPH_MEMORY) -> CSRGraph:
+    """`build_csr` of the triple Parquet parts (columns id, h, r, t; rows in part order, the id
+    column as the triple id), written as the ARRAYS .npy files in `out_dir`, byte-identical to
+    `save_csr(build_csr(h, r, t, num_nodes, triple_ids=id))`, with memory bounded by
+    `memory_bytes` instead of the KG size (plus indptr itself, 8 bytes a node).
+
+    External sort: a first pass counts degrees (indptr) and plans node ranges of at most
+    memory_bytes / 64 edges; a second pass sorts blocks of rows into runs (edge key node*2+role,
+    a stable sort, so rows keep their order within a key, as in build_csr's stable argsort);
+    then each node range is read back from every run with plain reads, stably sorted (runs are
+    in row order, so equal keys stay in row order) and appended to the outputs, which are
+    written sequentially through normal files (no memmap writes: their pages would count in the
+    RSS). Runs live in a `<out_dir>-runs.tmp-*` sibling and the outputs in an `<out_dir>.tmp-*`
+    folder renamed into place at the end, so a killed build leaves only litter that
+    `atomic.cleanup_temp` removes.
+    """
+    import os
+    import shutil
+    from kg_store.errors import KGStoreError
+    from kg_store.safe_io import open_new
+    out_dir = Path(out_dir)
+    parts = [Path(p) for p in triple_parts]
+    edges = max(_MIN_EDGES, int(memory_bytes) // _BYTES_PER_EDGE)
+    rows = max(1, edges // 2)
+
+    # pass 1: degrees → indptr (np.unique per block: no num_nodes-long temporary per batch)
+    indptr = np.zeros(num_nodes + 1, dtype=np.int64)
+    for h, _r, t, tid in _filled_runs(parts, rows):
+        for col, name in ((h, "h"), (t, "t")):
+            if len(col) and (col.min() < 0 or col.max() >= num_nodes):
+                bad = int(np.flatnonzero((col < 0) | (col >= num_nodes))[0])
+                raise KGStoreError(f"triple {int(tid[bad])}: {name}={int(col[bad])} is not an entity id "
+                                   f"(the store has {num_nodes} entities)")
+        uniq, cnt = np.unique(np.concatenate([h, t]), return_counts=True)
+        indptr[uniq + 1] += cnt
+    np.cumsum(indptr, out=indptr)
+    total = int(indptr[-1])
+    segments, cut_keys = _plan_segments(indptr, edges)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = atomic._tmp_sibling(out_dir.with_name(f"{out_dir.name}-runs"))
+    run_dir.mkdir()
+    try:
+        # pass 2: sorted runs; per run, where each cut key starts
+        runs: list[tuple[Path, int, np.ndarray]] = []
+        for h, r, t, tid in _filled_runs(parts, rows):
+            n = len(h)
+            order = np.argsort(np.concatenate([h, t]), kind="stable")
+            path = run_dir / f"run-{len(runs):06d}.bin"
+            with open_new(path) as f:
+                key = np.concatenate([h, t])[order] * 2 + (order >= n)
+                _write(f, key)
+                cuts = np.searchsorted(key, cut_keys)
+                del key
+                for col in (np.concatenate([t, h]), np.concatenate([r, r]), np.concatenate([tid, tid])):
+                    _write(f, col[order])
+                    del col
+            runs.append((path, 2 * n, cuts))
+            del order
+
+        # pass 3: merge range by range into the outputs, written sequentially
+        with atomic.atomic_path(out_dir) as tmp_out:
+            tmp_out.mkdir()
+            outs = {name: open_new(tmp_out / f"{name}.npy") for name in ARRAYS}
+            handles = _RunFiles([p for p, _, _ in runs])
+            try:
+                for name, f in outs.items():
+                    _npy_header(f, _OUT_DTYPES[name], num_nodes + 1 if name == "indptr" else total)
+                _write(outs["indptr"], indptr)
+                ci = 0  # index of the segment's first cut key
+                for a, b, hub in segments:
+                    if hub:
+                        _copy_hub(runs, handles, ci, edges, outs)
+                        ci += 2
+                    else:
+                        _merge_range(runs, handles, ci, outs)
+                        ci += 1
+                for f in outs.values():
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                handles.close()
+                for f in outs.values():
+                    f.close()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return load_csr(out_dir)
+
+
+class _RunFiles:
+    """Open run files on demand, at most `cap` at a time (thousands of runs would exceed the
+    process's file limit); the merge visits runs in order, so older ones are closed first."""
+
+    def __init__(self, paths: list[Path], cap: int = 128):
+        from collections import OrderedDict
+        self.paths, self.cap, self.open = paths, cap, OrderedDict()
+
+    def __getitem__(self, i: int):
+        f = self.open.pop(i, None)
+        if f is None:
+            if len(self.open) >= self.cap:
+                self.open.popitem(last=False)[1].close()
+            f = open(self.paths[i], "rb")
+        self.open[i] = f
+        return f
+
+    def close(self) -> None:
+        for f in self.open.values():
+            f.close()
+        self.open.clear()
+
+
+def _column_offset(n_edges: int, column: int) -> int:
+    return column * n_edges * 8
+
+
+def _gather(runs, handles, ci: int, column: int, size: int) -> np.ndarray:
+    """Column `column` of every run's slice between cut keys ci and ci+1, runs in order."""
+    out = np.empty(size, dtype=np.int64)
+    pos = 0
+    for i, (_, n_edges, cuts) in enumerate(runs):
+        lo, hi = int(cuts[ci]), int(cuts[ci + 1])
+        if hi > lo:
+            _read_into(handles[i], out[pos:pos + hi - lo], _column_offset(n_edges, column) + lo * 8)
+            pos += hi - lo
+    return out
+
+
+def _direction(key: np.ndarray) -> np.ndarray:
+    return (1 - 2 * (key & 1)).astype(np.int8)
+
+
+def _merge_range(runs, handles, ci: int, outs) -> None:
+    size = sum(int(c[ci + 1] - c[ci]) for _, _, c in runs)
+    if size == 0:
+        return
+    key = _gather(runs, handles, ci, 0, size)
+    order = np.argsort(key, kind="stable")  # runs hold consecutive rows: equal keys keep row order
+    _write(outs["direction"], _direction(key[order]))
+    del key
+    for column, name in ((1, "neighbor"), (2, "relation"), (3, "triple_id")):
+        _write(outs[name], _gather(runs, handles, ci, column, size)[order])
+
+
+def _copy_hub(runs, handles, ci: int, edges: int, outs) -> None:
+    """One node of more than `edges` edges: its head-role then tail-role slices, every run's in
+    row order, already in build_csr's order, so copied through in blocks without sorting."""
+    for k, sign in ((ci, 1), (ci + 1, -1)):
+        for i, (_, n_edges, cuts) in enumerate(runs):
+            lo, hi = int(cuts[k]), int(cuts[k + 1])
+            f = handles[i] if hi > lo else None
+            for s in range(lo, hi, edges):
+                m = min(edges, hi - s)
+                _write(outs["direction"], np.full(m, sign, np.int8))
+                buf = np.empty(m, np.int64)
+                for column, name in ((1, "neighbor"), (2, "relation"), (3, "triple_id")):
+                    _read_into(f, buf, _column_offset(n_edges, column) + s * 8)
+                    _write(outs[name], buf)
