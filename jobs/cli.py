@@ -6,9 +6,11 @@ the user's input or data print one line and a documented exit code, never a trac
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import pkgutil
+import re
 import sys
 
 import click
@@ -26,7 +28,10 @@ class StrictRejectsError(KGStoreError):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write logs to this file.")
-def cli(verbose: int, log_file: str | None) -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Working copies of object-store KGs (--kg s3://...) and downloaded s3:// sources "
+                   "(default: $MMKG_REMOTE_CACHE, else ~/.cache/mmkg/remote). README \"Object storage\".")
+def cli(verbose: int, log_file: str | None, cache_dir: str | None) -> None:
     """Multimodal KG pipeline: ingest → embed → index → retrieve → train/evaluate."""
     level = logging.WARNING - 10 * min(verbose, 2)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -55,9 +60,66 @@ def exit_code(error: BaseException) -> int:
     return EXIT_FAILURE
 
 
+#: `FORMAT:PATH` / `FORMAT(k=v,...):PATH` of `--source` (pipeline.readers.base.parse_source)
+_SOURCE = re.compile(r"^([^:(]+(?:\([^)]*\))?):(.+)$")
+
+
+def _option_values(args: list[str], name: str) -> list[tuple[int, str]]:
+    """(index of the token holding the value, value) of every `NAME VALUE` / `NAME=VALUE` in args."""
+    out = []
+    for i, tok in enumerate(args):
+        if tok == name and i + 1 < len(args):
+            out.append((i + 1, args[i + 1]))
+        elif tok.startswith(name + "="):
+            out.append((i, tok[len(name) + 1:]))
+    return out
+
+
+def _set_value(args: list[str], i: int, name: str, value: str) -> None:
+    args[i] = f"{name}={value}" if args[i].startswith(name + "=") else value
+
+
+@contextlib.contextmanager
+def object_store_args(argv: list[str]):
+    """The one place that maps object-store URLs to local paths (kg_store.remote).
+
+    `--kg s3://bucket/prefix` becomes the local working copy of that store (synced to its
+    committed version; what the command commits is published when it ends) and every
+    `--source FORMAT:s3://bucket/key` a downloaded copy. Arguments without URLs pass through.
+    """
+    from kg_store.remote import is_url
+    split = next((i for i, tok in enumerate(argv) if tok in cli.commands), len(argv))
+    head, rest = argv[:split], list(argv[split:])
+    kgs = [(i, v) for i, v in _option_values(rest, "--kg") if is_url(v)]
+    sources = [(i, m) for i, v in _option_values(rest, "--source")
+               if (m := _SOURCE.match(v)) and is_url(m.group(2))]
+    if not kgs and not sources:
+        yield argv
+        return
+    from kg_store import remote
+    cache = (_option_values(head, "--cache-dir") or [(0, None)])[-1][1]
+    with contextlib.ExitStack() as stack:
+        wc = None
+        if kgs:
+            if len({v for _, v in kgs}) > 1:
+                raise ConfigError("give one --kg URL")
+            wc = stack.enter_context(remote.open_working_copy(
+                kgs[0][1], cache_dir=cache, verify=bool(rest) and rest[0] == "verify"))
+            for p in wc.problems:
+                click.echo(f"BAD remote object {p}", err=True)
+            for i, _ in kgs:
+                _set_value(rest, i, "--kg", str(wc.path))
+        for i, m in sources:
+            local = wc.add_source(m.group(2)) if wc else remote.fetch_source(m.group(2), cache)
+            _set_value(rest, i, "--source", f"{m.group(1)}:{local}")
+        yield head + rest
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="mmkg", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        with object_store_args(args) as args:
+            cli.main(args=args, prog_name="mmkg", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:
