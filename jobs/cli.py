@@ -107,6 +107,9 @@ def object_store_args(argv: list[str]):
                 kgs[0][1], cache_dir=cache, verify=bool(rest) and rest[0] == "verify"))
             for p in wc.problems:
                 click.echo(f"BAD remote object {p}", err=True)
+            if wc.base is None and rest and rest[0] not in ("ingest", "run"):
+                raise KGStoreError(f"{wc.remote.url} is not a KG store (no manifest.json there); "
+                                   "create one with `mmkg ingest --kg URL`")
             for i, _ in kgs:
                 _set_value(rest, i, "--kg", str(wc.path))
         for i, m in sources:

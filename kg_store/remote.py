@@ -404,7 +404,9 @@ def fetch_source(url: str, cache_dir: str | os.PathLike | None = None) -> str:
     try:
         if fs.isdir(path):
             for key in sorted(fs.find(path)):
-                rel = key[len(path):].lstrip("/")
+                if not key.startswith(path.rstrip("/") + "/"):  # a sibling sharing the name's prefix
+                    continue
+                rel = key[len(path.rstrip("/")) + 1:]
                 problem = mf.check_relpath(rel)
                 if problem:
                     raise KGStoreError(f"{url}: object {key!r} has an unsafe name ({problem})")

@@ -157,6 +157,15 @@ def test_kill_before_publish_keeps_previous_version(s3, data_dir, tmp_path):
     assert _remote_manifest(client, bucket, "kill/kg")[1]["kg_version"] == 2
     _mmkg("verify", "--kg", url)
 
+    # verify re-reads the objects themselves (not the local cache): a damaged one fails it
+    from jobs.cli import main
+    sha = _remote_manifest(client, bucket, "kill/kg")[1]["files"]["tables/triples.v000002.parquet"]["sha256"]
+    key = f"kill/kg/objects/{sha[:2]}/{sha}"
+    client.put_object(Bucket=bucket, Key=key, Body=b"damaged")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", "--kg", url])
+    assert exit_info.value.code == 1
+
 
 def open_remote_store_fresh(url: str, cache: Path) -> KGStore:
     from kg_store.remote import open_remote_store
