@@ -113,7 +113,7 @@ def object_store_args(argv: list[str]):
             for i, _ in kgs:
                 _set_value(rest, i, "--kg", str(wc.path))
         for i, m in sources:
-            local = wc.add_source(m.group(2)) if wc else remote.fetch_source(m.group(2), cache)
+            local = wc.add_source(m.group(2)) if wc else remote.fetch_local_source(m.group(2), cache)
             _set_value(rest, i, "--source", f"{m.group(1)}:{local}")
         yield head + rest
 

@@ -62,8 +62,9 @@ log = logging.getLogger(__name__)
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 CACHE_ENV = "MMKG_REMOTE_CACHE"
 OBJECTS, HISTORY = "objects", "history"
-_INSTALL = {"s3": "s3fs and boto3", "s3a": "s3fs and boto3", "gs": "gcsfs", "gcs": "gcsfs",
-            "abfs": "adlfs", "az": "adlfs"}
+#: install hint per scheme (s3 is pinned in requirements.txt; the others are the user's choice)
+_INSTALL = {"s3": "pip install -r requirements.txt (s3fs, boto3)", "s3a": "pip install -r requirements.txt (s3fs, boto3)",
+            "gs": "pip install gcsfs", "gcs": "pip install gcsfs", "abfs": "pip install adlfs", "az": "pip install adlfs"}
 
 
 class RemoteConflictError(LockedError):
@@ -90,8 +91,8 @@ def _filesystem(url: str):
         import fsspec
         fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True)
     except ImportError as e:
-        raise ImportError(f"{url}: object-store access needs {_INSTALL.get(scheme, 'the fsspec package for ' + scheme)}"
-                          f" (pip install -r requirements.txt): {e}") from None
+        hint = _INSTALL.get(scheme, f"the fsspec implementation of {scheme}://")
+        raise ImportError(f"{url}: object-store access needs {hint}: {e}") from None
     except ValueError as e:  # unknown protocol
         raise ConfigError(f"{url}: {e}") from None
     return fs, path.rstrip("/")
@@ -229,10 +230,24 @@ class RemoteStore:
             tmp.unlink(missing_ok=True)
 
     def publish(self, data: bytes, etag: str | None) -> str:
-        """Keep an immutable copy in history/, then the conditional put of manifest.json."""
-        sha = hashlib.sha256(data).hexdigest()
-        self.fs.pipe_file(f"{self.root}/{HISTORY}/{sha}.json", data)
-        return self._cond.put(data, etag)
+        """The conditional put of manifest.json, then an immutable copy in history/ (auxiliary:
+        a crash in between only loses that copy)."""
+        etag = self._cond.put(data, etag)
+        self.fs.pipe_file(f"{self.root}/{HISTORY}/{hashlib.sha256(data).hexdigest()}.json", data)
+        return etag
+
+
+@contextlib.contextmanager
+def _io_errors(url: str) -> Iterator[None]:
+    """Network, permission and credential failures of the object store as one `KGStoreError` line."""
+    try:
+        yield
+    except (KGStoreError, ConfigError, ImportError):
+        raise
+    except Exception as e:  # noqa: BLE001 - OSError from fsspec, botocore's NoCredentialsError, ...
+        if not isinstance(e, OSError) and not type(e).__module__.startswith(("botocore", "aiobotocore", "s3fs")):
+            raise
+        raise KGStoreError(f"{url}: {type(e).__name__}: {e}") from None
 
 
 def _digest(text: str) -> str:
@@ -343,7 +358,8 @@ class WorkingCopy:
 
     def add_source(self, url: str) -> str:
         """`fetch_source` into this cache; the URL replaces the local path in what gets published."""
-        local = fetch_source(url, self.cache)
+        with _io_errors(url):
+            local = fetch_source(url, self.cache)
         self.sources[local] = url.rstrip("/")
         return local
 
@@ -430,6 +446,12 @@ def fetch_source(url: str, cache_dir: str | os.PathLike | None = None) -> str:
     return str(dest)
 
 
+def fetch_local_source(url: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """`fetch_source` for a local store (its manifest then records the downloaded copy's path)."""
+    with _io_errors(url):
+        return fetch_source(url, cache_dir)
+
+
 @contextlib.contextmanager
 def open_working_copy(url: str, *, cache_dir: str | os.PathLike | None = None, sources: list[str] = (),
                       verify: bool = False) -> Iterator[WorkingCopy]:
@@ -439,30 +461,35 @@ def open_working_copy(url: str, *, cache_dir: str | os.PathLike | None = None, s
     what it committed is published also when the command then failed (a later `mmkg run` stage);
     a publish error after a failure is logged and the command's own error is raised.
     """
-    wc = WorkingCopy(url, cache_dir)
+    with _io_errors(url):
+        wc = WorkingCopy(url, cache_dir)
     with wc.lock():
-        wc.problems = wc.sync(verify=verify)
-        for src in sources:
-            wc.add_source(src)
+        with _io_errors(url):
+            wc.problems = wc.sync(verify=verify)
+            for src in sources:
+                wc.add_source(src)
         try:
             yield wc
         except BaseException:
             try:
-                wc.publish()
+                with _io_errors(url):
+                    wc.publish()
             except Exception as e:  # noqa: BLE001 - the command's own error is the one to report
                 log.warning("not published after the failure: %s", e)
             raise
-        wc.publish()
+        with _io_errors(url):
+            wc.publish()
 
 
 def open_remote_store(url: str, *, cache_dir: str | os.PathLike | None = None):
     """A read-only `KGStore` of the committed version of `url` (synced into the working copy)."""
     from kg_store.store import KGStore
-    wc = WorkingCopy(url, cache_dir)
-    with wc.lock():
-        wc.sync()
+    with _io_errors(url):
+        wc = WorkingCopy(url, cache_dir)
+        with wc.lock():
+            wc.sync()
     return KGStore(wc.path)
 
 
-__all__ = ["RemoteConflictError", "RemoteStore", "WorkingCopy", "default_cache_dir", "fetch_source", "is_url",
-           "open_remote_store", "open_working_copy"]
+__all__ = ["RemoteConflictError", "RemoteStore", "WorkingCopy", "default_cache_dir", "fetch_local_source",
+           "fetch_source", "is_url", "open_remote_store", "open_working_copy"]
