@@ -205,7 +205,10 @@ class RemoteStore:
         """Upload a file under its sha256 unless that object exists (same name = same bytes)."""
         if self.has_object(sha256):
             return False
-        self.fs.put_file(str(local), self.object_key(sha256))
+        try:  # create-only where the scheme has it (s3fs: If-None-Match), so not even a race overwrites
+            self.fs.put_file(str(local), self.object_key(sha256), mode="create")
+        except FileExistsError:
+            return False
         return True
 
     def download(self, sha256: str, size: int, dest: Path) -> str | None:

@@ -208,3 +208,23 @@ def test_core_store_imports_no_object_store_client():
             "print(sorted(m for m in ('boto3', 'botocore', 's3fs', 'moto', 'fsspec') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_scheme_without_conditional_put_is_read_through_fsspec_alone(s3, tmp_path):
+    """fsspec's memory:// stands in for gs:// / abfs:// (no conditional-put adapter): a store copied
+    there object for object is read through the fsspec layer alone; publishing to it is refused."""
+    import fsspec
+    from kg_store.errors import ConfigError
+    from kg_store.remote import open_remote_store, open_working_copy
+    client, bucket, _ = s3
+    with open_working_copy(f"s3://{bucket}/copied", cache_dir=tmp_path / "w") as wc:
+        _commit_artifact(wc.path, "made-on-s3", create=True)
+    mem = fsspec.filesystem("memory")
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="copied/"):
+        for o in page["Contents"]:
+            mem.pipe_file("/" + o["Key"], client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+    store = open_remote_store("memory://copied", cache_dir=tmp_path / "r")
+    assert store.artifact("made-on-s3") == {"by": "made-on-s3"} and not store.verify()
+    with pytest.raises(ConfigError, match="conditional put"):
+        with open_working_copy("memory://copied", cache_dir=tmp_path / "r") as wc:
+            _commit_artifact(wc.path, "made-on-memory")
