@@ -27,7 +27,6 @@ _UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_CONFIG
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """(boto3 client, bucket, env): a moto S3 server on a free port of 127.0.0.1 for this module."""
-    pytest.importorskip("moto.server", reason="moto[server] is in requirements.txt")
     import boto3
     from moto.server import ThreadedMotoServer
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
