@@ -58,11 +58,44 @@ def labelled_rows(new: pa.Table, labels: pa.Table, hints: pa.Table | None, descs
             out = out.append_column(name, pa.nulls(out.num_rows, pa.string()))
             continue
         out = out.join(tbl.rename_columns(["id", name]), "id")
-    out = out.sort_by("id")
-    label = pc.coalesce(out["label"], out["hint"], tail_labels(out["key"].combine_chunks()), out["key"])
+    return finish_labelled(out.sort_by("id"), names, file_src)
+
+
+def finish_labelled(out: pa.Table | pa.RecordBatch, names: list[str], file_src: np.ndarray) -> pa.Table:
+    """id, key, order, label, hint, description rows (in id order) → table rows (the Spark engine
+    runs this per partition)."""
+    keys = out["key"]
+    label = pc.coalesce(out["label"], out["hint"],
+                        tail_labels(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys), keys)
     src = file_src[(out["order"].to_numpy() >> 2) >> R.LINE_BITS] if out.num_rows else np.array([], np.int64)
     return pa.table({"id": out["id"], "key": out["key"], "label": label, "description": out["description"],
                      "source": pa.array(np.array(names, dtype=object)[src] if len(src) else [], pa.string())})
+
+
+def existing_entity_keys(store) -> pa.Table:
+    """key, entity_id of every canonical key and alias the store has (driver-side)."""
+    old = store.table("entities", ["id", "key"])
+    alias = store.table("same_as", ["entity_id", "key"])
+    return pa.table({"key": pa.chunked_array(old["key"].chunks + alias["key"].chunks, pa.string()),
+                     "entity_id": pa.chunked_array(old["id"].chunks + alias["entity_id"].chunks, pa.int64())})
+
+
+def triple_sources(pos: np.ndarray, plan) -> pa.Array:
+    """Source name of each triple from the position of its first line."""
+    file_src = np.asarray(plan.file_src, dtype=np.int64)
+    src = file_src[pos >> R.LINE_BITS] if len(pos) else np.array([], np.int64)
+    return pc.take(pa.array(plan.names, pa.string()), pa.array(src, pa.int64()))
+
+
+def new_triple_rows(old: pa.Table, final: pa.Table, plan) -> pa.Table:
+    """Triple rows to append (driver-side): those of `final` (h, r, t, pos; ascending pos) not in
+    `old` (h, r, t), ids continuing the store's, in input order."""
+    if old.num_rows and final.num_rows:
+        seen = final.join(old.append_column("old", pa.array(np.ones(old.num_rows, bool))), ["h", "r", "t"])
+        final = seen.filter(pc.is_null(seen["old"])).drop_columns(["old"]).sort_by("pos")
+    return pa.table({"id": np.arange(old.num_rows, old.num_rows + final.num_rows, dtype=np.int64),
+                     "h": final["h"], "r": final["r"], "t": final["t"],
+                     "source": triple_sources(final["pos"].to_numpy(), plan)})
 
 
 def reject_rows(recs: pa.Table, names: list[str], paths: list[str]) -> pa.Table:

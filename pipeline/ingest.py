@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from kg_store import KGStore, schema
+from kg_store import manifest as mf
 from kg_store.store import check_new_store_dir
 from kg_store.errors import KGStoreError
 from kg_store.graph import build_csr
 from pipeline import assemble as A
 from pipeline import engines
+from pipeline.engines.base import NewRows
 from pipeline.engines.plan import DEFAULT_CHUNK_BYTES, Plan, make_plan
 from pipeline.image_stage import ImagePrefetch, run_image_stage
 from pipeline.linking import merge_entities
@@ -80,18 +83,23 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
         with KGStore.writer(kg, force=force) as w:
             # image decoding overlaps the engine's work (Spark start-up, parsing)
             prefetch = ImagePrefetch(plan.image_files(), limits=image_limits, threads=image_threads)
-            counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch, strict=strict, phases=phases)
-            if strict and counts["rejects_added"]:
-                raise IngestRejectedError(f"{counts['rejects_added']} input record(s) rejected (--strict); "
-                                          "nothing committed")
-            seconds = round(time.perf_counter() - t0, 3)
-            config = {"sources": [str(s) for s in plan.specs], "engine": engine, "master": master,
-                      "shuffle_partitions": shuffle_partitions}
-            w.manifest["inputs"].extend(inputs)
-            w.record_stage("ingest", config=config, counts=counts, outputs=outputs, seconds=seconds,
-                           inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]}, bumps_version=True,
-                           phase_seconds=phases.seconds)
-            store = w.commit(bump_version=True)
+            try:
+                counts, inputs, outputs = _assemble(w, plan, eng, prefetch=prefetch, strict=strict, phases=phases)
+                if strict and counts["rejects_added"]:
+                    raise IngestRejectedError(f"{counts['rejects_added']} input record(s) rejected (--strict); "
+                                              "nothing committed")
+                seconds = round(time.perf_counter() - t0, 3)
+                config = {"sources": [str(s) for s in plan.specs], "engine": engine, "master": master,
+                          "shuffle_partitions": shuffle_partitions}
+                w.manifest["inputs"].extend(inputs)
+                w.record_stage("ingest", config=config, counts=counts, outputs=outputs, seconds=seconds,
+                               inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]},
+                               bumps_version=True, phase_seconds=phases.seconds)
+                store = w.commit(bump_version=True)
+            except BaseException:
+                if not w.committed:
+                    eng.discard()  # part files the engine wrote for this version (never committed)
+                raise
     finally:
         if prefetch is not None:
             prefetch.close()
@@ -128,25 +136,25 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
     imgs = A.of_kind(small, R.IMAGE)
     imgs = imgs.filter(pc.is_in(imgs["pos"], value_set=dups.first_pos))   # a repeated mapping line: once
 
-    merged, rmerged = _assign_ids(store, eng, plan, ents, lits, imgs, rels, links)
+    store_counts = {name: store.count(name) for name in ("entities", "triples")}
+    rmerged = _relation_ids(store, eng, rels)
     rel_map = pa.table({"key": rmerged.key_map["key"], "relation_id": rmerged.key_map["entity_id"]})
+    data = pa.concat_tables([ents, lits, imgs]).select(["s", "pos"])
+    data_occ = pa.table({"key": data["s"], "order": pc.multiply(data["pos"], 4)})
+    link_tbl = pa.table({"s": links["s"], "o": links["o"], "p": pc.take(pa.array(names), links["src"])})
+    lookup_keys = pc.unique(pa.chunked_array(ents["s"].chunks + hints["s"].chunks + lits["s"].chunks
+                                             + imgs["s"].chunks, pa.string()))
+    eids = eng.assign_entity_ids(store, data_occ, link_tbl, lookup_keys)
+    km = eids.lookup  # key → id of the keys the small records name (never one row per triple key)
     phases.done("ids")
-    final, tstats = eng.final_triples(merged.key_map, rel_map)
-    new_triples, tri_counts = _new_triples(store, final, tstats, plan)
+
+    tri = eng.new_triples(w, rel_map, plan)
+    tstats = tri.stats
+    distinct_keys = int(pc.sum(tstats["distinct"]).as_py() or 0)
+    # distinct within each source but equal after merging entities, or given by two sources
+    collapsed = distinct_keys - tri.distinct
+    tri_counts = {"triples_collapsed": collapsed, "triples_already_in_store": distinct_keys - collapsed - tri.rows.num_rows}
     phases.done("triples")
-
-    file_src = np.asarray(plan.file_src, dtype=np.int64)
-    km = merged.key_map
-    new_ents = A.labelled_rows(merged.new_entities, A.first_text(A.of_kind(ents, R.ENTITY, "label"), km),
-                               A.first_text(hints, km), A.first_text(A.of_kind(ents, R.ENTITY, "description"), km),
-                               names, file_src)
-    rkm = rmerged.key_map
-    new_rels = A.labelled_rows(rmerged.new_entities, A.first_text(A.of_kind(rels, R.RELATION, "label"), rkm), None,
-                               A.first_text(A.of_kind(rels, R.RELATION, "description"), rkm), names, file_src)
-    new_lits = A.literal_rows(lits, km, store.table("literals"), names)
-    same_as = pa.table({"key": merged.new_same_as["key"], "entity_id": merged.new_same_as["entity_id"],
-                        "source": merged.new_same_as["link"]})
-
     old_imgs = store.table("images", ["entity_id", "sha256"])
     img_eids = pc.take(km["entity_id"], pc.index_in(imgs["s"], value_set=km["key"]))
     images = run_image_stage(imgs, img_eids.to_pylist(), store_root=w.root, names=names,
@@ -158,35 +166,102 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
                                                                     dtype=np.int64)))
     new_rejects = pa.concat_tables([A.reject_rows(rejs, names, [f.path for f in plan.files]),
                                     pa.Table.from_pylist(images.rejects, schema=schema.REJECTS)])
-    if strict and new_rejects.num_rows:  # before any table file is written
+    if strict and new_rejects.num_rows:  # before any table file is written (engines write lazily)
         raise IngestRejectedError(strict_message(new_rejects))
+
     inputs, totals = _accounting(plan, small, rejs, imgs, dups, tstats, images)
 
-    tables = {name: pa.concat_tables([store.table(name), schema.conform(name, new)]) for name, new in (
-        ("entities", new_ents), ("relations", new_rels), ("triples", new_triples), ("literals", new_lits),
-        ("same_as", same_as), ("images", new_images), ("rejects", new_rejects))}
-    for name in ("entities", "relations", "triples", "images"):
-        _check_dense_ids(name, tables[name])
-    outputs = [w.write_table(name, t) for name, t in tables.items()]
+    file_src = np.asarray(plan.file_src, dtype=np.int64)
+    new_ents = eng.new_entity_rows(w, A.first_text(A.of_kind(ents, R.ENTITY, "label"), km), A.first_text(hints, km),
+                                   A.first_text(A.of_kind(ents, R.ENTITY, "description"), km), names, file_src)
+    rkm = rmerged.key_map
+    new_rels = A.labelled_rows(rmerged.new_entities, A.first_text(A.of_kind(rels, R.RELATION, "label"), rkm), None,
+                               A.first_text(A.of_kind(rels, R.RELATION, "description"), rkm), names, file_src)
+    new_lits = A.literal_rows(lits, km, store.table("literals"), names)
+    same_as = pa.table({"key": eids.new_same_as["key"], "entity_id": eids.new_same_as["entity_id"],
+                        "source": eids.new_same_as["link"]})
+
+    outputs, sizes, triple_files = [], {}, None
+    for name, new in (("entities", new_ents), ("relations", NewRows(new_rels.num_rows, table=new_rels)),
+                      ("triples", tri.rows), ("literals", NewRows(new_lits.num_rows, table=new_lits)),
+                      ("same_as", NewRows(same_as.num_rows, table=same_as)),
+                      ("images", NewRows(new_images.num_rows, table=new_images)),
+                      ("rejects", NewRows(new_rejects.num_rows, table=new_rejects))):
+        written, sizes[name], table = _publish(w, store, name, new)
+        outputs += written
+        if name == "triples":
+            triple_files = table if table is not None else [w.root / rel for rel in mf.table_parts(w.manifest, name)]
     for rel in images.blobs:
         w.register_file(rel)
-    tri = tables["triples"]
-    outputs.append(w.write_graph(build_csr(tri["h"].to_numpy(), tri["r"].to_numpy(), tri["t"].to_numpy(),
-                                           num_nodes=tables["entities"].num_rows)))
+    outputs.append(_write_graph(w, triple_files, sizes["entities"]))
     phases.done("write")
     counts = {
         "sources": n_src,
-        "entities": tables["entities"].num_rows, "entities_added": new_ents.num_rows,
-        "merged_keys": merged.merged_keys, "merged_entities": merged.merged_entities,
-        "merge_conflicts": merged.conflicts,
-        "relations": tables["relations"].num_rows, "relations_added": new_rels.num_rows,
-        "triples": tri.num_rows, "triples_added": new_triples.num_rows, **tri_counts,
-        "literals": tables["literals"].num_rows, "literals_added": new_lits.num_rows,
-        "same_as": tables["same_as"].num_rows, "same_as_added": same_as.num_rows,
-        "images": tables["images"].num_rows, "images_added": new_images.num_rows, "image_blobs": len(images.blobs),
-        "rejects": tables["rejects"].num_rows, "rejects_added": new_rejects.num_rows, **totals,
+        "entities": sizes["entities"], "entities_added": eids.added,
+        "merged_keys": eids.merged_keys, "merged_entities": eids.merged_entities,
+        "merge_conflicts": eids.conflicts,
+        "relations": sizes["relations"], "relations_added": new_rels.num_rows,
+        "triples": sizes["triples"], "triples_added": tri.rows.num_rows, **tri_counts,
+        "literals": sizes["literals"], "literals_added": new_lits.num_rows,
+        "same_as": sizes["same_as"], "same_as_added": same_as.num_rows,
+        "images": sizes["images"], "images_added": new_images.num_rows, "image_blobs": len(images.blobs),
+        "rejects": sizes["rejects"], "rejects_added": new_rejects.num_rows, **totals,
     }
+    if sizes["entities"] != store_counts["entities"] + eids.added or new_ents.num_rows != eids.added:
+        raise RuntimeError("ingest bug: entity rows disagree with the ids assigned; nothing committed")
     return counts, inputs, outputs
+
+
+#: tables whose row i has id i
+ID_TABLES = ("entities", "relations", "triples", "images")
+
+
+def _publish(w, store, name: str, new: NewRows) -> tuple[list[str], int, pa.Table | None]:
+    """Stage table `name` of the new version: old rows + `new`. Driver-side rows are appended and
+    written as one file; executor-written parts are appended to the old version's parts (reused).
+    Returns (files written, rows in the table, the whole table if it was built in the driver)."""
+    if new.write is None:
+        table = pa.concat_tables([store.table(name), schema.conform(name, new.table)])
+        if name in ID_TABLES:
+            _check_dense_ids(name, table)
+        return [w.write_table(name, table)], table.num_rows, table
+    written = new.write()
+    parts = store.table_parts(name) + written
+    n = _check_dense_parts(name, w.root, parts) if name in ID_TABLES else \
+        sum(pq.ParquetFile(w.root / rel).metadata.num_rows for rel in parts)
+    if n != store.count(name) + new.num_rows:
+        raise RuntimeError(f"ingest bug: {name} parts hold {n} rows, expected {store.count(name) + new.num_rows}")
+    w.register_table(name, parts)
+    return written, n, None
+
+
+def _write_graph(w, triples: pa.Table | list[Path], num_nodes: int) -> str:
+    """The CSR of the new version's triples (table in the driver, or its part files)."""
+    if not isinstance(triples, pa.Table):
+        triples = pq.read_table([str(p) for p in triples], columns=["h", "r", "t"]) if triples else \
+            schema.empty("triples")
+    return w.write_graph(build_csr(triples["h"].to_numpy(), triples["r"].to_numpy(), triples["t"].to_numpy(),
+                                   num_nodes=num_nodes))
+
+
+def _check_dense_parts(name: str, root: Path, parts: list[str]) -> int:
+    """Row i must have id i across the parts, checked from each row group's Parquet statistics
+    (row counts, id min/max) without reading the data; returns the row count."""
+    n = 0
+    for rel in parts:
+        meta = pq.ParquetFile(root / rel).metadata
+        col = meta.schema.to_arrow_schema().get_field_index("id")
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            if rg.num_rows == 0:
+                continue
+            st = rg.column(col).statistics
+            if st is None or not st.has_min_max or (st.min, st.max) != (n, n + rg.num_rows - 1) or st.null_count:
+                got = (st.min, st.max) if st is not None and st.has_min_max else "no statistics"
+                raise RuntimeError(f"ingest bug: {name} part {rel} row group {g} holds ids {got}, expected "
+                                   f"{n}..{n + rg.num_rows - 1}; nothing committed")
+            n += rg.num_rows
+    return n
 
 
 def _check_dense_ids(name: str, table: pa.Table) -> None:
@@ -211,41 +286,14 @@ def _small_duplicates(small: pa.Table, n_src: int) -> _SmallDuplicates:
                             A.count_by_source(prim["src"], n_src) - A.count_by_source(groups["src"], n_src))
 
 
-def _assign_ids(store, eng, plan: Plan, ents, lits, imgs, rels, links):
-    """Entity ids (merged over links) and relation ids, keeping those the store already has."""
-    t_ent, t_rel = eng.triple_occurrences()
-    data = pa.concat_tables([ents, lits, imgs]).select(["s", "pos"])
-    occ = A.occurrences(pa.chunked_array(t_ent["key"].chunks + data["s"].chunks, pa.string()),
-                        pa.chunked_array(t_ent["order"].chunks + pc.multiply(data["pos"], 4).chunks, pa.int64()))
-    old = store.table("entities", ["id", "key"])
-    alias = store.table("same_as", ["entity_id", "key"])
-    existing = pa.table({"key": pa.chunked_array(old["key"].chunks + alias["key"].chunks, pa.string()),
-                         "entity_id": pa.chunked_array(old["id"].chunks + alias["entity_id"].chunks, pa.int64())})
-    link_tbl = pa.table({"s": links["s"], "o": links["o"], "p": pc.take(pa.array(plan.names), links["src"])})
-    merged = merge_entities(occ, link_tbl, existing)
+def _relation_ids(store, eng, rels: pa.Table):
+    """Relation ids (few: assigned in the driver), keeping those the store already has."""
+    t_rel = eng.relation_occurrences()
     rel_occ = A.occurrences(pa.chunked_array(t_rel["key"].chunks + rels["s"].chunks, pa.string()),
                             pa.chunked_array(t_rel["order"].chunks + pc.multiply(rels["pos"], 4).chunks, pa.int64()))
     old_rel = store.table("relations", ["id", "key"])
-    old_rel_keys = pa.table({"key": old_rel["key"], "entity_id": old_rel["id"]})
-    rmerged = merge_entities(rel_occ, link_tbl.slice(0, 0), old_rel_keys)
-    return merged, rmerged
-
-
-def _new_triples(store, final: pa.Table, tstats: pa.Table, plan: Plan) -> tuple[pa.Table, dict[str, int]]:
-    """Triple rows to append: those not in the store yet, ids continuing the store's, in input order."""
-    distinct_keys = int(pc.sum(tstats["distinct"]).as_py() or 0)
-    # distinct within each source but equal after merging entities, or given by two sources
-    collapsed = distinct_keys - final.num_rows
-    old = store.table("triples", ["h", "r", "t"])
-    if old.num_rows and final.num_rows:
-        seen = final.join(old.append_column("old", pa.array(np.ones(old.num_rows, bool))), ["h", "r", "t"])
-        final = seen.filter(pc.is_null(seen["old"])).drop_columns(["old"]).sort_by("pos")
-    file_src = np.asarray(plan.file_src, dtype=np.int64)
-    src = file_src[final["pos"].to_numpy() >> R.LINE_BITS] if final.num_rows else np.array([], np.int64)
-    rows = pa.table({"id": np.arange(old.num_rows, old.num_rows + final.num_rows, dtype=np.int64),
-                     "h": final["h"], "r": final["r"], "t": final["t"],
-                     "source": pc.take(pa.array(plan.names), pa.array(src, pa.int64()))})
-    return rows, {"triples_collapsed": collapsed, "triples_already_in_store": distinct_keys - collapsed - rows.num_rows}
+    no_links = pa.table({"s": pa.array([], pa.string()), "o": pa.array([], pa.string()), "p": pa.array([], pa.string())})
+    return merge_entities(rel_occ, no_links, pa.table({"key": old_rel["key"], "entity_id": old_rel["id"]}))
 
 
 def _accounting(plan: Plan, small, rejs, imgs, dups: _SmallDuplicates, tstats, images) -> tuple[list[dict], dict]:

@@ -66,38 +66,56 @@ class Merged:
     conflicts: int         # components that touch two existing entities (left unmerged)
 
 
-def merge_entities(occ: pa.Table, links: pa.Table, existing_keys: pa.Table) -> Merged:
-    """Assign entity ids.
+@dataclass
+class Components:
+    """Link components resolved in the driver (`resolve_links`); only keys that occur in a link.
 
-    occ: key, order — distinct data keys with their first occurrence.
-    links: s, o, p — link records (p = link kind).
-    existing_keys: key, entity_id — canonical keys and aliases already in the store.
-    """
-    n_existing = int(pc.max(existing_keys["entity_id"]).as_py() + 1) if existing_keys.num_rows else 0
+    `map_rows` / `alias_rows` name either an existing id (int) or the canonical key of a new
+    component entity (str), to be replaced by that entity's id once new ids are assigned."""
+
+    linked: pa.Array                           # every key of any link
+    new: list[tuple[str, int]]                 # (canonical key, order) of new component entities
+    map_rows: list[tuple[str, int | str]]      # key → id or canonical key
+    alias_rows: list[tuple[str, int | str, str]]  # new same_as rows: key, id or canonical key, link kind
+    merged_keys: int
+    merged_entities: int
+    conflicts: int
+
+    def resolved(self, new_ids: dict[str, int]) -> tuple[pa.Table, pa.Table]:
+        """(key_map rows, same_as rows) with canonical keys replaced by `new_ids[canonical]`."""
+        def rid(e):
+            return e if isinstance(e, int) else new_ids[e]
+        key_map = pa.table({"key": pa.array([k for k, _ in self.map_rows], pa.string()),
+                            "entity_id": pa.array([rid(e) for _, e in self.map_rows], pa.int64())})
+        same_as = pa.table({"key": pa.array([k for k, _, _ in self.alias_rows], pa.string()),
+                            "entity_id": pa.array([rid(e) for _, e, _ in self.alias_rows], pa.int64()),
+                            "link": pa.array([s for _, _, s in self.alias_rows], pa.string())})
+        return key_map, same_as
+
+
+def link_union(links: pa.Table) -> tuple[UnionFind, dict[str, str]]:
     uf = UnionFind()
     link_kind: dict[str, str] = {}
     for a, b, kind in zip(links["s"].to_pylist(), links["o"].to_pylist(), links["p"].to_pylist()):
         uf.union(a, b)
         link_kind.setdefault(a, kind)
         link_kind.setdefault(b, kind)
-    linked = pa.array(list(uf.parent), pa.string())
-    in_links = pc.is_in(occ["key"], value_set=linked) if len(linked) else pa.array([False] * occ.num_rows, pa.bool_())
-    existing_arr = existing_keys["key"].combine_chunks() if existing_keys.num_rows else pa.array([], pa.string())
+    return uf, link_kind
 
-    # keys in no link: existing ones keep their id, the others become new entities
-    single = occ.filter(pc.invert(in_links))
-    single_existing = pc.index_in(single["key"], value_set=existing_arr)
-    is_new = pc.is_null(single_existing)
-    old_single = pa.table({"key": single["key"].filter(pc.invert(is_new)),
-                           "entity_id": pc.take(existing_keys["entity_id"], single_existing.filter(pc.invert(is_new)))})
-    new_single = single.filter(is_new)
 
-    # linked keys: one component = one entity (if any member has data or already exists)
-    first = dict(zip(occ.filter(in_links)["key"].to_pylist(), occ.filter(in_links)["order"].to_pylist()))
-    # only linked keys need the existing-id lookup in Python
-    ex_hit = existing_keys.filter(pc.is_in(existing_keys["key"], value_set=linked)) if len(linked) \
-        else existing_keys.slice(0, 0)
-    ex_lookup = dict(zip(ex_hit["key"].to_pylist(), ex_hit["entity_id"].to_pylist()))
+def linked_keys(links: pa.Table) -> pa.Array:
+    """Every key that takes part in a link (the keys `resolve_links` needs first orders/ids for)."""
+    if not links.num_rows:
+        return pa.array([], pa.string())
+    return pc.unique(pa.chunked_array(links["s"].chunks + links["o"].chunks, pa.string()))
+
+
+def resolve_links(links: pa.Table, first: dict[str, int], ex_lookup: dict[str, int]) -> Components:
+    """One entity per link component that has data or already exists.
+
+    first: first order of the linked keys that occur in the data; ex_lookup: store ids of the
+    linked keys the store already has (canonical or alias). Small: runs in the driver."""
+    uf, link_kind = link_union(links)
     comp_rows, alias_rows, map_rows, conflicts, merged, merged_entities = [], [], [], 0, 0, 0
     for members in uf.groups().values():
         data = [k for k in members if k in first]
@@ -122,31 +140,59 @@ def merge_entities(occ: pa.Table, links: pa.Table, existing_keys: pa.Table) -> M
             map_rows.append((k, eid))
             if k != canonical:
                 alias_rows.append((k, eid, link_kind.get(k, "link")))
+    return Components(linked=pa.array(list(uf.parent), pa.string()), new=comp_rows, map_rows=map_rows,
+                      alias_rows=alias_rows, merged_keys=merged, merged_entities=merged_entities,
+                      conflicts=conflicts)
+
+
+#: the order new entities take their ids in: first occurrence, ties by key (both engines)
+NEW_ID_ORDER = ["order", "key"]
+
+
+def merge_entities(occ: pa.Table, links: pa.Table, existing_keys: pa.Table) -> Merged:
+    """Assign entity ids (in-process; the Spark engine runs the same steps as Spark jobs).
+
+    occ: key, order — distinct data keys with their first occurrence.
+    links: s, o, p — link records (p = link kind).
+    existing_keys: key, entity_id — canonical keys and aliases already in the store.
+    """
+    n_existing = int(pc.max(existing_keys["entity_id"]).as_py() + 1) if existing_keys.num_rows else 0
+    linked = linked_keys(links)
+    in_links = pc.is_in(occ["key"], value_set=linked) if len(linked) else pa.array([False] * occ.num_rows, pa.bool_())
+    existing_arr = existing_keys["key"].combine_chunks() if existing_keys.num_rows else pa.array([], pa.string())
+
+    # keys in no link: existing ones keep their id, the others become new entities
+    single = occ.filter(pc.invert(in_links))
+    single_existing = pc.index_in(single["key"], value_set=existing_arr)
+    is_new = pc.is_null(single_existing)
+    old_single = pa.table({"key": single["key"].filter(pc.invert(is_new)),
+                           "entity_id": pc.take(existing_keys["entity_id"], single_existing.filter(pc.invert(is_new)))})
+    new_single = single.filter(is_new)
+
+    # linked keys: one component = one entity (if any member has data or already exists)
+    occ_linked = occ.filter(in_links)
+    first = dict(zip(occ_linked["key"].to_pylist(), occ_linked["order"].to_pylist()))
+    ex_hit = existing_keys.filter(pc.is_in(existing_keys["key"], value_set=linked)) if len(linked) \
+        else existing_keys.slice(0, 0)
+    comps = resolve_links(links, first, dict(zip(ex_hit["key"].to_pylist(), ex_hit["entity_id"].to_pylist())))
 
     # order new entities by first occurrence: ids follow the input order
     new = pa.concat_tables([
         pa.table({"key": new_single["key"], "order": new_single["order"]}),
-        pa.table({"key": pa.array([c for c, _ in comp_rows], pa.string()),
-                  "order": pa.array([o for _, o in comp_rows], pa.int64())}),
-    ]).sort_by("order")
+        pa.table({"key": pa.array([c for c, _ in comps.new], pa.string()),
+                  "order": pa.array([o for _, o in comps.new], pa.int64())}),
+    ]).sort_by([(c, "ascending") for c in NEW_ID_ORDER])
     new = new.append_column("id", pa.array(np.arange(n_existing, n_existing + new.num_rows, dtype=np.int64)))
     comp_id: dict[str, int] = {}
-    if comp_rows:
-        ck = pa.array([c for c, _ in comp_rows], pa.string())
+    if comps.new:
+        ck = pa.array([c for c, _ in comps.new], pa.string())
         comp_id = dict(zip(ck.to_pylist(), pc.take(new["id"], pc.index_in(ck, value_set=new["key"])).to_pylist()))
-
-    def resolve(e):
-        return e if isinstance(e, int) else comp_id[e]
-
+    linked_map, same_as = comps.resolved(comp_id)
     single_ids = pc.take(new["id"], pc.index_in(new_single["key"], value_set=new["key"]))
     key_map = pa.concat_tables([
         pa.table({"key": new_single["key"], "entity_id": single_ids}),
         old_single.cast(pa.schema([("key", pa.string()), ("entity_id", pa.int64())])),
-        pa.table({"key": pa.array([k for k, _ in map_rows], pa.string()),
-                  "entity_id": pa.array([resolve(e) for _, e in map_rows], pa.int64())}),
+        linked_map,
     ])
-    same_as = pa.table({"key": pa.array([k for k, _, _ in alias_rows], pa.string()),
-                        "entity_id": pa.array([resolve(e) for _, e, _ in alias_rows], pa.int64()),
-                        "link": pa.array([s for _, _, s in alias_rows], pa.string())})
     return Merged(key_map=key_map, new_entities=new.select(["id", "key", "order"]), new_same_as=same_as,
-                  merged_keys=merged, merged_entities=merged_entities, conflicts=conflicts)
+                  merged_keys=comps.merged_keys, merged_entities=comps.merged_entities, conflicts=comps.conflicts)

@@ -1,11 +1,15 @@
 """The engine interface: what `pipeline.ingest` asks of Spark or of the in-process engine.
 
 Only the parts that grow with the number of triples are engine work (parsing, key occurrences,
-mapping triple keys to ids, dedupe). Everything that is small — labels, links, literals, image
-references, rejects — is collected to the driver and assembled by shared code, which is what
-makes the two engines produce identical stores.
+entity ids, mapping triple keys to ids, dedupe, the entity and triple rows). Everything that is
+small — labels, links, literals, image references, rejects, relations — is collected to the
+driver and assembled by shared code; both engines follow the same id rules, so their stores are
+identical.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import pyarrow as pa
 
@@ -25,12 +29,46 @@ def check_engine(name: str, stage: str) -> str:
         raise ConfigError(f"unknown {stage} engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")
     return name
 
-#: per-source triple accounting returned by `final_triples`
+#: per-source triple accounting (lines, distinct key triples per source)
 TRIPLE_STATS = pa.schema([("src", pa.int32()), ("lines", pa.int64()), ("distinct", pa.int64())])
 
 
+@dataclass
+class NewRows:
+    """New rows of an id table: a driver-side table (the driver appends it to the old rows and
+    writes one file), or part files the engine's executors wrote into the store (appended to the
+    old version's parts). Either way ids continue the store's, in row order."""
+
+    num_rows: int
+    table: pa.Table | None = None
+    #: writes the part files (called once, when the driver publishes the tables); returns them
+    write: Callable[[], list[str]] | None = None
+
+
+@dataclass
+class EntityIds:
+    """What the driver gets back from entity id assignment: small, never one row per key."""
+
+    lookup: pa.Table      # key, entity_id for the requested lookup keys (labels, literals, images)
+    new_same_as: pa.Table  # key, entity_id, link: new aliases
+    added: int
+    merged_keys: int
+    merged_entities: int
+    conflicts: int
+
+
+@dataclass
+class TripleResult:
+    rows: NewRows
+    stats: pa.Table       # TRIPLE_STATS
+    distinct: int         # distinct (h, r, t) of this input, after merging entities
+
+
 class Engine:
-    """Base class of the engines (`local`, `spark`)."""
+    """Base class of the engines (`local`, `spark`).
+
+    Call order: start, parse, small_records, relation_occurrences, assign_entity_ids,
+    new_triples, new_entity_rows, close."""
 
     name = "engine"
 
@@ -45,20 +83,32 @@ class Engine:
         """Every record that is not a triple (LOCATED schema), collected to the driver."""
         raise NotImplementedError
 
-    def triple_occurrences(self) -> tuple[pa.Table, pa.Table]:
-        """(entity keys, relation keys) of the triples: tables `key`, `order` (first occurrence).
+    def relation_occurrences(self) -> pa.Table:
+        """Relation keys of the triples: `key`, `order` (first occurrence; relations are few).
 
         order = pos * 4 + slot (0 head, 1 relation, 2 tail), so ids follow the input order.
         """
         raise NotImplementedError
 
-    def final_triples(self, key_map: pa.Table, rel_map: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """Distinct (h, r, t) ids with the `pos` of their first line, sorted by pos; and TRIPLE_STATS.
-
-        key_map: key, entity_id (one row per key); rel_map: key, relation_id. Per-source
-        `distinct` counts distinct (head key, relation key, tail key) before merging.
-        """
+    def assign_entity_ids(self, store, data_occ: pa.Table, links: pa.Table, lookup_keys: pa.Array) -> EntityIds:
+        """Entity ids for every key of the triples and of `data_occ` (key, order: keys of the small
+        records), merged over `links` (s, o, p) and keeping the ids `store` has; new entities get
+        ids after the store's in (order, key) order (`pipeline.linking.merge_entities`)."""
         raise NotImplementedError
+
+    def new_triples(self, w, rel_map: pa.Table, plan: Plan) -> TripleResult:
+        """Distinct (h, r, t) of the input that the store lacks, ids continuing the store's in
+        input order (first line); rel_map: key, relation_id. Per-source `distinct` counts
+        distinct (head key, relation key, tail key) before merging."""
+        raise NotImplementedError
+
+    def new_entity_rows(self, w, labels: pa.Table, hints: pa.Table, descs: pa.Table, names: list[str],
+                        file_src) -> NewRows:
+        """Rows of the entities `assign_entity_ids` added (labels etc.: id, text tables)."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Remove what the engine wrote into the store for a version that is not committed."""
 
     def close(self) -> None:
         """Release what the engine created (a Spark session it started)."""

@@ -12,8 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import assemble as A
 from pipeline.engines.arrow_ops import TRIPLE_COLUMNS, TripleIdMap, first_occurrences, triple_key_occurrences
-from pipeline.engines.base import TRIPLE_STATS, Engine, engine_registry
+from pipeline.engines.base import TRIPLE_STATS, Engine, EntityIds, NewRows, TripleResult, engine_registry
+from pipeline.linking import merge_entities
 from pipeline.engines.plan import Plan, locate, run_task
 from pipeline.readers import records as R
 
@@ -26,6 +28,8 @@ class LocalEngine(Engine):
         self.threads = threads or min(4, os.cpu_count() or 1)
         self._triples: pa.Table | None = None
         self._small: pa.Table | None = None
+        self._occ: tuple[pa.Table, pa.Table] | None = None
+        self._merged = None
 
     def parse(self, plan: Plan) -> None:
         with ThreadPoolExecutor(self.threads) as pool:
@@ -40,8 +44,27 @@ class LocalEngine(Engine):
     def small_records(self) -> pa.Table:
         return self._small
 
-    def triple_occurrences(self) -> tuple[pa.Table, pa.Table]:
-        return triple_key_occurrences(self._triples)
+    def relation_occurrences(self) -> pa.Table:
+        self._occ = triple_key_occurrences(self._triples)
+        return self._occ[1]
+
+    def assign_entity_ids(self, store, data_occ: pa.Table, links: pa.Table, lookup_keys: pa.Array) -> EntityIds:
+        t_ent = self._occ[0] if self._occ is not None else triple_key_occurrences(self._triples)[0]
+        occ = A.occurrences(pa.chunked_array(t_ent["key"].chunks + data_occ["key"].chunks, pa.string()),
+                            pa.chunked_array(t_ent["order"].chunks + data_occ["order"].chunks, pa.int64()))
+        self._merged = m = merge_entities(occ, links, A.existing_entity_keys(store))
+        lookup = m.key_map.filter(pc.is_in(m.key_map["key"], value_set=lookup_keys))
+        return EntityIds(lookup=lookup, new_same_as=m.new_same_as, added=m.new_entities.num_rows,
+                         merged_keys=m.merged_keys, merged_entities=m.merged_entities, conflicts=m.conflicts)
+
+    def new_triples(self, w, rel_map: pa.Table, plan: Plan) -> TripleResult:
+        final, stats = self.final_triples(self._merged.key_map, rel_map)
+        rows = A.new_triple_rows(w.store.table("triples", ["h", "r", "t"]), final, plan)
+        return TripleResult(rows=NewRows(rows.num_rows, table=rows), stats=stats, distinct=final.num_rows)
+
+    def new_entity_rows(self, w, labels, hints, descs, names, file_src) -> NewRows:
+        rows = A.labelled_rows(self._merged.new_entities, labels, hints, descs, names, file_src)
+        return NewRows(rows.num_rows, table=rows)
 
     def final_triples(self, key_map: pa.Table, rel_map: pa.Table) -> tuple[pa.Table, pa.Table]:
         id_map = TripleIdMap(key_map, rel_map)

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.engines.base import TRIPLE_STATS, Engine, engine_registry
-from pipeline.assemble import occurrences
-from pipeline.engines.arrow_ops import TRIPLE_COLUMNS, TripleIdMap, triple_key_occurrences
+from kg_store import schema
+from pipeline import assemble as A
+from pipeline.engines.base import TRIPLE_STATS, Engine, EntityIds, NewRows, TripleResult, engine_registry
+from pipeline.engines.arrow_ops import TRIPLE_COLUMNS, triple_key_occurrences
+from pipeline.linking import NEW_ID_ORDER, linked_keys, resolve_links
 from pipeline.engines.plan import Plan, locate, run_task
 from pipeline.readers import records as R
 
@@ -115,12 +120,14 @@ def _first_pass(plan_parts):
     return run
 
 
-def _second_pass(plan_parts, id_map: TripleIdMap):
-    """mapInArrow: parse again, keep the triples, map their keys to integer ids (per partition)."""
+def _second_pass(plan_parts):
+    """mapInArrow: parse again and keep only the triples (keys as strings; Spark hashes them)."""
     def run(batches):
-        triples = [_triples_of(rec) for batch in batches for rec in _task_records(batch, plan_parts)]
-        if triples:
-            yield from _integer_triples(id_map, pa.concat_tables(triples)).to_batches(max_chunksize=1 << 17)
+        for batch in batches:
+            for rec in _task_records(batch, plan_parts):
+                t = _triples_of(rec)
+                if t.num_rows:
+                    yield from t.to_batches(max_chunksize=1 << 17)
     return run
 
 
@@ -130,14 +137,6 @@ def _triples_of(rec: pa.RecordBatch, is_triple: pa.Array | None = None) -> pa.Ta
     return pa.Table.from_batches([rec.filter(is_triple)]).select(TRIPLE_COLUMNS.names)
 
 
-def _integer_triples(id_map: TripleIdMap, t: pa.Table) -> pa.Table:
-    """TRIPLE_COLUMNS rows → `_IDS` rows: key ids (per-source distinct) and merged ids."""
-    k = id_map.key_ids(t)
-    h, r, tail = id_map.entity_ids(k["hk"], k["rk"], k["tk"])
-    return pa.table({"src": k["src"], "hk": k["hk"], "r": r, "tk": k["tk"], "h": h, "t": tail, "pos": k["pos"]},
-                    schema=_IDS)
-
-
 def _occurrence_records(kind: str, occ: pa.Table) -> pa.Table:
     n = occ.num_rows
     cols = {f.name: pa.nulls(n, f.type) for f in R.LOCATED}
@@ -145,8 +144,30 @@ def _occurrence_records(kind: str, occ: pa.Table) -> pa.Table:
     return pa.table(cols, schema=R.LOCATED)
 
 
+def _finish_entities(names: list[str], file_src):
+    """mapInArrow over id-sorted partitions: the entity rows' label and source (shared code)."""
+    def run(batches):
+        for batch in batches:
+            if batch.num_rows:
+                yield from A.finish_labelled(batch, names, file_src).to_batches()
+    return run
+
+
+#: keys are joined on their 64-bit xxhash (a shuffle of integers) unless two keys share a hash,
+#: then on the strings themselves (checked per run by distinct counts)
+HASH_KEYS = True
+#: shifts of `monotonically_increasing_id`: partition index above bit 33, row number below
+_MONO_BITS = 33
+_OCC = pa.schema([("key", pa.string()), ("order", pa.int64())])
+_KEY_IDS = pa.schema([("key", pa.string()), ("entity_id", pa.int64())])
+
+
 @engine_registry.register("spark")
 class SparkEngine(Engine):
+    """Ids, the triple dedupe and the entity and triple rows are Spark jobs; only per-partition
+    counts, per-source statistics and rows about the small records (labels, links, literals,
+    images) reach the driver, so the KG's size is bounded by the executors, not the driver."""
+
     name = "spark"
 
     def __init__(self, *, master: str | None = None, shuffle_partitions: int | None = None,
@@ -156,35 +177,89 @@ class SparkEngine(Engine):
         self.spark = None
         self._owned = False
         self._plan: Plan | None = None
-        self._small = self._occ = self._whole_triples = None
+        self._small = self._whole_triples = None
+        self._pass1 = self._occ = self._key_map = self._new_ids = None
+        self._persisted: list[Any] = []
+        self._added = 0
+        self._written: list[Path] = []
+        self._parts = 2
 
     def start(self, plan: Plan) -> None:
         if self.spark is not None:
             return
         from pyspark.sql import SparkSession
         line_bytes = sum(t.end - t.start for t in plan.tasks)
-        parts = self.shuffle_partitions or int(min(8, max(2, line_bytes // BYTES_PER_PARTITION)))
+        self._parts = self.shuffle_partitions or int(min(8, max(2, line_bytes // BYTES_PER_PARTITION)))
         active = SparkSession.getActiveSession()
         self._owned = active is None
-        self.spark = get_or_create_session(self.master, self.app_name, parts, self.conf)
+        self.spark = get_or_create_session(self.master, self.app_name, self._parts, self.conf)
 
+    # ---- helpers --------------------------------------------------------------------------------
+    def _keep(self, df):
+        from pyspark import StorageLevel
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self._persisted.append(df)
+        return df
+
+    def _df(self, table: pa.Table):
+        """A DataFrame of a driver-side table (rows about small records only)."""
+        return self.spark.createDataFrame(table)
+
+    def _dense_ids(self, df, order: list[str], start: int):
+        """`df` with `id` = start + rank in `order` (distinct rows): a range-partitioned sort, then
+        per-partition counts → offsets (only the counts reach the driver). Returns (df, count);
+        the result is partitioned and sorted by id."""
+        from pyspark.sql import functions as F
+        ranked = self._keep(df.repartitionByRange(self._parts, *order).sortWithinPartitions(*order)
+                            .withColumn("_m", F.monotonically_increasing_id()))
+        counts = {r["_p"]: r["n"] for r in ranked.groupBy(F.shiftright("_m", _MONO_BITS).alias("_p"))
+                  .agg(F.count(F.lit(1)).alias("n")).collect()}
+        delta, total = [], start
+        for p in range(max(counts, default=-1) + 1):
+            delta.append(total - (p << _MONO_BITS))
+            total += counts.get(p, 0)
+        if not delta:
+            return ranked.withColumn("id", F.col("_m")).drop("_m"), 0
+        offset = F.element_at(F.array(*[F.lit(d) for d in delta]), (F.shiftright("_m", _MONO_BITS) + 1).cast("int"))
+        return ranked.withColumn("id", F.col("_m") + offset).drop("_m"), total - start
+
+    def _write(self, w, name: str, df) -> list[str]:
+        """Write `df` (partitioned and sorted by id) with Spark's commit protocol into a new folder
+        of the store; the part files, in partition (= id) order, relative to the store."""
+        rel = f"tables/{name}.v{w.new_version:06d}-{uuid.uuid4().hex[:8]}"
+        out = w.root / rel
+        self._written.append(out)
+        df.write.option("compression", "zstd").parquet(str(out))
+        parts = []
+        for p in os.listdir(out):
+            if p.startswith("part-") and p.endswith(".parquet"):
+                parts.append((int(p.split("-")[1]), p))
+            elif p == "_SUCCESS" or p.endswith(".crc"):
+                os.unlink(out / p)  # Hadoop's marker and checksums: not store files
+        parts.sort()
+        return [f"{rel}/{p}" for _, p in parts]
+
+    # ---- pass 1 ---------------------------------------------------------------------------------
     def parse(self, plan: Plan) -> None:
-        # pass 1 of 2: Spark never holds the string triples; see `final_triples` for pass 2
+        # pass 1 of 2: per partition, the small records and the triples' distinct keys (first
+        # occurrence); Spark never holds the string triples (pass 2 re-reads, see `new_triples`)
+        from pyspark.sql import functions as F
         self.start(plan)
         self._plan = plan
         whole = [locate(plan.readers[src].parse_file(path, role, plan.contexts[src]), src, seq)
                  for src, seq, path, role in plan.whole]  # whole documents (RDF/XML, Turtle) parse in the driver
         records = pa.Table.from_batches(whole, R.LOCATED)
-        if plan.tasks:
-            collected = self._over_tasks(_first_pass(self._plan_parts()), _spark_schema()).toArrow()
-            if collected.num_rows:
-                records = pa.concat_tables([collected.cast(R.LOCATED), records])
-        kind = records["kind"]
-        is_triple = pc.equal(kind, R.TRIPLE)
-        is_occ = pc.is_in(kind, value_set=pa.array([OCC_ENTITY, OCC_RELATION]))
+        is_triple = pc.equal(records["kind"], R.TRIPLE)
         self._whole_triples = records.filter(is_triple).select(TRIPLE_COLUMNS.names)
-        self._occ = records.filter(is_occ)
-        self._small = records.filter(pc.invert(pc.or_(is_triple, is_occ)))
+        small = records.filter(pc.invert(is_triple))
+        if plan.tasks:
+            self._pass1 = self._keep(self._over_tasks(_first_pass(self._plan_parts()), _spark_schema()))
+            is_occ = F.col("kind").isin(OCC_ENTITY, OCC_RELATION)
+            collected = self._pass1.filter(~is_occ).toArrow()
+            if collected.num_rows:
+                small = pa.concat_tables([collected.cast(R.LOCATED), small])
+            self._occ = self._pass1.filter(is_occ).select("kind", F.col("s").alias("key"), F.col("pos").alias("order"))
+        self._small = small
 
     def _plan_parts(self):
         return self._plan.tasks, self._plan.readers, self._plan.contexts
@@ -199,63 +274,178 @@ class SparkEngine(Engine):
     def small_records(self) -> pa.Table:
         return self._small
 
-    def triple_occurrences(self) -> tuple[pa.Table, pa.Table]:
-        # the partitions' partials plus the driver-parsed documents, merged to the first occurrence
-        w_ents, w_rels = triple_key_occurrences(self._whole_triples)
-        out = []
-        for kind, whole in ((OCC_ENTITY, w_ents), (OCC_RELATION, w_rels)):
-            part = self._occ.filter(pc.equal(self._occ["kind"], kind))
-            out.append(occurrences(pa.chunked_array(part["s"].chunks + whole["key"].chunks, pa.string()),
-                                   pa.chunked_array(part["pos"].chunks + whole["order"].chunks, pa.int64())))
-        return out[0], out[1]
-
-    def final_triples(self, key_map: pa.Table, rel_map: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def _occurrences(self, kind: str, extra: pa.Table):
+        """Distinct keys of one kind with their first order: the partitions' partials, the
+        driver-parsed documents' and `extra` (key, order) merged."""
         from pyspark.sql import functions as F
-        # pass 2: re-read and re-parse each byte range (cheap next to caching strings in the JVM),
-        # map keys → ids in Arrow inside the workers, so Spark shuffles and dedupes integers only
-        id_map = TripleIdMap(key_map, rel_map)
+        w_ents, w_rels = triple_key_occurrences(self._whole_triples)
+        driver = pa.concat_tables([(w_ents if kind == OCC_ENTITY else w_rels).cast(_OCC), extra.cast(_OCC)])
+        frames = [self._df(driver)]
+        if self._occ is not None:
+            frames.insert(0, self._occ.filter(F.col("kind") == kind).select("key", "order"))
+        occ = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+        return occ.groupBy("key").agg(F.min("order").alias("order"))
+
+    def relation_occurrences(self) -> pa.Table:
+        # relations are few (thousands): their first occurrences come to the driver
+        return self._occurrences(OCC_RELATION, _OCC.empty_table()).toArrow().cast(_OCC)
+
+    # ---- entity ids -----------------------------------------------------------------------------
+    def assign_entity_ids(self, store, data_occ: pa.Table, links: pa.Table, lookup_keys: pa.Array) -> EntityIds:
+        from pyspark.sql import functions as F
+        occ = self._keep(self._occurrences(OCC_ENTITY, data_occ))
+        n_existing = store.count("entities")
+        aliases = store.table("same_as", ["key", "entity_id"]).cast(_KEY_IDS)   # a small table
+        existing = self._df(aliases)
+        if n_existing:
+            old = self.spark.read.parquet(*[str(p) for p in store.table_files("entities")])
+            existing = old.select("key", F.col("id").alias("entity_id")).unionByName(existing)
+
+        # keys in a link are few: their first orders and store ids come to the driver, which
+        # resolves the components with the union-find (pipeline.linking)
+        linked = linked_keys(links)
+        linked_df = F.broadcast(self._df(pa.table({"key": linked})))
+        first = occ.join(linked_df, "key").toArrow() if len(linked) else _OCC.empty_table()
+        ex_hit = existing.join(linked_df, "key").toArrow() if len(linked) else _KEY_IDS.empty_table()
+        comps = resolve_links(links, dict(zip(first["key"].to_pylist(), first["order"].to_pylist())),
+                              dict(zip(ex_hit["key"].to_pylist(), ex_hit["entity_id"].to_pylist())))
+
+        # every other key: the store's id if it has one, else a new id after the store's
+        single = occ.join(linked_df, "key", "left_anti") if len(linked) else occ
+        single = self._keep(single.join(existing, "key", "left_outer"))
+        old_single = single.filter(F.col("entity_id").isNotNull()).select("key", "entity_id")
+        comp_df = self._df(pa.table({"key": pa.array([c for c, _ in comps.new], pa.string()),
+                                     "order": pa.array([o for _, o in comps.new], pa.int64())}))
+        new = single.filter(F.col("entity_id").isNull()).select("key", "order", F.lit(False).alias("comp")) \
+            .unionByName(comp_df.withColumn("comp", F.lit(True)))
+        new_ids, added = self._dense_ids(new, NEW_ID_ORDER, n_existing)
+        self._new_ids = new_ids
+        comp_ids = new_ids.filter("comp").select("key", "id").toArrow() if comps.new else None
+        linked_map, same_as = comps.resolved(dict(zip(comp_ids["key"].to_pylist(), comp_ids["id"].to_pylist()))
+                                             if comp_ids is not None else {})
+        key_map = new_ids.filter(~F.col("comp")).select("key", F.col("id").alias("entity_id")) \
+            .unionByName(old_single).unionByName(self._df(linked_map.cast(_KEY_IDS)))
+        self._key_map = self._keep(key_map)
+        self._added = added
+        lookup = self._key_map.join(F.broadcast(self._df(pa.table({"key": lookup_keys}))), "key").toArrow() \
+            if len(lookup_keys) else _KEY_IDS.empty_table()
+        return EntityIds(lookup=lookup.cast(_KEY_IDS), new_same_as=same_as, added=added,
+                         merged_keys=comps.merged_keys, merged_entities=comps.merged_entities,
+                         conflicts=comps.conflicts)
+
+    def new_entity_rows(self, w, labels, hints, descs, names, file_src) -> NewRows:
+        from pyspark.sql import functions as F
+        added = self._added
+        if not added:
+            return NewRows(0, table=A.labelled_rows(pa.table({"id": pa.array([], pa.int64()), "key": pa.array(
+                [], pa.string()), "order": pa.array([], pa.int64())}), labels, hints, descs, names, file_src))
+        df = self._new_ids.select("id", "key", "order")
+        for name, tbl in (("label", labels), ("hint", hints), ("description", descs)):
+            if tbl is None or not tbl.num_rows:
+                df = df.withColumn(name, F.lit(None).cast("string"))
+            else:
+                df = df.join(self._df(tbl.rename_columns(["id", name])), "id", "left_outer")
+        rows = df.repartitionByRange(self._parts, "id").sortWithinPartitions("id") \
+            .mapInArrow(_finish_entities(names, file_src), _spark_schema(schema.ENTITIES))
+        return NewRows(added, write=lambda: self._write(w, "entities", rows))
+
+    # ---- pass 2: triples ------------------------------------------------------------------------
+    def new_triples(self, w, rel_map: pa.Table, plan: Plan) -> TripleResult:
+        from pyspark.sql import functions as F
+        # pass 2: re-read and re-parse each byte range (cheap next to caching strings in the JVM)
         frames = []
         if self._plan.tasks:
-            frames.append(self._over_tasks(_second_pass(self._plan_parts(), id_map), _spark_schema(_IDS)))
+            frames.append(self._over_tasks(_second_pass(self._plan_parts()), _spark_schema(TRIPLE_COLUMNS)))
         if self._whole_triples.num_rows:
-            frames.append(self.spark.createDataFrame(_integer_triples(id_map, self._whole_triples)))
+            frames.append(self._df(self._whole_triples))
         if not frames:
-            return pa.table({"h": [], "r": [], "t": [], "pos": []}, schema=_FINAL), TRIPLE_STATS.empty_table()
-        ids = frames[0]
+            return TripleResult(NewRows(0, table=schema.empty("triples")), TRIPLE_STATS.empty_table(), 0)
+        triples = frames[0]
         for f in frames[1:]:
-            ids = ids.unionByName(f)
-        # per-source distinct on key ids (the README counts), then on merged entity ids
-        per_src = ids.groupBy("src", "hk", "r", "tk", "h", "t").agg(F.min("pos").alias("pos"),
-                                                                      F.count(F.lit(1)).alias("n"))
-        per_src = per_src.persist()
-        stats = per_src.groupBy("src").agg(F.sum("n").alias("lines"), F.count(F.lit(1)).alias("distinct"))
-        st = _arrow(stats, ["src", "lines", "distinct"])
-        injective = pc.count_distinct(key_map["entity_id"]).as_py() == key_map.num_rows
+            triples = triples.unionByName(f)
+        rels = self._df(rel_map.cast(pa.schema([("key", pa.string()), ("relation_id", pa.int64())])))
+        keyed, emap, rmap, injective = self._key_ids(triples, rels)
+        # per-source distinct on keys (the README counts), then on merged entity ids
+        per_src = self._keep(keyed.groupBy("src", "hk", "rk", "tk").agg(F.min("pos").alias("pos"),
+                                                                          F.count(F.lit(1)).alias("n")))
+        st = per_src.groupBy("src").agg(F.sum("n").alias("lines"), F.count(F.lit(1)).alias("distinct")).toArrow()
+        mapped = per_src.join(emap.select(F.col("k").alias("hk"), F.col("entity_id").alias("h")), "hk") \
+            .join(emap.select(F.col("k").alias("tk"), F.col("entity_id").alias("t")), "tk") \
+            .join(F.broadcast(rmap.select(F.col("k").alias("rk"), F.col("relation_id").alias("r"))), "rk")
         if injective and st.num_rows <= 1:
             # one triple source and no merged keys: key-level groups are already the (h, r, t) groups
-            final = per_src.select("h", "r", "t", "pos")
+            final = mapped.select("h", "r", "t", "pos")
         else:
-            final = per_src.groupBy("h", "r", "t").agg(F.min("pos").alias("pos"))
-        out = _arrow(final, ["h", "r", "t", "pos"]).sort_by("pos")
-        per_src.unpersist()
+            final = mapped.groupBy("h", "r", "t").agg(F.min("pos").alias("pos"))
+        n_old = w.store.count("triples")
+        if n_old:  # triples the store already has: an anti-join against its parts, on the executors
+            final = self._keep(final)
+            distinct = final.count()
+            old = self.spark.read.parquet(*[str(p) for p in w.store.table_files("triples")]).select("h", "r", "t")
+            final = final.join(old, ["h", "r", "t"], "left_anti")
+        rows, added = self._dense_ids(final, ["pos", "h", "r", "t"], n_old)
+        if not n_old:
+            distinct = added
         stats = pa.table({c: st[c].cast(TRIPLE_STATS.field(c).type) for c in TRIPLE_STATS.names}, schema=TRIPLE_STATS)
-        return out, stats
+        if not added:
+            return TripleResult(NewRows(0, table=schema.empty("triples")), stats, distinct)
+        file_names = [plan.names[s] for s in plan.file_src]
+        source = F.element_at(F.array(*[F.lit(n) for n in file_names]),
+                              (F.shiftright("pos", R.LINE_BITS) + 1).cast("int"))
+        # every column nullable, as the store's schema has them (Spark writes provably non-null
+        # columns as required fields; `id >= 0` always holds but the optimizer cannot know)
+        rows = rows.select(*[F.when(F.col("id") >= 0, c).alias(n) for n, c in (
+            ("id", F.col("id")), ("h", F.col("h")), ("r", F.col("r")), ("t", F.col("t")), ("source", source))])
+        return TripleResult(NewRows(added, write=lambda: self._write(w, "triples", rows)), stats, distinct)
+
+    def _key_ids(self, triples, rels):
+        """(src, hk, rk, tk, pos) rows with one 64-bit number per key, the maps number → id, and
+        whether no two keys share an entity id.
+
+        The number is the key's xxhash64 when no two keys share one (checked by distinct counts;
+        the shuffles then carry integers only), else a row number joined on the key strings."""
+        from pyspark.sql import functions as F
+        emap = self._key_map.select(F.xxhash64("key").alias("k"), "entity_id")
+        rmap = rels.select(F.xxhash64("key").alias("k"), "relation_id")
+        row = emap.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("k").alias("k"),
+                       F.countDistinct("entity_id").alias("e")).collect()[0]
+        injective = row["n"] == row["e"]
+        if HASH_KEYS and row["n"] == row["k"] and _distinct_keys(rmap):
+            keyed = triples.select("src", F.xxhash64("s").alias("hk"), F.xxhash64("p").alias("rk"),
+                                   F.xxhash64("o").alias("tk"), "pos")
+            return keyed, emap, rmap, injective
+        log.info("ingest: two keys share a 64-bit hash; joining on the key strings")
+        kk = self._keep(self._key_map.withColumn("k", F.monotonically_increasing_id()))
+        rk = F.broadcast(rels.withColumn("k", F.monotonically_increasing_id()))
+        keyed = triples.join(kk.select(F.col("key").alias("s"), F.col("k").alias("hk")), "s") \
+            .join(kk.select(F.col("key").alias("o"), F.col("k").alias("tk")), "o") \
+            .join(rk.select(F.col("key").alias("p"), F.col("k").alias("rk")), "p") \
+            .select("src", "hk", "rk", "tk", "pos")
+        return keyed, kk.select("k", "entity_id"), rk.select("k", "relation_id"), injective
+
+    def discard(self) -> None:
+        for out in self._written:
+            shutil.rmtree(out, ignore_errors=True)
+        self._written = []
 
     def close(self) -> None:
-        self._small = self._occ = self._whole_triples = None
+        for df in self._persisted:
+            try:
+                df.unpersist()
+            except Exception:  # noqa: BLE001 - a stopped session has nothing left to free
+                pass
+        self._persisted = []
+        self._small = self._whole_triples = self._pass1 = self._occ = self._key_map = self._new_ids = None
         if self.spark is not None and self._owned:
             self.spark.stop()
         self.spark = None
 
 
-_FINAL = pa.schema([("h", pa.int64()), ("r", pa.int64()), ("t", pa.int64()), ("pos", pa.int64())])
-_IDS = pa.schema([("src", pa.int32()), ("hk", pa.int64()), ("r", pa.int64()), ("tk", pa.int64()), ("h", pa.int64()),
-                  ("t", pa.int64()), ("pos", pa.int64())])
-
-
-def _arrow(df, columns: list[str]) -> pa.Table:
-    t = df.select(*columns).toArrow()
-    return pa.table({c: t[c] for c in columns})
+def _distinct_keys(df) -> bool:
+    """No two rows of `df` share `k` (one small aggregate comes back)."""
+    from pyspark.sql import functions as F
+    row = df.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("k").alias("d")).collect()[0]
+    return row["n"] == row["d"]
 
 
 def _spark_schema(schema: pa.Schema = R.LOCATED):
