@@ -7,6 +7,7 @@ written last, after every part file and `meta.json` (img2dataset I2).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -114,6 +115,33 @@ class ShardWriter:
             pq.write_table(chunk, self.staging / f"part-{self.num_parts:05d}.parquet", compression="zstd")
             self.num_parts += 1
             self.num_rows += chunk.num_rows
+
+    def adopt_parts(self, written: list[tuple[str, int]]) -> None:
+        """Take part files that others (Spark executors) wrote into `staging` as this set's parts:
+        `written` is (file name, rows) in row order, as the successful tasks reported them. They
+        are renamed `part-NNNNN.parquet` in that order; anything else there (a failed or
+        speculative task attempt's file, temp litter) is removed, so only reported rows publish."""
+        import os
+        from kg_store.errors import CorruptFileError
+        names = [name for name, _ in written]
+        if self.num_parts or len(set(names)) != len(names) or any(
+                "/" in n or n.startswith("part-") or not n.endswith(".parquet") for n in names):
+            raise KGStoreError(f"cannot adopt part files {names[:5]} into {self.directory}")
+        for name, rows in written:
+            try:
+                have = pq.ParquetFile(self.staging / name).metadata.num_rows
+            except (pa.ArrowInvalid, OSError) as e:
+                raise CorruptFileError(self.staging / name, f"unreadable Parquet part ({e})") from None
+            if have != rows:
+                raise CorruptFileError(self.staging / name, f"{have} rows, the task reported {rows}")
+        for entry in os.listdir(self.staging):
+            if entry not in names:
+                p = self.staging / entry
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        for i, name in enumerate(names):  # never named part-…, so no rename overwrites another part
+            os.replace(self.staging / name, self.staging / f"part-{i:05d}.parquet")
+        self.num_parts = len(names)
+        self.num_rows = sum(rows for _, rows in written)
 
     def add_file(self, name: str, obj: Any) -> None:
         """A JSON side file (reports) that belongs to the shard set."""

@@ -2,7 +2,10 @@
 
 Both engines run the same `SubgraphRetriever` over query batches (clip-retrieval C3: the
 distributor is a swappable outer layer). Spark runs it in `mapInPandas`, one retriever (encoder,
-mmaps, FAISS index) per Python worker process, kept across tasks; the driver writes the shards.
+mmaps, FAISS index) per Python worker process, kept across tasks; its tasks write the shard parts
+themselves and send the driver per-query summaries for the reports (never the subgraphs), so
+the driver's memory does not grow with queries × N. The local engine returns the subgraphs and
+the driver writes them; both compute the reports from the same summaries.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from kg_store import KGStore, open_store
 from kg_store.errors import KGStoreError
@@ -21,7 +25,8 @@ from kg_store.registry import family
 from pipeline.engines.base import check_engine
 from retrieval.queries import Query, QuerySet, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever
-from retrieval.shards import cached_shards, write_subgraph_shards
+from kg_store.shards import ShardWriter
+from retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards
 from retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
@@ -65,15 +70,77 @@ def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], devi
     return _EXECUTOR_RETRIEVERS[key]
 
 
+@dataclass
+class ShardJob:
+    """What an engine that writes the shard rows itself needs: where (the staged shard set's
+    folder), which queries (for the rows' dataset fields) and what the reports will ask."""
+
+    staging: Path
+    dataset: str
+    split: str
+    field_types: dict[str, Any]
+    top_N: int                       # triples each shard row keeps (the ranking may go deeper)
+    hops: int
+    ranked_N: int
+
+
+@dataclass
+class WrittenShards:
+    """A Spark run's result: the part files its tasks wrote (name, rows; query order) and the
+    per-query summaries for the reports. Nothing on the driver grows with queries × N."""
+
+    parts: list[tuple[str, int]]
+    summaries: Any                   # retrieval.reports.QuerySummaries
+
+
+#: the summary row every Spark task returns per query (the shard rows go to Parquet parts)
+_SUMMARY_SCHEMA = ("pos long, part string, part_rows long, kept long, score_sum double, top1 double, "
+                   "num_candidates long, seeds array<long>, pool_hit boolean, hits array<boolean>, links boolean")
+
+
+def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob, batch_size: int) -> Any:
+    """One Arrow batch of queries on an executor: retrieve, write its shard part, summarise."""
+    import json
+    import pandas as pd
+    from kg_store import atomic
+    from retrieval.reports import report_ns, summarize
+    from retrieval.shards import subgraph_table
+    qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths), entity_keys=list(r.entity_keys),
+                example_keys=list(r.example_keys), fields=json.loads(r.fields_json)) for r in b.itertuples(index=False)]
+    outs = retriever.retrieve(qs, batch_size=batch_size)
+    pos = b["pos"].to_numpy()
+    table = subgraph_table(retriever.store, QuerySet(job.dataset, job.split, qs, [], job.field_types),
+                           [o.head(job.top_N) for o in outs])
+    # named by first query and row count: a retried task rewrites the same file with the same rows
+    name = f"spark-{int(pos[0]):012d}-{len(qs):08d}.parquet"
+    atomic.write_parquet(job.staging / name, table, compression="zstd")
+    s = summarize(retriever.store.graph, retriever.triples, job.dataset, qs, outs, top_N=job.top_N, hops=job.hops,
+                  ranked_N=job.ranked_N)
+    n = len(qs)
+    no = np.zeros(n, bool)
+    ns = report_ns(job.top_N, job.ranked_N)
+    return pd.DataFrame({
+        "pos": pos, "part": [name] * n, "part_rows": np.full(n, n, np.int64), "kept": s.kept,
+        "score_sum": s.score_sum, "top1": s.top1, "num_candidates": s.num_candidates,
+        "seeds": [x.tolist() for x in s.seeds], "pool_hit": no if s.pool_hit is None else s.pool_hit,
+        "hits": [list(row) for row in np.stack([s.hits.get(k, no) for k in ns], axis=1)],
+        "links": no if s.links is None else s.links,
+    })
+
+
 @retrieval_engines.register("spark")
-def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, batch_size: int = 256,
-              device: str = "cpu", spark: Any | None = None, partitions: int | None = None,
+def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, shard_job: ShardJob,
+              batch_size: int = 256, device: str = "cpu", spark: Any | None = None, partitions: int | None = None,
               answer_space: np.ndarray | None = None, prior_key: str | None = None,
-              **_: Any) -> list[SubgraphOutput]:
-    """`mapInPandas` over query batches; results come back ordered by query position."""
+              **_: Any) -> WrittenShards:
+    """`mapInPandas` over query batches, ranges of query positions per partition. Each task writes
+    the shard rows of its batches as Parquet parts into `shard_job.staging` and returns one small
+    summary row per query; the driver collects only those (`WrittenShards`)."""
+    import json
     import pandas as pd
     from contextlib import nullcontext
     from pipeline.engines.spark import spark_session
+    from retrieval.reports import QuerySummaries, report_ns
 
     with (nullcontext(spark) if spark is not None else spark_session(app_name="mmkg-retrieve")) as session:
         pdf = pd.DataFrame({
@@ -83,40 +150,44 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
             "image_paths": [list(q.image_paths) for q in queries],
             "entity_keys": [list(q.entity_keys) for q in queries],
             "example_keys": [list(q.example_keys) for q in queries],
+            "fields_json": [json.dumps(q.fields) for q in queries],
         })
         schema_in = "pos long, query_id string, text string, image_paths array<string>, entity_keys array<string>, " \
-                    "example_keys array<string>"
+                    "example_keys array<string>, fields_json string"
         n_parts = partitions or max(1, min(session.sparkContext.defaultParallelism, len(queries) // batch_size + 1))
-        df = session.createDataFrame(pdf, schema=schema_in).repartition(n_parts)
+        # contiguous position ranges, sorted: each part file holds consecutive queries in order
+        df = session.createDataFrame(pdf, schema=schema_in).repartitionByRange(n_parts, "pos") \
+            .sortWithinPartitions("pos")
+        del pdf
         root, version, cfg = str(store.root), store.kg_version, config.to_dict()
         space = None if answer_space is None else np.asarray(answer_space).tolist()
 
         def retrieve_batches(batches):
             retriever = _executor_retriever(root, version, cfg, device, space, prior_key)
             for b in batches:
-                qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths),
-                            entity_keys=list(r.entity_keys), example_keys=list(r.example_keys))
-                      for r in b.itertuples(index=False)]
-                outs = retriever.retrieve(qs, batch_size=batch_size)
-                yield pd.DataFrame({
-                    "pos": b["pos"].to_numpy(),
-                    "triple_ids": [o.triple_ids.tolist() for o in outs],
-                    "scores": [o.scores.tolist() for o in outs],
-                    "seed_entities": [o.seed_entities.tolist() for o in outs],
-                    "num_candidates": [o.num_candidates for o in outs],
-                })
+                if len(b):
+                    yield _spark_batch(retriever, b, shard_job, batch_size)
 
-        schema_out = "pos long, triple_ids array<long>, scores array<float>, seed_entities array<long>, " \
-                     "num_candidates long"
-        result = df.mapInPandas(retrieve_batches, schema=schema_out).toPandas().sort_values("pos")
-    triples = store.triples_array()
-    outs = []
-    for row in result.itertuples(index=False):
-        tids = np.asarray(row.triple_ids, dtype=np.int64)
-        h, r, t = triples[tids].T if tids.size else (np.empty(0, np.int64),) * 3
-        outs.append(SubgraphOutput(tids, h.copy(), r.copy(), t.copy(), np.asarray(row.scores, np.float32),
-                                   np.asarray(row.seed_entities, np.int64), int(row.num_candidates)))
-    return outs
+        result = df.mapInPandas(retrieve_batches, schema=_SUMMARY_SCHEMA).toPandas().sort_values("pos")
+    pos = result["pos"].to_numpy()
+    if not np.array_equal(pos, np.arange(len(queries))):
+        raise KGStoreError(f"the Spark retrieve returned {len(pos)} summaries for {len(queries)} queries "
+                           "(lost or repeated rows); nothing was published")
+    firsts = result.drop_duplicates("part")
+    parts = list(zip(firsts["part"].tolist(), firsts["part_rows"].astype(int).tolist()))
+    hits = np.array(result["hits"].tolist(), dtype=bool).reshape(len(result), -1)
+    mars = shard_job.dataset == "mars"
+    summaries = QuerySummaries(
+        kept=result["kept"].to_numpy(np.int64), score_sum=result["score_sum"].to_numpy(np.float64),
+        top1=result["top1"].to_numpy(np.float64), num_candidates=result["num_candidates"].to_numpy(np.int64),
+        seeds=[np.asarray(x, np.int64) for x in result["seeds"]],
+        pool_hit=result["pool_hit"].to_numpy(bool) if mars else None,
+        hits={n: hits[:, i] for i, n in enumerate(report_ns(shard_job.top_N, shard_job.ranked_N))} if mars else {},
+        links=result["links"].to_numpy(bool) if mars else None)
+    return WrittenShards(parts, summaries)
+
+
+run_spark.writes_shards = True  # type: ignore[attr-defined]  # retrieve_dataset hands it a ShardJob
 
 
 # ---- the whole stage -----------------------------------------------------------------------
@@ -149,11 +220,11 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     """
     from pipeline.encoders import resolve_encoder
     from pipeline.vector_cache import VectorCache, cached_text_encoder
-    from retrieval.reports import REPORT_N, run_reports
+    from retrieval.reports import REPORT_N, reports_from_summaries, run_reports
 
     t0 = time.perf_counter()
     store = open_store(kg)
-    run: Callable[..., list[SubgraphOutput]] = retrieval_engines.get(check_engine(engine, "retrieve"))
+    run: Callable[..., Any] = retrieval_engines.get(check_engine(engine, "retrieve"))
     # The cache key does not depend on images (the encoder, in the config, fixes that), so the
     # check needs no model: the encoder is loaded only when there is work to do.
     qs: QuerySet = build_queries(dataset, store=store, split=split, with_images=False, limit=limit)
@@ -178,19 +249,43 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
         from retrieval.paths import load_or_fit_prior
         _, prior_key = load_or_fit_prior(kg, qs.train_file, qs.answer_space, config.path_hops)
         store = open_store(kg)  # the fit may have committed the prior
-    outputs = run(store, ranked, qs.queries, batch_size=batch_size, device=device, progress=progress,
-                  encoder=encoder, answer_space=qs.answer_space, prior_key=prior_key, **(engine_kwargs or {}))
-    seconds = round(time.perf_counter() - t_run, 3)
     pool_hops = config.path_hops if config.retriever == "anchored" else config.hops
-    reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=pool_hops, ranked_N=ranked.top_N)
+    kwargs = dict(batch_size=batch_size, device=device, progress=progress, encoder=encoder,
+                  answer_space=qs.answer_space, prior_key=prior_key, **(engine_kwargs or {}))
+    if not getattr(run, "writes_shards", False):
+        outputs = run(store, ranked, qs.queries, **kwargs)
+        seconds = round(time.perf_counter() - t_run, 3)
+        reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=pool_hops, ranked_N=ranked.top_N)
+        _finish_reports(reports, qs, seconds)
+        outputs = [o.head(config.top_N) for o in outputs]
+        path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
+                                     engine=engine)
+    else:
+        # the executors write the shard rows into the staged set (under the store's writer
+        # lock, which guards the staging folder); the driver gets per-query summaries only
+        reports = {}
+
+        def fill(sw: ShardWriter) -> FilledShards:
+            job = ShardJob(sw.staging, qs.dataset, qs.split, dict(qs.field_types), config.top_N, pool_hops,
+                           ranked.top_N)
+            written = run(store, ranked, qs.queries, shard_job=job, **kwargs)
+            seconds = round(time.perf_counter() - t_run, 3)
+            sw.adopt_parts(written.parts)
+            reports.update(reports_from_summaries(store, qs, written.summaries, top_N=config.top_N,
+                                                 hops=pool_hops, ranked_N=ranked.top_N))
+            _finish_reports(reports, qs, seconds)
+            columns = pq.read_schema(sw.staging / "part-00000.parquet").names
+            return FilledShards(int((written.summaries.kept == 0).sum()), columns, reports, seconds)
+
+        path = publish_subgraph_shards(store, qs, config, fill, limit=limit, engine=engine)
+    return RetrieveResult(path, False, len(qs.queries), reports, len(qs.rejects), encoder.hits, encoder.misses,
+                          round(time.perf_counter() - t0, 3))
+
+
+def _finish_reports(reports: dict[str, Any], qs: QuerySet, seconds: float) -> None:
     reports["quality"]["retrieve_seconds"] = seconds
     if qs.rejects:  # bad records of the query file: one row each, beside the shards (rejects.json)
         reports["rejects"] = {"count": len(qs.rejects), "rows": qs.rejects}
-    outputs = [o.head(config.top_N) for o in outputs]
-    path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
-                                 engine=engine)
-    return RetrieveResult(path, False, len(qs.queries), reports, len(qs.rejects), encoder.hits, encoder.misses,
-                          round(time.perf_counter() - t0, 3))
 
 
 def _read_reports(directory: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,15 +40,64 @@ def _share(mask: np.ndarray) -> float:
     return round(float(mask.mean()), 4) if mask.size else 0.0
 
 
-def _score_stats(outputs: Sequence[SubgraphOutput]) -> dict[str, Any]:
-    scores = np.concatenate([o.scores for o in outputs] or [np.empty(0, np.float32)])
-    top1 = np.array([o.scores[0] for o in outputs if len(o)], dtype=np.float64)
-    sizes = np.array([len(o) for o in outputs], dtype=np.float64)
-    return {"queries": len(outputs), "empty": int(sum(o.empty for o in outputs)),
-            "mean_triples": round(float(sizes.mean()), 3) if sizes.size else 0.0,
-            "mean_candidates": round(float(np.mean([o.num_candidates for o in outputs])), 1) if outputs else 0.0,
-            "mean_query_triple_score": round(float(scores.mean()), 4) if scores.size else None,
-            "mean_top1_score": round(float(top1.mean()), 4) if top1.size else None}
+@dataclass
+class QuerySummaries:
+    """Per query, the few figures the reports need, in query order: computed next to the
+    subgraphs (in the executors under Spark), so the reports never hold queries × N triples."""
+
+    kept: np.ndarray                     # triples kept in the shards (top_N prefix)
+    score_sum: np.ndarray                # float64 sum of those triples' scores
+    top1: np.ndarray                     # float64 best score, NaN for an empty subgraph
+    num_candidates: np.ndarray
+    seeds: list[np.ndarray]              # seed entities (the random baselines expand them)
+    #: MARS only: answer in the candidate pool / in the top-n (every n of `report_ns`) /
+    #: a kept triple links question and answer directly
+    pool_hit: np.ndarray | None = None
+    hits: dict[int, np.ndarray] = field(default_factory=dict)
+    links: np.ndarray | None = None
+
+
+def report_ns(top_N: int, ranked_N: int | None = None) -> list[int]:
+    """The N of the MARS hit rates: every `REPORT_N` the ranked lists reach, and the shards' top_N."""
+    ranked_N = max(ranked_N or top_N, top_N)
+    return sorted({*[n for n in REPORT_N if n <= ranked_N], top_N})
+
+
+def _pairs_link(pairs: Pairs, q_ids: np.ndarray, a_ids: np.ndarray) -> np.ndarray:
+    """Per query: one of its (head, tail) pairs is question→answer or answer→question."""
+    return np.array([bool(np.any(((h == q) & (t == a)) | ((h == a) & (t == q))))
+                     for (h, t), q, a in zip(pairs, q_ids, a_ids)], bool)
+
+
+def summarize(graph: Any, triples: np.ndarray, dataset: str, queries: Sequence[Any],
+              outputs: Sequence[SubgraphOutput], *, top_N: int, hops: int = 1,
+              ranked_N: int | None = None) -> QuerySummaries:
+    """The `QuerySummaries` of `outputs` (ranked to `ranked_N`, the shards keep `top_N`)."""
+    kept = [o.head(top_N) for o in outputs]
+    s = QuerySummaries(
+        kept=np.array([len(o) for o in kept], np.int64),
+        score_sum=np.array([np.sum(o.scores, dtype=np.float64) for o in kept], np.float64),
+        top1=np.array([o.scores[0] if len(o) else np.nan for o in kept], np.float64),
+        num_candidates=np.array([o.num_candidates for o in outputs], np.int64),
+        seeds=[np.asarray(o.seed_entities, np.int64) for o in outputs])
+    if dataset == "mars":
+        answers = np.array([q.fields["answer_entity"] for q in queries], dtype=np.int64)
+        question = np.array([q.fields["question_entity"] for q in queries], dtype=np.int64)
+        pool = [np.unique(triples[expand_hops(graph, triples, o.seed_entities, hops)][:, [0, 2]]) for o in outputs]
+        s.pool_hit = _contains(pool, answers)
+        s.hits = {n: _contains([o.head(n).entities for o in outputs], answers) for n in report_ns(top_N, ranked_N)}
+        s.links = _pairs_link([(o.heads, o.tails) for o in kept], question, answers)
+    return s
+
+
+def _score_stats(s: QuerySummaries) -> dict[str, Any]:
+    n, total = len(s.kept), int(s.kept.sum())
+    full = s.kept > 0
+    return {"queries": n, "empty": int((~full).sum()),
+            "mean_triples": round(float(s.kept.mean()), 3) if n else 0.0,
+            "mean_candidates": round(float(s.num_candidates.mean()), 1) if n else 0.0,
+            "mean_query_triple_score": round(float(s.score_sum.sum() / total), 4) if total else None,
+            "mean_top1_score": round(float(s.top1[full].mean()), 4) if full.any() else None}
 
 
 def _contains(outputs_entities: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
@@ -62,24 +112,29 @@ def quality_report(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
     For MARS also at every N of `REPORT_N` that the ranked lists reach (`ranked_N`, default
     `top_N`): the top-N is the prefix of a longer ranking, so one ranking of 20 gives N = 10 and 20.
     """
-    report: dict[str, Any] = {"dataset": qs.dataset, "split": qs.split, "top_N": top_N,
-                              **_score_stats([o.head(top_N) for o in outputs])}
+    s = summarize(store.graph, store.triples_array(), qs.dataset, qs.queries, outputs, top_N=top_N, hops=hops,
+                  ranked_N=ranked_N)
+    return quality_from_summaries(store, qs, s, top_N=top_N, hops=hops, strata=strata, ranked_N=ranked_N)
+
+
+def quality_from_summaries(store: KGStore, qs: QuerySet, s: QuerySummaries, *, top_N: int, hops: int = 1,
+                           strata: dict[str, np.ndarray] | None = None,
+                           ranked_N: int | None = None) -> dict[str, Any]:
+    """`quality_report` from the per-query summaries (what the Spark engine sends the driver)."""
+    report: dict[str, Any] = {"dataset": qs.dataset, "split": qs.split, "top_N": top_N, **_score_stats(s)}
     if qs.dataset != "mars":
         return report
     answers = np.array([q.fields["answer_entity"] for q in qs.queries], dtype=np.int64)
     question = np.array([q.fields["question_entity"] for q in qs.queries], dtype=np.int64)
     graph, triples = store.graph, store.triples_array()
-    pool_entities = [np.unique(triples[expand_hops(graph, triples, o.seed_entities, hops)][:, [0, 2]])
-                     for o in outputs]
-    pool_hit = _contains(pool_entities, answers)
-    report["answer_in_candidate_pool"] = _share(pool_hit)
+    report["answer_in_candidate_pool"] = _share(s.pool_hit)
     report["pool_hops"] = hops
     report["hits"] = {}
-    ranked_N = max(ranked_N or top_N, top_N)
-    for n in sorted({*[n for n in REPORT_N if n <= ranked_N], top_N}):
-        hit = _contains([o.head(n).entities for o in outputs], answers)
+    for n in report_ns(top_N, ranked_N):
+        hit = s.hits[n]
+        # the baselines draw from one generator in query order, so they are computed here, once
         rng = np.random.default_rng(BASELINE_SEED)
-        rand = [random_one_hop(graph, triples, o.seed_entities, n, hops=hops, rng=rng) for o in outputs]
+        rand = [random_one_hop(graph, triples, seeds, n, hops=hops, rng=rng) for seeds in s.seeds]
         rand_hit = _contains([np.unique(triples[r][:, [0, 2]]) for r in rand], answers)
         # a second baseline: N random triples around the question entity alone (no retrieval at all)
         rand_q = [random_one_hop(graph, triples, np.array([e]), n, hops=hops, rng=rng) if e >= 0
@@ -123,7 +178,8 @@ def _mars_leakage_report(qs: QuerySet, flags: dict[str, np.ndarray]) -> dict[str
     return {"dataset": "mars", "split": qs.split, **_flag_summary([q.query_id for q in qs.queries], flags)}
 
 
-def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = None) -> dict[str, np.ndarray]:
+def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = None,
+                links: np.ndarray | None = None) -> dict[str, np.ndarray]:
     q_keys = [q.fields["question"] for q in qs.queries]
     a_keys = [q.fields["answer"] for q in qs.queries]
     rel_keys = [q.fields["relation"] for q in qs.queries]
@@ -156,9 +212,9 @@ def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = Non
         flags["pair_in_train"] = np.array([(q, a) in pairs for q, a in zip(q_keys, a_keys)], bool)
     flags["linked_only_by_analogy_relations"] = _linked_only_by_analogy(store, triples, q_ids, a_ids)
     if subgraph_pairs is not None:
-        flags["subgraph_links_question_to_answer"] = np.array([
-            bool(np.any(((h == q) & (t == a)) | ((h == a) & (t == q))))
-            for (h, t), q, a in zip(subgraph_pairs, q_ids, a_ids)], bool)
+        links = _pairs_link(subgraph_pairs, q_ids, a_ids)
+    if links is not None:  # computed per batch by `summarize`, or from the pairs just above
+        flags["subgraph_links_question_to_answer"] = np.asarray(links, bool)
     leaked = flags["fact_in_kg"] | flags["fact_in_kg_reversed"] | flags.get("fact_in_train", False)
     flags["any_fact_leak"] = np.asarray(leaked, bool)
     return flags
@@ -239,17 +295,24 @@ def run_reports(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput],
     `outputs` may be ranked deeper than the shards keep (`ranked_N` > `top_N`): leakage and score
     statistics use the first `top_N` triples, the MARS hit rates every N up to `ranked_N`.
     """
+    s = summarize(store.graph, store.triples_array(), qs.dataset, qs.queries, outputs, top_N=top_N, hops=hops,
+                  ranked_N=ranked_N)
+    return reports_from_summaries(store, qs, s, top_N=top_N, hops=hops, ranked_N=ranked_N)
+
+
+def reports_from_summaries(store: KGStore, qs: QuerySet, s: QuerySummaries, *, top_N: int, hops: int = 1,
+                           ranked_N: int | None = None) -> dict[str, dict[str, Any]]:
+    """`run_reports` from the per-query summaries (the Spark engine's executors compute them)."""
     reports: dict[str, dict[str, Any]] = {}
     strata = None
     if qs.dataset == "mars":
-        kept = [o.head(top_N) for o in outputs]
-        flags = _mars_flags(store, qs, [(o.heads, o.tails) for o in kept])  # once: leakage and strata
+        flags = _mars_flags(store, qs, links=s.links)  # once: leakage and strata
         reports["leakage"] = _mars_leakage_report(qs, flags)
         strata = mars_strata(store, qs, flags)
     elif qs.dataset == "scienceqa":
         reports["leakage"] = scienceqa_leakage(qs)
-    reports["quality"] = quality_report(store, qs, outputs, top_N=top_N, hops=hops, strata=strata,
-                                        ranked_N=ranked_N)
+    reports["quality"] = quality_from_summaries(store, qs, s, top_N=top_N, hops=hops, strata=strata,
+                                                ranked_N=ranked_N)
     return reports
 
 

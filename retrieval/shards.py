@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -67,12 +68,25 @@ def _list_column(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) ->
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, type_.value_type), type=type_)
 
 
+_LABELS: dict[tuple[str, str | None, str | None], tuple[np.ndarray, ...]] = {}
+
+
+def _key_label_arrays(store: KGStore) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entity keys, entity labels, relation keys, relation labels as object arrays indexed by id;
+    kept per process for the tables' content (a Spark worker writes many batches of rows)."""
+    key = (str(store.root), store.table_fingerprint("entities"), store.table_fingerprint("relations"))
+    if key not in _LABELS:
+        ents = store.table("entities", ["key", "label"])
+        rels = store.table("relations", ["key", "label"])
+        _LABELS.clear()
+        _LABELS[key] = (*(ents[c].to_numpy(zero_copy_only=False) for c in ("key", "label")),
+                        *(rels[c].to_numpy(zero_copy_only=False) for c in ("key", "label")))
+    return _LABELS[key]  # type: ignore[return-value]
+
+
 def subgraph_table(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput]) -> pa.Table:
     """One row per query: base columns (kg_store.shards.BASE_SCHEMA), then the dataset's fields."""
-    ents = store.table("entities", ["key", "label"])
-    rels = store.table("relations", ["key", "label"])
-    ekey, elabel = (ents[c].to_numpy(zero_copy_only=False) for c in ("key", "label"))
-    rkey, rlabel = (rels[c].to_numpy(zero_copy_only=False) for c in ("key", "label"))
+    ekey, elabel, rkey, rlabel = _key_label_arrays(store)
     lengths = np.array([len(o) for o in outputs], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     cat = lambda name: np.concatenate([getattr(o, name) for o in outputs] or [np.empty(0, np.int64)])  # noqa: E731
@@ -116,17 +130,41 @@ def write_subgraph_shards(store: KGStore, qs: QuerySet, outputs: Sequence[Subgra
                           engine: str = "local", wait: float = 60.0) -> Path:
     """Write, publish and register one shard set; `reports` become JSON files beside the parts."""
     table = subgraph_table(store, qs, outputs)
+
+    def fill(sw: ShardWriter) -> FilledShards:
+        sw.write(table)
+        return FilledShards(int(np.sum(table["empty"].to_numpy())), table.column_names, reports or {}, seconds)
+
+    return publish_subgraph_shards(store, qs, config, fill, limit=limit, engine=engine, wait=wait)
+
+
+@dataclass
+class FilledShards:
+    """What the rows put into a staged shard set amount to (for meta.json)."""
+
+    empty: int                       # queries with an empty subgraph
+    columns: list[str]
+    reports: dict[str, Any]
+    seconds: float | None = None
+
+
+def publish_subgraph_shards(store: KGStore, qs: QuerySet, config: RetrievalConfig,
+                            fill: Callable[[ShardWriter], FilledShards], *, limit: int | None = None,
+                            engine: str = "local", wait: float = 60.0) -> Path:
+    """Stage a shard set with `fill` (it writes or adopts the part files), then publish and
+    register it. `fill` runs under the store's writer lock: the staging folder is a temp name
+    that a writer starting meanwhile would clean up (the Spark engine's executors fill it)."""
     rel = subgraph_rel(qs.dataset, qs.split, shard_key(config, limit))
     key = cache_key(store, config, qs, limit)
-    meta = {"cache_key": key, "dataset": qs.dataset, "split": qs.split, "encoder": config.encoder,
-            "config": config.to_dict(), "config_hash": config.config_hash, "kg_version": store.kg_version,
-            "queries": table.num_rows, "empty": int(np.sum(table["empty"].to_numpy())),
-            "engine": engine, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "columns": table.column_names, "reports": sorted(reports or {})}
     with KGStore.writer(store.root, wait=wait, create=False) as w:
         with ShardWriter(w.root / rel) as sw:
-            sw.write(table)
-            for name, report in (reports or {}).items():
+            filled = fill(sw)
+            meta = {"cache_key": key, "dataset": qs.dataset, "split": qs.split, "encoder": config.encoder,
+                    "config": config.to_dict(), "config_hash": config.config_hash, "kg_version": store.kg_version,
+                    "queries": sw.num_rows, "empty": filled.empty, "engine": engine, "seconds": filled.seconds,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "columns": filled.columns,
+                    "reports": sorted(filled.reports)}
+            for name, report in filled.reports.items():
                 sw.add_file(f"{name}.json", report)
             sw.close(meta)
         # files of a replaced shard set must leave the manifest, or `verify` would flag them
@@ -135,9 +173,9 @@ def write_subgraph_shards(store: KGStore, qs: QuerySet, outputs: Sequence[Subgra
         files = sorted(str(p.relative_to(w.root)) for p in (w.root / rel).iterdir())
         w.set_artifact(rel, {k: meta[k] for k in ("cache_key", "queries", "empty", "engine", "created")}, files)
         w.record_stage("retrieve", config={**config.to_dict(), "dataset": qs.dataset, "split": qs.split,
-                                           "limit": limit}, counts={"queries": table.num_rows,
+                                           "limit": limit}, counts={"queries": meta["queries"],
                                                                     "empty": meta["empty"]},
                        inputs={str(p): key["dataset_sha256"] for p in qs.source_files}, outputs=[rel],
-                       seconds=seconds)
+                       seconds=filled.seconds)
         w.commit()
     return store.path(rel)
