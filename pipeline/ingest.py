@@ -1,9 +1,11 @@
 """The ingest stage: sources → one committed KG version (entities, relations, triples, literals,
 same_as, images, rejects, CSR graph) with per-source input accounting in the manifest.
 
-The engine (`local` or `spark`) parses and does the triple-sized work; this module assembles the
-small tables in the driver, so both engines give identical stores. Ids are stable: what the store
-already holds keeps its id, new entities/relations/triples/images are appended in input order.
+The engine (`local` or `spark`) parses and does the work that grows with the KG (entity ids,
+triples, the entity and triple rows: Spark writes those as part files appended to the old
+version's parts); this module assembles the small tables in the driver. Both engines follow the
+same id rules, so they give identical stores. Ids are stable: what the store already holds keeps
+its id, new entities/relations/triples/images are appended in input order.
 For every source: lines read = accepted + rejected + duplicates (blank/header lines are `skipped`).
 """
 from __future__ import annotations
@@ -23,7 +25,6 @@ from kg_store import KGStore, schema
 from kg_store import manifest as mf
 from kg_store.store import check_new_store_dir
 from kg_store.errors import KGStoreError
-from kg_store.graph import build_csr
 from pipeline import assemble as A
 from pipeline import engines
 from pipeline.engines.base import NewRows
@@ -136,7 +137,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
     imgs = A.of_kind(small, R.IMAGE)
     imgs = imgs.filter(pc.is_in(imgs["pos"], value_set=dups.first_pos))   # a repeated mapping line: once
 
-    store_counts = {name: store.count(name) for name in ("entities", "triples")}
+    n_old_entities = store.count("entities")
     rmerged = _relation_ids(store, eng, rels)
     rel_map = pa.table({"key": rmerged.key_map["key"], "relation_id": rmerged.key_map["entity_id"]})
     data = pa.concat_tables([ents, lits, imgs]).select(["s", "pos"])
@@ -181,19 +182,18 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
     same_as = pa.table({"key": eids.new_same_as["key"], "entity_id": eids.new_same_as["entity_id"],
                         "source": eids.new_same_as["link"]})
 
-    outputs, sizes, triple_files = [], {}, None
+    outputs, sizes = [], {}
     for name, new in (("entities", new_ents), ("relations", NewRows(new_rels.num_rows, table=new_rels)),
                       ("triples", tri.rows), ("literals", NewRows(new_lits.num_rows, table=new_lits)),
                       ("same_as", NewRows(same_as.num_rows, table=same_as)),
                       ("images", NewRows(new_images.num_rows, table=new_images)),
                       ("rejects", NewRows(new_rejects.num_rows, table=new_rejects))):
-        written, sizes[name], table = _publish(w, store, name, new)
+        written, sizes[name] = _publish(w, store, name, new)
         outputs += written
-        if name == "triples":
-            triple_files = table if table is not None else [w.root / rel for rel in mf.table_parts(w.manifest, name)]
     for rel in images.blobs:
         w.register_file(rel)
-    outputs.append(_write_graph(w, triple_files, sizes["entities"]))
+    outputs.append(_write_graph(w, [w.root / rel for rel in mf.table_parts(w.manifest, "triples")],
+                                sizes["entities"]))
     phases.done("write")
     counts = {
         "sources": n_src,
@@ -207,7 +207,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
         "images": sizes["images"], "images_added": new_images.num_rows, "image_blobs": len(images.blobs),
         "rejects": sizes["rejects"], "rejects_added": new_rejects.num_rows, **totals,
     }
-    if sizes["entities"] != store_counts["entities"] + eids.added or new_ents.num_rows != eids.added:
+    if sizes["entities"] != n_old_entities + eids.added or new_ents.num_rows != eids.added:
         raise RuntimeError("ingest bug: entity rows disagree with the ids assigned; nothing committed")
     return counts, inputs, outputs
 
@@ -216,15 +216,15 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
 ID_TABLES = ("entities", "relations", "triples", "images")
 
 
-def _publish(w, store, name: str, new: NewRows) -> tuple[list[str], int, pa.Table | None]:
+def _publish(w, store, name: str, new: NewRows) -> tuple[list[str], int]:
     """Stage table `name` of the new version: old rows + `new`. Driver-side rows are appended and
     written as one file; executor-written parts are appended to the old version's parts (reused).
-    Returns (files written, rows in the table, the whole table if it was built in the driver)."""
+    Returns (files written, rows in the table)."""
     if new.write is None:
         table = pa.concat_tables([store.table(name), schema.conform(name, new.table)])
         if name in ID_TABLES:
             _check_dense_ids(name, table)
-        return [w.write_table(name, table)], table.num_rows, table
+        return [w.write_table(name, table)], table.num_rows
     written = new.write()
     parts = store.table_parts(name) + written
     n = _check_dense_parts(name, w.root, parts) if name in ID_TABLES else \
@@ -232,16 +232,13 @@ def _publish(w, store, name: str, new: NewRows) -> tuple[list[str], int, pa.Tabl
     if n != store.count(name) + new.num_rows:
         raise RuntimeError(f"ingest bug: {name} parts hold {n} rows, expected {store.count(name) + new.num_rows}")
     w.register_table(name, parts)
-    return written, n, None
+    return written, n
 
 
-def _write_graph(w, triples: pa.Table | list[Path], num_nodes: int) -> str:
-    """The CSR of the new version's triples (table in the driver, or its part files)."""
-    if not isinstance(triples, pa.Table):
-        triples = pq.read_table([str(p) for p in triples], columns=["h", "r", "t"]) if triples else \
-            schema.empty("triples")
-    return w.write_graph(build_csr(triples["h"].to_numpy(), triples["r"].to_numpy(), triples["t"].to_numpy(),
-                                   num_nodes=num_nodes))
+def _write_graph(w, triple_files: list[Path], num_nodes: int) -> str:
+    """The CSR of the new version's triples, built out of core from the triple part files (memory
+    bounded by MMKG_GRAPH_MEMORY, not by the KG), for both engines."""
+    return w.write_graph_external(triple_files, num_nodes)
 
 
 def _check_dense_parts(name: str, root: Path, parts: list[str]) -> int:

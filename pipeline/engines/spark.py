@@ -1,11 +1,18 @@
 """The Spark engine: the same reader functions, run by `mapInArrow` on any master.
 
+Nothing that grows with the KG passes through the driver (issue 19): pass 1 reduces each
+partition's triple keys to their first occurrence; entity ids are assigned by Spark (a range-
+partitioned sort by first occurrence, then per-partition counts → offsets; keys the store has
+keep their ids, read from its Parquet parts); pass 2 re-parses the triples and joins their keys
+to ids on 64-bit xxhash values (so the dedupe shuffles integers), anti-joins the store's triples,
+and the executors write the entity and triple rows as id-ordered Parquet parts into the store.
+The driver gets counts, per-source statistics and rows about the small records (labels, links,
+literals, images); link components are resolved there over the linked keys only.
+
 Tuning from measurements on 2 cores (DESIGN.md, benchmarks/ingest.py): few shuffle partitions
-(2 for small inputs, up to 8 for ~10M triples instead of the default 200); key occurrences and
-the key → id mapping done in Arrow inside the workers (the id tables travel with the function),
-so Spark shuffles only integers and the triple dedupe runs on integer ids. Work is split by byte
-ranges planned in the driver, so workers need the input paths (local files, or a shared
-filesystem on a cluster).
+(2 for small inputs, up to 8 for ~10M triples instead of the default 200). Work is split by byte
+ranges planned in the driver, so workers need the input paths and the store (local files, or a
+shared filesystem on a cluster).
 """
 from __future__ import annotations
 
@@ -181,6 +188,7 @@ class SparkEngine(Engine):
         self._pass1 = self._occ = self._key_map = self._new_ids = None
         self._persisted: list[Any] = []
         self._added = 0
+        self._injective: bool | None = None
         self._written: list[Path] = []
         self._parts = 2
 
@@ -205,23 +213,59 @@ class SparkEngine(Engine):
         """A DataFrame of a driver-side table (rows about small records only)."""
         return self.spark.createDataFrame(table)
 
-    def _dense_ids(self, df, order: list[str], start: int):
-        """`df` with `id` = start + rank in `order` (distinct rows): a range-partitioned sort, then
-        per-partition counts → offsets (only the counts reach the driver). Returns (df, count);
-        the result is partitioned and sorted by id."""
+    def _dense_ids(self, df, order: list[str], start: int, scale: int = 1):
+        """`df` with `id` = start + rank in `order` (distinct rows; order[0] is a position in the
+        input, pos * `scale`). Rows are hash-partitioned into input ranges planned from the tasks
+        (each range's key hashes to its own partition index, so no sampling pass over `df`),
+        sorted within partitions, then per-partition counts → offsets: only the counts reach the
+        driver. Returns (df, count); the result is partitioned and sorted by id."""
         from pyspark.sql import functions as F
-        ranked = self._keep(df.repartitionByRange(self._parts, *order).sortWithinPartitions(*order)
+        bounds = [b * scale for b in self._pos_bounds()]
+        keys = self._partition_keys(len(bounds) + 1)
+        bucket = F.lit(keys[0]).cast("long")  # hashed as a long, as `_partition_keys` hashed it
+        for i, b in enumerate(bounds):
+            bucket = F.when(F.col(order[0]) >= F.lit(b), F.lit(keys[i + 1]).cast("long")).otherwise(bucket)
+        ranked = self._keep(df.repartition(len(keys), bucket).sortWithinPartitions(*order)
                             .withColumn("_m", F.monotonically_increasing_id()))
-        counts = {r["_p"]: r["n"] for r in ranked.groupBy(F.shiftright("_m", _MONO_BITS).alias("_p"))
-                  .agg(F.count(F.lit(1)).alias("n")).collect()}
-        delta, total = [], start
-        for p in range(max(counts, default=-1) + 1):
+        stats = {r["_p"]: r for r in ranked.groupBy(F.shiftright("_m", _MONO_BITS).alias("_p")).agg(
+            F.count(F.lit(1)).alias("n"), F.min(order[0]).alias("lo"), F.max(order[0]).alias("hi")).collect()}
+        delta, total, last = [], start, None
+        for p in range(max(stats, default=-1) + 1):
             delta.append(total - (p << _MONO_BITS))
-            total += counts.get(p, 0)
+            if p in stats:
+                if last is not None and stats[p]["lo"] < last:
+                    raise RuntimeError("ingest bug: Spark partitions are not in input order; nothing committed")
+                total, last = total + stats[p]["n"], stats[p]["hi"]
         if not delta:
             return ranked.withColumn("id", F.col("_m")).drop("_m"), 0
         offset = F.element_at(F.array(*[F.lit(d) for d in delta]), (F.shiftright("_m", _MONO_BITS) + 1).cast("int"))
         return ranked.withColumn("id", F.col("_m") + offset).drop("_m"), total - start
+
+    def _pos_bounds(self) -> list[int]:
+        """Input positions (file_seq << LINE_BITS | line) where the id ranges of the partitions
+        begin: task starts, about equal in bytes, at most `shuffle partitions` ranges."""
+        tasks = sorted(self._plan.tasks, key=lambda t: (t.file_seq, t.start))
+        sizes = [max(t.end - t.start, 1) for t in tasks]
+        total, acc, bounds = sum(sizes), 0, []
+        for t, size in zip(tasks, sizes):
+            pos = (t.file_seq << R.LINE_BITS) + t.first_line
+            if acc and acc * self._parts >= total * (len(bounds) + 1) and (not bounds or pos > bounds[-1]):
+                bounds.append(pos)
+            acc += size
+        return bounds[:self._parts - 1]
+
+    def _partition_keys(self, n: int) -> list[int]:
+        """For each partition index p < n, a long whose Spark hash partitioning (pmod of Murmur3
+        hash, seed 42) is p: `repartition(n, key)` then puts range p in partition p."""
+        from pyspark.sql import functions as F
+        if n == 1:
+            return [0]
+        rows = self.spark.range(0, 64 * n, numPartitions=1).select(
+            "id", F.pmod(F.hash("id"), F.lit(n)).alias("p")).collect()
+        keys: dict[int, int] = {}
+        for r in rows:
+            keys.setdefault(r["p"], r["id"])
+        return [keys[p] for p in range(n)]
 
     def _write(self, w, name: str, df) -> list[str]:
         """Write `df` (partitioned and sorted by id) with Spark's commit protocol into a new folder
@@ -312,13 +356,16 @@ class SparkEngine(Engine):
 
         # every other key: the store's id if it has one, else a new id after the store's
         single = occ.join(linked_df, "key", "left_anti") if len(linked) else occ
-        single = self._keep(single.join(existing, "key", "left_outer"))
+        if n_existing or aliases.num_rows:
+            single = self._keep(single.join(existing, "key", "left_outer"))
+        else:  # a new store: every key is new
+            single = single.withColumn("entity_id", F.lit(None).cast("long"))
         old_single = single.filter(F.col("entity_id").isNotNull()).select("key", "entity_id")
         comp_df = self._df(pa.table({"key": pa.array([c for c, _ in comps.new], pa.string()),
                                      "order": pa.array([o for _, o in comps.new], pa.int64())}))
         new = single.filter(F.col("entity_id").isNull()).select("key", "order", F.lit(False).alias("comp")) \
             .unionByName(comp_df.withColumn("comp", F.lit(True)))
-        new_ids, added = self._dense_ids(new, NEW_ID_ORDER, n_existing)
+        new_ids, added = self._dense_ids(new, NEW_ID_ORDER, n_existing, scale=4)
         self._new_ids = new_ids
         comp_ids = new_ids.filter("comp").select("key", "id").toArrow() if comps.new else None
         linked_map, same_as = comps.resolved(dict(zip(comp_ids["key"].to_pylist(), comp_ids["id"].to_pylist()))
@@ -327,6 +374,11 @@ class SparkEngine(Engine):
             .unionByName(old_single).unionByName(self._df(linked_map.cast(_KEY_IDS)))
         self._key_map = self._keep(key_map)
         self._added = added
+        # do two keys share an entity id? Known here for a new store (only linked keys can);
+        # else `_key_ids` counts distinct ids in Spark
+        linked_ids = linked_map["entity_id"]
+        self._injective = pc.count_distinct(linked_ids).as_py() == len(linked_ids) \
+            if not (n_existing or aliases.num_rows) else None
         lookup = self._key_map.join(F.broadcast(self._df(pa.table({"key": lookup_keys}))), "key").toArrow() \
             if len(lookup_keys) else _KEY_IDS.empty_table()
         return EntityIds(lookup=lookup.cast(_KEY_IDS), new_same_as=same_as, added=added,
@@ -339,14 +391,16 @@ class SparkEngine(Engine):
         if not added:
             return NewRows(0, table=A.labelled_rows(pa.table({"id": pa.array([], pa.int64()), "key": pa.array(
                 [], pa.string()), "order": pa.array([], pa.int64())}), labels, hints, descs, names, file_src))
+        # `_new_ids` is range-partitioned and sorted by id already; the label tables are driver
+        # tables (about the small records) joined by broadcast, which keeps that layout
         df = self._new_ids.select("id", "key", "order")
         for name, tbl in (("label", labels), ("hint", hints), ("description", descs)):
             if tbl is None or not tbl.num_rows:
                 df = df.withColumn(name, F.lit(None).cast("string"))
             else:
-                df = df.join(self._df(tbl.rename_columns(["id", name])), "id", "left_outer")
-        rows = df.repartitionByRange(self._parts, "id").sortWithinPartitions("id") \
-            .mapInArrow(_finish_entities(names, file_src), _spark_schema(schema.ENTITIES))
+                df = df.join(F.broadcast(self._df(tbl.rename_columns(["id", name]))), "id", "left_outer")
+        rows = df.sortWithinPartitions("id").mapInArrow(_finish_entities(names, file_src),
+                                                        _spark_schema(schema.ENTITIES))
         return NewRows(added, write=lambda: self._write(w, "entities", rows))
 
     # ---- pass 2: triples ------------------------------------------------------------------------
@@ -363,28 +417,30 @@ class SparkEngine(Engine):
         triples = frames[0]
         for f in frames[1:]:
             triples = triples.unionByName(f)
-        rels = self._df(rel_map.cast(pa.schema([("key", pa.string()), ("relation_id", pa.int64())])))
-        keyed, emap, rmap, injective = self._key_ids(triples, rels)
+        # relations are few: their ids join by broadcast on the key strings (one id per key)
+        rels = F.broadcast(self._df(pa.table({"p": rel_map["key"], "r": rel_map["relation_id"]}).cast(
+            pa.schema([("p", pa.string()), ("r", pa.int64())]))))
+        keyed, emap = self._key_ids(triples.join(rels, "p"))
         # per-source distinct on keys (the README counts), then on merged entity ids
-        per_src = self._keep(keyed.groupBy("src", "hk", "rk", "tk").agg(F.min("pos").alias("pos"),
-                                                                          F.count(F.lit(1)).alias("n")))
+        per_src = self._keep(keyed.groupBy("src", "hk", "r", "tk").agg(F.min("pos").alias("pos"),
+                                                                         F.count(F.lit(1)).alias("n")))
         st = per_src.groupBy("src").agg(F.sum("n").alias("lines"), F.count(F.lit(1)).alias("distinct")).toArrow()
         mapped = per_src.join(emap.select(F.col("k").alias("hk"), F.col("entity_id").alias("h")), "hk") \
-            .join(emap.select(F.col("k").alias("tk"), F.col("entity_id").alias("t")), "tk") \
-            .join(F.broadcast(rmap.select(F.col("k").alias("rk"), F.col("relation_id").alias("r"))), "rk")
-        if injective and st.num_rows <= 1:
+            .join(emap.select(F.col("k").alias("tk"), F.col("entity_id").alias("t")), "tk")
+        if self._injective and st.num_rows <= 1:
             # one triple source and no merged keys: key-level groups are already the (h, r, t) groups
             final = mapped.select("h", "r", "t", "pos")
         else:
             final = mapped.groupBy("h", "r", "t").agg(F.min("pos").alias("pos"))
         n_old = w.store.count("triples")
+        distinct = None
         if n_old:  # triples the store already has: an anti-join against its parts, on the executors
-            final = self._keep(final)
+            final = self._keep(final)  # counted, then anti-joined
             distinct = final.count()
             old = self.spark.read.parquet(*[str(p) for p in w.store.table_files("triples")]).select("h", "r", "t")
             final = final.join(old, ["h", "r", "t"], "left_anti")
         rows, added = self._dense_ids(final, ["pos", "h", "r", "t"], n_old)
-        if not n_old:
+        if distinct is None:
             distinct = added
         stats = pa.table({c: st[c].cast(TRIPLE_STATS.field(c).type) for c in TRIPLE_STATS.names}, schema=TRIPLE_STATS)
         if not added:
@@ -398,30 +454,28 @@ class SparkEngine(Engine):
             ("id", F.col("id")), ("h", F.col("h")), ("r", F.col("r")), ("t", F.col("t")), ("source", source))])
         return TripleResult(NewRows(added, write=lambda: self._write(w, "triples", rows)), stats, distinct)
 
-    def _key_ids(self, triples, rels):
-        """(src, hk, rk, tk, pos) rows with one 64-bit number per key, the maps number → id, and
-        whether no two keys share an entity id.
+    def _key_ids(self, triples):
+        """(src, hk, r, tk, pos) rows with one 64-bit number per entity key, and the map number → id.
 
-        The number is the key's xxhash64 when no two keys share one (checked by distinct counts;
+        The number is the key's xxhash64 when no two keys share one (checked by a distinct count;
         the shuffles then carry integers only), else a row number joined on the key strings."""
         from pyspark.sql import functions as F
         emap = self._key_map.select(F.xxhash64("key").alias("k"), "entity_id")
-        rmap = rels.select(F.xxhash64("key").alias("k"), "relation_id")
-        row = emap.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("k").alias("k"),
-                       F.countDistinct("entity_id").alias("e")).collect()[0]
-        injective = row["n"] == row["e"]
-        if HASH_KEYS and row["n"] == row["k"] and _distinct_keys(rmap):
-            keyed = triples.select("src", F.xxhash64("s").alias("hk"), F.xxhash64("p").alias("rk"),
-                                   F.xxhash64("o").alias("tk"), "pos")
-            return keyed, emap, rmap, injective
+        aggs = [F.count(F.lit(1)).alias("n"), F.countDistinct("k").alias("k")]
+        if self._injective is None:  # keys the store had may share an id: count in Spark
+            aggs.append(F.countDistinct("entity_id").alias("e"))
+        row = emap.agg(*aggs).collect()[0]
+        if self._injective is None:
+            self._injective = row["n"] == row["e"]
+        if HASH_KEYS and row["n"] == row["k"]:
+            keyed = triples.select("src", F.xxhash64("s").alias("hk"), "r", F.xxhash64("o").alias("tk"), "pos")
+            return keyed, emap
         log.info("ingest: two keys share a 64-bit hash; joining on the key strings")
         kk = self._keep(self._key_map.withColumn("k", F.monotonically_increasing_id()))
-        rk = F.broadcast(rels.withColumn("k", F.monotonically_increasing_id()))
         keyed = triples.join(kk.select(F.col("key").alias("s"), F.col("k").alias("hk")), "s") \
             .join(kk.select(F.col("key").alias("o"), F.col("k").alias("tk")), "o") \
-            .join(rk.select(F.col("key").alias("p"), F.col("k").alias("rk")), "p") \
-            .select("src", "hk", "rk", "tk", "pos")
-        return keyed, kk.select("k", "entity_id"), rk.select("k", "relation_id"), injective
+            .select("src", "hk", "r", "tk", "pos")
+        return keyed, kk.select("k", "entity_id")
 
     def discard(self) -> None:
         for out in self._written:
@@ -439,13 +493,6 @@ class SparkEngine(Engine):
         if self.spark is not None and self._owned:
             self.spark.stop()
         self.spark = None
-
-
-def _distinct_keys(df) -> bool:
-    """No two rows of `df` share `k` (one small aggregate comes back)."""
-    from pyspark.sql import functions as F
-    row = df.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("k").alias("d")).collect()[0]
-    return row["n"] == row["d"]
 
 
 def _spark_schema(schema: pa.Schema = R.LOCATED):

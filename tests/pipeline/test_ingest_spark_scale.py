@@ -30,7 +30,12 @@ def small_driver_spark():
                                     conf=SMALL_DRIVER)
     assert session.sparkContext.getConf().get("spark.driver.maxResultSize") == "1m"
     yield session
+    jvm = session.sparkContext._jvm
     session.stop()
+    # PySpark leaves a started context's settings in the JVM's system properties, where the next
+    # module's session would find them: that session gets Spark's defaults back
+    for key in SMALL_DRIVER:
+        jvm.java.lang.System.clearProperty(key)
 
 
 @pytest.fixture(scope="module")
