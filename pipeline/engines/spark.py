@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: bytes of line input per shuffle partition when `shuffle_partitions` is not given
 BYTES_PER_PARTITION = 64 << 20
+#: bytes of line input per id range (part file) at least
+BYTES_PER_RANGE = 1 << 30
 
 
 def get_or_create_session(master: str | None = "local[*]", app_name: str = "mmkg", shuffle_partitions: int = 2,
@@ -75,7 +77,31 @@ def get_or_create_session(master: str | None = "local[*]", app_name: str = "mmkg
     session.sparkContext.setLogLevel("ERROR")
     # getOrCreate returns an existing session unchanged: the SQL settings can still be applied
     session.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    _cap_broadcasts(session)
     return session
+
+
+#: automatic broadcast joins stay under this share of spark.driver.maxResultSize
+BROADCAST_SHARE = 8
+
+
+def _cap_broadcasts(session) -> None:
+    """A broadcast join collects its small side in the driver, and Spark sizes a Parquet read by
+    its compressed bytes: automatic broadcasts are kept to 1/8 of spark.driver.maxResultSize, so a
+    small driver makes Spark shuffle instead of failing the job."""
+    limit = _size(session.sparkContext.getConf().get("spark.driver.maxResultSize", "1g"))
+    current = _size(session.conf.get("spark.sql.autoBroadcastJoinThreshold"))
+    if limit > 0 and current > limit // BROADCAST_SHARE:
+        session.conf.set("spark.sql.autoBroadcastJoinThreshold", str(limit // BROADCAST_SHARE))
+
+
+def _size(text: str) -> int:
+    """Bytes of a Spark size setting ("16m", "1g", "10485760b", "-1"); units are powers of 1024."""
+    text = text.strip().lower().removesuffix("b")
+    units = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * 1024 ** units[text[-1]])
+    return int(text)
 
 
 @contextmanager
@@ -190,7 +216,7 @@ class SparkEngine(Engine):
         self._added = 0
         self._injective: bool | None = None
         self._written: list[Path] = []
-        self._parts = 2
+        self._parts = self._ranges = 2
 
     def start(self, plan: Plan) -> None:
         if self.spark is not None:
@@ -198,6 +224,9 @@ class SparkEngine(Engine):
         from pyspark.sql import SparkSession
         line_bytes = sum(t.end - t.start for t in plan.tasks)
         self._parts = self.shuffle_partitions or int(min(8, max(2, line_bytes // BYTES_PER_PARTITION)))
+        # id ranges (= part files of the entity and triple tables): the shuffle partitions, more
+        # for a large input, so that no executor sorts a huge range alone
+        self._ranges = max(self._parts, -(-line_bytes // BYTES_PER_RANGE))
         active = SparkSession.getActiveSession()
         self._owned = active is None
         self.spark = get_or_create_session(self.master, self.app_name, self._parts, self.conf)
@@ -243,16 +272,16 @@ class SparkEngine(Engine):
 
     def _pos_bounds(self) -> list[int]:
         """Input positions (file_seq << LINE_BITS | line) where the id ranges of the partitions
-        begin: task starts, about equal in bytes, at most `shuffle partitions` ranges."""
+        begin: task starts, about equal in bytes, at most `self._ranges` ranges."""
         tasks = sorted(self._plan.tasks, key=lambda t: (t.file_seq, t.start))
         sizes = [max(t.end - t.start, 1) for t in tasks]
         total, acc, bounds = sum(sizes), 0, []
         for t, size in zip(tasks, sizes):
             pos = (t.file_seq << R.LINE_BITS) + t.first_line
-            if acc and acc * self._parts >= total * (len(bounds) + 1) and (not bounds or pos > bounds[-1]):
+            if acc and acc * self._ranges >= total * (len(bounds) + 1) and (not bounds or pos > bounds[-1]):
                 bounds.append(pos)
             acc += size
-        return bounds[:self._parts - 1]
+        return bounds[:self._ranges - 1]
 
     def _partition_keys(self, n: int) -> list[int]:
         """For each partition index p < n, a long whose Spark hash partitioning (pmod of Murmur3

@@ -13,11 +13,8 @@ from pipeline.ingest import ingest
 pytestmark = pytest.mark.spark
 
 TABLES = ("entities", "relations", "triples", "literals", "same_as", "images", "rejects")
-SMALL_DRIVER = {"spark.driver.maxResultSize": "1m",
-                # a broadcast join collects its small side in the driver, and Spark sizes Parquet
-                # reads by their compressed bytes: a driver this small takes no automatic broadcast
-                # (the engine's explicit ones carry rows about the small records only)
-                "spark.sql.autoBroadcastJoinThreshold": "-1"}
+#: nothing else: the session caps automatic broadcast joins (collected in the driver) to 1/8 of it
+SMALL_DRIVER = {"spark.driver.maxResultSize": "1m"}
 N = 300_000
 
 
@@ -29,6 +26,7 @@ def small_driver_spark():
     session = get_or_create_session(master="local[2]", app_name="mmkg-tests-small-driver", shuffle_partitions=4,
                                     conf=SMALL_DRIVER)
     assert session.sparkContext.getConf().get("spark.driver.maxResultSize") == "1m"
+    assert session.conf.get("spark.sql.autoBroadcastJoinThreshold") == str((1 << 20) // 8)  # broadcasts capped
     yield session
     jvm = session.sparkContext._jvm
     session.stop()
