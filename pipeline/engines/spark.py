@@ -242,14 +242,13 @@ class SparkEngine(Engine):
         """A DataFrame of a driver-side table (rows about small records only)."""
         return self.spark.createDataFrame(table)
 
-    def _dense_ids(self, df, order: list[str], start: int, scale: int = 1):
-        """`df` with `id` = start + rank in `order` (distinct rows; order[0] is a position in the
-        input, pos * `scale`). Rows are hash-partitioned into input ranges planned from the tasks
-        (each range's key hashes to its own partition index, so no sampling pass over `df`),
-        sorted within partitions, then per-partition counts → offsets: only the counts reach the
-        driver. Returns (df, count); the result is partitioned and sorted by id."""
+    def _dense_ids(self, df, order: list[str], start: int, bounds: list[int]):
+        """`df` with `id` = start + rank in `order` (distinct rows). Rows are hash-partitioned
+        into the ranges of order[0] that `bounds` (ascending) begin (each range's key hashes to
+        its own partition index, so no sampling pass over `df`), sorted within partitions, then
+        per-partition counts → offsets: only the counts reach the driver. Returns (df, count);
+        the result is partitioned and sorted by id."""
         from pyspark.sql import functions as F
-        bounds = [b * scale for b in self._pos_bounds()]
         keys = self._partition_keys(len(bounds) + 1)
         bucket = F.lit(keys[0]).cast("long")  # hashed as a long, as `_partition_keys` hashed it
         for i, b in enumerate(bounds):
@@ -394,7 +393,11 @@ class SparkEngine(Engine):
                                      "order": pa.array([o for _, o in comps.new], pa.int64())}))
         new = single.filter(F.col("entity_id").isNull()).select("key", "order", F.lit(False).alias("comp")) \
             .unionByName(comp_df.withColumn("comp", F.lit(True)))
-        new_ids, added = self._dense_ids(new, NEW_ID_ORDER, n_existing, scale=4)
+        # id ranges of about equal size: first occurrences crowd the start of the input
+        qs = occ.approxQuantile("order", [i / self._ranges for i in range(1, self._ranges)], 0.01) \
+            if self._ranges > 1 else []
+        bounds = sorted({int(q) for q in qs if q is not None})
+        new_ids, added = self._dense_ids(new, NEW_ID_ORDER, n_existing, bounds)
         self._new_ids = new_ids
         comp_ids = new_ids.filter("comp").select("key", "id").toArrow() if comps.new else None
         linked_map, same_as = comps.resolved(dict(zip(comp_ids["key"].to_pylist(), comp_ids["id"].to_pylist()))
@@ -468,7 +471,7 @@ class SparkEngine(Engine):
             distinct = final.count()
             old = self.spark.read.parquet(*[str(p) for p in w.store.table_files("triples")]).select("h", "r", "t")
             final = final.join(old, ["h", "r", "t"], "left_anti")
-        rows, added = self._dense_ids(final, ["pos", "h", "r", "t"], n_old)
+        rows, added = self._dense_ids(final, ["pos", "h", "r", "t"], n_old, self._pos_bounds())
         if distinct is None:
             distinct = added
         stats = pa.table({c: st[c].cast(TRIPLE_STATS.field(c).type) for c in TRIPLE_STATS.names}, schema=TRIPLE_STATS)
