@@ -227,6 +227,8 @@ def _publish(w, store, name: str, new: NewRows) -> tuple[list[str], int]:
         return [w.write_table(name, table)], table.num_rows
     written = new.write()
     parts = store.table_parts(name) + written
+    if not parts:  # no rows in the store nor in the input: an empty table of one file
+        return [w.write_table(name, schema.empty(name))], 0
     n = _check_dense_parts(name, w.root, parts) if name in ID_TABLES else \
         sum(pq.ParquetFile(w.root / rel).metadata.num_rows for rel in parts)
     if n != store.count(name) + new.num_rows:

@@ -421,8 +421,7 @@ class SparkEngine(Engine):
         from pyspark.sql import functions as F
         added = self._added
         if not added:
-            return NewRows(0, table=A.labelled_rows(pa.table({"id": pa.array([], pa.int64()), "key": pa.array(
-                [], pa.string()), "order": pa.array([], pa.int64())}), labels, hints, descs, names, file_src))
+            return NewRows(0, write=list)  # the old parts, as they are
         # `_new_ids` is range-partitioned and sorted by id already; the label tables are driver
         # tables (about the small records) joined by broadcast, which keeps that layout
         df = self._new_ids.select("id", "key", "order")
@@ -445,7 +444,7 @@ class SparkEngine(Engine):
         if self._whole_triples.num_rows:
             frames.append(self._df(self._whole_triples))
         if not frames:
-            return TripleResult(NewRows(0, table=schema.empty("triples")), TRIPLE_STATS.empty_table(), 0)
+            return TripleResult(NewRows(0, write=list), TRIPLE_STATS.empty_table(), 0)
         triples = frames[0]
         for f in frames[1:]:
             triples = triples.unionByName(f)
@@ -476,7 +475,7 @@ class SparkEngine(Engine):
             distinct = added
         stats = pa.table({c: st[c].cast(TRIPLE_STATS.field(c).type) for c in TRIPLE_STATS.names}, schema=TRIPLE_STATS)
         if not added:
-            return TripleResult(NewRows(0, table=schema.empty("triples")), stats, distinct)
+            return TripleResult(NewRows(0, write=list), stats, distinct)
         file_names = [plan.names[s] for s in plan.file_src]
         source = F.element_at(F.array(*[F.lit(n) for n in file_names]),
                               (F.shiftright("pos", R.LINE_BITS) + 1).cast("int"))
