@@ -91,7 +91,8 @@ def test_spark_ingest_with_a_1mb_driver_equals_local_and_appends(small_driver_sp
 
 def test_key_hash_collision_fallback_joins_on_strings(small_driver_spark, tmp_path, monkeypatch, data_dir):
     """The string-join path (taken when two keys share a 64-bit hash) gives the same store,
-    with a link merging two data keys (DB15K sameAs lines) and an append."""
+    with a link merging two data keys (DB15K sameAs lines), an append, and an append of
+    nothing new."""
     from pipeline.engines import spark as S
     monkeypatch.setattr(S, "HASH_KEYS", False)
     tsv = tmp_path / "t.tsv"
@@ -101,10 +102,13 @@ def test_key_hash_collision_fallback_joins_on_strings(small_driver_spark, tmp_pa
     sameas.write_text("".join((data_dir / "mmkg" / "DB15K" / "DB15K_SameAsLink.txt").read_text().splitlines(True)[:3]))
     extra = tmp_path / "extra.tsv"
     extra.write_text("Q5\tr\tQ6\nQ7\tr2\t/m/01m4kpp\n")
-    for src in ([f"tsv:{tsv}", f"sameas:{sameas}"], [f"tsv:{extra}"]):
+    parts = []
+    for src in ([f"tsv:{tsv}", f"sameas:{sameas}"], [f"tsv:{extra}"], [f"tsv:{extra}"]):
         s = ingest(tmp_path / "spark", src, engine="spark", shuffle_partitions=2, spark_conf=SMALL_DRIVER)
         lo = ingest(tmp_path / "local", src, engine="local")
         assert s.counts == lo.counts and s.inputs == lo.inputs
         _same_store(s.store, lo.store)
         assert s.counts["merged_keys"] == (1 if len(src) == 2 else 0)
-    assert s.counts["triples_already_in_store"] == 1
+        parts.append({name: s.store.table_parts(name) for name in ("entities", "triples")})
+    assert s.counts["triples_already_in_store"] == 2 and s.counts["triples_added"] == 0
+    assert parts[2] == parts[1]  # nothing new: the old parts stay, nothing rewritten in the driver
