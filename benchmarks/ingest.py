@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+#: the code under test: this checkout, or a baseline checkout's (`--baseline-repo`, scale rows)
+sys.path.insert(0, os.environ.get("MMKG_BENCH_CODE", str(REPO)))
 
 
 def write_synthetic_tsv(path: Path, n: int, seed: int = 0) -> None:
@@ -173,10 +174,10 @@ class TreeMemory:
         self._thread.join()
 
 
-def one_scale_row(tsv: Path, kg: Path, master: str, max_result_size: str | None) -> dict:
+def one_scale_row(tsv: Path, kg: Path, master: str, max_result_size: str | None, driver_memory: str) -> dict:
     """The child of `--scale`: one Spark ingest of `tsv`, its memory, as one JSON line on stdout."""
     import resource
-    os.environ["MMKG_SPARK_DRIVER_MEMORY"] = "2g"
+    os.environ["MMKG_SPARK_DRIVER_MEMORY"] = driver_memory
     conf = {"spark.driver.maxResultSize": max_result_size} if max_result_size else None
     mem = TreeMemory()
     from pipeline.ingest import ingest
@@ -188,49 +189,57 @@ def one_scale_row(tsv: Path, kg: Path, master: str, max_result_size: str | None)
     c, store = r.counts, r.store
     mib = 1 / 1024
     return {"wall_s": round(wall, 2), "phases_s": r.phases, "triples": c["triples"], "entities": c["entities"],
-            "duplicates": c["duplicates"], "spark.driver.memory": "2g", "spark.driver.maxResultSize": max_result_size,
+            "duplicates": c["duplicates"], "spark.driver.memory": driver_memory, "spark.driver.maxResultSize": max_result_size,
             "driver_python_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * mib, 1),
             "jvm_peak_rss_mib": round(mem.jvm_kib * mib, 1),
             "executor_python_workers_peak_rss_mib": round(mem.workers_kib * mib, 1),
             "executor_python_workers_at_peak": mem.workers_n,
-            "table_parts": {n: len(store.table_parts(n)) for n in ("entities", "triples")}}
+            "table_parts": {n: len(store.table_parts(n)) if hasattr(store, "table_parts") else 1
+                            for n in ("entities", "triples")}}
 
 
 def scale_rows(args, work: Path) -> dict:
     import subprocess
-    rows: dict = {}
+    # rows already in --out are kept: a rerun measures only the missing or failed ones
+    old = json.loads(Path(args.out).read_text()).get("rows", {}) if args.out and Path(args.out).exists() else {}
+    rows: dict = old  # failed rows stay on record until a rerun measures them
     repos = {"current": REPO, **({"baseline": Path(args.baseline_repo).resolve()} if args.baseline_repo else {})}
     for n in [int(x) for x in args.scale.split(",") if x]:
         tsv = work / f"synthetic-{n}.tsv"
-        if not tsv.exists():
+        todo = [label for label in repos if not (label == "baseline" and n > args.baseline_max)
+                and "wall_s" not in rows.get(str(n), {}).get(label, {})]
+        if todo and not tsv.exists():
             t0 = time.perf_counter()
             write_synthetic_tsv(tsv, n)
             print(f"[bench] wrote {tsv} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        for label, repo in repos.items():
-            if label == "baseline" and n > args.baseline_max:
-                continue
+        for label in todo:
+            repo = repos[label]
             size = args.max_result_size if label == "current" else None
             cmd = [sys.executable, str(Path(__file__).resolve()), "--one-row", str(tsv), "--kg",
-                   str(work / f"kg-{label}-{n}"), "--master", args.master, "--max-result-size", size or ""]
-            env = {**os.environ, "PYTHONPATH": str(repo)}
+                   str(work / f"kg-{label}-{n}"), "--master", args.master, "--max-result-size", size or "",
+                   "--driver-memory", args.driver_memory]
+            env = {**os.environ, "PYTHONPATH": str(repo), "MMKG_BENCH_CODE": str(repo)}
             done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+            (work / f"{label}-{n}.stderr").write_text(done.stderr)
             if done.returncode:
-                row = {"failed": done.stderr.strip().splitlines()[-3:]}
+                errors = [ln for ln in done.stderr.splitlines() if "Error" in ln or "Exception" in ln]
+                row = {"failed": (errors[:3] or done.stderr.strip().splitlines()[-3:]),
+                       "stderr": str(work / f"{label}-{n}.stderr")}
             else:
                 row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.setdefault(str(n), {})[label] = row
             shutil.rmtree(work / f"kg-{label}-{n}", ignore_errors=True)
             print(f"[bench] {n} {label}: {json.dumps(row)}", file=sys.stderr, flush=True)
-    out = {"rows": rows}
+    out = {"rows": rows, "spark.driver.memory": args.driver_memory}
     ns = sorted(int(k) for k in rows)
-    if len(ns) >= 2 and all("wall_s" in rows[str(k)]["current"] for k in ns):
+    if len(ns) >= 2 and all("wall_s" in rows[str(k)].get("current", {}) for k in ns):
         lo, hi = rows[str(ns[0])]["current"], rows[str(ns[-1])]["current"]
         out["scale"] = {"triples_ratio": ns[-1] / ns[0], "time_ratio": round(hi["wall_s"] / lo["wall_s"], 2),
                         "time_ratio_goal_max": round(1.1 * ns[-1] / ns[0], 2),  # linear + 10 %
                         "driver_rss_ratio": round(hi["driver_python_peak_rss_mib"] / lo["driver_python_peak_rss_mib"], 3),
                         "driver_rss_ratio_goal_max": 1.10}
     base = rows.get(str(ns[0]), {}).get("baseline") if ns else None
-    if base and "wall_s" in base and "wall_s" in rows[str(ns[0])]["current"]:
+    if base and "wall_s" in base and "wall_s" in rows[str(ns[0])].get("current", {}):
         out["speedup_vs_baseline_at_smallest"] = round(base["wall_s"] / rows[str(ns[0])]["current"]["wall_s"], 2)
     return out
 
@@ -248,11 +257,14 @@ def main() -> None:
     ap.add_argument("--baseline-repo", default=None, help="a checkout whose code gives the baseline scale rows")
     ap.add_argument("--baseline-max", type=int, default=10_000_000, help="largest scale row run for the baseline")
     ap.add_argument("--max-result-size", default="16m", help="spark.driver.maxResultSize of the scale rows")
+    ap.add_argument("--driver-memory", default="2g", help="spark.driver.memory of the scale rows (local mode: "
+                    "the JVM of the driver and the executors)")
     ap.add_argument("--one-row", default=None, help=argparse.SUPPRESS)  # the scale row's child process
     ap.add_argument("--kg", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one_row:
-        print(json.dumps(one_scale_row(Path(args.one_row), Path(args.kg), args.master, args.max_result_size or None)))
+        print(json.dumps(one_scale_row(Path(args.one_row), Path(args.kg), args.master, args.max_result_size or None,
+                                       args.driver_memory)))
         return
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     engines = [e for e in args.engines.split(",") if e]
