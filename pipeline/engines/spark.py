@@ -356,7 +356,10 @@ class SparkEngine(Engine):
         if self._occ is not None:
             frames.insert(0, self._occ.filter(F.col("kind") == kind).select("key", "order"))
         occ = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-        return occ.groupBy("key").agg(F.min("order").alias("order"))
+        # shuffle first, then aggregate: each pass-1 partition is already distinct, so a map-side
+        # partial aggregate reduces nothing and holds a whole partition's keys in one hash map
+        # (out of memory at 50M triples with a 2g JVM); after the shuffle each holds 1/parts of them
+        return occ.repartition(self._parts, "key").groupBy("key").agg(F.min("order").alias("order"))
 
     def relation_occurrences(self) -> pa.Table:
         # relations are few (thousands): their first occurrences come to the driver
@@ -452,9 +455,11 @@ class SparkEngine(Engine):
         rels = F.broadcast(self._df(pa.table({"p": rel_map["key"], "r": rel_map["relation_id"]}).cast(
             pa.schema([("p", pa.string()), ("r", pa.int64())]))))
         keyed, emap = self._key_ids(triples.join(rels, "p"))
-        # per-source distinct on keys (the README counts), then on merged entity ids
-        per_src = self._keep(keyed.groupBy("src", "hk", "r", "tk").agg(F.min("pos").alias("pos"),
-                                                                         F.count(F.lit(1)).alias("n")))
+        # per-source distinct on keys (the README counts), then on merged entity ids. Shuffled by
+        # the head key first: the aggregate then needs no shuffle of its own (nor a map-side hash
+        # map of a whole partition's triples), and the join on `hk` below reuses the partitioning
+        per_src = self._keep(keyed.repartition(self._parts, "hk").groupBy("src", "hk", "r", "tk").agg(
+            F.min("pos").alias("pos"), F.count(F.lit(1)).alias("n")))
         st = per_src.groupBy("src").agg(F.sum("n").alias("lines"), F.count(F.lit(1)).alias("distinct")).toArrow()
         mapped = per_src.join(emap.select(F.col("k").alias("hk"), F.col("entity_id").alias("h")), "hk") \
             .join(emap.select(F.col("k").alias("tk"), F.col("entity_id").alias("t")), "tk")
