@@ -117,7 +117,7 @@ DEFAULT_GRAPH_MEMORY = 256 << 20
 
 
 def parse_size(text: str | int) -> int:
-    """'256m', '1G', '64KiB', '1000000' → bytes (the grammar of retrieval.index.parse_memory)."""
+    """'256m', '1G', '2.5GB', '64KiB', '1000000' → bytes (memory settings: the CSR build, index budgets)."""
     import re
     from kg_store.errors import ConfigError
     if isinstance(text, int):

@@ -55,6 +55,7 @@ from typing import Any, Iterator
 
 from kg_store import atomic, manifest as mf
 from kg_store.errors import ConfigError, CorruptFileError, KGStoreError, LockedError
+from kg_store.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,6 @@ def _filesystem(url: str):
     return fs, path.rstrip("/")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _S3Conditional:
@@ -225,7 +220,7 @@ class RemoteStore:
             got = tmp.stat().st_size
             if got != size:
                 return f"{got} bytes, manifest says {size}"
-            if _sha256_file(tmp) != sha256:
+            if sha256_file(tmp) != sha256:
                 return "sha256 differs from the manifest"
             os.replace(tmp, dest)
             return None
@@ -385,7 +380,7 @@ class WorkingCopy:
             if base_files.get(rel) == info:
                 continue
             p = self.path / rel
-            if not p.is_file() or p.stat().st_size != info["bytes"] or _sha256_file(p) != info["sha256"]:
+            if not p.is_file() or p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
                 raise CorruptFileError(p, "changed after it was committed; nothing was published")
             self.remote.upload(p, info["sha256"])
             with contextlib.suppress(OSError):  # the next sync then keeps this file as it is

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +54,9 @@ class IndexSpec:
 
 
 def parse_memory(text: str | int | None) -> int | None:
-    """'4G', '512M', '2.5GB', '1000000' → bytes; None stays None."""
-    if text is None or isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
-    if not m:
-        raise ConfigError(f"cannot read memory size {text!r}; use e.g. 512M, 4G")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+    """'4G', '512M', '2.5GB', '1000000' → bytes; None stays None (one grammar: kg_store.graph.parse_size)."""
+    from kg_store.graph import parse_size
+    return None if text is None else parse_size(text)
 
 
 def estimate_memory(spec: IndexSpec, n: int, d: int) -> int:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kg_store import atomic
+from kg_store.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,6 @@ def configured_threads() -> int:
 
 
 # ---- digests -----------------------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def files_digest(files: Sequence[Path], base: Path, memo_dir: Path) -> str:
@@ -107,7 +102,7 @@ def files_digest(files: Sequence[Path], base: Path, memo_dir: Path) -> str:
         stamp = [st.st_size, st.st_mtime_ns]
         entry = memo.get(str(f.resolve()))
         if not entry or entry.get("stat") != stamp:
-            entry = {"stat": stamp, "sha256": _sha256_file(f)}
+            entry = {"stat": stamp, "sha256": sha256_file(f)}
             memo[str(f.resolve())] = entry
             changed = True
         h.update(f"{f.relative_to(base).as_posix()}\0{entry['sha256']}\n".encode())
