@@ -118,11 +118,8 @@ def main() -> None:
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(out, sort_keys=True)
-    print(text)
-    if args.out:
-        from kg_store import atomic
-        atomic.write_bytes(args.out, (text + "\n").encode())
+    from benchmarks.report import emit
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

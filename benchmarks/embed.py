@@ -24,7 +24,6 @@ Prints one JSON object (and writes it to `--out` when given).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -182,11 +181,8 @@ def main() -> None:
     out = {"benchmark": "embed", "threads": args.threads, "batch_size": args.batch_size,
            "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(), "goal_ratio": 0.95,
            "min_ratio": min((r["ratio"] for r in results), default=None), "results": results, "runtimes": runtimes}
-    text = json.dumps(out)
-    print(text)
-    if args.out:
-        from kg_store import atomic
-        atomic.write_bytes(args.out, (text + "\n").encode())
+    from benchmarks.report import emit
+    emit(out, args.out, sort_keys=False)
 
 
 if __name__ == "__main__":
