@@ -188,7 +188,8 @@ def one_scale_row(tsv: Path, kg: Path, master: str, max_result_size: str | None,
     mem.stop()
     c, store = r.counts, r.store
     mib = 1 / 1024
-    return {"wall_s": round(wall, 2), "phases_s": r.phases, "triples": c["triples"], "entities": c["entities"],
+    return {"wall_s": round(wall, 2), "phases_s": r.phases, "phase_peak_rss_mib": getattr(r, "phase_peak_rss_mib", None),
+            "triples": c["triples"], "entities": c["entities"],
             "duplicates": c["duplicates"], "spark.driver.memory": driver_memory, "spark.driver.maxResultSize": max_result_size,
             "driver_python_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * mib, 1),
             "jvm_peak_rss_mib": round(mem.jvm_kib * mib, 1),

@@ -8,6 +8,7 @@ before `commit()` leaves the previous version intact (and litter that `gc` remov
 from __future__ import annotations
 
 import copy
+import shutil
 import os
 from functools import cached_property
 from pathlib import Path
@@ -306,6 +307,27 @@ class StoreWriter:
             memory_bytes = graph.parse_size(env) if env else graph.DEFAULT_GRAPH_MEMORY
         rel = f"graph/v{self.new_version:06d}"
         graph.build_csr_external(triple_parts, num_nodes, self.root / rel, memory_bytes=memory_bytes)
+        for name in graph.ARRAYS:
+            self.register_file(f"{rel}/{name}.npy")
+        self.manifest["graph"] = rel
+        return rel
+
+    def graph_staging(self) -> Path:
+        """A new folder inside the store for a graph built in node ranges by other processes
+        (`graph_ranges`); a temp name, so an interrupted build leaves litter `gc` removes."""
+        folder = atomic._tmp_sibling(self.root / "graph" / f"v{self.new_version:06d}-ranges")
+        folder.mkdir(parents=True)
+        return folder
+
+    def write_graph_ranges(self, folder: Path, bounds: list[int], edges: int) -> str:
+        """`write_graph` assembled from the node ranges in `folder` (graph_ranges.assemble_csr),
+        which is removed afterwards."""
+        from kg_store import graph_ranges
+        rel = f"graph/v{self.new_version:06d}"
+        try:
+            graph_ranges.assemble_csr(folder, bounds, edges, self.root / rel)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         for name in graph.ARRAYS:
             self.register_file(f"{rel}/{name}.npy")
         self.manifest["graph"] = rel

@@ -49,20 +49,31 @@ class IngestResult:
     seconds: float
     #: wall seconds per phase (plan, engine_start, parse, ids, triples, images, write), in order
     phases: dict[str, float]
+    #: this process's peak RSS (MiB) at the end of each phase: where the driver's memory went
+    phase_peak_rss_mib: dict[str, float]
 
 
 class _Phases:
-    """Wall seconds per ingest phase, logged as each one ends (the progress report of a long ingest)."""
+    """Wall seconds and the peak RSS so far per ingest phase, logged as each one ends (the
+    progress report of a long ingest)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mib: dict[str, float] = {}
         self._t = time.perf_counter()
 
     def done(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name] = round(now - self._t, 3)
-        log.info("ingest: %s done in %.1f s", name, self.seconds[name])
+        self.peak_rss_mib[name] = peak_rss_mib()
+        log.info("ingest: %s done in %.1f s (peak RSS %.0f MiB)", name, self.seconds[name], self.peak_rss_mib[name])
         self._t = now
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set so far, MiB (Linux: ru_maxrss is KiB)."""
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "local", master: str | None = None,
@@ -105,7 +116,8 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
         if prefetch is not None:
             prefetch.close()
         eng.close()
-    return IngestResult(store=store, counts=counts, inputs=inputs, seconds=seconds, phases=phases.seconds)
+    return IngestResult(store=store, counts=counts, inputs=inputs, seconds=seconds, phases=phases.seconds,
+                        phase_peak_rss_mib=phases.peak_rss_mib)
 
 
 #: rejects listed in the --strict error (the rest are counted)
@@ -192,8 +204,8 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
         outputs += written
     for rel in images.blobs:
         w.register_file(rel)
-    outputs.append(_write_graph(w, [w.root / rel for rel in mf.table_parts(w.manifest, "triples")],
-                                sizes["entities"]))
+    outputs.append(eng.write_graph(w, [w.root / rel for rel in mf.table_parts(w.manifest, "triples")],
+                                   sizes["entities"]))
     phases.done("write")
     counts = {
         "sources": n_src,
@@ -235,12 +247,6 @@ def _publish(w, store, name: str, new: NewRows) -> tuple[list[str], int]:
         raise RuntimeError(f"ingest bug: {name} parts hold {n} rows, expected {store.count(name) + new.num_rows}")
     w.register_table(name, parts)
     return written, n
-
-
-def _write_graph(w, triple_files: list[Path], num_nodes: int) -> str:
-    """The CSR of the new version's triples, built out of core from the triple part files (memory
-    bounded by MMKG_GRAPH_MEMORY, not by the KG), for both engines."""
-    return w.write_graph_external(triple_files, num_nodes)
 
 
 def _check_dense_parts(name: str, root: Path, parts: list[str]) -> int:

@@ -9,6 +9,7 @@ identical.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
@@ -106,6 +107,11 @@ class Engine:
                         file_src) -> NewRows:
         """Rows of the entities `assign_entity_ids` added (labels etc.: id, text tables)."""
         raise NotImplementedError
+
+    def write_graph(self, w, triple_files: list[Path], num_nodes: int) -> str:
+        """The CSR of the new version's triples (all its part files): built out of core in this
+        process, memory bounded by MMKG_GRAPH_MEMORY, not by the KG."""
+        return w.write_graph_external(triple_files, num_nodes)
 
     def discard(self) -> None:
         """Remove what the engine wrote into the store for a version that is not committed."""

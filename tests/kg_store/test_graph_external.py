@@ -154,3 +154,67 @@ def test_killed_build_leaves_only_temp_litter_cleanup_removes(tmp_path):
     assert any(n.startswith("v000001-runs.tmp-") for n in left)
     assert cleanup_temp(tmp_path) == len(left)
     assert os.listdir(graph_dir) == []
+
+
+# ---- the CSR written in node ranges by several writers (Spark executors) and concatenated ------
+def _write_ranges(folder: Path, h, r, t, bounds: list[int], batch: int = 997) -> None:
+    """What each executor does: its range's edges sorted by (node, role, triple id), streamed."""
+    from kg_store.graph_ranges import RangeWriter
+    tid = np.arange(len(h), dtype=np.int64)
+    v, role = np.concatenate([h, t]), np.concatenate([np.zeros(len(h), np.int64), np.ones(len(h), np.int64)])
+    nb, rel, ids = np.concatenate([t, h]), np.concatenate([r, r]), np.concatenate([tid, tid])
+    order = np.lexsort((ids, role, v))
+    v, role, nb, rel, ids = v[order], role[order], nb[order], rel[order], ids[order]
+    for i in range(len(bounds) - 1):
+        sel = (v >= bounds[i]) & (v < bounds[i + 1])
+        if not sel.any():
+            continue  # a partition without edges writes nothing
+        w = RangeWriter(folder, i, bounds[i], bounds[i + 1])
+        cols = [c[sel] for c in (v, role, nb, rel, ids)]
+        for s in range(0, len(cols[0]), batch):
+            w.add(*[c[s:s + batch] for c in cols])
+        w.close()
+
+
+def test_graph_assembled_from_node_ranges_is_byte_identical(markg, tmp_path):
+    from kg_store.graph_ranges import assemble_csr, range_bounds
+    tri = markg.table("triples", ["h", "r", "t"])
+    h, r, t = (tri[c].to_numpy().astype(np.int64) for c in ("h", "r", "t"))
+    n = markg.count("entities")
+    save_csr(build_csr(h, r, t, n), tmp_path / "ref")
+    bounds = range_bounds(n, 7)
+    assert bounds[0] == 0 and bounds[-1] == n and len(bounds) == 8
+    (tmp_path / "ranges").mkdir()
+    _write_ranges(tmp_path / "ranges", h, r, t, bounds)
+    assemble_csr(tmp_path / "ranges", bounds, 2 * len(h), tmp_path / "graph")
+    _same_files(tmp_path / "ref", tmp_path / "graph")
+    # nodes without edges at the end: their ranges have no files, indptr stays flat there
+    n2 = 2_000
+    h2, r2, t2 = _synthetic(5_000, n2)
+    save_csr(build_csr(h2, r2, t2, n2), tmp_path / "ref2")
+    b2 = range_bounds(n2, 40)
+    (tmp_path / "ranges2").mkdir()
+    _write_ranges(tmp_path / "ranges2", h2, r2, t2, b2)
+    assert len(list((tmp_path / "ranges2").glob("*.degree"))) < 40
+    assemble_csr(tmp_path / "ranges2", b2, 2 * len(h2), tmp_path / "graph2")
+    _same_files(tmp_path / "ref2", tmp_path / "graph2")
+
+
+def test_graph_ranges_refuse_unsorted_misplaced_or_missing_edges(tmp_path):
+    from kg_store.graph_ranges import RangeWriter, assemble_csr
+    one = np.ones(2, np.int64)
+    w = RangeWriter(tmp_path, 0, 0, 10)
+    with pytest.raises(KGStoreError, match="not sorted"):
+        w.add(np.array([3, 2]), 0 * one, one, one, np.array([0, 1]))
+    w.abort()
+    w = RangeWriter(tmp_path, 0, 0, 10)
+    with pytest.raises(KGStoreError, match="outside"):
+        w.add(np.array([3, 12]), 0 * one, one, one, np.array([0, 1]))
+    w.abort()
+    assert not list(tmp_path.iterdir())  # an aborted range leaves nothing
+    w = RangeWriter(tmp_path, 0, 0, 10)
+    w.add(np.array([3, 4]), 0 * one, one, one, np.array([0, 1]))
+    w.close()
+    with pytest.raises(KGStoreError, match="hold 2 edges, expected 4"):
+        assemble_csr(tmp_path, [0, 10, 20], 4, tmp_path / "g")
+    assert not (tmp_path / "g").exists()
