@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 BYTES_PER_PARTITION = 64 << 20
 #: bytes of line input per id range (part file) at least
 BYTES_PER_RANGE = 1 << 30
+#: bytes of line input above which cached frames live on local disk, not in the JVM heap
+BYTES_IN_MEMORY = 512 << 20
 #: graph edges per node range at most: one Spark partition, sorted in one Python worker's
 #: memory (about 100 bytes an edge at the peak of the sort)
 EDGES_PER_RANGE = 4_000_000
@@ -222,16 +224,21 @@ class SparkEngine(Engine):
         self._injective: bool | None = None
         self._written: list[Path] = []
         self._parts = self._ranges = 2
+        self._large = False
 
     def start(self, plan: Plan) -> None:
         if self.spark is not None:
             return
         from pyspark.sql import SparkSession
         line_bytes = sum(t.end - t.start for t in plan.tasks)
-        self._parts = self.shuffle_partitions or int(min(8, max(2, line_bytes // BYTES_PER_PARTITION)))
+        # one shuffle partition per 64 MiB of input: an aggregation or a cache block per task
+        # stays small enough for a fixed 2g JVM whatever the input (a cap of 8 ran out of
+        # aggregation memory at 50M triples)
+        self._parts = self.shuffle_partitions or int(min(256, max(2, line_bytes // BYTES_PER_PARTITION)))
         # id ranges (= part files of the entity and triple tables): the shuffle partitions, more
         # for a large input, so that no executor sorts a huge range alone
         self._ranges = max(self._parts, -(-line_bytes // BYTES_PER_RANGE))
+        self._large = line_bytes > BYTES_IN_MEMORY
         active = SparkSession.getActiveSession()
         self._owned = active is None
         self.spark = get_or_create_session(self.master, self.app_name, self._parts, self.conf)
@@ -239,7 +246,9 @@ class SparkEngine(Engine):
     # ---- helpers --------------------------------------------------------------------------------
     def _keep(self, df):
         from pyspark import StorageLevel
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        # a large input's cached frames go to local disk: cached blocks in the heap squeezed the
+        # aggregations' memory (AGGREGATE_OUT_OF_MEMORY at 50M triples with a 2g JVM)
+        df = df.persist(StorageLevel.DISK_ONLY if self._large else StorageLevel.MEMORY_AND_DISK)
         self._persisted.append(df)
         return df
 
@@ -479,7 +488,7 @@ class SparkEngine(Engine):
             final = mapped.select("h", "r", "t", "pos")
             counted = None if n_old else per_src
         else:
-            final = mapped.groupBy("h", "r", "t").agg(F.min("pos").alias("pos"))
+            final = mapped.repartition(self._parts, "h", "r", "t").groupBy("h", "r", "t").agg(F.min("pos").alias("pos"))
         distinct = None
         if n_old:  # triples the store already has: an anti-join against its parts, on the executors
             final = self._keep(final)  # counted, then anti-joined
@@ -543,13 +552,15 @@ class SparkEngine(Engine):
         the shuffles then carry integers only), else a row number joined on the key strings."""
         from pyspark.sql import functions as F
         emap = self._key_map.select(F.xxhash64("key").alias("k"), "entity_id")
-        aggs = [F.count(F.lit(1)).alias("n"), F.countDistinct("k").alias("k")]
+
+        def distinct(col: str) -> int:
+            # shuffled first: no map-side hash map of a whole partition's values, which ran out of
+            # memory (AGGREGATE_OUT_OF_MEMORY) for 5M keys with a 2g JVM
+            return emap.select(col).repartition(self._parts, col).distinct().count()
+        n = emap.count()
         if self._injective is None:  # keys the store had may share an id: count in Spark
-            aggs.append(F.countDistinct("entity_id").alias("e"))
-        row = emap.agg(*aggs).collect()[0]
-        if self._injective is None:
-            self._injective = row["n"] == row["e"]
-        if HASH_KEYS and row["n"] == row["k"]:
+            self._injective = n == distinct("entity_id")
+        if HASH_KEYS and n == distinct("k"):
             keyed = triples.select("src", F.xxhash64("s").alias("hk"), "r", F.xxhash64("o").alias("tk"), "pos")
             return keyed, emap
         log.info("ingest: two keys share a 64-bit hash; joining on the key strings")

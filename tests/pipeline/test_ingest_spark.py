@@ -1,6 +1,7 @@
 """The Spark engine gives the same store as the local engine (one local[2] session per module)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pipeline.ingest import ingest
@@ -21,12 +22,20 @@ def mixed_sources(data_dir, tmp_path_factory):
             f"images:{data_dir / 'markg/MARS/images'}", f"tsv:{tsv}"]
 
 
-def test_spark_and_local_give_identical_stores(spark, mixed_sources, tmp_path):
+@pytest.mark.parametrize("large", [False, True], ids=["defaults", "large-input-settings"])
+def test_spark_and_local_give_identical_stores(spark, mixed_sources, tmp_path, monkeypatch, large):
+    if large:  # what a big input gets: cached frames on disk, the graph in many node ranges
+        from pipeline.engines import spark as S
+        monkeypatch.setattr(S, "BYTES_IN_MEMORY", 0)
+        monkeypatch.setattr(S, "EDGES_PER_RANGE", 5_000)
     # small chunks so the Spark run really splits files across tasks
     s = ingest(tmp_path / "spark", mixed_sources, engine="spark", chunk_bytes=256 << 10)
     lo = ingest(tmp_path / "local", mixed_sources, engine="local")
     for name in TABLES:
         assert s.store.table(name).equals(lo.store.table(name)), name
+    g_s, g_lo = s.store.graph, lo.store.graph  # built on the executors vs out of core here
+    for name in ("indptr", "neighbor", "relation", "direction", "triple_id"):
+        assert np.array_equal(getattr(g_s, name), getattr(g_lo, name)), name
     assert s.inputs == lo.inputs
     assert s.counts == lo.counts
     by_source = {i["source"]: i["counts"] for i in s.inputs}
