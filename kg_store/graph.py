@@ -116,6 +116,20 @@ _OUT_DTYPES = {"indptr": np.int64, "neighbor": np.int64, "relation": np.int64, "
 DEFAULT_GRAPH_MEMORY = 256 << 20
 
 
+def memory_budget(memory_bytes: int | None = None) -> int:
+    """The out-of-core build's memory: `memory_bytes`, else env MMKG_GRAPH_MEMORY, else 256 MiB."""
+    import os
+    if memory_bytes is not None:
+        return int(memory_bytes)
+    env = os.environ.get("MMKG_GRAPH_MEMORY")
+    return parse_size(env) if env else DEFAULT_GRAPH_MEMORY
+
+
+def fits_one_run(edges: int, memory_bytes: int | None = None) -> bool:
+    """Whether the out-of-core build sorts `edges` in a single run within its budget."""
+    return edges * _BYTES_PER_EDGE <= memory_budget(memory_bytes)
+
+
 def parse_size(text: str | int) -> int:
     """'256m', '1G', '2.5GB', '64KiB', '1000000' → bytes (memory settings: the CSR build, index budgets)."""
     import re

@@ -302,11 +302,8 @@ class StoreWriter:
     def write_graph_external(self, triple_parts: list[Path], num_nodes: int, memory_bytes: int | None = None) -> str:
         """`write_graph` built out of core from the triple Parquet parts (graph.build_csr_external):
         memory bounded by `memory_bytes`, else env MMKG_GRAPH_MEMORY ("256m"), else 256 MiB."""
-        if memory_bytes is None:
-            env = os.environ.get("MMKG_GRAPH_MEMORY")
-            memory_bytes = graph.parse_size(env) if env else graph.DEFAULT_GRAPH_MEMORY
         rel = f"graph/v{self.new_version:06d}"
-        graph.build_csr_external(triple_parts, num_nodes, self.root / rel, memory_bytes=memory_bytes)
+        graph.build_csr_external(triple_parts, num_nodes, self.root / rel, memory_bytes=graph.memory_budget(memory_bytes))
         for name in graph.ARRAYS:
             self.register_file(f"{rel}/{name}.npy")
         self.manifest["graph"] = rel

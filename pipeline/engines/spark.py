@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kg_store import schema
+from kg_store.graph import fits_one_run
 from kg_store.graph_ranges import RangeWriter, range_bounds
 from pipeline import assemble as A
 from pipeline.engines.base import TRIPLE_STATS, Engine, EntityIds, NewRows, TripleResult, engine_registry
@@ -522,6 +523,8 @@ class SparkEngine(Engine):
         import pyarrow.parquet as pq
         from pyspark.sql import functions as F
         edges = 2 * sum(pq.ParquetFile(p).metadata.num_rows for p in triple_files)  # footers only
+        if fits_one_run(edges):  # a small graph: one in-memory sort here beats a Spark job
+            return super().write_graph(w, triple_files, num_nodes)
         slots = self.spark.sparkContext.defaultParallelism
         ranges = -(-max(self._ranges, -(-edges // EDGES_PER_RANGE)) // slots) * slots  # whole waves of tasks
         tri = self.spark.read.parquet(*[str(p) for p in triple_files]).select("id", "h", "r", "t")

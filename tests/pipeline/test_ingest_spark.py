@@ -28,6 +28,7 @@ def test_spark_and_local_give_identical_stores(spark, mixed_sources, tmp_path, m
         from pipeline.engines import spark as S
         monkeypatch.setattr(S, "BYTES_IN_MEMORY", 0)
         monkeypatch.setattr(S, "EDGES_PER_RANGE", 5_000)
+        monkeypatch.setenv("MMKG_GRAPH_MEMORY", "64k")  # beyond one run: built on the executors
     # small chunks so the Spark run really splits files across tasks
     s = ingest(tmp_path / "spark", mixed_sources, engine="spark", chunk_bytes=256 << 10)
     lo = ingest(tmp_path / "local", mixed_sources, engine="local")
