@@ -270,22 +270,24 @@ class SparkEngine(Engine):
         triples with a 2g JVM). The result is partitioned and sorted by id; a range placed in
         the wrong partition would fail the table's density check (row counts vs id bounds)."""
         from pyspark.sql import functions as F
-        keys = self._partition_keys(len(bounds) + 1)
-        col = F.col(order[0])
-        index = F.lit(0)
-        for i, b in enumerate(bounds):
-            index = F.when(col >= F.lit(b), F.lit(i + 1)).otherwise(index)
+        index = _range_index(order[0], bounds)
         counts = {r["_b"]: r["n"] for r in (df if counted is None else counted).groupBy(index.alias("_b")).agg(
             F.count(F.lit(1)).alias("n")).collect()}
         delta, total = [], start
-        for p in range(len(keys)):
+        for p in range(len(bounds) + 1):
             delta.append(total - (p << _MONO_BITS))
             total += counts.get(p, 0)
-        bucket = F.element_at(F.array(*[F.lit(k).cast("long") for k in keys]), index + 1)  # hashed as a long
         offset = F.element_at(F.array(*[F.lit(d) for d in delta]), (F.shiftright("_m", _MONO_BITS) + 1).cast("int"))
-        ranked = df.repartition(len(keys), bucket).sortWithinPartitions(*order) \
+        ranked = self._by_range(df, index, len(bounds) + 1).sortWithinPartitions(*order) \
             .withColumn("_m", F.monotonically_increasing_id())
         return ranked.withColumn("id", F.col("_m") + offset).drop("_m"), total - start
+
+    def _by_range(self, df, index, n: int):
+        """`df` with the rows of range index i (`_range_index`) in partition i: each range's key
+        hashes to its own partition index (`_partition_keys`), so no sampling pass over `df`."""
+        from pyspark.sql import functions as F
+        keys = self._partition_keys(n)
+        return df.repartition(n, F.element_at(F.array(*[F.lit(k).cast("long") for k in keys]), index + 1))
 
     def _pos_bounds(self) -> list[int]:
         """Input positions (file_seq << LINE_BITS | line) where the id ranges of the partitions
@@ -535,13 +537,8 @@ class SparkEngine(Engine):
         bounds = sorted({0, num_nodes, *(min(int(q), num_nodes) for q in qs if q is not None)})
         if len(bounds) < 2:
             bounds = range_bounds(num_nodes, 1)
-        keys = self._partition_keys(len(bounds) - 1)
-        index = F.lit(0)
-        for i, b in enumerate(bounds[1:-1]):
-            index = F.when(F.col("v") >= F.lit(b), F.lit(i + 1)).otherwise(index)
-        bucket = F.element_at(F.array(*[F.lit(k).cast("long") for k in keys]), index + 1)  # range i → partition i
         folder = w.graph_staging()
-        done = both.repartition(len(keys), bucket) \
+        done = self._by_range(both, _range_index("v", bounds[1:-1]), len(bounds) - 1) \
             .mapInArrow(_graph_ranges(str(folder), bounds), "range int, edges long").toArrow()
         ranges = done["range"].to_pylist()
         if len(set(ranges)) != len(ranges):
@@ -589,6 +586,15 @@ class SparkEngine(Engine):
         if self.spark is not None and self._owned:
             self.spark.stop()
         self.spark = None
+
+
+def _range_index(column: str, bounds: list[int]):
+    """The index of the range of `column` that ascending `bounds` begin (0 below bounds[0])."""
+    from pyspark.sql import functions as F
+    index = F.lit(0)
+    for i, b in enumerate(bounds):
+        index = F.when(F.col(column) >= F.lit(b), F.lit(i + 1)).otherwise(index)
+    return index
 
 
 def _graph_ranges(folder: str, bounds: list[int]):
