@@ -8,8 +8,8 @@ before `commit()` leaves the previous version intact (and litter that `gc` remov
 from __future__ import annotations
 
 import copy
-import shutil
 import os
+import shutil
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
