@@ -99,8 +99,6 @@ def _filesystem(url: str):
     return fs, path.rstrip("/")
 
 
-
-
 class _S3Conditional:
     """Manifest get/put with ETags on S3 (boto3 reads AWS_* env vars and AWS_ENDPOINT_URL itself)."""
 

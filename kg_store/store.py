@@ -292,22 +292,13 @@ class StoreWriter:
         return list(parts)
 
     def write_graph(self, csr: graph.CSRGraph) -> str:
-        rel = f"graph/v{self.new_version:06d}"
-        graph.save_csr(csr, self.root / rel)
-        for name in graph.ARRAYS:
-            self.register_file(f"{rel}/{name}.npy")
-        self.manifest["graph"] = rel
-        return rel
+        return self._publish_graph(lambda folder: graph.save_csr(csr, folder))
 
     def write_graph_external(self, triple_parts: list[Path], num_nodes: int, memory_bytes: int | None = None) -> str:
         """`write_graph` built out of core from the triple Parquet parts (graph.build_csr_external):
         memory bounded by `memory_bytes`, else env MMKG_GRAPH_MEMORY ("256m"), else 256 MiB."""
-        rel = f"graph/v{self.new_version:06d}"
-        graph.build_csr_external(triple_parts, num_nodes, self.root / rel, memory_bytes=graph.memory_budget(memory_bytes))
-        for name in graph.ARRAYS:
-            self.register_file(f"{rel}/{name}.npy")
-        self.manifest["graph"] = rel
-        return rel
+        return self._publish_graph(lambda folder: graph.build_csr_external(
+            triple_parts, num_nodes, folder, memory_bytes=graph.memory_budget(memory_bytes)))
 
     def graph_staging(self) -> Path:
         """A new folder inside the store for a graph built in node ranges by other processes
@@ -320,11 +311,15 @@ class StoreWriter:
         """`write_graph` assembled from the node ranges in `folder` (graph_ranges.assemble_csr),
         which is removed afterwards."""
         from kg_store import graph_ranges
-        rel = f"graph/v{self.new_version:06d}"
         try:
-            graph_ranges.assemble_csr(folder, bounds, edges, self.root / rel)
+            return self._publish_graph(lambda out: graph_ranges.assemble_csr(folder, bounds, edges, out))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _publish_graph(self, build) -> str:
+        """`build(folder)` writes the new version's graph arrays there; register them as the graph."""
+        rel = f"graph/v{self.new_version:06d}"
+        build(self.root / rel)
         for name in graph.ARRAYS:
             self.register_file(f"{rel}/{name}.npy")
         self.manifest["graph"] = rel

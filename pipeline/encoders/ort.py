@@ -86,8 +86,6 @@ def configured_threads() -> int:
 
 
 # ---- digests -----------------------------------------------------------------------------------
-
-
 def files_digest(files: Sequence[Path], base: Path, memo_dir: Path) -> str:
     """sha256 over (name relative to `base`, content sha256) of every file, memoised by stat."""
     memo_path = memo_dir / "digests.json"

@@ -540,8 +540,8 @@ class SparkEngine(Engine):
         folder = w.graph_staging()
         done = self._by_range(both, _range_index("v", bounds[1:-1]), len(bounds) - 1) \
             .mapInArrow(_graph_ranges(str(folder), bounds), "range int, edges long").toArrow()
-        ranges = done["range"].to_pylist()
-        if len(set(ranges)) != len(ranges):
+        written = done["range"].to_pylist()
+        if len(set(written)) != len(written):
             raise RuntimeError("ingest bug: a graph range came from two partitions; nothing committed")
         return w.write_graph_ranges(folder, bounds, edges)
 
