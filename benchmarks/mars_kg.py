@@ -19,8 +19,9 @@ Variants (MR-MKG, frozen --backbone, --vision none by default):
   (the equal-budget no-KG control) — main set; its candidate scores are kept for late fusion;
 * kg_only — the KG-only ranker (`model.fusion.kg_prior`: retrieved-subgraph score + 1/hops from the
   question entity), no LLM — main set;
-* zero_shot (frozen LLM, question only), text (facts text + soft prompt), graph (graph prefix only),
-  late_fusion (--fusion-base scores + β · KG prior, β fit on the fit sample by grid search on MRR)
+* late_fusion — --fusion-base scores + β · KG prior, β fit on the fit sample by grid search on MRR;
+  ranked on the main queries its base has scores for (all of them with the default base, control);
+* zero_shot (frozen LLM, question only), text (facts text + soft prompt), graph (graph prefix only)
   — ablation set; zero_shot_text (frozen LLM + facts, untrained) on request.
 Every trained variant trains with `model.training.train` (checkpoints, resume) and ranks the gold
 among all 2,063 candidates with `model.evaluation.evaluate`, whose predictions JSONL is appended
@@ -31,8 +32,9 @@ Output (--out, default benchmarks/out/mars_kg.json): {"ranks": {variant: {query_
 realistic ties (mean of optimistic and pessimistic rank), "ranks_optimistic" likewise, "main":
 {"kg", "control", "kg_only"}, "queries": [query ids], "ablation_queries", metrics per variant
 (Hits@1/3/10, MRR, median rank; realistic and optimistic; by whether the (question, answer) pair
-occurs in train as a question–answer or example pair, any relation), paired comparisons (sign test,
-bootstrap 95 % interval of the MRR difference) and the late-fusion β; a Markdown table beside it.
+occurs in train as a question–answer or example pair, any relation), every variant's metrics on the
+ablation queries, paired comparisons (sign test on ranks; bootstrap 95 % interval and sign-flip
+permutation p of the MRR difference) and the late-fusion β; a Markdown table beside it.
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "zero_shot": {"knowledge": "none", "train": False, "queries": "ablation"},
     "text": {"knowledge": "text", "soft_prompt": True, "train": True, "queries": "ablation"},
     "graph": {"knowledge": "gnn", "train": True, "queries": "ablation"},
-    "late_fusion": {"derived": True, "queries": "ablation"},
+    # ranked on every main query its base has scores for (the control keeps them for all 300)
+    "late_fusion": {"derived": True, "queries": "main"},
     "zero_shot_text": {"knowledge": "text", "train": False, "queries": "ablation"},
 }
 DEFAULT_VARIANTS = ("kg", "control", "kg_only", "zero_shot", "text", "graph", "late_fusion")
@@ -215,6 +218,18 @@ def bootstrap_mrr_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = 
     return float(d.mean()), float(lo), float(hi)
 
 
+def permutation_mrr_p(a: Sequence[float], b: Sequence[float], *, n_perm: int = 10000, seed: int = 0
+                      ) -> float:
+    """Two-sided paired sign-flip permutation test of MRR(a) = MRR(b) on the reciprocal-rank
+    differences (the sign test above ignores how much a rank moved; this one tests the MRR)."""
+    d = 1.0 / np.asarray(a, dtype=np.float64) - 1.0 / np.asarray(b, dtype=np.float64)
+    if d.size == 0 or not d.any():
+        return 1.0
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, d.size))
+    extreme = np.count_nonzero(np.abs((signs * d).mean(axis=1)) >= abs(d.mean()) - 1e-15)
+    return float((1 + extreme) / (n_perm + 1))
+
+
 def summarize(ranks: Sequence[float]) -> dict[str, Any]:
     r = np.asarray(list(ranks), dtype=np.float64)
     if r.size == 0:
@@ -232,7 +247,8 @@ def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequenc
         ra, rb = [ranks[a][str(q)] for q in qs], [ranks[b][str(q)] for q in qs]
         diff, lo, hi = bootstrap_mrr_diff(ra, rb, seed=seed)
         out[part] = {"queries": len(qs), "mrr_a": summarize(ra).get("mrr"), "mrr_b": summarize(rb).get("mrr"),
-                     "mrr_diff": diff, "ci95": [lo, hi], **sign_test(ra, rb)}
+                     "mrr_diff": diff, "ci95": [lo, hi], "mrr_permutation_p": permutation_mrr_p(ra, rb, seed=seed),
+                     **sign_test(ra, rb)}
     return out
 
 
@@ -383,14 +399,22 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         rows.append(f"| {name} | {r['count']} | {r['hits@1']:.3f} | {r['hits@3']:.3f} | {r['hits@10']:.3f} | "
                     f"{r['mrr']:.3f} | {o['mrr']:.3f} | {r['median_rank']:.1f} |")
-    rows += ["", "| comparison | part | queries | MRR diff | 95 % CI | better / worse / ties | sign test p |",
-             "| --- | --- | ---: | ---: | --- | --- | ---: |"]
+    rows += ["", f"On the {len(result['ablation_queries'])} ablation queries (realistic ties):", "",
+             "| variant | queries | Hits@1 | Hits@3 | Hits@10 | MRR | median rank |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in result["metrics_on_ablation_queries"].items():
+        if r.get("count"):
+            rows.append(f"| {name} | {r['count']} | {r['hits@1']:.3f} | {r['hits@3']:.3f} | {r['hits@10']:.3f} | "
+                        f"{r['mrr']:.3f} | {r['median_rank']:.1f} |")
+    rows += ["", "| comparison | part | queries | MRR diff | 95 % CI | MRR permutation p | better / worse / ties "
+             "| sign test p |", "| --- | --- | ---: | ---: | --- | ---: | --- | ---: |"]
     for name, parts in result["comparisons"].items():
         for part, c in parts.items():
             if not c["queries"]:
                 continue
             rows.append(f"| {name} | {part} | {c['queries']} | {c['mrr_diff']:+.4f} | "
-                        f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['better']} / {c['worse']} / {c['ties']} | "
+                        f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['mrr_permutation_p']:.4g} | "
+                        f"{c['better']} / {c['worse']} / {c['ties']} | "
                         f"{c['sign_test_p']:.4g} |")
     return "\n".join(rows) + "\n"
 
@@ -507,8 +531,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_dev = read_predictions(preds / f"{args.fusion_base}.dev.jsonl")
     base_fit = read_predictions(preds / f"{args.fusion_base}.fit.jsonl")
     if base_fit and base_dev:
-        abl = set(sample_ids["ablation"])
-        dev_recs = {q: r for q, r in base_dev.items() if q in abl}
+        wanted = set(sample_ids["main"])
+        dev_recs = {q: r for q, r in base_dev.items() if q in wanted}
         fusion_info, ranks["late_fusion"], ranks_opt["late_fusion"] = late_fusion(
             base_fit, dev_recs, priors_for(kg, shards["fit"], candidates, list(base_fit), args.max_hops),
             priors_for(kg, shards["dev"], candidates, list(dev_recs), args.max_hops), candidates, dev_line)
@@ -522,19 +546,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics[name] = {"realistic": summarize(ranks[name].values()), "optimistic": summarize(ranks_opt[name].values()),
                          "by_pair_seen_in_train": by}
     main_q, abl_q = plan["main"], plan["ablation"]
+    on = {"main": main_q, "ablation": abl_q}
     comparisons = {"kg vs control": compare(ranks, "kg", "control", main_q, seen, args.seed),
                    "kg vs kg_only": compare(ranks, "kg", "kg_only", main_q, seen, args.seed)}
     for name in ("zero_shot", "text", "graph", "late_fusion", "zero_shot_text"):
         if name in ranks:
-            comparisons[f"{name} vs control"] = compare(ranks, name, "control", abl_q, seen, args.seed)
+            comparisons[f"{name} vs control"] = compare(ranks, name, "control", on[VARIANTS[name]["queries"]],
+                                                        seen, args.seed)
+    if "late_fusion" in ranks:  # complementary only if the fusion also beats the prior alone
+        comparisons["late_fusion vs kg_only"] = compare(ranks, "late_fusion", "kg_only", main_q, seen, args.seed)
+    # every variant on the ablation queries, so the ablation rows compare like with like
+    on_ablation = {name: summarize([r[str(q)] for q in abl_q if str(q) in r]) for name, r in ranks.items()}
     result = {
         "benchmark": "mars_kg", "backbone": args.backbone, "encoder": ENCODER, "candidates": 2063,
         "query_id": "0-based line number in MARS dev.json",
         "ties": "ranks = realistic (mean of optimistic and pessimistic); ranks_optimistic beside them",
         "queries": main_q, "ablation_queries": abl_q, "main": MAIN,
-        "ranks": ranks, "ranks_optimistic": ranks_opt, "metrics": metrics, "comparisons": comparisons,
+        "ranks": ranks, "ranks_optimistic": ranks_opt, "metrics": metrics,
+        "metrics_on_ablation_queries": on_ablation, "comparisons": comparisons,
         "late_fusion": fusion_info, "pair_seen_in_train": {str(q): seen[q] for q in main_q},
-        "complete": {name: len(ranks.get(name, {})) == len(main_q if VARIANTS[name]["queries"] == "main" else abl_q)
+        "complete": {name: len(ranks.get(name, {})) == len(on[VARIANTS[name]["queries"]])
                      for name in VARIANTS if name in variants or name in ranks},
         "config": {k: v for k, v in vars(args).items() if k not in ("verbose",)},
         "samples": {"train": len(plan["train"]), "fit": len(plan["fit"]), "dev": len(main_q),

@@ -44,3 +44,14 @@ def test_sign_test_and_bootstrap_interval():
     assert diff == pytest.approx(np.mean(1 / np.array(a) - 1 / np.array(b)))
     assert lo <= diff <= hi and lo >= 0  # a is never worse
     assert mars_kg.summarize([1, 2, 4, 20])["median_rank"] == 3.0
+
+
+def test_permutation_test_of_the_mrr_difference():
+    a, b = [1, 1, 2, 5, 3, 3], [2, 4, 2, 9, 8, 3]
+    # 4 non-zero differences, all in a's favour: only the all-+ and all-− sign patterns are as extreme
+    assert mars_kg.permutation_mrr_p(a, b) == pytest.approx(2 / 16, abs=0.015)
+    assert mars_kg.permutation_mrr_p(a, a) == 1.0
+    rng = np.random.default_rng(3)
+    worse = rng.integers(2, 50, size=200)
+    assert mars_kg.permutation_mrr_p(np.ones(200), worse) < 0.001
+    assert mars_kg.permutation_mrr_p(worse, rng.permutation(worse)) > 0.01
