@@ -27,6 +27,9 @@ Every trained variant trains with `model.training.train` (checkpoints, resume) a
 among all 2,063 candidates with `model.evaluation.evaluate`, whose predictions JSONL is appended
 per query, so a killed or budget-stopped run continues where it stopped (run the same command again;
 only --variants, the budgets, --threads and --out may differ between pieces: <work>/settings.json).
+A main-set variant ranks the ablation queries first, the fusion base its fit queries before dev. A
+lost work dir loses predictions, not results: --carry <earlier output> takes the ranks of variants
+not re-run from it (same samples and settings checked) and counts how many ranks a re-run repeats.
 
 Output (--out, default benchmarks/out/mars_kg.json): {"ranks": {variant: {query_id: rank}} with
 realistic ties (mean of optimistic and pessimistic rank), "ranks_optimistic" likewise, "main":
@@ -137,7 +140,8 @@ def load_plan(work: Path, data: Path, args) -> dict[str, Any]:
 
 
 #: flags a run may change between pieces (everything else must stay as the first piece had it)
-PIECE_FLAGS = {"variants", "report_only", "train_budget_minutes", "eval_budget_minutes", "threads", "verbose", "out"}
+PIECE_FLAGS = {"variants", "report_only", "train_budget_minutes", "eval_budget_minutes", "threads", "verbose", "out",
+               "carry"}
 
 
 def check_settings(work: Path, args) -> None:
@@ -324,6 +328,31 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def carry_ranks(path: Path, plan: dict[str, Any], args, ranks: dict[str, dict[str, float]],
+                ranks_opt: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Fill `ranks` of non-derived variants with no predictions here from an earlier output of the same
+    samples and settings; where a variant was run again, how many of its ranks the earlier output repeats."""
+    prev = json.loads(path.read_text())
+    if prev.get("queries") != plan["main"] or prev.get("ablation_queries") != plan["ablation"]:
+        raise SystemExit(f"--carry {path}: its query samples differ from <work>/sample.json")
+    now = {k: v for k, v in vars(args).items() if k not in PIECE_FLAGS}
+    diff = sorted(k for k in now if k not in ("work", "kg", "data") and prev.get("config", {}).get(k) != now[k])
+    if diff:
+        raise SystemExit(f"--carry {path}: made with other settings ({', '.join(diff)})")
+    out: dict[str, Any] = {"from": str(path), "variants": [], "agreement": {}}
+    for name, r in prev.get("ranks", {}).items():
+        if VARIANTS.get(name, {}).get("derived"):
+            continue
+        if name not in ranks:
+            ranks[name], ranks_opt[name] = r, prev["ranks_optimistic"][name]
+            out["variants"].append(name)
+        else:
+            common = [q for q in ranks[name] if q in r]
+            out["agreement"][name] = {"queries": len(common),
+                                      "same_rank": sum(ranks[name][q] == r[q] for q in common)}
+    return out
+
+
 def kg_only_ranks(kg: Path, dev_shards: Path, candidates: Path, sub_ids: dict[str, int], max_hops: int
                   ) -> tuple[dict[str, float], dict[str, float]]:
     """Realistic and optimistic ranks of the gold under the KG prior alone, per original dev line."""
@@ -438,6 +467,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="training wall time per variant in this run (the next run resumes)")
     ap.add_argument("--eval-budget-minutes", type=float, default=None,
                     help="evaluation wall time over all variants in this run (the next run resumes)")
+    ap.add_argument("--carry", default=None,
+                    help="an earlier output JSON of this experiment: a trained variant with no predictions under "
+                         "--work takes its ranks from it (for a work dir that was lost; recorded under `carried`)")
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--vision", default=None, help="vision tower (default none: no image path)")
     ap.add_argument("--gnn-layer", default="gat")
@@ -482,7 +514,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # subset query id ("dev-000007": 8th line of the dev sample file) → original dev.json line
     dev_line = {f"dev-{k:06d}": line for k, line in enumerate(plan["main"])}
     by_line = {line: qid for qid, line in dev_line.items()}
-    sample_ids = {"main": [by_line[i] for i in plan["main"]], "ablation": [by_line[i] for i in plan["ablation"]]}
+    # ablation queries first: a main-set variant stopped by its budget already pairs with the ablations
+    abl_set = set(plan["ablation"])
+    sample_ids = {"main": [by_line[i] for i in sorted(plan["main"], key=lambda line: line not in abl_set)],
+                  "ablation": [by_line[i] for i in plan["ablation"]]}
     fit_ids = [f"fit-{k:06d}" for k in range(len(plan["fit"]))]
     preds = work / "predictions"
     deadline = time.monotonic() + 60 * args.eval_budget_minutes if args.eval_budget_minutes else None
@@ -502,8 +537,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # the fusion base always keeps its candidate scores (the flag is part of the resume fingerprint)
         keep_scores = name == args.fusion_base
         jobs = [("dev", shards["dev"], sample_ids[spec["queries"]])]
-        if keep_scores and "late_fusion" in variants:
-            jobs.append(("fit", shards["fit"], fit_ids))
+        if keep_scores and "late_fusion" in variants:  # fit first: no fusion on any query without its β
+            jobs.insert(0, ("fit", shards["fit"], fit_ids))
         for split, shard_dir, q in jobs:
             budget = None if deadline is None else max((deadline - time.monotonic()) / 60, 0.0)
             if budget == 0.0:
@@ -523,6 +558,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if got:
             ranks[name] = {str(dev_line[q]): r["rank_realistic"] for q, r in got.items()}
             ranks_opt[name] = {str(dev_line[q]): r["rank_optimistic"] for q, r in got.items()}
+    carried = carry_ranks(Path(args.carry), plan, args, ranks, ranks_opt) if args.carry else None
     # the derived variants are cheap: computed from what is on disk on every run
     ranks["kg_only"], ranks_opt["kg_only"] = kg_only_ranks(kg, shards["dev"], candidates,
                                                            {q: dev_line[q] for q in sample_ids["main"]},
@@ -564,7 +600,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "queries": main_q, "ablation_queries": abl_q, "main": MAIN,
         "ranks": ranks, "ranks_optimistic": ranks_opt, "metrics": metrics,
         "metrics_on_ablation_queries": on_ablation, "comparisons": comparisons,
-        "late_fusion": fusion_info, "pair_seen_in_train": {str(q): seen[q] for q in main_q},
+        "late_fusion": fusion_info, "carried": carried, "pair_seen_in_train": {str(q): seen[q] for q in main_q},
         "complete": {name: len(ranks.get(name, {})) == len(on[VARIANTS[name]["queries"]])
                      for name in VARIANTS if name in variants or name in ranks},
         "config": {k: v for k, v in vars(args).items() if k not in ("verbose",)},

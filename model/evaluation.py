@@ -60,7 +60,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     record also carries `rank_optimistic`, `rank_realistic` and `rank_pessimistic`);
     `candidate_scores` adds every candidate's score to the record (for late fusion).
     ScienceQA: the prediction is the highest-likelihood choice.
-    `query_ids` evaluates only those shard rows; `resume` continues an interrupted `predictions`
+    `query_ids` evaluates only those shard rows, in that order; `resume` continues an interrupted `predictions`
     file (see the module doc); `budget_minutes` stops after that much wall time (`complete` is
     then false); `seed` seeds an untrained model's initialisation.
     """
@@ -95,17 +95,22 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
         fingerprint = _fingerprint(net=net, task=task, task_kwargs=task_kwargs,
                                    shards=[str(d.resolve()) for d in resolve_shard_dirs(kg, shards)],
                                    candidates=candidates, limit=limit, max_triples=max_triples,
-                                   query_ids=query_ids, candidate_scores=candidate_scores, seed=seed)
+                                   query_ids=sorted(query_ids) if query_ids is not None else None,
+                                   candidate_scores=candidate_scores, seed=seed)
         records = _open_predictions(Path(predictions), fingerprint, resume=resume)
         out = Path(predictions).open("a")
     ids = [ex.query_id for _, ex in _items(dataset)]
+    order = list(range(len(dataset)))
+    if query_ids is not None:  # the caller's order: a budget-stopped run has done the queries listed first
+        pos = {str(q): k for k, q in enumerate(query_ids)}
+        order.sort(key=lambda i: pos.get(str(ids[i]), len(pos)))
     id_set = set(ids)
     records = [r for r in records if r["query_id"] in id_set]
     done = {r["query_id"] for r in records}
     deadline = time.monotonic() + 60 * budget_minutes if budget_minutes else None
     t0, n_new, complete = time.monotonic(), 0, True
     try:
-        for i in range(len(dataset)):
+        for i in order:
             if ids[i] in done:
                 continue
             if deadline is not None and time.monotonic() > deadline:

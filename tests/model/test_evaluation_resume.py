@@ -67,3 +67,30 @@ def test_a_budget_stops_the_evaluation_and_the_next_run_finishes_it(real_shards,
     assert not first["complete"] and first["remaining"] == 1 and first["queries"] == 0
     second = evaluate(**_job(real_shards, data_dir, path, limit=1))
     assert second["complete"] and second["queries"] == 1
+
+
+def test_queries_are_scored_in_the_order_given_and_a_resume_may_list_them_in_another(real_shards, data_dir,
+                                                                                   tmp_path, monkeypatch):
+    evaluate(**_job(real_shards, data_dir, tmp_path / "all.jsonl"))
+    expected = _ranks(tmp_path / "all.jsonl")
+    ids = list(expected)
+    assert len(ids) == 3
+    wanted = [ids[2], ids[0]]  # not the shard order
+    original = evaluation._score_mars
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_score_mars", dying)
+    path = tmp_path / "ordered.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(**_job(real_shards, data_dir, path, limit=None, query_ids=wanted))
+    monkeypatch.setattr(evaluation, "_score_mars", original)
+    assert list(_ranks(path)) == [ids[2]]  # the one listed first was done first
+    again = evaluate(**_job(real_shards, data_dir, path, limit=None, query_ids=wanted[::-1]))
+    assert again["new_queries"] == 1 and again["complete"]
+    assert _ranks(path) == {q: expected[q] for q in wanted}

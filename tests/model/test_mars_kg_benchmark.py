@@ -55,3 +55,26 @@ def test_permutation_test_of_the_mrr_difference():
     worse = rng.integers(2, 50, size=200)
     assert mars_kg.permutation_mrr_p(np.ones(200), worse) < 0.001
     assert mars_kg.permutation_mrr_p(worse, rng.permutation(worse)) > 0.01
+
+
+def test_carry_fills_lost_variants_from_an_earlier_output_and_checks_it_is_the_same_experiment(tmp_path):
+    from argparse import Namespace
+    args = Namespace(work="w", kg="k", data="d", seed=0, top_n=10, backbone="smollm2-135m", carry=None, out="o")
+    plan = {"main": [3, 7, 9], "ablation": [7]}
+    prev = {"queries": [3, 7, 9], "ablation_queries": [7], "config": {"seed": 0, "top_n": 10, "backbone": "smollm2-135m"},
+            "ranks": {"kg": {"3": 1.0, "7": 4.5, "9": 2.0}, "control": {"3": 2.0, "7": 1.0, "9": 8.0},
+                      "kg_only": {"3": 9.0, "7": 9.0, "9": 9.0}},
+            "ranks_optimistic": {"kg": {"3": 1.0, "7": 4.0, "9": 2.0}, "control": {"3": 2.0, "7": 1.0, "9": 8.0},
+                                 "kg_only": {"3": 1.0, "7": 1.0, "9": 1.0}}}
+    path = tmp_path / "prev.json"
+    path.write_text(json.dumps(prev))
+    ranks, ranks_opt = {"control": {"7": 1.0, "3": 3.0}}, {"control": {"7": 1.0, "3": 3.0}}
+    out = mars_kg.carry_ranks(path, plan, args, ranks, ranks_opt)
+    assert out["variants"] == ["kg"]  # kg_only is derived: always recomputed, never carried
+    assert ranks["kg"] == prev["ranks"]["kg"] and ranks_opt["kg"]["7"] == 4.0 and "kg_only" not in ranks
+    assert ranks["control"] == {"7": 1.0, "3": 3.0}  # what was run here wins; the overlap is compared
+    assert out["agreement"]["control"] == {"queries": 2, "same_rank": 1}
+    with pytest.raises(SystemExit, match="samples differ"):
+        mars_kg.carry_ranks(path, {"main": [3, 7, 10], "ablation": [7]}, args, {}, {})
+    with pytest.raises(SystemExit, match="other settings.*top_n"):
+        mars_kg.carry_ranks(path, plan, Namespace(**{**vars(args), "top_n": 20}), {}, {})
