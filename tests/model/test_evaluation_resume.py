@@ -24,15 +24,9 @@ def _ranks(path) -> dict[str, float]:
     return {r["query_id"]: r["rank"] for r in map(json.loads, path.read_text().splitlines())}
 
 
-def test_resumed_evaluation_gives_the_same_ranks_as_an_uninterrupted_one(real_shards, data_dir, tmp_path,
-                                                                         monkeypatch):
-    full = evaluate(**_job(real_shards, data_dir, tmp_path / "full.jsonl"))
-    assert full["complete"] and full["queries"] == 3
-    expected = _ranks(tmp_path / "full.jsonl")
-
-    # killed while scoring the second query
-    calls = {"n": 0}
-    original = evaluation._score_mars
+def _kill_at_the_second_query(monkeypatch) -> None:
+    """The next evaluate dies while scoring its second query (undo with monkeypatch.undo())."""
+    original, calls = evaluation._score_mars, {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -41,10 +35,19 @@ def test_resumed_evaluation_gives_the_same_ranks_as_an_uninterrupted_one(real_sh
         return original(*args, **kwargs)
 
     monkeypatch.setattr(evaluation, "_score_mars", dying)
+
+
+def test_resumed_evaluation_gives_the_same_ranks_as_an_uninterrupted_one(real_shards, data_dir, tmp_path,
+                                                                         monkeypatch):
+    full = evaluate(**_job(real_shards, data_dir, tmp_path / "full.jsonl"))
+    assert full["complete"] and full["queries"] == 3
+    expected = _ranks(tmp_path / "full.jsonl")
+
+    _kill_at_the_second_query(monkeypatch)
     path = tmp_path / "resumed.jsonl"
     with pytest.raises(KeyboardInterrupt):
         evaluate(**_job(real_shards, data_dir, path))
-    monkeypatch.setattr(evaluation, "_score_mars", original)
+    monkeypatch.undo()
     assert len(path.read_text().splitlines()) == 1  # each finished query was on disk at once
     with path.open("a") as f:
         f.write('{"query_id": "dev-0000')  # a line torn by the kill
@@ -76,20 +79,11 @@ def test_queries_are_scored_in_the_order_given_and_a_resume_may_list_them_in_ano
     ids = list(expected)
     assert len(ids) == 3
     wanted = [ids[2], ids[0]]  # not the shard order
-    original = evaluation._score_mars
-    calls = {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(evaluation, "_score_mars", dying)
+    _kill_at_the_second_query(monkeypatch)
     path = tmp_path / "ordered.jsonl"
     with pytest.raises(KeyboardInterrupt):
         evaluate(**_job(real_shards, data_dir, path, limit=None, query_ids=wanted))
-    monkeypatch.setattr(evaluation, "_score_mars", original)
+    monkeypatch.undo()
     assert list(_ranks(path)) == [ids[2]]  # the one listed first was done first
     again = evaluate(**_job(real_shards, data_dir, path, limit=None, query_ids=wanted[::-1]))
     assert again["new_queries"] == 1 and again["complete"]
