@@ -144,14 +144,22 @@ PIECE_FLAGS = {"variants", "report_only", "train_budget_minutes", "eval_budget_m
                "carry"}
 
 
+def experiment_settings(config: dict[str, Any], *, ignore: Sequence[str] = ()) -> dict[str, Any]:
+    """The flags that fix the experiment: all but the piece flags (and `ignore`)."""
+    return {k: v for k, v in sorted(config.items()) if k not in PIECE_FLAGS and k not in ignore}
+
+
+def settings_diff(old: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+
+
 def check_settings(work: Path, args) -> None:
     """The experiment's settings are fixed by its first run (<work>/settings.json): a piece run with
     other model/training flags would mix two experiments in one result."""
     path = work / "settings.json"
-    now = {k: v for k, v in sorted(vars(args).items()) if k not in PIECE_FLAGS}
+    now = experiment_settings(vars(args))
     if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+        diff = settings_diff(json.loads(path.read_text()), now)
         if diff:
             raise SystemExit(f"{work} was started with other settings ({', '.join(diff)}); use the same flags "
                              "(only --variants, budgets, --threads, --out may change) or another --work")
@@ -335,8 +343,9 @@ def carry_ranks(path: Path, plan: dict[str, Any], args, ranks: dict[str, dict[st
     prev = json.loads(path.read_text())
     if prev.get("queries") != plan["main"] or prev.get("ablation_queries") != plan["ablation"]:
         raise SystemExit(f"--carry {path}: its query samples differ from <work>/sample.json")
-    now = {k: v for k, v in vars(args).items() if k not in PIECE_FLAGS}
-    diff = sorted(k for k in now if k not in ("work", "kg", "data") and prev.get("config", {}).get(k) != now[k])
+    paths = ("work", "kg", "data")  # the same experiment may have been run in another place
+    diff = settings_diff(experiment_settings(prev.get("config", {}), ignore=paths),
+                         experiment_settings(vars(args), ignore=paths))
     if diff:
         raise SystemExit(f"--carry {path}: made with other settings ({', '.join(diff)})")
     out: dict[str, Any] = {"from": str(path), "variants": [], "agreement": {}}
