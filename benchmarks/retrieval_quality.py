@@ -80,7 +80,7 @@ def kg_only_ranks(store, qs, prior) -> tuple[np.ndarray, np.ndarray]:
             p = paths_from(store.graph, qid, R)
             p = p.select(np.isin(p.endpoint, space))
             eh, et = store.entity_ids(q.example_keys).tolist()
-            ends, sc = prior.score_endpoints(p, linking_types(store.graph, eh, et, R))
+            ends, sc = prior.full.score_endpoints(p, linking_types(store.graph, eh, et, R))
             scores[np.searchsorted(space, ends)] = sc
         g = scores[np.searchsorted(space, gold)] if gold in set(space.tolist()) else -1.0
         better, ties = int((scores > g).sum()), int((scores == g).sum())  # ties include the gold itself

@@ -245,21 +245,22 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     fp["indexes"] = {k: _file_sha(store, f"{ibase}/{k}.faiss") for k in ("triple", "entity")}
     for d in _datasets(ctx, list(datasets)):
         _, path = parse_dataset_spec(d["dataset"])
-        files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+        # every file that defines the dataset (MARS: the splits and analogy_entities.txt), not the splits only
+        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
         fp[f"{d['dataset']}|{d['split']}|{d['limit']}"] = {f.name: sha256_file(f) for f in files}
     return fp
 
 
 def retrieve_run(ctx: Context, *, datasets: list[dict[str, Any]] = (), retriever: str = "anchored",
                  top_n: int = 10, top_N: int = 10, hops: int = 1, path_hops: int = 2, seed_k: int = 0,
-                 named_entities: bool = False, image_weight: float = 0.5, engine: str = "local", device: str = "cpu",
-                 batch_size: int = 256) -> dict[str, Any]:
+                 named_entities: bool = False, image_weight: float = 0.5, prior_folds: int = 5, engine: str = "local",
+                 device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
     from retrieval.batch import retrieve_dataset
     from retrieval.retriever import RetrievalConfig
 
     config = RetrievalConfig(encoder=ctx.encoder, retriever=retriever, top_n=top_n, top_N=top_N, hops=hops,
                              path_hops=path_hops, seed_k=seed_k, named_entities=named_entities,
-                             image_weight=image_weight)
+                             image_weight=image_weight, prior_folds=prior_folds)
     results = {}
     for d in _datasets(ctx, list(datasets)):
         results[f"{d['dataset']}|{d['split']}"] = retrieve_dataset(

@@ -45,7 +45,7 @@ class KGStore:
         return f"KGStore({str(self.root)!r}, kg_version={self.kg_version})"
 
     # ---- files ----------------------------------------------------------------------------
-    def _checked(self, rel: str) -> Path:
+    def checked_path(self, rel: str) -> Path:
         """Path of a committed file; a cheap size check catches truncation on every read.
 
         The file must be a regular file inside the store (symlinks resolved): a manifest entry
@@ -101,7 +101,7 @@ class KGStore:
 
     def table_files(self, name: str) -> list[Path]:
         """Checked local paths of `table_parts(name)`."""
-        return [self._checked(rel) for rel in self.table_parts(name)]
+        return [self.checked_path(rel) for rel in self.table_parts(name)]
 
     def table_fingerprint(self, name: str) -> str | None:
         """One sha256 for a table's content as committed (its parts' hashes), None if absent."""
@@ -177,7 +177,7 @@ class KGStore:
         if gdir is None:
             raise KGStoreError(f"{self.root} has no graph yet; run `mmkg ingest`")
         for name in graph.ARRAYS:
-            self._checked(f"{gdir}/{name}.npy")
+            self.checked_path(f"{gdir}/{name}.npy")
         return graph.load_csr(self.root / gdir)
 
     # ---- artifacts of later stages --------------------------------------------------------

@@ -47,8 +47,8 @@ def load_vectors(store, encoder: str, kind: str, *, mmap: bool = True) -> tuple[
         raise KGStoreError(f"encoder {encoder!r} has no {kind} vectors in {store.root} "
                            f"(kinds: {', '.join(meta.get('kinds', {})) or 'none'})")
     base = vectors_dir(encoder)
-    matrix = load_npy(store._checked(f"{base}/{kind}.npy"), mmap=mmap)
-    ids = load_npy(store._checked(f"{base}/{kind}.ids.npy"), mmap=False)
+    matrix = load_npy(store.checked_path(f"{base}/{kind}.npy"), mmap=mmap)
+    ids = load_npy(store.checked_path(f"{base}/{kind}.ids.npy"), mmap=False)
     if len(ids) != len(matrix):
         raise KGStoreError(f"{base}/{kind}: {len(matrix)} vectors but {len(ids)} ids")
     return matrix, ids

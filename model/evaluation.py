@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from kg_store import atomic, open_store
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from model import checkpoint as ckpt
 from model.base import MultimodalKGModel, resolve_model
 from model.batching import Collator
@@ -52,7 +52,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
              device: str = "auto", amp: str = "auto", chunk_size: int = 256, ties: str = "optimistic",
              task_kwargs: Mapping[str, Any] | None = None, net: MultimodalKGModel | None = None,
              query_ids: Sequence[str] | None = None, resume: bool = True, budget_minutes: float | None = None,
-             candidate_scores: bool = False, seed: int = 0) -> dict[str, Any]:
+             candidate_scores: bool = False, seed: int = 0, shortlist: Mapping[str, Any] | None = None
+             ) -> dict[str, Any]:
     """Score a trained checkpoint (or `net`, or an untrained `model`) on a task's shards.
 
     MARS: every query ranks the gold entity among all `candidates` (one QID a line, default the
@@ -63,6 +64,9 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     `query_ids` evaluates only those shard rows, in that order; `resume` continues an interrupted `predictions`
     file (see the module doc); `budget_minutes` stops after that much wall time (`complete` is
     then false); `seed` seeds an untrained model's initialisation.
+    `shortlist` (MARS) = {"ranker": NAME, "k": K, "train": TRAIN_JSON, "folds": 5}: the model scores
+    only the top-K candidates of that no-LLM ranker (`model.rankers`); they rank above the rest,
+    which keep the ranker's order (each record says whether the gold was in the shortlist).
     """
     if task not in ("mars", "scienceqa"):
         raise KGStoreError(f"evaluate supports the tasks mars and scienceqa, not {task!r}")
@@ -89,6 +93,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
             raise KGStoreError("MARS evaluation needs `candidates` (markg/MARS/analogy_entities.txt)")
         cand_keys = read_candidates(candidates)
         cand_labels = [kg_text.entity_by_key(k) for k in cand_keys]
+    short = _Shortlist(kg, cand_keys, shortlist) if shortlist and task == "mars" else None
     records: list[dict[str, Any]] = []
     out = None
     if predictions:
@@ -96,7 +101,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
                                    shards=[str(d.resolve()) for d in resolve_shard_dirs(kg, shards)],
                                    candidates=candidates, limit=limit, max_triples=max_triples,
                                    query_ids=sorted(query_ids) if query_ids is not None else None,
-                                   candidate_scores=candidate_scores, seed=seed)
+                                   candidate_scores=candidate_scores, seed=seed,
+                                   shortlist=short.fingerprint if short else None)
         records = _open_predictions(Path(predictions), fingerprint, resume=resume)
         out = Path(predictions).open("a")
     ids = [ex.query_id for _, ex in _items(dataset)]
@@ -123,7 +129,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
             with torch.no_grad(), rt.autocast():
                 if task == "mars":
                     rec = _score_mars(net, batch, ex, cand_keys, cand_labels, chunk_size=chunk_size, ties=ties,
-                                      with_scores=candidate_scores)
+                                      with_scores=candidate_scores, shortlist=short)
                 else:
                     rec = _score_scienceqa(net, batch, ex)
             rec["triples"] = [list(t) for t in batch.triples[0]]
@@ -144,6 +150,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
         metrics = ranking_metrics(r.get(f"rank_{ties}", r["rank"]) for r in records)
         metrics["mrr_by_ties"] = {rule: ranking_metrics(r.get(f"rank_{rule}", r["rank"]) for r in records)["mrr"]
                                   for rule in TIE_RULES}
+        if short is not None:
+            metrics[f"recall@{short.k}"] = float(np.mean([r["in_shortlist"] for r in records])) if records else None
     else:
         metrics = scienceqa_accuracy(records)
     metrics.update(task=task, queries=len(records), ties=ties if task == "mars" else None,
@@ -209,8 +217,36 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+class _Shortlist:
+    """The top-K candidates of a no-LLM ranker for each query (`evaluate(shortlist=...)`)."""
+
+    def __init__(self, kg: str, cand_keys: list[str], spec: Mapping[str, Any]):
+        from kg_store.hashing import sha256_file
+        from model.rankers import MarsContext, resolve_ranker
+        from retrieval.paths import load_or_fit_prior, read_mars_rows
+        if set(spec) - {"ranker", "k", "train", "folds"} or "train" not in spec:
+            raise ConfigError(f"shortlist takes ranker, k, train (the train split file) and folds; got {dict(spec)}")
+        self.k, self.name = int(spec.get("k", 50)), str(spec.get("ranker", "memory>kg_prior"))
+        folds = int(spec.get("folds", 5))
+        self.ranker = resolve_ranker(self.name)
+        store = open_store(kg)
+        ids = store.entity_ids(cand_keys)
+        prior, prior_key = load_or_fit_prior(kg, spec["train"], np.unique(ids[ids >= 0]), folds=folds)
+        self.ctx = MarsContext(open_store(kg), cand_keys, read_mars_rows(spec["train"]), prior, folds=folds)
+        self.fingerprint = {"ranker": self.name, "k": self.k, "folds": folds, "prior": prior_key,
+                            "train": sha256_file(spec["train"])}
+
+    def scores(self, ex) -> np.ndarray:
+        row = {"question": ex.meta["question"], "example": ex.meta["example"], "answer": ex.gold_key,
+               "relation": ex.meta.get("relation"), "mode": ex.meta.get("mode", 0)}
+        return self.ranker(self.ctx, self.ctx.query(row))
+
+
 def _score_mars(net, batch, ex, cand_keys: list[str], cand_labels: list[str], *, chunk_size: int,
-                ties: str, with_scores: bool = False) -> dict[str, Any]:
+                ties: str, with_scores: bool = False, shortlist: _Shortlist | None = None) -> dict[str, Any]:
+    if shortlist is not None:
+        return _score_mars_shortlist(net, batch, ex, cand_keys, cand_labels, shortlist, chunk_size=chunk_size,
+                                     ties=ties)
     gold_in = ex.gold_key in cand_keys
     labels = cand_labels if gold_in else [*cand_labels, ex.target]
     scores = net.score_candidates(batch, labels, chunk_size=chunk_size).cpu().float().numpy()
@@ -229,6 +265,32 @@ def _score_mars(net, batch, ex, cand_keys: list[str], cand_labels: list[str], *,
     if with_scores:  # candidate order = the candidates file (the gold's own score is gold_score)
         rec["scores"] = [round(float(x), 4) for x in cand_scores]
     return rec
+
+
+def _score_mars_shortlist(net, batch, ex, cand_keys: list[str], cand_labels: list[str], short: _Shortlist, *,
+                          chunk_size: int, ties: str) -> dict[str, Any]:
+    """The model ranks the ranker's top-K; the others follow in the ranker's order."""
+    base = short.scores(ex)
+    order = np.lexsort((np.arange(len(base)), -base))  # ranker score, then candidate file order
+    top = order[:short.k]
+    llm = net.score_candidates(batch, [cand_labels[j] for j in top], chunk_size=chunk_size).cpu().float().numpy()
+    gold = cand_keys.index(ex.gold_key) if ex.gold_key in cand_keys else -1
+    in_short = gold >= 0 and bool(np.isin(gold, top))
+    if in_short:
+        g = float(llm[int(np.flatnonzero(top == gold)[0])])
+        by_rule = {rule: rank_of_gold(llm, g, ties=rule) for rule in TIE_RULES}
+    else:
+        rest = np.setdiff1d(np.arange(len(base)), top)
+        g = float(base[gold]) if gold >= 0 else -np.inf
+        by_rule = {rule: len(top) + rank_of_gold(base[rest], g, gold_in_candidates=gold >= 0, ties=rule)
+                   for rule in TIE_RULES}
+    best = top[np.argsort(-llm, kind="stable")[:10]]
+    prompt_text = getattr(net, "prompt_text", None)
+    return {"query_id": ex.query_id, "task": "mars", "prompt": prompt_text(ex) if prompt_text else ex.prompt,
+            "gold": ex.gold_key, "gold_label": ex.target, "gold_in_candidates": gold >= 0, "in_shortlist": in_short,
+            "shortlist": {"ranker": short.name, "k": short.k}, "rank": by_rule[ties],
+            **{f"rank_{rule}": r for rule, r in by_rule.items()},
+            "top10": [{"key": cand_keys[j], "label": cand_labels[j]} for j in best], "mode": ex.meta.get("mode")}
 
 
 def _score_scienceqa(net, batch, ex) -> dict[str, Any]:

@@ -95,3 +95,62 @@ def ranking_metrics(ranks: Iterable[float], ks: Sequence[int] = (1, 3, 5, 10)) -
     out = {f"hits@{k}": float((r <= k).mean()) for k in ks}
     out.update(mrr=float((1.0 / r).mean()), mean_rank=float(r.mean()), count=int(r.size))
     return out
+
+
+# ---- paired comparisons of two rankers on the same queries ----------------------------------------
+def sign_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Two-sided exact sign test on paired ranks (lower is better); ties dropped."""
+    wins = sum(x < y for x, y in zip(a, b))
+    losses = sum(x > y for x, y in zip(a, b))
+    n = wins + losses
+    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2 ** n if n else 1.0
+    return {"better": wins, "worse": losses, "ties": len(a) - n, "sign_test_p": min(1.0, 2 * tail)}
+
+
+def bootstrap_mrr_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10000, seed: int = 0
+                       ) -> tuple[float, float, float]:
+    """MRR(a) − MRR(b) on paired queries and its percentile bootstrap 95 % interval."""
+    d = 1.0 / np.asarray(a, dtype=np.float64) - 1.0 / np.asarray(b, dtype=np.float64)
+    if d.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def permutation_mrr_p(a: Sequence[float], b: Sequence[float], *, n_perm: int = 10000, seed: int = 0
+                      ) -> float:
+    """Two-sided paired sign-flip permutation test of MRR(a) = MRR(b) on the reciprocal-rank
+    differences (the sign test above ignores how much a rank moved; this one tests the MRR)."""
+    d = 1.0 / np.asarray(a, dtype=np.float64) - 1.0 / np.asarray(b, dtype=np.float64)
+    if d.size == 0 or not d.any():
+        return 1.0
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, d.size))
+    extreme = np.count_nonzero(np.abs((signs * d).mean(axis=1)) >= abs(d.mean()) - 1e-15)
+    return float((1 + extreme) / (n_perm + 1))
+
+
+def summarize(ranks: Sequence[float]) -> dict[str, Any]:
+    r = np.asarray(list(ranks), dtype=np.float64)
+    if r.size == 0:
+        return {"count": 0}
+    return {"count": int(r.size), "hits@1": float((r <= 1).mean()), "hits@3": float((r <= 3).mean()),
+            "hits@10": float((r <= 10).mean()), "mrr": float((1.0 / r).mean()), "median_rank": float(np.median(r))}
+
+
+def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
+    """Holm–Bonferroni adjusted p-values of comparisons reported together (step-down, monotone)."""
+    names = sorted(pvalues, key=lambda k: pvalues[k])
+    m, running, out = len(names), 0.0, {}
+    for i, name in enumerate(names):
+        running = max(running, min(1.0, (m - i) * pvalues[name]))
+        out[name] = running
+    return out
+
+
+def format_p(p: float, n_perm: int | None = None) -> str:
+    """A p-value as text; a permutation p at its floor 1/(B+1) is "< 1/(B+1)", not a made-up value."""
+    if n_perm is not None and p <= 1.0 / (n_perm + 1) + 1e-15:
+        return f"< 1/{n_perm + 1}"
+    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"

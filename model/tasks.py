@@ -174,7 +174,8 @@ class MarsTask:
         anchor = int(anchor) if anchor is not None else kg_text.id_of(str(q))
         return Example(query_id=_query_id(row, index), prompt=prompt, target=a_label, image=image,
                        align_entity=image_entity if image is not None else -1, gold_key=str(a),
-                       meta={"mode": mode, "relation": field_of(row, "relation"), "hidden_slots": hidden},
+                       meta={"mode": mode, "relation": field_of(row, "relation"), "hidden_slots": hidden,
+                             "question": str(q), "example": [str(k) for k in example]},
                        facts=facts_of(row), anchor_entity=anchor)
 
 

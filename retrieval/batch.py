@@ -106,7 +106,8 @@ def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob, batch_size
     from retrieval.reports import report_ns, summarize
     from retrieval.shards import subgraph_table
     qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths), entity_keys=list(r.entity_keys),
-                example_keys=list(r.example_keys), fields=json.loads(r.fields_json)) for r in b.itertuples(index=False)]
+                example_keys=list(r.example_keys), prior_fold=int(r.prior_fold), fields=json.loads(r.fields_json))
+          for r in b.itertuples(index=False)]
     outs = retriever.retrieve(qs, batch_size=batch_size)
     pos = b["pos"].to_numpy()
     table = subgraph_table(retriever.store, QuerySet(job.dataset, job.split, qs, [], job.field_types),
@@ -150,10 +151,11 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
             "image_paths": [list(q.image_paths) for q in queries],
             "entity_keys": [list(q.entity_keys) for q in queries],
             "example_keys": [list(q.example_keys) for q in queries],
+            "prior_fold": np.array([q.prior_fold for q in queries], np.int64),
             "fields_json": [json.dumps(q.fields) for q in queries],
         })
         schema_in = "pos long, query_id string, text string, image_paths array<string>, entity_keys array<string>, " \
-                    "example_keys array<string>, fields_json string"
+                    "example_keys array<string>, prior_fold long, fields_json string"
         n_parts = partitions or max(1, min(session.sparkContext.defaultParallelism, len(queries) // batch_size + 1))
         # contiguous position ranges, sorted: each part file holds consecutive queries in order
         df = session.createDataFrame(pdf, schema=schema_in).repartitionByRange(n_parts, "pos") \
@@ -246,8 +248,9 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     t_run = time.perf_counter()
     prior_key = None
     if config.retriever == "anchored" and qs.train_file is not None:
-        from retrieval.paths import load_or_fit_prior
-        _, prior_key = load_or_fit_prior(kg, qs.train_file, qs.answer_space, config.path_hops)
+        from retrieval.paths import assign_prior_folds, load_or_fit_prior
+        _, prior_key = load_or_fit_prior(kg, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds)
+        assign_prior_folds(qs.queries, qs.train_file, config.prior_folds)
         store = open_store(kg)  # the fit may have committed the prior
     pool_hops = config.path_hops if config.retriever == "anchored" else config.hops
     kwargs = dict(batch_size=batch_size, device=device, progress=progress, encoder=encoder,

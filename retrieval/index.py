@@ -491,7 +491,7 @@ def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max
         prev = prev_art.get("kinds", {}).get(vkind)
         old_ids = None
         if prev is not None and f"{base}/{vkind}.ids.npy" in store.manifest["files"]:
-            old_ids = np.load(store._checked(f"{base}/{vkind}.ids.npy"), allow_pickle=False)
+            old_ids = np.load(store.checked_path(f"{base}/{vkind}.ids.npy"), allow_pickle=False)
         do_append, why = append_plan(prev, (vmeta.get("incremental") or {}).get(vkind), old_ids, ids, spec.type,
                                      cfg_hash)
         vrel = f"{vectors_dir(slug)}/{vkind}.npy"
@@ -552,7 +552,7 @@ def load_index(store: KGStore | str | Path, encoder: str, kind: str, *, mmap: bo
                            f"rerun `mmkg index --kg {store.root} --encoder {encoder}`")
     for suffix in (".faiss", ".ids.npy"):
         rel = f"{base}/{kind}{suffix}"
-        path = store._checked(rel)
+        path = store.checked_path(rel)
         # read whole anyway (unless mmap), so hashing costs about what reading does, and faiss
         # would load a flipped vector byte silently or die in C++ on a flipped header
         if not mmap and sha256_file(path) != store.manifest["files"][rel]["sha256"]:

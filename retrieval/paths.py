@@ -175,78 +175,184 @@ class PathPrior:
         types, inv = np.unique(paths.ptype, return_inverse=True)
         return self.precisions(types, list(example_types))[inv]
 
-    # ---- storage (JSON, no pickle) ------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        def enc(d):
-            return [[list(k) if isinstance(k, tuple) else k, v] for k, v in sorted(d.items(), key=lambda kv: str(kv[0]))]
-        return {"num_relations": self.num_relations, "smoothing": self.smoothing, "queries": self.queries,
-                "base_hits": self.base_hits, "base_seen": self.base_seen, "hits": enc(self.hits),
-                "seen": enc(self.seen)}
-
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "PathPrior":
-        prior = cls(int(obj["num_relations"]), smoothing=float(obj["smoothing"]))
-        prior.queries, prior.base_hits, prior.base_seen = int(obj["queries"]), obj["base_hits"], obj["base_seen"]
-        for name in ("hits", "seen"):
-            target = getattr(prior, name)
-            for k, v in obj[name]:
-                target[tuple(k) if isinstance(k, list) else int(k)] = float(v)
+    def from_tables(cls, num_relations: int, smoothing: float, tables: tuple, *, queries: int,
+                    base_hits: float, base_seen: float) -> "PathPrior":
+        """A prior from its compiled count tables (sorted codes, hits, seen; plain then conditioned)."""
+        prior = cls(num_relations, smoothing=smoothing)
+        prior.queries, prior.base_hits, prior.base_seen = queries, base_hits, base_seen
+        prior._compiled = tuple(tables)
         return prior
 
 
 # ---- the learned artifact in the store ----------------------------------------------------------
-PRIOR_FORMAT = 1
+PRIOR_FORMAT = 2
 PRIOR_DIR = "retrievers/path-prior"
+#: folds of the out-of-fold priors: a query row of the prior's own train file is ranked with the
+#: prior fitted on the other folds, so its own (question, answer) paths never count in it
+DEFAULT_FOLDS = 5
 
 
-def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2) -> str:
-    """What the prior depends on: the graph, the train file's bytes, the answer space, the walk."""
+def mars_row_digest(row: dict[str, Any]) -> str:
+    """The identity of a MARS row (example pair, question, answer, relation, mode): identical rows
+    share it, and so share a fold."""
+    import json
+    from kg_store.hashing import sha256_bytes
+    canon = [list(row["example"]), row["question"], row["answer"], row["relation"], int(row["mode"])]
+    return sha256_bytes(json.dumps(canon, separators=(",", ":")).encode())
+
+
+def row_fold(digest: str, folds: int) -> int:
+    """The fold of a row (by its digest: a random-looking, reproducible assignment)."""
+    return int(digest[:12], 16) % folds
+
+
+class FoldedPrior:
+    """A path prior fitted in `folds` parts of its train file (one `PathPrior` of counts per fold).
+
+    `for_fold(-1)` is the prior of the whole train file (for queries of other splits);
+    `for_fold(k)` sums every fold but k (for a train row of fold k: out of fold)."""
+
+    def __init__(self, parts: list[PathPrior]):
+        self.parts = parts
+        self.folds = len(parts)
+        self._merged: dict[int, PathPrior] = {}
+
+    @property
+    def full(self) -> PathPrior:
+        return self.for_fold(-1)
+
+    def for_fold(self, fold: int) -> PathPrior:
+        fold = int(fold) if self.folds > 1 else -1
+        if fold not in self._merged:
+            self._merged[fold] = merge_priors([p for k, p in enumerate(self.parts) if k != fold])
+        return self._merged[fold]
+
+    # ---- storage: one typed table (fold, conditioned, code, hits, seen), no JSON of dicts -----------
+    def to_table(self) -> Any:
+        import json
+        import pyarrow as pa
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("fold", "conditioned", "code", "hits", "seen")}
+        for k, part in enumerate(self.parts):
+            codes, hits, seen, ccodes, chits, cseen = part._tables()
+            for cond, (c, h, n) in ((False, (codes, hits, seen)), (True, (ccodes, chits, cseen))):
+                cols["fold"].append(np.full(len(c), k, np.int16))
+                cols["conditioned"].append(np.full(len(c), cond))
+                cols["code"].append(c.astype(np.int64))
+                cols["hits"].append(h.astype(np.int32))
+                cols["seen"].append(n.astype(np.int32))
+        table = pa.table({k: np.concatenate(v) for k, v in cols.items()})
+        meta = {"format": PRIOR_FORMAT, "num_relations": self.parts[0].num_relations,
+                "smoothing": self.parts[0].smoothing,
+                "folds": [{"queries": p.queries, "base_hits": p.base_hits, "base_seen": p.base_seen}
+                          for p in self.parts]}
+        return table.replace_schema_metadata({"mmkg.path_prior": json.dumps(meta)})
+
+    @classmethod
+    def from_table(cls, table: Any) -> "FoldedPrior":
+        import json
+        meta = json.loads(table.schema.metadata[b"mmkg.path_prior"])
+        if meta.get("format") != PRIOR_FORMAT:
+            raise ValueError(f"path prior format {meta.get('format')!r}, expected {PRIOR_FORMAT}")
+        fold = table["fold"].to_numpy()
+        cond = table["conditioned"].to_numpy(zero_copy_only=False)
+        code, hits, seen = (table[c].to_numpy() for c in ("code", "hits", "seen"))
+        parts = []
+        for k, f in enumerate(meta["folds"]):
+            plain, conditioned = (fold == k) & ~cond, (fold == k) & cond
+            parts.append(PathPrior.from_tables(
+                int(meta["num_relations"]), float(meta["smoothing"]),
+                (code[plain], hits[plain].astype(float), seen[plain].astype(float),
+                 code[conditioned], hits[conditioned].astype(float), seen[conditioned].astype(float)),
+                queries=int(f["queries"]), base_hits=float(f["base_hits"]), base_seen=float(f["base_seen"])))
+        return cls(parts)
+
+
+def merge_priors(priors: list[PathPrior]) -> PathPrior:
+    """The prior of the union of the priors' train queries (counts add)."""
+    def add(tables: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        codes = np.concatenate([t[0] for t in tables]) if tables else np.empty(0, np.int64)
+        keys, inv = np.unique(codes, return_inverse=True)
+        hits = np.bincount(inv, np.concatenate([t[1] for t in tables]), len(keys)) if len(keys) else np.empty(0)
+        seen = np.bincount(inv, np.concatenate([t[2] for t in tables]), len(keys)) if len(keys) else np.empty(0)
+        return keys.astype(np.int64), hits, seen
+    tabs = [p._tables() for p in priors]
+    first = priors[0]
+    return PathPrior.from_tables(
+        first.num_relations, first.smoothing, (*add([t[:3] for t in tabs]), *add([t[3:] for t in tabs])),
+        queries=sum(p.queries for p in priors), base_hits=sum(p.base_hits for p in priors),
+        base_seen=sum(p.base_seen for p in priors))
+
+
+def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
+              folds: int = DEFAULT_FOLDS) -> str:
+    """What the prior depends on: the graph, the train file's bytes, the answer space, the walk, the folds."""
     from kg_store.hashing import config_hash, sha256_bytes, sha256_file
     space = sha256_bytes(np.asarray(answer_space, np.int64).tobytes()) if answer_space is not None else None
     return config_hash({"format": PRIOR_FORMAT, "graph": store.manifest.get("graph"), "train": sha256_file(train_file),
-                        "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING})
+                        "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING, "folds": folds})
 
 
-def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2) -> PathPrior:
-    """Count every train query of a MARS-format file (question, answer, example pair)."""
+def read_mars_rows(path: Any) -> list[dict[str, Any]]:
     import json
-    rows = [json.loads(line) for line in open(train_file, encoding="utf-8") if line.strip()]
+    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+
+
+def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
+                   folds: int = DEFAULT_FOLDS) -> FoldedPrior:
+    """Count every train query of a MARS-format file (question, answer, example pair), each into
+    the fold of its row."""
+    rows = read_mars_rows(train_file)
     keys = sorted({k for r in rows for k in (r["question"], r["answer"], *r["example"])})
     id_of = dict(zip(keys, store.entity_ids(keys).tolist()))
     graph, R = store.graph, store.num_relations
-    prior = PathPrior(R)
+    parts = [PathPrior(R) for _ in range(folds)]
     for r in rows:
         q, a = id_of[r["question"]], id_of[r["answer"]]
         if q < 0 or a < 0:
             continue
         ex = linking_types(graph, id_of[r["example"][0]], id_of[r["example"][1]], R)
-        prior.observe(paths_from(graph, q, R, max_hops=max_hops), a, ex, answer_space)
-    return prior
+        parts[row_fold(mars_row_digest(r), folds)].observe(paths_from(graph, q, R, max_hops=max_hops), a, ex,
+                                                           answer_space)
+    return FoldedPrior(parts)
 
 
-def read_prior(store: Any, key: str) -> PathPrior:
+def assign_prior_folds(queries: Any, train_file: Any, folds: int) -> int:
+    """Give each query that is a row of `train_file` (same `mars_row_digest`) its row's fold, so
+    it is ranked out of fold; other queries keep -1 (the whole file's prior). Returns how many."""
+    if folds <= 1:
+        return 0
+    train = {mars_row_digest(r) for r in read_mars_rows(train_file)}
+    n = 0
+    for q in queries:
+        if q.row_digest and q.row_digest in train:
+            q.prior_fold, n = row_fold(q.row_digest, folds), n + 1
+    return n
+
+
+def read_prior(store: Any, key: str) -> FoldedPrior:
     """The prior committed under `key` (`load_or_fit_prior` commits it)."""
-    import json
-    return PathPrior.from_json(json.loads(store._checked(f"{PRIOR_DIR}/{key}.json").read_text()))
+    import pyarrow.parquet as pq
+    return FoldedPrior.from_table(pq.read_table(store.checked_path(f"{PRIOR_DIR}/{key}.parquet")))
 
 
-def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2
-                      ) -> tuple[PathPrior, str]:
-    """The committed prior for this (graph, train split, answer space), fitted and committed once."""
+def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
+                      folds: int = DEFAULT_FOLDS) -> tuple[FoldedPrior, str]:
+    """The committed prior for this (graph, train split, answer space, folds), fitted and committed once."""
     import time
     from kg_store import KGStore, atomic, open_store
     store = open_store(kg)
-    key = prior_key(store, train_file, answer_space, max_hops)
+    key = prior_key(store, train_file, answer_space, max_hops, folds)
     rel = f"{PRIOR_DIR}/{key}"
     if store.artifact(rel) is not None:
         return read_prior(store, key), key
     t0 = time.perf_counter()
-    prior = fit_mars_prior(store, train_file, answer_space, max_hops)
+    prior = fit_mars_prior(store, train_file, answer_space, max_hops, folds)
     with KGStore.writer(kg) as w:
-        path = w.root / f"{rel}.json"
-        atomic.write_json(path, prior.to_json())
-        w.set_artifact(rel, {"key": key, "queries": prior.queries, "path_types": len(prior.seen),
-                             "train_file": str(train_file), "seconds": round(time.perf_counter() - t0, 3)},
-                       files=[f"{rel}.json"])
+        atomic.write_parquet(w.root / f"{rel}.parquet", prior.to_table(), compression="zstd")
+        w.set_artifact(rel, {"key": key, "queries": prior.full.queries, "folds": folds,
+                             "path_types": int(len(prior.full._tables()[0])), "train_file": str(train_file),
+                             "seconds": round(time.perf_counter() - t0, 3)},
+                       files=[f"{rel}.parquet"])
         w.commit()
     return prior, key

@@ -21,6 +21,7 @@ from kg_store.hashing import sha256_file
 from kg_store.registry import family
 from kg_store.safe_io import read_bounded
 from pipeline.paths import PathEscapeError, safe_join
+from retrieval.paths import mars_row_digest
 from retrieval.query_rejects import BadRecord, numbered_lines, query_image, reject
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,12 @@ class Query:
     fields: dict[str, Any] = field(default_factory=dict)
     #: the query's example pair (MARS: [head key, tail key]); a retriever may read it, never `fields`
     example_keys: list[str] = field(default_factory=list)
+    #: identity of the query's own dataset row (MARS: `retrieval.paths.mars_row_digest`); never read
+    #: by a retriever, only by the stage that decides which prior a query may use
+    row_digest: str = ""
+    #: fold of the path prior to leave out (-1: the whole train file's prior): set for a query that
+    #: is itself a row of the prior's train file, so its own answer never counts in its prior
+    prior_fold: int = -1
 
 
 @dataclass
@@ -248,6 +255,7 @@ def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None 
         text = f"{parts[0]} is to {parts[1]} as {parts[2]} is to ?"
         queries.append(Query(
             query_id=f"{split}-{i:06d}", text=text, image_paths=images, entity_keys=[eq], example_keys=[eh, et],
+            row_digest=mars_row_digest(r),
             fields={"example": [eh, et], "question": eq, "answer": r["answer"], "relation": r["relation"],
                     "mode": int(r["mode"]), "example_entities": [id_of[eh], id_of[et]],
                     "question_entity": id_of[eq], "answer_entity": id_of[r["answer"]],

@@ -37,6 +37,8 @@ class RetrievalConfig:
         named_entities (bool): add the entities the query names to the seeds E′ (mrmkg; off in the
             paper's scheme; pcst always adds them, anchored always starts from them). (default: False)
         image_weight (float): weight of the mean image vector in the query vector. (default: 0.5)
+        prior_folds (int): folds of the anchored retriever's path prior: a query that is a row of the
+            prior's own train file is ranked with the prior of the other folds (1 = in-sample). (default: 5)
     """
 
     encoder: str = "minilm"
@@ -48,12 +50,15 @@ class RetrievalConfig:
     seed_k: int = 0
     named_entities: bool = False
     image_weight: float = 0.5
+    prior_folds: int = 5
 
     def __post_init__(self) -> None:
         from kg_store.errors import ConfigError
         if self.top_n < 0 or self.seed_k < 0 or self.top_N < 1 or self.hops < 1 or self.path_hops not in (1, 2):
             raise ConfigError(f"bad retrieval config {self}: need top_n ≥ 0, seed_k ≥ 0, top_N ≥ 1, hops ≥ 1, "
                               "path_hops 1 or 2")
+        if self.prior_folds < 1:
+            raise ConfigError(f"prior_folds must be ≥ 1, got {self.prior_folds}")
         if not 0.0 <= self.image_weight <= 1.0:
             raise ConfigError(f"image_weight must lie in [0, 1], got {self.image_weight}")
         from retrieval.retrievers import retriever_registry

@@ -180,7 +180,7 @@ class AnchoredPathRetriever:
         pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
         example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
             else np.full((len(queries), 2), -1, np.int64)
-        for v, anchors, (eh, et) in zip(vectors, anchors_of, example_ids.tolist()):
+        for q, v, anchors, (eh, et) in zip(queries, vectors, anchors_of, example_ids.tolist()):
             parts = [paths_from(c.graph, int(a), R, max_hops=c.config.path_hops) for a in anchors]
             if not parts or not sum(len(p) for p in parts):
                 out.append(empty_output(anchors))
@@ -191,10 +191,13 @@ class AnchoredPathRetriever:
                 inside = paths.select(np.isin(paths.endpoint, c.answer_space))
                 paths = inside if len(inside) else paths
             ex = linking_types(c.graph, eh, et, R) if c.prior is not None else ()
-            out.append(self._rank(v, paths, anchors, ex))
+            # a train row's own answer must not count in its prior: the prior of the other folds
+            prior = c.prior.for_fold(q.prior_fold) if c.prior is not None else None
+            out.append(self._rank(v, paths, anchors, ex, prior))
         return out
 
-    def _rank(self, query: np.ndarray, paths: Any, anchors: np.ndarray, example_types: Any) -> SubgraphOutput:
+    def _rank(self, query: np.ndarray, paths: Any, anchors: np.ndarray, example_types: Any,
+              path_prior_model: Any) -> SubgraphOutput:
         c = self.ctx
         if not len(paths):
             return empty_output(anchors)
@@ -207,9 +210,9 @@ class AnchoredPathRetriever:
 
         c1 = cos_of(paths.t1)
         pcos = np.where(paths.t2 >= 0, (c1 + cos_of(paths.t2)) / 2, c1)
-        if c.prior is not None:
-            path_prior = c.prior.path_scores(paths, example_types)
-            ends, prior = c.prior.score_endpoints(paths, example_types, path_prior)
+        if path_prior_model is not None:
+            path_prior = path_prior_model.path_scores(paths, example_types)
+            ends, prior = path_prior_model.score_endpoints(paths, example_types, path_prior)
         else:  # no train split: a 1-hop link beats a 2-hop one, then the text decides
             path_prior = np.where(paths.t2 < 0, 1.0, 0.5)
             ends = np.unique(paths.endpoint)

@@ -36,7 +36,7 @@ def shard_key(config: RetrievalConfig, limit: int | None = None) -> str:
 def cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit: int | None) -> dict[str, Any]:
     """Everything the shards depend on; the learned path prior (anchored retriever) by its own hash."""
     from retrieval.paths import prior_key
-    learned = prior_key(store, qs.train_file, qs.answer_space, config.path_hops) \
+    learned = prior_key(store, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds) \
         if config.retriever == "anchored" and qs.train_file is not None else None
     return {"kg_version": store.kg_version, "encoder": config.encoder, "config": config.to_dict(),
             "config_hash": config.config_hash, "dataset": qs.dataset, "split": qs.split,

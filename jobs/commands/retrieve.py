@@ -32,6 +32,9 @@ def _one_of(name: str, value, alias_name: str, alias, default):
                    "scheme) | pcst (G-Retriever).")
 @click.option("--path-hops", default=2, show_default=True, type=click.IntRange(1, 2),
               help="Longest path from an anchor (anchored).")
+@click.option("--prior-folds", default=5, show_default=True, type=click.IntRange(1),
+              help="Folds of the path prior (anchored): a query that is a row of the prior's own train split is "
+                   "ranked with the prior fitted on the other folds; 1 = in-sample.")
 @click.option("--named-entities/--no-named-entities", default=False, show_default=True,
               help="Add the entities the query names to the seeds (mrmkg; off in the paper's scheme).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N queries (trials).")
@@ -41,7 +44,7 @@ def _one_of(name: str, value, alias_name: str, alias, default):
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Recompute even when cached shards match.")
 def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias, hops, seed_k, retriever, path_hops,
-             named_entities, limit, engine, device, batch_size, force) -> None:
+             prior_folds, named_entities, limit, engine, device, batch_size, force) -> None:
     """Retrieve each query's top-N 1-hop subgraph into shards; prints the shard directory."""
     from pipeline.device import resolve_device
     from retrieval.batch import retrieve_dataset
@@ -52,7 +55,8 @@ def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias
     resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
 
     config = RetrievalConfig(encoder=encoder, retriever=retriever, top_n=top_n, top_N=top_N, hops=hops,
-                             path_hops=path_hops, seed_k=seed_k, named_entities=named_entities)
+                             path_hops=path_hops, seed_k=seed_k, named_entities=named_entities,
+                             prior_folds=prior_folds)
     res = retrieve_dataset(kg, dataset, config, split=split, limit=limit, force=force, engine=engine,
                            device=device, batch_size=batch_size, progress=True)
     q = res.reports.get("quality", {})

@@ -1,0 +1,169 @@
+"""MARS candidate rankers that need no LLM and no KG text: the bars every model is judged against.
+
+A ranker scores every candidate answer of a query from that query's own row (question entity and
+example pair; never its answer or relation) and the training split only (`MarsContext`), so a query
+ranked alone gets the rank it gets in a full run. Training rows are counted per fold: a query that
+is itself a row of the training split (the reranker's training features) is scored with the counts
+of the other folds (`MarsQuery.fold`), so its own answer never counts.
+
+Registry `ranker` (larger score = better; ties ranked realistically by the caller):
+* `memory` — how often (question, candidate) occurs in train as a question–answer or an example pair;
+* `kg_prior` — the path-type prior of the anchored retriever (noisy-or over the paths of ≤ 2 hops
+  from the question entity, conditioned on the types linking the example pair);
+* `memory>kg_prior` — memory, then the prior, then the candidate's popularity as a train answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kg_store.registry import family
+
+rankers = family("ranker")
+
+
+@dataclass(frozen=True)
+class MarsQuery:
+    """What a ranker may see of one query: entity keys of its question and example pair, and the
+    fold to leave out (-1: the query is not a training row)."""
+
+    question: str
+    example: tuple[str, str]
+    fold: int = -1
+
+
+class MarsContext:
+    """The candidates, the training split counted per fold, and the KG with its folded path prior."""
+
+    def __init__(self, store: Any, candidates: Sequence[str], train_rows: Sequence[dict[str, Any]],
+                 prior: Any, *, folds: int):
+        from retrieval.paths import mars_row_digest, row_fold
+        self.store, self.prior, self.folds = store, prior, folds
+        self.candidates = list(dict.fromkeys(candidates))
+        self.position = {k: i for i, k in enumerate(self.candidates)}
+        self.candidate_ids = store.entity_ids(self.candidates)
+        self.train_digests = {mars_row_digest(r): row_fold(mars_row_digest(r), folds) for r in train_rows}
+        C = len(self.candidates)
+        # pair counts per fold: first key → {candidate position: counts (folds,)}; answers likewise
+        self.pairs: dict[str, dict[int, np.ndarray]] = {}
+        self.popularity = np.zeros((folds, C))
+        for r in train_rows:
+            f = self.train_digests[mars_row_digest(r)]
+            for a, b in ((r["question"], r["answer"]), tuple(r["example"])):
+                if b in self.position:
+                    counts = self.pairs.setdefault(a, {}).setdefault(self.position[b], np.zeros(folds))
+                    counts[f] += 1
+            if r["answer"] in self.position:
+                self.popularity[f, self.position[r["answer"]]] += 1
+        self._space = np.unique(self.candidate_ids[self.candidate_ids >= 0])
+
+    @classmethod
+    def from_files(cls, kg: str | Path, mars_dir: str | Path, *, folds: int = 5) -> "MarsContext":
+        """The context of a MARS folder (train.json, analogy_entities.txt) over the KG at `kg`."""
+        from kg_store import open_store
+        from retrieval.paths import load_or_fit_prior, read_mars_rows
+        mars_dir = Path(mars_dir)
+        store = open_store(kg)
+        candidates = [k for k in (mars_dir / "analogy_entities.txt").read_text().split() if k]
+        ids = store.entity_ids(candidates)
+        prior, _ = load_or_fit_prior(kg, mars_dir / "train.json", np.unique(ids[ids >= 0]), folds=folds)
+        return cls(open_store(kg), candidates, read_mars_rows(mars_dir / "train.json"), prior, folds=folds)
+
+    def query(self, row: dict[str, Any]) -> MarsQuery:
+        """A ranker's view of a MARS row; a row of the training split carries its fold."""
+        from retrieval.paths import mars_row_digest
+        return MarsQuery(row["question"], (row["example"][0], row["example"][1]),
+                         self.train_digests.get(mars_row_digest(row), -1))
+
+    def gold(self, row: dict[str, Any]) -> int:
+        """Position of the row's answer among the candidates (-1: not a candidate)."""
+        return self.position.get(row["answer"], -1)
+
+    # ---- features shared by the rankers and the reranker ------------------------------------------
+    def out_of_fold(self, counts: np.ndarray, fold: int) -> np.ndarray:
+        """Counts over every fold but `fold` (all folds for -1); counts has folds on axis 0."""
+        total = counts.sum(axis=0)
+        return total - counts[fold] if fold >= 0 else total
+
+    def memory(self, q: MarsQuery, first: str | None = None) -> np.ndarray:
+        """(C,) how often (first, candidate) is a train question–answer or example pair (first =
+        the question by default)."""
+        out = np.zeros(len(self.candidates))
+        for pos, counts in self.pairs.get(q.question if first is None else first, {}).items():
+            out[pos] = self.out_of_fold(counts, q.fold)
+        return out
+
+    def answer_popularity(self, q: MarsQuery) -> np.ndarray:
+        return self.out_of_fold(self.popularity, q.fold)
+
+    def prior_scores(self, q: MarsQuery) -> tuple[np.ndarray, Any]:
+        """(C,) the path prior's score of each candidate (0 where no path reaches it), and the paths."""
+        from retrieval.paths import linking_types, paths_from
+        R, graph = self.store.num_relations, self.store.graph
+        out = np.zeros(len(self.candidates))
+        qid = int(self.store.entity_ids([q.question])[0])
+        if qid < 0:
+            return out, None
+        paths = paths_from(graph, qid, R)
+        paths = paths.select(np.isin(paths.endpoint, self._space))
+        eh, et = self.store.entity_ids(list(q.example)).tolist()
+        ends, scores = self.prior.for_fold(q.fold).score_endpoints(paths, linking_types(graph, eh, et, R))
+        if len(ends):  # `ends` is sorted
+            at = np.clip(np.searchsorted(ends, self.candidate_ids), 0, len(ends) - 1)
+            hit = ends[at] == self.candidate_ids
+            out[hit] = scores[at[hit]]
+        return out, paths
+
+
+def lexicographic(*keys: np.ndarray) -> np.ndarray:
+    """One score whose order is the lexicographic order of `keys` (first key most significant):
+    each key is replaced by its dense rank, so no key can overtake a more significant one."""
+    out = np.zeros(len(keys[0]), np.int64)
+    for k in keys:
+        _, dense = np.unique(k, return_inverse=True)
+        out = out * (len(k) + 1) + dense
+    return out.astype(np.float64)
+
+
+@rankers.register("memory")
+def memory_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
+    return ctx.memory(q)
+
+
+@rankers.register("kg_prior")
+def kg_prior_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
+    return ctx.prior_scores(q)[0]
+
+
+@rankers.register("memory>kg_prior")
+def memory_then_prior_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
+    return lexicographic(ctx.memory(q), ctx.prior_scores(q)[0], ctx.answer_popularity(q))
+
+
+def resolve_ranker(name: str) -> Callable[[MarsContext, MarsQuery], np.ndarray]:
+    from kg_store.errors import ConfigError
+    try:
+        return rankers.get(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def realistic_rank(scores: np.ndarray, gold: int) -> float:
+    """Rank of the gold among all candidates: 1 + #higher + #tied others / 2 (the mean of the
+    optimistic and the pessimistic rank); a gold outside the candidates ranks last."""
+    if gold < 0:
+        return float(len(scores))
+    g = scores[gold]
+    return float((scores > g).sum() + 1 + ((scores == g).sum() - 1) / 2)
+
+
+def rank_rows(ctx: MarsContext, name: str, rows: Sequence[dict[str, Any]], *,
+              progress: bool = False) -> list[float]:
+    """The realistic rank of each row's answer under ranker `name`, each row scored on its own."""
+    from tqdm.auto import tqdm
+    ranker = resolve_ranker(name)
+    return [realistic_rank(ranker(ctx, ctx.query(r)), ctx.gold(r))
+            for r in tqdm(rows, desc=name, disable=not progress, leave=False)]
