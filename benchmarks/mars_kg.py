@@ -70,7 +70,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "late_fusion": {"derived": True, "queries": "main"},
     "zero_shot_text": {"knowledge": "text", "train": False, "queries": "ablation"},
 }
-DEFAULT_VARIANTS = ("kg", "control", "kg_only", "zero_shot", "text", "graph", "late_fusion")
+DEFAULT_VARIANTS = ("kg", "control", "kg_only", "zero_shot", "text", "graph")
 MAIN = {"kg": "kg", "control": "control", "kg_only": "kg_only"}
 
 
@@ -167,14 +167,22 @@ def check_settings(work: Path, args) -> None:
         path.write_text(json.dumps(now, indent=1))
 
 
+#: sample name → (split file name in its folder, source split). A sample's split file never shadows
+#: `train.json`: every folder links the full train split (the prior's and the memory's source), the
+#: candidate file and the images, so a sample's queries are built and retrieved exactly as in the full
+#: split (a train row is ranked out of fold either way: retrieval.paths.assign_prior_folds)
+SAMPLES = {"train": ("train_sample", "train"), "fit": ("fit", "train"), "dev": ("dev", "dev")}
+LINKED = ("train.json", "analogy_entities.txt", "images")
+
+
 def write_subsets(work: Path, data: Path, plan: dict[str, Any]) -> dict[str, Path]:
-    """MARS files of the samples (<work>/mars/<name>/<split>.json), original lines in plan order."""
+    """MARS folders of the samples (<work>/mars/<name>/<split>.json, original lines in plan order)
+    with the full split's other files linked beside them."""
     mars = data / "markg" / "MARS"
     lines = {"train": (mars / "train.json").read_text().splitlines(),
              "dev": (mars / "dev.json").read_text().splitlines()}
-    lines = {k: [x for x in v if x.strip()] for k, v in lines.items()}
     dirs = {}
-    for name, split, source in (("train", "train", "train"), ("fit", "fit", "train"), ("dev", "dev", "dev")):
+    for name, (split, source) in SAMPLES.items():
         d = work / "mars" / name
         d.mkdir(parents=True, exist_ok=True)
         sel = plan["main"] if name == "dev" else plan[name]
@@ -182,11 +190,13 @@ def write_subsets(work: Path, data: Path, plan: dict[str, Any]) -> dict[str, Pat
         f = d / f"{split}.json"
         if not f.exists() or f.read_text() != text:
             f.write_text(text)
-        for link, target in (("images", mars / "images"), ("train.json", mars / "train.json")):
-            if name == "dev" or link == "images":  # dev: the retrieval leakage report reads train.json beside it
-                p = d / link
-                if not p.exists() and not p.is_symlink() and target.exists():
-                    p.symlink_to(target)
+        for link in LINKED:  # replaces a stale link or an old sample file named like the full split
+            p, target = d / link, mars / link
+            if p.is_symlink() or p.is_file():
+                if p.resolve() == target.resolve():
+                    continue
+                p.unlink()
+            p.symlink_to(target)
         dirs[name] = d
     return dirs
 
@@ -210,10 +220,15 @@ def seen_in_train(data: Path, dev_lines: Sequence[int]) -> dict[int, bool]:
 # ---- statistics -------------------------------------------------------------------------------
 
 def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequence[int],
-            seen: dict[int, bool], seed: int) -> dict[str, Any]:
-    """Paired comparison of variant a vs b on the queries both have: overall and by seen/unseen."""
+            strata: dict[str, dict[int, bool]], seed: int) -> dict[str, Any]:
+    """Paired comparison of variant a vs b on the queries both have: overall and per stratum (seen
+    pair, answer in the retrieved facts) and its complement."""
     out: dict[str, Any] = {}
-    for part, keep in (("all", lambda q: True), ("seen", lambda q: seen[q]), ("unseen", lambda q: not seen[q])):
+    parts: dict[str, Any] = {"all": lambda q: True}
+    for name, flags in strata.items():
+        parts[name] = lambda q, f=flags: f.get(q) is True
+        parts[f"not_{name}"] = lambda q, f=flags: f.get(q) is False
+    for part, keep in parts.items():
         qs = [q for q in queries if keep(q) and str(q) in ranks.get(a, {}) and str(q) in ranks.get(b, {})]
         ra, rb = [ranks[a][str(q)] for q in qs], [ranks[b][str(q)] for q in qs]
         diff, lo, hi = bootstrap_mrr_diff(ra, rb, seed=seed)
@@ -221,6 +236,41 @@ def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequenc
                      "mrr_diff": diff, "ci95": [lo, hi], "mrr_permutation_p": permutation_mrr_p(ra, rb, seed=seed),
                      **sign_test(ra, rb)}
     return out
+
+
+def add_holm(comparisons: dict[str, dict[str, Any]]) -> None:
+    """Holm-adjust the permutation p of every (comparison, part) reported together, in place."""
+    from model.metrics import format_p, holm
+    flat = {f"{name}|{part}": c["mrr_permutation_p"] for name, parts in comparisons.items()
+            for part, c in parts.items() if c["queries"]}
+    adjusted = holm(flat)
+    for key, p in adjusted.items():
+        name, part = key.split("|")
+        c = comparisons[name][part]
+        c["holm_p"] = p
+        c["p_text"] = format_p(c["mrr_permutation_p"], 10000)
+        c["holm_p_text"] = f"≤ {p:.2g}" if c["p_text"].startswith("<") else format_p(p)
+
+
+def answer_in_facts(shards: Path, dev_line: dict[str, int]) -> dict[int, bool]:
+    """Whether each dev query's answer is an endpoint of one of its retrieved triples (shard rows)."""
+    from kg_store.shards import read_shards
+    rows = read_shards(shards, ["query_id", "answer_entity", "heads", "tails"]).to_pylist()
+    return {dev_line[r["query_id"]]: r["answer_entity"] in set(r["heads"]) | set(r["tails"])
+            for r in rows if r["query_id"] in dev_line}
+
+
+def experiment_provenance(args, kg: Path, shards: dict[str, Path], preds: Path) -> dict[str, Any]:
+    """Code, packages, data, KG, shard sets and the evaluation fingerprints of this experiment."""
+    from benchmarks.mars_eval import provenance
+    from kg_store.hashing import sha256_file
+    mars = Path(args.data) / "markg" / "MARS"
+    files = {s: mars / f"{s}.json" for s in ("train", "dev")}
+    files["candidates"] = mars / "analogy_entities.txt"
+    fingerprints = {p.name[:-len(".meta.json")]: json.loads(p.read_text()).get("fingerprint")
+                    for p in sorted(preds.glob("*.meta.json"))}
+    return provenance(files, kg, {"shard_sets": {k: sha256_file(d / "meta.json") for k, d in shards.items()},
+                                  "evaluations": fingerprints})
 
 
 # ---- running the variants ---------------------------------------------------------------------
@@ -275,6 +325,9 @@ def evaluate_variant(name: str, args, kg: Path, shards: Path, query_ids: Sequenc
     job = dict(kg=str(kg), task="mars", shards=str(shards), candidates=str(candidates), predictions=str(predictions),
                device="cpu", amp=args.amp, max_triples=args.top_n, query_ids=list(query_ids), ties="realistic",
                task_kwargs=task_kwargs(args), budget_minutes=budget, candidate_scores=scores, seed=args.seed)
+    if args.shortlist_k:
+        job["shortlist"] = {"ranker": args.shortlist_ranker, "k": args.shortlist_k, "folds": args.prior_folds,
+                            "train": str(Path(args.data) / "markg" / "MARS" / "train.json")}
     if spec["train"]:
         job["checkpoint"] = str(run / "final")
     else:
@@ -296,7 +349,7 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def carry_ranks(path: Path, plan: dict[str, Any], args, ranks: dict[str, dict[str, float]],
-                ranks_opt: dict[str, dict[str, float]]) -> dict[str, Any]:
+                ranks_opt: dict[str, dict[str, float]], prov: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fill `ranks` of non-derived variants with no predictions here from an earlier output of the same
     samples and settings; where a variant was run again, how many of its ranks the earlier output repeats."""
     prev = json.loads(path.read_text())
@@ -307,6 +360,12 @@ def carry_ranks(path: Path, plan: dict[str, Any], args, ranks: dict[str, dict[st
                          experiment_settings(vars(args), ignore=paths))
     if diff:
         raise SystemExit(f"--carry {path}: made with other settings ({', '.join(diff)})")
+    # code, packages, data, KG, shard sets, checkpoints (through the evaluation fingerprints)
+    old_prov = prev.get("provenance")
+    if prov is not None:
+        differs = sorted(k for k in set(old_prov or {}) | set(prov) if (old_prov or {}).get(k) != prov.get(k))
+        if differs:
+            raise SystemExit(f"--carry {path}: its provenance differs ({', '.join(differs)}); re-run instead")
     out: dict[str, Any] = {"from": str(path), "variants": [], "agreement": {}}
     for name, r in prev.get("ranks", {}).items():
         if VARIANTS.get(name, {}).get("derived"):
@@ -388,14 +447,19 @@ def late_fusion(base_fit: dict[str, dict], base_dev: dict[str, dict], fit_priors
 # ---- report -----------------------------------------------------------------------------------
 
 def markdown(result: dict[str, Any]) -> str:
-    rows = ["| variant | queries | Hits@1 | Hits@3 | Hits@10 | MRR | MRR (optimistic) | median rank |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    def mrr(m: dict[str, Any], part: str) -> str:
+        v = m.get("by_stratum", {}).get(part, {})
+        return f"{v['mrr']:.3f} ({v['count']})" if v.get("count") else "–"
+    rows = ["| variant | queries | Hits@1 | Hits@3 | Hits@10 | MRR | MRR seen | MRR unseen | MRR answer in facts "
+            "| MRR not in facts | median rank |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in result["metrics"].items():
-        r, o = m["realistic"], m["optimistic"]
+        r = m["realistic"]
         if not r.get("count"):
             continue
         rows.append(f"| {name} | {r['count']} | {r['hits@1']:.3f} | {r['hits@3']:.3f} | {r['hits@10']:.3f} | "
-                    f"{r['mrr']:.3f} | {o['mrr']:.3f} | {r['median_rank']:.1f} |")
+                    f"{r['mrr']:.3f} | {mrr(m, 'seen')} | {mrr(m, 'not_seen')} | {mrr(m, 'in_facts')} | "
+                    f"{mrr(m, 'not_in_facts')} | {r['median_rank']:.1f} |")
     rows += ["", f"On the {len(result['ablation_queries'])} ablation queries (realistic ties):", "",
              "| variant | queries | Hits@1 | Hits@3 | Hits@10 | MRR | median rank |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -403,16 +467,15 @@ def markdown(result: dict[str, Any]) -> str:
         if r.get("count"):
             rows.append(f"| {name} | {r['count']} | {r['hits@1']:.3f} | {r['hits@3']:.3f} | {r['hits@10']:.3f} | "
                         f"{r['mrr']:.3f} | {r['median_rank']:.1f} |")
-    rows += ["", "| comparison | part | queries | MRR diff | 95 % CI | MRR permutation p | better / worse / ties "
-             "| sign test p |", "| --- | --- | ---: | ---: | --- | ---: | --- | ---: |"]
+    rows += ["", "| comparison | part | queries | MRR diff | 95 % CI | permutation p | Holm p | better / worse / ties "
+             "| sign test p |", "| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: |"]
     for name, parts in result["comparisons"].items():
         for part, c in parts.items():
             if not c["queries"]:
                 continue
             rows.append(f"| {name} | {part} | {c['queries']} | {c['mrr_diff']:+.4f} | "
-                        f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['mrr_permutation_p']:.4g} | "
-                        f"{c['better']} / {c['worse']} / {c['ties']} | "
-                        f"{c['sign_test_p']:.4g} |")
+                        f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['p_text']} | {c['holm_p_text']} | "
+                        f"{c['better']} / {c['worse']} / {c['ties']} | {c['sign_test_p']:.2g} |")
     return "\n".join(rows) + "\n"
 
 
@@ -454,6 +517,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--checkpoint-every", type=int, default=50)
     ap.add_argument("--fusion-base", default="control", choices=["control", "kg", "zero_shot"])
+    ap.add_argument("--shortlist-k", type=int, default=50,
+                    help="the LLM ranks the top K of --shortlist-ranker, the rest keep its order (0: all 2,063)")
+    ap.add_argument("--shortlist-ranker", default="memory>kg_prior", help="a model.rankers name")
+    ap.add_argument("--prior-folds", type=int, default=5, help="folds of the train counts (out of fold)")
     ap.add_argument("--max-hops", type=int, default=2, help="hops of the KG prior's distance term")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
     ap.add_argument("--threads", type=int, default=None)
@@ -465,6 +532,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.shortlist_k and "late_fusion" in variants:
+        raise SystemExit("late_fusion needs every candidate's LLM score: run it with --shortlist-k 0")
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -476,9 +545,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_settings(work, args)
     prepare_store(kg, data)
     subsets = write_subsets(work, data, plan)
-    shards = {"train": retrieve(kg, subsets["train"], "train", args.top_n),
-              "fit": retrieve(kg, subsets["fit"], "fit", args.top_n),
-              "dev": retrieve(kg, subsets["dev"], "dev", args.top_n)}
+    shards = {name: retrieve(kg, subsets[name], SAMPLES[name][0], args.top_n) for name in SAMPLES}
     # subset query id ("dev-000007": 8th line of the dev sample file) → original dev.json line
     dev_line = {f"dev-{k:06d}": line for k, line in enumerate(plan["main"])}
     by_line = {line: qid for qid, line in dev_line.items()}
@@ -526,7 +593,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if got:
             ranks[name] = {str(dev_line[q]): r["rank_realistic"] for q, r in got.items()}
             ranks_opt[name] = {str(dev_line[q]): r["rank_optimistic"] for q, r in got.items()}
-    carried = carry_ranks(Path(args.carry), plan, args, ranks, ranks_opt) if args.carry else None
+    prov = experiment_provenance(args, kg, shards, preds)
+    carried = carry_ranks(Path(args.carry), plan, args, ranks, ranks_opt, prov) if args.carry else None
     # the derived variants are cheap: computed from what is on disk on every run
     ranks["kg_only"], ranks_opt["kg_only"] = kg_only_ranks(kg, shards["dev"], candidates,
                                                            {q: dev_line[q] for q in sample_ids["main"]},
@@ -542,23 +610,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             priors_for(kg, shards["dev"], candidates, list(dev_recs), args.max_hops), candidates, dev_line)
         fusion_info.update(base=args.fusion_base, fit_complete=len(base_fit) >= len(fit_ids))
     seen = seen_in_train(data, plan["main"])
+    facts = answer_in_facts(shards["dev"], dev_line)
+    strata = {"seen": seen, "in_facts": facts}
     metrics = {}
     for name in ranks:
         by = {}
-        for part, keep in (("seen", True), ("unseen", False)):
-            by[part] = summarize([r for q, r in ranks[name].items() if seen[int(q)] is keep])
+        for s_name, flags in strata.items():
+            for value, part in ((True, s_name), (False, f"not_{s_name}")):
+                by[part] = summarize([r for q, r in ranks[name].items() if flags.get(int(q)) is value])
         metrics[name] = {"realistic": summarize(ranks[name].values()), "optimistic": summarize(ranks_opt[name].values()),
-                         "by_pair_seen_in_train": by}
+                         "by_stratum": by}
     main_q, abl_q = plan["main"], plan["ablation"]
     on = {"main": main_q, "ablation": abl_q}
-    comparisons = {"kg vs control": compare(ranks, "kg", "control", main_q, seen, args.seed),
-                   "kg vs kg_only": compare(ranks, "kg", "kg_only", main_q, seen, args.seed)}
+    comparisons = {"kg vs control": compare(ranks, "kg", "control", main_q, strata, args.seed),
+                   "kg vs kg_only": compare(ranks, "kg", "kg_only", main_q, strata, args.seed)}
     for name in ("zero_shot", "text", "graph", "late_fusion", "zero_shot_text"):
         if name in ranks:
             comparisons[f"{name} vs control"] = compare(ranks, name, "control", on[VARIANTS[name]["queries"]],
-                                                        seen, args.seed)
+                                                        strata, args.seed)
     if "late_fusion" in ranks:  # complementary only if the fusion also beats the prior alone
-        comparisons["late_fusion vs kg_only"] = compare(ranks, "late_fusion", "kg_only", main_q, seen, args.seed)
+        comparisons["late_fusion vs kg_only"] = compare(ranks, "late_fusion", "kg_only", main_q, strata, args.seed)
+    add_holm(comparisons)
     # every variant on the ablation queries, so the ablation rows compare like with like
     on_ablation = {name: summarize([r[str(q)] for q in abl_q if str(q) in r]) for name, r in ranks.items()}
     result = {
@@ -569,6 +641,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ranks": ranks, "ranks_optimistic": ranks_opt, "metrics": metrics,
         "metrics_on_ablation_queries": on_ablation, "comparisons": comparisons,
         "late_fusion": fusion_info, "carried": carried, "pair_seen_in_train": {str(q): seen[q] for q in main_q},
+        "answer_in_facts": {str(q): facts.get(q) for q in main_q},
+        "shortlist": {"k": args.shortlist_k, "ranker": args.shortlist_ranker} if args.shortlist_k else None,
+        "provenance": prov,
         "complete": {name: len(ranks.get(name, {})) == len(on[VARIANTS[name]["queries"]])
                      for name in VARIANTS if name in variants or name in ranks},
         "config": {k: v for k, v in vars(args).items() if k not in ("verbose",)},

@@ -237,9 +237,8 @@ class _Shortlist:
                             "train": sha256_file(spec["train"])}
 
     def scores(self, ex) -> np.ndarray:
-        row = {"question": ex.meta["question"], "example": ex.meta["example"], "answer": ex.gold_key,
-               "relation": ex.meta.get("relation"), "mode": ex.meta.get("mode", 0)}
-        return self.ranker(self.ctx, self.ctx.query(row))
+        # the query's own row only (question, example pair): never its answer
+        return self.ranker(self.ctx, self.ctx.query({"question": ex.meta["question"], "example": ex.meta["example"]}))
 
 
 def _score_mars(net, batch, ex, cand_keys: list[str], cand_labels: list[str], *, chunk_size: int,

@@ -4,7 +4,8 @@ A ranker scores every candidate answer of a query from that query's own row (que
 example pair; never its answer or relation) and the training split only (`MarsContext`), so a query
 ranked alone gets the rank it gets in a full run. Training rows are counted per fold: a query that
 is itself a row of the training split (the reranker's training features) is scored with the counts
-of the other folds (`MarsQuery.fold`), so its own answer never counts.
+of the other folds (`MarsQuery.fold`), so its own answer never counts; a dev or test row is always
+scored with every fold (whether it also occurs in train is never looked up: that needs its answer).
 
 Registry `ranker` (larger score = better; ties ranked realistically by the caller):
 * `memory` — how often (question, candidate) occurs in train as a question–answer or an example pair;
@@ -72,11 +73,13 @@ class MarsContext:
         prior, _ = load_or_fit_prior(kg, mars_dir / "train.json", np.unique(ids[ids >= 0]), folds=folds)
         return cls(open_store(kg), candidates, read_mars_rows(mars_dir / "train.json"), prior, folds=folds)
 
-    def query(self, row: dict[str, Any]) -> MarsQuery:
-        """A ranker's view of a MARS row; a row of the training split carries its fold."""
+    def query(self, row: dict[str, Any], *, train_row: bool = False) -> MarsQuery:
+        """A ranker's view of a MARS row. `train_row`: the row is one of the training split (the
+        reranker's training features), scored out of its fold; a dev or test row never is, so its
+        score cannot depend on its answer."""
         from retrieval.paths import mars_row_digest
-        return MarsQuery(row["question"], (row["example"][0], row["example"][1]),
-                         self.train_digests.get(mars_row_digest(row), -1))
+        fold = self.train_digests[mars_row_digest(row)] if train_row else -1
+        return MarsQuery(row["question"], (row["example"][0], row["example"][1]), fold)
 
     def gold(self, row: dict[str, Any]) -> int:
         """Position of the row's answer among the candidates (-1: not a candidate)."""
@@ -160,10 +163,11 @@ def realistic_rank(scores: np.ndarray, gold: int) -> float:
     return float((scores > g).sum() + 1 + ((scores == g).sum() - 1) / 2)
 
 
-def rank_rows(ctx: MarsContext, name: str, rows: Sequence[dict[str, Any]], *,
+def rank_rows(ctx: MarsContext, name: str, rows: Sequence[dict[str, Any]], *, train_rows: bool = False,
               progress: bool = False) -> list[float]:
-    """The realistic rank of each row's answer under ranker `name`, each row scored on its own."""
+    """The realistic rank of each row's answer under ranker `name`, each row scored on its own
+    (`train_rows`: rows of the training split, scored out of fold)."""
     from tqdm.auto import tqdm
     ranker = resolve_ranker(name)
-    return [realistic_rank(ranker(ctx, ctx.query(r)), ctx.gold(r))
+    return [realistic_rank(ranker(ctx, ctx.query(r, train_row=train_rows)), ctx.gold(r))
             for r in tqdm(rows, desc=name, disable=not progress, leave=False)]

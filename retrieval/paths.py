@@ -318,16 +318,18 @@ def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None,
 
 
 def assign_prior_folds(queries: Any, train_file: Any, folds: int) -> int:
-    """Give each query that is a row of `train_file` (same `mars_row_digest`) its row's fold, so
-    it is ranked out of fold; other queries keep -1 (the whole file's prior). Returns how many."""
-    if folds <= 1:
+    """When the queries are the prior's own split (every row is a row of `train_file`: the train
+    split or a sample of it), give each its row's fold so it is ranked out of fold; a query set of
+    another split keeps the whole file's prior (-1) for every query. Decided for the whole set,
+    so no query's treatment depends on its own answer. Returns how many queries got a fold."""
+    if folds <= 1 or not queries:
         return 0
     train = {mars_row_digest(r) for r in read_mars_rows(train_file)}
-    n = 0
+    if not all(q.row_digest and q.row_digest in train for q in queries):
+        return 0
     for q in queries:
-        if q.row_digest and q.row_digest in train:
-            q.prior_fold, n = row_fold(q.row_digest, folds), n + 1
-    return n
+        q.prior_fold = row_fold(q.row_digest, folds)
+    return len(queries)
 
 
 def read_prior(store: Any, key: str) -> FoldedPrior:

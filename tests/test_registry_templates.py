@@ -18,7 +18,8 @@ from kg_store.registry import ALL
 
 # import every package that registers a family, so ALL is complete
 for _module in ("pipeline.readers", "pipeline.engines", "pipeline.encoders", "retrieval.index", "retrieval.queries",
-                "retrieval.batch", "retrieval.retrievers", "model", "model.gnn", "model.backbones", "model.tasks"):
+                "retrieval.batch", "retrieval.retrievers", "model", "model.gnn", "model.backbones", "model.tasks",
+                "model.rankers"):
     importlib.import_module(_module)
 
 # ---- the cases: family → registered name → what the template runs it on ------------------------
@@ -42,7 +43,7 @@ CASES = {"reader": READER_SAMPLES, "index": INDEX_CASES, "encoder": ENCODER_CASE
          "engine": ENGINE_CASES, "gnn_layer": GNN_CASES, "task": TASK_CASES, "backbone": BACKBONE_CASES}
 #: families whose template lives elsewhere (see the module docstring)
 ELSEWHERE = {"model": "tests/model/test_meta.py", "retrieval_engine": "tests/retrieval/test_shards.py",
-             "retriever": "tests/retrieval/test_retrievers.py"}
+             "retriever": "tests/retrieval/test_retrievers.py", "ranker": "tests/model/test_rankers.py"}
 
 
 def test_every_registered_name_has_a_case():
@@ -56,6 +57,9 @@ def test_every_registered_name_has_a_case():
     from tests.retrieval import test_retrievers
     cases = next(m.args[1] for m in test_retrievers.test_retriever_template.pytestmark if m.name == "parametrize")
     assert set(ALL["retriever"].names()) == set(cases)
+    from tests.model import test_rankers
+    cases = next(m.args[1] for m in test_rankers.test_ranker_template.pytestmark if m.name == "parametrize")
+    assert set(ALL["ranker"].names()) == set(cases)
 
 
 # ---- reader ----------------------------------------------------------------------------------------

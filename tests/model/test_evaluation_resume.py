@@ -88,3 +88,35 @@ def test_queries_are_scored_in_the_order_given_and_a_resume_may_list_them_in_ano
     again = evaluate(**_job(real_shards, data_dir, path, limit=None, query_ids=wanted[::-1]))
     assert again["new_queries"] == 1 and again["complete"]
     assert _ranks(path) == {q: expected[q] for q in wanted}
+
+
+def test_shortlist_evaluation_ranks_the_rankers_top_k_then_the_rest(real_shards, data_dir, tmp_path):
+    """The LLM ranks only the top K of a no-LLM ranker; a gold outside them ranks below K, in the
+    ranker's order; recall@K is reported and the shortlist is part of the resume fingerprint."""
+    from model.rankers import MarsContext, rank_rows
+    from retrieval.paths import read_mars_rows
+    mars = data_dir / "markg" / "MARS"
+    # a small train split: the memory ranker puts seen pairs first, unseen ones far down
+    train = tmp_path / "train.json"
+    train.write_text("".join(line + "\n" for line in (mars / "train.json").read_text().splitlines()[::16]))
+    k = 20
+    short = {"ranker": "memory", "k": k, "train": str(train), "folds": 5}
+    out = evaluate(**_job(real_shards, data_dir, tmp_path / "short.jsonl", limit=8, shortlist=short))
+    assert out["complete"] and out["queries"] == 8 and f"recall@{k}" in out
+    recs = list(map(json.loads, (tmp_path / "short.jsonl").read_text().splitlines()))
+    (tmp_path / "MARS").mkdir()
+    (tmp_path / "MARS" / "train.json").write_text(train.read_text())
+    (tmp_path / "MARS" / "analogy_entities.txt").write_text((mars / "analogy_entities.txt").read_text())
+    ctx = MarsContext.from_files(real_shards["kg"], tmp_path / "MARS", folds=5)
+    dev = read_mars_rows(mars / "dev.json")
+    for rec in recs:
+        line = int(rec["query_id"].split("-")[1])
+        base = rank_rows(ctx, "memory", [dev[line]])[0]
+        if rec["in_shortlist"]:
+            assert rec["rank_realistic"] <= k
+        else:
+            assert rec["rank_realistic"] > k and base > k  # the ranker's own order below the shortlist
+    assert out[f"recall@{k}"] == pytest.approx(sum(r["in_shortlist"] for r in recs) / 8)
+    again = evaluate(**_job(real_shards, data_dir, tmp_path / "short.jsonl", limit=8,
+                            shortlist={**short, "k": 10}))
+    assert again["new_queries"] == 8  # another shortlist is another evaluation

@@ -78,3 +78,36 @@ def test_carry_fills_lost_variants_from_an_earlier_output_and_checks_it_is_the_s
         mars_kg.carry_ranks(path, {"main": [3, 7, 10], "ablation": [7]}, args, {}, {})
     with pytest.raises(SystemExit, match="other settings.*top_n"):
         mars_kg.carry_ranks(path, plan, Namespace(**{**vars(args), "top_n": 20}), {}, {})
+
+
+def test_a_sample_is_built_and_retrieved_as_in_its_full_split(data_dir, tmp_path):
+    """The experiment's sample folders carry the candidate file and the full train split: a sampled
+    query gets the same text, entities, answer space, prior (key and fold) as in the full split."""
+    from retrieval.paths import assign_prior_folds, prior_key
+    from retrieval.queries import build_queries
+    from tests.stores import build_markg_store
+
+    class Args:
+        seed, train_queries, fit_queries, dev_queries, ablation_queries = 0, 40, 10, 30, 10
+    store = build_markg_store(data_dir, tmp_path / "kg")
+    plan = mars_kg.load_plan(tmp_path / "work", data_dir, Args)
+    dirs = mars_kg.write_subsets(tmp_path / "work", data_dir, plan)
+    mars = f"mars:{data_dir / 'markg/MARS'}"
+    for name, lines in (("dev", plan["main"]), ("train", plan["train"]), ("fit", plan["fit"])):
+        split, source = mars_kg.SAMPLES[name]
+        sample = build_queries(f"mars:{dirs[name]}", store=store, split=split)
+        full = build_queries(mars, store=store, split=source)
+        assert len(sample.queries) == len(lines)
+        np.testing.assert_array_equal(sample.answer_space, full.answer_space)
+        assert sample.train_file.read_bytes() == full.train_file.read_bytes()
+        assert prior_key(store, sample.train_file, sample.answer_space) == \
+            prior_key(store, full.train_file, full.answer_space)
+        assert assign_prior_folds(sample.queries, sample.train_file, 5) == \
+            (len(lines) if source == "train" else 0)
+        assign_prior_folds(full.queries, full.train_file, 5)
+        for q, line in zip(sample.queries, lines):
+            f = full.queries[line]
+            assert (q.text, q.entity_keys, q.example_keys, q.image_paths, q.row_digest, q.prior_fold) == \
+                (f.text, f.entity_keys, f.example_keys, f.image_paths, f.row_digest, f.prior_fold)
+    assert {q.prior_fold for q in build_queries(f"mars:{dirs['train']}", store=store, split="train_sample").queries} \
+        == {-1}  # folds are the retrieve stage's to give, not the builder's

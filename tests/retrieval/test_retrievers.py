@@ -2,6 +2,7 @@
 vectors) and real MARS queries: no peeking at answers, the paper's pool, anchored whole paths."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -130,3 +131,48 @@ def test_retriever_template(kg, mars_queries, name):
         assert np.all(np.diff(o.scores) <= 1e-6) and np.all(np.abs(o.scores) <= 1 + 1e-6)
         assert o.seed_entities.size > 0 or o.empty
         np.testing.assert_array_equal(o.triple_ids, p.triple_ids)
+
+
+def test_a_train_row_never_counts_in_its_own_prior(kg, data_dir, tmp_path):
+    """A constructed split that is its own prior's train file: every query is ranked with the prior
+    fitted on the other folds, and gets exactly what a prior fitted without its fold gives."""
+    from retrieval.paths import fit_mars_prior, mars_row_digest, read_mars_rows, row_fold
+    mars = data_dir / "markg/MARS"
+    folder = tmp_path / "MARS"
+    folder.mkdir()
+    shutil.copy(mars / "analogy_entities.txt", folder / "analogy_entities.txt")
+    rows = (mars / "dev.json").read_text().splitlines()[:24]  # entities inside the sub-store
+    (folder / "train.json").write_text("\n".join(rows) + "\n")
+    qs = build_queries(f"mars:{folder}", store=kg, split="train")
+    assert qs.train_file == folder / "train.json"
+    store = open_store(kg.root)
+    folds = 3
+    prior = fit_mars_prior(store, qs.train_file, qs.answer_space, folds=folds)
+    from retrieval.paths import assign_prior_folds
+    assert assign_prior_folds(qs.queries, qs.train_file, folds) == len(qs.queries)
+    assert {q.prior_fold for q in qs.queries} == set(range(folds))
+    config = RetrievalConfig(encoder=ENCODER, top_N=10, prior_folds=folds)
+    oof = SubgraphRetriever(store, config, answer_space=qs.answer_space, prior=prior).retrieve(qs.queries)
+    in_sample_prior = prior.for_fold(-1)
+    changed = 0
+    for k in range(folds):
+        # the prior of the rows outside fold k, fitted from a file that lacks them
+        others = [r for r in read_mars_rows(qs.train_file) if row_fold(mars_row_digest(r), folds) != k]
+        (tmp_path / f"without{k}.json").write_text("".join(json.dumps(r) + "\n" for r in others))
+        without = fit_mars_prior(store, tmp_path / f"without{k}.json", qs.answer_space, folds=1)
+        for a, b in zip(prior.for_fold(k)._tables(), without.full._tables()):
+            np.testing.assert_array_equal(a, b)
+        mine = [q for q in qs.queries if q.prior_fold == k]
+        alone = [dataclasses.replace(q, prior_fold=-1) for q in mine]
+        ref = SubgraphRetriever(store, config, answer_space=qs.answer_space, prior=without).retrieve(alone)
+        got = [o for q, o in zip(qs.queries, oof) if q.prior_fold == k]
+        for o, r in zip(got, ref):
+            np.testing.assert_array_equal(o.triple_ids, r.triple_ids)
+            np.testing.assert_allclose(o.scores, r.scores)
+        # the in-sample prior counts the answers of fold k's own rows; the out-of-fold one does not
+        changed += int(in_sample_prior._tables()[1].sum() > prior.for_fold(k)._tables()[1].sum())
+    assert changed == folds
+    # another split (dev) is never ranked out of fold, whatever rows it shares with train
+    dev = build_queries(f"mars:{mars}", store=kg, split="dev", limit=N_QUERIES)
+    assert assign_prior_folds(dev.queries, dev.train_file, folds) == 0
+    assert {q.prior_fold for q in dev.queries} == {-1}

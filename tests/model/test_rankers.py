@@ -1,0 +1,99 @@
+"""The no-LLM MARS rankers (model.rankers) on the real MarKG store and MARS splits: query isolation,
+out-of-fold training features, and the shortlist evaluation's ordering."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.rankers import MarsContext, lexicographic, rank_rows, rankers, realistic_rank
+from tests.stores import build_markg_store
+
+
+@pytest.fixture(scope="module")
+def kg_root(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rankers") / "kg"
+    build_markg_store(data_dir, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ctx(data_dir, kg_root, tmp_path_factory):
+    """Over a random quarter of train (the default tier's budget: the prior walks every row)."""
+    mars = tmp_path_factory.mktemp("mars")
+    rows = (data_dir / "markg/MARS/train.json").read_text().splitlines()
+    keep = sorted(np.random.default_rng(0).choice(len(rows), len(rows) // 4, replace=False))
+    (mars / "train.json").write_text("".join(rows[i] + "\n" for i in keep))
+    (mars / "analogy_entities.txt").write_text((data_dir / "markg/MARS/analogy_entities.txt").read_text())
+    return MarsContext.from_files(kg_root, mars, folds=5)
+
+
+@pytest.fixture(scope="module")
+def test_rows(data_dir):
+    rows = [json.loads(x) for x in (data_dir / "markg/MARS/test.json").read_text().splitlines()]
+    rng = np.random.default_rng(0)  # the file is sorted by (mode, relation): a random sample
+    return [rows[i] for i in sorted(rng.choice(len(rows), 120, replace=False))]
+
+
+@pytest.mark.parametrize("name", ["memory", "kg_prior", "memory>kg_prior"])
+def test_ranker_template(ctx, test_rows, name):
+    """Every ranker: one finite score per candidate, deterministic, and a query ranked alone gets the
+    rank it gets among all the others (it sees its own row and the train split only)."""
+    full = rank_rows(ctx, name, test_rows)
+    assert all(1 <= r <= len(ctx.candidates) for r in full)
+    for i in (0, 17, 63, 119):
+        assert rank_rows(ctx, name, [test_rows[i]]) == [full[i]]
+    shuffled = np.random.default_rng(1).permutation(len(test_rows))
+    again = rank_rows(ctx, name, [test_rows[i] for i in shuffled])
+    assert [full[i] for i in shuffled] == again
+    scores = rankers.get(name)(ctx, ctx.query(test_rows[0]))
+    assert scores.shape == (len(ctx.candidates),) and np.isfinite(scores).all()
+
+
+@pytest.mark.slow
+def test_rankers_reproduce_the_published_bars_on_the_whole_test_split(kg_root, data_dir):
+    """Realistic-tie MRR on all 1,362 test queries with the whole train split: the train-pair lookup
+    0.415 (as measured when the issue was filed), and the lookup backed by the KG prior above it."""
+    ctx = MarsContext.from_files(kg_root, data_dir / "markg/MARS", folds=5)
+    rows = [json.loads(x) for x in (data_dir / "markg/MARS/test.json").read_text().splitlines()]
+    mrr = {n: float(np.mean(1 / np.array(rank_rows(ctx, n, rows)))) for n in ("memory", "memory>kg_prior")}
+    assert mrr["memory"] == pytest.approx(0.415, abs=0.001)
+    assert mrr["memory>kg_prior"] > mrr["memory"] + 0.1
+
+
+def test_a_query_never_sees_its_answer_or_the_other_queries(ctx, test_rows):
+    """The same row with another answer and relation gets the same scores (dev and test rows are never
+    looked up in train); a train row scored as a training example leaves its own fold out."""
+    row = test_rows[5]
+    a = rankers.get("memory>kg_prior")(ctx, ctx.query(row))
+    b = rankers.get("memory>kg_prior")(ctx, ctx.query({**row, "answer": "Q5", "relation": "P0"}))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_training_features_come_out_of_fold(ctx, data_dir):
+    """A train row's memory and prior scores never include the row itself: its own (question, answer)
+    pair is counted only as often as the other folds hold it."""
+    from retrieval.paths import mars_row_digest
+    train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]
+    train = [r for r in train if mars_row_digest(r) in ctx.train_digests]  # the context's quarter
+    fold_of = [ctx.train_digests[mars_row_digest(t)] for t in train]
+    counted = 0
+    for r in train[::23]:
+        q_in, q_out = ctx.query(r), ctx.query(r, train_row=True)
+        gold = ctx.gold(r)
+        same_fold = sum(1 for t, f in zip(train, fold_of) if f == q_out.fold and
+                        ((t["question"], t["answer"]) == (r["question"], r["answer"]) or
+                         tuple(t["example"]) == (r["question"], r["answer"])))
+        assert ctx.memory(q_in)[gold] - ctx.memory(q_out)[gold] == same_fold >= 1
+        assert ctx.answer_popularity(q_in)[gold] > ctx.answer_popularity(q_out)[gold]
+        counted += 1
+    assert counted > 100
+
+
+def test_lexicographic_order_never_lets_a_later_key_overtake():
+    first = np.array([2.0, 1.0, 1.0, 0.0])
+    second = np.array([0.0, 0.9, 0.1, 1.0])
+    s = lexicographic(first, second)
+    assert list(np.argsort(-s)) == [0, 1, 2, 3]
+    assert realistic_rank(np.array([3.0, 1.0, 1.0, 1.0]), 2) == 3.0  # 1 higher + 2 tied others / 2
