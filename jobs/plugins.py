@@ -10,6 +10,8 @@ PLUGIN_MODULES = [
     "retrieval.queries",
     "retrieval.batch",
     "model",
+    "model.rankers",
+    "model.reranker",
 ]
 
 for _name in PLUGIN_MODULES:

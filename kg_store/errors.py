@@ -19,6 +19,10 @@ class ConfigError(MMKGError):
     """A configuration or usage error: the request itself is wrong (CLI exit code 2)."""
 
 
+class UnknownNameError(ConfigError, ValueError):
+    """A name no registry holds (`Registry.get`); a ValueError too, for callers that catch that."""
+
+
 class DeviceError(MMKGError):
     """The run cannot use the device it was asked to use."""
 

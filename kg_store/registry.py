@@ -1,7 +1,7 @@
 """A small string resolver, one per pluggable family (PyKEEN's ClassResolver, PyG's resolver).
 
-Names are normalised (case, '-', '_', spaces); unknown names raise a ValueError that lists
-the valid choices. Entries register with a decorator; duplicates are refused.
+Names are normalised (case, '-', '_', spaces); unknown names raise `UnknownNameError` (a
+`ConfigError`, so every CLI reports it in one line with exit 2) that lists the valid choices. Entries register with a decorator; duplicates are refused.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         key = normalize(name)
         if key not in self._entries:
-            raise ValueError(f"unknown {self.family} {name!r}; choose one of: {', '.join(sorted(self._names))}")
+            from kg_store.errors import UnknownNameError
+            raise UnknownNameError(f"unknown {self.family} {name!r}; choose one of: {', '.join(sorted(self._names))}")
         return self._entries[key]
 
     def make(self, name: str, /, **kwargs: Any) -> Any:

@@ -50,12 +50,16 @@ class MarsContext:
         C = len(self.candidates)
         # pair counts per fold: first key → {candidate position: counts (folds,)}; answers likewise
         self.pairs: dict[str, dict[int, np.ndarray]] = {}
+        self.reverse: dict[str, dict[int, np.ndarray]] = {}  # second key → {first's position: counts}
         self.popularity = np.zeros((folds, C))
         for r in train_rows:
             f = self.train_digests[mars_row_digest(r)]
             for a, b in ((r["question"], r["answer"]), tuple(r["example"])):
                 if b in self.position:
                     counts = self.pairs.setdefault(a, {}).setdefault(self.position[b], np.zeros(folds))
+                    counts[f] += 1
+                if a in self.position:
+                    counts = self.reverse.setdefault(b, {}).setdefault(self.position[a], np.zeros(folds))
                     counts[f] += 1
             if r["answer"] in self.position:
                 self.popularity[f, self.position[r["answer"]]] += 1
@@ -147,11 +151,8 @@ def memory_then_prior_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
 
 
 def resolve_ranker(name: str) -> Callable[[MarsContext, MarsQuery], np.ndarray]:
-    from kg_store.errors import ConfigError
-    try:
-        return rankers.get(name)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    import model.reranker  # noqa: F401  (registers the learned `reranker` beside the rankers here)
+    return rankers.get(name)
 
 
 def realistic_rank(scores: np.ndarray, gold: int) -> float:

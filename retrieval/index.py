@@ -319,10 +319,7 @@ def build_index(vectors: np.ndarray, *, kind: str = "auto", ids: np.ndarray | No
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     if len(ids) != n:
         raise KGStoreError(f"{n} vectors but {len(ids)} ids")
-    try:
-        make_spec: Callable[..., IndexSpec] = index_registry.get(kind)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    make_spec: Callable[..., IndexSpec] = index_registry.get(kind)
     budget = parse_memory(max_memory)
     spec = make_spec(n, d, max_memory=budget, **params)
     if spec.type in ("ivf", "ivfpq") and n < spec.params["nlist"]:

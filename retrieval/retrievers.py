@@ -266,8 +266,4 @@ class RetrieverContext:
 
 
 def resolve_retriever(name: str, ctx: RetrieverContext) -> Any:
-    from kg_store.errors import ConfigError
-    try:
-        return retriever_registry.get(name)(ctx)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return retriever_registry.get(name)(ctx)

@@ -19,7 +19,7 @@ from kg_store.registry import ALL
 # import every package that registers a family, so ALL is complete
 for _module in ("pipeline.readers", "pipeline.engines", "pipeline.encoders", "retrieval.index", "retrieval.queries",
                 "retrieval.batch", "retrieval.retrievers", "model", "model.gnn", "model.backbones", "model.tasks",
-                "model.rankers"):
+                "model.rankers", "model.reranker"):
     importlib.import_module(_module)
 
 # ---- the cases: family → registered name → what the template runs it on ------------------------

@@ -58,10 +58,7 @@ def parse_encoder_name(name: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=4)
 def _cached(name: str, device: str, precision: str, runtime: str = "auto") -> Encoder:
     family_name, spec = parse_encoder_name(name)
-    try:
-        factory: Callable[..., Encoder] = encoder_registry.get(family_name)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    factory: Callable[..., Encoder] = encoder_registry.get(family_name)
     return factory(name=name.strip(), spec=spec, device=device, precision=precision, runtime=runtime)
 
 

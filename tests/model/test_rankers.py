@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import model.reranker  # noqa: F401  (registers the `reranker` ranker)
 from model.rankers import MarsContext, lexicographic, rank_rows, rankers, realistic_rank
 from tests.stores import build_markg_store
 
@@ -36,10 +37,22 @@ def test_rows(data_dir):
     return [rows[i] for i in sorted(rng.choice(len(rows), 120, replace=False))]
 
 
-@pytest.mark.parametrize("name", ["memory", "kg_prior", "memory>kg_prior"])
-def test_ranker_template(ctx, test_rows, name):
+@pytest.fixture(scope="module")
+def trained(ctx, data_dir):
+    """A small reranker (KG and memory features; this store has no entity vectors) for the template."""
+    from model.reranker import GROUPS, featurize, feature_names, fit_reranker
+    from retrieval.paths import mars_row_digest
+    train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]
+    train = [r for r in train if mars_row_digest(r) in ctx.train_digests][::5]
+    f = featurize(ctx, train, train_rows=True, k=30)
+    return fit_reranker(f, feature_names([g for g in GROUPS if g != "embedding"]), rounds=30)
+
+
+@pytest.mark.parametrize("name", ["memory", "kg_prior", "memory>kg_prior", "reranker"])
+def test_ranker_template(ctx, test_rows, name, trained):
     """Every ranker: one finite score per candidate, deterministic, and a query ranked alone gets the
     rank it gets among all the others (it sees its own row and the train split only)."""
+    ctx.reranker, ctx.reranker_k = trained, 30
     full = rank_rows(ctx, name, test_rows)
     assert all(1 <= r <= len(ctx.candidates) for r in full)
     for i in (0, 17, 63, 119):

@@ -1,0 +1,244 @@
+"""A learned MARS candidate reranker: LightGBM lambdarank over KG, train-memory and embedding features.
+
+It reranks the top-K candidates of the `memory>kg_prior` ranker (the rest keep that ranker's order
+below them), from per-(query, candidate) features computed by `MarsContext` from the query's own
+row and the train split only. Training rows are featurised out of fold (their own fold's counts and
+prior left out), so the model learns from features as they look at test time. Registered as the
+ranker `reranker` (it needs a trained model: `MarsContext.reranker`).
+
+Feature groups (each can be left out for the ablation):
+* kg — path prior score, best path precision, paths reaching the candidate, hop distance, whether
+  a path type linking the example pair also links question → candidate, the prior's rank;
+* memory — (question, candidate) and (candidate, question) train-pair counts, answer popularity,
+  how often the example pair and the question occur in train;
+* embedding — cosine of question and candidate and the analogy offset (candidate · (question +
+  example tail − example head)) in the store's entity vectors (MiniLM of labels), when present.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from model.rankers import MarsContext, MarsQuery, lexicographic, rankers
+
+FEATURES: dict[str, tuple[str, ...]] = {
+    "kg": ("prior", "best_path", "paths", "hops", "analogy_type", "prior_rank"),
+    "memory": ("memory", "memory_reverse", "popularity", "example_seen", "question_seen", "base_rank"),
+    "embedding": ("cos_question", "cos_analogy"),
+}
+GROUPS = tuple(FEATURES)
+#: candidates the model reranks (the base ranker's top K); the rest keep the base order below them
+DEFAULT_K = 100
+
+
+def feature_names(groups: Sequence[str] = GROUPS) -> list[str]:
+    return [f for g in GROUPS if g in groups for f in FEATURES[g]]
+
+
+class EntityVectors:
+    """Unit entity vectors of the store by entity id (zeros where an entity has none)."""
+
+    def __init__(self, store: Any, encoder_slug: str = "minilm"):
+        from kg_store.vectors import load_vectors
+        self.ok = store.artifact(f"vectors/{encoder_slug}") is not None
+        if self.ok:
+            vec, ids = load_vectors(store, encoder_slug, "entity")
+            self.matrix = np.zeros((store.count("entities"), vec.shape[1]), np.float32)
+            self.matrix[np.asarray(ids)] = np.asarray(vec, np.float32)
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        out = np.zeros((len(ids), self.matrix.shape[1] if self.ok else 1), np.float32)
+        if self.ok:
+            out[ids >= 0] = self.matrix[ids[ids >= 0]]
+        return out
+
+
+def base_scores(ctx: MarsContext, q: MarsQuery) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
+    """The base ranker's scores and the per-candidate pieces the features reuse."""
+    memory, popularity = ctx.memory(q), ctx.answer_popularity(q)
+    prior, paths = ctx.prior_scores(q)
+    return lexicographic(memory, prior, popularity), {"memory": memory, "popularity": popularity,
+                                                       "prior": prior}, paths
+
+
+def shortlist(base: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the base ranker's top k (score, then candidate-file order)."""
+    return np.lexsort((np.arange(len(base)), -base))[:k]
+
+
+def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndarray, parts: dict[str, np.ndarray],
+             paths: Any, vectors: EntityVectors | None = None) -> dict[str, np.ndarray]:
+    """Every feature of each candidate position in `cands` (a dict of equal-length arrays)."""
+    from retrieval.paths import linking_types
+    C = len(ctx.candidates)
+    cand_ids = ctx.candidate_ids[cands]
+    out: dict[str, np.ndarray] = {"prior": parts["prior"][cands], "memory": parts["memory"][cands],
+                                  "popularity": parts["popularity"][cands]}
+    # ranks among all candidates (1 = best), ties by position
+    out["prior_rank"] = _ranks(parts["prior"])[cands]
+    out["base_rank"] = _ranks(base)[cands]
+    reverse = np.zeros(C)
+    for pos, counts in ctx.reverse.get(q.question, {}).items():
+        reverse[pos] = ctx.out_of_fold(counts, q.fold)
+    out["memory_reverse"] = reverse[cands]
+    ex_seen = ctx.memory(q, first=q.example[0])
+    et = ctx.position.get(q.example[1], -1)
+    out["example_seen"] = np.full(len(cands), ex_seen[et] if et >= 0 else 0.0)
+    out["question_seen"] = np.full(len(cands), float(sum(ctx.out_of_fold(c, q.fold).sum()
+                                                         for c in ctx.pairs.get(q.question, {}).values())))
+    best, n_paths, hops, analogy = (np.zeros(len(cands)) for _ in range(4))
+    hops[:] = 3.0
+    if paths is not None and len(paths):
+        store = ctx.store
+        eh, et_id = store.entity_ids(list(q.example)).tolist()
+        ex_types = linking_types(store.graph, eh, et_id, store.num_relations)
+        prior = ctx.prior.for_fold(q.fold)
+        p_scores = prior.path_scores(paths, ex_types)
+        order = np.argsort(cand_ids)
+        sorted_ids = cand_ids[order]
+        at = np.searchsorted(sorted_ids, paths.endpoint)
+        at_c = np.clip(at, 0, len(sorted_ids) - 1)
+        hit = sorted_ids[at_c] == paths.endpoint
+        which = order[at_c[hit]]
+        np.maximum.at(best, which, p_scores[hit])
+        np.add.at(n_paths, which, 1.0)
+        np.minimum.at(hops, which, np.where(paths.t2[hit] < 0, 1.0, 2.0))
+        np.add.at(analogy, which, np.isin(paths.ptype[hit], ex_types).astype(float))
+    out.update(best_path=best, paths=n_paths, hops=hops, analogy_type=analogy)
+    if vectors is not None and vectors.ok:
+        qh, eh_v, et_v = vectors(ctx.store.entity_ids([q.question, *q.example]))
+        cv = vectors(cand_ids)
+        offset = qh + et_v - eh_v
+        norm = np.linalg.norm(offset) or 1.0
+        out["cos_question"] = cv @ qh
+        out["cos_analogy"] = cv @ (offset / norm)
+    else:
+        out["cos_question"] = out["cos_analogy"] = np.zeros(len(cands))
+    return out
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    r = np.empty(len(scores))
+    r[order] = np.arange(1, len(scores) + 1)
+    return r
+
+
+def query_matrix(ctx: MarsContext, q: MarsQuery, k: int, names: Sequence[str],
+                 vectors: EntityVectors | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base scores (C,), shortlist positions (k,), feature matrix (k, F)) of one query."""
+    base, parts, paths = base_scores(ctx, q)
+    top = shortlist(base, k)
+    f = features(ctx, q, top, base=base, parts=parts, paths=paths, vectors=vectors)
+    return base, top, np.stack([f[n] for n in names], axis=1).astype(np.float32)
+
+
+def final_scores(base: np.ndarray, top: np.ndarray, model_scores: np.ndarray) -> np.ndarray:
+    """One score per candidate: the shortlist by the model's score above the rest in base order."""
+    out = lexicographic(base)  # dense ranks: 0 .. C
+    out = out - out.max() - 1.0  # every non-shortlisted candidate below 0
+    if len(top):
+        out[top] = 1.0 + lexicographic(model_scores)
+    return out
+
+
+@dataclass
+class Featurized:
+    """The shortlist features of a list of rows, computed once (the ablations pick columns)."""
+
+    names: list[str]
+    x: np.ndarray                      # (sum of shortlist sizes, F)
+    y: np.ndarray                      # 1 for the gold candidate
+    sizes: list[int]                   # shortlist size of each row
+    base: list[np.ndarray]             # the base ranker's scores of each row (C,)
+    top: list[np.ndarray]              # shortlist positions of each row
+    gold: list[int]                    # the gold's candidate position (-1: not a candidate)
+
+
+def featurize(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: bool, k: int = DEFAULT_K,
+              vectors: EntityVectors | None = None, progress: bool = False) -> Featurized:
+    """Features of every row's shortlist; `train_rows`: rows of the training split, out of fold."""
+    from tqdm.auto import tqdm
+    names = feature_names()
+    xs, ys, out = [], [], Featurized(names, np.empty(0), np.empty(0), [], [], [], [])
+    for r in tqdm(rows, disable=not progress, desc="features", leave=False):
+        base, top, x = query_matrix(ctx, ctx.query(r, train_row=train_rows), k, names, vectors)
+        gold = ctx.gold(r)
+        xs.append(x)
+        ys.append((top == gold).astype(np.float32))
+        out.sizes.append(len(top))
+        out.base.append(base)
+        out.top.append(top)
+        out.gold.append(gold)
+    out.x, out.y = np.concatenate(xs), np.concatenate(ys)
+    return out
+
+
+def _columns(f: Featurized, names: Sequence[str]) -> np.ndarray:
+    return f.x[:, [f.names.index(n) for n in names]]
+
+
+def fit_reranker(train: Featurized, names: Sequence[str], *, valid: Featurized | None = None, seed: int = 0,
+                 rounds: int = 500) -> Any:
+    """LightGBM lambdarank on the training rows' shortlists (a row whose gold is outside its
+    shortlist teaches nothing and is left out); `valid` (dev) stops the boosting early."""
+    import lightgbm as lgb
+
+    def dataset(f: Featurized, reference: Any = None) -> Any:
+        keep = np.repeat([bool(s) and g >= 0 and g in set(t.tolist()) for s, g, t in zip(f.sizes, f.gold, f.top)],
+                         f.sizes)
+        sizes = [s for s, g, t in zip(f.sizes, f.gold, f.top) if g >= 0 and g in set(t.tolist())]
+        return lgb.Dataset(_columns(f, names)[keep], f.y[keep], group=sizes, feature_name=list(names),
+                           reference=reference, free_raw_data=False)
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [1, 10], "learning_rate": 0.05,
+              "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.9, "bagging_fraction": 0.8,
+              "bagging_freq": 1, "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 2,
+              "verbose": -1}
+    train_set = dataset(train)
+    valid_sets, callbacks = [], []
+    if valid is not None:
+        valid_sets, callbacks = [dataset(valid, train_set)], [lgb.early_stopping(50, verbose=False)]
+    return lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
+
+
+def rank_featurized(f: Featurized, booster: Any) -> list[float]:
+    """Realistic rank of each row's gold: the shortlist by the model, the rest in base order."""
+    from model.rankers import realistic_rank
+    x = _columns(f, booster.feature_name())
+    pred = booster.predict(x, num_threads=2) if len(x) else np.empty(0)
+    ends = np.cumsum([0, *f.sizes])
+    return [realistic_rank(final_scores(f.base[i], f.top[i], pred[ends[i]:ends[i + 1]]), f.gold[i])
+            for i in range(len(f.sizes))]
+
+
+def load_reranker(path: str | Path) -> Any:
+    import lightgbm as lgb
+    return lgb.Booster(model_file=str(path))
+
+
+@rankers.register("reranker")
+def reranker_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
+    """The trained reranker of `ctx.reranker` (a LightGBM booster) over the base shortlist."""
+    from kg_store.errors import ConfigError
+    booster = getattr(ctx, "reranker", None)
+    if booster is None:
+        raise ConfigError("the reranker ranker needs a trained model: ctx.reranker = load_reranker(PATH)")
+    names = booster.feature_name()
+    k = int(getattr(ctx, "reranker_k", DEFAULT_K))
+    if not hasattr(ctx, "_vectors"):
+        ctx._vectors = EntityVectors(ctx.store) if any(n in FEATURES["embedding"] for n in names) else None
+    base, top, x = query_matrix(ctx, q, k, names, ctx._vectors)
+    return final_scores(base, top, booster.predict(x, num_threads=1))
+
+
+def reproduce(args: Any, ctx: MarsContext, rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """{line: rank} of the listed lines under a committed reranker (`benchmarks/mars_eval.py --reproduce`)."""
+    from model.rankers import rank_rows
+    model = Path(args.out).with_name(f"mars_{args.variant}.lgb.txt")
+    ctx.reranker = load_reranker(model)
+    lines = [int(x) for x in args.reproduce.split(",") if x.strip()]
+    return {str(i): r for i, r in zip(lines, rank_rows(ctx, "reranker", [rows[i] for i in lines]))}
