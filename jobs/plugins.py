@@ -9,6 +9,7 @@ PLUGIN_MODULES = [
     "retrieval.index",
     "retrieval.queries",
     "retrieval.batch",
+    "retrieval.retrievers",
     "model",
     "model.rankers",
     "model.reranker",

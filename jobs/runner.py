@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kg_store import KGStore
-from kg_store.errors import ConfigError, KGStoreError
+from kg_store.errors import ConfigError
 from kg_store.gc import collect_garbage, live_files, open_version, snapshot_version  # noqa: F401 (gc lives in kg_store)
 from kg_store.lock import RunLock  # O_NOFOLLOW, never truncated (kg_store/lock.py)
 from kg_store.manifest import MANIFEST, last_stage, read_manifest
@@ -53,13 +53,80 @@ def load_pipeline_config(path: str | Path) -> tuple[dict[str, Any], dict[str, An
     metadata, job = read_config(path, kind="pipeline config")
     unknown = set(job) - {"kg", "data", "encoder", "spark", *STAGE_ORDER}
     if unknown:
-        raise KGStoreError(f"{path}: unknown job keys {', '.join(sorted(unknown))} "
+        raise ConfigError(f"{path}: unknown job keys {', '.join(sorted(unknown))} "
                            f"(expected kg, data, encoder, spark, {', '.join(STAGE_ORDER)})")
     return metadata, job
 
 
 def _enabled(block: Any) -> bool:
     return isinstance(block, dict) and block.get("enabled", True) is not False
+
+
+def _registry_names(family: str) -> set[str]:
+    from kg_store.registry import ALL, normalize
+    import jobs.plugins  # noqa: F401  (registers every family)
+    return {normalize(n) for n in ALL[family].names()}
+
+
+#: option values checked before anything runs (a wrong name fails in one line, --dry-run included)
+_NAMED_VALUES = {("index", "kind"): lambda: _registry_names("index"),
+                 ("retrieve", "retriever"): lambda: _registry_names("retriever")}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a stage function's annotation (unions, containers by their origin)."""
+    import types
+    import typing
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is not None:
+        hint = origin
+    if hint in (list, tuple, typing.Sequence):
+        return isinstance(value, (list, tuple))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def validate_block(name: str, block: dict[str, Any]) -> None:
+    """A stage block takes exactly the keyword arguments of its stage function (read from its
+    signature, not listed again) plus `enabled`; values of the default's type; registry names known."""
+    import inspect
+    from kg_store.registry import normalize
+    import typing
+    fn = STAGES[name].run
+    params = dict(list(inspect.signature(fn).parameters.items())[1:])  # after ctx
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: keys are still checked
+        hints = {}
+    for key, value in block.items():
+        if key == "enabled":
+            if not isinstance(value, bool):
+                raise ConfigError(f"stage {name}: enabled must be true or false, got {value!r}")
+            continue
+        if key not in params:
+            raise ConfigError(f"stage {name}: unknown option {key!r}; valid options: {', '.join(sorted(params))}")
+        hint = hints.get(key)
+        if hint is not None and not _type_ok(value, hint):
+            raise ConfigError(f"stage {name}: option {key!r} must be {_type_name(hint)}, got {value!r}")
+        names = _NAMED_VALUES.get((name, key))
+        if names is not None and isinstance(value, str) and normalize(value) not in names():
+            raise ConfigError(f"stage {name}: unknown {key} {value!r}; choose one of: {', '.join(sorted(names()))}")
+        if key == "engine":
+            from pipeline.engines.base import check_engine
+            check_engine(value, name)
 
 
 def _stage_kwargs(block: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +283,7 @@ def select_stages(configured: list[str], from_stage: str | None, only: str | Non
         if name is not None and name not in STAGE_ORDER:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)}")
     if from_stage and only:
-        raise KGStoreError("give --from or --only, not both")
+        raise ConfigError("give --from or --only, not both")
     if only:
         return [only]
     if from_stage:
@@ -237,11 +304,13 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
               "evaluate": evaluate}
     for name, block in blocks.items():
         if block is not None and not isinstance(block, dict):
-            raise KGStoreError(f"stage {name}: expected a mapping of keyword arguments, got {type(block).__name__}")
+            raise ConfigError(f"stage {name}: expected a mapping of keyword arguments, got {type(block).__name__}")
+        if block is not None:
+            validate_block(name, block)
     configured = [n for n in STAGE_ORDER if _enabled(blocks[n])]
     selected = select_stages(configured, from_stage, only)
     if only and only not in configured:
-        raise KGStoreError(f"stage {only!r} is not configured (or enabled: false) in the pipeline config")
+        raise ConfigError(f"stage {only!r} is not configured (or enabled: false) in the pipeline config")
     ctx = Context(kg=kg, data=Path(data).resolve() if data else None, encoder=encoder, progress=progress)
     report = RunReport(kg=str(kg), config_path=str(config_path) if config_path else None,
                        config_hash=stage_config_hash({"encoder": encoder, **{k: v for k, v in blocks.items() if v}}),

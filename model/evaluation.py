@@ -27,7 +27,7 @@ import torch
 from kg_store import atomic, open_store
 from kg_store.errors import ConfigError, KGStoreError
 from model import checkpoint as ckpt
-from model.base import MultimodalKGModel, resolve_model
+from model.base import MultimodalKGModel, model_registry, resolve_model
 from model.batching import Collator
 from model.data import build_task_dataset, resolve_shard_dirs
 from model.kg_text import KGText
@@ -71,7 +71,9 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     if task not in ("mars", "scienceqa"):
         raise KGStoreError(f"evaluate supports the tasks mars and scienceqa, not {task!r}")
     if ties not in TIE_RULES:
-        raise KGStoreError(f"ties must be one of {TIE_RULES}, not {ties!r}")
+        raise ConfigError(f"ties must be one of {TIE_RULES}, not {ties!r}")
+    if checkpoint is None and net is None:
+        model_registry.get(model)  # a configuration mistake fails before any data is read
     rt = init_runtime(device=device, amp=amp)
     store = open_store(kg)
     kg_text = KGText.from_store(store)

@@ -25,7 +25,7 @@ import torch
 from kg_store import open_store
 from kg_store.errors import KGStoreError
 from model import checkpoint as ckpt
-from model.base import MultimodalKGModel, resolve_model
+from model.base import MultimodalKGModel, model_registry, resolve_model
 from model.batching import Collator
 from model.data import build_task_dataset
 from model.kg_text import KGText
@@ -95,6 +95,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     batches ÷ seconds of the loop (after each epoch's first batch). On CUDA batches are pinned and
     copied asynchronously; raise `num_workers` when the share is high.
     """
+    model_registry.get(model)  # a configuration mistake fails before any data is read
     torch.manual_seed(seed)
     rt = init_runtime(device=device, amp=amp)
     out = Path(output_dir)

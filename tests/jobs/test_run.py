@@ -38,10 +38,45 @@ def test_shipped_pipeline_config_fits_the_stages():
 def test_bad_configs_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"metadata": {}, "job": {"kg": str(tmp_path / "kg"), "embedd": {}}}))
-    assert _cli(["run", "--config", str(bad)]) == 1
+    assert _cli(["run", "--config", str(bad)]) == 2  # configuration mistakes exit 2 (the README's table)
     ok = write_config(tmp_path / "ok.yaml", {"kg": str(tmp_path / "kg"), "ingest": {"sources": []}})
-    assert _cli(["run", "--config", str(ok), "--only", "retrieve"]) == 1  # not configured
+    assert _cli(["run", "--config", str(ok), "--only", "retrieve"]) == 2  # not configured
     assert _cli(["run", "--config", str(ok), "--only", "nope"]) == 2       # usage error
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("stage, block, says", [
+    ("embed", {"batch_sise": 64}, "stage embed: unknown option 'batch_sise'"),
+    ("index", {"kind": "autoo"}, "stage index: unknown kind 'autoo'"),
+    ("retrieve", {"top_N": "ten"}, "stage retrieve: option 'top_N' must be int"),
+    ("retrieve", {"retriever": "bm25"}, "stage retrieve: unknown retriever 'bm25'"),
+    ("ingest", {"engine": "sparc"}, "unknown ingest engine 'sparc'"),
+])
+def test_a_bad_stage_block_is_one_line_before_anything_runs(tmp_path, stage, block, says, dry_run):
+    """An unknown key or a bad value in any stage block: one line naming the stage and key, exit 2,
+    no traceback, nothing created — with --dry-run as without (issue 26)."""
+    import subprocess
+    import sys
+    kg = tmp_path / "kg"
+    cfg = write_config(tmp_path / "c.yaml", {"kg": str(kg), "ingest": {"sources": []}, stage: block}
+                       if stage != "ingest" else {"kg": str(kg), "ingest": {"sources": [], **block}})
+    argv = [sys.executable, "-m", "jobs.cli", "run", "--config", str(cfg), *(["--dry-run"] if dry_run else [])]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip() and "swigfaiss" not in x and "faiss.loader" not in x]
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in out.stderr, out.stderr
+    assert not kg.exists()
+
+
+def test_an_unknown_model_in_set_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    argv = [sys.executable, "-m", "jobs.cli", "train", "--config", str(REPO / "configs/mrmkg/mars_tiny-t5.yaml"),
+            "--set", "model=nosuch", "--set", f"kg={tmp_path / 'kg'}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    lines = [x for x in out.stderr.splitlines() if x.strip() and "swigfaiss" not in x and "faiss.loader" not in x]
+    assert out.returncode == 2 and len(lines) == 1 and "nosuch" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
 
 
 @pytest.fixture(scope="module")
