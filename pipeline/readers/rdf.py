@@ -8,9 +8,10 @@ gives every RDF source without its own `base` one).
 * line formats (N-Triples, N-Quads) are read in bounded blocks of lines (kg_store.safe_io): a line
   over `MAX_LINE_BYTES` or not UTF-8 is one reject, and so is each statement Oxigraph refuses,
   at its line number; the rest of the file is kept. Turtle/TriG documents are read whole up to
-  `max_mib` (default 256; more is one reject) and parsed as a stream; each syntax error is one
-  reject at its line (the parser resumes after the statement), the statements read are kept in
-  document order (with `--strict` any reject refuses the source);
+  `max_mib` (default 256; more is one reject) and parsed as a stream, statements numbered in
+  document order; each syntax error is one reject at its line, and a document with one gives
+  nothing else (where a broken statement ends is a guess). With `--strict` any reject refuses
+  the source;
 * every valid term is kept (issue 33): IRIs of any scheme unchanged (only Wikidata entity IRIs
   become `Q42`/`P31` keys, as everywhere in the store), literals with their exact lexical form,
   datatype and language (control characters and NUL included: the terminal escaping of output is
@@ -237,12 +238,15 @@ class _Unsupported(Exception):
     pass
 
 
-def _syntax_error(e: SyntaxError, fmt_name: str) -> tuple[int, str]:
+def _syntax_error(e: SyntaxError, fmt_name: str, base: str | None = None) -> tuple[int, str]:
     """(line number, one-line reason) of an Oxigraph syntax error."""
     line = e.lineno if isinstance(e.lineno, int) else 0
     msg = e.msg if isinstance(e.msg, str) else str(e)
     msg = re.sub(r"^Parser error at line \d+ (?:between columns \d+ and \d+|column \d+): ", "", msg)
-    return line, f"not {fmt_name}: {_raw(' '.join(msg.split()))[:300]}"
+    msg = _raw(" ".join(msg.split()))[:300]
+    if base is None and fmt_name in ("Turtle", "TriG") and msg.startswith("No scheme found"):
+        return line, f"relative IRI and no base IRI (mmkg ingest --base IRI, or rdf(base=IRI):FILE): {msg}"
+    return line, f"not {fmt_name}: {msg}"
 
 
 def _events(parser) -> Iterator[tuple[Any, SyntaxError | None]]:
@@ -306,20 +310,29 @@ class RDFReader(Reader):
         import pyoxigraph as ox
         ordinals: dict[str, str] = {}  # the parser's blank node ids are random: name by first appearance
         terms = _OxTerms(lambda b: ordinals.setdefault(b, skolem_iri(source, f"#{len(ordinals) + 1}")))
-        rows, n = _Rows(), 0
+        rows, n, last_error, syntax = _Rows(), 0, -1, []
         lines: list[bytes] | None = None
         parser = ox.parse(data, getattr(ox.RdfFormat, ox_format), base_iri=base)
         for quad, error in _events(parser):
             n += 1
             if error is not None:
-                line_no, reason = _syntax_error(error, _FORMAT_NAMES[ox_format])
+                line_no, reason = _syntax_error(error, _FORMAT_NAMES[ox_format], base)
+                if line_no == last_error:
+                    continue  # one reject per line: the parser may stumble twice on one statement
+                last_error = line_no
                 lines = lines if lines is not None else data.split(b"\n")
                 raw = lines[line_no - 1].decode("utf-8", "replace") if 0 < line_no <= len(lines) else ""
-                rows.bad.append((line_no, _raw(raw), reason))
+                syntax.append((line_no, _raw(raw), reason))
                 continue
-            problem = terms.add(rows, quad, n)  # statements numbered in document order
+            # Oxigraph gives statements no position: they are numbered in document order
+            problem = terms.add(rows, quad, n)
             if problem is not None:
-                rows.bad.append((n, _raw(str(quad)), problem))
+                rows.bad.append((n, _raw(str(quad)), f"{problem} (statement {n})"))
+        if syntax:
+            # after a syntax error Oxigraph resumes at a guess (and may have given part of the bad
+            # statement): a document with one is its syntax errors, one reject each, and nothing else
+            rows = _Rows()
+            rows.bad = syntax
         return rows.batch()
 
     # ---- N-Triples / N-Quads: Oxigraph, block by block of lines ----------------------------------
@@ -339,8 +352,8 @@ class RDFReader(Reader):
 
     @staticmethod
     def _block(first: int, block: list, fmt, name: str, base, terms: _OxTerms, rows: _Rows) -> None:
-        """Parse lines `first …` at once; a statement is one line, so the k-th statement read is
-        the k-th statement line not refused (errors name their line)."""
+        """Parse lines `first …` at once; a statement is one line, so without errors the k-th
+        statement read is the k-th statement line."""
         import pyoxigraph as ox
         texts, statement_lines = [], []
         for i, (raw, n) in enumerate(block):
@@ -359,25 +372,12 @@ class RDFReader(Reader):
             texts.append(raw)
         if not statement_lines:
             return
-        nxt, refused, mark = 0, -1, rows.mark()
+        nxt, mark = 0, rows.mark()
         for quad, error in _events(ox.parse(b"\n".join(texts), fmt, base_iri=base)):
-            if error is not None:
-                line, reason = _syntax_error(error, name)
-                i = max(line - 1, 0)
-                if i == refused:
-                    continue  # one reject per line
-                # lines before the error that gave nothing belong to the refused statement
-                while nxt < len(statement_lines) and statement_lines[nxt] <= i:
-                    j = statement_lines[nxt]
-                    rows.bad.append((first + j, _raw(texts[j].decode("utf-8", "replace")), reason))
-                    refused = j
-                    nxt += 1
-                if refused != i:  # garbage after a statement on its line, or at the end
-                    raw = texts[i].decode("utf-8", "replace") if i < len(texts) else ""
-                    rows.bad.append((first + min(i, len(texts) - 1), _raw(raw), reason))
-                    refused = i
-                continue
-            if nxt >= len(statement_lines):  # two statements on a line: find it line by line
+            # Oxigraph resumes after an error and may still give the bad line's statement, or
+            # name the next line: a block with an error (or two statements on a line) is parsed
+            # again line by line, which is exact
+            if error is not None or nxt >= len(statement_lines):
                 rows.truncate(mark)
                 RDFReader._line_by_line(first, texts, statement_lines, fmt, name, base, terms, rows)
                 return
@@ -386,6 +386,9 @@ class RDFReader(Reader):
             problem = terms.add(rows, quad, first + j)
             if problem is not None:
                 rows.bad.append((first + j, _raw(texts[j].decode("utf-8", "replace")), problem))
+        if nxt != len(statement_lines):
+            rows.truncate(mark)
+            RDFReader._line_by_line(first, texts, statement_lines, fmt, name, base, terms, rows)
 
     @staticmethod
     def _line_by_line(first: int, texts: list[bytes], statement_lines: list[int], fmt, name: str, base,
