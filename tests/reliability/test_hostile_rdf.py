@@ -146,3 +146,18 @@ def test_graph_exports_are_well_formed_xml(tmp_path, fmt):
     # the characters are still visible, as escapes
     assert "bad \\x1b[31mred\\x07 label" in text and "parent \\x01 taxon" in text
     assert summary["triples"] == 2 and summary["literals_omitted"] == 1
+
+
+def test_strict_refusal_and_a_bad_base_are_one_escaped_message(tmp_path):
+    """The reasons quote the input: an ESC in an IRI reaches the terminal escaped (issue 33)."""
+    nt = tmp_path / "esc.nt"
+    nt.write_bytes(b"<http://x/a\x1b[31m> <http://x/p> <http://x/b> .\n")
+    run = mmkg("ingest", "--kg", tmp_path / "kg", "--engine", "local", "--strict", "--source", f"rdf:{nt}",
+               timeout=180)
+    assert run.rc == 3, str(run)
+    assert_no_traceback(run)
+    assert f"{nt}:1: not N-Triples: Invalid IRI code point '\\x1b'" in run.stderr and "\x1b" not in run.stderr
+    run = mmkg("ingest", "--kg", tmp_path / "kg", "--engine", "local", "--base", "not an iri",
+               "--source", f"rdf:{nt}", timeout=180)
+    assert run.rc == 2 and "is not an absolute IRI" in run.stderr, str(run)
+    assert_no_traceback(run)
