@@ -73,6 +73,8 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 # ---- rules --------------------------------------------------------------------------------------
 def _size_problem(text: str) -> str | None:
+    if len(text) * 4 <= MAX_TERM_BYTES:  # UTF-8 takes at most 4 bytes a character
+        return None
     n = len(text.encode("utf-8", "surrogatepass"))
     return f"term too long ({n} bytes > {MAX_TERM_BYTES})" if n > MAX_TERM_BYTES else None
 
@@ -155,11 +157,22 @@ def _raw(text: str) -> str:
 
 # ---- statements → records -------------------------------------------------------------------------
 class _Rows:
-    """Record columns built statement by statement (terms already as key / value strings)."""
+    """Record columns built statement by statement (terms already as key / value strings), moved
+    to Arrow every `FLUSH_ROWS` rows so a large file never holds its records as Python objects."""
+
+    FLUSH_ROWS = 1 << 18
 
     def __init__(self):
         self.cols: dict[str, list] = {k: [] for k in ("kind", "s", "p", "o", "dt", "line_no", "primary")}
         self.bad: list[tuple[int, str, str]] = []
+        self.done: list[pa.RecordBatch] = []
+
+    def maybe_flush(self) -> None:
+        """Between statements only: rows already in Arrow are final (`truncate` cannot reach them)."""
+        if len(self.cols["kind"]) >= self.FLUSH_ROWS:
+            self.done.append(self._arrow())
+            for v in self.cols.values():
+                v.clear()
 
     def add(self, kind: str, s: str, p: str, o: str, dt: str | None, line_no: int, primary: bool = True):
         c = self.cols
@@ -184,14 +197,16 @@ class _Rows:
         if pred in LABEL_PREDICATES:  # the statement stays data; the label is derived from it
             self.add(R.ENTITY, s, "label", value, None, line_no, primary=False)
 
-    def batch(self) -> pa.RecordBatch:
+    def _arrow(self) -> pa.RecordBatch:
         c = self.cols
         n = len(c["kind"])
         arrays = [pa.array(c[k], pa.int64() if k == "line_no" else pa.bool_() if k == "primary" else pa.string())
                   for k in ("kind", "s", "p", "o", "dt", "line_no", "primary")]
-        batch = pa.RecordBatch.from_arrays(arrays[:7] + [pa.nulls(n, pa.string()), pa.nulls(n, pa.string())],
-                                           schema=R.RECORDS)
-        return _with_rejects(batch, self.bad)
+        return pa.RecordBatch.from_arrays(arrays + [pa.nulls(n, pa.string()), pa.nulls(n, pa.string())],
+                                          schema=R.RECORDS)
+
+    def batch(self) -> pa.RecordBatch:
+        return _with_rejects(R.concat([*self.done, self._arrow()]), self.bad)
 
 
 def _datatype(iri: str) -> str:
@@ -199,17 +214,21 @@ def _datatype(iri: str) -> str:
 
 
 class _OxTerms:
-    """Oxigraph terms → store keys and literal columns; blank nodes named by `bnode_name`."""
+    """Oxigraph terms → store keys and literal columns; blank nodes named by `bnode_name`.
+
+    The per-statement path of every N-Triples line: plain attribute reads, the Wikidata regex and
+    the UTF-8 length only where they can matter."""
 
     def __init__(self, bnode_name: Callable[[str], str]):
         import pyoxigraph as ox
-        self.ox = ox
+        self.named, self.blank, self.lit = ox.NamedNode, ox.BlankNode, ox.Literal
         self.bnode_name = bnode_name
 
     def key(self, term) -> str:
-        if isinstance(term, self.ox.NamedNode):
-            return R.normalize_key(term.value)
-        if isinstance(term, self.ox.BlankNode):
+        if isinstance(term, self.named):
+            v = term.value
+            return R.normalize_key(v) if "wikidata.org" in v else v  # Q42/P31 keys, as everywhere
+        if isinstance(term, self.blank):
             return self.bnode_name(term.value)
         raise _Unsupported("a triple term (RDF 1.2) cannot be stored")
 
@@ -217,18 +236,22 @@ class _OxTerms:
         """Append the records of one statement; returns why it cannot be stored, or None."""
         s, p, o = quad.subject, quad.predicate.value, quad.object
         try:
-            for t in (s, o):
-                if isinstance(t, self.ox.Literal) or isinstance(t, self.ox.NamedNode):
-                    problem = _size_problem(t.value)
-                    if problem:
-                        return problem
-            if isinstance(o, self.ox.Literal):
+            ks = self.key(s)
+            if isinstance(o, self.lit):
+                value = o.value
+                problem = _size_problem(ks) or _size_problem(value)
+                if problem:
+                    return problem
                 if o.direction is not None:
                     return "a literal with a base direction (RDF 1.2) cannot be stored"
-                dt = f"@{o.language}" if o.language else _datatype(o.datatype.value)
-                rows.literal(self.key(s), p, o.value, dt, line_no)
+                lang = o.language
+                rows.literal(ks, p, value, f"@{lang}" if lang else _datatype(o.datatype.value), line_no)
             else:
-                rows.add(R.TRIPLE, self.key(s), R.normalize_key(p), self.key(o), None, line_no)
+                ko = self.key(o)
+                problem = _size_problem(ks) or _size_problem(ko)
+                if problem:
+                    return problem
+                rows.add(R.TRIPLE, ks, R.normalize_key(p) if "wikidata.org" in p else p, ko, None, line_no)
         except _Unsupported as e:
             return str(e)
         return None
@@ -328,6 +351,7 @@ class RDFReader(Reader):
             problem = terms.add(rows, quad, n)
             if problem is not None:
                 rows.bad.append((n, _raw(str(quad)), f"{problem} (statement {n})"))
+            rows.maybe_flush()
         if syntax:
             # after a syntax error Oxigraph resumes at a guess (and may have given part of the bad
             # statement): a document with one is its syntax errors, one reject each, and nothing else
@@ -348,6 +372,7 @@ class RDFReader(Reader):
         with f:
             for first, block in _line_blocks(f):
                 self._block(first, block, fmt, name, base, terms, rows)
+                rows.maybe_flush()
         return rows.batch()
 
     @staticmethod
@@ -355,25 +380,26 @@ class RDFReader(Reader):
         """Parse lines `first …` at once; a statement is one line, so without errors the k-th
         statement read is the k-th statement line."""
         import pyoxigraph as ox
-        texts, statement_lines = [], []
+        texts = [b"" if raw is None else raw for raw, _ in block]
         for i, (raw, n) in enumerate(block):
             if raw is None:
                 rows.bad.append((first + i, "", R.too_long(n)))
-                raw = b""
-            else:
+        data = b"\n".join(texts)
+        try:
+            data.decode("utf-8")  # the whole block at once; line by line only when it fails
+        except UnicodeDecodeError:
+            for i, raw in enumerate(texts):
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError:
                     rows.bad.append((first + i, raw[:1024].decode("utf-8", "replace"), R.INVALID_UTF8))
-                    raw = b""
-            head = raw.lstrip()[:1]
-            if head and head != b"#":
-                statement_lines.append(i)
-            texts.append(raw)
+                    texts[i] = b""
+            data = b"\n".join(texts)
+        statement_lines = [i for i, raw in enumerate(texts) if raw.lstrip()[:1] not in (b"", b"#")]
         if not statement_lines:
             return
         nxt, mark = 0, rows.mark()
-        for quad, error in _events(ox.parse(b"\n".join(texts), fmt, base_iri=base)):
+        for quad, error in _events(ox.parse(data, fmt, base_iri=base)):
             # Oxigraph resumes after an error and may still give the bad line's statement, or
             # name the next line: a block with an error (or two statements on a line) is parsed
             # again line by line, which is exact
