@@ -183,6 +183,31 @@ def test_strict_ingest(case, tmp_path):
         assert result.counts["rejects_added"] == 0
 
 
+def test_the_default_export_adds_annotations_and_no_annotations_is_the_input(tmp_path):
+    """`--no-annotations`: exactly the statements ingested; the default adds derived labels and
+    descriptions, but no second label where the input stated one."""
+    ttl = tmp_path / "a.ttl"
+    ttl.write_text('@prefix ex: <http://ex.org/> . @prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .\n'
+                   'ex:a rdfs:label "A"@en ; ex:p ex:b ; ex:n "1"^^<urn:dt> .\n')
+    store = ingest(tmp_path / "kg", [f"rdf:{ttl}"], engine="local", strict=True).store
+    export(store, tmp_path / "bare.nt", "nt", annotations=False)
+    export(store, tmp_path / "full.nt", "nt")
+    given = graph_of_turtle(ttl)
+    bare, full = graph_of(tmp_path / "bare.nt"), graph_of(tmp_path / "full.nt")
+    assert isomorphic(bare, given)
+    added = full - bare
+    # derived labels (URI tails) of the entity and the relation that had none
+    assert {(str(s), str(p), str(o)) for s, p, o in added} == {
+        ("http://ex.org/b", str(rdflib.RDFS.label), "b"), ("http://ex.org/p", str(rdflib.RDFS.label), "p")}
+
+
+def graph_of_turtle(path: Path) -> rdflib.Graph:
+    g = rdflib.Graph()
+    for q in ox.parse(path=path, format=ox.RdfFormat.TURTLE):
+        g.add(tuple(_rdflib_term(t, False) for t in (q.subject, q.predicate, q.object)))
+    return g
+
+
 # ---- the real CLI, one case of each kind ------------------------------------------------------------
 def _case(suite: str, name: str) -> Case:
     return next(c for c in ALL if c.suite == suite and c.name == name)
