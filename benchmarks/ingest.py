@@ -12,6 +12,18 @@ Scale rows (issue 19: no driver bottleneck):
 
     python benchmarks/ingest.py --scale 10000000,50000000 [--baseline-repo DIR] --out benchmarks/out/ingest_scale.json
 
+RDF rows (issue 33: Oxigraph's N-Triples parser against the rdflib line parser it replaced):
+
+    python benchmarks/ingest.py --rdf [--rdf-lines 10000000] [--rdf-old-max 1000000] --out benchmarks/out/ingest_rdf.json
+
+The `rdf:` reader's parse of an N-Triples file (`parse_file`: the records the ingest gets) by this
+checkout and by the reader of `--rdf-old-commit` (its `pipeline/readers/rdf.py`, loaded from git),
+in the same run, each in its own forked process (wall time, peak RSS): MarKG's triples and labels
+written as N-Triples, and a synthetic file of `--rdf-lines` lines (IRI triples, plain, language and
+typed literals, blank nodes). The old parser reads at most `--rdf-old-max` lines (a prefix of the
+synthetic file; the JSON says so), and the new one reads that prefix too, so the two compare on
+the same lines; plus a full local-engine ingest of the MarKG file.
+
 Each row is one Spark local[2] ingest in a fresh `python` process (the "mmkg process": where anything
 collected lands) with `spark.driver.memory=2g` and `spark.driver.maxResultSize=16m`, reporting wall time,
 phases and peak memory: the driver Python process (its ru_maxrss), the JVM (driver + executors in local
@@ -245,6 +257,136 @@ def scale_rows(args, work: Path) -> dict:
     return out
 
 
+# ---- RDF rows (issue 33) ---------------------------------------------------------------------------
+WD, WDT = "http://www.wikidata.org/entity/", "http://www.wikidata.org/prop/direct/"
+RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
+
+
+def _nt_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
+
+
+def write_markg_ntriples(data: Path, path: Path) -> int:
+    """MarKG's triples (Wikidata IRIs; analogy relations `A*` as urn:mmkg:relation:) and its
+    English labels as N-Triples; returns the line count."""
+    markg = data / "markg" / "MarKG"
+    n = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for line in open(markg / "wiki_tuple_ids.txt", encoding="utf-8"):
+            h, r, t = line.rstrip("\n").split("\t")
+            rel = WDT + r if r.startswith("P") else "urn:mmkg:relation:" + r
+            out.write(f"<{WD}{h}> <{rel}> <{WD}{t}> .\n")
+            n += 1
+        for line in open(markg / "entity2text.txt", encoding="utf-8"):
+            q, _, label = line.rstrip("\n").partition("\t")
+            out.write(f"<{WD}{q}> <{RDFS_LABEL}> {_nt_string(label)}@en .\n")
+            n += 1
+    return n
+
+
+def write_synthetic_ntriples(path: Path, n: int, seed: int = 0) -> None:
+    """`n` N-Triples lines over n/10 subjects: 70 % IRI objects, 10 % plain, 10 % language-tagged
+    and 10 % xsd:integer literals; one subject in 50 is a blank node."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    n_ent, chunk = max(n // 10, 10), 200_000
+    with open(path, "w", encoding="utf-8") as out:
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            h, r, t, kind = (rng.integers(0, n_ent, m), rng.integers(0, 1000, m), rng.integers(0, n_ent, m),
+                             rng.integers(0, 10, m))
+            lines = []
+            for a, b, c, k in zip(h.tolist(), r.tolist(), t.tolist(), kind.tolist()):
+                s = f"_:b{a}" if a % 50 == 0 else f"<http://example.org/e{a}>"
+                o = (f"<http://example.org/e{c}>" if k < 7 else f'"value {c}"' if k == 7
+                     else f'"name {c}"@en' if k == 8 else f'"{c}"^^<http://www.w3.org/2001/XMLSchema#integer>')
+                lines.append(f"{s} <http://example.org/r{b}> {o} .\n")
+            out.write("".join(lines))
+
+
+def _prefix(path: Path, lines: int, out: Path) -> Path:
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for i, line in enumerate(src):
+            if i == lines:
+                break
+            dst.write(line)
+    return out
+
+
+def old_rdf_reader(commit: str):
+    """The `rdf:` reader of `commit`, loaded from git (not registered: the registry holds this one's)."""
+    import subprocess
+    import types
+    src = subprocess.check_output(["git", "-C", str(REPO), "show", f"{commit}:pipeline/readers/rdf.py"], text=True)
+    src = src.replace('@reader_registry.register("rdf")\n', "")
+    mod = types.ModuleType("old_rdf_reader")
+    exec(compile(src, f"{commit}:pipeline/readers/rdf.py", "exec"), mod.__dict__)  # noqa: S102 - our own code
+    return mod.RDFReader()
+
+
+def _vm_hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _parse_row(which: str, commit: str, path: str, queue) -> None:
+    """Child process: one parse_file by the new or the old reader; puts its row on `queue`."""
+    import pyarrow.compute as pc
+    from pipeline.readers import reader_registry
+    reader = reader_registry.get("rdf")() if which == "new" else old_rdf_reader(commit)
+    t0 = time.perf_counter()
+    batch = reader.parse_file(path, "nt", {"source": f"rdf:{Path(path).name}"})
+    wall = time.perf_counter() - t0
+    kinds = batch.column("kind")
+    counts = {k: int(pc.sum(pc.equal(kinds, k)).as_py() or 0) for k in ("triple", "literal", "entity", "reject")}
+    queue.put({"wall_s": round(wall, 2), "records": batch.num_rows, **counts, "peak_rss_mib": _vm_hwm_mib()})
+
+
+def parse_row(which: str, commit: str, path: Path, lines: int) -> dict:
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_parse_row, args=(which, commit, str(path), q))
+    p.start()
+    row = q.get()
+    p.join()
+    row.update(lines=lines, lines_per_s=round(lines / row["wall_s"]) if row["wall_s"] else None)
+    print(f"[bench] rdf {which} {path.name}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return row
+
+
+def rdf_rows(args, work: Path) -> dict:
+    out: dict = {"old_reader": f"{args.rdf_old_commit}:pipeline/readers/rdf.py (rdflib W3CNTriplesParser, line by line)",
+                 "new_reader": "this checkout (pyoxigraph N-Triples parser, blocks of lines)"}
+    markg = work / "markg.nt"
+    n = write_markg_ntriples(Path(args.data), markg)
+    out["markg_nt"] = {"lines": n, "bytes": markg.stat().st_size,
+                       "new": parse_row("new", args.rdf_old_commit, markg, n),
+                       "old": parse_row("old", args.rdf_old_commit, markg, n)}
+    out["markg_nt"]["speedup"] = round(out["markg_nt"]["old"]["wall_s"] / out["markg_nt"]["new"]["wall_s"], 1)
+    out["markg_nt"]["ingest_local_new"] = timed_ingest(work / "kg-markg-nt", [f"rdf:{markg}"], "local", None)
+    syn = work / f"synthetic-{args.rdf_lines}.nt"
+    t0 = time.perf_counter()
+    write_synthetic_ntriples(syn, args.rdf_lines)
+    row: dict = {"lines": args.rdf_lines, "bytes": syn.stat().st_size, "generate_s": round(time.perf_counter() - t0, 1),
+                 "new": parse_row("new", args.rdf_old_commit, syn, args.rdf_lines)}
+    if args.rdf_old_max < args.rdf_lines:
+        prefix = _prefix(syn, args.rdf_old_max, work / f"synthetic-prefix-{args.rdf_old_max}.nt")
+        row["old_on_prefix_only"] = (f"the old parser read the first {args.rdf_old_max:,} lines only "
+                                     f"(at its rate {args.rdf_lines:,} lines would take too long for this run)")
+        row["prefix"] = {"lines": args.rdf_old_max,
+                         "new": parse_row("new", args.rdf_old_commit, prefix, args.rdf_old_max),
+                         "old": parse_row("old", args.rdf_old_commit, prefix, args.rdf_old_max)}
+        row["prefix"]["speedup"] = round(row["prefix"]["old"]["wall_s"] / row["prefix"]["new"]["wall_s"], 1)
+    else:
+        row["old"] = parse_row("old", args.rdf_old_commit, syn, args.rdf_lines)
+        row["speedup"] = round(row["old"]["wall_s"] / row["new"]["wall_s"], 1)
+    out["synthetic_nt"] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -260,6 +402,10 @@ def main() -> None:
     ap.add_argument("--max-result-size", default="16m", help="spark.driver.maxResultSize of the scale rows")
     ap.add_argument("--driver-memory", default="2g", help="spark.driver.memory of the scale rows (local mode: "
                     "the JVM of the driver and the executors)")
+    ap.add_argument("--rdf", action="store_true", help="RDF rows only: N-Triples parse, new vs old reader (see top)")
+    ap.add_argument("--rdf-lines", type=int, default=10_000_000, help="lines of the synthetic N-Triples file")
+    ap.add_argument("--rdf-old-max", type=int, default=1_000_000, help="most lines the old parser reads")
+    ap.add_argument("--rdf-old-commit", default="224c19b", help="the commit whose rdf reader is the old one")
     ap.add_argument("--one-row", default=None, help=argparse.SUPPRESS)  # the scale row's child process
     ap.add_argument("--kg", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -275,7 +421,10 @@ def main() -> None:
     out: dict = {"benchmark": "ingest", "cpu_count": os.cpu_count(), "master": args.master,
                  "load_avg_1m": round(os.getloadavg()[0], 2)}
     try:
-        if args.scale:
+        if args.rdf:
+            out["benchmark"] = "ingest_rdf"
+            out.update(rdf_rows(args, work))
+        elif args.scale:
             out.update(scale_rows(args, work))
         else:
             _demo_and_synthetic(args, engines, work, out)

@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from jobs.terminal import printable
 from kg_store.errors import ConfigError, KGStoreError, LockedError, MMKGError
 
 #: documented exit codes (README "Exit codes")
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_FAILURE)
     except (MMKGError, ImportError) as e:  # ImportError: an optional dependency, with its install hint
-        click.echo(f"mmkg: {e}", err=True)
+        # messages quote input (reject reasons, raw lines): escaped line by line, newlines kept
+        click.echo("mmkg: " + "\n".join(printable(line) for line in str(e).split("\n")), err=True)
         sys.exit(exit_code(e))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

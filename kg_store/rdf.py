@@ -6,10 +6,15 @@ URIs (stable, documented in docs/ARCHITECTURE.md terms):
   naturally: entity `Q42` → `http://www.wikidata.org/entity/Q42` (prefix `wd:`), property
   `P31` → `http://www.wikidata.org/prop/direct/P31` (prefix `wdt:`). Wikidata's own RDF uses
   `http://`, not `https://`, for these concept URIs, so we do too.
-* Keys that already are absolute http(s) URIs (DBpedia, YAGO) are used as they are
-  (surrounding `<…>` dropped).
-* Everything else (Freebase mids, MarKG analogy relations `A0`…): `urn:mmkg:entity:<key>` /
-  `urn:mmkg:relation:<key>` with the key percent-encoded, so `/m/0abc` stays one URI.
+* Keys that already are absolute IRIs of any scheme (DBpedia and YAGO `http(s)://…`, `urn:…`,
+  `tag:…`, the IRIs of an `rdf:` source) are used as they are (surrounding `<…>` dropped), so an
+  RDF source comes back unchanged (issue 33).
+* Blank nodes of RDF sources are stored skolemised, as IRIs under `GENID`
+  (`…/.well-known/genid/<id>`, RDF 1.1 §3.5), and exported as such; older stores' `_:<id>` keys
+  map to the same IRIs.
+* Everything else (Freebase mids, MarKG analogy relations `A0`…, keys with spaces):
+  `urn:mmkg:entity:<key>` / `urn:mmkg:relation:<key>` with the key percent-encoded, so `/m/0abc`
+  stays one URI.
 
 Labels are `rdfs:label`, descriptions `schema:description`, entity images `foaf:depiction`
 of `urn:sha256:<hex>`, rows of the `literals` table `<entity> <attribute> "value"^^datatype`
@@ -51,6 +56,8 @@ SCHEMA = SDO  # https://schema.org/, rdflib binds it as `schema`
 MMKG_ENTITY = "urn:mmkg:entity:"
 MMKG_RELATION = "urn:mmkg:relation:"
 MMKG_ATTRIBUTE = "urn:mmkg:attribute:"
+#: Skolem IRIs of blank nodes (RDF 1.1 §3.5): reserved host (RFC 2606), never dereferenced
+GENID = "https://mmkg.invalid/.well-known/genid/"
 PREFIXES = {"wd": WD, "wdt": WDT, "rdfs": RDFS, "schema": SCHEMA, "foaf": FOAF}
 
 _QID = re.compile(r"Q[1-9][0-9]*")
@@ -61,14 +68,29 @@ Progress = Callable[[int, int], None]
 
 
 # ---- URIs ----------------------------------------------------------------------------------
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_NOT_IRI = re.compile(r'[\x00-\x20<>"{}|^`\\\x7f-\x9f]')
+
+
 def _absolute_uri(key: str) -> str | None:
+    """`key` (without `<…>`) when it is a valid absolute IRI of any scheme (RFC 3987, checked by
+    Oxigraph, whose N-Triples writer must accept it), else None."""
+    import pyoxigraph
     k = key[1:-1] if key.startswith("<") and key.endswith(">") else key
-    return k if k.startswith(("http://", "https://")) and not any(c in k for c in ' <>"{}|\\^`') else None
+    if not _SCHEME.match(k) or _NOT_IRI.search(k):
+        return None
+    try:
+        pyoxigraph.NamedNode(k)
+    except ValueError:
+        return None
+    return k
 
 
 def entity_uri(key: str) -> URIRef:
     if _QID.fullmatch(key):
         return WD[key]
+    if key.startswith("_:") and len(key) > 2 and not _NOT_IRI.search(key):
+        return URIRef(GENID + key[2:])  # a blank node of an older store: its Skolem IRI
     return URIRef(_absolute_uri(key) or MMKG_ENTITY + quote(key, safe=""))
 
 
@@ -92,7 +114,9 @@ def literal_term(value: str, datatype: str | None) -> Literal:
     dt = (datatype or "").strip()
     if dt.startswith("@") and _LANG.fullmatch(dt[1:]):
         return Literal(value, lang=dt[1:])
-    if dt.startswith("xsd:") and dt != "xsd:string" and re.fullmatch(r"xsd:[A-Za-z]+", dt):
+    if dt.startswith("xsd:"):  # the prefix the readers write, never an IRI of scheme `xsd`
+        if dt == "xsd:string" or _NOT_IRI.search(dt):
+            return Literal(value)
         return Literal(value, datatype=XSD[dt[4:]], normalize=False)
     if _absolute_uri(dt):
         return Literal(value, datatype=URIRef(_absolute_uri(dt)), normalize=False)
@@ -189,18 +213,23 @@ def iter_rdf_chunks(store: KGStore, triple_ids: np.ndarray | None = None, *, ann
 
     Exporters serialise chunk by chunk, so a long export reports progress and never holds
     more than one chunk of rdflib objects. Annotations (labels, descriptions, images) of the
-    selected entities and relations come in the first chunk.
+    selected entities and relations come in the first chunk; the `literals` rows (attribute
+    statements) and the relational triples always come: `annotations=False` is exactly the
+    ingested statements (issue 33).
     """
     h, r, t, ents, rels = _selection(store, triple_ids)
     total = len(h)
     e_uri = {int(i): entity_uri(k) for i, k in zip(ents["id"].to_pylist(), ents["key"].to_pylist())}
     r_uri = {int(i): relation_uri(k) for i, k in zip(rels["id"].to_pylist(), rels["key"].to_pylist())}
+    lit = _literals(store, e_uri if triple_ids is not None else None)
     if annotations:
         g = _bind(Graph())
+        # an entity whose rdfs:label statements were ingested as such gets no derived label
+        stated = set(lit.filter(pc.equal(lit["attribute"], str(RDFS.label)))["entity_id"].to_pylist())
         for table, uris in ((ents, e_uri), (rels, r_uri)):
             for i, label, desc in zip(table["id"].to_pylist(), table["label"].to_pylist(),
                                       table["description"].to_pylist()):
-                if label:
+                if label and not (uris is e_uri and i in stated):
                     g.add((uris[i], RDFS.label, Literal(label)))
                 if desc:
                     g.add((uris[i], SCHEMA.description, Literal(desc)))
@@ -212,7 +241,7 @@ def iter_rdf_chunks(store: KGStore, triple_ids: np.ndarray | None = None, *, ann
                 if eid in e_uri:
                     g.add((e_uri[eid], FOAF.depiction, URIRef(f"urn:sha256:{sha}")))
         yield g
-        yield from _literal_chunks(store, e_uri, triple_ids is not None, chunk_size)
+    yield from _literal_chunks(lit, e_uri, chunk_size)  # attribute statements: data, not annotations
     if progress:
         progress(0, total)
     for start in range(0, total, chunk_size):
@@ -232,9 +261,8 @@ def _literals(store: KGStore, e_uri: dict[int, URIRef] | None = None) -> pa.Tabl
     return lit
 
 
-def _literal_chunks(store: KGStore, e_uri: dict[int, URIRef], subset: bool, chunk_size: int) -> Iterator[Graph]:
+def _literal_chunks(lit: pa.Table, e_uri: dict[int, URIRef], chunk_size: int) -> Iterator[Graph]:
     """The `literals` table as statements (issue 17: exports and SPARQL used to leave it out)."""
-    lit = _literals(store, e_uri if subset else None)
     for start in range(0, lit.num_rows, chunk_size):
         part = lit.slice(start, chunk_size)
         g = _bind(Graph())
@@ -491,9 +519,10 @@ def export(store: KGStore, path: str | Path, fmt: str, triple_ids: np.ndarray | 
            annotations: bool = True, progress: Progress | None = None) -> dict:
     """Write the KG (or the triples `triple_ids`) to `path`, atomically; returns counts.
 
-    nt/ttl: rdflib serialisers, chunk by chunk (N-Triples and Turtle documents may be
-    concatenated; Turtle repeats its @prefix lines, which the grammar allows), so memory stays
-    bounded and `progress` advances; with annotations they include the `literals` table.
+    nt/ttl: Oxigraph's N-Triples writer / rdflib's Turtle serialiser, chunk by chunk (N-Triples
+    and Turtle documents may be concatenated; Turtle repeats its @prefix lines, which the grammar
+    allows), so memory stays bounded and `progress` advances; the `literals` table is always
+    included, annotations (derived labels, descriptions, images) unless `annotations=False`.
     graphml/gexf: networkx writers over `to_networkx` (entities and relational triples only:
     the summary's `literals_omitted` says how many literal rows are not in the file), with
     XML-illegal characters in keys and labels escaped so the file is well-formed XML.
@@ -505,16 +534,14 @@ def export(store: KGStore, path: str | Path, fmt: str, triple_ids: np.ndarray | 
     path = Path(path)
     with atomic.atomic_path(path) as tmp:
         if fmt in ("nt", "ttl"):
-            rdf_format = {"nt": "nt", "ttl": "turtle"}[fmt]
             n_statements = 0
             with open(tmp, "wb") as f:
                 for chunk in iter_rdf_chunks(store, triple_ids, annotations=annotations, progress=progress):
                     n_statements += len(chunk)
-                    f.write(chunk.serialize(format=rdf_format, encoding="utf-8"))
+                    f.write(_ntriples(chunk) if fmt == "nt" else chunk.serialize(format="turtle", encoding="utf-8"))
             h = _take(store, "triples", triple_ids, ["h"])
-            counts = {"triples": h.num_rows, "statements": n_statements}
-            if annotations:
-                counts["literals"] = _literals_of(store, triple_ids).num_rows
+            counts = {"triples": h.num_rows, "statements": n_statements,
+                      "literals": _literals_of(store, triple_ids).num_rows}
         else:
             g = _xml_safe_graph(to_networkx(store, triple_ids, progress=progress))
             if fmt == "graphml":
@@ -524,6 +551,20 @@ def export(store: KGStore, path: str | Path, fmt: str, triple_ids: np.ndarray | 
             counts = {"triples": g.number_of_edges(), "nodes": g.number_of_nodes(),
                       "literals_omitted": _literals_of(store, triple_ids).num_rows}
     return {"path": str(path), "format": fmt, "bytes": path.stat().st_size, **counts}
+
+
+def _ntriples(g: Graph) -> bytes:
+    """Canonical N-Triples (Oxigraph's writer): every character escaped as RDF 1.1 asks
+    (`\\r`, `\\u0000` …), so control characters in literals survive the round trip."""
+    import pyoxigraph as ox
+
+    def term(t):
+        if isinstance(t, Literal):
+            if t.language:
+                return ox.Literal(str(t), language=t.language)
+            return ox.Literal(str(t), datatype=ox.NamedNode(str(t.datatype)) if t.datatype else None)
+        return ox.NamedNode(str(t))
+    return ox.serialize([ox.Triple(term(s), term(p), term(o)) for s, p, o in g], format=ox.RdfFormat.N_TRIPLES)
 
 
 def _literals_of(store: KGStore, triple_ids: np.ndarray | None) -> pa.Table:

@@ -79,15 +79,16 @@ def peak_rss_mib() -> float:
 def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "local", master: str | None = None,
            shuffle_partitions: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, image_limits=None,
            image_threads: int = 4, strict: bool = False, spark_conf: dict[str, str] | None = None,
-           force: bool = False) -> IngestResult:
+           force: bool = False, base: str | None = None) -> IngestResult:
     """Ingest `sources` (`FORMAT:PATH` strings) into the store at `kg` as a new KG version.
 
-    `kg` must be a store, a new or empty directory, or `force=True` (NotAStoreError otherwise)."""
+    `kg` must be a store, a new or empty directory, or `force=True` (NotAStoreError otherwise).
+    `base`: the base IRI of relative IRIs in RDF sources that do not give their own."""
     t0 = time.perf_counter()
     phases = _Phases()
     if not force:
         check_new_store_dir(kg)  # before reading any source: a wrong --kg fails at once
-    plan = make_plan(sources, chunk_bytes=chunk_bytes)  # validates sources before any engine starts
+    plan = make_plan(sources, chunk_bytes=chunk_bytes, base=base)  # validates sources before any engine starts
     phases.done("plan")
     eng = engines.resolve_engine(engine, master=master, shuffle_partitions=shuffle_partitions, conf=spark_conf)
     prefetch = None

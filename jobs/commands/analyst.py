@@ -165,12 +165,14 @@ def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int, timeout:
 @click.command()
 @_kg
 @click.option("--format", "fmt", required=True, type=click.Choice(["nt", "ttl", "graphml", "gexf"]),
-              help="nt/ttl: rdflib serialisers; graphml/gexf: networkx writers.")
+              help="nt/ttl: RDF (Oxigraph / rdflib writers); graphml/gexf: networkx writers.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output file (written atomically).")
 @click.option("--subgraph", default=None, metavar="KEYS",
               help="Only the triples within --hops of these entities (comma-separated keys or labels).")
 @click.option("--hops", default=1, type=click.IntRange(1, 3), show_default=True)
-@click.option("--no-annotations", is_flag=True, help="nt/ttl: only relational triples (no labels, descriptions, images).")
+@click.option("--no-annotations", is_flag=True,
+              help="nt/ttl: exactly the ingested statements, relational and attribute (no derived labels, "
+                   "descriptions, images).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_json
 def export(kg: str, fmt: str, out: str, subgraph: str | None, hops: int, no_annotations: bool, quiet: bool,

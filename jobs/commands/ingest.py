@@ -57,10 +57,14 @@ def print_summary(result, *, as_json: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML whose `ingest:` block gives defaults for these options (sources, engine, master, …).")
 @click.option("--strict", is_flag=True, help="Exit 3 and commit nothing if any record is rejected.")
+@click.option("--base", default=None, metavar="IRI",
+              help="Base IRI of relative IRIs in rdf: sources without their own rdf(base=IRI):FILE "
+                   "(without one, relative IRIs are rejected).")
 @click.option("--force", is_flag=True,
               help="Create the store even in a non-empty directory that is not a KG store (refused otherwise, exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, strict, force, as_json) -> None:
+def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, strict, base, force,
+           as_json) -> None:
     """Ingest sources into the KG store as a new version (ids of existing entities are kept)."""
     from jobs.cli import StrictRejectsError
     from pipeline.ingest import IngestRejectedError, ingest as run_ingest
@@ -80,7 +84,7 @@ def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, 
             kg, sources, engine=engine or cfg.get("engine", "spark"),
             master=master or os.environ.get(MASTER_ENV) or cfg.get("master"),
             shuffle_partitions=shuffle_partitions or cfg.get("shuffle_partitions"),
-            spark_conf=conf or None, strict=strict, force=force)
+            spark_conf=conf or None, strict=strict, force=force, base=base or cfg.get("base"))
     except IngestRejectedError as e:
         raise StrictRejectsError(str(e)) from None
     print_summary(result, as_json=as_json)

@@ -7,7 +7,7 @@ worker can number its lines without reading anything outside its range.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +96,14 @@ def hash_file(path: str) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def make_plan(sources: list[str | SourceSpec], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
+def make_plan(sources: list[str | SourceSpec], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+              base: str | None = None) -> Plan:
+    """The files, tasks and reader contexts of `sources`; `base` (`mmkg ingest --base`) is the
+    `base` option of every source whose reader takes one (`Reader.takes_base`) and has none."""
     specs = [parse_source(s) for s in sources]
+    if base:
+        specs = [replace(s, options={**s.options, "base": s.options.get("base", base)})
+                 if reader_registry.get(s.format).takes_base else s for s in specs]
     if not specs:
         raise KGStoreError("no --source given")
     readers = [reader_registry.get(s.format)() for s in specs]

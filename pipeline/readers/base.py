@@ -81,6 +81,8 @@ class Reader:
 
     name = "reader"
     line_based = True
+    #: True: the reader reads a `base` option (relative IRIs), which `mmkg ingest --base` fills in
+    takes_base = False
 
     def plan(self, path: Path, options: dict[str, str]) -> list[InputFile]:
         if not path.is_file():

@@ -37,10 +37,18 @@ def _value(result) -> int:
     ("/m/0abc_1", "urn:mmkg:entity:%2Fm%2F0abc_1"),
     ("<http://dbpedia.org/resource/Alabama>", "http://dbpedia.org/resource/Alabama"),
     ("Category:Soy milk", "urn:mmkg:entity:Category%3ASoy%20milk"),
+    ("urn:isbn:0451450523", "urn:isbn:0451450523"),  # an IRI of any scheme is itself (issue 33)
+    ("tag:example.org,2026:x", "tag:example.org,2026:x"),
+    ("Category:Foo%zz", "urn:mmkg:entity:Category%3AFoo%25zz"),  # not a valid IRI
 ])
 def test_entity_uris_are_stable_and_invertible(key, uri):
     assert str(rdf.entity_uri(key)) == uri
     assert rdf.key_from_uri(uri) == key.strip("<>")
+
+
+def test_blank_node_keys_of_older_stores_export_as_skolem_iris():
+    assert str(rdf.entity_uri("_:b0123")) == rdf.GENID + "b0123"
+    assert rdf.GENID.endswith("/.well-known/genid/")
 
 
 def test_relation_uris():

@@ -140,9 +140,13 @@ def test_rdf_turtle_and_ntriples_with_a_bad_line(tmp_path):
     ttl.write_text('@prefix ex: <http://ex.org/> .\n@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .\n'
                    'ex:a ex:knows ex:b ; rdfs:label "A" ; ex:age 42 .\n')
     t = parse_all(f"rdf:{ttl}")
-    assert kinds(t) == {R.TRIPLE: 1, R.ENTITY: 1, R.LITERAL: 1}
-    lit = t.filter(pc.equal(t["kind"], R.LITERAL)).to_pylist()[0]
-    assert (lit["s"], lit["o"], lit["dt"]) == ("http://ex.org/a", "42", "xsd:integer")
+    # the rdfs:label statement is kept as a literal (exported as ingested) and gives the label
+    assert kinds(t) == {R.TRIPLE: 1, R.ENTITY: 1, R.LITERAL: 2}
+    lits = t.filter(pc.equal(t["kind"], R.LITERAL)).to_pylist()
+    assert [(x["s"], x["o"], x["dt"]) for x in lits] == [("http://ex.org/a", "A", "xsd:string"),
+                                                         ("http://ex.org/a", "42", "xsd:integer")]
+    (label,) = t.filter(pc.equal(t["kind"], R.ENTITY)).to_pylist()
+    assert (label["p"], label["o"], label["primary"]) == ("label", "A", False)
 
     nt = tmp_path / "g.nt"
     nt.write_text('<http://ex.org/a> <http://ex.org/p> <http://ex.org/b> .\nthis is not rdf\n'
@@ -155,7 +159,8 @@ def test_rdf_turtle_and_ntriples_with_a_bad_line(tmp_path):
     bad = tmp_path / "bad.ttl"
     bad.write_text("@prefix ex <oops> .\n")
     t = parse_all(f"rdf:{bad}")
-    assert kinds(t) == {R.REJECT: 1} and "rdflib could not parse" in t["reason"][0].as_py()
+    assert kinds(t) == {R.REJECT: 1} and t["reason"][0].as_py().startswith("not Turtle: ")
+    assert t["line_no"].to_pylist() == [1]
 
 
 def test_images_dir_and_mapping(data_dir, tmp_path):
