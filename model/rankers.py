@@ -40,13 +40,14 @@ class MarsContext:
     """The candidates, the training split counted per fold, and the KG with its folded path prior."""
 
     def __init__(self, store: Any, candidates: Sequence[str], train_rows: Sequence[dict[str, Any]],
-                 prior: Any, *, folds: int):
-        from retrieval.paths import mars_row_digest, row_fold
-        self.store, self.prior, self.folds = store, prior, folds
+                 prior: Any, *, folds: int, group: str = "row"):
+        from retrieval.paths import fold_of, mars_row_digest
+        self.store, self.prior, self.folds, self.group = store, prior, folds, group
         self.candidates = list(dict.fromkeys(candidates))
         self.position = {k: i for i, k in enumerate(self.candidates)}
         self.candidate_ids = store.entity_ids(self.candidates)
-        self.train_digests = {mars_row_digest(r): row_fold(mars_row_digest(r), folds) for r in train_rows}
+        # row identity → its fold (`group`: folds of single rows, or of whole (question, answer) pairs)
+        self.train_digests = {mars_row_digest(r): fold_of(r, folds, group) for r in train_rows}
         C = len(self.candidates)
         # pair counts per fold: first key → {candidate position: counts (folds,)}; answers likewise
         self.pairs: dict[str, dict[int, np.ndarray]] = {}
@@ -66,7 +67,7 @@ class MarsContext:
         self._space = np.unique(self.candidate_ids[self.candidate_ids >= 0])
 
     @classmethod
-    def from_files(cls, kg: str | Path, mars_dir: str | Path, *, folds: int = 5) -> "MarsContext":
+    def from_files(cls, kg: str | Path, mars_dir: str | Path, *, folds: int = 5, group: str = "row") -> "MarsContext":
         """The context of a MARS folder (train.json, analogy_entities.txt) over the KG at `kg`."""
         from kg_store import open_store
         from retrieval.paths import load_or_fit_prior, read_mars_rows
@@ -74,8 +75,9 @@ class MarsContext:
         store = open_store(kg)
         candidates = [k for k in (mars_dir / "analogy_entities.txt").read_text().split() if k]
         ids = store.entity_ids(candidates)
-        prior, _ = load_or_fit_prior(kg, mars_dir / "train.json", np.unique(ids[ids >= 0]), folds=folds)
-        return cls(open_store(kg), candidates, read_mars_rows(mars_dir / "train.json"), prior, folds=folds)
+        prior, _ = load_or_fit_prior(kg, mars_dir / "train.json", np.unique(ids[ids >= 0]), folds=folds, group=group)
+        return cls(open_store(kg), candidates, read_mars_rows(mars_dir / "train.json"), prior, folds=folds,
+                   group=group)
 
     def query(self, row: dict[str, Any], *, train_row: bool = False) -> MarsQuery:
         """A ranker's view of a MARS row. `train_row`: the row is one of the training split (the

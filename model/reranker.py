@@ -31,7 +31,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
 }
 GROUPS = tuple(FEATURES)
 #: candidates the model reranks (the base ranker's top K); the rest keep the base order below them
-DEFAULT_K = 100
+DEFAULT_K = 200
 
 
 def feature_names(groups: Sequence[str] = GROUPS) -> list[str]:
@@ -57,12 +57,29 @@ class EntityVectors:
         return out
 
 
-def base_scores(ctx: MarsContext, q: MarsQuery) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
-    """The base ranker's scores and the per-candidate pieces the features reuse."""
+def analogy_cosines(ctx: MarsContext, q: MarsQuery, vectors: EntityVectors | None) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) cosine of each candidate to the question, and to the analogy offset question + tail − head."""
+    C = len(ctx.candidates)
+    if vectors is None or not vectors.ok:
+        return np.zeros(C), np.zeros(C)
+    if not hasattr(ctx, "_candidate_vectors"):
+        ctx._candidate_vectors = vectors(ctx.candidate_ids)
+    qh, eh, et = vectors(ctx.store.entity_ids([q.question, *q.example]))
+    offset = qh + et - eh
+    cv = ctx._candidate_vectors
+    return cv @ qh, cv @ (offset / (np.linalg.norm(offset) or 1.0))
+
+
+def base_scores(ctx: MarsContext, q: MarsQuery, vectors: EntityVectors | None = None
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
+    """The shortlist's order (memory, then the prior, then the analogy cosine in the entity vectors,
+    or answer popularity without them) and the per-candidate pieces the features reuse."""
     memory, popularity = ctx.memory(q), ctx.answer_popularity(q)
     prior, paths = ctx.prior_scores(q)
-    return lexicographic(memory, prior, popularity), {"memory": memory, "popularity": popularity,
-                                                       "prior": prior}, paths
+    cos_q, cos_a = analogy_cosines(ctx, q, vectors)
+    last = cos_a if vectors is not None and vectors.ok else popularity
+    return lexicographic(memory, prior, last), {"memory": memory, "popularity": popularity, "prior": prior,
+                                                 "cos_question": cos_q, "cos_analogy": cos_a}, paths
 
 
 def shortlist(base: np.ndarray, k: int) -> np.ndarray:
@@ -109,15 +126,7 @@ def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndar
         np.minimum.at(hops, which, np.where(paths.t2[hit] < 0, 1.0, 2.0))
         np.add.at(analogy, which, np.isin(paths.ptype[hit], ex_types).astype(float))
     out.update(best_path=best, paths=n_paths, hops=hops, analogy_type=analogy)
-    if vectors is not None and vectors.ok:
-        qh, eh_v, et_v = vectors(ctx.store.entity_ids([q.question, *q.example]))
-        cv = vectors(cand_ids)
-        offset = qh + et_v - eh_v
-        norm = np.linalg.norm(offset) or 1.0
-        out["cos_question"] = cv @ qh
-        out["cos_analogy"] = cv @ (offset / norm)
-    else:
-        out["cos_question"] = out["cos_analogy"] = np.zeros(len(cands))
+    out["cos_question"], out["cos_analogy"] = parts["cos_question"][cands], parts["cos_analogy"][cands]
     return out
 
 
@@ -131,7 +140,7 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
 def query_matrix(ctx: MarsContext, q: MarsQuery, k: int, names: Sequence[str],
                  vectors: EntityVectors | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(base scores (C,), shortlist positions (k,), feature matrix (k, F)) of one query."""
-    base, parts, paths = base_scores(ctx, q)
+    base, parts, paths = base_scores(ctx, q, vectors)
     top = shortlist(base, k)
     f = features(ctx, q, top, base=base, parts=parts, paths=paths, vectors=vectors)
     return base, top, np.stack([f[n] for n in names], axis=1).astype(np.float32)
@@ -157,6 +166,20 @@ class Featurized:
     base: list[np.ndarray]             # the base ranker's scores of each row (C,)
     top: list[np.ndarray]              # shortlist positions of each row
     gold: list[int]                    # the gold's candidate position (-1: not a candidate)
+    seen: list[bool]                   # the gold's (question, answer) pair counted in train (as featurised)
+
+    def select(self, rows: Sequence[int]) -> "Featurized":
+        """The rows `rows`, in that order."""
+        ends = np.cumsum([0, *self.sizes])
+        take = np.concatenate([np.arange(ends[i], ends[i + 1]) for i in rows]) if len(rows) else np.empty(0, int)
+        pick = [self.sizes, self.base, self.top, self.gold, self.seen]
+        return Featurized(self.names, self.x[take], self.y[take], *([p[i] for i in rows] for p in pick))
+
+    @staticmethod
+    def concat(parts: Sequence["Featurized"]) -> "Featurized":
+        return Featurized(parts[0].names, np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                          *([v for p in parts for v in getattr(p, f)] for f in ("sizes", "base", "top", "gold",
+                                                                              "seen")))
 
 
 def featurize(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: bool, k: int = DEFAULT_K,
@@ -164,7 +187,7 @@ def featurize(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: b
     """Features of every row's shortlist; `train_rows`: rows of the training split, out of fold."""
     from tqdm.auto import tqdm
     names = feature_names()
-    xs, ys, out = [], [], Featurized(names, np.empty(0), np.empty(0), [], [], [], [])
+    xs, ys, out = [], [], Featurized(names, np.empty(0), np.empty(0), [], [], [], [], [])
     for r in tqdm(rows, disable=not progress, desc="features", leave=False):
         base, top, x = query_matrix(ctx, ctx.query(r, train_row=train_rows), k, names, vectors)
         gold = ctx.gold(r)
@@ -174,6 +197,7 @@ def featurize(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: b
         out.base.append(base)
         out.top.append(top)
         out.gold.append(gold)
+        out.seen.append(bool(gold >= 0 and x[top == gold, names.index("memory")].sum() > 0))
     out.x, out.y = np.concatenate(xs), np.concatenate(ys)
     return out
 
@@ -194,14 +218,15 @@ def fit_reranker(train: Featurized, names: Sequence[str], *, valid: Featurized |
         sizes = [s for s, g, t in zip(f.sizes, f.gold, f.top) if g >= 0 and g in set(t.tolist())]
         return lgb.Dataset(_columns(f, names)[keep], f.y[keep], group=sizes, feature_name=list(names),
                            reference=reference, free_raw_data=False)
-    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [1, 10], "learning_rate": 0.05,
+    params = {"objective": "lambdarank", "metric": "map", "eval_at": [max(train.sizes)], "learning_rate": 0.05,
               "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.9, "bagging_fraction": 0.8,
               "bagging_freq": 1, "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 2,
               "verbose": -1}
     train_set = dataset(train)
     valid_sets, callbacks = [], []
     if valid is not None:
-        valid_sets, callbacks = [dataset(valid, train_set)], [lgb.early_stopping(50, verbose=False)]
+        valid_sets = [dataset(valid, train_set)]
+        callbacks = [lgb.early_stopping(50, first_metric_only=True, verbose=False)]
     return lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
 
 

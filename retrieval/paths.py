@@ -207,6 +207,18 @@ def row_fold(digest: str, folds: int) -> int:
     return int(digest[:12], 16) % folds
 
 
+#: how train rows are grouped into folds: `row` (each row; what retrieval uses) or `pair` (every row
+#: of one (question, answer) pair in one fold: out of fold, a row's pair looks as unseen as a test pair's)
+FOLD_GROUPS = ("row", "pair")
+
+
+def fold_of(row: dict[str, Any], folds: int, group: str = "row") -> int:
+    if group == "pair":
+        from kg_store.hashing import sha256_bytes
+        return row_fold(sha256_bytes(f"{row['question']}\t{row['answer']}".encode()), folds)
+    return row_fold(mars_row_digest(row), folds)
+
+
 class FoldedPrior:
     """A path prior fitted in `folds` parts of its train file (one `PathPrior` of counts per fold).
 
@@ -285,12 +297,13 @@ def merge_priors(priors: list[PathPrior]) -> PathPrior:
 
 
 def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
-              folds: int = DEFAULT_FOLDS) -> str:
+              folds: int = DEFAULT_FOLDS, group: str = "row") -> str:
     """What the prior depends on: the graph, the train file's bytes, the answer space, the walk, the folds."""
     from kg_store.hashing import config_hash, sha256_bytes, sha256_file
     space = sha256_bytes(np.asarray(answer_space, np.int64).tobytes()) if answer_space is not None else None
     return config_hash({"format": PRIOR_FORMAT, "graph": store.manifest.get("graph"), "train": sha256_file(train_file),
-                        "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING, "folds": folds})
+                        "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING, "folds": folds,
+                        **({"group": group} if group != "row" else {})})
 
 
 def read_mars_rows(path: Any) -> list[dict[str, Any]]:
@@ -299,7 +312,7 @@ def read_mars_rows(path: Any) -> list[dict[str, Any]]:
 
 
 def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
-                   folds: int = DEFAULT_FOLDS) -> FoldedPrior:
+                   folds: int = DEFAULT_FOLDS, group: str = "row") -> FoldedPrior:
     """Count every train query of a MARS-format file (question, answer, example pair), each into
     the fold of its row."""
     rows = read_mars_rows(train_file)
@@ -312,7 +325,7 @@ def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None,
         if q < 0 or a < 0:
             continue
         ex = linking_types(graph, id_of[r["example"][0]], id_of[r["example"][1]], R)
-        parts[row_fold(mars_row_digest(r), folds)].observe(paths_from(graph, q, R, max_hops=max_hops), a, ex,
+        parts[fold_of(r, folds, group)].observe(paths_from(graph, q, R, max_hops=max_hops), a, ex,
                                                            answer_space)
     return FoldedPrior(parts)
 
@@ -339,20 +352,20 @@ def read_prior(store: Any, key: str) -> FoldedPrior:
 
 
 def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
-                      folds: int = DEFAULT_FOLDS) -> tuple[FoldedPrior, str]:
+                      folds: int = DEFAULT_FOLDS, group: str = "row") -> tuple[FoldedPrior, str]:
     """The committed prior for this (graph, train split, answer space, folds), fitted and committed once."""
     import time
     from kg_store import KGStore, atomic, open_store
     store = open_store(kg)
-    key = prior_key(store, train_file, answer_space, max_hops, folds)
+    key = prior_key(store, train_file, answer_space, max_hops, folds, group)
     rel = f"{PRIOR_DIR}/{key}"
     if store.artifact(rel) is not None:
         return read_prior(store, key), key
     t0 = time.perf_counter()
-    prior = fit_mars_prior(store, train_file, answer_space, max_hops, folds)
+    prior = fit_mars_prior(store, train_file, answer_space, max_hops, folds, group)
     with KGStore.writer(kg) as w:
         atomic.write_parquet(w.root / f"{rel}.parquet", prior.to_table(), compression="zstd")
-        w.set_artifact(rel, {"key": key, "queries": prior.full.queries, "folds": folds,
+        w.set_artifact(rel, {"key": key, "queries": prior.full.queries, "folds": folds, "group": group,
                              "path_types": int(len(prior.full._tables()[0])), "train_file": str(train_file),
                              "seconds": round(time.perf_counter() - t0, 3)},
                        files=[f"{rel}.parquet"])
