@@ -76,9 +76,9 @@ def strata_metrics(ranks: dict[str, float], strata: dict[str, dict[str, bool]]) 
 
 def compare_all(ranks: dict[str, dict[str, dict[str, float]]], pairs: Sequence[tuple[str, str]],
                 split: str, strata: dict[str, dict[str, bool]], seed: int = 0) -> list[dict[str, Any]]:
-    """Paired comparisons (MRR difference, bootstrap 95 % interval, sign-flip permutation p, sign test)
-    of the pairs on the lines both ranked; Holm-corrected over every comparison reported together."""
-    from model.metrics import bootstrap_mrr_diff, format_p, holm, permutation_mrr_p, sign_test
+    """Paired comparisons of the pairs on the lines both ranked, overall and per stratum; Holm-corrected
+    over every comparison reported together."""
+    from model.metrics import add_holm, compare_ranks
     rows = []
     for a, b in pairs:
         if a not in ranks or b not in ranks:
@@ -90,20 +90,10 @@ def compare_all(ranks: dict[str, dict[str, dict[str, float]]], pairs: Sequence[t
             parts[f"not_{name}"] = lambda q, f=flags: f.get(q) is False
         for part, keep in parts.items():
             qs = [q for q in ra if q in rb and keep(q)]
-            if not qs:
-                continue
-            x, y = [ra[q] for q in qs], [rb[q] for q in qs]
-            diff, lo, hi = bootstrap_mrr_diff(x, y, seed=seed)
-            rows.append({"a": a, "b": b, "split": split, "part": part, "queries": len(qs), "mrr_diff": diff,
-                         "ci95": [lo, hi], "permutation_p": permutation_mrr_p(x, y, n_perm=N_PERM, seed=seed),
-                         **sign_test(x, y)})
-    adjusted = holm({str(i): r["permutation_p"] for i, r in enumerate(rows)})
-    for i, r in enumerate(rows):
-        r["holm_p"] = adjusted[str(i)]
-        r["permutation_p_text"] = format_p(r["permutation_p"], N_PERM)
-        # a raw p at the permutation floor only bounds the adjusted one from above
-        at_floor = r["permutation_p_text"].startswith("<")
-        r["holm_p_text"] = f"≤ {r['holm_p']:.2g}" if at_floor else format_p(r["holm_p"])
+            if qs:
+                rows.append({"a": a, "b": b, "split": split, "part": part,
+                             **compare_ranks([ra[q] for q in qs], [rb[q] for q in qs], n_perm=N_PERM, seed=seed)})
+    add_holm(rows, N_PERM)
     return rows
 
 
@@ -220,12 +210,10 @@ def markdown(result: dict[str, Any]) -> str:
         out.append("")
     rows = [c for c in result.get("comparisons", []) if c["part"] == "all"]
     if rows:
+        from model.metrics import comparison_cells
         out += ["| comparison | split | queries | MRR diff | 95 % CI | permutation p | Holm p | better / worse / ties |",
                 "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
-        for c in rows:
-            out.append(f"| {c['a']} vs {c['b']} | {c['split']} | {c['queries']} | {c['mrr_diff']:+.4f} | "
-                       f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['permutation_p_text']} | {c['holm_p_text']} | "
-                       f"{c['better']} / {c['worse']} / {c['ties']} |")
+        out += [f"| {c['a']} vs {c['b']} | {c['split']} | {comparison_cells(c)} |" for c in rows]
     return "\n".join(out) + "\n"
 
 

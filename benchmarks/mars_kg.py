@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.mars_smollm2 import ENCODER, prepare_store  # noqa: E402
-from model.metrics import bootstrap_mrr_diff, permutation_mrr_p, sign_test, summarize  # noqa: E402
+from model.metrics import add_holm, bootstrap_mrr_diff, comparison_cells, permutation_mrr_p, sign_test, summarize  # noqa: E402,F401
 
 #: variant → how it is built; `queries`: which dev sample it is ranked on
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -223,33 +223,16 @@ def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequenc
             strata: dict[str, dict[int, bool]], seed: int) -> dict[str, Any]:
     """Paired comparison of variant a vs b on the queries both have: overall and per stratum (seen
     pair, answer in the retrieved facts) and its complement."""
-    out: dict[str, Any] = {}
+    from model.metrics import compare_ranks
     parts: dict[str, Any] = {"all": lambda q: True}
     for name, flags in strata.items():
         parts[name] = lambda q, f=flags: f.get(q) is True
         parts[f"not_{name}"] = lambda q, f=flags: f.get(q) is False
+    out: dict[str, Any] = {}
     for part, keep in parts.items():
         qs = [q for q in queries if keep(q) and str(q) in ranks.get(a, {}) and str(q) in ranks.get(b, {})]
-        ra, rb = [ranks[a][str(q)] for q in qs], [ranks[b][str(q)] for q in qs]
-        diff, lo, hi = bootstrap_mrr_diff(ra, rb, seed=seed)
-        out[part] = {"queries": len(qs), "mrr_a": summarize(ra).get("mrr"), "mrr_b": summarize(rb).get("mrr"),
-                     "mrr_diff": diff, "ci95": [lo, hi], "mrr_permutation_p": permutation_mrr_p(ra, rb, seed=seed),
-                     **sign_test(ra, rb)}
+        out[part] = compare_ranks([ranks[a][str(q)] for q in qs], [ranks[b][str(q)] for q in qs], seed=seed)
     return out
-
-
-def add_holm(comparisons: dict[str, dict[str, Any]]) -> None:
-    """Holm-adjust the permutation p of every (comparison, part) reported together, in place."""
-    from model.metrics import format_p, holm
-    flat = {f"{name}|{part}": c["mrr_permutation_p"] for name, parts in comparisons.items()
-            for part, c in parts.items() if c["queries"]}
-    adjusted = holm(flat)
-    for key, p in adjusted.items():
-        name, part = key.split("|")
-        c = comparisons[name][part]
-        c["holm_p"] = p
-        c["p_text"] = format_p(c["mrr_permutation_p"], 10000)
-        c["holm_p_text"] = f"≤ {p:.2g}" if c["p_text"].startswith("<") else format_p(p)
 
 
 def answer_in_facts(shards: Path, dev_line: dict[str, int]) -> dict[int, bool]:
@@ -473,9 +456,7 @@ def markdown(result: dict[str, Any]) -> str:
         for part, c in parts.items():
             if not c["queries"]:
                 continue
-            rows.append(f"| {name} | {part} | {c['queries']} | {c['mrr_diff']:+.4f} | "
-                        f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['p_text']} | {c['holm_p_text']} | "
-                        f"{c['better']} / {c['worse']} / {c['ties']} | {c['sign_test_p']:.2g} |")
+            rows.append(f"| {name} | {part} | {comparison_cells(c)} | {c['sign_test_p']:.2g} |")
     return "\n".join(rows) + "\n"
 
 
@@ -630,7 +611,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                         strata, args.seed)
     if "late_fusion" in ranks:  # complementary only if the fusion also beats the prior alone
         comparisons["late_fusion vs kg_only"] = compare(ranks, "late_fusion", "kg_only", main_q, strata, args.seed)
-    add_holm(comparisons)
+    add_holm([c for parts in comparisons.values() for c in parts.values()])
     # every variant on the ablation queries, so the ablation rows compare like with like
     on_ablation = {name: summarize([r[str(q)] for q in abl_q if str(q) in r]) for name, r in ranks.items()}
     result = {

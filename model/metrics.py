@@ -154,3 +154,29 @@ def format_p(p: float, n_perm: int | None = None) -> str:
     if n_perm is not None and p <= 1.0 / (n_perm + 1) + 1e-15:
         return f"< 1/{n_perm + 1}"
     return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+
+
+def compare_ranks(a: Sequence[float], b: Sequence[float], *, n_perm: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """Paired comparison of two rankers' ranks on the same queries: MRR difference, bootstrap 95 %
+    interval, sign-flip permutation p of the MRR difference, and the sign test on the ranks."""
+    diff, lo, hi = bootstrap_mrr_diff(a, b, seed=seed)
+    return {"queries": len(a), "mrr_a": summarize(a).get("mrr"), "mrr_b": summarize(b).get("mrr"), "mrr_diff": diff,
+            "ci95": [lo, hi], "mrr_permutation_p": permutation_mrr_p(a, b, n_perm=n_perm, seed=seed),
+            **sign_test(a, b)}
+
+
+def add_holm(rows: Sequence[dict[str, Any]], n_perm: int = 10000) -> None:
+    """Holm-adjust the permutation p of comparisons reported together, in place, with their text
+    (a raw p at the permutation floor prints as "< 1/(B+1)"; its adjusted p as an upper bound)."""
+    live = [r for r in rows if r.get("queries")]
+    adjusted = holm({str(i): r["mrr_permutation_p"] for i, r in enumerate(live)})
+    for i, r in enumerate(live):
+        r["holm_p"] = adjusted[str(i)]
+        r["p_text"] = format_p(r["mrr_permutation_p"], n_perm)
+        r["holm_p_text"] = f"≤ {r['holm_p']:.2g}" if r["p_text"].startswith("<") else format_p(r["holm_p"])
+
+
+def comparison_cells(c: dict[str, Any]) -> str:
+    """The Markdown cells of one comparison: queries, MRR diff, interval, p, Holm p, better/worse/ties."""
+    return (f"{c['queries']} | {c['mrr_diff']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['p_text']} | "
+            f"{c['holm_p_text']} | {c['better']} / {c['worse']} / {c['ties']}")
