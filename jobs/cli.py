@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import logging
 import pkgutil
 import re
@@ -86,6 +87,8 @@ def object_store_args(argv: list[str]):
     `--kg s3://bucket/prefix` becomes the local working copy of that store (synced to its
     committed version; what the command commits is published when it ends) and every
     `--source FORMAT:s3://bucket/key` a downloaded copy. Arguments without URLs pass through.
+    With a `--kg` URL the command's standard output is held back until the publish succeeded:
+    a writer that lost the publish race (exit 4) prints no success summary.
     """
     from kg_store.remote import is_url
     split = next((i for i, tok in enumerate(argv) if tok in cli.commands), len(argv))
@@ -98,11 +101,13 @@ def object_store_args(argv: list[str]):
         return
     from kg_store import remote
     cache = (_option_values(head, "--cache-dir") or [(0, None)])[-1][1]
+    held = io.StringIO()
     with contextlib.ExitStack() as stack:
         wc = None
         if kgs:
             if len({v for _, v in kgs}) > 1:
                 raise ConfigError("give one --kg URL")
+            stack.enter_context(contextlib.redirect_stdout(held))  # left after the publish (LIFO)
             wc = stack.enter_context(remote.open_working_copy(
                 kgs[0][1], cache_dir=cache, verify=bool(rest) and rest[0] == "verify"))
             for p in wc.problems:
@@ -116,6 +121,7 @@ def object_store_args(argv: list[str]):
             local = wc.add_source(m.group(2)) if wc else remote.fetch_local_source(m.group(2), cache)
             _set_value(rest, i, "--source", f"{m.group(1)}:{local}")
         yield head + rest
+    sys.stdout.write(held.getvalue())
 
 
 def main(argv: list[str] | None = None) -> None:
