@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import io
 import logging
+import os
 import pkgutil
 import re
 import sys
@@ -80,6 +81,20 @@ def _set_value(args: list[str], i: int, name: str, value: str) -> None:
     args[i] = f"{name}={value}" if args[i].startswith(name + "=") else value
 
 
+def _config_kg(args: list[str]) -> str | None:
+    """`job.kg` of the `--config` of `mmkg run` (None when absent or unreadable: `run` reports it)."""
+    from jobs.config import read_config
+    configs = _option_values(args, "--config")
+    if not configs:
+        return None
+    try:
+        _, job = read_config(configs[-1][1], kind="pipeline config")
+    except MMKGError:
+        return None
+    kg = job.get("kg")
+    return kg if isinstance(kg, str) else None
+
+
 @contextlib.contextmanager
 def object_store_args(argv: list[str]):
     """The one place that maps object-store URLs to local paths (kg_store.remote).
@@ -93,11 +108,18 @@ def object_store_args(argv: list[str]):
     from kg_store.remote import is_url
     split = next((i for i, tok in enumerate(argv) if tok in cli.commands), len(argv))
     head, rest = argv[:split], list(argv[split:])
+    for i, v in _option_values(rest, "--kg"):
+        if v and not is_url(v):  # `snap-12:00` is a folder: absolute, so no reader takes it for a URI
+            _set_value(rest, i, "--kg", os.path.abspath(v))
+    if rest[:1] == ["run"] and not _option_values(rest, "--kg"):
+        kg = _config_kg(rest)
+        if kg is not None and is_url(kg):  # `job.kg: s3://…` is handled exactly like `--kg s3://…`
+            rest += ["--kg", kg]
     kgs = [(i, v) for i, v in _option_values(rest, "--kg") if is_url(v)]
     sources = [(i, m) for i, v in _option_values(rest, "--source")
                if (m := _SOURCE.match(v)) and is_url(m.group(2))]
     if not kgs and not sources:
-        yield argv
+        yield head + rest
         return
     from kg_store import remote
     cache = (_option_values(head, "--cache-dir") or [(0, None)])[-1][1]

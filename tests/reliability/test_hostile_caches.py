@@ -1,0 +1,99 @@
+"""Issue 32: caches verified before use. A vector cache segment or an embed resume chunk that
+was overwritten with other bytes of the right size is discarded and encoded again (it was
+committed as wrong vectors); the vector cache is keyed by the encoder's weights digest, runtime
+and precision as well as the text. Real CLI (`jobs.cli.main`; a child process for the killed
+run), real MiniLM on torch (the fastest path that needs no ONNX export)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kg_store import open_store
+from kg_store.vectors import load_vectors
+from tests.reliability.helpers import REPO, _env
+from tests.reliability.hostile_fixtures import run_cli, small_store
+
+EMBED = ("embed", "--encoder", "minilm", "--runtime", "torch", "--no-progress", "--chunk-size", "1")
+
+
+def _vectors(kg: Path) -> dict[str, np.ndarray]:
+    store = open_store(kg)
+    return {kind: np.array(load_vectors(store, "minilm", kind)[1]) for kind in ("entity", "triple")}
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """A small store embedded once, untouched: (its folder, its vectors)."""
+    root = tmp_path_factory.mktemp("clean")
+    kg = small_store(root)
+    from jobs.cli import main
+    with pytest.raises(SystemExit) as e:
+        main([*EMBED[:1], "--kg", str(kg), *EMBED[1:]])
+    assert e.value.code == 0
+    return kg, _vectors(kg)
+
+
+def test_an_overwritten_vector_cache_segment_is_discarded(clean, tmp_path, capsys):
+    """Every cached vector replaced by zeros, files of the same size: the next embed encodes
+    again and commits the true vectors (the zeros were committed)."""
+    kg = tmp_path / "kg"
+    shutil.copytree(clean[0], kg)
+    segments = sorted((kg / "cache" / "embeddings").rglob("seg-*.vecs.npy"))
+    assert segments
+    for seg in segments:
+        v = np.load(seg)
+        np.save(seg, np.zeros_like(v))
+    code, out, err = run_cli(capsys, *EMBED[:1], "--kg", kg, *EMBED[1:])
+    assert code == 0, err
+    got = _vectors(kg)
+    for kind, want in clean[1].items():
+        assert np.allclose(got[kind], want, atol=1e-6), kind
+
+
+def test_an_overwritten_resume_chunk_is_encoded_again(clean, tmp_path, capsys):
+    """An embed killed after its first chunks; one finished chunk overwritten with zeros of the
+    same size: the resumed run re-encodes it (its recorded sha256 was never compared)."""
+    kg = tmp_path / "kg"
+    shutil.copytree(clean[0], kg, ignore=shutil.ignore_patterns("cache", "work"))
+    kill = ("import os, signal, sys, pipeline.embed as e\n"
+            "write, n = e.ChunkScratch.write, [0]\n"
+            "def dying(self, *a):\n"
+            "    write(self, *a)\n"
+            "    n[0] += 1\n"
+            "    if n[0] == 2:\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "e.ChunkScratch.write = dying\n"
+            "from jobs.cli import main\nmain(sys.argv[1:])\n")
+    res = subprocess.run([sys.executable, "-c", kill, EMBED[0], "--kg", str(kg), *EMBED[1:]], cwd=REPO, env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == -9, res.stderr
+    chunks = sorted((kg / "work" / "embed").rglob("chunk-*.npy"))
+    assert len(chunks) == 2, chunks
+    for chunk in chunks:
+        np.save(chunk, np.zeros_like(np.load(chunk)))
+    code, out, err = run_cli(capsys, *EMBED[:1], "--kg", kg, *EMBED[1:])
+    assert code == 0, err
+    got = _vectors(kg)
+    for kind, want in clean[1].items():
+        assert np.allclose(got[kind], want, atol=1e-6), kind
+
+
+def test_the_vector_cache_is_keyed_by_the_encoders_weights(tmp_path):
+    """Other weights (one byte of the safetensors changed) never share the cache folder of the
+    original weights (the folder was keyed by name and precision alone)."""
+    from pipeline.encoders.minilm import MiniLMEncoder, minilm_path
+    from pipeline.vector_cache import VectorCache
+    copy = tmp_path / "model"
+    shutil.copytree(minilm_path(), copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1001] ^= 0x01
+    weights.write_bytes(bytes(data))
+    original = MiniLMEncoder(runtime="torch")
+    changed = MiniLMEncoder(model_dir=copy, runtime="torch")
+    assert VectorCache.for_encoder(tmp_path / "kg", original).root != VectorCache.for_encoder(tmp_path / "kg", changed).root
