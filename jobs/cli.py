@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from jobs.terminal import printable_lines
 from kg_store.errors import ConfigError, KGStoreError, LockedError, MMKGError
 
 #: documented exit codes (README "Exit codes")
@@ -133,7 +134,7 @@ def object_store_args(argv: list[str]):
             wc = stack.enter_context(remote.open_working_copy(
                 kgs[0][1], cache_dir=cache, verify=bool(rest) and rest[0] == "verify"))
             for p in wc.problems:
-                click.echo(f"BAD remote object {p}", err=True)
+                click.echo(f"BAD remote object {printable_lines(p)}", err=True)
             if wc.base is None and rest and rest[0] not in ("ingest", "run"):
                 raise KGStoreError(f"{wc.remote.url} is not a KG store (no manifest.json there); "
                                    "create one with `mmkg ingest --kg URL`")
@@ -157,10 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(EXIT_FAILURE)
     except click.ClickException as e:
+        e.message = printable_lines(e.message)  # a value from an input file or argument, shown escaped
         e.show()
         sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_FAILURE)
     except (MMKGError, ImportError) as e:  # ImportError: an optional dependency, with its install hint
-        click.echo(f"mmkg: {e}", err=True)
+        # one escaping for every error line (reject lists, "no valid query", paths): jobs.terminal
+        click.echo(f"mmkg: {printable_lines(e)}", err=True)
         sys.exit(exit_code(e))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

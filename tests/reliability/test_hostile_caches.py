@@ -96,3 +96,21 @@ def test_the_vector_cache_is_keyed_by_the_encoders_weights(tmp_path):
     original = MiniLMEncoder(runtime="torch")
     changed = MiniLMEncoder(model_dir=copy, runtime="torch")
     assert VectorCache.for_encoder(tmp_path / "kg", original).root != VectorCache.for_encoder(tmp_path / "kg", changed).root
+
+
+@pytest.mark.slow  # de-quantizes SmolLM2 twice (~15 s each on a shared CPU)
+def test_an_overwritten_weights_cache_is_rebuilt(tmp_path):
+    """The safetensors copy of SmolLM2 overwritten with other bytes of the same size: the next
+    load re-hashes it, deletes it and builds it again (it was loaded as it was)."""
+    import torch
+
+    from model.weights_cache import load_smollm2
+    model, _ = load_smollm2(cache_dir=tmp_path)
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = tmp_path / "backbones" / "smollm2-135m" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4096:] = bytes(4096)  # the tail of the last tensor: the file still loads
+    weights.write_bytes(bytes(data))
+    again, _ = load_smollm2(cache_dir=tmp_path)
+    got = again.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items())
