@@ -227,3 +227,20 @@ def test_a_writer_that_loses_the_publish_race_prints_no_success_summary(s3, tmp_
     assert res.returncode == 4, res.stderr
     assert "another writer" in res.stderr and "Traceback" not in res.stderr
     assert res.stdout == "", res.stdout
+
+
+def test_a_job_kg_url_is_handled_like_a_kg_url(s3, tmp_path, capsys, monkeypatch):
+    """`job.kg: s3://…` in a pipeline YAML: the run works on the store's working copy and
+    publishes it (it created `./s3:/…` in the current folder, then a traceback)."""
+    _, bucket, _ = s3
+    prefix = f"jobkg-{uuid.uuid4().hex[:8]}"
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("head\trelation\ttail\nQ1\tP1\tQ2\n")
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(json.dumps({"metadata": {"title": "t"}, "job": {
+        "kg": f"s3://{bucket}/{prefix}", "ingest": {"sources": [f"tsv:{tsv}"], "engine": "local"}}}))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "--cache-dir", tmp_path / "cache", "run", "--config", cfg, "--no-progress")
+    assert code == 0, (out, err)
+    assert _manifest(s3, prefix)["kg_version"] == 1
+    assert not (tmp_path / "s3:").exists()
