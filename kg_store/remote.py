@@ -31,6 +31,15 @@ version it started from is uploaded and published. Limits:
   stay in the working copy on this machine; they are not uploaded;
 * objects no manifest names any more (old versions, lost races) are not deleted remotely yet.
 
+Nothing remote or cached is trusted before it is checked (issue 32): a remote manifest is
+refused over `MAX_REMOTE_MANIFEST_BYTES` before it is read, and its entries are validated before
+anything touches disk (64-hex sha256, non-negative size, plain relative path, nothing under the
+local-only `cache/` and `work/`); objects are streamed, hashed while read and cut off at the size
+the entry gives; a cached object is re-hashed on every use and fetched again when it differs, and
+`verify --kg URL` re-downloads every object into the cache (repairing it); an object already in
+the bucket is re-read before a publish skips it; every cache folder is created 0700 and a folder
+on the way that is a symlink or another user's is refused (`safe_io.private_dir`).
+
 Filesystems come from fsspec (`s3fs` for s3://, `gcsfs` for gs://, `adlfs` for abfs://), so
 reading a store needs only the fsspec implementation of its scheme. Publishing also needs the
 scheme's conditional put: implemented for S3 (boto3 `put_object(IfMatch=/IfNoneMatch=)`, tested
