@@ -105,11 +105,11 @@ def test_an_object_larger_than_its_entry_is_cut_off_at_the_entry_size(s3, tmp_pa
     client.put_object(Bucket=bucket, Key=f"{prefix}/objects/{sha[:2]}/{sha}", Body=b"\0" * (40 << 20))
     io_file = tmp_path / "io.txt"
     res = _child_io(["--cache-dir", str(tmp_path / "reader"), "stats", "--kg", url], env, io_file)
+    written = dict(line.split(": ") for line in io_file.read_text().splitlines())
+    assert int(written["wchar"]) < (4 << 20), written  # was ≥ 40 MB: the whole object went to disk
     assert res.returncode == 1, res.stderr
     _one_line(res.stderr)
     assert "more than the 16 bytes" in res.stderr
-    written = dict(line.split(": ") for line in io_file.read_text().splitlines())
-    assert int(written["wchar"]) < (4 << 20), written  # was ≥ 40 MB: the whole object went to disk
 
 
 def test_a_huge_remote_manifest_is_refused_before_it_is_read(s3, tmp_path):
