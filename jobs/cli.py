@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import logging
+import os
 import pkgutil
 import re
 import sys
 
 import click
 
-from jobs.terminal import printable
+from jobs.terminal import printable_lines
 from kg_store.errors import ConfigError, KGStoreError, LockedError, MMKGError
 
 #: documented exit codes (README "Exit codes")
@@ -80,6 +82,20 @@ def _set_value(args: list[str], i: int, name: str, value: str) -> None:
     args[i] = f"{name}={value}" if args[i].startswith(name + "=") else value
 
 
+def _config_kg(args: list[str]) -> str | None:
+    """`job.kg` of the `--config` of `mmkg run` (None when absent or unreadable: `run` reports it)."""
+    from jobs.config import read_config
+    configs = _option_values(args, "--config")
+    if not configs:
+        return None
+    try:
+        _, job = read_config(configs[-1][1], kind="pipeline config")
+    except MMKGError:
+        return None
+    kg = job.get("kg")
+    return kg if isinstance(kg, str) else None
+
+
 @contextlib.contextmanager
 def object_store_args(argv: list[str]):
     """The one place that maps object-store URLs to local paths (kg_store.remote).
@@ -87,27 +103,38 @@ def object_store_args(argv: list[str]):
     `--kg s3://bucket/prefix` becomes the local working copy of that store (synced to its
     committed version; what the command commits is published when it ends) and every
     `--source FORMAT:s3://bucket/key` a downloaded copy. Arguments without URLs pass through.
+    With a `--kg` URL the command's standard output is held back until the publish succeeded:
+    a writer that lost the publish race (exit 4) prints no success summary.
     """
     from kg_store.remote import is_url
     split = next((i for i, tok in enumerate(argv) if tok in cli.commands), len(argv))
     head, rest = argv[:split], list(argv[split:])
+    for i, v in _option_values(rest, "--kg"):
+        if v and not is_url(v):  # `snap-12:00` is a folder: absolute, so no reader takes it for a URI
+            _set_value(rest, i, "--kg", os.path.abspath(v))
+    if rest[:1] == ["run"] and not _option_values(rest, "--kg"):
+        kg = _config_kg(rest)
+        if kg is not None and is_url(kg):  # `job.kg: s3://…` is handled exactly like `--kg s3://…`
+            rest += ["--kg", kg]
     kgs = [(i, v) for i, v in _option_values(rest, "--kg") if is_url(v)]
     sources = [(i, m) for i, v in _option_values(rest, "--source")
                if (m := _SOURCE.match(v)) and is_url(m.group(2))]
     if not kgs and not sources:
-        yield argv
+        yield head + rest
         return
     from kg_store import remote
     cache = (_option_values(head, "--cache-dir") or [(0, None)])[-1][1]
+    held = io.StringIO()
     with contextlib.ExitStack() as stack:
         wc = None
         if kgs:
             if len({v for _, v in kgs}) > 1:
                 raise ConfigError("give one --kg URL")
+            stack.enter_context(contextlib.redirect_stdout(held))  # left after the publish (LIFO)
             wc = stack.enter_context(remote.open_working_copy(
                 kgs[0][1], cache_dir=cache, verify=bool(rest) and rest[0] == "verify"))
             for p in wc.problems:
-                click.echo(f"BAD remote object {p}", err=True)
+                click.echo(f"BAD remote object {printable_lines(p)}", err=True)
             if wc.base is None and rest and rest[0] not in ("ingest", "run"):
                 raise KGStoreError(f"{wc.remote.url} is not a KG store (no manifest.json there); "
                                    "create one with `mmkg ingest --kg URL`")
@@ -117,6 +144,7 @@ def object_store_args(argv: list[str]):
             local = wc.add_source(m.group(2)) if wc else remote.fetch_local_source(m.group(2), cache)
             _set_value(rest, i, "--source", f"{m.group(1)}:{local}")
         yield head + rest
+    sys.stdout.write(held.getvalue())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,11 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(EXIT_FAILURE)
     except click.ClickException as e:
+        e.message = printable_lines(e.message)  # a value from an input file or argument, shown escaped
         e.show()
         sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_FAILURE)
     except (MMKGError, ImportError) as e:  # ImportError: an optional dependency, with its install hint
-        # messages quote input (reject reasons, raw lines): escaped line by line, newlines kept
-        click.echo("mmkg: " + "\n".join(printable(line) for line in str(e).split("\n")), err=True)
+        # one escaping for every error line (reject lists, "no valid query", paths): jobs.terminal
+        click.echo(f"mmkg: {printable_lines(e)}", err=True)
         sys.exit(exit_code(e))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -299,7 +299,11 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
                  dry_run: bool = False, wait: float = 0.0, progress: bool = True,
                  config_path: str | Path | None = None, echo: Any = None) -> RunReport:
     """Run the configured stages that are not cached; returns the run report (also written to disk)."""
-    kg = Path(kg)
+    from kg_store.remote import is_url
+    if is_url(kg):  # `mmkg run` maps a job.kg URL to its working copy; anything else would make ./s3:/…
+        raise ConfigError(f"kg {kg!r} is an object-store URL: run it with `mmkg run` (or `--kg URL`), which "
+                          "syncs and publishes the store; run_pipeline itself works on a local folder")
+    kg = Path(os.path.abspath(kg))  # `snap-12:00` is a folder, never a URI to pyarrow
     blocks = {"ingest": ingest, "embed": embed, "index": index, "retrieve": retrieve, "train": train,
               "evaluate": evaluate}
     for name, block in blocks.items():

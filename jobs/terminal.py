@@ -10,8 +10,10 @@ import json
 import re
 from typing import Any
 
+from kg_store.unsafe_text import UNSAFE_CHARS
+
 #: C0 and C1 controls, DEL, and the Unicode format characters that reorder or break lines
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = UNSAFE_CHARS
 #: what json.dumps(ensure_ascii=False) leaves unescaped of the above (it escapes C0 itself)
 _UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -27,10 +29,15 @@ def printable(value: Any) -> str:
     return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
 
 
+def printable_lines(value: Any) -> str:
+    """`printable` line by line: a message made of several lines keeps its line breaks."""
+    return "\n".join(printable(line) for line in ("" if value is None else str(value)).split("\n"))
+
+
 def safe_json(obj: Any, **kwargs: Any) -> str:
     """`json.dumps(obj, ensure_ascii=False)` whose strings carry no raw control characters."""
     text = json.dumps(obj, ensure_ascii=False, **kwargs)
     return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-__all__ = ["printable", "safe_json"]
+__all__ = ["printable", "printable_lines", "safe_json"]

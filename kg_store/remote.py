@@ -31,6 +31,15 @@ version it started from is uploaded and published. Limits:
   stay in the working copy on this machine; they are not uploaded;
 * objects no manifest names any more (old versions, lost races) are not deleted remotely yet.
 
+Nothing remote or cached is trusted before it is checked (issue 32): a remote manifest is
+refused over `MAX_REMOTE_MANIFEST_BYTES` before it is read, and its entries are validated before
+anything touches disk (64-hex sha256, non-negative size, plain relative path, nothing under the
+local-only `cache/` and `work/`); objects are streamed, hashed while read and cut off at the size
+the entry gives; a cached object is re-hashed on every use and fetched again when it differs, and
+`verify --kg URL` re-downloads every object into the cache (repairing it); an object already in
+the bucket is re-read before a publish skips it; every cache folder is created 0700 and a folder
+on the way that is a symlink or another user's is refused (`safe_io.private_dir`).
+
 Filesystems come from fsspec (`s3fs` for s3://, `gcsfs` for gs://, `adlfs` for abfs://), so
 reading a store needs only the fsspec implementation of its scheme. Publishing also needs the
 scheme's conditional put: implemented for S3 (boto3 `put_object(IfMatch=/IfNoneMatch=)`, tested
@@ -56,6 +65,7 @@ from typing import Any, Iterator
 from kg_store import atomic, manifest as mf
 from kg_store.errors import ConfigError, CorruptFileError, KGStoreError, LockedError
 from kg_store.hashing import sha256_file
+from kg_store.safe_io import check_cached_file, open_new, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,14 @@ log = logging.getLogger(__name__)
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 CACHE_ENV = "MMKG_REMOTE_CACHE"
 OBJECTS, HISTORY = "objects", "history"
+#: a remote manifest larger than this is refused before it is read: parsing JSON costs about 35
+#: times its size in memory (a 20 MB manifest: 740 MB), and a store of 100,000 files has ~15 MB
+MAX_REMOTE_MANIFEST_BYTES = 32 << 20
+#: an object's sha256 as the manifest must record it (it becomes a file name in the object cache)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: working-copy folders that are local state, never committed: a remote manifest may not name them
+LOCAL_ONLY = ("cache", "work")
+_STREAM = 1 << 20
 #: install hint per scheme (s3 is pinned in requirements.txt; the others are the user's choice)
 _INSTALL = {"s3": "pip install -r requirements.txt (s3fs, boto3)", "s3a": "pip install -r requirements.txt (s3fs, boto3)",
             "gs": "pip install gcsfs", "gcs": "pip install gcsfs", "abfs": "pip install adlfs", "az": "pip install adlfs"}
@@ -118,7 +136,11 @@ class _S3Conditional:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise KGStoreError(f"s3://{self.bucket}/{self.key}: {e}") from None
-        return resp["Body"].read(), resp["ETag"]
+        with contextlib.closing(resp["Body"]) as body:  # refused from its length, never read whole
+            if int(resp.get("ContentLength") or 0) > MAX_REMOTE_MANIFEST_BYTES:
+                raise CorruptFileError(f"s3://{self.bucket}/{self.key}",
+                                       f"{resp['ContentLength']} bytes > limit {MAX_REMOTE_MANIFEST_BYTES}")
+            return body.read(MAX_REMOTE_MANIFEST_BYTES + 1), resp["ETag"]
 
     def put(self, data: bytes, etag: str | None) -> str:
         cond = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
@@ -144,7 +166,10 @@ class _ReadOnlyConditional:
     def get(self) -> tuple[bytes, str] | None:
         if not self.fs.exists(self.path):
             return None
-        return self.fs.cat_file(self.path), ""
+        if self.fs.size(self.path) > MAX_REMOTE_MANIFEST_BYTES:
+            raise CorruptFileError(f"{self.scheme}://{self.path}", f"more than {MAX_REMOTE_MANIFEST_BYTES} bytes")
+        with self.fs.open(self.path, "rb") as f:
+            return f.read(MAX_REMOTE_MANIFEST_BYTES + 1), ""
 
     def put(self, data: bytes, etag: str | None) -> str:
         raise ConfigError(f"publishing to {self.scheme}:// needs a conditional put, which is implemented for s3:// "
@@ -175,8 +200,8 @@ class RemoteStore:
         if got is None:
             return None
         data, etag = got
-        if len(data) > mf.MAX_MANIFEST_BYTES:
-            raise CorruptFileError(f"{self.url}/{mf.MANIFEST}", "too large")
+        if len(data) > MAX_REMOTE_MANIFEST_BYTES:
+            raise CorruptFileError(f"{self.url}/{mf.MANIFEST}", f"more than {MAX_REMOTE_MANIFEST_BYTES} bytes")
         try:
             manifest = json.loads(data.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -186,7 +211,7 @@ class RemoteStore:
         if manifest.get("format_version") != mf.FORMAT_VERSION:
             raise KGStoreError(f"{self.url}: store format {manifest.get('format_version')} is not supported "
                                f"(this code reads {mf.FORMAT_VERSION})")
-        problem = mf.manifest_problem(manifest)
+        problem = mf.manifest_problem(manifest) or remote_entry_problem(manifest)
         if problem:
             raise CorruptFileError(f"{self.url}/{mf.MANIFEST}", problem)
         return data, manifest, etag
@@ -194,34 +219,57 @@ class RemoteStore:
     def has_object(self, sha256: str) -> bool:
         return self.fs.exists(self.object_key(sha256))
 
-    def upload(self, local: Path, sha256: str) -> bool:
-        """Upload a file under its sha256 unless that object exists (same name = same bytes)."""
+    def upload(self, local: Path, sha256: str, size: int) -> bool:
+        """Upload a file under its sha256 unless a good object is there already.
+
+        An existing object is re-read and hashed (bounded by `size`) before it is trusted: a
+        damaged or planted one under the right name is overwritten with the good bytes."""
         if self.has_object(sha256):
-            return False
+            if self.object_problem(sha256, size) is None:
+                return False
+            log.warning("object %s in %s is damaged: uploading it again", sha256[:12], self.url)
+            self.fs.put_file(str(local), self.object_key(sha256))
+            return True
         try:  # create-only where the scheme has it (s3fs: If-None-Match), so not even a race overwrites
             self.fs.put_file(str(local), self.object_key(sha256), mode="create")
         except FileExistsError:
             return False
         return True
 
+    def _stream(self, sha256: str, size: int, out) -> str | None:
+        """Copy the object to `out` (a file, or None) while hashing it; stops reading at `size`+1
+        bytes, so a huge object under a small entry costs no more than the entry. Why it is bad, or None."""
+        h = hashlib.sha256()
+        got = 0
+        try:
+            with self.fs.open(self.object_key(sha256), "rb", block_size=_STREAM) as f:
+                while chunk := f.read(min(_STREAM, size + 1 - got)):
+                    got += len(chunk)
+                    if got > size:
+                        return f"more than the {size} bytes the manifest says"
+                    h.update(chunk)
+                    if out is not None:
+                        out.write(chunk)
+        except FileNotFoundError:
+            return "missing from the object store"
+        if got != size:
+            return f"{got} bytes, manifest says {size}"
+        return None if h.hexdigest() == sha256 else "sha256 differs from the manifest"
+
+    def object_problem(self, sha256: str, size: int) -> str | None:
+        """Why the stored object is not the one named (streamed and hashed, nothing kept), or None."""
+        return self._stream(sha256, size, None)
+
     def download(self, sha256: str, size: int, dest: Path) -> str | None:
         """Fetch an object to `dest` (via a temp sibling) if its size and sha256 match; else say why
         not (and `dest` is left as it was)."""
-        key = self.object_key(sha256)
         tmp = dest.with_name(f"{dest.name}{atomic.TMP_MARK}{uuid.uuid4().hex[:8]}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            try:
-                self.fs.get_file(key, str(tmp))
-            except FileNotFoundError:
-                return "missing from the object store"
-            got = tmp.stat().st_size
-            if got != size:
-                return f"{got} bytes, manifest says {size}"
-            if sha256_file(tmp) != sha256:
-                return "sha256 differs from the manifest"
-            os.replace(tmp, dest)
-            return None
+            with open_new(tmp, 0o600) as out:  # O_EXCL|O_NOFOLLOW: never through a planted link
+                problem = self._stream(sha256, size, out)
+            if problem is None:
+                os.replace(tmp, dest)
+            return problem
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -231,6 +279,23 @@ class RemoteStore:
         etag = self._cond.put(data, etag)
         self.fs.pipe_file(f"{self.root}/{HISTORY}/{hashlib.sha256(data).hexdigest()}.json", data)
         return etag
+
+
+def remote_entry_problem(manifest: dict[str, Any]) -> str | None:
+    """What a remote manifest may not hold beyond a local one's checks (issue 32), or None.
+
+    Its entries become local paths before anything else checks them: each sha256 names a file
+    in the object cache (64 lowercase hex only, never a path), each size bounds a download (a
+    non-negative int), and no file may land in the working copy's local-only folders (`cache/`,
+    `work/`), which no commit names and which a planted file there would outlive a rollback in."""
+    for rel, info in manifest["files"].items():
+        if not _SHA256.fullmatch(info["sha256"]):
+            return f"files: entry {rel!r} has sha256 {info['sha256'][:80]!r}, not 64 hex digits"
+        if info["bytes"] < 0:
+            return f"files: entry {rel!r} has a negative size"
+        if rel.split("/", 1)[0] in LOCAL_ONLY:
+            return f"files: {rel!r} is in a local-only folder ({', '.join(LOCAL_ONLY)}), never committed"
+    return None
 
 
 @contextlib.contextmanager
@@ -288,6 +353,8 @@ class WorkingCopy:
         self.cache = Path(cache_dir) if cache_dir else default_cache_dir()
         self.path = self.cache / "work" / _digest(self.remote.url)
         self.objects = self.cache / OBJECTS
+        for folder in (self.path, self.objects):  # 0700, no planted symlink or foreign folder on the way
+            private_dir(folder, root=self.cache)
         self.base: tuple[bytes, dict[str, Any], str] | None = None
         #: local source folders → the URLs they were downloaded from (provenance in the manifest)
         self.sources: dict[str, str] = {}
@@ -298,23 +365,33 @@ class WorkingCopy:
         return _local_lock(self.cache / "work" / f"{self.path.name}.lock", self.remote.url)
 
     # ---- remote → local ----------------------------------------------------------------------
+    def object_path(self, sha256: str) -> Path:
+        """Where the object cache keeps an object (its folder checked: real, ours, 0700)."""
+        return private_dir(self.objects / sha256[:2], root=self.cache) / sha256
+
     def cached_object(self, sha256: str, size: int) -> Path:
-        """The verified local copy of an object (downloaded once, then shared by every version)."""
-        p = self.objects / sha256[:2] / sha256
-        if p.is_file() and p.stat().st_size == size:
+        """The verified local copy of an object (downloaded once, then shared by every version).
+
+        A cached copy is re-hashed on every use (whoever can write to the cache could have
+        replaced it with other bytes of the same size) and downloaded again when it differs."""
+        p = self.object_path(sha256)
+        st = check_cached_file(p, "object cache entry")
+        if st is not None and st.st_size == size and sha256_file(p) == sha256:
             return p
         problem = self.remote.download(sha256, size, p)
         if problem:
             raise CorruptFileError(self.remote.object_key(sha256), problem)
         return p
 
-    @staticmethod
-    def _place(src: Path, dest: Path) -> None:
-        """`dest` becomes a hard link to `src` (a copy across filesystems), replaced atomically."""
+    def _place(self, src: Path, dest: Path) -> None:
+        """`dest` becomes a hard link to `src` (a copy across filesystems), replaced atomically;
+        every folder on the way is a real one inside the working copy (no planted symlink)."""
+        private_dir(dest.parent, root=self.path, what="working-copy folder")
+        if os.path.islink(dest):
+            dest.unlink()
         with contextlib.suppress(FileNotFoundError):
             if os.path.samefile(src, dest):
                 return
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f"{dest.name}{atomic.TMP_MARK}{uuid.uuid4().hex[:8]}")
         try:
             os.link(src, tmp)
@@ -326,11 +403,10 @@ class WorkingCopy:
         """Make the working copy the remote's committed version; returns problems (verify only).
 
         Only the files the current version reads are fetched (`gc.live_files`). With `verify`,
-        every file the manifest lists is downloaded afresh (the local cache is not trusted) and
-        a bad one is reported, not raised: it is left out of the working copy.
+        every file the manifest lists is downloaded afresh into the object cache (repairing a
+        damaged cached copy) and a bad remote object is reported, not raised: it is left out.
         """
         from kg_store.gc import live_files
-        self.path.mkdir(parents=True, exist_ok=True)
         self.base = self.remote.read_manifest()
         local_manifest = self.path / mf.MANIFEST
         if self.base is None:
@@ -342,13 +418,17 @@ class WorkingCopy:
         problems = []
         for rel, info in sorted(wanted.items()):
             dest = self.path / rel
-            if verify:
-                problem = self.remote.download(info["sha256"], info["bytes"], dest)
+            if verify:  # the bucket's copy is what is checked; a good one also repairs the cache
+                obj = self.object_path(info["sha256"])
+                problem = self.remote.download(info["sha256"], info["bytes"], obj)
                 if problem:
-                    dest.unlink(missing_ok=True)
+                    if os.path.lexists(dest) and not os.path.isdir(dest):
+                        dest.unlink()
                     problems.append(f"{rel}: object {info['sha256'][:12]}… {problem}")
-                continue
-            self._place(self.cached_object(info["sha256"], info["bytes"]), dest)
+                    continue
+            else:
+                obj = self.cached_object(info["sha256"], info["bytes"])
+            self._place(obj, dest)
         atomic.write_bytes(local_manifest, data)
         return problems
 
@@ -380,11 +460,10 @@ class WorkingCopy:
             p = self.path / rel
             if not p.is_file() or p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
                 raise CorruptFileError(p, "changed after it was committed; nothing was published")
-            self.remote.upload(p, info["sha256"])
+            self.remote.upload(p, info["sha256"], info["bytes"])
             with contextlib.suppress(OSError):  # the next sync then keeps this file as it is
-                obj = self.objects / info["sha256"][:2] / info["sha256"]
-                if not obj.exists():
-                    obj.parent.mkdir(parents=True, exist_ok=True)
+                obj = self.object_path(info["sha256"])
+                if not os.path.lexists(obj):
                     os.link(p, obj)
         # provenance: this run's inputs and stage records name the URL, not the local download
         n_in, n_st = (len(self.base[1]["inputs"]), len(self.base[1]["stages"])) if self.base else (0, 0)
@@ -409,10 +488,12 @@ def fetch_source(url: str, cache_dir: str | os.PathLike | None = None) -> str:
     """
     fs, path = _filesystem(url)
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    home = (Path(cache_dir) if cache_dir else default_cache_dir()) / "sources" / _digest(url.rstrip("/"))
+    if mf.check_relpath(name):
+        raise KGStoreError(f"{url}: the source's name {name!r} is not a plain file name")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    home = private_dir(cache / "sources" / _digest(url.rstrip("/")), root=cache)  # no planted symlink
     dest = home / name
     tmp = home / f"{name}{atomic.TMP_MARK}{uuid.uuid4().hex[:8]}"
-    home.mkdir(parents=True, exist_ok=True)
     try:
         if fs.isdir(path):
             for key in sorted(fs.find(path)):
@@ -429,9 +510,9 @@ def fetch_source(url: str, cache_dir: str | os.PathLike | None = None) -> str:
             fs.get_file(path, str(tmp))
         else:
             raise KGStoreError(f"source {url} does not exist")
-        if dest.is_dir() and not dest.is_symlink():
+        if os.path.isdir(dest) and not os.path.islink(dest):  # a symlink is unlinked, never followed
             shutil.rmtree(dest)
-        elif dest.exists() or dest.is_symlink():
+        elif os.path.lexists(dest):
             dest.unlink()
         os.replace(tmp, dest)
     finally:

@@ -186,5 +186,60 @@ def real_dir(path: str | os.PathLike, what: str = "folder") -> Path | None:
     return p
 
 
+def _own_dir(p: Path, what: str) -> Path:
+    """`p` (which exists) if it is a real directory owned by this user; else one refusal."""
+    real_dir(p, what)
+    owner = os.lstat(p).st_uid
+    if hasattr(os, "geteuid") and owner != os.geteuid():
+        raise UnsafeFileError(p, "foreign-owner", f"{what} {p} belongs to uid {owner}, not to this user; refusing to use it")
+    return p
+
+
+def private_dir(path: str | os.PathLike, *, root: str | os.PathLike | None = None, what: str = "cache folder") -> Path:
+    """`path` as a cache folder this user alone controls (issue 32), created 0700 where missing.
+
+    Someone who can write to a shared cache must not steer our writes elsewhere: `path` and,
+    with `root`, every folder from `root` down to it must be a real directory (no symlink) owned
+    by this user; missing ones are created with mode 0700. Folders above `root` (the user's own
+    choice of cache location) are not checked.
+    """
+    p = Path(os.path.abspath(path))
+    base = Path(os.path.abspath(root)) if root is not None else p
+    if not is_inside(p, base):
+        raise UnsafeFileError(p, "path-escapes-root", f"{p} is outside {base}")
+    chain = [base]
+    for part in p.relative_to(base).parts:
+        chain.append(chain[-1] / part)
+    for d in chain:
+        if real_dir(d, what) is None:
+            if d == base:  # where the user put the cache: its parents are theirs to choose
+                d.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:  # a concurrent creator: checked below like any existing folder
+                pass
+        _own_dir(d, what)
+    return p
+
+
+def check_cached_file(path: str | os.PathLike, what: str = "cache entry") -> os.stat_result | None:
+    """lstat of a cache entry that is a regular file owned by this user; None if it is missing.
+
+    A symlink, a special file or another user's file planted in a cache is refused (not used,
+    never followed)."""
+    p = Path(path)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFileError(p, "not-a-file", f"{what} {p} is a {file_kind(st.st_mode)}, not a regular file; "
+                                               "refusing to use it")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise UnsafeFileError(p, "foreign-owner", f"{what} {p} belongs to uid {st.st_uid}, not to this user")
+    return st
+
+
 __all__ = ["UnsafeFileError", "open_regular", "open_fd", "check_regular", "read_bounded", "iter_lines",
-           "open_new", "confine", "is_inside", "real_dir", "file_kind", "READ_FLAGS"]
+           "open_new", "confine", "is_inside", "real_dir", "private_dir", "check_cached_file", "file_kind",
+           "READ_FLAGS"]

@@ -36,8 +36,9 @@ import numpy as np
 import pyarrow as pa
 
 from kg_store import KGStore, atomic, open_store
-from kg_store.errors import ConfigError, KGStoreError
+from kg_store.errors import ConfigError, CorruptFileError, KGStoreError
 from kg_store.hashing import config_hash, sha256_bytes, sha256_file
+from kg_store.safe_io import check_cached_file, private_dir, read_bounded
 from kg_store.vectors import encoder_slug, load_vectors, write_vectors
 from pipeline.encoders.base import length_order as text_length_order, prefetch
 from pipeline.engines.base import check_engine
@@ -142,23 +143,44 @@ class ChunkScratch:
     def _marker(self, kind: str, i: int) -> Path:
         return self.root / kind / f"chunk-{i:06d}.done.json"
 
-    def is_done(self, kind: str, i: int, rows: int) -> bool:
-        marker, npy = self._marker(kind, i), self._npy(kind, i)
-        if not marker.exists() or not npy.exists():
-            return False
+    def _recorded(self, kind: str, i: int) -> dict[str, Any] | None:
+        """The chunk's marker, if its .npy is still the file it recorded (re-hashed: issue 32,
+        an overwritten chunk of the right size was committed as wrong vectors)."""
         import json
-        info = json.loads(marker.read_text())
-        return info.get("rows") == rows and npy.stat().st_size == info.get("bytes")
+        marker, npy = self._marker(kind, i), self._npy(kind, i)
+        if check_cached_file(marker, "embed scratch chunk") is None or check_cached_file(npy, "embed scratch chunk") is None:
+            return None
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(info, dict) or npy.stat().st_size != info.get("bytes") or sha256_file(npy) != info.get("sha256"):
+            log.warning("embed scratch %s differs from what its marker recorded: encoding it again", npy)
+            return None
+        return info
+
+    def is_done(self, kind: str, i: int, rows: int) -> bool:
+        info = self._recorded(kind, i)
+        return info is not None and info.get("rows") == rows
 
     def write(self, kind: str, i: int, vectors: np.ndarray) -> None:
         npy = self._npy(kind, i)
+        private_dir(npy.parent, root=self.root.parent, what="embed scratch folder")
         atomic.write_npy(npy, np.ascontiguousarray(vectors, dtype=np.float32))
         # The marker is written last: a kill between the two leaves an unmarked chunk, redone later.
         atomic.write_json(self._marker(kind, i), {"rows": int(len(vectors)), "bytes": npy.stat().st_size,
                                                   "sha256": sha256_file(npy)})
 
     def read(self, kind: str, i: int) -> np.ndarray:
-        return np.load(self._npy(kind, i), allow_pickle=False)
+        """A finished chunk, checked against its marker again (it may have changed since `is_done`)."""
+        import io
+        info = self._recorded(kind, i)
+        if info is None:
+            raise CorruptFileError(self._npy(kind, i), "changed after it was written; run the command again")
+        data = read_bounded(self._npy(kind, i), int(info["bytes"]))
+        if sha256_bytes(data) != info["sha256"]:
+            raise CorruptFileError(self._npy(kind, i), "changed after it was written; run the command again")
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ from kg_store.atomic import write_bytes
 from kg_store.errors import KGStoreError
 from kg_store.hashing import sha256_bytes
 from pipeline.paths import PathEscapeError, safe_join
+
+# Pillow's bomb *warning* (between its limit and twice it) is an error: `_open_header` turns it
+# into a `too-many-pixels` reject, instead of a stray warning line on stderr before the one-line
+# refusal (issue 32) and a decode that goes on
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 MiB = 1 << 20
 DEFAULT_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"})

@@ -1,11 +1,15 @@
 """A content-addressed vector cache, so a new KG version encodes only new content.
 
-A vector depends only on (encoder, precision, the exact text) or (encoder, precision, the image
-bytes), never on the entity id or the KG version, so the cache key is the sha256 of the content:
-`sha256("text\\0" + text)` or `sha256("image\\0" + image sha256)`. The cache lives in
-`<kg>/cache/embeddings/<encoder-slug>/<precision>/` as append-only segments
-(`seg-NNNNNN.keys.npy` S32 digests, `seg-NNNNNN.vecs.npy` float32, then `seg-NNNNNN.json` as the
-done marker, img2dataset I2), so a killed run keeps every finished chunk and resumes from it.
+A vector depends only on (encoder weights, runtime, precision, the exact text) or (the same, the
+image bytes), never on the entity id or the KG version, so the cache key is the sha256 of the
+content: `sha256("text\\0" + text)` or `sha256("image\\0" + image sha256)`, in a folder per
+encoder identity. The cache lives in `<kg>/cache/embeddings/<encoder-slug>/<precision>/<runtime>-
+<hash of precision and weights digest>/` (`Encoder.cache_identity`: vectors of a replaced graph or
+other weights are never served) as append-only segments (`seg-NNNNNN.keys.npy` S32 digests,
+`seg-NNNNNN.vecs.npy` float32, then `seg-NNNNNN.json` as the done marker, img2dataset I2), so a
+killed run keeps every finished chunk and resumes from it. The marker records both files'
+sha256; a segment that no longer matches is discarded (issue 32), and the folders are private
+(0700, no symlink, this user's).
 It is a cache, not committed data: deleting it only costs re-encoding. Query encoding reuses it
 through `CachedTextEncoder`, so unchanged queries are not re-encoded either.
 
@@ -14,6 +18,8 @@ The embed stage (`pipeline.embed.embed_store`) encodes only the cache misses.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import os
 import time
@@ -23,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from kg_store import atomic
+from kg_store.hashing import sha256_bytes, sha256_file
+from kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,9 @@ class VectorCache:
 
     @classmethod
     def for_encoder(cls, kg: str | Path, encoder: Any) -> "VectorCache":
-        return cls(Path(kg) / "cache" / "embeddings" / encoder.slug / encoder.precision, encoder.dim)
+        root = Path(kg) / "cache" / "embeddings" / encoder.slug / encoder.precision / encoder.cache_identity()
+        private_dir(root, root=Path(kg) / "cache")
+        return cls(root, encoder.dim)
 
     def _segments(self) -> list[Path]:
         return sorted(self.root.glob("seg-*.json")) if self.root.exists() else []
@@ -59,15 +69,31 @@ class VectorCache:
         keys, vecs = [], []
         for marker in self._segments():
             stem = marker.with_suffix("")
-            k = np.load(f"{stem}.keys.npy", allow_pickle=False)
-            v = np.load(f"{stem}.vecs.npy", allow_pickle=False)
-            if len(k) != len(v) or (len(v) and v.shape[1] != self.dim):
-                log.warning("ignoring inconsistent cache segment %s", stem)
+            k, v = self._verified(marker, "keys"), self._verified(marker, "vecs")
+            if k is None or v is None or len(k) != len(v) or (len(v) and v.shape[1] != self.dim):
+                log.warning("discarding cache segment %s: it is not what its marker recorded", stem)
+                for suffix in (".json", ".keys.npy", ".vecs.npy"):
+                    Path(f"{stem}{suffix}").unlink(missing_ok=True)
                 continue
             keys.append(k)
             vecs.append(v)
         if keys:
             self._set(np.concatenate(keys), np.concatenate(vecs))
+
+    @staticmethod
+    def _verified(marker: Path, part: str) -> np.ndarray | None:
+        """One array of a segment if its bytes have the sha256 the marker recorded, else None."""
+        path = Path(f"{marker.with_suffix('')}.{part}.npy")
+        for p in (marker, path):
+            check_cached_file(p, "vector cache entry")  # a symlink or a foreign file is refused
+        try:
+            recorded = json.loads(marker.read_text()).get(part)
+            data = read_bounded(path, int(recorded["bytes"]))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, UnsafeFileError):
+            return None
+        if sha256_bytes(data) != recorded.get("sha256"):
+            return None
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
     def _set(self, keys: np.ndarray, vecs: np.ndarray) -> None:
         keys, first = np.unique(keys, return_index=True)  # sorted, first occurrence wins
@@ -99,10 +125,18 @@ class VectorCache:
             self.compact()
             n = 1
         stem = self.root / f"seg-{int(time.time() * 1e6):016d}-{os.getpid()}"
-        atomic.write_npy(f"{stem}.keys.npy", keys)
-        atomic.write_npy(f"{stem}.vecs.npy", vecs)
-        atomic.write_json(f"{stem}.json", {"rows": int(len(keys)), "dim": self.dim})
+        atomic.write_json(f"{stem}.json", {"rows": int(len(keys)), "dim": self.dim, **self._write_arrays(stem, keys, vecs)})
         self._set(np.concatenate([self._keys, keys]), np.concatenate([self._vecs, vecs]))
+
+    @staticmethod
+    def _write_arrays(stem: Path, keys: np.ndarray, vecs: np.ndarray) -> dict[str, Any]:
+        """Write a segment's two arrays; what its marker records of them (bytes, sha256)."""
+        out = {}
+        for part, array in (("keys", keys), ("vecs", vecs)):
+            path = f"{stem}.{part}.npy"
+            atomic.write_npy(path, array)
+            out[part] = {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+        return out
 
     def compact(self) -> None:
         """Rewrite all segments as one (new segment written before the old ones are removed)."""
@@ -110,9 +144,8 @@ class VectorCache:
         if len(old) <= 1:
             return
         stem = self.root / f"seg-{int(time.time() * 1e6):016d}-{os.getpid()}-c"
-        atomic.write_npy(f"{stem}.keys.npy", self._keys)
-        atomic.write_npy(f"{stem}.vecs.npy", self._vecs)
-        atomic.write_json(f"{stem}.json", {"rows": int(len(self._keys)), "dim": self.dim, "compacted": len(old)})
+        atomic.write_json(f"{stem}.json", {"rows": int(len(self._keys)), "dim": self.dim, "compacted": len(old),
+                                           **self._write_arrays(stem, self._keys, self._vecs)})
         for marker in old:
             s = marker.with_suffix("")
             marker.unlink(missing_ok=True)  # marker first: a half-removed segment is never read

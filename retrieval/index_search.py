@@ -54,13 +54,16 @@ def search_store(kg: str | Path, encoder: str, *, text: str | None = None, image
     from pipeline.encoders import resolve_encoder
     if what not in WHAT_TO_KIND:
         raise ConfigError(f"unknown --what {what!r}; choose one of: {', '.join(WHAT_TO_KIND)}")
+    pixels = None
+    if image is not None:  # the guarded loader `retrieve` uses: no FIFO, bounded bytes, pixel bombs refused
+        from pipeline.images import load_image_rgb
+        pixels = load_image_rgb(image)
     store = open_store(kg)
     name = vector_meta(store, encoder)["encoder"]  # the full name, even when given a slug
     index = load_index(store, name, WHAT_TO_KIND[what])
     enc = resolve_encoder(name, device=device)
-    if image is not None:
-        from pipeline.embed import open_images
-        q = enc.encode_images(open_images([str(image)]))
+    if pixels is not None:
+        q = enc.encode_images([pixels])
     else:
         q = enc.encode_text([text or ""])
     scores, ids = index.search(q, k)

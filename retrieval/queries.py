@@ -20,6 +20,7 @@ from kg_store.errors import ConfigError, KGStoreError
 from kg_store.hashing import sha256_file
 from kg_store.registry import family
 from kg_store.safe_io import read_bounded
+from kg_store.unsafe_text import UNSAFE_CHARS
 from pipeline.paths import PathEscapeError, safe_join
 from retrieval.paths import mars_row_digest
 from retrieval.query_rejects import BadRecord, numbered_lines, query_image, reject
@@ -381,6 +382,9 @@ def jsonl_queries(path: Path, *, store: KGStore | None = None, split: str | None
             qid, text = str(obj["id"]), str(obj["text"])
         except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
             rejects.append(reject(path, n, line, f"not a {{'id','text',...}} JSON object ({type(e).__name__}: {e})"))
+            continue
+        if not qid or UNSAFE_CHARS.search(qid):  # an id names shard rows, predictions and terminal lines
+            rejects.append(reject(path, n, line, "query id is empty or holds control characters"))
             continue
         try:
             image_path = (str(Path(query_image(path.parent, obj["image"], allow_absolute=True)).resolve())

@@ -97,11 +97,13 @@ def search(kg: str, encoder: str, text: str | None, image: str | None, what: str
         from pipeline.device import resolve_device
         resolve_device(device)
     result = search_store(kg, encoder, text=text, image=image, what=what, k=k, device=device)
+    from jobs.terminal import printable, safe_json
     if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False))
+        click.echo(safe_json(result))
         return
-    for hit in result["hits"]:
-        click.echo(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['id']:>8}  {hit.get('key', '')}  {hit['label']}")
+    for hit in result["hits"]:  # keys and labels come from input files: escaped (jobs.terminal)
+        click.echo(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['id']:>8}  {printable(hit.get('key', ''))}  "
+                   f"{printable(hit['label'])}")
 
 
 commands = [embed, index, search]

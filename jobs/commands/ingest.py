@@ -15,9 +15,10 @@ def _load_config(path: str | None) -> dict[str, Any]:
     """The `ingest:` block of a YAML config (keyword arguments of `pipeline.ingest.ingest`)."""
     if not path:
         return {}
-    import yaml
-    with open(path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
+    from jobs.config import read_yaml_file
+    doc = read_yaml_file(path, "ingest config") or {}
+    if not isinstance(doc, dict):
+        raise click.ClickException(f"{path}: expected a mapping")
     block = doc.get("ingest", doc.get("job", doc))
     if not isinstance(block, dict):
         raise click.ClickException(f"{path}: expected a mapping under 'ingest:'")

@@ -13,21 +13,25 @@ from typing import Any
 
 import click
 
+from kg_store.errors import ConfigError
+
 
 def load_job_config(path: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """The `job` block of a config file with `--set` overrides applied (dotted keys nest)."""
-    import yaml
-    from jobs.config import read_config
+    from jobs.config import load_yaml, read_config
+    from jobs.terminal import printable
     _, job = read_config(path)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"--set expects key=value, got {item!r}")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set expects key=value (dotted keys nest), got {printable(item)!r}")
         target = job
         *parents, leaf = key.split(".")
         for p in parents:
             target = target.setdefault(p, {})
-        target[leaf] = yaml.safe_load(raw)
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {printable(key)}: {printable(p)!r} is not a mapping in the config")
+        target[leaf] = load_yaml(raw, f"--set {printable(key)}")
     return job
 
 

@@ -82,6 +82,17 @@ class Encoder(ABC):
     def slug(self) -> str:
         return slugify(self.name)
 
+    def weights_digest(self) -> str:
+        """sha256 of what computes the vectors (the weights, or the ONNX graph in use); "" when
+        the encoder cannot say. Keys the vector cache (issue 32): vectors of other weights, of a
+        graph that was replaced, or of another runtime are never served from it."""
+        return ""
+
+    def cache_identity(self) -> str:
+        """The vector cache folder of this encoder: runtime, precision and weights digest."""
+        from kg_store.hashing import config_hash
+        return f"{self.runtime}-{config_hash({'precision': self.precision, 'weights': self.weights_digest()})}"
+
     def describe(self) -> dict[str, Any]:
         """What the vector meta records about the encoder."""
         return {"name": self.name, "slug": self.slug, "dim": self.dim, "has_vision": self.has_vision,

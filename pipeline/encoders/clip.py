@@ -114,6 +114,13 @@ class OpenCLIPEncoder(Encoder):
     def model(self, value: Any) -> None:
         self._model = value
 
+    def weights_digest(self) -> str:
+        if self._text_onnx is not None:
+            return f"{self._text_onnx.graph_sha256}+{self._image_onnx.graph_sha256}"
+        from pipeline.encoders.ort import state_dict_digest
+        return state_dict_digest(self.model, extra={"model": self.model_name, "cfg": self.model_cfg,
+                                                    "pretrained": self.pretrained, "seed": self.seed})
+
     # ONNX ------------------------------------------------------------------------------------
     def _init_onnx(self, net: Any, tag: str, cache_dir: str | None) -> None:
         from pipeline.encoders.ort import OnnxTower, TowerSpec, quality_line, state_dict_digest

@@ -82,6 +82,12 @@ class MiniLMEncoder(Encoder):
         self.tokenizer = _load_hf_tokenizer(self.model_dir)
         self._model = _load_bert(self.model_dir, self.device)
 
+    def weights_digest(self) -> str:
+        if self._onnx is not None:
+            return self._onnx.graph_sha256
+        from pipeline.encoders.ort import cache_root, files_digest, model_files
+        return files_digest(model_files(self.model_dir), self.model_dir, cache_root())
+
     # ---- ONNX ------------------------------------------------------------------------------------
     def _init_onnx(self, name: str, device: str, tag: str, cache_dir: str | Path | None) -> None:
         from tokenizers import Tokenizer

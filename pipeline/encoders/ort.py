@@ -18,6 +18,12 @@ Before first use a graph runs the probe and is compared with the torch reference
 reach cosine ≥ `PROBE_MIN_COSINE` on every probe row, else the caller falls back to torch (and
 says so); int8 is opt-in and reports its quality (mean / min cosine, top-10 neighbour overlap).
 The verdict is recorded, so later processes (the fast CLI) need neither torch nor the probe.
+
+The cache is trusted only as far as it is verified (issue 32): its folders are created 0700 and a
+symlinked or foreign folder or file is refused; `export.json` records the sha256 of `model.onnx`
+and `probe.npy` (the int8 graph's goes next to it), every use re-hashes them, and a graph that
+differs (planted, truncated, half-copied) is discarded and exported again, or the caller falls
+back to torch. The probe verdict is keyed by the graph's sha256, so a new graph is probed anew.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import numpy as np
 
 from kg_store import atomic
 from kg_store.hashing import sha256_file
+from kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ def files_digest(files: Sequence[Path], base: Path, memo_dir: Path) -> str:
     """sha256 over (name relative to `base`, content sha256) of every file, memoised by stat."""
     memo_path = memo_dir / "digests.json"
     try:
+        check_cached_file(memo_path, "ONNX digest memo")  # a planted link or foreign file is refused
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
@@ -221,25 +229,57 @@ class OnnxTower:
         self._fixed_threads = threads
         self.exported_now = False
         try:
+            private_dir(self.dir, root=self.root, what="ONNX cache folder")
             self._ensure_export()
             self.path = self._graph_path()
+        except UnsafeFileError:  # a planted symlink or a foreign folder: refused, never used
+            raise
         except OSError as e:  # an unwritable or full cache: the caller runs torch instead
             raise OnnxUnavailable(f"cannot write the ONNX cache {self.dir}: {e.strerror or e}") from e
         provider = providers_for(self.device)[0]
-        provider = provider[0] if isinstance(provider, tuple) else provider
-        self.verify_key = f"{tag}|{provider}|ort{ort.__version__}"
+        self.provider = provider[0] if isinstance(provider, tuple) else provider
+        #: the sha256 of the graph in use (checked against the one recorded at export)
+        self.graph_sha256 = self._graph_digest
+        self.verify_key = f"{tag}|{self.provider}|ort{ort.__version__}|{self.graph_sha256[:16]}"
         self._threads = self._want_threads()
-        self.session = make_session(self.path, self.device, self._threads)
+        try:
+            self.session = make_session(self.path, self.device, self._threads)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own error types: a graph it cannot load means torch
+            raise OnnxUnavailable(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0][:200]}") from e
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.quality = self._verify()
         # Verified: drop the export/reference callables (they may hold the torch model).
         self.spec = dataclasses.replace(spec, export=None, reference=None, probe=None)
 
     # -- export ----------------------------------------------------------------------------------
+    def _recorded_ok(self) -> bool:
+        """Whether the export on disk is the one `export.json` recorded (re-hashed now)."""
+        info = self.dir / "export.json"
+        if check_cached_file(info, "ONNX cache file") is None:
+            return False
+        try:
+            recorded = json.loads(info.read_text()).get("files")
+        except (OSError, ValueError):
+            return False
+        if not isinstance(recorded, dict) or set(recorded) != {"model.onnx", "probe.npy"}:
+            return False  # an export from before digests were recorded: made again, once
+        for name, sha in recorded.items():
+            if check_cached_file(self.dir / name, "ONNX cache file") is None or sha256_file(self.dir / name) != sha:
+                log.warning("ONNX cache %s: %s differs from the sha256 recorded at export; exporting again",
+                            self.dir, name)
+                return False
+        self._graph_digest = recorded["model.onnx"]
+        return True
+
     def _ensure_export(self) -> None:
         graph, probe, info = self.dir / "model.onnx", self.dir / "probe.npy", self.dir / "export.json"
-        if graph.exists() and probe.exists() and info.exists():
+        if self._recorded_ok():
             return
+        for stale in self.dir.iterdir():  # nothing of an unverified export is kept (int8, verdicts)
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+            elif stale.is_symlink():
+                raise UnsafeFileError(stale, "symlink-escapes-root", f"ONNX cache entry {stale} is a symbolic link")
         t0 = time.perf_counter()
         log.info("exporting %s to ONNX in %s (once per model)", self.spec.label, self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -254,9 +294,11 @@ class OnnxTower:
                 from e
         atomic.write_npy(probe, reference)
         import torch
+        self._graph_digest = sha256_file(graph)
         meta = {"label": self.spec.label, "digest": self.spec.digest, "export_version": EXPORT_VERSION,
                 "opset": OPSET, "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 2),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.spec.info}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.spec.info,
+                "files": {"model.onnx": self._graph_digest, "probe.npy": sha256_file(probe)}}
         atomic.write_json(info, meta)  # last: the export counts once this exists
         self.exported_now = True
 
@@ -268,11 +310,15 @@ class OnnxTower:
             raise ValueError(f"unknown ONNX precision tag {self.tag!r}")
         import onnxruntime as ort
         int8 = self.dir / f"model.int8-ort{ort.__version__}.onnx"
-        if not int8.exists():
+        recorded = self.dir / f"{int8.name}.sha256"
+        if (check_cached_file(int8, "ONNX cache file") is None or check_cached_file(recorded, "ONNX cache file") is None
+                or recorded.read_text().strip() != sha256_file(int8)):
             from onnxruntime.quantization import QuantType, quantize_dynamic
             log.info("quantising %s to int8 (dynamic, once)", self.spec.label)
             with atomic.atomic_path(int8) as tmp:
                 quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+            atomic.write_bytes(recorded, sha256_file(int8).encode())
+        self._graph_digest = recorded.read_text().strip()
         return int8
 
     # -- verification ----------------------------------------------------------------------------
@@ -313,7 +359,8 @@ class OnnxTower:
         return self.spec.postprocess(outputs)
 
     def describe(self) -> dict[str, Any]:
+        import onnxruntime as ort
         out = {"graph": str(self.path), "digest": self.spec.digest[:16], "threads": self._threads,
-               "provider": self.verify_key.split("|")[1], "onnxruntime": self.verify_key.split("|ort")[-1],
+               "provider": self.provider, "onnxruntime": ort.__version__, "graph_sha256": self.graph_sha256[:16],
                "probe": {k: self.quality[k] for k in ("mean_cosine", "min_cosine", "top10_overlap", "rows")}}
         return out

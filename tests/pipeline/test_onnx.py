@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kg_store.errors import MMKGError
+from kg_store.hashing import sha256_file
 from pipeline.encoders import resolve_encoder
 from pipeline.encoders.base import resolve_runtime
 from pipeline.encoders.minilm import MiniLMEncoder, minilm_path
@@ -149,8 +150,29 @@ def test_changed_model_file_invalidates_the_export(model_copy, onnx_cache):
     assert len(exports) == 2, exports
 
 
+@pytest.mark.slow  # each case exports MiniLM again (~35 s on a shared CPU)
+@pytest.mark.parametrize("damage", ["planted-graph", "truncated-graph"])
+def test_a_damaged_or_planted_export_is_never_used(model_copy, onnx_cache, torch_minilm, damage):
+    """Issue 32: another graph planted as `model.onnx` (here the int8 one: it loads and runs, with
+    other vectors) or a truncated one: the sha256 recorded at export differs, the graph is
+    exported again, and the vectors are torch's (the planted graph was used; the truncated one
+    was a traceback)."""
+    enc = MiniLMEncoder(model_dir=model_copy, cache_dir=onnx_cache, runtime="onnx")
+    graph = enc._onnx.dir / "model.onnx"
+    if damage == "planted-graph":
+        int8 = MiniLMEncoder(model_dir=model_copy, cache_dir=onnx_cache, precision="int8")._onnx.path
+        shutil.copyfile(int8, graph)
+    else:
+        with open(graph, "r+b") as f:
+            f.truncate(graph.stat().st_size // 2)
+    again = MiniLMEncoder(model_dir=model_copy, cache_dir=onnx_cache, runtime="onnx")
+    assert again.runtime == "onnx" and again._onnx.exported_now
+    v = again.encode_text(PROBE_TEXTS)
+    assert np.min(np.sum(v * torch_minilm.encode_text(PROBE_TEXTS), axis=1)) >= PROBE_MIN_COSINE
+
+
 def test_a_graph_that_fails_its_probe_falls_back_to_torch(model_copy, onnx_cache):
-    cache = onnx_cache  # reuses the export of the test above when it ran
+    cache = onnx_cache  # reuses the export of the tests above when they ran
     enc = MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")
     assert enc.runtime == "onnx"
     # Replace the torch reference by other vectors (as if the graph computed something else).
@@ -158,6 +180,10 @@ def test_a_graph_that_fails_its_probe_falls_back_to_torch(model_copy, onnx_cache
     ref = np.load(probe)
     np.save(probe, np.roll(ref, 1, axis=0))
     (enc._onnx.dir / "verify.json").unlink()
+    # ... consistently recorded (a changed file that export.json does not record is exported again)
+    info = json.loads((enc._onnx.dir / "export.json").read_text())
+    info["files"]["probe.npy"] = sha256_file(probe)
+    (enc._onnx.dir / "export.json").write_text(json.dumps(info))
     fallen = MiniLMEncoder(model_dir=model_copy, cache_dir=cache, runtime="onnx")
     assert (fallen.runtime, fallen.precision) == ("torch", "float32")
     assert "does not match torch on the probe" in fallen.runtime_note

@@ -119,7 +119,7 @@ def test_retrieve_kill_resume(chain, pipeline_inputs, reference_store):
     # query vectors reaching the vector cache (long before any shard is written) and the first
     # part file are kill points too.
     kill_and_resume(chain, "retrieve", retrieve_args(kg, pipeline_inputs), [
-        ("query vectors cached", appears_new(kg, "cache/embeddings/*/*/seg-*.json")),
+        ("query vectors cached", appears_new(kg, "cache/embeddings/*/*/*/seg-*.json")),
         ("first shard part", appears(kg, "subgraphs/*/*/*/part-*")),
         ("publishing shards", appears(kg, "subgraphs/*/*/*/_SUCCESS")),
     ], reference_store)
