@@ -256,6 +256,9 @@ def reranker_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
     k = int(getattr(ctx, "reranker_k", DEFAULT_K))
     if not hasattr(ctx, "_vectors"):
         ctx._vectors = EntityVectors(ctx.store) if any(n in FEATURES["embedding"] for n in names) else None
+        if ctx._vectors is not None and not ctx._vectors.ok:
+            raise ConfigError("this reranker reads entity vectors: embed the KG first "
+                              "(mmkg embed --kg KG --encoder minilm)")
     base, top, x = query_matrix(ctx, q, k, names, ctx._vectors)
     return final_scores(base, top, booster.predict(x, num_threads=1))
 
