@@ -110,3 +110,32 @@ def test_lexicographic_order_never_lets_a_later_key_overtake():
     s = lexicographic(first, second)
     assert list(np.argsort(-s)) == [0, 1, 2, 3]
     assert realistic_rank(np.array([3.0, 1.0, 1.0, 1.0]), 2) == 3.0  # 1 higher + 2 tied others / 2
+
+
+def test_reranker_features_never_see_the_gold_and_come_out_of_fold(ctx, kg_root, data_dir, tmp_path, test_rows):
+    """The reranker's features of a test row do not change with its answer; those of a train row,
+    computed out of fold, equal the features of the same row under a context whose train split lacks
+    the row's whole fold (counts and prior refitted without it)."""
+    from model.reranker import GROUPS, feature_names, query_matrix
+    from retrieval.paths import mars_row_digest
+    names = feature_names([g for g in GROUPS if g != "embedding"])
+    row = test_rows[3]
+    a = query_matrix(ctx, ctx.query(row), 50, names, None)
+    b = query_matrix(ctx, ctx.query({**row, "answer": "Q5", "relation": "P0"}), 50, names, None)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]
+    train = [r for r in train if mars_row_digest(r) in ctx.train_digests]
+    fold = ctx.train_digests[mars_row_digest(train[0])]
+    mars = tmp_path / "mars"
+    mars.mkdir()
+    (mars / "train.json").write_text("".join(json.dumps(r) + "\n" for r in train
+                                             if ctx.train_digests[mars_row_digest(r)] != fold))
+    (mars / "analogy_entities.txt").write_text((data_dir / "markg/MARS/analogy_entities.txt").read_text())
+    without = MarsContext.from_files(kg_root, mars, folds=1)
+    mine = [r for r in train if ctx.train_digests[mars_row_digest(r)] == fold][:25]
+    for r in mine:
+        oof = query_matrix(ctx, ctx.query(r, train_row=True), 50, names, None)
+        ref = query_matrix(without, without.query(r), 50, names, None)
+        np.testing.assert_array_equal(oof[1], ref[1])          # the same shortlist
+        np.testing.assert_allclose(oof[2], ref[2], rtol=1e-6)  # the same features
