@@ -105,16 +105,6 @@ def rank_pool(score: TripleScorer, triples: np.ndarray, query: np.ndarray, pool:
     return subgraph_output(triples, cands[keep], scores[keep], seeds, cands.size)
 
 
-def extract_one_hop(graph: CSRGraph, triples: np.ndarray, triple_vectors: np.ndarray, query: np.ndarray,
-                    seeds: np.ndarray, *, top_N: int = 10, hops: int = 1,
-                    row_of_triple: np.ndarray | None = None) -> SubgraphOutput:
-    """Every triple within `hops` of the seeds, ranked by cosine to the query; the top N kept."""
-    if row_of_triple is None:
-        row_of_triple = np.arange(len(triples), dtype=np.int64)
-    return rank_pool(TripleScorer(triple_vectors, row_of_triple), triples, query,
-                     expand_hops(graph, triples, seeds, hops), seeds, top_N)
-
-
 def random_one_hop(graph: CSRGraph, triples: np.ndarray, seeds: np.ndarray, n: int, *, hops: int = 1,
                    rng: np.random.Generator) -> np.ndarray:
     """Baseline: `n` triples drawn uniformly from the same k-hop pool (ids, unranked)."""

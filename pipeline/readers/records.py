@@ -11,7 +11,6 @@ secondary records (e.g. an fbmap line gives a link and a label hint).
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -140,16 +139,6 @@ def normalize_key(token: str) -> str:
         t = t[1:-1]
     m = re.match(_WIKIDATA, t)
     return m.group(1) if m else t
-
-
-def uri_tail_label(key: str) -> str | None:
-    """Readable label from a URI or path tail (DBpedia/YAGO names, Wikipedia URLs); None if none."""
-    if "/" not in key and "#" not in key:
-        return None
-    tail = re.split(r"[/#]", key.rstrip("/"))[-1]
-    if not tail or key.startswith("/m/") or key.startswith("/g/"):
-        return None
-    return unquote(tail).replace("_", " ")
 
 
 def is_blank(lines: pa.Array) -> pa.Array:

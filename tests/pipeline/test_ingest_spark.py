@@ -51,17 +51,6 @@ def test_spark_and_local_give_identical_stores(spark, mixed_sources, tmp_path, m
     assert s.store.stats()["kg_version"] == 1
 
 
-def test_spark_submit_entry_point_runs_as_a_script(spark, tmp_path):
-    from kg_store import open_store
-    from pipeline.engines import spark_submit
-    tsv = tmp_path / "t.tsv"
-    tsv.write_text("a\tr\tb\nb\tr\tc\na\tr\tb\n")
-    assert spark_submit.main(["--kg", str(tmp_path / "kg"), "--source", f"tsv:{tsv}"]) == 0
-    st = open_store(tmp_path / "kg").stats()
-    assert (st["entities"], st["triples"], st["duplicates"]) == (3, 2, 1)
-    assert spark_submit.main(["--kg", str(tmp_path / "kg"), "--source", "nope:x"]) == 2  # usage error
-
-
 def test_driver_parsed_rdf_documents_join_the_spark_triples(spark, tmp_path):
     """Turtle parses whole in the driver; its triples enter Spark's integer pass next to line files."""
     ttl = tmp_path / "extra.ttl"

@@ -8,7 +8,7 @@ from kg_store.errors import ConfigError
 from kg_store.vectors import load_vectors
 from retrieval.queries import Query, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever, row_lookup
-from retrieval.subgraph import expand_hops, extract_one_hop, random_one_hop
+from retrieval.subgraph import TripleScorer, expand_hops, random_one_hop, rank_pool
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
 
 
@@ -42,14 +42,15 @@ def test_expand_hops_matches_brute_force(kg):
     np.testing.assert_array_equal(expand_hops(kg.graph, triples, seeds, 2), _brute_incident(triples, frontier))
 
 
-def test_extract_one_hop_ranks_every_candidate_by_cosine(kg):
+def test_one_hop_pool_ranked_by_cosine(kg):
     triples = kg.triples_array()
     tvec, tids = load_vectors(kg, ENCODER, "triple")
     evec, _ = load_vectors(kg, ENCODER, "entity")
     seeds = np.array([3, 11], dtype=np.int64)
     query = np.asarray(evec[3], np.float32)
-    out = extract_one_hop(kg.graph, triples, tvec, query, seeds, top_N=10,
-                          row_of_triple=row_lookup(tids, len(triples)))
+    scorer = TripleScorer(tvec, row_lookup(tids, len(triples)))
+    pool = expand_hops(kg.graph, triples, seeds, 1)
+    out = rank_pool(scorer, triples, query, pool, seeds, 10)
     cands = _brute_incident(triples, seeds)
     scores = np.asarray(tvec, np.float32)[row_lookup(tids, len(triples))[cands]] @ query
     best = cands[np.lexsort((cands, -scores.astype(np.float64)))[:10]]
@@ -58,7 +59,7 @@ def test_extract_one_hop_ranks_every_candidate_by_cosine(kg):
     assert np.all(np.diff(out.scores) <= 1e-6)
     np.testing.assert_array_equal(np.stack([out.heads, out.relations, out.tails], 1), triples[out.triple_ids])
     # N = 5 is the prefix of N = 10 (same tie-breaking)
-    five = extract_one_hop(kg.graph, triples, tvec, query, seeds, top_N=5)
+    five = rank_pool(scorer, triples, query, pool, seeds, 5)
     np.testing.assert_array_equal(five.triple_ids, out.head(5).triple_ids)
 
 
