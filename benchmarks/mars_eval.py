@@ -59,9 +59,9 @@ def seen_pairs(train: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
 def answer_in_facts(shard_dir: Path, split: str) -> dict[str, bool]:
     """Whether each query's answer is an endpoint of one of its retrieved triples (real shard rows)."""
     from kg_store.shards import read_shards
-    t = read_shards(shard_dir, ["query_id", "answer_entity", "heads", "tails"]).to_pylist()
+    t = read_shards(shard_dir, ["query_id", "answer_entity", "head_ids", "tail_ids"]).to_pylist()
     prefix = f"{split}-"
-    return {str(int(r["query_id"][len(prefix):])): r["answer_entity"] in set(r["heads"]) | set(r["tails"])
+    return {str(int(r["query_id"][len(prefix):])): r["answer_entity"] in set(r["head_ids"]) | set(r["tail_ids"])
             for r in t if r["query_id"].startswith(prefix)}
 
 
@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = time.perf_counter()
         ranks[name] = {s: rank_split(ctx, name, rows[s]) for s in SPLITS}
         seconds[name] = round(time.perf_counter() - t, 1)
+    in_facts = {}
+    for spec in args.shards:
+        split, _, d = spec.partition("=")
+        in_facts[split] = answer_in_facts(Path(d), split)
     reranker = None
     if args.reranker:
         reranker = train_reranker_variant(ctx, args.kg, mars, rows, args.out)
@@ -264,10 +268,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         reranker = old.get("reranker")
     pairs = seen_pairs(read_rows(mars / "train.json"))
     seen = {s: {str(i): (r["question"], r["answer"]) in pairs for i, r in enumerate(rows[s])} for s in SPLITS}
-    in_facts = {}
-    for spec in args.shards:
-        split, _, d = spec.partition("=")
-        in_facts[split] = answer_in_facts(Path(d), split)
     metrics: dict[str, Any] = {}
     for name, by in ranks.items():
         metrics[name] = {}

@@ -238,8 +238,8 @@ def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequenc
 def answer_in_facts(shards: Path, dev_line: dict[str, int]) -> dict[int, bool]:
     """Whether each dev query's answer is an endpoint of one of its retrieved triples (shard rows)."""
     from kg_store.shards import read_shards
-    rows = read_shards(shards, ["query_id", "answer_entity", "heads", "tails"]).to_pylist()
-    return {dev_line[r["query_id"]]: r["answer_entity"] in set(r["heads"]) | set(r["tails"])
+    rows = read_shards(shards, ["query_id", "answer_entity", "head_ids", "tail_ids"]).to_pylist()
+    return {dev_line[r["query_id"]]: r["answer_entity"] in set(r["head_ids"]) | set(r["tail_ids"])
             for r in rows if r["query_id"] in dev_line}
 
 
