@@ -33,7 +33,7 @@ class StrictRejectsError(KGStoreError):
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write logs to this file.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Working copies of object-store KGs (--kg s3://...) and downloaded s3:// sources "
-                   "(default: $MMKG_REMOTE_CACHE, else ~/.cache/mmkg/remote). README \"Object storage\".")
+                   "(default: $MMKG_REMOTE_CACHE, else ~/.cache/mmkg/remote). See docs/OBJECT_STORAGE.md.")
 def cli(verbose: int, log_file: str | None, cache_dir: str | None) -> None:
     """Multimodal KG pipeline: ingest → embed → index → retrieve → train/evaluate."""
     level = logging.WARNING - 10 * min(verbose, 2)
