@@ -24,7 +24,7 @@ TMP_MARK = ".tmp-"
 TMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{8}")
 #: the store's own folders (docs/ARCHITECTURE.md layout); temp cleanup looks only here and at the root
 STORE_DIRS = ("tables", "graph", "blobs", "vectors", "indexes", "subgraphs", "versions", "work", "cache",
-              "runs", "logs")
+              "runs", "logs", "sparql")
 
 
 def _tmp_sibling(path: Path) -> Path:

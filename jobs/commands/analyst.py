@@ -100,8 +100,24 @@ def neighbors(key_or_label: str, kg: str, hops: int, as_json: bool, limit: int, 
     _more(offset + len(rows), int(tids.size))
 
 
-def _term(value) -> str | None:
-    return None if value is None else str(value)
+def read_query_arg(query: str) -> str:
+    """QUERY as given: the text, @FILE (bounded, UTF-8) or - for stdin."""
+    from kg_store.safe_io import UnsafeFileError, read_bounded
+    if query == "-":
+        return sys.stdin.read(1 << 20)
+    if query.startswith("@"):
+        try:
+            return read_bounded(query[1:], 1 << 20).decode("utf-8")
+        except UnsafeFileError as e:
+            raise KGStoreError(f"cannot read query file: {e.detail}") from None
+        except UnicodeDecodeError:
+            raise KGStoreError(f"cannot read query file {query[1:]}: not UTF-8") from None
+    return query
+
+
+def _memory(_ctx, _param, value: str) -> int:
+    from kg_store.graph import parse_size
+    return parse_size(value)
 
 
 @click.command()
@@ -113,39 +129,38 @@ def _term(value) -> str | None:
               help="Stop the query after this many seconds.")
 @click.option("--max-rows", default=100_000, type=click.IntRange(1), show_default=True,
               help="Row cap: --offset + --limit may not exceed it (CONSTRUCT/DESCRIBE: triples).")
+@click.option("--memory", default="2G", show_default=True, callback=_memory,
+              help="Memory budget of the evaluation (intermediate results); past it the query stops.")
 @click.option("--allow-service", is_flag=True,
-              help="Permit SERVICE clauses (federated queries send KG data to that server; each request "
-                   "has --timeout). Refused by default.")
+              help="Permit SERVICE clauses (federated queries send KG data to that server; the whole "
+                   "query, requests included, has --timeout). Refused by default.")
 def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int, timeout: float, max_rows: int,
-           allow_service: bool) -> None:
-    """Run a SPARQL query over the KG (rdflib). QUERY is the text, @FILE, or - for stdin.
+           memory: int, allow_service: bool) -> None:
+    """Run a SPARQL query over the KG's persistent store (Oxigraph). QUERY is the text, @FILE, or - for stdin.
 
     Prefixes wd:, wdt:, rdfs:, schema:, foaf: are predefined (see kg_store/rdf.py for URIs).
-    The KG's literals are included. Only the rows shown are computed (plus one, to tell whether
-    more follow). No request leaves the machine: SERVICE needs --allow-service, FROM is refused.
+    The KG's literals are included. The store is built on first use per KG version (or by `mmkg
+    run`). Only the rows shown are computed (plus one, to tell whether more follow). No request
+    leaves the machine: SERVICE needs --allow-service, FROM is refused.
     """
-    from kg_store import rdf
-    from kg_store.safe_io import UnsafeFileError, read_bounded
-    if query == "-":
-        query = sys.stdin.read(1 << 20)
-    elif query.startswith("@"):
-        try:
-            query = read_bounded(query[1:], 1 << 20).decode("utf-8")
-        except UnsafeFileError as e:
-            raise KGStoreError(f"cannot read query file: {e.detail}") from None
-        except UnicodeDecodeError:
-            raise KGStoreError(f"cannot read query file {query[1:]}: not UTF-8") from None
-    answer = rdf.sparql_page(open_store(kg), query, offset=offset, limit=limit, timeout=timeout,
-                             max_rows=max_rows, allow_service=allow_service)
+    from kg_store.errors import ConfigError
+    from kg_store.sparql_query import refuse_outbound, sparql_page, term_text
+    from kg_store.sparql_store import ensure_sparql_store
+    query = read_query_arg(query)
+    if offset + limit > max_rows:
+        raise ConfigError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
+    refuse_outbound(query, allow_service=allow_service)  # before anything is built
+    ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
+    answer = sparql_page(open_store(kg), query, offset=offset, limit=limit, timeout=timeout, max_rows=max_rows,
+                         memory=memory, allow_service=allow_service)
     if answer.type == "ASK":
         click.echo(json.dumps({"boolean": answer.ask}) if as_json else str(answer.ask).lower())
         return
-    if answer.type in ("CONSTRUCT", "DESCRIBE"):
-        text = answer.graph.serialize(format="nt" if as_json else "turtle")
-        click.echo(text if as_json else "\n".join(P(line) for line in text.split("\n")))
+    if answer.type == "CONSTRUCT":
+        click.echo("\n".join(answer.ntriples if as_json else (P(line) for line in answer.ntriples)))
         return
     names = answer.vars
-    page = [[_term(c) for c in r] for r in answer.rows]
+    page = [[term_text(c) for c in r] for r in answer.rows]
     if as_json:
         click.echo(safe_json({"vars": names, "total": answer.total, "more": answer.more, "offset": offset,
                               "rows": [dict(zip(names, r)) for r in page]}))
