@@ -114,9 +114,10 @@ def stats(kg: str, as_json: bool, top: int) -> None:
 @click.command()
 @click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory.")
 def verify(kg: str) -> None:
-    """Re-hash every committed file against the manifest."""
+    """Re-hash every committed file against the manifest (and recount the SPARQL store)."""
+    from kg_store.sparql_store import verify_sparql_store
     store = open_store(kg)
-    problems = store.verify()
+    problems = store.verify() + verify_sparql_store(store)
     for p in problems:
         click.echo(f"BAD {P(p)}")
     if problems:
