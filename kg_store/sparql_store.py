@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from kg_store import atomic
-from kg_store.errors import KGStoreError
 from kg_store.store import KGStore
 
 SPARQL_DIR = "sparql"
