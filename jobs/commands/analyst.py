@@ -226,12 +226,23 @@ def export(kg: str, fmt: str, out: str, subgraph: str | None, hops: int, no_anno
               help="TCP port on 127.0.0.1 (0: any free port; the URL is printed).")
 @click.option("--trusted-host", "trusted_hosts", multiple=True, metavar="NAME",
               help="Also answer requests whose Host is NAME (repeatable); 127.0.0.1, localhost and ::1 always are.")
-def serve(kg: str, port: int, trusted_hosts: tuple[str, ...]) -> None:
-    """Serve the read-only analyst web view on http://127.0.0.1:PORT (localhost only)."""
+@click.option("--sparql-timeout", default=30.0, type=click.FloatRange(0, min_open=True), show_default=True,
+              help="Seconds each /sparql request may evaluate.")
+@click.option("--sparql-max-rows", default=10_000, type=click.IntRange(1), show_default=True,
+              help="Rows a /sparql answer may have (more: 400, add a LIMIT).")
+@click.option("--sparql-memory", default="1G", show_default=True, callback=_memory,
+              help="Memory budget of each /sparql evaluation.")
+def serve(kg: str, port: int, trusted_hosts: tuple[str, ...], sparql_timeout: float, sparql_max_rows: int,
+          sparql_memory: int) -> None:
+    """Serve the read-only analyst web view on http://127.0.0.1:PORT (localhost only), with the SPARQL
+    1.1 Protocol at /sparql and a query page at /query."""
     from werkzeug.serving import make_server
 
     from jobs.web.app import create_app
-    app = create_app(kg, trusted_hosts=trusted_hosts)
+    from kg_store.sparql_store import ensure_sparql_store
+    ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
+    app = create_app(kg, trusted_hosts=trusted_hosts, sparql_timeout=sparql_timeout,
+                     sparql_max_rows=sparql_max_rows, sparql_memory=sparql_memory)
     # Loopback only: the view is read-only but has no authentication.
     server = make_server("127.0.0.1", port, app, threaded=True)
     click.echo(f"serving {kg} on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", err=False)
