@@ -58,6 +58,15 @@ def refuse_outbound(query: str, *, allow_service: bool = False) -> None:
                                "the KG is the default graph, so leave the clause out")
 
 
+def check_syntax(query: str, prefixes: dict[str, str]) -> None:
+    """Parse `query` (against an empty in-memory store) so a typo fails before any store is built."""
+    import pyoxigraph as ox
+    try:
+        ox.Store().query(query, prefixes=prefixes)
+    except SyntaxError as e:
+        raise KGStoreError(f"SPARQL error: {' '.join(str(e).split())[:300]}") from None
+
+
 # ---- answers ------------------------------------------------------------------------------------------
 @dataclass
 class Answer:
