@@ -152,7 +152,15 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
         groups = view.neighbours(eid)
         graph = drawing.star(card, groups)
         same_label = view.entity_rows(others[:20]) if others else []
-        return render_template("entity.html", e=card, groups=groups, graph=graph, same_label=same_label)
+        from kg_store.depictions import DEPICTION_KEYS
+        from pipeline.readers.mmkg import IMAGE_INDEX_ATTRIBUTE
+        # foaf:depiction triples are images too (counted once with the stored ones); image-index
+        # rows name images of the source's index whose files are not in the KG: listed, not counted
+        depictions = [n for g in groups if g["direction"] == "out" and g["relation"] in DEPICTION_KEYS
+                      for n in g["neighbours"]]
+        image_refs = [lit["value"] for lit in card["literals"] if lit["attribute"] == IMAGE_INDEX_ATTRIBUTE]
+        return render_template("entity.html", e=card, groups=groups, graph=graph, same_label=same_label,
+                               depictions=depictions, image_refs=image_refs)
 
     @app.get("/image/<sha256>")
     def image(sha256: str):
@@ -172,16 +180,18 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
             abort(400, "k must be 10 or 20")
         if k not in (10, 20):
             abort(400, "k must be 10 or 20")
-        rows, message, encoder, graph = [], None, None, None
+        rows, message, found, graph = [], None, None, None
         if q:
             check_text(q, "question")
             try:
-                tids, scores, encoder = semantic.retrieve(q, k)
-                rows = view.triple_rows(tids, scores)
+                found = semantic.retrieve(q, k)
+                rows = view.triple_rows(found["triple_ids"], found["scores"])
+                for r, c in zip(rows, found["cosines"]):
+                    r["cosine"] = c
                 graph = drawing.triples(rows)
             except SemanticUnavailable as e:
                 message = str(e)
-        return render_template("retrieve.html", q=q, k=k, rows=rows, graph=graph, message=message, encoder=encoder)
+        return render_template("retrieve.html", q=q, k=k, rows=rows, graph=graph, message=message, found=found)
 
     # ---- shard browser ---------------------------------------------------------------------
     def _shard_sets() -> dict[str, dict]:
