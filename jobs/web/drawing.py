@@ -54,7 +54,7 @@ def _drawing(g: nx.MultiDiGraph, pos: dict, center: int | None, hidden: int = 0)
         (x1, y1), (x2, y2) = px[a], px[b]
         edges.append({"x1": round(x1, 1), "y1": round(y1, 1), "x2": round(x2, 1), "y2": round(y2, 1),
                       "mx": round((x1 + x2) / 2, 1), "my": round((y1 + y2) / 2, 1),
-                      "label": _short(d["label"], 18), "title": d["label"], "score": d.get("score"), "rot": 0})
+                      "label": _short(d["label"], 18), "title": d["label"], "score": d.get("score"), "rot": 0, "dy": -3})
     return Drawing(nodes=nodes, edges=edges, hidden=hidden)
 
 
@@ -91,12 +91,13 @@ def _star_drawing(g: nx.MultiDiGraph, center: int, order: list[int], hidden: int
         other = b if a == center else a
         if other == center:  # a self-loop has no spoke; the list below the drawing shows it
             continue
-        k = on_spoke[other] = on_spoke.get(other, -1) + 1  # a second relation to the same neighbour: further in
-        mx, my, rot, _ = _ray_text(theta[other], STAR_RADIUS * max(0.25, 0.55 - 0.22 * k))
+        # a second relation to the same neighbour is written under the spoke, a third only in the tooltip
+        k = on_spoke[other] = on_spoke.get(other, -1) + 1
+        mx, my, rot, _ = _ray_text(theta[other], STAR_RADIUS * 0.55)
         (x1, y1), (x2, y2) = pos[a], pos[b]
         edges.append({"x1": round(x1, 1), "y1": round(y1, 1), "x2": round(x2, 1), "y2": round(y2, 1),
-                      "mx": mx, "my": my, "rot": rot, "label": _short(d["label"], 18), "title": d["label"],
-                      "score": None})
+                      "mx": mx, "my": my, "dy": (-3, 9)[k] if k < 2 else 0, "rot": rot,
+                      "label": _short(d["label"], 18) if k < 2 else "", "title": d["label"], "score": None})
     return Drawing(nodes=nodes, edges=edges, width=STAR_SIZE, height=STAR_SIZE, hidden=hidden)
 
 

@@ -51,7 +51,14 @@ def relation_png(freq: list[dict], top: int = 25) -> bytes:
     rows = freq[:top][::-1]
     fig = _figure(8, max(2.5, 0.28 * len(rows) + 1))
     ax = fig.add_subplot()
-    ax.barh([relation_tick(r["key"], r["label"]) for r in rows], [r["count"] for r in rows])
+    ticks = [relation_tick(r["key"], r["label"]) for r in rows]
+    repeated = {t for t in ticks if ticks.count(t) > 1}
+    for i, r in enumerate(rows):  # two relations with one label (rdf:type, dbo:type): add the key's host
+        if ticks[i] in repeated and "://" in r["key"]:
+            ticks[i] = f"{ticks[i]} ({r['key'].strip('<>').split('://', 1)[1].split('/', 1)[0]})"
+    # numeric positions: string categories would merge bars whose ticks are equal and reorder the rest
+    ax.barh(range(len(rows)), [r["count"] for r in rows])
+    ax.set_yticks(range(len(rows)), ticks)
     ax.set_xlabel("triples")
     ax.set_title(f"Relation frequency (top {len(rows)} of {len(freq)})")
     ax.tick_params(axis="y", labelsize=8)

@@ -130,7 +130,8 @@ def register_sparql(app: Flask, store: KGStore, *, timeout: float, max_rows: int
                 message = f"busy: no evaluation slot within {timeout:g} s; retry"
             except KGStoreError as e:  # ConfigError included
                 message = str(e)
-        rows = [[_cell(t) for t in row] for row in answer.rows] if answer and answer.type == "SELECT" else []
+        prefixes = database()[1] if answer else {}
+        rows = [[_cell(t, prefixes) for t in row] for row in answer.rows] if answer and answer.type == "SELECT" else []
         return render_template("query.html", query=query, answer=answer, rows=rows, message=message,
                                examples=EXAMPLES, page_rows=PAGE_ROWS, timeout=timeout, max_rows=max_rows)
 
@@ -159,11 +160,19 @@ def _serialise(answer, max_rows: int) -> Response:
     return Response(data, content_type=fmt[1])
 
 
-def _cell(term: dict[str, str] | None) -> dict[str, str] | None:
-    """A result term for the table: its text and, for a KG entity, the key of its page."""
+def _cell(term: dict[str, str] | None, prefixes: dict[str, str]) -> dict[str, str] | None:
+    """A result term for the table: its text (an IRI as prefix:name where a predefined prefix fits),
+    the full value, and for a KG entity the key of its page."""
     if term is None:
         return None
     value = term["value"]
+    text = value
+    if term["type"] == "uri":
+        for name, ns in prefixes.items():
+            rest = value[len(ns):]
+            if value.startswith(ns) and rest and all(c.isalnum() or c in "_-" for c in rest):
+                text = f"{name}:{rest}"
+                break
     key = None
     if term["type"] == "uri":
         for prefix in ("http://www.wikidata.org/entity/", "urn:mmkg:entity:"):
@@ -171,7 +180,7 @@ def _cell(term: dict[str, str] | None) -> dict[str, str] | None:
                 key = unquote(value[len(prefix):])
         if key is None and value.startswith(("http://", "https://")) and not value.startswith(_NOT_ENTITIES):
             key = value  # an absolute-URI key (DBpedia, YAGO) is its own URI (kg_store/rdf.py)
-    return {"text": value, "key": key, "type": term["type"],
+    return {"text": text, "value": value, "key": key, "type": term["type"],
             "extra": term.get("xml:lang") or term.get("datatype", "").rsplit("#", 1)[-1]}
 
 
