@@ -168,7 +168,7 @@ def ingest_outputs(ctx: Context, **_: Any) -> list[str]:
 # ==== sparql ====================================================================================
 def sparql_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
     from kg_store.sparql_store import table_fingerprints
-    return table_fingerprints(open_store(ctx.kg))
+    return table_fingerprints(open_store(ctx.kg).manifest)
 
 
 def sparql_run(ctx: Context, **_: Any) -> dict[str, Any]:

@@ -7,8 +7,9 @@ Layout: `<kg>/sparql/v<NNNNNN>/` (a RocksDB directory, built once per KG version
 
 Manifest: artifact `sparql` = the build meta, and only the meta file is registered. RocksDB
 rewrites its own files (LOG, MANIFEST, compactions) whenever a database is opened read-write, so
-hashing them would make `mmkg verify` fail on a healthy store; the meta instead records the
-sha256 and size of the N-Triples stream the database was loaded from and its statement count,
+hashing them would make `mmkg verify` fail on a healthy store; the meta instead records an
+order-independent digest (`nt_digest`) and the size of the N-Triples stream the database was loaded
+from (what `mmkg export --format nt` writes, in another order) and its statement count,
 and `verify_sparql_store` reopens the database read-only and compares that count. Queries open
 it with `Store.read_only`, which never writes. Freshness is by content: the meta records the
 fingerprints of the tables it was built from; a store whose tables changed is rebuilt.
@@ -22,10 +23,13 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from kg_store import atomic
-from kg_store.store import KGStore
+from kg_store import manifest as mf
+
+if TYPE_CHECKING:
+    from kg_store.store import KGStore
 
 SPARQL_DIR = "sparql"
 ARTIFACT = "sparql"
@@ -37,27 +41,54 @@ def store_rel(kg_version: int) -> str:
     return f"{SPARQL_DIR}/v{kg_version:06d}"
 
 
-def table_fingerprints(store: KGStore) -> dict[str, str | None]:
-    return {name: store.table_fingerprint(name) for name in SOURCE_TABLES}
+def table_fingerprints(manifest: dict[str, Any]) -> dict[str, str | None]:
+    return {name: mf.table_fingerprint(manifest, name) for name in SOURCE_TABLES}
 
 
 def current_meta(store: KGStore) -> dict[str, Any] | None:
     """The build meta of a SPARQL store built from exactly the committed tables, or None."""
-    from kg_store.manifest import check_relpath
-    meta = store.artifact(ARTIFACT)
-    if not meta or meta.get("tables") != table_fingerprints(store) or check_relpath(meta.get("path")):
+    return _current(store.root, store.manifest)
+
+
+def current_meta_at(root: str | Path) -> dict[str, Any] | None:
+    """`current_meta` from the manifest alone (no table is opened: `mmkg sparql`'s fast path)."""
+    return _current(Path(root), mf.read_manifest(root))
+
+
+def _current(root: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    meta = manifest["artifacts"].get(ARTIFACT)
+    if not isinstance(meta, dict) or meta.get("tables") != table_fingerprints(manifest) \
+            or mf.check_relpath(meta.get("path")):
         return None
-    path = store.root / meta["path"]
+    path = root / meta["path"]
     return meta if (path / "CURRENT").is_file() and not path.is_symlink() else None
 
 
+def nt_digest(lines: Iterable[bytes], start: int = 0) -> int:
+    """Order-independent digest of N-Triples lines (sum of their 128-bit BLAKE2b hashes mod 2^128):
+    rdflib writes a graph's statements in no fixed order, so the export and the build agree on the
+    multiset of lines, not on the bytes."""
+    total = start
+    for line in lines:
+        if line.strip():
+            total += int.from_bytes(hashlib.blake2b(line.rstrip(b"\r"), digest_size=16).digest(), "big")
+    return total % (1 << 128)
+
+
+def nt_file_digest(path: str | Path) -> str:
+    """`nt_digest` of an N-Triples file (e.g. `mmkg export --format nt`), as the build meta writes it."""
+    with open(path, "rb") as f:
+        digest = nt_digest(line.rstrip(b"\n") for line in f)
+    return f"{digest:032x}"
+
+
 class _NTriplesStream(io.RawIOBase):
-    """A read-only byte stream over rdflib chunks serialised as N-Triples, hashed as it is read."""
+    """A read-only byte stream over rdflib chunks serialised as N-Triples, digested as it is read."""
 
     def __init__(self, chunks: Iterator[Any]):
         self._chunks = chunks
         self._buf = memoryview(b"")
-        self.sha = hashlib.sha256()
+        self.digest = 0
         self.bytes = 0
         self.statements = 0
 
@@ -72,7 +103,7 @@ class _NTriplesStream(io.RawIOBase):
                 return 0
             data = g.serialize(format="nt", encoding="utf-8")
             self.statements += len(g)
-            self.sha.update(data)
+            self.digest = nt_digest(data.split(b"\n"), self.digest)
             self.bytes += len(data)
             self._buf = memoryview(data)
         n = min(len(b), len(self._buf))
@@ -92,6 +123,7 @@ def build_sparql_store(kg: str | Path, *, force: bool = False, wait: float = 60.
     import pyoxigraph
 
     from kg_store import rdf
+    from kg_store.store import KGStore
     with KGStore.writer(kg, wait=wait, create=False) as w:
         store = w.store
         meta = current_meta(store)
@@ -115,9 +147,9 @@ def build_sparql_store(kg: str | Path, *, force: bool = False, wait: float = 60.
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        meta = {"path": rel, "kg_version": store.kg_version, "tables": table_fingerprints(store),
+        meta = {"path": rel, "kg_version": store.kg_version, "tables": table_fingerprints(store.manifest),
                 "statements": n, "nt_statements": stream.statements, "nt_bytes": stream.bytes,
-                "nt_sha256": stream.sha.hexdigest(), "prefixes": {k: str(v) for k, v in rdf.PREFIXES.items()},
+                "nt_digest": f"{stream.digest:032x}", "prefixes": {k: str(v) for k, v in rdf.PREFIXES.items()},
                 "engine": f"oxigraph {pyoxigraph.__version__}", "seconds": round(time.perf_counter() - t0, 3),
                 "bytes": sum(p.stat().st_size for p in final.iterdir() if p.is_file())}
         meta_rel = f"{rel}.json"
@@ -129,8 +161,7 @@ def build_sparql_store(kg: str | Path, *, force: bool = False, wait: float = 60.
 
 def ensure_sparql_store(kg: str | Path, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The current store's meta, building it first (and saying so through `echo`) when missing."""
-    from kg_store import open_store
-    meta = current_meta(open_store(kg))
+    meta = current_meta_at(kg)
     if meta is not None:
         return meta
     if echo:
@@ -169,5 +200,5 @@ def live_sparql_dirs(manifests: list[dict[str, Any]]) -> set[str]:
     return out
 
 
-__all__ = ["ARTIFACT", "SPARQL_DIR", "build_sparql_store", "current_meta", "ensure_sparql_store",
+__all__ = ["ARTIFACT", "SPARQL_DIR", "build_sparql_store", "current_meta", "current_meta_at", "ensure_sparql_store",
            "live_sparql_dirs", "store_rel", "verify_sparql_store"]

@@ -116,7 +116,7 @@ def read_query_arg(query: str) -> str:
 
 
 def _memory(_ctx, _param, value: str) -> int:
-    from kg_store.graph import parse_size
+    from kg_store.sizes import parse_size
     return parse_size(value)
 
 
@@ -144,18 +144,22 @@ def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int, timeout:
     leaves the machine: SERVICE needs --allow-service, FROM is refused.
     """
     from kg_store.errors import ConfigError
-    from kg_store.sparql_query import check_syntax, refuse_outbound, sparql_page, term_text
-    from kg_store.sparql_store import current_meta, ensure_sparql_store
+    # the fast path reads only the manifest: no table, no pyarrow (one-shot queries are mostly startup)
+    from pathlib import Path
+
+    from kg_store.sparql_query import check_syntax, refuse_outbound, run_query, term_text
+    from kg_store.sparql_store import current_meta_at, ensure_sparql_store
     query = read_query_arg(query)
     if offset + limit > max_rows:
         raise ConfigError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
     refuse_outbound(query, allow_service=allow_service)
-    if current_meta(open_store(kg)) is None:  # first use of this version: check the query, then build
+    meta = current_meta_at(kg)
+    if meta is None:  # first use of this version: check the query, then build
         from kg_store.rdf import PREFIXES
         check_syntax(query, {k: str(v) for k, v in PREFIXES.items()})
-        ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
-    answer = sparql_page(open_store(kg), query, offset=offset, limit=limit, timeout=timeout, max_rows=max_rows,
-                         memory=memory, allow_service=allow_service)
+        meta = ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
+    answer = run_query(Path(kg) / meta["path"], query, prefixes=meta["prefixes"], offset=offset, limit=limit,
+                       timeout=timeout, max_rows=max_rows, memory=memory, allow_service=allow_service)
     if answer.type == "ASK":
         click.echo(json.dumps({"boolean": answer.ask}) if as_json else str(answer.ask).lower())
         return
