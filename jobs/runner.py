@@ -292,7 +292,8 @@ def select_stages(configured: list[str], from_stage: str | None, only: str | Non
 
 
 def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str = DEFAULT_ENCODER,
-                 spark: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None, embed: dict[str, Any] | None = None,
+                 spark: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None,
+                 sparql: dict[str, Any] | None = None, embed: dict[str, Any] | None = None,
                  index: dict[str, Any] | None = None, retrieve: dict[str, Any] | None = None,
                  train: dict[str, Any] | None = None, evaluate: dict[str, Any] | None = None,
                  from_stage: str | None = None, only: str | None = None, force: bool = False,
@@ -304,7 +305,7 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
         raise ConfigError(f"kg {kg!r} is an object-store URL: run it with `mmkg run` (or `--kg URL`), which "
                           "syncs and publishes the store; run_pipeline itself works on a local folder")
     kg = Path(os.path.abspath(kg))  # `snap-12:00` is a folder, never a URI to pyarrow
-    blocks = {"ingest": ingest, "embed": embed, "index": index, "retrieve": retrieve, "train": train,
+    blocks = {"ingest": ingest, "sparql": sparql, "embed": embed, "index": index, "retrieve": retrieve, "train": train,
               "evaluate": evaluate}
     for name, block in blocks.items():
         if block is not None and not isinstance(block, dict):

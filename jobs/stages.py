@@ -1,4 +1,4 @@
-"""The stages of `mmkg run`: ingest → embed → index → retrieve (→ train → evaluate).
+"""The stages of `mmkg run`: ingest → sparql → embed → index → retrieve (→ train → evaluate).
 
 A stage is a pair of plain functions whose keyword arguments are its config block in the
 pipeline YAML (PyKEEN K3): `fingerprint(ctx, **config)` names what the stage reads (input
@@ -7,6 +7,7 @@ hashes; cheap) and `run(ctx, **config)` does the work and returns counts. The ru
 and calls `run` only when they differ. Every `run` is incremental where the data allows it:
 
 * ingest: only sources whose files are new or changed are ingested (the store appends; ids stay);
+* sparql: the persistent SPARQL store is rebuilt only when the tables it reads changed;
 * embed: only texts/images the content-addressed cache has not seen are encoded;
 * index: new vectors are appended to Flat/IVF indexes whose old rows are unchanged;
 * retrieve: a shard set whose cache key is unchanged is reused; query vectors come from the cache.
@@ -31,7 +32,7 @@ from kg_store.hashing import config_hash
 
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("ingest", "embed", "index", "retrieve", "train", "evaluate")
+STAGE_ORDER = ("ingest", "sparql", "embed", "index", "retrieve", "train", "evaluate")
 #: config keys that change how a stage runs but not what it produces: not part of its cache key
 EXECUTION_KEYS = {"engine", "master", "shuffle_partitions", "spark_conf", "threads", "device", "spark_master",
                   "batch_size", "chunk_size", "use_gpu", "progress", "wait", "image_threads"}
@@ -162,6 +163,26 @@ def ingest_run(ctx: Context, *, sources: list[str] | str = "demo", engine: str =
 
 def ingest_outputs(ctx: Context, **_: Any) -> list[str]:
     return []
+
+
+# ==== sparql ====================================================================================
+def sparql_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
+    from kg_store.sparql_store import table_fingerprints
+    return table_fingerprints(open_store(ctx.kg).manifest)
+
+
+def sparql_run(ctx: Context, **_: Any) -> dict[str, Any]:
+    from kg_store.sparql_store import build_sparql_store
+    meta = build_sparql_store(ctx.kg)
+    return {"counts": {"statements": meta["statements"]}, "cache_hits": int(not meta["built"]),
+            "note": (f"built {meta['path']}: {meta['statements']:,} statements in {meta['seconds']:.1f} s"
+                     if meta["built"] else f"{meta['path']} already current (built on first use)")}
+
+
+def sparql_outputs(ctx: Context, **_: Any) -> list[str]:
+    from kg_store.sparql_store import ARTIFACT
+    meta = open_store(ctx.kg).artifact(ARTIFACT)
+    return [meta["path"] + ".json"] if meta else []
 
 
 # ==== embed =====================================================================================
@@ -323,6 +344,7 @@ def evaluate_run(ctx: Context, *, config: str, set: dict[str, Any] | None = None
 
 STAGES: dict[str, Stage] = {
     "ingest": Stage("ingest", ingest_fingerprint, ingest_run, ingest_outputs),
+    "sparql": Stage("sparql", sparql_fingerprint, sparql_run, sparql_outputs),
     "embed": Stage("embed", embed_fingerprint, embed_run, embed_outputs),
     "index": Stage("index", index_fingerprint, index_run, index_outputs),
     "retrieve": Stage("retrieve", retrieve_fingerprint, retrieve_run, retrieve_outputs),

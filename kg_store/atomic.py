@@ -13,18 +13,18 @@ import shutil
 import stat
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # imported where used: reading a manifest (`mmkg sparql`) needs neither
+    import numpy as np
+    import pyarrow as pa
 
 TMP_MARK = ".tmp-"
 #: the exact names `_tmp_sibling` makes; cleanup never removes anything else
 TMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{8}")
 #: the store's own folders (docs/ARCHITECTURE.md layout); temp cleanup looks only here and at the root
 STORE_DIRS = ("tables", "graph", "blobs", "vectors", "indexes", "subgraphs", "versions", "work", "cache",
-              "runs", "logs")
+              "runs", "logs", "sparql")
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -76,6 +76,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_parquet(path: str | Path, table: pa.Table, **kwargs: Any) -> None:
+    import pyarrow.parquet as pq
     kwargs.setdefault("compression", "zstd")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
@@ -83,6 +84,7 @@ def write_parquet(path: str | Path, table: pa.Table, **kwargs: Any) -> None:
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
     # np.save appends ".npy" to names without it, so write through an open file object.
+    import numpy as np
     from kg_store.safe_io import open_new
     with atomic_path(path) as tmp, open_new(tmp) as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)

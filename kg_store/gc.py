@@ -108,6 +108,23 @@ def _remove_empty_dirs(top: Path) -> None:
             continue
 
 
+def _unreferenced_sparql(kg: Path, manifests: list[dict[str, Any]]) -> list[Path]:
+    """Entries of `sparql/` (database folders, their meta files, build litter) that no kept
+    version's manifest names: a database is a folder of RocksDB files, collected whole."""
+    from kg_store.sparql_store import SPARQL_DIR, live_sparql_dirs
+    top = real_dir(kg / SPARQL_DIR, "store folder")
+    if top is None:
+        return []
+    live = live_sparql_dirs(manifests)
+    return sorted(Path(e.path) for e in os.scandir(top) if f"{SPARQL_DIR}/{e.name}" not in live)
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_symlink() or not path.is_dir():
+        return path.lstat().st_size
+    return sum(p.stat().st_size for p in _regular_files(path))
+
+
 def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cache: bool = False,
                     wait: float = 0.0) -> dict[str, Any]:
     """Delete files that neither the current version nor the last `keep` version snapshots read."""
@@ -126,25 +143,29 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
         older = sorted(set(snaps) - {current})
         kept_versions = [*older[-(keep - 1):], current] if keep > 1 else [current]
         referenced = live_files(w.manifest)
-        for v in kept_versions:
-            if v in snaps:
-                referenced |= live_files(load_manifest_file(snaps[v], kg))
+        kept_manifests = [w.manifest, *(load_manifest_file(snaps[v], kg) for v in kept_versions if v in snaps)]
+        for m in kept_manifests[1:]:
+            referenced |= live_files(m)
         doomed = [p for top in tops for p in _regular_files(top) if p.relative_to(kg).as_posix() not in referenced]
+        doomed_sparql = _unreferenced_sparql(kg, kept_manifests)
         dropped = [p for v, p in sorted(snaps.items()) if v not in kept_versions]
-        freed = sum(p.stat().st_size for p in doomed)
+        freed = sum(p.stat().st_size for p in doomed) + sum(_tree_bytes(p) for p in doomed_sparql)
         cache_bytes = sum(p.stat().st_size for p in _regular_files(cache_dir)) if cache_dir is not None else 0
         if not dry_run:
             # unregister first, commit, then delete: a crash in between leaves only unreferenced litter
-            for p in doomed:
+            for p in doomed + doomed_sparql:
                 w.manifest["files"].pop(p.relative_to(kg).as_posix(), None)
             w.commit()
             for p in doomed + dropped:
                 p.unlink(missing_ok=True)
+            for p in doomed_sparql:
+                atomic._remove(str(p))  # a database folder: rmtree, which never follows links
             for top in tops:  # empty directories left behind, deepest first
                 _remove_empty_dirs(top)
             if cache_dir is not None:
                 shutil.rmtree(cache_dir)  # rmtree does not follow symlinks inside
     return {"kg_version": current, "kept_versions": kept_versions, "files_deleted": len(doomed),
+            "sparql_stores_deleted": len([p for p in doomed_sparql if not p.name.endswith(".json")]),
             "snapshots_deleted": len(dropped), "bytes_freed": freed + cache_bytes, "dry_run": dry_run,
             "files": sorted(p.relative_to(kg).as_posix() for p in doomed)[:50]}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kg_store import atomic
+from kg_store.sizes import parse_size  # noqa: F401  (re-exported: kg_store.graph.parse_size stays valid)
 
 ARRAYS = ("indptr", "neighbor", "relation", "direction", "triple_id")
 
@@ -128,18 +129,6 @@ def memory_budget(memory_bytes: int | None = None) -> int:
 def fits_one_run(edges: int, memory_bytes: int | None = None) -> bool:
     """Whether the out-of-core build sorts `edges` in a single run within its budget."""
     return edges * _BYTES_PER_EDGE <= memory_budget(memory_bytes)
-
-
-def parse_size(text: str | int) -> int:
-    """'256m', '1G', '2.5GB', '64KiB', '1000000' → bytes (memory settings: the CSR build, index budgets)."""
-    import re
-    from kg_store.errors import ConfigError
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
-    if not m:
-        raise ConfigError(f"cannot read memory size {text!r}; use e.g. 256M, 4G")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
 def _npy_header(f, dtype, n: int) -> None:

@@ -127,6 +127,16 @@ def table_parts(manifest: dict[str, Any], name: str) -> list[str]:
     return [] if rel is None else list(rel) if isinstance(rel, list) else [rel]
 
 
+def table_fingerprint(manifest: dict[str, Any], name: str) -> str | None:
+    """One sha256 for a table's content as committed (its parts' hashes), None if absent."""
+    from kg_store.hashing import config_hash
+    parts = table_parts(manifest, name)
+    if not parts:
+        return None
+    shas = [manifest["files"].get(rel, {}).get("sha256") for rel in parts]
+    return shas[0] if len(shas) == 1 else config_hash(shas)
+
+
 def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = now()
     atomic.write_json(Path(root) / MANIFEST, manifest)

@@ -105,11 +105,8 @@ class KGStore:
 
     def table_fingerprint(self, name: str) -> str | None:
         """One sha256 for a table's content as committed (its parts' hashes), None if absent."""
-        parts = self.table_parts(name)
-        if not parts:
-            return None
-        shas = [self.manifest["files"].get(rel, {}).get("sha256") for rel in parts]
-        return shas[0] if len(shas) == 1 else config_hash(shas)
+        self.table_parts(name)  # an unknown table name is a ConfigError
+        return mf.table_fingerprint(self.manifest, name)
 
     def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         paths = self.table_files(name)

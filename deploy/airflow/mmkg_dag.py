@@ -20,7 +20,7 @@ try:  # Airflow 3
 except ImportError:  # Airflow 2
     from airflow.operators.bash import BashOperator
 
-STAGES = ["ingest", "embed", "index", "retrieve"]
+STAGES = ["ingest", "sparql", "embed", "index", "retrieve"]
 DEFAULTS = {
     "mmkg_bin": "/opt/mmkg/.venv/bin/mmkg",
     "mmkg_config": "/opt/mmkg/configs/pipeline.yaml",
@@ -37,7 +37,7 @@ def _var(name: str) -> str:
 
 with DAG(
     dag_id="mmkg_pipeline",
-    description="MMKG ingest → embed → index → retrieve (incremental; cached stages are no-ops)",
+    description="MMKG ingest → sparql → embed → index → retrieve (incremental; cached stages are no-ops)",
     schedule="0 2 * * *",
     start_date=datetime(2026, 1, 1),
     catchup=False,

@@ -100,8 +100,24 @@ def neighbors(key_or_label: str, kg: str, hops: int, as_json: bool, limit: int, 
     _more(offset + len(rows), int(tids.size))
 
 
-def _term(value) -> str | None:
-    return None if value is None else str(value)
+def read_query_arg(query: str) -> str:
+    """QUERY as given: the text, @FILE (bounded, UTF-8) or - for stdin."""
+    from kg_store.safe_io import UnsafeFileError, read_bounded
+    if query == "-":
+        return sys.stdin.read(1 << 20)
+    if query.startswith("@"):
+        try:
+            return read_bounded(query[1:], 1 << 20).decode("utf-8")
+        except UnsafeFileError as e:
+            raise KGStoreError(f"cannot read query file: {e.detail}") from None
+        except UnicodeDecodeError:
+            raise KGStoreError(f"cannot read query file {query[1:]}: not UTF-8") from None
+    return query
+
+
+def _memory(_ctx, _param, value: str) -> int:
+    from kg_store.sizes import parse_size
+    return parse_size(value)
 
 
 @click.command()
@@ -113,39 +129,45 @@ def _term(value) -> str | None:
               help="Stop the query after this many seconds.")
 @click.option("--max-rows", default=100_000, type=click.IntRange(1), show_default=True,
               help="Row cap: --offset + --limit may not exceed it (CONSTRUCT/DESCRIBE: triples).")
+@click.option("--memory", default="2G", show_default=True, callback=_memory,
+              help="Memory budget of the evaluation (intermediate results); past it the query stops.")
 @click.option("--allow-service", is_flag=True,
-              help="Permit SERVICE clauses (federated queries send KG data to that server; each request "
-                   "has --timeout). Refused by default.")
+              help="Permit SERVICE clauses (federated queries send KG data to that server; the whole "
+                   "query, requests included, has --timeout). Refused by default.")
 def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int, timeout: float, max_rows: int,
-           allow_service: bool) -> None:
-    """Run a SPARQL query over the KG (rdflib). QUERY is the text, @FILE, or - for stdin.
+           memory: int, allow_service: bool) -> None:
+    """Run a SPARQL query over the KG's persistent store (Oxigraph). QUERY is the text, @FILE, or - for stdin.
 
     Prefixes wd:, wdt:, rdfs:, schema:, foaf: are predefined (see kg_store/rdf.py for URIs).
-    The KG's literals are included. Only the rows shown are computed (plus one, to tell whether
-    more follow). No request leaves the machine: SERVICE needs --allow-service, FROM is refused.
+    The KG's literals are included. The store is built on first use per KG version (or by `mmkg
+    run`). Only the rows shown are computed (plus one, to tell whether more follow). No request
+    leaves the machine: SERVICE needs --allow-service, FROM is refused.
     """
-    from kg_store import rdf
-    from kg_store.safe_io import UnsafeFileError, read_bounded
-    if query == "-":
-        query = sys.stdin.read(1 << 20)
-    elif query.startswith("@"):
-        try:
-            query = read_bounded(query[1:], 1 << 20).decode("utf-8")
-        except UnsafeFileError as e:
-            raise KGStoreError(f"cannot read query file: {e.detail}") from None
-        except UnicodeDecodeError:
-            raise KGStoreError(f"cannot read query file {query[1:]}: not UTF-8") from None
-    answer = rdf.sparql_page(open_store(kg), query, offset=offset, limit=limit, timeout=timeout,
-                             max_rows=max_rows, allow_service=allow_service)
+    from kg_store.errors import ConfigError
+    # the fast path reads only the manifest: no table, no pyarrow (one-shot queries are mostly startup)
+    from pathlib import Path
+
+    from kg_store.sparql_query import check_syntax, refuse_outbound, run_query, term_text
+    from kg_store.sparql_store import current_meta_at, ensure_sparql_store
+    query = read_query_arg(query)
+    if offset + limit > max_rows:
+        raise ConfigError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
+    refuse_outbound(query, allow_service=allow_service)
+    meta = current_meta_at(kg)
+    if meta is None:  # first use of this version: check the query, then build
+        from kg_store.rdf import PREFIXES
+        check_syntax(query, {k: str(v) for k, v in PREFIXES.items()})
+        meta = ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
+    answer = run_query(Path(kg) / meta["path"], query, prefixes=meta["prefixes"], offset=offset, limit=limit,
+                       timeout=timeout, max_rows=max_rows, memory=memory, allow_service=allow_service)
     if answer.type == "ASK":
         click.echo(json.dumps({"boolean": answer.ask}) if as_json else str(answer.ask).lower())
         return
-    if answer.type in ("CONSTRUCT", "DESCRIBE"):
-        text = answer.graph.serialize(format="nt" if as_json else "turtle")
-        click.echo(text if as_json else "\n".join(P(line) for line in text.split("\n")))
+    if answer.type == "CONSTRUCT":
+        click.echo("\n".join(answer.ntriples if as_json else (P(line) for line in answer.ntriples)))
         return
     names = answer.vars
-    page = [[_term(c) for c in r] for r in answer.rows]
+    page = [[term_text(c) for c in r] for r in answer.rows]
     if as_json:
         click.echo(safe_json({"vars": names, "total": answer.total, "more": answer.more, "offset": offset,
                               "rows": [dict(zip(names, r)) for r in page]}))
@@ -213,12 +235,23 @@ def export(kg: str, fmt: str, out: str, subgraph: str | None, hops: int, no_anno
               help="TCP port on 127.0.0.1 (0: any free port; the URL is printed).")
 @click.option("--trusted-host", "trusted_hosts", multiple=True, metavar="NAME",
               help="Also answer requests whose Host is NAME (repeatable); 127.0.0.1, localhost and ::1 always are.")
-def serve(kg: str, port: int, trusted_hosts: tuple[str, ...]) -> None:
-    """Serve the read-only analyst web view on http://127.0.0.1:PORT (localhost only)."""
+@click.option("--sparql-timeout", default=30.0, type=click.FloatRange(0, min_open=True), show_default=True,
+              help="Seconds each /sparql request may evaluate.")
+@click.option("--sparql-max-rows", default=10_000, type=click.IntRange(1), show_default=True,
+              help="Rows a /sparql answer may have (more: 400, add a LIMIT).")
+@click.option("--sparql-memory", default="1G", show_default=True, callback=_memory,
+              help="Memory budget of each /sparql evaluation.")
+def serve(kg: str, port: int, trusted_hosts: tuple[str, ...], sparql_timeout: float, sparql_max_rows: int,
+          sparql_memory: int) -> None:
+    """Serve the read-only analyst web view on http://127.0.0.1:PORT (localhost only), with the SPARQL
+    1.1 Protocol at /sparql and a query page at /query."""
     from werkzeug.serving import make_server
 
     from jobs.web.app import create_app
-    app = create_app(kg, trusted_hosts=trusted_hosts)
+    from kg_store.sparql_store import ensure_sparql_store
+    ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
+    app = create_app(kg, trusted_hosts=trusted_hosts, sparql_timeout=sparql_timeout,
+                     sparql_max_rows=sparql_max_rows, sparql_memory=sparql_memory)
     # Loopback only: the view is read-only but has no authentication.
     server = make_server("127.0.0.1", port, app, threaded=True)
     click.echo(f"serving {kg} on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", err=False)

@@ -30,7 +30,8 @@ def degree_summary(degree) -> dict:
     return {
         "nodes": int(deg.size), "isolated": int((deg == 0).sum()), "min": int(deg.min()),
         "max": int(deg.max()), "mean": round(float(deg.mean()), 3), "median": float(np.median(deg)),
-        "p90": float(np.percentile(deg, 90)), "p99": float(np.percentile(deg, 99)),
+        # rounded: percentiles interpolate, and 67.90000000000146 is noise to a reader
+        "p90": round(float(np.percentile(deg, 90)), 2), "p99": round(float(np.percentile(deg, 99)), 2),
         "histogram": [{"lo": lo, "hi": hi - 1, "count": int(c)} for lo, hi, c in zip(edges, edges[1:], counts)],
     }
 
@@ -54,8 +55,8 @@ def analyst_stats(store, top: int = 20) -> dict:
     import pyarrow.compute as pc
     by_source = {name: _counts_by(store.table(name, ["source"]), "source")
                  for name in ("entities", "relations", "triples", "same_as", "images", "literals")}
-    images = store.table("images", ["entity_id"])
-    with_images = len(pc.unique(images["entity_id"])) if images.num_rows else 0
+    from kg_store.depictions import depiction_triples, entities_with_images
+    with_images = int(entities_with_images(store).size)  # stored images and foaf:depiction triples, once each
     n_ent = store.num_entities
     rejects = store.table("rejects", ["stage", "reason"])
     joined = pa.table({"k": pc.binary_join_element_wise(
@@ -65,7 +66,9 @@ def analyst_stats(store, top: int = 20) -> dict:
         "relation_frequency": relation_frequency(store, top),
         "relations_used": len(relation_frequency(store)),
         "image_coverage": {"entities_with_images": with_images, "entities": n_ent,
-                           "fraction": round(with_images / n_ent, 4) if n_ent else 0.0},
+                           "fraction": round(with_images / n_ent, 4) if n_ent else 0.0,
+                           "stored_images": store.count("images"),
+                           "depiction_triples": int(depiction_triples(store).size)},
         "rejects_by_reason": _counts_by(joined, "k") if joined is not None else {},
     }
     if store.manifest.get("graph"):
@@ -114,9 +117,10 @@ def stats(kg: str, as_json: bool, top: int) -> None:
 @click.command()
 @click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory.")
 def verify(kg: str) -> None:
-    """Re-hash every committed file against the manifest."""
+    """Re-hash every committed file against the manifest (and recount the SPARQL store)."""
+    from kg_store.sparql_store import verify_sparql_store
     store = open_store(kg)
-    problems = store.verify()
+    problems = store.verify() + verify_sparql_store(store)
     for p in problems:
         click.echo(f"BAD {P(p)}")
     if problems:

@@ -4,7 +4,10 @@ Pages: search (label, or text through the FAISS entity index when embeddings exi
 (card, images, 1-hop neighbourhood drawn and listed), retrieval (question → top 10/20 triples
 with scores), shard browser (dataset/split/config → queries → subgraph), stats with plots.
 
-Safety: GET only; every key or name from the URL is a store lookup (entity keys through
+SPARQL: `/sparql` (the SPARQL 1.1 Protocol, read-only) and `/query` (a page with examples and a
+results table), both over the KG's persistent SPARQL store (`jobs/web/sparql_endpoint.py`).
+
+Safety: GET only (except `/sparql`, which also takes protocol POSTs of at most 1 MiB); every key or name from the URL is a store lookup (entity keys through
 `store.entity_ids`, shard sets by exact manifest artifact name, images by a sha256 found in
 the images table), so no URL can name a file. `mmkg serve` binds 127.0.0.1 only, and every request
 must carry a trusted `Host` (127.0.0.1, localhost, ::1, plus `--trusted-host` names): a page on
@@ -67,7 +70,8 @@ def host_name(header: str) -> str | None:
     return name if name and re.fullmatch(r"[a-z0-9._-]+", name) else None
 
 
-def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = ()) -> Flask:
+def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (), sparql_timeout: float = 30.0,
+               sparql_max_rows: int = 10_000, sparql_memory: int = 1 << 30) -> Flask:
     store = open_store(kg)
     view = StoreView(store)
     semantic = Semantic(store)
@@ -148,7 +152,15 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
         groups = view.neighbours(eid)
         graph = drawing.star(card, groups)
         same_label = view.entity_rows(others[:20]) if others else []
-        return render_template("entity.html", e=card, groups=groups, graph=graph, same_label=same_label)
+        from kg_store.depictions import DEPICTION_KEYS
+        from pipeline.readers.mmkg import IMAGE_INDEX_ATTRIBUTE
+        # foaf:depiction triples are images too (counted once with the stored ones); image-index
+        # rows name images of the source's index whose files are not in the KG: listed, not counted
+        depictions = [n for g in groups if g["direction"] == "out" and g["relation"] in DEPICTION_KEYS
+                      for n in g["neighbours"]]
+        image_refs = [lit["value"] for lit in card["literals"] if lit["attribute"] == IMAGE_INDEX_ATTRIBUTE]
+        return render_template("entity.html", e=card, groups=groups, graph=graph, same_label=same_label,
+                               depictions=depictions, image_refs=image_refs)
 
     @app.get("/image/<sha256>")
     def image(sha256: str):
@@ -168,16 +180,18 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
             abort(400, "k must be 10 or 20")
         if k not in (10, 20):
             abort(400, "k must be 10 or 20")
-        rows, message, encoder, graph = [], None, None, None
+        rows, message, found, graph = [], None, None, None
         if q:
             check_text(q, "question")
             try:
-                tids, scores, encoder = semantic.retrieve(q, k)
-                rows = view.triple_rows(tids, scores)
+                found = semantic.retrieve(q, k)
+                rows = view.triple_rows(found["triple_ids"], found["scores"])
+                for r, c in zip(rows, found["cosines"]):
+                    r["cosine"] = c
                 graph = drawing.triples(rows)
             except SemanticUnavailable as e:
                 message = str(e)
-        return render_template("retrieve.html", q=q, k=k, rows=rows, graph=graph, message=message, encoder=encoder)
+        return render_template("retrieve.html", q=q, k=k, rows=rows, graph=graph, message=message, found=found)
 
     # ---- shard browser ---------------------------------------------------------------------
     def _shard_sets() -> dict[str, dict]:
@@ -233,6 +247,9 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
         extra = {k: v for k, v in row.items() if k not in _SHARD_LIST_COLUMNS and not isinstance(v, (list, dict))}
         return render_template("shard_query.html", name=name, row=row, rows=rows, graph=drawing.triples(rows),
                                extra=extra)
+
+    from jobs.web.sparql_endpoint import register_sparql
+    register_sparql(app, store, timeout=sparql_timeout, max_rows=sparql_max_rows, memory=sparql_memory)
 
     # ---- stats and plots ---------------------------------------------------------------------
     @lru_cache(maxsize=1)

@@ -37,12 +37,28 @@ def degree_png(degree: np.ndarray) -> bytes:
     return _png(fig)
 
 
+def relation_tick(key: str, label: str, width: int = 34) -> str:
+    """A bar's label: the relation label and a short key (a URI's last segment, not its last
+    characters: "starring", not "starring (ogy/starring)"), the key once if both say the same."""
+    short = key.strip("<>").rstrip("/").rsplit("/", 1)[-1].rsplit("#", 1)[-1] if "://" in key else key
+    label = label or ""
+    label = label if len(label) <= width else label[:width - 1] + "…"
+    return short if not label or label == short else f"{label} ({short})"
+
+
 def relation_png(freq: list[dict], top: int = 25) -> bytes:
     """Horizontal bars: triples per relation, the `top` most frequent."""
     rows = freq[:top][::-1]
-    fig = _figure(7, max(2.5, 0.28 * len(rows) + 1))
+    fig = _figure(8, max(2.5, 0.28 * len(rows) + 1))
     ax = fig.add_subplot()
-    ax.barh([f"{r['label'][:28]} ({r['key'][-12:]})" for r in rows], [r["count"] for r in rows])
+    ticks = [relation_tick(r["key"], r["label"]) for r in rows]
+    repeated = {t for t in ticks if ticks.count(t) > 1}
+    for i, r in enumerate(rows):  # two relations with one label (rdf:type, dbo:type): add the key's host
+        if ticks[i] in repeated and "://" in r["key"]:
+            ticks[i] = f"{ticks[i]} ({r['key'].strip('<>').split('://', 1)[1].split('/', 1)[0]})"
+    # numeric positions: string categories would merge bars whose ticks are equal and reorder the rest
+    ax.barh(range(len(rows)), [r["count"] for r in rows])
+    ax.set_yticks(range(len(rows)), ticks)
     ax.set_xlabel("triples")
     ax.set_title(f"Relation frequency (top {len(rows)} of {len(freq)})")
     ax.tick_params(axis="y", labelsize=8)

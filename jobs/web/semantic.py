@@ -67,12 +67,15 @@ class Semantic:
         return pairs, name
 
     # ---- retrieve a subgraph for a question --------------------------------------------------
-    def retrieve(self, question: str, top_n: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """(triple ids, scores) of the top-`top_n` triples for `question` (MR-MKG §3.2)."""
+    def retrieve(self, question: str, top_n: int) -> dict[str, Any]:
+        """The top-`top_n` triples for `question` (MR-MKG §3.2) with what the page shows about them:
+        `triple_ids`, `scores` (the retriever's rank score), `cosines` (each triple's text cosine to
+        the question: the anchored retriever ranks by a path prior first, so its scores can be equal
+        to four digits and say little), `encoder`, `retriever` and its config."""
         name = self.encoder_name("triple")
         try:
             from retrieval.queries import Query
-            from retrieval.retriever import RetrievalConfig, SubgraphRetriever
+            from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
         except ImportError as e:
             raise SemanticUnavailable(f"retrieval is not installed here ({e})") from None
         with self._lock:
@@ -84,6 +87,16 @@ class Semantic:
                     raise SemanticUnavailable(f"retrieval is not installed here ({e})") from None
                 except KGStoreError as e:  # e.g. vectors but no FAISS index yet
                     raise SemanticUnavailable(f"retrieval is not ready for this KG: {e}") from None
-            (out,) = self._retrievers[name].retrieve([Query(query_id="web", text=question)])
-        out = out.head(top_n)
-        return np.asarray(out.triple_ids), np.asarray(out.scores), name
+            retriever = self._retrievers[name]
+            queries = [Query(query_id="web", text=question)]
+            vectors = encode_queries(retriever.encoder, queries, image_weight=retriever.config.image_weight)
+            (out,) = retriever.retrieve_vectors(queries, vectors)
+            out = out.head(top_n)
+            tids = np.asarray(out.triple_ids)
+            with_vec, cos = retriever.retriever.ctx.score(vectors[0], tids)
+        cosine = dict(zip(with_vec.tolist(), cos.tolist()))
+        cfg = retriever.config
+        return {"triple_ids": tids, "scores": np.asarray(out.scores),
+                "cosines": [cosine.get(int(t)) for t in tids.tolist()], "encoder": name,
+                "retriever": cfg.retriever, "config": {"top_N": cfg.top_N, "path_hops": cfg.path_hops,
+                                                       "hops": cfg.hops, "top_n": cfg.top_n}}

@@ -138,3 +138,70 @@ def test_shard_browser_lists_sets_queries_and_subgraphs(kg, data_dir):
     assert page.count('<td class="score">') == len(shown)
     svg = page[page.index('<svg id="shard-graph"'):page.index("</svg>")]
     assert svg.count("<line") == len(shown)
+
+
+# ---- issue 30: the stats page, image counts and the neighbourhood drawing ----------------------------
+@pytest.fixture(scope="module")
+def db15k_images(data_dir, tmp_path_factory):
+    """DB15K's triples (two of them foaf:depiction) and its image index (references, no files), merged
+    into Wikidata ids, plus MarKG with its real images: the demo's image cases in one small store."""
+    from pipeline.ingest import ingest
+    mm = data_dir / "mmkg"
+    root = tmp_path_factory.mktemp("web-db15k") / "kg"
+    ingest(root, [f"markg:{data_dir / 'markg' / 'MarKG'}",
+                  f"images:{data_dir / 'entity_images' / 'imagenet_markg_overlap' / 'mapping.tsv'}",
+                  f"mmkg:{mm / 'DB15K' / 'DB15K_EntityTriples.reconstructed.txt'}",
+                  f"image-index:{mm / 'DB15K' / 'DB15K_ImageIndex.txt'}",
+                  f"sameas:{mm / 'DB15K' / 'DB15K_SameAsLink.txt'}",
+                  f"fbmap:{mm / 'FB15K' / 'fb15k_mid-wdurl-wpurl_14951.txt'}"], engine="local")
+    return root
+
+
+def test_images_are_counted_once_as_sparql_counts_them(db15k_images):
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+    from jobs.commands.store import analyst_stats
+    store = open_store(db15k_images)
+    cov = analyst_stats(store)["image_coverage"]
+    assert cov["depiction_triples"] == 2
+    stored = len(set(store.table("images", ["entity_id"])["entity_id"].to_pylist()))
+    assert cov["entities_with_images"] == stored + 2  # the two depicting entities have no stored image
+    out = CliRunner().invoke(cli, ["sparql", "--kg", str(db15k_images), "--json",
+                                   "SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE { ?e foaf:depiction ?img }"])
+    assert int(__import__("json").loads(out.stdout)["rows"][0]["n"]) == cov["entities_with_images"]
+    client = create_app(db15k_images).test_client()
+    page = html(client, "/stats")
+    assert f'id="image-coverage">{cov["entities_with_images"]:,} of' in page
+    berlin = html(client, "/entity?key=Q64")
+    heading = re.search(r'<h2 id="images-heading">(.*?)</h2>', berlin).group(1)
+    assert heading.startswith("Images (0)") and "1 image-index reference without files" in heading
+    assert "DBIMG" in berlin[berlin.index('id="image-refs"'):]
+    hp = html(client, "/entity?key=Q80978")  # Hewlett-Packard foaf:depiction software (a DB15K triple)
+    assert re.search(r'<h2 id="images-heading">Images \(1\)', hp) and 'class="depiction"' in hp
+
+
+def test_stats_page_numbers_and_relation_ticks(client):
+    from jobs.web.plots import relation_tick
+    page = html(client, "/stats")
+    summary = re.search(r'<p id="degree-summary">(.*?)</p>', page).group(1)
+    assert not re.search(r"\d\.\d{3,}", summary), summary  # no 67.90000000000146
+    assert relation_tick("http://dbpedia.org/ontology/starring", "starring") == "starring"
+    assert relation_tick("P1343", "described by source") == "described by source (P1343)"
+    assert client.get("/plot/relations.png").status_code == 200
+
+
+def test_neighbourhood_labels_lie_on_their_own_rays(db15k_images):
+    """Berlin has 156 triples: 36 of its edges are drawn, each neighbour's label along its own ray."""
+    from jobs.web import drawing
+    from jobs.web.queries import StoreView
+    view = StoreView(open_store(db15k_images))
+    eid, _ = view.resolve("Q64")
+    star = drawing.star(view.card(eid), view.neighbours(eid))
+    ring = [n for n in star.nodes if not n["center"]]
+    assert len(ring) > 20 and star.hidden > 0  # 36 edges drawn; some neighbours have two relations
+    rays = {(n["rot"], n["anchor"]) for n in ring}
+    assert len(rays) == len(ring)  # no two labels share a direction, so none overlap
+    for n in ring:  # each label starts just outside its node, on the ray from the centre
+        cx = cy = drawing.STAR_SIZE / 2
+        assert abs(((n["tx"] - cx) ** 2 + (n["ty"] - cy) ** 2) ** 0.5 - (drawing.STAR_RADIUS + 14)) < 1

@@ -60,6 +60,8 @@ def server(embedded_kg):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()  # "serving KG on http://127.0.0.1:PORT/ ..."
+        while line.startswith(("building the SPARQL store", "built sparql/")):  # first serve of this version
+            line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:\d+/", line)
         assert match, f"mmkg serve did not start: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
         yield match.group(0)
@@ -112,6 +114,9 @@ def test_search_open_entity_and_retrieve(browser: Browser, server: str):
     assert not browser.find_all("#retrieve-message"), browser.text(browser.find("#retrieve-message"))
     rows = browser.find_all("#retrieved tr.triple")
     assert len(rows) == 10
+    assert browser.text(browser.find("#retriever-name")) == "anchored"  # the page names its retriever
+    cosines = [browser.text(e) for e in browser.find_all("#retrieved td.cosine")]
+    assert len(cosines) == 10 and len(set(cosines)) > 1  # a score that tells the triples apart
     scores = [float(browser.text(e)) for e in browser.find_all("#retrieved td.score")]
     assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
     assert len(browser.find_all("#retrieved-graph line")) == 10
@@ -127,5 +132,15 @@ def test_search_open_entity_and_retrieve(browser: Browser, server: str):
     browser.get(server + "stats")
     assert _image_loaded(browser, "#degree-plot") and _image_loaded(browser, "#relation-plot")
     browser.screenshot(ARTIFACTS / "04-stats.png")
-    for name in ("01-search-zebra", "02-entity-zebra", "03-retrieve", "04-stats", "05-text-search"):
+
+    # 6. the SPARQL query page: an example query runs and its results table links to entities
+    browser.get(server + "query")
+    examples = browser.find_all("a.example")
+    assert len(examples) >= 4
+    browser.click(next(e for e in examples if browser.text(e) == "Triples per relation"))
+    browser.wait_for("#query-results")
+    cells = [browser.text(e) for e in browser.find_all("#query-results tbody tr td")]
+    assert "wdt:P1343" in cells and "4430 integer" in cells  # IRIs with the predefined prefixes; value, datatype
+    browser.screenshot(ARTIFACTS / "06-query.png")
+    for name in ("01-search-zebra", "02-entity-zebra", "03-retrieve", "04-stats", "05-text-search", "06-query"):
         assert (ARTIFACTS / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

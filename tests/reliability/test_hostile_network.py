@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from kg_store import open_store
+from kg_store.sparql_store import build_sparql_store
 from pipeline.readers import records as R
 from tests.pipeline.test_readers import parse_all
 from tests.reliability.hostile_fixtures import Listener, run_cli, small_store, write_markg
@@ -112,6 +113,7 @@ def test_sparql_limit_stops_the_evaluation(kg, capsys):
 
 
 def test_sparql_timeout_and_row_cap(kg, capsys):
+    build_sparql_store(kg)  # else the first query also says that it builds the store
     rc, out, err = run_cli(capsys, "sparql", "--kg", kg, "--timeout", "1",
                            f"SELECT (COUNT(*) AS ?n) WHERE {{ {PRODUCT} }}")
     assert rc == 1 and "timeout" in err and len(err.strip().splitlines()) == 1, err
@@ -121,3 +123,17 @@ def test_sparql_timeout_and_row_cap(kg, capsys):
     rc, out, err = run_cli(capsys, "sparql", "--kg", kg, "--max-rows", "2", "--limit", "2",
                            "CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }")
     assert rc == 1 and "cap" in err, err
+
+
+def test_sparql_memory_budget_stops_the_query(kg, capsys):
+    """Issue 32 item 4: bounded in memory as well as time. Sorting 40 million rows needs far more
+    than 64 MiB: the evaluation stops with one line, long before the timeout."""
+    build_sparql_store(kg)
+    t0 = time.monotonic()
+    rc, out, err = run_cli(capsys, "sparql", "--kg", kg, "--memory", "64M", "--timeout", "120",
+                           f"SELECT * WHERE {{ {PRODUCT} }} ORDER BY ?o1 ?o2 LIMIT 1")
+    assert rc == 1 and "memory budget of 64 MiB" in err and len(err.strip().splitlines()) == 1, err
+    assert time.monotonic() - t0 < 60
+    rc, out, err = run_cli(capsys, "sparql", "--kg", kg, "--memory", "64M", "--json",
+                           "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }")
+    assert rc == 0 and int(json.loads(out)["rows"][0]["n"]) > 0  # small queries fit the same budget
