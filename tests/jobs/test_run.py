@@ -118,7 +118,7 @@ def test_only_ingest_on_spark_local2_equals_local(small, spark):
         job = pipeline_job(small["data"], small["tmp"] / f"{engine}-kg", sources, engine=engine)
         job["ingest"]["master"] = "local[2]"
         report = run_pipeline(**job, only="ingest", progress=False)
-        assert [s.status for s in report.stages if s.name != "ingest"] == ["skipped"] * 5
+        assert [s.status for s in report.stages if s.name != "ingest"] == ["skipped"] * (len(report.stages) - 1)
         stores[engine] = open_store(job["kg"])
         # a rerun is cached whatever the engine: engine/master are not part of the cache key
         job["ingest"]["engine"] = "local" if engine == "spark" else "spark"
