@@ -250,6 +250,7 @@ def experiment_provenance(args, kg: Path, shards: dict[str, Path], preds: Path) 
     mars = Path(args.data) / "markg" / "MARS"
     files = {s: mars / f"{s}.json" for s in ("train", "dev")}
     files["candidates"] = mars / "analogy_entities.txt"
+    files["mars_eval"] = REPO / "benchmarks" / "out" / "mars_eval.json"  # the no-LLM bar's ranks
     fingerprints = {p.name[:-len(".meta.json")]: json.loads(p.read_text()).get("fingerprint")
                     for p in sorted(preds.glob("*.meta.json"))}
     return provenance(files, kg, {"shard_sets": {k: sha256_file(d / "meta.json") for k, d in shards.items()},
@@ -580,6 +581,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ranks["kg_only"], ranks_opt["kg_only"] = kg_only_ranks(kg, shards["dev"], candidates,
                                                            {q: dev_line[q] for q in sample_ids["main"]},
                                                            args.max_hops)
+    # the no-LLM bar on the same queries (benchmarks/mars_eval.py ranks every dev line)
+    bar = REPO / "benchmarks" / "out" / "mars_eval.json"
+    if bar.exists():
+        dev_bar = json.loads(bar.read_text())["ranks"].get("memory>kg_prior", {}).get("dev", {})
+        if dev_bar:
+            ranks["memory>kg_prior"] = {str(q): dev_bar[str(q)] for q in plan["main"]}
+            ranks_opt["memory>kg_prior"] = ranks["memory>kg_prior"]  # realistic only
     fusion_info = None
     base_dev = read_predictions(preds / f"{args.fusion_base}.dev.jsonl")
     base_fit = read_predictions(preds / f"{args.fusion_base}.fit.jsonl")
@@ -609,6 +617,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if name in ranks:
             comparisons[f"{name} vs control"] = compare(ranks, name, "control", on[VARIANTS[name]["queries"]],
                                                         strata, args.seed)
+    for name in ("kg", "control"):
+        if "memory>kg_prior" in ranks:
+            comparisons[f"{name} vs memory>kg_prior"] = compare(ranks, name, "memory>kg_prior", main_q, strata, args.seed)
     if "late_fusion" in ranks:  # complementary only if the fusion also beats the prior alone
         comparisons["late_fusion vs kg_only"] = compare(ranks, "late_fusion", "kg_only", main_q, strata, args.seed)
     add_holm([c for parts in comparisons.values() for c in parts.values()])
