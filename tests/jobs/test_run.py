@@ -127,7 +127,7 @@ def test_only_ingest_on_spark_local2_equals_local(small, spark):
         assert stores["spark"].table(t).equals(stores["local"].table(t)), t
 
 
-def test_deploy_files():
+def test_deploy_files(tmp_path):
     dag = REPO / "deploy" / "airflow" / "mmkg_dag.py"
     py_compile.compile(str(dag), doraise=True)
     try:
@@ -139,5 +139,20 @@ def test_deploy_files():
         spec = importlib.util.spec_from_file_location("mmkg_dag", dag)
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
     cron = (REPO / "deploy" / "cron" / "mmkg.cron").read_text()
-    assert "mmkg run --config" in cron and "--wait" in cron
+    assert "mmkg run --config" in cron and "--wait" in cron and "--data $MMKG_DATA" in cron
+    # Airflow retries nothing; a task tries again only while the KG stays locked (exit 4)
+    import subprocess
+    source = dag.read_text()
+    assert '"retries": 0' in source and 'task_id="gc"' in source
+    import ast
+    tree = ast.parse(source)  # the helper alone: Airflow need not be installed here
+    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "retry_locked"]
+    ns: dict = {"LOCKED_TRIES": 3, "LOCKED_PAUSE_S": 0}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), str(dag), "exec"), ns)
+    for first_rc, calls in ((4, 3), (2, 1), (1, 1), (0, 1)):
+        counter = tmp_path / "calls"
+        counter.write_text("")
+        cmd = f"echo x >> {counter}; (exit {first_rc})"
+        rc = subprocess.run(["bash", "-c", ns["retry_locked"](cmd)]).returncode
+        assert rc == first_rc and len(counter.read_text().split()) == calls, (first_rc, calls)
     assert "spark-submit" in (REPO / "deploy" / "spark-submit.md").read_text()
