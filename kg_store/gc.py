@@ -167,7 +167,10 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
     return {"kg_version": current, "kept_versions": kept_versions, "files_deleted": len(doomed),
             "sparql_stores_deleted": len([p for p in doomed_sparql if not p.name.endswith(".json")]),
             "snapshots_deleted": len(dropped), "bytes_freed": freed + cache_bytes, "dry_run": dry_run,
-            "files": sorted(p.relative_to(kg).as_posix() for p in doomed)[:50]}
+            "files": sorted(p.relative_to(kg).as_posix() for p in doomed)[:50],
+            # what goes (or would go), each with its bytes: `mmkg gc --dry-run` lists them
+            "deleted": sorted([p.relative_to(kg).as_posix(), p.stat().st_size if p.exists() else 0] for p in doomed)
+            if dry_run else None}
 
 
 __all__ = ["GC_DIRS", "collect_garbage", "live_files", "open_version", "snapshot_version"]

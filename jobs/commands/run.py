@@ -10,6 +10,8 @@ import json
 
 import click
 
+from jobs.terminal import printable
+
 STAGE_NAMES = ("ingest", "sparql", "embed", "index", "retrieve", "train", "evaluate")
 
 
@@ -55,6 +57,8 @@ def gc(kg, keep, cache, dry_run, wait) -> None:
     from kg_store.gc import collect_garbage
     out = collect_garbage(kg, keep=keep, dry_run=dry_run, cache=cache, wait=wait)
     verb = "would delete" if dry_run else "deleted"
+    for rel, size in out.get("deleted") or []:
+        click.echo(f"  {printable(rel)}  {size:,} bytes")
     click.echo(f"{verb} {out['files_deleted']} files, {out['sparql_stores_deleted']} SPARQL stores and "
                f"{out['snapshots_deleted']} version snapshots "
                f"({out['bytes_freed'] / 1e6:.1f} MB); kept versions {out['kept_versions'] or [out['kg_version']]}")

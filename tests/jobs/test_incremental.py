@@ -135,7 +135,7 @@ def test_ivf_index_is_appended_and_rechecked(runs, data_dir, tmp_path):
     assert vi.meta["self_check"]["recall"] > 0
 
 
-def test_old_version_readable_until_gc(runs):
+def test_old_version_readable_until_gc(runs, capsys):
     from jobs.runner import collect_garbage, open_version
     kg = runs["kg"]
     old = open_version(kg, runs["version_after_first"])
@@ -144,7 +144,16 @@ def test_old_version_readable_until_gc(runs):
     n_versions = len(list((kg / "versions").glob("v*.json")))
     dry = collect_garbage(kg, keep=n_versions, dry_run=True)
     assert dry["files_deleted"] == 0  # every version kept
+    from jobs.cli import main
+    with pytest.raises(SystemExit) as e:  # the CLI's dry run lists each file that would go, with its bytes
+        main(["gc", "--kg", str(kg), "--keep", "1", "--dry-run"])
+    assert e.value.code == 0
+    listed = collect_garbage(kg, keep=1, dry_run=True)["deleted"]
+    out = capsys.readouterr().out
+    assert listed and all(f"  {rel}  {size:,} bytes" in out for rel, size in listed)
+    assert all((kg / rel).stat().st_size == size for rel, size in listed)  # nothing deleted yet
     gone = collect_garbage(kg, keep=1)
+    assert sorted(gone["files"]) == sorted(rel for rel, _ in listed)[:50]
     assert gone["files_deleted"] > 0 and any(f.startswith("tables/") for f in gone["files"])
     assert open_store(kg).verify() == []  # the current version is intact
     with pytest.raises(Exception):
