@@ -84,7 +84,13 @@ def human_summary(report: RunReport, report_path: Path | None = None) -> str:
     for s in report.stages:
         detail = s.note or s.reason
         took = f"{s.seconds:7.1f} s" if s.status in ("ran", "failed") else " " * 9
-        lines.append(f"  {s.name:<9} {s.status:<8} {took}  {detail}")
+        rejected = f"  ({s.rejects:,} rejected)" if s.rejects else ""
+        lines.append(f"  {s.name:<9} {s.status:<8} {took}  {detail}{rejected}")
+    total = sum(s.rejects for s in report.stages)
+    if total:
+        lines.append(f"rejects: {total:,} input records rejected; reasons in the stores' `rejects` table "
+                     "(`mmkg sql --kg KG \"SELECT stage, reason, count(*) FROM rejects GROUP BY ALL\"`) "
+                     "and in rejects.json beside query shards")
     if report.status == "failed":
         lines.append(f"FAILED: {report.error}")
     elif report.dry_run:

@@ -156,3 +156,13 @@ def test_deploy_files(tmp_path):
         rc = subprocess.run(["bash", "-c", ns["retry_locked"](cmd)]).returncode
         assert rc == first_rc and len(counter.read_text().split()) == calls, (first_rc, calls)
     assert "spark-submit" in (REPO / "deploy" / "spark-submit.md").read_text()
+
+
+def test_rejects_are_in_the_console_summary(tmp_path, capsys):
+    """A run whose input has bad records says how many were rejected, per stage and in total."""
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("Q1\tP31\tQ5\nnot a triple\nQ2\tP31\tQ5\n")
+    cfg = write_config(tmp_path / "c.yaml", {"kg": str(tmp_path / "kg"), "ingest": {"sources": [f"tsv:{tsv}"]}})
+    assert _cli(["run", "--config", str(cfg), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "(1 rejected)" in out and "rejects: 1 input records rejected" in out
