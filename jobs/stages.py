@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kg_store import open_store
-from kg_store.errors import KGStoreError
+from kg_store.errors import ConfigError, KGStoreError
 from kg_store.hashing import config_hash
 
 log = logging.getLogger(__name__)
@@ -75,18 +75,22 @@ def _file_sha(store, rel: str | None) -> str | None:
 
 # ==== ingest ====================================================================================
 def ingest_sources(ctx: Context, sources: list[str] | str) -> list[str]:
-    """Config sources → `FORMAT:ABSPATH` specs; `demo` means every demo input under the data dir."""
+    """Config sources → `FORMAT:ABSPATH` specs; `demo` (alone or as one entry of a list) means every
+    demo input under the data dir, so a config can keep the demo inputs and add its own."""
     from pipeline.demo_sources import demo_sources
     from pipeline.readers.base import parse_source
 
-    if sources == "demo":
+    specs: list[str] = []
+    for s in ([sources] if isinstance(sources, str) else list(sources)):
+        if s != "demo":
+            specs.append(ctx.expand(s))
+            continue
         if ctx.data is None:
-            raise KGStoreError("ingest: `sources: demo` needs a data directory (`data:` or --data)")
-        specs = demo_sources(ctx.data)
-        if not specs:
+            raise ConfigError("ingest: `sources: demo` needs a data directory (`data:` or --data)")
+        demo = demo_sources(ctx.data)
+        if not demo:
             raise KGStoreError(f"ingest: no demo inputs under {ctx.data}")
-    else:
-        specs = [ctx.expand(s) for s in sources]
+        specs.extend(demo)
     out = []
     for s in specs:
         spec = parse_source(s)

@@ -166,3 +166,16 @@ def test_rejects_are_in_the_console_summary(tmp_path, capsys):
     assert _cli(["run", "--config", str(cfg), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "(1 rejected)" in out and "rejects: 1 input records rejected" in out
+
+
+def test_demo_sources_compose_with_others(data_dir, tmp_path):
+    """`sources: [demo, "tsv:extra.tsv"]` keeps every demo input and adds the extra one."""
+    from jobs.stages import Context, ingest_sources
+    from pipeline.demo_sources import demo_sources
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("Q1\tP31\tQ5\n")
+    ctx = Context(kg=tmp_path / "kg", data=data_dir, encoder="minilm", progress=False)
+    demo = ingest_sources(ctx, "demo")
+    both = ingest_sources(ctx, ["demo", f"tsv:{extra}"])
+    assert len(demo) == len(demo_sources(data_dir)) >= 10
+    assert both == demo + [f"tsv:{extra.resolve()}"]
