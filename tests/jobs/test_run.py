@@ -179,3 +179,13 @@ def test_demo_sources_compose_with_others(data_dir, tmp_path):
     both = ingest_sources(ctx, ["demo", f"tsv:{extra}"])
     assert len(demo) == len(demo_sources(data_dir)) >= 10
     assert both == demo + [f"tsv:{extra.resolve()}"]
+
+
+def test_mmkg_ingest_snapshots_its_version(tmp_path):
+    """Every writing command keeps its version's manifest under versions/, as `mmkg run` does."""
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("Q1\tP31\tQ5\n")
+    kg = tmp_path / "kg"
+    assert _cli(["ingest", "--kg", str(kg), "--source", f"tsv:{tsv}", "--engine", "local"]) == 0
+    snaps = sorted(p.name for p in (kg / "versions").glob("v*.json"))
+    assert snaps == [f"v{json.loads((kg / 'manifest.json').read_text())['kg_version']:06d}.json"]
