@@ -171,7 +171,9 @@ def check_settings(work: Path, args) -> None:
 #: `train.json`: every folder links the full train split (the prior's and the memory's source), the
 #: candidate file and the images, so a sample's queries are built and retrieved exactly as in the full
 #: split (a train row is ranked out of fold either way: retrieval.paths.assign_prior_folds)
-SAMPLES = {"train": ("train_sample", "train"), "fit": ("fit", "train"), "dev": ("dev", "dev")}
+#: A sample's split name differs from every full split's: shard sets live at subgraphs/<dataset>/<split>/
+#: <config hash>, so a sample named `dev` and the full dev split would replace each other's shards.
+SAMPLES = {"train": ("train_sample", "train"), "fit": ("fit", "train"), "dev": ("dev_sample", "dev")}
 LINKED = ("train.json", "analogy_entities.txt", "images")
 
 
@@ -528,14 +530,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prepare_store(kg, data)
     subsets = write_subsets(work, data, plan)
     shards = {name: retrieve(kg, subsets[name], SAMPLES[name][0], args.top_n) for name in SAMPLES}
-    # subset query id ("dev-000007": 8th line of the dev sample file) → original dev.json line
-    dev_line = {f"dev-{k:06d}": line for k, line in enumerate(plan["main"])}
+    # subset query id ("dev_sample-000007": 8th line of the dev sample file) → original dev.json line
+    dev_line = {f"{SAMPLES['dev'][0]}-{k:06d}": line for k, line in enumerate(plan["main"])}
     by_line = {line: qid for qid, line in dev_line.items()}
     # ablation queries first: a main-set variant stopped by its budget already pairs with the ablations
     abl_set = set(plan["ablation"])
     sample_ids = {"main": [by_line[i] for i in sorted(plan["main"], key=lambda line: line not in abl_set)],
                   "ablation": [by_line[i] for i in plan["ablation"]]}
-    fit_ids = [f"fit-{k:06d}" for k in range(len(plan["fit"]))]
+    fit_ids = [f"{SAMPLES['fit'][0]}-{k:06d}" for k in range(len(plan["fit"]))]
     preds = work / "predictions"
     deadline = time.monotonic() + 60 * args.eval_budget_minutes if args.eval_budget_minutes else None
     training: dict[str, Any] = {}
