@@ -22,7 +22,8 @@ def mixed_sources(data_dir, tmp_path_factory):
             f"images:{data_dir / 'markg/MARS/images'}", f"tsv:{tsv}"]
 
 
-@pytest.mark.parametrize("large", [False, True], ids=["defaults", "large-input-settings"])
+@pytest.mark.parametrize("large", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["defaults", "large-input-settings"])
 def test_spark_and_local_give_identical_stores(spark, mixed_sources, tmp_path, monkeypatch, large):
     if large:  # what a big input gets: cached frames on disk, the graph in many node ranges
         from pipeline.engines import spark as S

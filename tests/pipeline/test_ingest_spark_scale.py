@@ -89,6 +89,7 @@ def test_spark_ingest_with_a_1mb_driver_equals_local_and_appends(small_driver_sp
     assert s2.store.kg_version == 2 and not s2.store.verify()
 
 
+@pytest.mark.slow  # a rare path (64-bit hash collision), kept out of the 10-minute default tier
 def test_key_hash_collision_fallback_joins_on_strings(small_driver_spark, tmp_path, monkeypatch, data_dir):
     """The string-join path (taken when two keys share a 64-bit hash) gives the same store,
     with a link merging two data keys (DB15K sameAs lines), an append, and an append of
