@@ -31,17 +31,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from retrieval.paths import read_mars_rows  # noqa: E402
 
 RANKERS = ("memory", "kg_prior", "memory>kg_prior")
 SPLITS = ("dev", "test")
 N_PERM = 10000
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def prepare_kg(kg: Path, data: Path) -> None:
@@ -56,13 +53,11 @@ def seen_pairs(train: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(r["question"], r["answer"]) for r in train} | {tuple(r["example"]) for r in train}
 
 
-def answer_in_facts(shard_dir: Path, split: str) -> dict[str, bool]:
-    """Whether each query's answer is an endpoint of one of its retrieved triples (real shard rows)."""
+def answer_in_facts(shard_dir: Path) -> dict[str, bool]:
+    """query id → whether its answer is an endpoint of one of its retrieved triples (real shard rows)."""
     from kg_store.shards import read_shards
     t = read_shards(shard_dir, ["query_id", "answer_entity", "head_ids", "tail_ids"]).to_pylist()
-    prefix = f"{split}-"
-    return {str(int(r["query_id"][len(prefix):])): r["answer_entity"] in set(r["head_ids"]) | set(r["tail_ids"])
-            for r in t if r["query_id"].startswith(prefix)}
+    return {r["query_id"]: r["answer_entity"] in set(r["head_ids"]) | set(r["tail_ids"]) for r in t}
 
 
 def strata_metrics(ranks: dict[str, float], strata: dict[str, dict[str, bool]]) -> dict[str, Any]:
@@ -148,7 +143,7 @@ def train_reranker_variant(ctx: Any, kg: Path, mars: Path, rows: dict[str, list[
         fit_reranker, rank_featurized
     t0 = time.perf_counter()
     vectors = EntityVectors(ctx.store)
-    train_rows = read_rows(mars / "train.json")
+    train_rows = read_mars_rows(mars / "train.json")
     feats = {s: featurize(ctx, rows[s], train_rows=False, vectors=vectors, progress=True) for s in SPLITS}
     by_row = featurize(ctx, train_rows, train_rows=True, vectors=vectors, progress=True)
     ctx_pair = MarsContext.from_files(kg, mars, folds=ctx.folds, group="pair")
@@ -238,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mars = args.data / "markg" / "MARS"
     prepare_kg(args.kg, args.data)
     ctx = MarsContext.from_files(args.kg, mars, folds=args.folds)
-    rows = {s: read_rows(mars / f"{s}.json") for s in SPLITS}
+    rows = {s: read_mars_rows(mars / f"{s}.json") for s in SPLITS}
     if args.reproduce is not None:
         if args.variant not in rankers:
             from model.reranker import reproduce  # trained variants: their committed artifacts
@@ -259,14 +254,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     in_facts = {}
     for spec in args.shards:
         split, _, d = spec.partition("=")
-        in_facts[split] = answer_in_facts(Path(d), split)
+        prefix = f"{split}-"  # a full split's query id is "<split>-<line>"
+        in_facts[split] = {str(int(q[len(prefix):])): v for q, v in answer_in_facts(Path(d)).items()
+                           if q.startswith(prefix)}
     reranker = None
     if args.reranker:
         reranker = train_reranker_variant(ctx, args.kg, mars, rows, args.out)
         ranks["reranker"] = reranker.pop("ranks")
     elif "reranker" in old.get("ranks", {}):
         reranker = old.get("reranker")
-    pairs = seen_pairs(read_rows(mars / "train.json"))
+    pairs = seen_pairs(read_mars_rows(mars / "train.json"))
     seen = {s: {str(i): (r["question"], r["answer"]) in pairs for i, r in enumerate(rows[s])} for s in SPLITS}
     metrics: dict[str, Any] = {}
     for name, by in ranks.items():

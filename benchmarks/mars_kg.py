@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.mars_smollm2 import ENCODER, prepare_store  # noqa: E402
+from retrieval.paths import read_mars_rows as read_mars  # noqa: E402  (one MARS row reader)
 from model.metrics import add_holm, bootstrap_mrr_diff, comparison_cells, permutation_mrr_p, sign_test, summarize  # noqa: E402,F401
 
 #: variant → how it is built; `queries`: which dev sample it is ranked on
@@ -75,10 +76,6 @@ MAIN = {"kg": "kg", "control": "control", "kg_only": "kg_only"}
 
 
 # ---- sampling ---------------------------------------------------------------------------------
-
-def read_mars(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
 
 def stratified_sample(strata: Sequence[Any], n: int, rng: np.random.Generator,
                       among: Sequence[int] | None = None) -> list[int]:
@@ -213,9 +210,10 @@ def retrieve(kg: Path, subset: Path, split: str, top_n: int) -> Path:
 def seen_in_train(data: Path, dev_lines: Sequence[int]) -> dict[int, bool]:
     """Whether each dev query's (question, answer) pair occurs in train as a question–answer pair or
     an example pair, any relation (ordered pairs)."""
+    from benchmarks.mars_eval import seen_pairs
     mars = data / "markg" / "MARS"
-    train, dev = read_mars(mars / "train.json"), read_mars(mars / "dev.json")
-    pairs = {(r["question"], r["answer"]) for r in train} | {tuple(r["example"]) for r in train}
+    pairs = seen_pairs(read_mars(mars / "train.json"))
+    dev = read_mars(mars / "dev.json")
     return {i: (dev[i]["question"], dev[i]["answer"]) in pairs for i in dev_lines}
 
 
@@ -235,14 +233,6 @@ def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequenc
         qs = [q for q in queries if keep(q) and str(q) in ranks.get(a, {}) and str(q) in ranks.get(b, {})]
         out[part] = compare_ranks([ranks[a][str(q)] for q in qs], [ranks[b][str(q)] for q in qs], seed=seed)
     return out
-
-
-def answer_in_facts(shards: Path, dev_line: dict[str, int]) -> dict[int, bool]:
-    """Whether each dev query's answer is an endpoint of one of its retrieved triples (shard rows)."""
-    from kg_store.shards import read_shards
-    rows = read_shards(shards, ["query_id", "answer_entity", "head_ids", "tail_ids"]).to_pylist()
-    return {dev_line[r["query_id"]]: r["answer_entity"] in set(r["head_ids"]) | set(r["tail_ids"])
-            for r in rows if r["query_id"] in dev_line}
 
 
 def experiment_provenance(args, kg: Path, shards: dict[str, Path], preds: Path) -> dict[str, Any]:
@@ -601,7 +591,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             priors_for(kg, shards["dev"], candidates, list(dev_recs), args.max_hops), candidates, dev_line)
         fusion_info.update(base=args.fusion_base, fit_complete=len(base_fit) >= len(fit_ids))
     seen = seen_in_train(data, plan["main"])
-    facts = answer_in_facts(shards["dev"], dev_line)
+    from benchmarks.mars_eval import answer_in_facts
+    facts = {dev_line[q]: v for q, v in answer_in_facts(shards["dev"]).items() if q in dev_line}
     strata = {"seen": seen, "in_facts": facts}
     metrics = {}
     for name in ranks:

@@ -225,17 +225,13 @@ class _Shortlist:
     def __init__(self, kg: str, cand_keys: list[str], spec: Mapping[str, Any]):
         from kg_store.hashing import sha256_file
         from model.rankers import MarsContext, resolve_ranker
-        from retrieval.paths import load_or_fit_prior, read_mars_rows
         if set(spec) - {"ranker", "k", "train", "folds"} or "train" not in spec:
             raise ConfigError(f"shortlist takes ranker, k, train (the train split file) and folds; got {dict(spec)}")
         self.k, self.name = int(spec.get("k", 50)), str(spec.get("ranker", "memory>kg_prior"))
         folds = int(spec.get("folds", 5))
         self.ranker = resolve_ranker(self.name)
-        store = open_store(kg)
-        ids = store.entity_ids(cand_keys)
-        prior, prior_key = load_or_fit_prior(kg, spec["train"], np.unique(ids[ids >= 0]), folds=folds)
-        self.ctx = MarsContext(open_store(kg), cand_keys, read_mars_rows(spec["train"]), prior, folds=folds)
-        self.fingerprint = {"ranker": self.name, "k": self.k, "folds": folds, "prior": prior_key,
+        self.ctx = MarsContext.build(kg, cand_keys, spec["train"], folds=folds)
+        self.fingerprint = {"ranker": self.name, "k": self.k, "folds": folds, "prior": self.ctx.prior_key,
                             "train": sha256_file(spec["train"])}
 
     def scores(self, ex) -> np.ndarray:
@@ -271,9 +267,9 @@ def _score_mars(net, batch, ex, cand_keys: list[str], cand_labels: list[str], *,
 def _score_mars_shortlist(net, batch, ex, cand_keys: list[str], cand_labels: list[str], short: _Shortlist, *,
                           chunk_size: int, ties: str) -> dict[str, Any]:
     """The model ranks the ranker's top-K; the others follow in the ranker's order."""
+    from model.rankers import top_positions
     base = short.scores(ex)
-    order = np.lexsort((np.arange(len(base)), -base))  # ranker score, then candidate file order
-    top = order[:short.k]
+    top = top_positions(base, short.k)
     llm = net.score_candidates(batch, [cand_labels[j] for j in top], chunk_size=chunk_size).cpu().float().numpy()
     gold = cand_keys.index(ex.gold_key) if ex.gold_key in cand_keys else -1
     in_short = gold >= 0 and bool(np.isin(gold, top))

@@ -131,12 +131,14 @@ def permutation_mrr_p(a: Sequence[float], b: Sequence[float], *, n_perm: int = 1
     return float((1 + extreme) / (n_perm + 1))
 
 
-def summarize(ranks: Sequence[float]) -> dict[str, Any]:
+def summarize(ranks: Iterable[float]) -> dict[str, Any]:
+    """`ranking_metrics` at Hits@1/3/10 with the median rank instead of the mean ({"count": 0} when empty)."""
     r = np.asarray(list(ranks), dtype=np.float64)
     if r.size == 0:
         return {"count": 0}
-    return {"count": int(r.size), "hits@1": float((r <= 1).mean()), "hits@3": float((r <= 3).mean()),
-            "hits@10": float((r <= 10).mean()), "mrr": float((1.0 / r).mean()), "median_rank": float(np.median(r))}
+    m = ranking_metrics(r, ks=(1, 3, 10))
+    del m["mean_rank"]
+    return {**m, "median_rank": float(np.median(r))}
 
 
 def holm(pvalues: Mapping[str, float]) -> dict[str, float]:

@@ -65,19 +65,32 @@ class MarsContext:
             if r["answer"] in self.position:
                 self.popularity[f, self.position[r["answer"]]] += 1
         self._space = np.unique(self.candidate_ids[self.candidate_ids >= 0])
+        self.prior_key: str | None = None  # set by `build`
+        # the learned `reranker` ranker's model (a LightGBM booster), its shortlist size and the
+        # store's entity vectors its embedding features read (model.reranker)
+        self.reranker: Any = None
+        self.reranker_k: int | None = None
+        self.vectors: Any = None
+
+    @classmethod
+    def build(cls, kg: str | Path, candidates: Sequence[str], train_file: str | Path, *, folds: int = 5,
+              group: str = "row") -> "MarsContext":
+        """The context of `candidates` and a MARS train file over the KG at `kg` (its folded prior is
+        fitted and committed on first use; `prior_key` says which)."""
+        from kg_store import open_store
+        from retrieval.paths import load_or_fit_prior, read_mars_rows
+        ids = open_store(kg).entity_ids(list(candidates))
+        prior, key = load_or_fit_prior(kg, train_file, np.unique(ids[ids >= 0]), folds=folds, group=group)
+        ctx = cls(open_store(kg), candidates, read_mars_rows(train_file), prior, folds=folds, group=group)
+        ctx.prior_key = key
+        return ctx
 
     @classmethod
     def from_files(cls, kg: str | Path, mars_dir: str | Path, *, folds: int = 5, group: str = "row") -> "MarsContext":
         """The context of a MARS folder (train.json, analogy_entities.txt) over the KG at `kg`."""
-        from kg_store import open_store
-        from retrieval.paths import load_or_fit_prior, read_mars_rows
         mars_dir = Path(mars_dir)
-        store = open_store(kg)
         candidates = [k for k in (mars_dir / "analogy_entities.txt").read_text().split() if k]
-        ids = store.entity_ids(candidates)
-        prior, _ = load_or_fit_prior(kg, mars_dir / "train.json", np.unique(ids[ids >= 0]), folds=folds, group=group)
-        return cls(open_store(kg), candidates, read_mars_rows(mars_dir / "train.json"), prior, folds=folds,
-                   group=group)
+        return cls.build(kg, candidates, mars_dir / "train.json", folds=folds, group=group)
 
     def query(self, row: dict[str, Any], *, train_row: bool = False) -> MarsQuery:
         """A ranker's view of a MARS row. `train_row`: the row is one of the training split (the
@@ -108,23 +121,45 @@ class MarsContext:
     def answer_popularity(self, q: MarsQuery) -> np.ndarray:
         return self.out_of_fold(self.popularity, q.fold)
 
-    def prior_scores(self, q: MarsQuery) -> tuple[np.ndarray, Any]:
-        """(C,) the path prior's score of each candidate (0 where no path reaches it), and the paths."""
+    def prior_scores(self, q: MarsQuery) -> "PriorEvidence":
+        """The path prior's score of each candidate (0 where no path reaches it), with the walk it
+        came from (the reranker's path features reuse it rather than walking again)."""
         from retrieval.paths import linking_types, paths_from
         R, graph = self.store.num_relations, self.store.graph
         out = np.zeros(len(self.candidates))
         qid = int(self.store.entity_ids([q.question])[0])
         if qid < 0:
-            return out, None
+            return PriorEvidence(out)
         paths = paths_from(graph, qid, R)
         paths = paths.select(np.isin(paths.endpoint, self._space))
         eh, et = self.store.entity_ids(list(q.example)).tolist()
-        ends, scores = self.prior.for_fold(q.fold).score_endpoints(paths, linking_types(graph, eh, et, R))
+        example_types = linking_types(graph, eh, et, R)
+        prior = self.prior.for_fold(q.fold)
+        path_scores = prior.path_scores(paths, example_types)
+        ends, scores = prior.score_endpoints(paths, example_types, path_scores)
         if len(ends):  # `ends` is sorted
             at = np.clip(np.searchsorted(ends, self.candidate_ids), 0, len(ends) - 1)
             hit = ends[at] == self.candidate_ids
             out[hit] = scores[at[hit]]
-        return out, paths
+        return PriorEvidence(out, paths, path_scores, example_types)
+
+
+@dataclass
+class PriorEvidence:
+    """`MarsContext.prior_scores`: candidate scores (C,), and the walk behind them — the paths from
+    the question entity into the candidates, each path's type precision, the example pair's types
+    (all None when the question entity is not in the KG)."""
+
+    scores: np.ndarray
+    paths: Any = None
+    path_scores: np.ndarray | None = None
+    example_types: np.ndarray | None = None
+
+
+def top_positions(scores: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Candidate positions best first (score, then candidate-file order), the first `k` of them."""
+    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores)))
+    return order if k is None else order[:k]
 
 
 def lexicographic(*keys: np.ndarray) -> np.ndarray:
@@ -144,12 +179,12 @@ def memory_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
 
 @rankers.register("kg_prior")
 def kg_prior_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
-    return ctx.prior_scores(q)[0]
+    return ctx.prior_scores(q).scores
 
 
 @rankers.register("memory>kg_prior")
 def memory_then_prior_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
-    return lexicographic(ctx.memory(q), ctx.prior_scores(q)[0], ctx.answer_popularity(q))
+    return lexicographic(ctx.memory(q), ctx.prior_scores(q).scores, ctx.answer_popularity(q))
 
 
 def resolve_ranker(name: str) -> Callable[[MarsContext, MarsQuery], np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from model.rankers import MarsContext, MarsQuery, lexicographic, rankers
+from model.rankers import MarsContext, MarsQuery, PriorEvidence, lexicographic, rankers, top_positions
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "kg": ("prior", "best_path", "paths", "hops", "analogy_type", "prior_rank"),
@@ -56,41 +56,40 @@ class EntityVectors:
             out[ids >= 0] = self.matrix[ids[ids >= 0]]
         return out
 
+    def candidates(self, ctx: MarsContext) -> np.ndarray:
+        """The vectors of `ctx`'s candidates, gathered once (every query scores the same 2,063)."""
+        if getattr(self, "_for", None) is not ctx:
+            self._for, self._candidates = ctx, self(ctx.candidate_ids)
+        return self._candidates
+
 
 def analogy_cosines(ctx: MarsContext, q: MarsQuery, vectors: EntityVectors | None) -> tuple[np.ndarray, np.ndarray]:
     """(C,) cosine of each candidate to the question, and to the analogy offset question + tail − head."""
     C = len(ctx.candidates)
     if vectors is None or not vectors.ok:
         return np.zeros(C), np.zeros(C)
-    if not hasattr(ctx, "_candidate_vectors"):
-        ctx._candidate_vectors = vectors(ctx.candidate_ids)
     qh, eh, et = vectors(ctx.store.entity_ids([q.question, *q.example]))
     offset = qh + et - eh
-    cv = ctx._candidate_vectors
+    cv = vectors.candidates(ctx)
     return cv @ qh, cv @ (offset / (np.linalg.norm(offset) or 1.0))
 
 
 def base_scores(ctx: MarsContext, q: MarsQuery, vectors: EntityVectors | None = None
-                ) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], PriorEvidence]:
     """The shortlist's order (memory, then the prior, then the analogy cosine in the entity vectors,
-    or answer popularity without them) and the per-candidate pieces the features reuse."""
+    or answer popularity without them), the per-candidate pieces the features reuse, and the prior's walk."""
     memory, popularity = ctx.memory(q), ctx.answer_popularity(q)
-    prior, paths = ctx.prior_scores(q)
+    evidence = ctx.prior_scores(q)
     cos_q, cos_a = analogy_cosines(ctx, q, vectors)
     last = cos_a if vectors is not None and vectors.ok else popularity
-    return lexicographic(memory, prior, last), {"memory": memory, "popularity": popularity, "prior": prior,
-                                                 "cos_question": cos_q, "cos_analogy": cos_a}, paths
-
-
-def shortlist(base: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the base ranker's top k (score, then candidate-file order)."""
-    return np.lexsort((np.arange(len(base)), -base))[:k]
+    return lexicographic(memory, evidence.scores, last), {
+        "memory": memory, "popularity": popularity, "prior": evidence.scores, "cos_question": cos_q,
+        "cos_analogy": cos_a}, evidence
 
 
 def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndarray, parts: dict[str, np.ndarray],
-             paths: Any, vectors: EntityVectors | None = None) -> dict[str, np.ndarray]:
+             evidence: PriorEvidence) -> dict[str, np.ndarray]:
     """Every feature of each candidate position in `cands` (a dict of equal-length arrays)."""
-    from retrieval.paths import linking_types
     C = len(ctx.candidates)
     cand_ids = ctx.candidate_ids[cands]
     out: dict[str, np.ndarray] = {"prior": parts["prior"][cands], "memory": parts["memory"][cands],
@@ -109,12 +108,9 @@ def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndar
                                                          for c in ctx.pairs.get(q.question, {}).values())))
     best, n_paths, hops, analogy = (np.zeros(len(cands)) for _ in range(4))
     hops[:] = 3.0
-    if paths is not None and len(paths):
-        store = ctx.store
-        eh, et_id = store.entity_ids(list(q.example)).tolist()
-        ex_types = linking_types(store.graph, eh, et_id, store.num_relations)
-        prior = ctx.prior.for_fold(q.fold)
-        p_scores = prior.path_scores(paths, ex_types)
+    paths = evidence.paths
+    if paths is not None and len(paths):  # the prior's own walk: the same paths, precisions, example types
+        ex_types, p_scores = evidence.example_types, evidence.path_scores
         order = np.argsort(cand_ids)
         sorted_ids = cand_ids[order]
         at = np.searchsorted(sorted_ids, paths.endpoint)
@@ -131,7 +127,8 @@ def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndar
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
-    order = np.lexsort((np.arange(len(scores)), -scores))
+    """1-based rank of every candidate in `top_positions` order."""
+    order = top_positions(scores)
     r = np.empty(len(scores))
     r[order] = np.arange(1, len(scores) + 1)
     return r
@@ -140,9 +137,9 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
 def query_matrix(ctx: MarsContext, q: MarsQuery, k: int, names: Sequence[str],
                  vectors: EntityVectors | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(base scores (C,), shortlist positions (k,), feature matrix (k, F)) of one query."""
-    base, parts, paths = base_scores(ctx, q, vectors)
-    top = shortlist(base, k)
-    f = features(ctx, q, top, base=base, parts=parts, paths=paths, vectors=vectors)
+    base, parts, evidence = base_scores(ctx, q, vectors)
+    top = top_positions(base, k)
+    f = features(ctx, q, top, base=base, parts=parts, evidence=evidence)
     return base, top, np.stack([f[n] for n in names], axis=1).astype(np.float32)
 
 
@@ -249,17 +246,16 @@ def load_reranker(path: str | Path) -> Any:
 def reranker_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
     """The trained reranker of `ctx.reranker` (a LightGBM booster) over the base shortlist."""
     from kg_store.errors import ConfigError
-    booster = getattr(ctx, "reranker", None)
+    booster = ctx.reranker
     if booster is None:
         raise ConfigError("the reranker ranker needs a trained model: ctx.reranker = load_reranker(PATH)")
     names = booster.feature_name()
-    k = int(getattr(ctx, "reranker_k", DEFAULT_K))
-    if not hasattr(ctx, "_vectors"):
-        ctx._vectors = EntityVectors(ctx.store) if any(n in FEATURES["embedding"] for n in names) else None
-        if ctx._vectors is not None and not ctx._vectors.ok:
+    if ctx.vectors is None and any(n in FEATURES["embedding"] for n in names):
+        ctx.vectors = EntityVectors(ctx.store)
+        if not ctx.vectors.ok:
             raise ConfigError("this reranker reads entity vectors: embed the KG first "
                               "(mmkg embed --kg KG --encoder minilm)")
-    base, top, x = query_matrix(ctx, q, k, names, ctx._vectors)
+    base, top, x = query_matrix(ctx, q, ctx.reranker_k or DEFAULT_K, names, ctx.vectors)
     return final_scores(base, top, booster.predict(x, num_threads=1))
 
 
