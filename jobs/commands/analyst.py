@@ -120,17 +120,32 @@ def _memory(_ctx, _param, value: str) -> int:
     return parse_size(value)
 
 
+def _sparql_bounds(prefix: str, *, max_rows: int, memory: str, rows_help: str, memory_help: str):
+    """The bounds of one SPARQL evaluation (time, rows, memory) as options, `--{prefix}timeout` etc.:
+    one declaration for `mmkg sparql` and `mmkg serve`'s endpoint."""
+    options = [
+        click.option(f"--{prefix}timeout", default=30.0, type=click.FloatRange(0, min_open=True), show_default=True,
+                     help="Seconds each query may evaluate; then it stops."),
+        click.option(f"--{prefix}max-rows", default=max_rows, type=click.IntRange(1), show_default=True,
+                     help=rows_help),
+        click.option(f"--{prefix}memory", default=memory, show_default=True, callback=_memory, help=memory_help),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
 @click.command()
 @click.argument("query")
 @_kg
 @_json
 @_page_opts(100)
-@click.option("--timeout", default=30.0, type=click.FloatRange(0, min_open=True), show_default=True,
-              help="Stop the query after this many seconds.")
-@click.option("--max-rows", default=100_000, type=click.IntRange(1), show_default=True,
-              help="Row cap: --offset + --limit may not exceed it (CONSTRUCT/DESCRIBE: triples).")
-@click.option("--memory", default="2G", show_default=True, callback=_memory,
-              help="Memory budget of the evaluation (intermediate results); past it the query stops.")
+@_sparql_bounds("", max_rows=100_000, memory="2G",
+                rows_help="Row cap: --offset + --limit may not exceed it (CONSTRUCT/DESCRIBE: triples).",
+                memory_help="Memory budget of the evaluation (intermediate results); past it the query stops.")
 @click.option("--allow-service", is_flag=True,
               help="Permit SERVICE clauses (federated queries send KG data to that server; the whole "
                    "query, requests included, has --timeout). Refused by default.")
@@ -235,12 +250,9 @@ def export(kg: str, fmt: str, out: str, subgraph: str | None, hops: int, no_anno
               help="TCP port on 127.0.0.1 (0: any free port; the URL is printed).")
 @click.option("--trusted-host", "trusted_hosts", multiple=True, metavar="NAME",
               help="Also answer requests whose Host is NAME (repeatable); 127.0.0.1, localhost and ::1 always are.")
-@click.option("--sparql-timeout", default=30.0, type=click.FloatRange(0, min_open=True), show_default=True,
-              help="Seconds each /sparql request may evaluate.")
-@click.option("--sparql-max-rows", default=10_000, type=click.IntRange(1), show_default=True,
-              help="Rows a /sparql answer may have (more: 400, add a LIMIT).")
-@click.option("--sparql-memory", default="1G", show_default=True, callback=_memory,
-              help="Memory budget of each /sparql evaluation.")
+@_sparql_bounds("sparql-", max_rows=10_000, memory="1G",
+                rows_help="Rows a /sparql answer may have (more: 400, add a LIMIT).",
+                memory_help="Memory budget of each /sparql evaluation.")
 def serve(kg: str, port: int, trusted_hosts: tuple[str, ...], sparql_timeout: float, sparql_max_rows: int,
           sparql_memory: int) -> None:
     """Serve the read-only analyst web view on http://127.0.0.1:PORT (localhost only), with the SPARQL
