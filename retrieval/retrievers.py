@@ -24,8 +24,7 @@ import numpy as np
 from kg_store import KGStore
 from kg_store.registry import family
 from retrieval.queries import Query
-from retrieval.subgraph import (SubgraphOutput, TripleScorer, empty_output, expand_hops, rank_pool, subgraph_output,
-                               top_by_score)
+from retrieval.subgraph import SubgraphOutput, TripleScorer, empty_output, expand_hops, subgraph_output, top_by_score
 
 retriever_registry = family("retriever")
 
@@ -51,11 +50,11 @@ class PaperRetriever:
         self.ctx = ctx
 
     def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
+        from retrieval.ranking import rank_mrmkg
         c = self.ctx
         seeds = c.seeds.seed_entities(vectors, c.named(queries) if c.config.named_entities else
                                       [np.empty(0, np.int64)] * len(queries))
-        return [rank_pool(c.score, c.triples, v, neighbourhood_with_links(c.graph, c.triples, s, c.config.hops), s,
-                          c.config.top_N) for v, s in zip(vectors, seeds)]
+        return rank_mrmkg(c, vectors, seeds, c.pair_cosine)
 
 
 # ---- G-Retriever ------------------------------------------------------------------------------------
@@ -154,100 +153,45 @@ class AnchoredPathRetriever:
         self.ctx = ctx
         self._linker: MentionLinker | None = None
 
-    def anchors(self, queries: Sequence[Query]) -> list[np.ndarray]:
-        named = self.ctx.named(queries)
+    def anchors(self, queries: Sequence[Query], vectors: np.ndarray) -> list[np.ndarray]:
+        """The entities each query's paths start from."""
+        c = self.ctx
+        named = c.named(queries)
         out = []
         for q, a in zip(queries, named):
             if not a.size and not q.entity_keys:  # no entity given: link the mentions of the text
                 if self._linker is None:
-                    self._linker = MentionLinker(self.ctx.store, self.ctx.graph.degree())
+                    self._linker = MentionLinker(c.store, c.graph.degree())
                 a = self._linker(q.text)
             out.append(a)
+        # a query that names no entity of the KG (or only isolated ones) is anchored on the
+        # entities of its top-n triples by cosine, as the paper's scheme seeds
+        deg = c.graph.degree()
+        lost = [i for i, a in enumerate(out) if not deg[a].sum()]
+        if lost and c.config.top_n:
+            for i, s in zip(lost, c.seeds.seed_entities(vectors[lost], [np.empty(0, np.int64)] * len(lost))):
+                out[i] = s
         return out
 
     def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
-        from retrieval.paths import Paths, linking_types, paths_from
+        from retrieval.ranking import rank_anchored
         c = self.ctx
-        R = c.store.num_relations
-        out = []
-        anchors_of = self.anchors(queries)
-        # a query that names no entity of the KG (or only isolated ones) is anchored on the
-        # entities of its top-n triples by cosine, as the paper's scheme seeds
-        lost = [i for i, a in enumerate(anchors_of) if not c.graph.degree(a).sum()]
-        if lost and c.config.top_n:
-            for i, s in zip(lost, c.seeds.seed_entities(vectors[lost], [np.empty(0, np.int64)] * len(lost))):
-                anchors_of[i] = s
         pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
         example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
             else np.full((len(queries), 2), -1, np.int64)
-        for q, v, anchors, (eh, et) in zip(queries, vectors, anchors_of, example_ids.tolist()):
-            parts = [paths_from(c.graph, int(a), R, max_hops=c.config.path_hops) for a in anchors]
-            if not parts or not sum(len(p) for p in parts):
-                out.append(empty_output(anchors))
-                continue
-            paths = parts[0] if len(parts) == 1 else Paths(*(np.concatenate([getattr(p, f) for p in parts])
-                                                                 for f in ("endpoint", "ptype", "t1", "t2")))
-            if c.answer_space is not None:  # no path into the answer space: the anchor's context still helps
-                inside = paths.select(np.isin(paths.endpoint, c.answer_space))
-                paths = inside if len(inside) else paths
-            ex = linking_types(c.graph, eh, et, R) if c.prior is not None else ()
-            # a train row's own answer must not count in its prior: the prior of the other folds
-            prior = c.prior.for_fold(q.prior_fold) if c.prior is not None else None
-            out.append(self._rank(v, paths, anchors, ex, prior))
+        # a train row's own answer must not count in its prior: the prior of the other folds
+        folds = np.array([q.prior_fold for q in queries], np.int64)
+        return rank_anchored(c, vectors, self.anchors(queries, vectors), folds, example_ids, self.path_cosines,
+                             TIE_WEIGHT)
+
+    def path_cosines(self, vectors: np.ndarray, q: np.ndarray, paths: Any) -> np.ndarray:
+        """Text cosine of each path of query q: the mean cosine of its triples (no vector: 0)."""
+        cos = self.ctx.pair_cosine
+        c1 = cos(vectors, q, paths.t1)[1]
+        two = np.flatnonzero(paths.t2 >= 0)
+        out = c1.copy()
+        out[two] = (c1[two] + cos(vectors, q[two], paths.t2[two])[1]) / 2
         return out
-
-    def _rank(self, query: np.ndarray, paths: Any, anchors: np.ndarray, example_types: Any,
-              path_prior_model: Any) -> SubgraphOutput:
-        c = self.ctx
-        if not len(paths):
-            return empty_output(anchors)
-        # text cosine of each path: the mean cosine of its triples (a triple without a vector counts 0)
-        scored, cos = c.score(query, np.unique(np.concatenate([paths.t1, paths.t2[paths.t2 >= 0]])))
-
-        def cos_of(tids: np.ndarray) -> np.ndarray:
-            pos = np.clip(np.searchsorted(scored, tids), 0, max(len(scored) - 1, 0))
-            return np.where((scored[pos] == tids) if len(scored) else False, cos[pos] if len(cos) else 0.0, 0.0)
-
-        c1 = cos_of(paths.t1)
-        pcos = np.where(paths.t2 >= 0, (c1 + cos_of(paths.t2)) / 2, c1)
-        if path_prior_model is not None:
-            path_prior = path_prior_model.path_scores(paths, example_types)
-            ends, prior = path_prior_model.score_endpoints(paths, example_types, path_prior)
-        else:  # no train split: a 1-hop link beats a 2-hop one, then the text decides
-            path_prior = np.where(paths.t2 < 0, 1.0, 0.5)
-            ends = np.unique(paths.endpoint)
-            prior = np.zeros(len(ends))
-            np.maximum.at(prior, np.searchsorted(ends, paths.endpoint), path_prior)
-        of_end = np.searchsorted(ends, paths.endpoint)
-        best_cos = np.full(len(ends), -np.inf)
-        np.maximum.at(best_cos, of_end, pcos)
-        # endpoint order: prior, then text cosine (the tie-break), then id
-        order = np.lexsort((ends, -best_cos, -prior))
-        # paths grouped by endpoint, each group best first (most telling type, then the text)
-        by_end = np.lexsort((-pcos, -path_prior, of_end))
-        starts = np.searchsorted(of_end[by_end], np.arange(len(ends) + 1))
-        chosen: list[int] = []
-        chosen_scores: list[float] = []
-        have: set[int] = set()
-        t1, t2 = paths.t1.tolist(), paths.t2.tolist()
-        for e_i in order.tolist():
-            group = by_end[starts[e_i]:starts[e_i + 1]].tolist()
-            # the path that costs fewest new triples (ties: the group's order)
-            j = min(group, key=lambda j: (t1[j] not in have) + (t2[j] >= 0 and t2[j] not in have))
-            new = [t for t in (t1[j], t2[j]) if t >= 0 and t not in have]
-            if len(chosen) + len(new) > c.config.top_N:
-                break
-            # a path's triples carry its endpoint's score in [0, 1]: the prior, with the cosine as a
-            # tie-order term too small to overtake a different prior
-            score = (1 - TIE_WEIGHT) * float(prior[e_i]) + TIE_WEIGHT * (float(best_cos[e_i]) + 1) / 2
-            for t in new:
-                have.add(t)
-                chosen.append(t)
-                chosen_scores.append(score)
-        tids = np.array(chosen, np.int64)
-        scores = np.array(chosen_scores, np.float32)
-        keep = np.argsort(-scores, kind="stable")  # descending (paths are already in endpoint order)
-        return subgraph_output(c.triples, tids[keep], scores[keep], anchors, len(paths))
 
 
 # ---- what every retriever sees -------------------------------------------------------------------
@@ -262,6 +206,8 @@ class RetrieverContext:
         self.graph = CSRGraph(*(np.asarray(getattr(store.graph, f)).view(np.ndarray)
                                 for f in ("indptr", "neighbor", "relation", "direction", "triple_id")))
         self.score, self.named = score, named
+        from retrieval.ranking import PairCosine
+        self.pair_cosine = PairCosine(score.vectors, score.row_of)
         self.answer_space, self.prior = answer_space, prior
 
 

@@ -1,0 +1,355 @@
+"""Ranking in bulk: the anchored retriever's paths and the paper scheme's pools for a whole batch of
+queries at once (CSR gathers, sorted segment reductions), never a Python loop per query.
+
+Every array here is flat over the batch with an owner column (`q`: the query's position in the
+batch); (query, id) pairs are packed into one int64 key `q * span + id` so that `np.unique`,
+`np.searchsorted` and `np.lexsort` do per-query set work for every query together. The results equal
+the per-query ranking they replace (`tests/retrieval/reference_ranking.py`): same triples, same
+order, same scores (the one float difference: a dot product's summation order).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from kg_store.graph import CSRGraph
+from retrieval.paths import MAX_PATHS, Paths, path_type, step_code
+from retrieval.subgraph import SubgraphOutput, empty_output
+
+#: (query, triple) pairs whose vectors are gathered at once (bounds the float32 scratch to ~100 MB)
+PAIR_CHUNK = 1 << 16
+#: a pair set this dense (pairs · DENSE_SHARE > queries · vectors) is scored by one matrix product
+DENSE_SHARE = 32
+#: cells of the per-chunk (query × node) bitmaps and score blocks (bounds their memory to ~32 MB of bools)
+BITMAP_CELLS = 1 << 25
+
+
+def segment_starts(owner: np.ndarray, n: int) -> np.ndarray:
+    """Start of each owner's segment in a sorted owner array (n + 1 bounds)."""
+    return np.searchsorted(owner, np.arange(n + 1))
+
+
+def rank_in_segment(owner: np.ndarray) -> np.ndarray:
+    """Position of each element within its run of equal (sorted) owners: 0, 1, 2, ..."""
+    if not len(owner):
+        return np.empty(0, np.int64)
+    first = np.r_[True, owner[1:] != owner[:-1]]
+    idx = np.arange(len(owner))
+    return idx - np.maximum.accumulate(np.where(first, idx, 0))
+
+
+def sequential_segment_sum(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Per-owner sums added strictly in array order (as `np.add.at` does), vectorised over owners:
+    one pass per position within a segment (segments are short), so the floats match exactly."""
+    out = np.zeros(n)
+    pos = rank_in_segment(owner)
+    for k in range(int(pos.max()) + 1 if len(pos) else 0):
+        at = pos == k
+        out[owner[at]] += values[at]
+    return out
+
+
+class PairCosine:
+    """Cosine of (query, triple) or (query, entity) pairs: row vectors gathered per pair, in chunks."""
+
+    def __init__(self, vectors: np.ndarray, row_of: np.ndarray):
+        self.vectors, self.row_of = vectors, row_of
+
+    def __call__(self, queries: np.ndarray, q: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(has a vector, float32 cosine; 0 without a vector) of each pair (q[i], ids[i])."""
+        rows = self.row_of[ids] if len(ids) else np.empty(0, np.int64)
+        has = rows >= 0
+        out = np.zeros(len(ids), np.float32)
+        idx = np.flatnonzero(has)
+        qv = np.asarray(queries, np.float32)
+        n_rows = len(self.vectors)
+        if len(idx) * DENSE_SHARE > len(qv) * n_rows:
+            # dense pools (the paper scheme's hub neighbourhoods): one product of the query block with
+            # every vector reads each vector once instead of once per pair
+            step = max(1, BITMAP_CELLS // max(n_rows, 1))
+            order = idx[np.argsort(q[idx], kind="stable")]
+            bounds = np.searchsorted(q[order], np.arange(0, len(qv) + step, step))
+            table = np.asarray(self.vectors, np.float32)
+            for k, lo in enumerate(range(0, len(qv), step)):
+                sel = order[bounds[k]:bounds[k + 1]]
+                if len(sel):
+                    block = qv[lo:lo + step] @ table.T
+                    out[sel] = block[q[sel] - lo, rows[sel]]
+            return has, out
+        for lo in range(0, len(idx), PAIR_CHUNK):
+            sel = idx[lo:lo + PAIR_CHUNK]
+            v = np.asarray(self.vectors[rows[sel]], np.float32)
+            out[sel] = np.einsum("ij,ij->i", v, qv[q[sel]])
+        return has, out
+
+
+# ---- paths of a batch of anchors ---------------------------------------------------------------------
+def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max_hops: int = 2,
+                group: np.ndarray | None = None, inside: np.ndarray | None = None) -> tuple[Paths, np.ndarray]:
+    """`retrieval.paths.paths_from` of every anchor, concatenated in anchor order (each anchor's
+    1-hop paths, then its 2-hop ones), and the anchor position of each path.
+
+    With `inside` (a bool per entity) and `group` (the query of each anchor, sorted), a query keeps
+    only its paths that end inside when it has any (the answer space), all of them otherwise."""
+    anchors = np.asarray(anchors, np.int64)
+    na = len(anchors)
+    pos1, a1 = graph.edge_positions(anchors)
+    n1, tid1 = graph.neighbor[pos1], graph.triple_id[pos1]
+    if max_hops >= 2 and len(n1):
+        pos, via = graph.edge_positions(n1)            # via: index of the 1-hop edge each step extends
+        a2 = a1[via]
+        if len(a2) and np.bincount(a2, minlength=na).max() > MAX_PATHS:
+            keep = rank_in_segment(a2) < MAX_PATHS     # hub anchors cut, as paths_from does
+            pos, via, a2 = pos[keep], via[keep], a2[keep]
+        n2, tid2 = graph.neighbor[pos], graph.triple_id[pos]
+        ok = (n2 != anchors[a2]) & (tid2 != tid1[via])
+    else:
+        pos = via = a2 = n2 = tid2 = np.empty(0, np.int64)
+        ok = np.empty(0, bool)
+    keep1 = np.ones(len(n1), bool)
+    if inside is not None and group is not None:
+        in1, in2 = inside[n1], inside[n2] & ok
+        has = (np.bincount(group[a1[in1]], minlength=int(group.max()) + 1 if na else 0) +
+               np.bincount(group[a2[in2]], minlength=int(group.max()) + 1 if na else 0)) > 0
+        keep1 = in1 | ~has[group[a1]]
+        ok = ok & (in2 | ~has[group[a2]])
+    sel1, sel2 = np.flatnonzero(keep1), np.flatnonzero(ok)
+    k1, k2 = np.bincount(a1[sel1], minlength=na), np.bincount(a2[sel2], minlength=na)
+    block = np.cumsum(k1 + k2) - (k1 + k2)
+    # place each kept path at its anchor's block: 1-hop ones first, then 2-hop ones (CSR order in each)
+    at1 = block[a1[sel1]] + np.arange(len(sel1)) - (np.cumsum(k1) - k1)[a1[sel1]]
+    at2 = block[a2[sel2]] + k1[a2[sel2]] + np.arange(len(sel2)) - (np.cumsum(k2) - k2)[a2[sel2]]
+    P = len(sel1) + len(sel2)
+    endpoint, ptype, t1, t2, owner = (np.empty(P, np.int64) for _ in range(5))
+    c1 = step_code(graph.relation[pos1[sel1]], graph.direction[pos1[sel1]])
+    endpoint[at1], ptype[at1], t1[at1], t2[at1], owner[at1] = n1[sel1], path_type(c1, None, num_relations), \
+        tid1[sel1], -1, a1[sel1]
+    if len(sel2):
+        p2, v2 = pos[sel2], via[sel2]
+        c2 = step_code(graph.relation[p2], graph.direction[p2])
+        c1v = step_code(graph.relation[pos1[v2]], graph.direction[pos1[v2]])
+        endpoint[at2], ptype[at2], t1[at2], t2[at2], owner[at2] = n2[sel2], path_type(c1v, c2, num_relations), \
+            tid1[v2], tid2[sel2], a2[sel2]
+    return Paths(endpoint, ptype, t1, t2), owner
+
+
+def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
+                        num_relations: int) -> tuple[np.ndarray, np.ndarray]:
+    """`retrieval.paths.linking_types` of every (head, tail) pair: (pair index, path type), sorted
+    and distinct; a pair with an unknown end (-1) has none."""
+    valid = np.flatnonzero((heads >= 0) & (tails >= 0))
+    if not len(valid):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    paths, of = batch_paths(graph, heads[valid], num_relations)
+    pair = valid[of]
+    hit = paths.endpoint == tails[pair]
+    span = (2 * num_relations + 1) ** 2 + 1
+    keys = np.unique(pair[hit] * span + paths.ptype[hit])
+    return keys // span, keys % span
+
+
+# ---- the anchored retriever's ranking ------------------------------------------------------------
+def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray], folds: np.ndarray,
+                  example_ids: np.ndarray, path_cosines: Any, tie_weight: float) -> list[SubgraphOutput]:
+    """Whole paths from each query's anchors, endpoints ranked by the prior, cosine breaking ties,
+    kept greedily (fewest new triples per endpoint) up to top_N — for the whole batch.
+
+    `path_cosines(vectors, q, paths) -> float32 (P,)` is the text cosine of each path of query q."""
+    nq, R, top_N = len(anchors_of), c.store.num_relations, c.config.top_N
+    lens = np.array([len(a) for a in anchors_of], np.int64)
+    anchors = np.concatenate(list(anchors_of)).astype(np.int64) if nq else np.empty(0, np.int64)
+    anchor_q = np.repeat(np.arange(nq), lens)
+    space = None
+    if c.answer_space is not None:  # no path into the answer space: keep the anchor's context
+        space = np.zeros(max(c.graph.num_nodes, 1), bool)
+        space[np.asarray(c.answer_space, np.int64)] = True
+    paths, of_anchor = batch_paths(c.graph, anchors, R, max_hops=c.config.path_hops, group=anchor_q, inside=space)
+    q = anchor_q[of_anchor]
+    P = len(paths)
+    pool = np.bincount(q, minlength=nq)
+
+    # distinct endpoints of each query: (query, endpoint) keys, sorted
+    span = max(c.graph.num_nodes, 1)
+    end_key = q * span + paths.endpoint
+    ends_key, of_end = np.unique(end_key, return_inverse=True)
+    of_end = of_end.reshape(-1)
+    end_q = ends_key // span
+    ends = ends_key % span
+    if c.prior is not None:
+        path_prior = np.empty(P)
+        prior = np.empty(len(ends_key))
+        ex_q, ex_type = batch_linking_types(c.graph, example_ids[:, 0], example_ids[:, 1], R)
+        for fold in np.unique(folds).tolist():
+            model = c.prior.for_fold(fold)
+            in_fold = (folds == fold)[q]
+            path_prior[in_fold] = _path_precisions(model, paths.ptype[in_fold], q[in_fold], ex_q, ex_type)
+        # noisy-or over one vote per (query, type, endpoint), added in type order per endpoint
+        tspan = int(paths.ptype.max()) + 1 if P else 1
+        tkey = np.unique(of_end * tspan + paths.ptype, return_index=True)[1]
+        log_miss = np.log1p(-np.clip(path_prior[tkey], 0, 1 - 1e-9))
+        prior = 1.0 - np.exp(sequential_segment_sum(log_miss, of_end[tkey], len(ends_key)))
+    else:  # no train split: a 1-hop link beats a 2-hop one, then the text decides
+        path_prior = np.where(paths.t2 < 0, 1.0, 0.5)
+        prior = np.zeros(len(ends_key))
+        np.maximum.at(prior, of_end, path_prior)
+    # The greedy pass below visits at most 3·top_N + 1 endpoints of a query (each adds a triple, or
+    # is an end of an added one, or is the one that does not fit): only endpoints whose prior ties
+    # or beats the (3·top_N + 1)-th best can be reached, so only their paths need a cosine.
+    reach = 3 * top_N + 1
+    by_prior = np.lexsort((-prior, end_q))
+    rank = rank_in_segment(end_q[by_prior])
+    cut = np.full(nq, -np.inf)
+    last = by_prior[(rank == reach - 1)]
+    cut[end_q[last]] = prior[last]
+    live_end = prior >= cut[end_q]
+    live = np.flatnonzero(live_end[of_end])
+    paths, q, of_end, path_prior = paths.select(live), q[live], of_end[live], path_prior[live]
+    P = len(paths)
+    pcos = path_cosines(vectors, q, paths) if P else np.empty(0, np.float32)
+    best_cos = np.full(len(ends_key), -np.inf)
+    np.maximum.at(best_cos, of_end, pcos)
+    # endpoint order per query: prior, then the text cosine, then id
+    order = np.lexsort((ends, -best_cos, -prior, end_q))
+    order = order[live_end[order]]
+    end_start = segment_starts(end_q[order], nq)
+    # paths grouped by endpoint, each group best first (most telling type, then the text, then path order)
+    by_end = np.lexsort((np.arange(P), -pcos, -path_prior, of_end))
+    group_start = segment_starts(of_end[by_end], len(ends_key))
+    score_of_end = (1 - tie_weight) * prior + tie_weight * (best_cos + 1) / 2
+    t1, t2 = paths.t1, paths.t2
+
+    # greedy selection, one endpoint per query per round, every query at once
+    have = np.full((nq, top_N), -1, np.int64)
+    n_have = np.zeros(nq, np.int64)
+    got_score = np.zeros((nq, top_N), np.float64)
+    active = np.flatnonzero(end_start[1:] > end_start[:-1])
+    k = 0
+    while len(active):
+        e = order[end_start[active] + k]                       # each active query's k-th endpoint
+        g0, g1 = group_start[e], group_start[e + 1]
+        glen = g1 - g0
+        owner = np.repeat(np.arange(len(active)), glen)        # index into `active`
+        j = by_end[np.repeat(g0 - np.cumsum(glen) + glen, glen) + np.arange(int(glen.sum()))]
+        hv = have[active[owner]]
+        new1 = ~(hv == t1[j][:, None]).any(1)
+        new2 = (t2[j] >= 0) & ~(hv == t2[j][:, None]).any(1)
+        cost = new1.astype(np.int64) + new2
+        # the first path of least cost in each group
+        local = rank_in_segment(owner)
+        best = np.minimum.reduceat(cost * (int(glen.max()) + 1) + local, np.r_[0, np.cumsum(glen)[:-1]])
+        pick = np.r_[0, np.cumsum(glen)[:-1]] + best % (int(glen.max()) + 1)
+        jp, n1p, n2p = j[pick], new1[pick], new2[pick]
+        need = n1p.astype(np.int64) + n2p
+        fits = n_have[active] + need <= top_N
+        qs_ = active[fits]
+        for first_new, tids in ((n1p[fits], t1[jp[fits]]), (n2p[fits], t2[jp[fits]])):
+            w = qs_[first_new]
+            have[w, n_have[w]] = tids[first_new]
+            got_score[w, n_have[w]] = score_of_end[e[fits][first_new]]
+            n_have[w] += 1
+        k += 1
+        active = qs_[end_start[qs_] + k < end_start[qs_ + 1]]
+
+    out = []
+    for i in range(nq):
+        n = int(n_have[i])
+        if not pool[i]:
+            out.append(empty_output(anchors_of[i]))
+            continue
+        s = got_score[i, :n].astype(np.float32)
+        keep = np.argsort(-s, kind="stable")
+        out.append(_output(c.triples, have[i, :n][keep], s[keep], anchors_of[i], int(pool[i])))
+    return out
+
+
+def _path_precisions(model: Any, ptypes: np.ndarray, q: np.ndarray, ex_q: np.ndarray,
+                     ex_type: np.ndarray) -> np.ndarray:
+    """`PathPrior.path_scores` of each path given its query's example types, for many queries."""
+    k, p0 = model.smoothing, model.base_rate
+    codes, hits, seen, ccodes, chits, cseen = model._tables()
+
+    def look(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.clip(np.searchsorted(table, keys), 0, max(len(table) - 1, 0))
+        return pos, (table[pos] == keys if len(table) else np.zeros(len(keys), bool))
+
+    pos, found = look(codes, ptypes)
+    h = np.where(found, hits[pos] if len(hits) else 0.0, 0.0)
+    n = np.where(found, seen[pos] if len(seen) else 0.0, 0.0)
+    uncond = (h + k * p0) / (n + k)
+    best = np.full(len(ptypes), -1.0)
+    if len(ex_q) and len(ptypes):
+        # every (path, example type of its query) pair
+        lo, hi = np.searchsorted(ex_q, q), np.searchsorted(ex_q, q, side="right")
+        cnt = hi - lo
+        path = np.repeat(np.arange(len(ptypes)), cnt)
+        et = ex_type[np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]
+        base = (2 * model.num_relations + 1) ** 2 + 1
+        cpos, cfound = look(ccodes, et * base + ptypes[path])
+        if cfound.any():
+            cond = (chits[cpos[cfound]] + k * uncond[path[cfound]]) / (cseen[cpos[cfound]] + k)
+            np.maximum.at(best, path[cfound], cond)
+    return np.where(best >= 0, best, uncond)
+
+
+# ---- the paper scheme's pools ---------------------------------------------------------------------
+def rank_mrmkg(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine: PairCosine) -> list[SubgraphOutput]:
+    """MR-MKG App. A.6 for a batch: G = the seeds, their `hops`-hop neighbours and every triple
+    linking two nodes of G (`retrieval.retrievers.neighbourhood_with_links`); its top-N by cosine.
+
+    Set work is done on (query × node) and (query × triple) bitmaps of a chunk of queries."""
+    nq, n_nodes, n_triples = len(seeds), c.graph.num_nodes, len(c.triples)
+    step = max(1, BITMAP_CELLS // max(n_nodes, n_triples, 1))
+    out: list[SubgraphOutput] = []
+    for lo in range(0, nq, step):
+        out.extend(_mrmkg_chunk(c, vectors[lo:lo + step], seeds[lo:lo + step], cosine))
+    return out
+
+
+def _mrmkg_chunk(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine: PairCosine) -> list[SubgraphOutput]:
+    g, triples, top_N = c.graph, c.triples, c.config.top_N
+    nq, n_nodes = len(seeds), g.num_nodes
+    lens = np.array([len(s) for s in seeds], np.int64)
+    sq = np.repeat(np.arange(nq), lens)
+    sn = np.concatenate(list(seeds)).astype(np.int64) if nq else np.empty(0, np.int64)
+    ok = (sn >= 0) & (sn < n_nodes)
+    seen = np.zeros((nq, n_nodes), bool)                     # G's nodes, growing hop by hop
+    seen[sq[ok], sn[ok]] = True
+    fq, fn = np.nonzero(seen)
+    for _ in range(c.config.hops):
+        pos, own = g.edge_positions(fn)
+        if not len(pos):
+            break
+        eq, nbr = fq[own], g.neighbor[pos]
+        new = ~seen[eq, nbr]
+        frontier = np.zeros((nq, n_nodes), bool)
+        frontier[eq[new], nbr[new]] = True
+        seen |= frontier
+        fq, fn = np.nonzero(frontier)
+    # every triple with both ends in G (the edges between neighbours included)
+    gq, gn = np.nonzero(seen)
+    pos, own = g.edge_positions(gn)
+    eq = gq[own]
+    both = seen[eq, g.neighbor[pos]]
+    pool = np.zeros((nq, len(triples)), bool)
+    pool[eq[both], g.triple_id[pos[both]]] = True
+    aq, aid = np.nonzero(pool)
+    has, cos = cosine(vectors, aq, aid)
+    aq, aid, cos = aq[has], aid[has], cos[has]
+    order = np.lexsort((aid, -cos.astype(np.float64), aq))
+    aq, aid, cos = aq[order], aid[order], cos[order]
+    size = np.bincount(aq, minlength=nq)
+    top = rank_in_segment(aq) < top_N
+    starts = segment_starts(aq[top], nq)
+    kid, kcos = aid[top], cos[top]
+    return [_output(triples, kid[starts[i]:starts[i + 1]], kcos[starts[i]:starts[i + 1]], seeds[i], int(size[i]))
+            for i in range(nq)]
+
+
+def _output(triples: np.ndarray, tids: np.ndarray, scores: np.ndarray, seeds: np.ndarray,
+            pool: int) -> SubgraphOutput:
+    if not len(tids):
+        return empty_output(seeds, pool)
+    h, r, t = triples[tids].T
+    return SubgraphOutput(tids.astype(np.int64), h.copy(), r.copy(), t.copy(), scores.astype(np.float32),
+                          np.asarray(seeds, np.int64), int(pool))

@@ -1,0 +1,95 @@
+"""The per-query reference of the bulk ranking (`retrieval.ranking`): the retrievers' ranking as it
+ran query by query before it was vectorised over a batch. Tests compare the two on real queries."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from retrieval.queries import Query
+from retrieval.retrievers import TIE_WEIGHT, neighbourhood_with_links
+from retrieval.subgraph import SubgraphOutput, empty_output, rank_pool, subgraph_output
+
+
+def mrmkg_reference(c: Any, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
+    seeds = c.seeds.seed_entities(vectors, c.named(queries) if c.config.named_entities else
+                                  [np.empty(0, np.int64)] * len(queries))
+    return [rank_pool(c.score, c.triples, v, neighbourhood_with_links(c.graph, c.triples, s, c.config.hops), s,
+                      c.config.top_N) for v, s in zip(vectors, seeds)]
+
+
+def anchored_reference(retriever: Any, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
+    from retrieval.paths import Paths, linking_types, paths_from
+    c = retriever.ctx
+    R = c.store.num_relations
+    out = []
+    anchors_of = retriever.anchors(queries, vectors)
+    pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
+    example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
+        else np.full((len(queries), 2), -1, np.int64)
+    for q, v, anchors, (eh, et) in zip(queries, vectors, anchors_of, example_ids.tolist()):
+        parts = [paths_from(c.graph, int(a), R, max_hops=c.config.path_hops) for a in anchors]
+        if not parts or not sum(len(p) for p in parts):
+            out.append(empty_output(anchors))
+            continue
+        paths = parts[0] if len(parts) == 1 else Paths(*(np.concatenate([getattr(p, f) for p in parts])
+                                                             for f in ("endpoint", "ptype", "t1", "t2")))
+        if c.answer_space is not None:
+            inside = paths.select(np.isin(paths.endpoint, c.answer_space))
+            paths = inside if len(inside) else paths
+        ex = linking_types(c.graph, eh, et, R) if c.prior is not None else ()
+        prior = c.prior.for_fold(q.prior_fold) if c.prior is not None else None
+        out.append(_rank(c, v, paths, anchors, ex, prior))
+    return out
+
+
+def _rank(c: Any, query: np.ndarray, paths: Any, anchors: np.ndarray, example_types: Any,
+          path_prior_model: Any) -> SubgraphOutput:
+    if not len(paths):
+        return empty_output(anchors)
+    pcos = _path_cosines(c, query, paths)
+    if path_prior_model is not None:
+        path_prior = path_prior_model.path_scores(paths, example_types)
+        ends, prior = path_prior_model.score_endpoints(paths, example_types, path_prior)
+    else:
+        path_prior = np.where(paths.t2 < 0, 1.0, 0.5)
+        ends = np.unique(paths.endpoint)
+        prior = np.zeros(len(ends))
+        np.maximum.at(prior, np.searchsorted(ends, paths.endpoint), path_prior)
+    of_end = np.searchsorted(ends, paths.endpoint)
+    best_cos = np.full(len(ends), -np.inf)
+    np.maximum.at(best_cos, of_end, pcos)
+    order = np.lexsort((ends, -best_cos, -prior))
+    by_end = np.lexsort((-pcos, -path_prior, of_end))
+    starts = np.searchsorted(of_end[by_end], np.arange(len(ends) + 1))
+    chosen: list[int] = []
+    chosen_scores: list[float] = []
+    have: set[int] = set()
+    t1, t2 = paths.t1.tolist(), paths.t2.tolist()
+    for e_i in order.tolist():
+        group = by_end[starts[e_i]:starts[e_i + 1]].tolist()
+        j = min(group, key=lambda j: (t1[j] not in have) + (t2[j] >= 0 and t2[j] not in have))
+        new = [t for t in (t1[j], t2[j]) if t >= 0 and t not in have]
+        if len(chosen) + len(new) > c.config.top_N:
+            break
+        score = (1 - TIE_WEIGHT) * float(prior[e_i]) + TIE_WEIGHT * (float(best_cos[e_i]) + 1) / 2
+        for t in new:
+            have.add(t)
+            chosen.append(t)
+            chosen_scores.append(score)
+    tids = np.array(chosen, np.int64)
+    scores = np.array(chosen_scores, np.float32)
+    keep = np.argsort(-scores, kind="stable")
+    return subgraph_output(c.triples, tids[keep], scores[keep], anchors, len(paths))
+
+
+def _path_cosines(c: Any, query: np.ndarray, paths: Any) -> np.ndarray:
+    """The mean cosine of a path's triples (a triple without a vector counts 0)."""
+    scored, cos = c.score(query, np.unique(np.concatenate([paths.t1, paths.t2[paths.t2 >= 0]])))
+
+    def cos_of(tids: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(scored, tids), 0, max(len(scored) - 1, 0))
+        return np.where((scored[pos] == tids) if len(scored) else False, cos[pos] if len(cos) else 0.0, 0.0)
+
+    c1 = cos_of(paths.t1)
+    return np.where(paths.t2 >= 0, (c1 + cos_of(paths.t2)) / 2, c1)

@@ -1,0 +1,64 @@
+"""Ranking in bulk (`retrieval.ranking`) equals the per-query reference ranking
+(`tests/retrieval/reference_ranking.py`) on real MarKG triples, real MiniLM vectors and real MARS and
+ScienceQA queries: the same triples in the same order, the same scores, pools and seeds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kg_store import open_store
+from retrieval.paths import assign_prior_folds, load_or_fit_prior
+from retrieval.queries import build_queries
+from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
+from tests.retrieval.reference_ranking import anchored_reference, mrmkg_reference
+from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
+
+
+@pytest.fixture(scope="module")
+def kg(data_dir, tmp_path_factory):
+    return build_retrieval_store(data_dir, shared_root(tmp_path_factory))
+
+
+def assert_same(bulk, ref):
+    assert len(bulk) == len(ref)
+    for b, r in zip(bulk, ref):
+        np.testing.assert_array_equal(b.triple_ids, r.triple_ids)
+        np.testing.assert_allclose(b.scores, r.scores, atol=1e-6)
+        np.testing.assert_array_equal(b.seed_entities, r.seed_entities)
+        assert b.num_candidates == r.num_candidates
+
+
+@pytest.mark.parametrize("split", ["dev", "train"])
+@pytest.mark.parametrize("top_N", [1, 10, 20])
+def test_bulk_anchored_ranking_equals_the_per_query_one(kg, data_dir, split, top_N):
+    qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=kg, split=split, limit=48)
+    prior, _ = load_or_fit_prior(kg.root, qs.train_file, qs.answer_space)
+    if split == "train":  # train rows are ranked out of fold: several priors in one batch
+        assert assign_prior_folds(qs.queries, qs.train_file, 5) == len(qs.queries)
+    r = SubgraphRetriever(open_store(kg.root), RetrievalConfig(encoder=ENCODER, top_N=top_N),
+                          answer_space=qs.answer_space, prior=prior)
+    v = encode_queries(r.encoder, qs.queries)
+    bulk = r.retrieve_vectors(qs.queries, v)
+    assert sum(not o.empty for o in bulk) >= len(bulk) // 2
+    assert_same(bulk, anchored_reference(r.retriever, qs.queries, v))
+
+
+def test_bulk_anchored_without_prior_or_answer_space(kg, data_dir):
+    """ScienceQA: anchors linked from the text, no prior (1-hop beats 2-hop), no answer space."""
+    qs = build_queries(f"scienceqa:{data_dir / 'scienceqa'}", store=kg, split="test", limit=24)
+    r = SubgraphRetriever(open_store(kg.root), RetrievalConfig(encoder=ENCODER, top_N=10))
+    v = encode_queries(r.encoder, qs.queries)
+    bulk = r.retrieve_vectors(qs.queries, v)
+    assert any(not o.empty for o in bulk)
+    assert_same(bulk, anchored_reference(r.retriever, qs.queries, v))
+
+
+@pytest.mark.parametrize("hops,top_N", [(1, 10), (1, 20), (2, 10)])
+def test_bulk_paper_pools_equal_the_per_query_ones(kg, data_dir, hops, top_N):
+    qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=kg, split="dev", limit=32)
+    r = SubgraphRetriever(open_store(kg.root), RetrievalConfig(encoder=ENCODER, retriever="mrmkg", hops=hops,
+                                                               top_N=top_N))
+    v = encode_queries(r.encoder, qs.queries)
+    bulk = r.retrieve_vectors(qs.queries, v)
+    assert all(0 < len(o) <= top_N for o in bulk)
+    assert_same(bulk, mrmkg_reference(r.retriever.ctx, qs.queries, v))
