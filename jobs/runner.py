@@ -312,6 +312,9 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
             raise ConfigError(f"stage {name}: expected a mapping of keyword arguments, got {type(block).__name__}")
         if block is not None:
             validate_block(name, block)
+    if embed is not None and "kinds" not in embed:  # embed only the vector kinds the stages use
+        from jobs.stages import embed_kinds
+        blocks["embed"] = {**embed, "kinds": embed_kinds(retrieve)}
     configured = [n for n in STAGE_ORDER if _enabled(blocks[n])]
     selected = select_stages(configured, from_stage, only)
     if only and only not in configured:

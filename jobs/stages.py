@@ -201,13 +201,26 @@ def embed_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
             **{name: store.table_fingerprint(name) for name in ("entities", "relations", "triples", "images")}}
 
 
+def embed_kinds(retrieve: dict[str, Any] | None) -> list[str]:
+    """The vector kinds a pipeline configuration uses (what its embed stage embeds unless its block
+    names `kinds`): entity, relation and image vectors always, the rest as its retriever declares."""
+    from retrieval.retriever import RetrievalConfig, vector_kinds_needed
+    from kg_store.vectors import VECTOR_KINDS
+    config = None
+    if retrieve is not None and retrieve.get("enabled", True):
+        config = RetrievalConfig(retriever=retrieve.get("retriever", "anchored"), seed_k=retrieve.get("seed_k", 0))
+    needed = vector_kinds_needed(config)
+    return [k for k in VECTOR_KINDS if k in needed]
+
+
 def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", runtime: str = "auto",
               engine: str = "local", batch_size: int = 64, device: str = "cpu", threads: int | None = None,
-              chunk_size: int = 8192, spark_master: str | None = None) -> dict[str, Any]:
+              chunk_size: int = 8192, spark_master: str | None = None,
+              kinds: list[str] | None = None) -> dict[str, Any]:
     from pipeline.embed import embed_store
     res = embed_store(ctx.kg, ctx.encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
                       precision=precision, runtime=runtime, threads=threads, chunk_size=chunk_size,
-                      spark_master=spark_master, progress=ctx.progress)
+                      spark_master=spark_master, progress=ctx.progress, kinds=kinds)
     counts = {f"{k}_{what}": v for what, d in (("encoded", res.encoded), ("reused", res.reused)) for k, v in d.items()}
     return {"counts": counts, "cache_hits": res.cache_hits,
             "note": f"encoded {res.forwarded:,} new texts/images, reused {res.cache_hits:,} cached vectors "
@@ -267,6 +280,7 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
                           **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
     base, ibase = _vectors_rel(ctx), indexes_dir(ctx.encoder)
     fp["triple_vectors"] = _file_sha(store, f"{base}/triple.npy")
+    fp["entity_vectors"] = _file_sha(store, f"{base}/entity.npy")  # the anchored retriever's tie-break
     fp["indexes"] = {k: _file_sha(store, f"{ibase}/{k}.faiss") for k in ("triple", "entity")}
     for d in _datasets(ctx, list(datasets)):
         _, path = parse_dataset_spec(d["dataset"])

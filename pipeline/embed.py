@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -90,9 +90,29 @@ class EmbedTask:
         return len(self.ids)
 
 
-def plan_tasks(store: KGStore, *, with_images: bool, limit: int | dict[str, int] | None = None) -> list[EmbedTask]:
-    """The texts/images of every kind, in store id order (the first `limit` rows of each, or of
-    the kinds named when `limit` is a dict such as {"triple": 4096})."""
+def check_kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
+    """The vector kinds to embed, in store order (None: every kind)."""
+    from kg_store.vectors import VECTOR_KINDS
+    if kinds is None:
+        return tuple(VECTOR_KINDS)
+    unknown = sorted(set(kinds) - set(VECTOR_KINDS))
+    if unknown:
+        raise ConfigError(f"unknown vector kind(s) {', '.join(map(repr, unknown))}; kinds: {', '.join(VECTOR_KINDS)}")
+    return tuple(k for k in VECTOR_KINDS if k in set(kinds))
+
+
+def plan_tasks(store: KGStore, *, with_images: bool, limit: int | dict[str, int] | None = None,
+               kinds: Collection[str] | None = None) -> list[EmbedTask]:
+    """The texts/images of every kind (or of `kinds`), in store id order (the first `limit` rows of
+    each, or of the kinds named when `limit` is a dict such as {"triple": 4096})."""
+    wanted = set(check_kinds(kinds))
+    return [t for t in _all_tasks(store, with_images=with_images and "image" in wanted, limit=limit,
+                                  triples="triple" in wanted)
+            if (t.kind if t.kind != "entity_text" else "entity") in wanted]
+
+
+def _all_tasks(store: KGStore, *, with_images: bool, limit: int | dict[str, int] | None,
+               triples: bool) -> list[EmbedTask]:
     def rows(kind: str) -> slice:
         return slice(None, limit.get(kind) if isinstance(limit, dict) else limit)
 
@@ -113,9 +133,11 @@ def plan_tasks(store: KGStore, *, with_images: bool, limit: int | dict[str, int]
     sl = rows("relation")
     rel_texts = [labelled_text(lab, d) for lab, d in zip(rel_labels[sl], rels["description"].to_pylist()[sl])]
     tasks.append(EmbedTask("relation", "text", rels["id"].to_numpy()[sl].astype(np.int64), rel_texts))
-    tri = store.triples_array()[rows("triple")]
-    tasks.append(EmbedTask("triple", "text", np.arange(len(tri), dtype=np.int64),  # triple id = row index
-                           [triple_text(ent_labels[h], rel_labels[r], ent_labels[t]) for h, r, t in tri.tolist()]))
+    tri = store.triples_array()[rows("triple")] if triples else np.empty((0, 3), np.int64)
+    if triples:
+            tasks.append(EmbedTask("triple", "text", np.arange(len(tri), dtype=np.int64),  # triple id = row index
+                               [triple_text(ent_labels[h], rel_labels[r], ent_labels[t])
+                                for h, r, t in tri.tolist()]))
     if with_images and store.count("images"):
         imgs = store.table("images", ["id", "entity_id", "blob"])
         sl = rows("image")
@@ -433,9 +455,10 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
                 device: str = "cpu", dtype: str = "float32", precision: str = "auto", runtime: str = "auto",
                 threads: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                 limit: int | dict[str, int] | None = None, spark_master: str | None = None,
-                progress: bool = True) -> EmbedResult:
+                progress: bool = True, kinds: Collection[str] | None = None) -> EmbedResult:
     """The embed stage (`mmkg embed` and the `mmkg run` DAG): embed every kind of the committed
-    store with `encoder` and commit `vectors/<slug>`.
+    store (or the `kinds` its configuration uses, `retrieval.retriever.vector_kinds_needed`) with
+    `encoder` and commit `vectors/<slug>` (holding exactly those kinds).
 
     Only content the vector cache (`pipeline.vector_cache`, `<kg>/cache/embeddings/`) has not seen
     is encoded, each distinct text/image once, in resumable chunks under `<kg>/work/embed/`; the
@@ -458,7 +481,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
     store = open_store(kg)
     enc = resolve_encoder(encoder, device=device, precision=precision, runtime=runtime)
     cache = VectorCache.for_encoder(kg, enc)
-    tasks = plan_tasks(store, with_images=enc.has_vision, limit=limit)
+    tasks = plan_tasks(store, with_images=enc.has_vision, limit=limit, kinds=kinds)
     keys = {t.kind: _task_keys(t, store) for t in tasks}
     missing, encoded = _missing_tasks(tasks, keys, cache)
     # The scratch is keyed by what is missing, so a killed run resumes its finished chunks.
@@ -516,6 +539,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
                                                   "triple": TRIPLE_TEXT_RULE, "fusion": FUSION_RULE},
         "entities_with_images": fused, "engine": engine, "batch_size": batch_size, "chunk_size": chunk_size,
         "threads": threads, "device": str(enc.device), "limit": limit, "run_key": run_key,
+        "kinds_requested": list(check_kinds(kinds)),
         "seconds": seconds, "embed_seconds": round(embed_seconds, 3), "rows_forwarded_this_run": todo,
         "incremental": incremental, "cache": {"entries": len(cache), "path": str(cache.root.relative_to(kg))},
     }
@@ -524,7 +548,8 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
             raise KGStoreError(f"{kg} changed to kg_version {w.store.kg_version} during embedding; rerun embed")
         files = write_vectors(w, enc.name, arrays, meta)
         w.record_stage("embed", config={"encoder": enc.name, "dtype": dtype, "engine": engine, "limit": limit,
-                                        "batch_size": batch_size, "chunk_size": chunk_size},
+                                        "batch_size": batch_size, "chunk_size": chunk_size,
+                                        "kinds": list(check_kinds(kinds))},
                        counts={k: len(v[1]) for k, v in arrays.items()}, outputs=files, seconds=seconds)
         committed = w.commit()
     scratch.clear()

@@ -48,6 +48,24 @@ def describe_hits(store: KGStore, what: str, ids: np.ndarray, scores: np.ndarray
     return [{"rank": n + 1, "score": round(float(s), 6), **row} for n, (row, s) in enumerate(zip(rows, scores))]
 
 
+def ensure_vectors(kg: str | Path, encoder: str, kind: str) -> KGStore:
+    """The store with `kind` vectors of `encoder` and their index: a configuration that did not need
+    them (the anchored retriever embeds no triples) gets them now, from the same vector cache (only
+    texts it has never seen are encoded), the kinds already there kept. Returns the current store."""
+    from pipeline.embed import embed_store
+    from retrieval.index import build_store_indexes
+    store = open_store(kg)
+    meta = vector_meta(store, encoder)
+    if kind in meta.get("kinds", {}):
+        return store
+    import logging
+    logging.getLogger(__name__).info("%s has no %s vectors for %s: embedding them now", kg, kind, encoder)
+    embed_store(kg, encoder, dtype=meta.get("dtype", "float32"), batch_size=meta.get("batch_size", 64),
+                chunk_size=meta.get("chunk_size", 8192), kinds={*meta.get("kinds", {}), kind}, progress=False)
+    build_store_indexes(kg, encoder)  # the unchanged kinds' indexes are kept (append plan), the new one built
+    return open_store(kg)
+
+
 def search_store(kg: str | Path, encoder: str, *, text: str | None = None, image: str | Path | None = None,
                  what: str = "entities", k: int = 10, device: str = "cpu") -> dict[str, Any]:
     """Encode the query with the index's own encoder and return the top-k hits with keys and labels."""
@@ -60,6 +78,8 @@ def search_store(kg: str | Path, encoder: str, *, text: str | None = None, image
         pixels = load_image_rgb(image)
     store = open_store(kg)
     name = vector_meta(store, encoder)["encoder"]  # the full name, even when given a slug
+    if what == "triples":
+        store = ensure_vectors(kg, name, "triple")
     index = load_index(store, name, WHAT_TO_KIND[what])
     enc = resolve_encoder(name, device=device)
     if pixels is not None:

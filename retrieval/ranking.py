@@ -86,9 +86,11 @@ class PairCosine:
 
 # ---- paths of a batch of anchors ---------------------------------------------------------------------
 def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max_hops: int = 2,
-                group: np.ndarray | None = None, inside: np.ndarray | None = None) -> tuple[Paths, np.ndarray]:
+                group: np.ndarray | None = None,
+                inside: np.ndarray | None = None) -> tuple[Paths, np.ndarray, np.ndarray]:
     """`retrieval.paths.paths_from` of every anchor, concatenated in anchor order (each anchor's
-    1-hop paths, then its 2-hop ones), and the anchor position of each path.
+    1-hop paths, then its 2-hop ones), the anchor position of each path and the entity its first
+    step reaches (the endpoint of a 1-hop path, the middle of a 2-hop one).
 
     With `inside` (a bool per entity) and `group` (the query of each anchor, sorted), a query keeps
     only its paths that end inside when it has any (the answer space), all of them otherwise."""
@@ -121,17 +123,19 @@ def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max
     at1 = block[a1[sel1]] + np.arange(len(sel1)) - (np.cumsum(k1) - k1)[a1[sel1]]
     at2 = block[a2[sel2]] + k1[a2[sel2]] + np.arange(len(sel2)) - (np.cumsum(k2) - k2)[a2[sel2]]
     P = len(sel1) + len(sel2)
-    endpoint, ptype, t1, t2, owner = (np.empty(P, np.int64) for _ in range(5))
+    endpoint, ptype, t1, t2, owner, mid = (np.empty(P, np.int64) for _ in range(6))
     c1 = step_code(graph.relation[pos1[sel1]], graph.direction[pos1[sel1]])
     endpoint[at1], ptype[at1], t1[at1], t2[at1], owner[at1] = n1[sel1], path_type(c1, None, num_relations), \
         tid1[sel1], -1, a1[sel1]
+    mid[at1] = n1[sel1]
     if len(sel2):
         p2, v2 = pos[sel2], via[sel2]
         c2 = step_code(graph.relation[p2], graph.direction[p2])
         c1v = step_code(graph.relation[pos1[v2]], graph.direction[pos1[v2]])
         endpoint[at2], ptype[at2], t1[at2], t2[at2], owner[at2] = n2[sel2], path_type(c1v, c2, num_relations), \
             tid1[v2], tid2[sel2], a2[sel2]
-    return Paths(endpoint, ptype, t1, t2), owner
+        mid[at2] = n1[v2]
+    return Paths(endpoint, ptype, t1, t2), owner, mid
 
 
 def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
@@ -141,7 +145,7 @@ def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
     valid = np.flatnonzero((heads >= 0) & (tails >= 0))
     if not len(valid):
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    paths, of = batch_paths(graph, heads[valid], num_relations)
+    paths, of, _ = batch_paths(graph, heads[valid], num_relations)
     pair = valid[of]
     hit = paths.endpoint == tails[pair]
     span = (2 * num_relations + 1) ** 2 + 1
@@ -151,11 +155,12 @@ def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
 
 # ---- the anchored retriever's ranking ------------------------------------------------------------
 def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray], folds: np.ndarray,
-                  example_ids: np.ndarray, path_cosines: Any, tie_weight: float) -> list[SubgraphOutput]:
-    """Whole paths from each query's anchors, endpoints ranked by the prior, cosine breaking ties,
-    kept greedily (fewest new triples per endpoint) up to top_N — for the whole batch.
+                  example_ids: np.ndarray, entity_cosine: PairCosine, tie_weight: float) -> list[SubgraphOutput]:
+    """Whole paths from each query's anchors, endpoints ranked by the prior, kept greedily (fewest
+    new triples per endpoint) up to top_N — for the whole batch.
 
-    `path_cosines(vectors, q, paths) -> float32 (P,)` is the text cosine of each path of query q."""
+    Ties are broken by entity vectors: endpoints by the cosine of the endpoint entity to the query,
+    the paths to one endpoint by the mean cosine of the entities they reach (middle and end)."""
     nq, R, top_N = len(anchors_of), c.store.num_relations, c.config.top_N
     lens = np.array([len(a) for a in anchors_of], np.int64)
     anchors = np.concatenate(list(anchors_of)).astype(np.int64) if nq else np.empty(0, np.int64)
@@ -164,7 +169,8 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
     if c.answer_space is not None:  # no path into the answer space: keep the anchor's context
         space = np.zeros(max(c.graph.num_nodes, 1), bool)
         space[np.asarray(c.answer_space, np.int64)] = True
-    paths, of_anchor = batch_paths(c.graph, anchors, R, max_hops=c.config.path_hops, group=anchor_q, inside=space)
+    paths, of_anchor, mid = batch_paths(c.graph, anchors, R, max_hops=c.config.path_hops, group=anchor_q,
+                                        inside=space)
     q = anchor_q[of_anchor]
     P = len(paths)
     pool = np.bincount(q, minlength=nq)
@@ -204,11 +210,16 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
     cut[end_q[last]] = prior[last]
     live_end = prior >= cut[end_q]
     live = np.flatnonzero(live_end[of_end])
-    paths, q, of_end, path_prior = paths.select(live), q[live], of_end[live], path_prior[live]
+    paths, q, of_end, path_prior, mid = paths.select(live), q[live], of_end[live], path_prior[live], mid[live]
     P = len(paths)
-    pcos = path_cosines(vectors, q, paths) if P else np.empty(0, np.float32)
+    # the text cosine (entity vectors; an entity without a vector counts 0): endpoints of live paths
     best_cos = np.full(len(ends_key), -np.inf)
-    np.maximum.at(best_cos, of_end, pcos)
+    live_ends = np.flatnonzero(live_end)
+    best_cos[live_ends] = entity_cosine(vectors, end_q[live_ends], ends[live_ends])[1]
+    end_cos = best_cos[of_end].astype(np.float32)
+    two = np.flatnonzero(paths.t2 >= 0)
+    pcos = end_cos.copy()
+    pcos[two] = (entity_cosine(vectors, q[two], mid[two])[1] + end_cos[two]) / 2
     # endpoint order per query: prior, then the text cosine, then id
     order = np.lexsort((ends, -best_cos, -prior, end_q))
     order = order[live_end[order]]

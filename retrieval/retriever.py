@@ -74,6 +74,20 @@ class RetrievalConfig:
         return config_hash(self.to_dict())
 
 
+#: vector kinds every configuration embeds: entity search, the web view and the models read them
+ALWAYS_EMBEDDED = frozenset({"entity", "relation", "image"})
+
+
+def vector_kinds_needed(config: "RetrievalConfig | None") -> frozenset[str]:
+    """The vector kinds a configuration uses: the always-embedded ones, what its retriever declares
+    (`needs_vectors`) and the entity index when `seed_k` adds seeds from it."""
+    from retrieval.retrievers import retriever_registry
+    if config is None:
+        return ALWAYS_EMBEDDED
+    needs = set(getattr(retriever_registry.get(config.retriever), "needs_vectors", ()))
+    return ALWAYS_EMBEDDED | needs | ({"entity"} if config.seed_k else set())
+
+
 def row_lookup(ids: np.ndarray, size: int) -> np.ndarray:
     """Inverse of a vector file's id array: row of each store id, -1 where the id has no row."""
     rows = np.full(size, -1, dtype=np.int64)
@@ -115,6 +129,14 @@ class FaissSeedRetriever:
         self.triples, self.triple_index, self.top_n = triples, triple_index, top_n
         self.entity_index, self.seed_k = entity_index, seed_k
 
+    def nearest_entities(self, queries: np.ndarray, k: int) -> list[np.ndarray]:
+        """The `k` entities nearest to each query vector (the entity index; anchors of a query that
+        names no entity of the KG)."""
+        if not len(queries) or k <= 0:
+            return [np.empty(0, np.int64) for _ in range(len(queries))]
+        _, eids = self.entity_index.search(queries, k)
+        return [np.unique(row[row >= 0]).astype(np.int64) for row in eids]
+
     def seed_entities(self, queries: np.ndarray, named: list[np.ndarray]) -> list[np.ndarray]:
         m = len(queries)
         parts: list[list[np.ndarray]] = [[np.asarray(n, np.int64)] for n in named]
@@ -130,6 +152,20 @@ class FaissSeedRetriever:
         return [np.unique(np.concatenate(p)).astype(np.int64) for p in parts]
 
 
+class _LazyIndex:
+    """A FAISS index loaded on its first search (the anchored retriever's entity seeding runs only
+    for queries that name no entity of the KG)."""
+
+    def __init__(self, store: KGStore, encoder: str, kind: str):
+        self.store, self.encoder, self.kind, self._index = store, encoder, kind, None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            from retrieval.index import load_index
+            self._index = load_index(self.store, self.encoder, self.kind)
+        return self._index.search(queries, k)
+
+
 class SubgraphRetriever:
     """`QueryLoader` of PyG G5: encodes queries and runs the configured retriever over them.
 
@@ -141,7 +177,8 @@ class SubgraphRetriever:
         from kg_store.vectors import load_vectors
         from pipeline.encoders import resolve_encoder
         from retrieval.index import load_index
-        from retrieval.retrievers import RetrieverContext, resolve_retriever
+        from retrieval.ranking import PairCosine
+        from retrieval.retrievers import RetrieverContext, resolve_retriever, retriever_registry
         from retrieval.subgraph import TripleScorer
 
         self.store, self.config = store, config
@@ -149,14 +186,23 @@ class SubgraphRetriever:
         if self.encoder.name != config.encoder:
             raise KGStoreError(f"encoder {self.encoder.name!r} does not match the config's {config.encoder!r}")
         self.triples = store.triples_array()
-        triple_vectors, triple_ids = load_vectors(store, self.encoder.slug, "triple")
+        # only the vector kinds the retriever declares are read (a store may hold no triple vectors)
+        needs = vector_kinds_needed(config)
+        uses_triples = "triple" in getattr(retriever_registry.get(config.retriever), "needs_vectors", ())
+        score = entity_cosine = None
+        if uses_triples:
+            triple_vectors, triple_ids = load_vectors(store, self.encoder.slug, "triple")
+            score = TripleScorer(triple_vectors, row_lookup(triple_ids, len(self.triples)))
+        if "entity" in needs:
+            entity_vectors, entity_ids = load_vectors(store, self.encoder.slug, "entity")
+            entity_cosine = PairCosine(entity_vectors, row_lookup(entity_ids, store.num_entities))
         self.seeds = FaissSeedRetriever(
             triples=self.triples, top_n=config.top_n, seed_k=config.seed_k,
-            triple_index=load_index(store, self.encoder.name, "triple") if config.top_n else None,
-            entity_index=load_index(store, self.encoder.name, "entity") if config.seed_k else None)
-        ctx = RetrieverContext(store=store, config=config, triples=self.triples, seeds=self.seeds,
-                               score=TripleScorer(triple_vectors, row_lookup(triple_ids, len(self.triples))),
-                               named=self.named_entities, answer_space=answer_space, prior=prior)
+            triple_index=load_index(store, self.encoder.name, "triple") if config.top_n and uses_triples else None,
+            entity_index=_LazyIndex(store, self.encoder.name, "entity"))
+        ctx = RetrieverContext(store=store, config=config, triples=self.triples, seeds=self.seeds, score=score,
+                               entity_cosine=entity_cosine, named=self.named_entities, answer_space=answer_space,
+                               prior=prior)
         self.retriever = resolve_retriever(config.retriever, ctx)
         #: seconds spent per step (encode = query vectors, retrieve = seeds/paths + ranking)
         self.step_seconds = {"encode": 0.0, "retrieve": 0.0}

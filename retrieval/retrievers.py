@@ -4,7 +4,8 @@
   otherwise the entity keys a query carries, else entities whose label the text mentions), walks
   paths of ≤ 2 hops from them and keeps whole paths, so the subgraph stays connected to the
   anchor; honours the task's answer space (MARS: the candidate file) and ranks path endpoints by
-  a path-type prior learned on the train split (`retrieval.paths`), text cosine breaking ties.
+  a path-type prior learned on the train split (`retrieval.paths`), the text cosine of the path's
+  entities (entity vectors: the anchored retriever needs no triple vectors) breaking ties.
 * `mrmkg`: the paper's scheme (MR-MKG App. A.6): E′ = the entities of the top-n triples by
   cosine (plus the named entities only when `named_entities` is set); G = E′, their 1-hop
   neighbours and every relation connecting two of them; the top-N triples of G by cosine.
@@ -46,6 +47,8 @@ def neighbourhood_with_links(graph: Any, triples: np.ndarray, seeds: np.ndarray,
 class PaperRetriever:
     """MR-MKG App. A.6: top-n triples → E′ → E′ ∪ 1-hop neighbours and their links → top-N by cosine."""
 
+    needs_vectors = frozenset({"triple"})
+
     def __init__(self, ctx: "RetrieverContext"):
         self.ctx = ctx
 
@@ -66,6 +69,7 @@ class PCSTRetriever:
     edge costs `EDGE_COST`, one tree (GW pruning); the kept edges are then ranked by cosine."""
 
     PRIZE_K, EDGE_COST = 3, 0.5
+    needs_vectors = frozenset({"triple"})
 
     def __init__(self, ctx: "RetrieverContext"):
         self.ctx = ctx
@@ -147,7 +151,10 @@ TIE_WEIGHT = 1e-3
 
 @retriever_registry.register("anchored")
 class AnchoredPathRetriever:
-    """Whole paths of ≤ 2 hops from the query's anchors, endpoints ranked by the path-type prior."""
+    """Whole paths of ≤ 2 hops from the query's anchors, endpoints ranked by the path-type prior;
+    ties broken by the entity vectors (no triple vectors needed)."""
+
+    needs_vectors = frozenset({"entity"})
 
     def __init__(self, ctx: "RetrieverContext"):
         self.ctx = ctx
@@ -164,12 +171,12 @@ class AnchoredPathRetriever:
                     self._linker = MentionLinker(c.store, c.graph.degree())
                 a = self._linker(q.text)
             out.append(a)
-        # a query that names no entity of the KG (or only isolated ones) is anchored on the
-        # entities of its top-n triples by cosine, as the paper's scheme seeds
+        # a query that names no entity of the KG (or only isolated ones) is anchored on the top-n
+        # entities by cosine (the entity index)
         deg = c.graph.degree()
         lost = [i for i, a in enumerate(out) if not deg[a].sum()]
         if lost and c.config.top_n:
-            for i, s in zip(lost, c.seeds.seed_entities(vectors[lost], [np.empty(0, np.int64)] * len(lost))):
+            for i, s in zip(lost, c.seeds.nearest_entities(vectors[lost], c.config.top_n)):
                 out[i] = s
         return out
 
@@ -181,25 +188,17 @@ class AnchoredPathRetriever:
             else np.full((len(queries), 2), -1, np.int64)
         # a train row's own answer must not count in its prior: the prior of the other folds
         folds = np.array([q.prior_fold for q in queries], np.int64)
-        return rank_anchored(c, vectors, self.anchors(queries, vectors), folds, example_ids, self.path_cosines,
+        return rank_anchored(c, vectors, self.anchors(queries, vectors), folds, example_ids, c.entity_cosine,
                              TIE_WEIGHT)
-
-    def path_cosines(self, vectors: np.ndarray, q: np.ndarray, paths: Any) -> np.ndarray:
-        """Text cosine of each path of query q: the mean cosine of its triples (no vector: 0)."""
-        cos = self.ctx.pair_cosine
-        c1 = cos(vectors, q, paths.t1)[1]
-        two = np.flatnonzero(paths.t2 >= 0)
-        out = c1.copy()
-        out[two] = (c1[two] + cos(vectors, q[two], paths.t2[two])[1]) / 2
-        return out
 
 
 # ---- what every retriever sees -------------------------------------------------------------------
 class RetrieverContext:
-    """The store-side state a retriever works on (loaded once per process)."""
+    """The store-side state a retriever works on (loaded once per process): `score` / `pair_cosine`
+    (triple vectors) for retrievers that declare `needs_vectors` ∋ "triple", `entity_cosine` else."""
 
-    def __init__(self, *, store: KGStore, config: Any, triples: np.ndarray, seeds: Any, score: TripleScorer,
-                 named: Any, answer_space: np.ndarray | None = None, prior: Any = None):
+    def __init__(self, *, store: KGStore, config: Any, triples: np.ndarray, seeds: Any, score: TripleScorer | None,
+                 named: Any, answer_space: np.ndarray | None = None, prior: Any = None, entity_cosine: Any = None):
         from kg_store.graph import CSRGraph
         self.store, self.config, self.triples, self.seeds = store, config, triples, seeds
         # plain ndarray views of the mmap-ed CSR: per-element access on a np.memmap is slow
@@ -207,7 +206,8 @@ class RetrieverContext:
                                 for f in ("indptr", "neighbor", "relation", "direction", "triple_id")))
         self.score, self.named = score, named
         from retrieval.ranking import PairCosine
-        self.pair_cosine = PairCosine(score.vectors, score.row_of)
+        self.pair_cosine = PairCosine(score.vectors, score.row_of) if score is not None else None
+        self.entity_cosine = entity_cosine
         self.answer_space, self.prior = answer_space, prior
 
 

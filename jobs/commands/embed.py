@@ -32,16 +32,21 @@ ENCODER_OPTION = click.option("--encoder", required=True,
 @click.option("--spark-master", default=None, help="Spark master URL (engine spark; default local[*]).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--limit", type=click.IntRange(1), default=None, hidden=True, help="Only the first N rows per kind.")
+@click.option("--kinds", default=None,
+              help="Comma-separated vector kinds to embed (entity,relation,triple,image; default: all). "
+                   "The anchored retriever needs no triple vectors; `mmkg search --what triples` embeds them "
+                   "when missing.")
 def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtype: str, threads: int | None,
           runtime: str, precision: str, chunk_size: int, spark_master: str | None, no_progress: bool,
-          limit: int | None) -> None:
+          limit: int | None, kinds: str | None) -> None:
     """Embed entities, relations, triples and images; resumable per chunk after a kill."""
     from pipeline.device import resolve_device
-    from pipeline.embed import embed_store
+    from pipeline.embed import check_kinds, embed_store
+    wanted = check_kinds([k.strip() for k in kinds.split(",") if k.strip()]) if kinds is not None else None
     resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
     res = embed_store(kg, encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
                       precision=precision, runtime=runtime, threads=threads, chunk_size=chunk_size, limit=limit,
-                      spark_master=spark_master, progress=not no_progress)
+                      spark_master=spark_master, progress=not no_progress, kinds=wanted)
     from kg_store.gc import snapshot_version
     snapshot_version(kg)  # every writing command snapshots its version (as `mmkg run` does)
     meta = res.meta

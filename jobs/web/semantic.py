@@ -66,13 +66,28 @@ class Semantic:
             pairs = self._entity_searcher(name).search(text, k)
         return pairs, name
 
+    def _triple_scorer(self, name: str) -> Any:
+        """Cosines of triples to the question, shown beside the rank score when the store has triple
+        vectors (the anchored retriever itself does not read them)."""
+        key = f"triple-scorer:{name}"
+        if key not in self._retrievers:
+            from kg_store.vectors import load_vectors, vector_meta
+            from retrieval.retriever import row_lookup
+            from retrieval.subgraph import TripleScorer
+            scorer = None
+            if "triple" in vector_meta(self.store, name).get("kinds", {}):
+                vecs, ids = load_vectors(self.store, name, "triple")
+                scorer = TripleScorer(vecs, row_lookup(ids, self.store.count("triples")))
+            self._retrievers[key] = scorer
+        return self._retrievers[key]
+
     # ---- retrieve a subgraph for a question --------------------------------------------------
     def retrieve(self, question: str, top_n: int) -> dict[str, Any]:
         """The top-`top_n` triples for `question` (MR-MKG §3.2) with what the page shows about them:
         `triple_ids`, `scores` (the retriever's rank score), `cosines` (each triple's text cosine to
         the question: the anchored retriever ranks by a path prior first, so its scores can be equal
         to four digits and say little), `encoder`, `retriever` and its config."""
-        name = self.encoder_name("triple")
+        name = self.encoder_name("entity")  # the anchored retriever reads entity vectors only
         try:
             from retrieval.queries import Query
             from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
@@ -93,8 +108,8 @@ class Semantic:
             (out,) = retriever.retrieve_vectors(queries, vectors)
             out = out.head(top_n)
             tids = np.asarray(out.triple_ids)
-            with_vec, cos = retriever.retriever.ctx.score(vectors[0], tids)
-        cosine = dict(zip(with_vec.tolist(), cos.tolist()))
+            score = retriever.retriever.ctx.score or self._triple_scorer(name)  # None: no triple vectors
+            cosine = dict(zip(*(a.tolist() for a in score(vectors[0], tids)))) if score is not None else {}
         cfg = retriever.config
         return {"triple_ids": tids, "scores": np.asarray(out.scores),
                 "cosines": [cosine.get(int(t)) for t in tids.tolist()], "encoder": name,

@@ -10,9 +10,17 @@ import pytest
 
 from kg_store import open_store
 from kg_store.shards import read_shards
-from tests.jobs.test_run_fixtures import make_sources, pipeline_job
+from tests.jobs.test_run_fixtures import make_sources, pipeline_job as _pipeline_job
 
 pytestmark = pytest.mark.faiss
+
+
+def pipeline_job(*args, **kwargs):
+    """The small pipeline, embedding triples too (the anchored retriever alone needs none): the
+    incremental paths of every kind are what these tests check."""
+    job = _pipeline_job(*args, **kwargs)
+    job["embed"]["kinds"] = ["entity", "relation", "triple"]
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +109,6 @@ def test_incremental_shards_equal_full_rebuild(runs):
 def test_config_change_reruns_only_downstream(runs, data_dir):
     """Changing the retrieval N reruns retrieve only; the plan (--dry-run) says so first."""
     from jobs.runner import run_pipeline
-    from tests.jobs.test_run_fixtures import pipeline_job
     job = pipeline_job(data_dir, runs["kg"], [f"markg:{runs['src']['base']}", f"tsv:{runs['src']['extra']}"])
     job["retrieve"]["top_N"] = 5
     plan = run_pipeline(**job, dry_run=True, progress=False)
@@ -117,7 +124,6 @@ def test_ivf_index_is_appended_and_rechecked(runs, data_dir, tmp_path):
     """An IVF index takes new vectors without retraining (and re-runs its recall self-check)."""
     from jobs.runner import run_pipeline
     from retrieval.index import load_index
-    from tests.jobs.test_run_fixtures import pipeline_job
     sources = [f"markg:{runs['src']['base']}", f"tsv:{runs['src']['extra']}"]
     job = pipeline_job(data_dir, runs["kg"], sources)
     job["index"] = {"kind": "ivf"}

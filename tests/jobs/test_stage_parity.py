@@ -47,7 +47,9 @@ def pair(data_dir, tmp_path_factory):
     report = run_pipeline(**job, progress=False)
     assert [s.status for s in report.stages if s.name in ("embed", "index", "retrieve")] == ["ran"] * 3
 
-    _cli("embed", "--kg", str(cli), "--encoder", "minilm", "--batch-size", "32", "--no-progress")
+    # the kinds the DAG embeds for this configuration (the anchored retriever: no triple vectors)
+    _cli("embed", "--kg", str(cli), "--encoder", "minilm", "--batch-size", "32", "--no-progress",
+         "--kinds", "entity,relation,image")
     _cli("index", "--kg", str(cli), "--encoder", "minilm")
     for spec, split, limit in ((f"mars:{data_dir}/markg/MARS", "dev", MARS_LIMIT),
                                (f"scienceqa:{data_dir}/scienceqa", "test", SCIENCEQA_LIMIT)):
@@ -63,7 +65,7 @@ def _files(root: Path, sub: str, pattern: str) -> dict[str, str]:
 def test_embed_vectors_are_byte_identical(pair):
     dag, cli = pair
     a, b = _files(dag, "vectors/minilm", "*.npy"), _files(cli, "vectors/minilm", "*.npy")
-    assert len(a) >= 6 and a == b  # entity, relation, triple matrices and their id arrays
+    assert len(a) == 4 and a == b  # entity and relation matrices and their id arrays (text encoder, anchored)
     meta_a, meta_b = (_untimed(open_store(r).artifact("vectors/minilm")) for r in (dag, cli))
     assert meta_a == meta_b
 
@@ -71,9 +73,9 @@ def test_embed_vectors_are_byte_identical(pair):
 def test_index_files_and_meta_are_identical(pair):
     dag, cli = pair
     a, b = _files(dag, "indexes/minilm", "*.faiss"), _files(cli, "indexes/minilm", "*.faiss")
-    assert set(a) == {"indexes/minilm/entity.faiss", "indexes/minilm/triple.faiss"} and a == b
+    assert set(a) == {"indexes/minilm/entity.faiss"} and a == b
     assert _files(dag, "indexes/minilm", "*.ids.npy") == _files(cli, "indexes/minilm", "*.ids.npy")
-    for kind in ("entity", "triple"):
+    for kind in ("entity",):
         ma, mb = (_untimed(json.loads((r / f"indexes/minilm/{kind}.meta.json").read_text())) for r in (dag, cli))
         assert ma == mb and ma["self_check"]["recall"] == 1.0
 

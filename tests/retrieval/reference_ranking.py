@@ -32,22 +32,25 @@ def anchored_reference(retriever: Any, queries: Sequence[Query], vectors: np.nda
         if not parts or not sum(len(p) for p in parts):
             out.append(empty_output(anchors))
             continue
+        # the entity each path's first step reaches: the other end of its first triple
+        mids = np.concatenate([np.where(c.triples[p.t1, 0] == a, c.triples[p.t1, 2], c.triples[p.t1, 0])
+                               for a, p in zip(anchors.tolist(), parts)])
         paths = parts[0] if len(parts) == 1 else Paths(*(np.concatenate([getattr(p, f) for p in parts])
                                                              for f in ("endpoint", "ptype", "t1", "t2")))
         if c.answer_space is not None:
-            inside = paths.select(np.isin(paths.endpoint, c.answer_space))
-            paths = inside if len(inside) else paths
+            keep = np.isin(paths.endpoint, c.answer_space)
+            if keep.any():
+                paths, mids = paths.select(keep), mids[keep]
         ex = linking_types(c.graph, eh, et, R) if c.prior is not None else ()
         prior = c.prior.for_fold(q.prior_fold) if c.prior is not None else None
-        out.append(_rank(c, v, paths, anchors, ex, prior))
+        out.append(_rank(c, v, paths, mids, anchors, ex, prior))
     return out
 
 
-def _rank(c: Any, query: np.ndarray, paths: Any, anchors: np.ndarray, example_types: Any,
+def _rank(c: Any, query: np.ndarray, paths: Any, mids: np.ndarray, anchors: np.ndarray, example_types: Any,
           path_prior_model: Any) -> SubgraphOutput:
     if not len(paths):
         return empty_output(anchors)
-    pcos = _path_cosines(c, query, paths)
     if path_prior_model is not None:
         path_prior = path_prior_model.path_scores(paths, example_types)
         ends, prior = path_prior_model.score_endpoints(paths, example_types, path_prior)
@@ -57,8 +60,10 @@ def _rank(c: Any, query: np.ndarray, paths: Any, anchors: np.ndarray, example_ty
         prior = np.zeros(len(ends))
         np.maximum.at(prior, np.searchsorted(ends, paths.endpoint), path_prior)
     of_end = np.searchsorted(ends, paths.endpoint)
-    best_cos = np.full(len(ends), -np.inf)
-    np.maximum.at(best_cos, of_end, pcos)
+    # ties: an endpoint's entity cosine; a path's mean cosine of the entities it reaches
+    best_cos = _entity_cosines(c, query, ends).astype(np.float64)
+    end_cos = best_cos[of_end].astype(np.float32)
+    pcos = np.where(paths.t2 >= 0, (_entity_cosines(c, query, mids) + end_cos) / 2, end_cos)
     order = np.lexsort((ends, -best_cos, -prior))
     by_end = np.lexsort((-pcos, -path_prior, of_end))
     starts = np.searchsorted(of_end[by_end], np.arange(len(ends) + 1))
@@ -83,13 +88,10 @@ def _rank(c: Any, query: np.ndarray, paths: Any, anchors: np.ndarray, example_ty
     return subgraph_output(c.triples, tids[keep], scores[keep], anchors, len(paths))
 
 
-def _path_cosines(c: Any, query: np.ndarray, paths: Any) -> np.ndarray:
-    """The mean cosine of a path's triples (a triple without a vector counts 0)."""
-    scored, cos = c.score(query, np.unique(np.concatenate([paths.t1, paths.t2[paths.t2 >= 0]])))
-
-    def cos_of(tids: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(scored, tids), 0, max(len(scored) - 1, 0))
-        return np.where((scored[pos] == tids) if len(scored) else False, cos[pos] if len(cos) else 0.0, 0.0)
-
-    c1 = cos_of(paths.t1)
-    return np.where(paths.t2 >= 0, (c1 + cos_of(paths.t2)) / 2, c1)
+def _entity_cosines(c: Any, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """float32 cosine of each entity to the query (an entity without a vector counts 0)."""
+    vectors, row_of = c.entity_cosine.vectors, c.entity_cosine.row_of
+    rows = row_of[ids]
+    out = np.zeros(len(ids), np.float32)
+    out[rows >= 0] = np.asarray(vectors[rows[rows >= 0]], np.float32) @ np.asarray(query, np.float32)
+    return out

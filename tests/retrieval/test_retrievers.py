@@ -86,7 +86,7 @@ def test_anchored_keeps_whole_paths_from_the_question_entity(kg, mars_queries, n
         question = store.entity_ids([q.entity_keys[0]])
         if store.graph.degree(question).sum():  # the question entity is the anchor
             np.testing.assert_array_equal(o.seed_entities, question)
-        # (an isolated question entity: anchored on the ends of the top-n triples by cosine)
+        # (an isolated question entity: anchored on the top-n entities by cosine)
         anchor = o.seed_entities
         first = np.isin(o.heads, anchor) | np.isin(o.tails, anchor)
         reached = np.union1d(o.heads[first], o.tails[first])
