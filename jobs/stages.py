@@ -306,7 +306,7 @@ def retrieve_run(ctx: Context, *, datasets: list[dict[str, Any]] = (), retriever
             ctx.kg, d["dataset"], config, split=d["split"], limit=d["limit"], engine=engine, device=device,
             batch_size=batch_size, progress=ctx.progress)
     queries = sum(r.queries for r in results.values())
-    reused = sum(r.queries for r in results.values() if r.reused)
+    reused = sum(r.queries if r.reused else r.queries_reused for r in results.values())
     cached = sum(r.query_vectors_cached for r in results.values())
     return {"counts": {"queries": queries, "queries_reused": reused, "queries_recomputed": queries - reused,
                        "query_vectors_cached": cached,

@@ -206,6 +206,7 @@ class RetrieveResult:
     query_vectors_cached: int = 0    # query texts answered by the vector cache
     query_vectors_encoded: int = 0
     seconds: float = 0.0
+    queries_reused: int = 0          # queries whose ranked subgraph was kept (incremental retrieve)
 
 
 def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, split: str | None = None,
@@ -216,7 +217,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     (`NAME:PATH`) into `<kg>/subgraphs/...`.
 
     A shard set with the same cache key (KG version, encoder, config, dataset bytes, limit) is
-    reused as a whole. Otherwise every query is retrieved again; query texts already encoded (by
+    reused as a whole. Otherwise the anchored retriever (local engine) reranks only the queries whose
+    inputs changed (`retrieval.incremental`), every other retriever every query; query texts already encoded (by
     an earlier run, or as KG text) come from the content-addressed vector cache, so a rerun after
     a small KG change costs little more than the CSR expansion and ranking.
     """
@@ -255,14 +257,23 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     pool_hops = config.path_hops if config.retriever == "anchored" else config.hops
     kwargs = dict(batch_size=batch_size, device=device, progress=progress, encoder=encoder,
                   answer_space=qs.answer_space, prior_key=prior_key, **(engine_kwargs or {}))
+    incremental = None  # issue 31: the anchored retriever (local engine) reranks only queries whose inputs changed
     if not getattr(run, "writes_shards", False):
-        outputs = run(store, ranked, qs.queries, **kwargs)
+        if engine == "local" and config.retriever == "anchored":
+            from retrieval.incremental import SIDECAR, run_local_incremental
+            from retrieval.shards import shard_dir
+            incremental = run_local_incremental(store, ranked, qs, previous=None if force else
+                                                shard_dir(store, qs, config, limit), **kwargs)
+            outputs = incremental.outputs
+        else:
+            outputs = run(store, ranked, qs.queries, **kwargs)
         seconds = round(time.perf_counter() - t_run, 3)
         reports = run_reports(store, qs, outputs, top_N=config.top_N, hops=pool_hops, ranked_N=ranked.top_N)
         _finish_reports(reports, qs, seconds)
         outputs = [o.head(config.top_N) for o in outputs]
         path = write_subgraph_shards(store, qs, outputs, config, limit=limit, reports=reports, seconds=seconds,
-                                     engine=engine)
+                                     engine=engine, extra_tables=None if incremental is None else
+                                     {SIDECAR: incremental.sidecar})
     else:
         # the executors write the shard rows into the staged set (under the store's writer
         # lock, which guards the staging folder); the driver gets per-query summaries only
@@ -282,7 +293,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
 
         path = publish_subgraph_shards(store, qs, config, fill, limit=limit, engine=engine)
     return RetrieveResult(path, False, len(qs.queries), reports, len(qs.rejects), encoder.hits, encoder.misses,
-                          round(time.perf_counter() - t0, 3))
+                          round(time.perf_counter() - t0, 3),
+                          queries_reused=0 if incremental is None else incremental.reused)  # issue 31
 
 
 def _finish_reports(reports: dict[str, Any], qs: QuerySet, seconds: float) -> None:

@@ -127,12 +127,17 @@ def subgraph_table(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutpu
 def write_subgraph_shards(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput],
                           config: RetrievalConfig, *, limit: int | None = None,
                           reports: dict[str, Any] | None = None, seconds: float | None = None,
-                          engine: str = "local", wait: float = 60.0) -> Path:
-    """Write, publish and register one shard set; `reports` become JSON files beside the parts."""
+                          engine: str = "local", wait: float = 60.0,
+                          extra_tables: dict[str, pa.Table] | None = None) -> Path:
+    """Write, publish and register one shard set; `reports` become JSON files beside the parts,
+    `extra_tables` Parquet files (the incremental retrieve's `ranked.parquet`)."""
     table = subgraph_table(store, qs, outputs)
 
     def fill(sw: ShardWriter) -> FilledShards:
         sw.write(table)
+        for name, extra in (extra_tables or {}).items():
+            import pyarrow.parquet as pq
+            pq.write_table(extra, sw.staging / name, compression="zstd")
         return FilledShards(int(np.sum(table["empty"].to_numpy())), table.column_names, reports or {}, seconds)
 
     return publish_subgraph_shards(store, qs, config, fill, limit=limit, engine=engine, wait=wait)

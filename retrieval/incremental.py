@@ -1,0 +1,202 @@
+"""Incremental retrieval (anchored retriever, local engine): a query whose inputs did not change
+keeps its ranked subgraph; only the others are ranked again.
+
+What an anchored subgraph depends on, per query, folded into one 64-bit digest:
+* its vector (text, images) and prior fold;
+* its anchors (named entities, linked mentions, or the nearest entities for a query that names none)
+  and its example pair;
+* the part of the graph its paths can reach: for each anchor and the example head, a digest of its
+  2-hop region (`region_digests`): every edge of the node and of each neighbour, in CSR order, with
+  the neighbour, relation, direction, triple id and the entity vector of every node on the way (the
+  cosine tie-break);
+and, for the whole set (`global_key`): the ranking config, the answer space and the path prior's
+bytes
+(a prior refitted to different counts re-ranks every query: its smoothing base rate enters every
+type's precision).
+
+The ranked outputs and digests of a run are kept beside its shards (`ranked.parquet`); the next run
+reuses the rows whose (query id, digest) match. The shard rows are then built from those outputs
+and the new version's tables exactly as a full retrieve builds them (`tests/retrieval/
+test_incremental_retrieve.py` checks byte identity).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from kg_store.graph import CSRGraph
+from retrieval.queries import QuerySet
+from retrieval.subgraph import SubgraphOutput, empty_output
+
+logger = logging.getLogger(__name__)
+
+SIDECAR = "ranked.parquet"
+FORMAT = 1
+_U = np.uint64
+
+
+def mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser of each uint64 (wrapping arithmetic)."""
+    z = np.asarray(x, np.uint64) + _U(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
+    return z ^ (z >> _U(31))
+
+
+def _u(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x).astype(np.int64).view(np.uint64)
+
+
+def row_hashes(matrix: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """A 64-bit hash of each row's bytes (float32 rows as uint32 words, random odd multipliers)."""
+    words = matrix.shape[1] * np.dtype(matrix.dtype).itemsize // 4
+    mult = mix(np.arange(words, dtype=np.uint64)) | _U(1)
+    out = np.empty(len(matrix), np.uint64)
+    for lo in range(0, len(matrix), chunk):
+        w = np.ascontiguousarray(matrix[lo:lo + chunk]).view(np.uint32).reshape(-1, words).astype(np.uint64)
+        out[lo:lo + chunk] = mix((w * mult).sum(1, dtype=np.uint64))
+    return out
+
+
+def region_digests(graph: CSRGraph, entity_hash: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Digest of the 2-hop region of each of `nodes`: what every path of ≤ 2 hops from it reads."""
+    n = graph.num_nodes
+    idx = np.arange(len(graph.neighbor), dtype=np.int64)
+    rank = idx - np.repeat(graph.indptr[:-1], np.diff(graph.indptr))   # position within the node's edges
+    edge = mix(mix(_u(graph.neighbor) ^ mix(_u(graph.relation) * _U(3) + _u(graph.direction)))
+               + mix(_u(graph.triple_id) + _U(0x51ED27)) + mix(_u(rank) ^ _U(0xA5A5)) + entity_hash[graph.neighbor])
+    owner = np.repeat(np.arange(n), np.diff(graph.indptr))
+    one = np.zeros(n, np.uint64)
+    np.add.at(one, owner, edge)
+    one = mix(one + entity_hash + mix(_u(np.diff(graph.indptr))))
+    nodes = np.asarray(nodes, np.int64)
+    pos, own = graph.edge_positions(nodes)
+    two = np.zeros(len(nodes), np.uint64)
+    np.add.at(two, own, mix(edge[pos] + one[graph.neighbor[pos]]))
+    return mix(two + one[nodes])
+
+
+def _segment_fold(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, np.uint64)
+    np.add.at(out, owner, values)
+    return out
+
+
+def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray], folds: np.ndarray,
+                  example_ids: np.ndarray) -> np.ndarray:
+    """One uint64 per query over everything its anchored ranking reads (see the module doc)."""
+    nq = len(anchors_of)
+    ev = ctx.entity_cosine
+    ent_hash = np.zeros(ctx.graph.num_nodes, np.uint64)
+    has = ev.row_of[:ctx.graph.num_nodes] >= 0
+    ent_hash[has] = row_hashes(np.asarray(ev.vectors)[ev.row_of[:ctx.graph.num_nodes][has]])
+    lens = np.array([len(a) for a in anchors_of], np.int64)
+    anchors = np.concatenate(list(anchors_of)).astype(np.int64) if nq else np.empty(0, np.int64)
+    owner = np.repeat(np.arange(nq), lens)
+    within = np.arange(len(anchors)) - np.repeat(np.cumsum(lens) - lens, lens)
+    heads = example_ids[:, 0]
+    regions = region_digests(ctx.graph, ent_hash, np.concatenate([anchors, np.maximum(heads, 0)]))
+    a_part = _segment_fold(mix(regions[:len(anchors)] + mix(_u(anchors) + mix(_u(within)))), owner, nq)
+    ex_part = mix(np.where(heads >= 0, regions[len(anchors):], _U(0)) + mix(_u(example_ids[:, 0]))
+                  + mix(mix(_u(example_ids[:, 1]))))
+    return mix(a_part + ex_part + mix(_u(folds) + _U(7)) + row_hashes(np.asarray(vectors, np.float32)) + mix(_u(lens)))
+
+
+def global_key(store: Any, config: Any, qs: QuerySet, prior_key: str | None) -> str:
+    """What every row depends on: the ranking config, the answer space, the path prior's bytes."""
+    from kg_store.hashing import config_hash, sha256_bytes
+    from retrieval.paths import PRIOR_DIR
+    prior_sha = store.manifest["files"].get(f"{PRIOR_DIR}/{prior_key}.parquet", {}).get("sha256") \
+        if prior_key else None
+    space = sha256_bytes(np.asarray(qs.answer_space, np.int64).tobytes()) if qs.answer_space is not None else None
+    return config_hash({"format": FORMAT, "config": config.to_dict(), "answer_space": space, "prior": prior_sha})
+
+
+@dataclass
+class Incremental:
+    outputs: list[SubgraphOutput]
+    sidecar: pa.Table
+    reused: int
+
+
+def read_sidecar(directory: Path, key: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """{(query id, digest): ranked row} of the previous run's shard set when its global key matches."""
+    import pyarrow.parquet as pq
+    path = Path(directory) / SIDECAR
+    if not path.exists():
+        return {}
+    try:
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[b"mmkg.incremental"])
+    except Exception as e:  # an unreadable sidecar costs a full retrieve, never a wrong row
+        logger.info("ignoring %s (%s)", path, e)
+        return {}
+    if meta.get("key") != key:
+        return {}
+    rows = table.to_pylist()
+    return {(r["query_id"], r["digest"]): r for r in rows}
+
+
+def retrieve_incremental(retriever: Any, qs: QuerySet, vectors: np.ndarray, *, key: str,
+                         previous: Path | None) -> Incremental:
+    """Rank the queries of `qs` whose digest has no match in the previous run's sidecar; take the
+    rest from it. `retriever` is an anchored `SubgraphRetriever`."""
+    r = retriever.retriever
+    c = r.ctx
+    queries = qs.queries
+    anchors_of = r.anchors(queries, vectors)
+    pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
+    example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
+        else np.full((len(queries), 2), -1, np.int64)
+    folds = np.array([q.prior_fold for q in queries], np.int64)
+    digests = query_digests(c, vectors, anchors_of, folds, example_ids).view(np.int64)
+    old = read_sidecar(previous, key) if previous is not None else {}
+    hit = [old.get((q.query_id, int(d))) for q, d in zip(queries, digests)]
+    todo = [i for i, h in enumerate(hit) if h is None]
+    fresh = dict(zip(todo, retriever.retrieve_vectors([queries[i] for i in todo], vectors[todo]) if todo else []))
+    outputs = [fresh[i] if h is None else _output(c.triples, h) for i, h in enumerate(hit)]
+    sidecar = pa.table({
+        "query_id": pa.array([q.query_id for q in queries], pa.string()),
+        "digest": pa.array(digests, pa.int64()),
+        "triple_ids": pa.array([o.triple_ids for o in outputs], pa.list_(pa.int64())),
+        "scores": pa.array([o.scores for o in outputs], pa.list_(pa.float32())),
+        "seed_entity_ids": pa.array([o.seed_entities for o in outputs], pa.list_(pa.int64())),
+        "num_candidates": pa.array([o.num_candidates for o in outputs], pa.int64()),
+    }).replace_schema_metadata({"mmkg.incremental": json.dumps({"format": FORMAT, "key": key})})
+    return Incremental(outputs, sidecar, len(queries) - len(todo))
+
+
+def _output(triples: np.ndarray, row: dict[str, Any]) -> SubgraphOutput:
+    tids = np.asarray(row["triple_ids"], np.int64)
+    seeds = np.asarray(row["seed_entity_ids"], np.int64)
+    if not len(tids):
+        return empty_output(seeds, int(row["num_candidates"]))
+    h, rel, t = triples[tids].T
+    return SubgraphOutput(tids, h.copy(), rel.copy(), t.copy(), np.asarray(row["scores"], np.float32), seeds,
+                          int(row["num_candidates"]))
+
+
+def run_local_incremental(store: Any, config: Any, qs: QuerySet, *, previous: Path | None, prior_key: str | None,
+                          encoder: Any = None, device: str = "cpu", batch_size: int = 256,
+                          answer_space: np.ndarray | None = None, **_: Any) -> Incremental:
+    """The local engine's retrieve with reuse: one retriever, every query vector (from the vector
+    cache), digests, then ranking for the changed queries only."""
+    from retrieval.batch import _committed_prior
+    from retrieval.retriever import SubgraphRetriever, encode_queries
+    retriever = SubgraphRetriever(store, config, encoder=encoder, device=device, answer_space=answer_space,
+                                  prior=_committed_prior(store, prior_key))
+    queries = qs.queries
+    vectors = np.concatenate([encode_queries(retriever.encoder, queries[i:i + batch_size],
+                                             image_weight=config.image_weight)
+                              for i in range(0, len(queries), batch_size)] or
+                             [np.zeros((0, retriever.encoder.dim), np.float32)])
+    key = global_key(store, config, qs, prior_key)
+    out = retrieve_incremental(retriever, qs, vectors, key=key, previous=previous)
+    logger.info("incremental retrieve: %d of %d queries reused", out.reused, len(queries))
+    return out
