@@ -345,10 +345,17 @@ def assign_prior_folds(queries: Any, train_file: Any, folds: int) -> int:
     return len(queries)
 
 
+def prior_file(store: Any, key: str) -> str:
+    """The file of the prior committed under `key`: named by its content's hash (several keys, e.g.
+    graph versions that leave the counts unchanged, share one file), or by the key (older stores)."""
+    art = store.artifact(f"{PRIOR_DIR}/{key}") or {}
+    return art.get("file", f"{PRIOR_DIR}/{key}.parquet")
+
+
 def read_prior(store: Any, key: str) -> FoldedPrior:
     """The prior committed under `key` (`load_or_fit_prior` commits it)."""
     import pyarrow.parquet as pq
-    return FoldedPrior.from_table(pq.read_table(store.checked_path(f"{PRIOR_DIR}/{key}.parquet")))
+    return FoldedPrior.from_table(pq.read_table(store.checked_path(prior_file(store, key))))
 
 
 def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
@@ -361,13 +368,23 @@ def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None,
     rel = f"{PRIOR_DIR}/{key}"
     if store.artifact(rel) is not None:
         return read_prior(store, key), key
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from kg_store.hashing import sha256_bytes
     t0 = time.perf_counter()
     prior = fit_mars_prior(store, train_file, answer_space, max_hops, folds, group)
+    sink = pa.BufferOutputStream()
+    pq.write_table(prior.to_table(), sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    # content-addressed: a refit that counts the same (a KG change away from every train query)
+    # writes no new bytes, and readers of the prior's bytes (incremental retrieval) see it unchanged
+    file = f"{PRIOR_DIR}/{sha256_bytes(data)[:16]}.parquet"
     with KGStore.writer(kg) as w:
-        atomic.write_parquet(w.root / f"{rel}.parquet", prior.to_table(), compression="zstd")
-        w.set_artifact(rel, {"key": key, "queries": prior.full.queries, "folds": folds, "group": group,
+        if file not in w.manifest["files"]:
+            atomic.write_bytes(w.root / file, data)
+        w.set_artifact(rel, {"key": key, "file": file, "queries": prior.full.queries, "folds": folds, "group": group,
                              "path_types": int(len(prior.full._tables()[0])), "train_file": str(train_file),
-                             "seconds": round(time.perf_counter() - t0, 3)},
-                       files=[f"{rel}.parquet"])
+                             "bytes": len(data), "seconds": round(time.perf_counter() - t0, 3)},
+                       files=[file])
         w.commit()
     return prior, key
