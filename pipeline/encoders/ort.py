@@ -184,14 +184,33 @@ def providers_for(device: str) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: Path, device: str, threads: int) -> Any:
+#: ONNX Runtime session config entries, chosen for a shared machine (benchmarks/embed.py
+#: `session_options`, quiet and beside a busy process): threads that spin-wait for work burn the
+#: cores another process needs, and a stage beside other work ran slower than a plain torch loop.
+#: `MMKG_ORT_SESSION_CONFIG="key=value,..."` overrides entries (e.g. `session.intra_op.allow_spinning=1`).
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+
+
+def session_config(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The session config entries in force: the defaults, the environment's, then `overrides`."""
+    out = dict(SESSION_CONFIG)
+    for item in filter(None, (x.strip() for x in os.environ.get("MMKG_ORT_SESSION_CONFIG", "").split(","))):
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip()
+    return {**out, **(overrides or {})}
+
+
+def make_session(path: Path, device: str, threads: int, *, config: dict[str, str] | None = None,
+                 inter_threads: int = 1) -> Any:
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = max(1, int(inter_threads))
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL if inter_threads <= 1 else ort.ExecutionMode.ORT_PARALLEL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    for key, value in session_config(config).items():
+        so.add_session_config_entry(key, str(value))
     return ort.InferenceSession(str(path), sess_options=so, providers=providers_for(device))
 
 
@@ -347,6 +366,15 @@ class OnnxTower:
     def _want_threads(self) -> int:
         return self._fixed_threads or configured_threads()
 
+    def set_session_options(self, *, threads: int | None = None, inter_threads: int = 1,
+                            config: dict[str, str] | None = None) -> None:
+        """Rebuild the session with other threads / config entries (benchmarks/embed.py compares them)."""
+        self._fixed_threads = threads
+        self._threads = self._want_threads()
+        self.session = make_session(self.path, self.device, self._threads, config=config, inter_threads=inter_threads)
+        self.session_options = {"threads": self._threads, "inter_threads": inter_threads,
+                                "config": session_config(config)}
+
     def set_threads(self, threads: int | None) -> None:
         self._fixed_threads = threads
 
@@ -362,5 +390,6 @@ class OnnxTower:
         import onnxruntime as ort
         out = {"graph": str(self.path), "digest": self.spec.digest[:16], "threads": self._threads,
                "provider": self.provider, "onnxruntime": ort.__version__, "graph_sha256": self.graph_sha256[:16],
-               "probe": {k: self.quality[k] for k in ("mean_cosine", "min_cosine", "top10_overlap", "rows")}}
+               "probe": {k: self.quality[k] for k in ("mean_cosine", "min_cosine", "top10_overlap", "rows")},
+               "session_config": session_config()}
         return out
