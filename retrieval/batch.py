@@ -240,6 +240,12 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
         reports = _read_reports(hit)
         return RetrieveResult(hit, True, len(qs.queries), reports, reports.get("rejects", {}).get("count", 0),
                               seconds=round(time.perf_counter() - t0, 3))
+    # issue 31: a retriever that reads triple vectors (mrmkg, pcst) on a store embedded without them
+    # gets them now, from the vector cache (the anchored retriever's configurations embed none)
+    from retrieval.retrievers import retriever_registry
+    if "triple" in getattr(retriever_registry.get(config.retriever), "needs_vectors", ()):
+        from retrieval.index_search import ensure_vectors
+        store = ensure_vectors(kg, config.encoder, "triple")
     encoder = resolve_encoder(config.encoder, device=device)
     if encoder.has_vision:  # a text encoder's query must name every entity by its label
         qs = build_queries(dataset, store=store, split=split, with_images=True, limit=limit)

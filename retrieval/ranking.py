@@ -19,6 +19,8 @@ from retrieval.subgraph import SubgraphOutput, empty_output
 
 #: (query, triple) pairs whose vectors are gathered at once (bounds the float32 scratch to ~100 MB)
 PAIR_CHUNK = 1 << 16
+#: vector tables up to this size are read into memory once per retriever (larger ones stay mmap-ed)
+IN_MEMORY_BYTES = 256 << 20
 #: a pair set this dense (pairs · DENSE_SHARE > queries · vectors) is scored by one matrix product
 DENSE_SHARE = 32
 #: cells of the per-chunk (query × node) bitmaps and score blocks (bounds their memory to ~32 MB of bools)
@@ -53,8 +55,12 @@ def sequential_segment_sum(values: np.ndarray, owner: np.ndarray, n: int) -> np.
 class PairCosine:
     """Cosine of (query, triple) or (query, entity) pairs: row vectors gathered per pair, in chunks."""
 
-    def __init__(self, vectors: np.ndarray, row_of: np.ndarray):
-        self.vectors, self.row_of = vectors, row_of
+    def __init__(self, vectors: np.ndarray, row_of: np.ndarray, *, dense: bool = True):
+        # dense=False: every pair by its own dot product, so a pair's cosine is the same bytes in any
+        # batch (what incremental retrieval's byte identity needs)
+        if getattr(vectors, "nbytes", 0) <= IN_MEMORY_BYTES:  # gathers from RAM, not through the mmap
+            vectors = np.array(vectors)
+        self.vectors, self.row_of, self.dense = vectors, row_of, dense
 
     def __call__(self, queries: np.ndarray, q: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(has a vector, float32 cosine; 0 without a vector) of each pair (q[i], ids[i])."""
@@ -64,7 +70,7 @@ class PairCosine:
         idx = np.flatnonzero(has)
         qv = np.asarray(queries, np.float32)
         n_rows = len(self.vectors)
-        if len(idx) * DENSE_SHARE > len(qv) * n_rows:
+        if self.dense and len(idx) * DENSE_SHARE > len(qv) * n_rows:
             # dense pools (the paper scheme's hub neighbourhoods): one product of the query block with
             # every vector reads each vector once instead of once per pair
             step = max(1, BITMAP_CELLS // max(n_rows, 1))
@@ -141,15 +147,47 @@ def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max
 def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
                         num_relations: int) -> tuple[np.ndarray, np.ndarray]:
     """`retrieval.paths.linking_types` of every (head, tail) pair: (pair index, path type), sorted
-    and distinct; a pair with an unknown end (-1) has none."""
+    and distinct; a pair with an unknown end (-1) has none.
+
+    Met in the middle: a 2-hop path head → m → tail joins an edge of the head with an edge of the
+    tail at m, so only the two ends' edges are read, never the head's whole 2-hop neighbourhood
+    (pairs whose head has more than MAX_PATHS 2-hop walks, where `paths_from` cuts, walk as it does)."""
     valid = np.flatnonzero((heads >= 0) & (tails >= 0))
+    span = (2 * num_relations + 1) ** 2 + 1
     if not len(valid):
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    paths, of, _ = batch_paths(graph, heads[valid], num_relations)
-    pair = valid[of]
-    hit = paths.endpoint == tails[pair]
-    span = (2 * num_relations + 1) ** 2 + 1
-    keys = np.unique(pair[hit] * span + paths.ptype[hit])
+    h, t = heads[valid].astype(np.int64), tails[valid].astype(np.int64)
+    deg = np.diff(graph.indptr)
+    pos1, o1 = graph.edge_positions(h)
+    n1 = graph.neighbor[pos1]
+    walks = np.bincount(o1, weights=deg[n1], minlength=len(h))
+    hub = walks > MAX_PATHS
+    c1 = step_code(graph.relation[pos1], graph.direction[pos1])
+    hit = (n1 == t[o1]) & ~hub[o1]
+    owners, types = [o1[hit]], [path_type(c1[hit], None, num_relations)]
+    # the tail's edges, seen from the middle entity m (the other end): the step m → tail
+    post, ot = graph.edge_positions(t)
+    m_t, tid_t = graph.neighbor[post], graph.triple_id[post]
+    c2 = step_code(graph.relation[post], -graph.direction[post])
+    n = max(graph.num_nodes, 1)
+    lk = o1 * n + n1
+    rk = ot * n + m_t
+    order = np.argsort(rk, kind="stable")
+    rk_s = rk[order]
+    lo, hi = np.searchsorted(rk_s, lk), np.searchsorted(rk_s, lk, side="right")
+    cnt = np.where(hub[o1] | (t[o1] == h[o1]), 0, hi - lo)
+    left = np.repeat(np.arange(len(lk)), cnt)
+    right = order[np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]
+    ok = graph.triple_id[pos1][left] != tid_t[right]
+    owners.append(o1[left][ok])
+    types.append(path_type(c1[left][ok], c2[right][ok], num_relations))
+    if hub.any():  # hub heads: the capped walk of paths_from
+        hubs = np.flatnonzero(hub)
+        paths, of, _ = batch_paths(graph, h[hubs], num_relations)
+        at = paths.endpoint == t[hubs][of]
+        owners.append(hubs[of][at])
+        types.append(paths.ptype[at])
+    keys = np.unique(valid[np.concatenate(owners)] * span + np.concatenate(types))
     return keys // span, keys % span
 
 
@@ -219,7 +257,9 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
     end_cos = best_cos[of_end].astype(np.float32)
     two = np.flatnonzero(paths.t2 >= 0)
     pcos = end_cos.copy()
-    pcos[two] = (entity_cosine(vectors, q[two], mid[two])[1] + end_cos[two]) / 2
+    if len(two):  # a middle entity is a neighbour of an anchor: far fewer (query, middle) pairs than paths
+        mid_key, of_mid = np.unique(q[two] * span + mid[two], return_inverse=True)
+        pcos[two] = (entity_cosine(vectors, mid_key // span, mid_key % span)[1][of_mid.reshape(-1)] + end_cos[two]) / 2
     # endpoint order per query: prior, then the text cosine, then id
     order = np.lexsort((ends, -best_cos, -prior, end_q))
     order = order[live_end[order]]
@@ -262,16 +302,14 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
         k += 1
         active = qs_[end_start[qs_] + k < end_start[qs_ + 1]]
 
-    out = []
-    for i in range(nq):
-        n = int(n_have[i])
-        if not pool[i]:
-            out.append(empty_output(anchors_of[i]))
-            continue
-        s = got_score[i, :n].astype(np.float32)
-        keep = np.argsort(-s, kind="stable")
-        out.append(_output(c.triples, have[i, :n][keep], s[keep], anchors_of[i], int(pool[i])))
-    return out
+    # each query's triples by descending score, stable (paths were taken in endpoint order)
+    fq, slot = np.nonzero(np.arange(top_N)[None, :] < n_have[:, None])
+    fs = got_score[fq, slot].astype(np.float32)
+    order = np.lexsort((slot, -fs, fq))
+    tids_all, scores_all = have[fq, slot][order], fs[order]
+    starts = segment_starts(fq[order], nq)
+    return [_output(c.triples, tids_all[starts[i]:starts[i + 1]], scores_all[starts[i]:starts[i + 1]],
+                    anchors_of[i], int(pool[i])) if pool[i] else empty_output(anchors_of[i]) for i in range(nq)]
 
 
 def _path_precisions(model: Any, ptypes: np.ndarray, q: np.ndarray, ex_q: np.ndarray,

@@ -195,7 +195,7 @@ class SubgraphRetriever:
             score = TripleScorer(triple_vectors, row_lookup(triple_ids, len(self.triples)))
         if "entity" in needs:
             entity_vectors, entity_ids = load_vectors(store, self.encoder.slug, "entity")
-            entity_cosine = PairCosine(entity_vectors, row_lookup(entity_ids, store.num_entities))
+            entity_cosine = PairCosine(entity_vectors, row_lookup(entity_ids, store.num_entities), dense=False)
         self.seeds = FaissSeedRetriever(
             triples=self.triples, top_n=config.top_n, seed_k=config.seed_k,
             triple_index=load_index(store, self.encoder.name, "triple") if config.top_n and uses_triples else None,
