@@ -15,7 +15,7 @@ import numpy as np
 
 from kg_store import KGStore
 from kg_store.errors import KGStoreError
-from kg_store.hashing import config_hash
+from kg_store.hashing import cache_key
 from retrieval.queries import Query
 from retrieval.subgraph import SubgraphOutput
 
@@ -71,7 +71,7 @@ class RetrievalConfig:
 
     @property
     def config_hash(self) -> str:
-        return config_hash(self.to_dict())
+        return cache_key(self.to_dict())
 
 
 def row_lookup(ids: np.ndarray, size: int) -> np.ndarray:
