@@ -23,7 +23,7 @@ from kg_store import KGStore, open_store
 from kg_store.errors import KGStoreError
 from kg_store.registry import family
 from pipeline.engines.base import check_engine
-from retrieval.queries import Query, QuerySet, build_queries
+from retrieval.datasets import Query, QuerySet, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever
 from kg_store.shards import ShardWriter
 from retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards

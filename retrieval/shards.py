@@ -22,7 +22,7 @@ import pyarrow as pa
 from kg_store import KGStore
 from kg_store.hashing import cache_key
 from kg_store.shards import BASE_SCHEMA, ShardWriter, is_complete, read_meta, subgraph_rel
-from retrieval.queries import QuerySet
+from retrieval.datasets import QuerySet
 from retrieval.retriever import RetrievalConfig
 from retrieval.subgraph import SubgraphOutput
 
