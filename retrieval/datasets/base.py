@@ -104,10 +104,6 @@ class Dataset:
         """The folder the dataset's files are named relative to."""
         return self.path if self.path.is_dir() else self.path.parent
 
-    def split_name(self, split: str | None) -> str:
-        """The split a query set built for `split` is called (a file spec: its stem)."""
-        return split or (self.path.stem if self.path.is_file() else (self.eval_split or "all"))
-
     def defining_files(self, split: str | None) -> list[Path]:
         """Every file that decides this split's queries and reports (sorted, existing files)."""
         raise NotImplementedError
