@@ -167,7 +167,7 @@ class Dataset:
 # ---- resolving a spec ------------------------------------------------------------------------------
 
 def parse_dataset_spec(spec: str) -> tuple[str, Path]:
-    """`scienceqa:PATH` → ("scienceqa", PATH); the name must be a registered dataset."""
+    """`NAME:PATH` → (the registered name, PATH); an unknown NAME is a one-line ConfigError."""
     name, sep, path = spec.partition(":")
     if not sep or not path:
         raise ConfigError(f"--dataset must look like NAME:PATH (one of {', '.join(datasets.names())}), "
