@@ -19,7 +19,6 @@ the stage's `mmkg` command calls too: the DAG adds only fingerprints, caching, l
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any, Callable
 
 from kg_store import open_store
 from kg_store.errors import ConfigError, KGStoreError
-from kg_store.hashing import config_hash
+from kg_store.hashing import cache_key
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class Stage:
 
 
 def stage_config_hash(config: dict[str, Any]) -> str:
-    return config_hash({k: v for k, v in config.items() if k not in EXECUTION_KEYS})
+    return cache_key({k: v for k, v in config.items() if k not in EXECUTION_KEYS})
 
 
 def _file_sha(store, rel: str | None) -> str | None:
@@ -100,8 +99,8 @@ def ingest_sources(ctx: Context, sources: list[str] | str) -> list[str]:
 
 
 def _source_digest(entry: dict[str, Any]) -> str:
-    return hashlib.sha256(";".join(f"{Path(f['path']).name}:{f['sha256']}" for f in entry["files"])
-                          .encode()).hexdigest()[:16]
+    # the same digest on both sides of the comparison (the plan's files, the manifest's inputs)
+    return cache_key([[Path(f["path"]).name, f["sha256"]] for f in entry["files"]])
 
 
 def ingest_fingerprint(ctx: Context, *, sources: list[str] | str = "demo", **_: Any) -> dict[str, Any]:
@@ -259,9 +258,8 @@ def _datasets(ctx: Context, datasets: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), **_: Any) -> dict[str, Any]:
-    from kg_store.hashing import sha256_file
+    from retrieval.datasets import resolve_dataset
     from retrieval.index import indexes_dir
-    from retrieval.queries import parse_dataset_spec
     store = open_store(ctx.kg)
     fp: dict[str, Any] = {"graph": store.manifest.get("graph"),
                           **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
@@ -269,10 +267,9 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     fp["triple_vectors"] = _file_sha(store, f"{base}/triple.npy")
     fp["indexes"] = {k: _file_sha(store, f"{ibase}/{k}.faiss") for k in ("triple", "entity")}
     for d in _datasets(ctx, list(datasets)):
-        _, path = parse_dataset_spec(d["dataset"])
-        # every file that defines the dataset (MARS: the splits and analogy_entities.txt), not the splits only
-        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
-        fp[f"{d['dataset']}|{d['split']}|{d['limit']}"] = {f.name: sha256_file(f) for f in files}
+        # every file the dataset split is defined by (MARS: the split, analogy_entities.txt,
+        # train.json, the images folder): the digest the shard cache key holds too
+        fp[f"{d['dataset']}|{d['split']}|{d['limit']}"] = resolve_dataset(d["dataset"]).digest(d["split"])
     return fp
 
 
@@ -326,7 +323,7 @@ def model_fingerprint(ctx: Context, *, config: str, set: dict[str, Any] | None =
     from kg_store.hashing import sha256_file
     store = open_store(ctx.kg)
     shards = {k: v.get("cache_key") for k, v in store.manifest["artifacts"].items() if k.startswith("subgraphs/")}
-    return {"config": sha256_file(ctx.expand(config)), "shards": config_hash(shards)}
+    return {"config": sha256_file(ctx.expand(config)), "shards": cache_key(shards)}
 
 
 def _model_run(fn_path: str, ctx: Context, config: str, set: dict[str, Any] | None) -> dict[str, Any]:

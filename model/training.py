@@ -30,21 +30,21 @@ from model.batching import Collator
 from model.data import build_task_dataset
 from model.kg_text import KGText
 from model.runtime import Runtime, init_runtime
+from model.tasks import task_registry
 
 logger = logging.getLogger(__name__)
 
-#: the paper's hyper-parameters (MR-MKG §4.1), used when a stage gives none
-PAPER_STAGE_DEFAULTS = {
-    "pretrain": {"lr": 2e-5, "batch_size": 8, "epochs": 1},
-    "scienceqa": {"lr": 4e-5, "batch_size": 1, "epochs": 3},
-    "mars": {"lr": 5e-6, "batch_size": 4, "epochs": 1},
-}
+#: the paper's hyper-parameters (MR-MKG §4.1), used when a stage gives none: pretraining's here,
+#: fine-tuning's on each task class (`paper_defaults`); a task without them gets FINETUNE_DEFAULTS
+PRETRAIN_DEFAULTS = {"lr": 2e-5, "batch_size": 8, "epochs": 1}
+FINETUNE_DEFAULTS = {"lr": 5e-6, "batch_size": 4, "epochs": 1}
 
 
 def _stage_defaults(stage: Mapping[str, Any]) -> dict[str, Any]:
     task = stage["task"]
-    key = "pretrain" if stage.get("name") == "pretrain" or not isinstance(task, str) else task
-    return {**PAPER_STAGE_DEFAULTS.get(key, PAPER_STAGE_DEFAULTS["mars"]), **stage}
+    if stage.get("name") == "pretrain" or not isinstance(task, str):
+        return {**PRETRAIN_DEFAULTS, **stage}
+    return {**(getattr(task_registry.get(task), "paper_defaults", None) or FINETUNE_DEFAULTS), **stage}
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, stage: int, epoch: int, rank: int = 0,

@@ -27,7 +27,7 @@ import numpy as np
 
 from kg_store import KGStore, atomic
 from kg_store.errors import ConfigError, CorruptFileError, DeviceError, KGStoreError
-from kg_store.hashing import config_hash, sha256_file
+from kg_store.hashing import cache_key, sha256_file
 from kg_store.registry import family
 from kg_store.vectors import encoder_slug, load_vectors, vector_meta, vectors_dir
 
@@ -469,7 +469,7 @@ def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max
     vmeta = vector_meta(store, encoder)
     slug, base = encoder_slug(vmeta["encoder"]), indexes_dir(vmeta["encoder"])
     budget = parse_memory(max_memory)
-    cfg_hash = config_hash({"kind": kind, "max_memory": budget, "target_recall": target_recall, "params": params})
+    cfg_hash = cache_key({"kind": kind, "max_memory": budget, "target_recall": target_recall, "params": params})
     prev_art = (store.artifact(base) or {}) if append else {}
     built: dict[str, VectorIndex] = {}
     decisions: dict[str, str] = {}

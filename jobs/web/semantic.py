@@ -74,7 +74,7 @@ class Semantic:
         to four digits and say little), `encoder`, `retriever` and its config."""
         name = self.encoder_name("triple")
         try:
-            from retrieval.queries import Query
+            from retrieval.datasets import Query
             from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
         except ImportError as e:
             raise SemanticUnavailable(f"retrieval is not installed here ({e})") from None
