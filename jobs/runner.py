@@ -187,8 +187,9 @@ def _record(ctx: Context, name: str, block: dict[str, Any], fp: dict[str, Any], 
             seconds: float, run_id: str) -> None:
     stage = STAGES[name]
     with KGStore.writer(ctx.kg, wait=60, create=False) as w:
-        files = w.manifest["files"]
-        outputs = {rel: files[rel]["sha256"] for rel in stage.outputs(ctx, **_stage_kwargs(block)) if rel in files}
+        committed = w.store
+        outputs = {rel: committed.file_sha(rel) for rel in stage.outputs(ctx, **_stage_kwargs(block))
+                   if committed.has_file(rel)}
         for d in (result.get("outputs") or {}).values():
             outputs[str(Path(d).resolve().relative_to(ctx.kg.resolve()))] = "dir"
         w.record_stage(f"dag:{name}", config=_hashed_config(name, block, ctx.encoder), inputs=fp, outputs=outputs,

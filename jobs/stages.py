@@ -70,7 +70,7 @@ def stage_config_hash(config: dict[str, Any]) -> str:
 
 
 def _file_sha(store, rel: str | None) -> str | None:
-    return store.manifest["files"].get(rel, {}).get("sha256") if rel else None
+    return store.file_sha(rel)
 
 
 # ==== ingest ====================================================================================
@@ -216,8 +216,7 @@ def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", 
 
 def embed_outputs(ctx: Context, **_: Any) -> list[str]:
     store = open_store(ctx.kg)
-    base = _vectors_rel(ctx)
-    return sorted(f for f in store.manifest["files"] if f.startswith(base + "/"))
+    return store.files(_vectors_rel(ctx))
 
 
 # ==== index =====================================================================================
@@ -226,7 +225,7 @@ def index_fingerprint(ctx: Context, *, kinds: list[str] | None = None, **_: Any)
     store = open_store(ctx.kg)
     base = _vectors_rel(ctx)
     return {k: _file_sha(store, f"{base}/{k}.npy") for k in (kinds or INDEXED_KINDS)
-            if f"{base}/{k}.npy" in store.manifest["files"]}
+            if store.has_file(f"{base}/{k}.npy")}
 
 
 def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None = None,
@@ -244,8 +243,7 @@ def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None 
 def index_outputs(ctx: Context, **_: Any) -> list[str]:
     from retrieval.index import indexes_dir
     store = open_store(ctx.kg)
-    base = indexes_dir(ctx.encoder)
-    return sorted(f for f in store.manifest["files"] if f.startswith(base + "/"))
+    return store.files(indexes_dir(ctx.encoder))
 
 
 # ==== retrieve ==================================================================================
@@ -325,7 +323,7 @@ def model_fingerprint(ctx: Context, *, config: str, set: dict[str, Any] | None =
                       **_: Any) -> dict[str, Any]:
     from kg_store.hashing import sha256_file
     store = open_store(ctx.kg)
-    shards = {k: v.get("cache_key") for k, v in store.manifest["artifacts"].items() if k.startswith("subgraphs/")}
+    shards = {k: v.get("cache_key") for k, v in store.artifacts("subgraphs/").items()}
     return {"config": sha256_file(ctx.expand(config)), "shards": config_hash(shards)}
 
 

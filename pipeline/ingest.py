@@ -104,7 +104,7 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
                 seconds = round(time.perf_counter() - t0, 3)
                 config = {"sources": [str(s) for s in plan.specs], "engine": engine, "master": master,
                           "shuffle_partitions": shuffle_partitions}
-                w.manifest["inputs"].extend(inputs)
+                w.add_inputs(inputs)
                 w.record_stage("ingest", config=config, counts=counts, outputs=outputs, seconds=seconds,
                                inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]},
                                bumps_version=True, phase_seconds=phases.seconds)

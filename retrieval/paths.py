@@ -368,6 +368,6 @@ def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None,
         w.set_artifact(rel, {"key": key, "queries": prior.full.queries, "folds": folds, "group": group,
                              "path_types": int(len(prior.full._tables()[0])), "train_file": str(train_file),
                              "seconds": round(time.perf_counter() - t0, 3)},
-                       files=[f"{rel}.parquet"])
+                       files=[f"{rel}.parquet"], graph_bound=True)
         w.commit()
     return prior, key

@@ -195,8 +195,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
 
     # ---- shard browser ---------------------------------------------------------------------
     def _shard_sets() -> dict[str, dict]:
-        return {name: meta for name, meta in store.manifest.get("artifacts", {}).items()
-                if name.startswith("subgraphs/") and name.count("/") == 3}
+        return {name: meta for name, meta in store.artifacts("subgraphs/").items() if name.count("/") == 3}
 
     def _shard_dir(name: str) -> Path:
         sets = _shard_sets()
