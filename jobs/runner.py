@@ -301,10 +301,13 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
                  dry_run: bool = False, wait: float = 0.0, progress: bool = True,
                  config_path: str | Path | None = None, echo: Any = None) -> RunReport:
     """Run the configured stages that are not cached; returns the run report (also written to disk)."""
-    from kg_store.remote import is_url
-    if is_url(kg):  # `mmkg run` maps a job.kg URL to its working copy; anything else would make ./s3:/…
-        raise ConfigError(f"kg {kg!r} is an object-store URL: run it with `mmkg run` (or `--kg URL`), which "
-                          "syncs and publishes the store; run_pipeline itself works on a local folder")
+    args = dict(locals())
+    from kg_store import remote
+    if remote.is_url(kg):  # the stages work on the store's working copy, published once at the end
+        if remote.current_session() is None:
+            with remote.session():
+                return run_pipeline(**args)
+        kg = remote.resolve_kg(kg)
     kg = Path(os.path.abspath(kg))  # `snap-12:00` is a folder, never a URI to pyarrow
     blocks = {"ingest": ingest, "sparql": sparql, "embed": embed, "index": index, "retrieve": retrieve, "train": train,
               "evaluate": evaluate}

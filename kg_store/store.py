@@ -31,7 +31,7 @@ class KGStore:
     """Read-only view of the last committed version of a KG directory."""
 
     def __init__(self, root: str | Path, manifest: dict[str, Any] | None = None):
-        self.root = Path(root)
+        self.root = _local_root(root)
         self.manifest = manifest if manifest is not None else mf.read_manifest(self.root)
 
     # ---- identity -------------------------------------------------------------------------
@@ -237,12 +237,30 @@ class KGStore:
         return StoreWriter(root, wait=wait, create=create, force=force)
 
 
+def _is_url(root: str | Path) -> bool:
+    return "://" in str(root) and __import__("kg_store.remote").remote.is_url(root)
+
+
+def _local_root(root: str | Path) -> Path:
+    """A KG folder; an object-store URL (`s3://bucket/kg`) is read through its working copy
+    (kg_store.remote: synced to the committed version, or the open session's copy)."""
+    if _is_url(root):
+        from kg_store.remote import resolve_kg
+        return resolve_kg(root, create=False)
+    return Path(root)
+
+
 class StoreWriter:
-    """A write transaction: lock, stage files, then `commit()` publishes them atomically."""
+    """A write transaction: lock, stage files, then `commit()` publishes them atomically.
+
+    On an object-store URL the transaction runs on the working copy of the open remote session
+    (or its own session, published when the writer exits)."""
 
     def __init__(self, root: str | Path, *, wait: float = 0.0, create: bool = True, force: bool = False):
-        self.root = Path(root)
-        self._lock = StoreLock(self.root, wait=wait)
+        self._url = str(root) if _is_url(root) else None
+        self._session = None
+        self.root = Path(root) if self._url is None else Path()
+        self._wait = wait
         self._create = create
         self._force = force
         self.manifest: dict[str, Any] = {}
@@ -250,6 +268,22 @@ class StoreWriter:
         self.committed = False
 
     def __enter__(self) -> "StoreWriter":
+        if self._url is not None:
+            from kg_store import remote
+            self._session = remote.session()
+            self._session.__enter__()
+        try:
+            if self._url is not None:
+                self.root = remote.resolve_kg(self._url, create=self._create)
+            return self._enter_local()
+        except BaseException as e:
+            if self._session is not None:
+                session, self._session = self._session, None
+                session.__exit__(type(e), e, e.__traceback__)
+            raise
+
+    def _enter_local(self) -> "StoreWriter":
+        self._lock = StoreLock(self.root, wait=self._wait)
         if self._create and not self._force:
             check_new_store_dir(self.root)  # before the lock file or any cleanup touches it
         self.root.mkdir(parents=True, exist_ok=True)
@@ -272,6 +306,9 @@ class StoreWriter:
 
     def __exit__(self, *exc) -> None:
         self._lock.release()
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.__exit__(*exc)  # publishes when this writer opened the session
 
     @property
     def store(self) -> KGStore:
