@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -76,7 +77,8 @@ def _minus(a: pa.Table, b: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     for k in keys:
         right = right.set_column(right.column_names.index(k), k, pc.fill_null(right[k], "\x00"))
     kept = left.join(_distinct(right), keys=list(keys), join_type="left anti", use_threads=False)
-    return _distinct(a.take(pc.sort_indices(kept["_row"])))
+    rows = np.sort(kept["_row"].to_numpy())
+    return _distinct(a.take(pa.array(rows, pa.int64())))
 
 
 def diff_versions(kg: str | Path, a: int, b: int, *, limit: int = 20, offset: int = 0) -> dict[str, Any]:
