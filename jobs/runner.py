@@ -20,7 +20,8 @@ A second run waits `--wait` seconds, then exits 4 with a message naming the hold
 take the store's own commit lock (`<kg>/.lock`) for each transaction, as always.
 Each run writes `<kg>/runs/<stamp>-<id>.json` (jobs/report.py) and logs to `<kg>/logs/<stamp>-<id>.log`.
 After every stage that changed the store, the manifest is snapshotted to
-`<kg>/versions/v<NNNNNN>.json`, so an older KG version stays readable (`open_version`) until `mmkg gc`.
+`<kg>/versions/v<NNNNNN>.json` (every store commit does), so an older KG version stays readable
+(`open_version`) and restorable (`mmkg rollback`) until `mmkg gc`.
 """
 from __future__ import annotations
 
@@ -396,8 +397,7 @@ def _run_stages(ctx: Context, blocks: dict[str, Any], selected: list[str], repor
         s.counts, s.note = result.get("counts", {}), result.get("note", "")
         s.rejects, s.cache_hits = int(result.get("rejects", 0)), int(result.get("cache_hits", 0))
         s.outputs = result.get("outputs") or result.get("decisions")
-        _record(ctx, name, block, fp, result, s.seconds, report.run_id)
-        snapshot_version(ctx.kg)
+        _record(ctx, name, block, fp, result, s.seconds, report.run_id)  # its commit snapshots the version
         log.info("stage %s: done in %.1fs %s", name, s.seconds, s.counts)
 
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kg_store import atomic, graph, manifest as mf, schema, versions
-from kg_store.errors import ConfigError, CorruptFileError, KGStoreError, NotAStoreError
+from kg_store.errors import ConfigError, CorruptFileError, KGStoreError
 from kg_store.hashing import config_hash, sha256_file, sha256_fileobj
 from kg_store.layout import check_new_store_dir
 from kg_store.lock import StoreLock
