@@ -117,7 +117,7 @@ def ingested_sources(kg: Path) -> dict[str, str]:
     if not (kg / "manifest.json").exists():
         return {}
     out = {}
-    for e in open_store(kg).manifest.get("inputs", []):
+    for e in open_store(kg).inputs:
         if "spec" not in e:
             continue
         spec = parse_source(e["spec"])  # normalised like ingest_sources, so `../data/x` and `/abs/x` match
@@ -171,8 +171,9 @@ def ingest_outputs(ctx: Context, **_: Any) -> list[str]:
 
 # ==== sparql ====================================================================================
 def sparql_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
-    from kg_store.sparql_store import table_fingerprints
-    return table_fingerprints(open_store(ctx.kg).manifest)
+    from kg_store.sparql_store import SOURCE_TABLES
+    store = open_store(ctx.kg)
+    return {name: store.table_fingerprint(name) for name in SOURCE_TABLES}
 
 
 def sparql_run(ctx: Context, **_: Any) -> dict[str, Any]:
@@ -261,7 +262,7 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     from retrieval.index import indexes_dir
     from retrieval.queries import parse_dataset_spec
     store = open_store(ctx.kg)
-    fp: dict[str, Any] = {"graph": store.manifest.get("graph"),
+    fp: dict[str, Any] = {"graph": store.graph_rel,
                           **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
     base, ibase = _vectors_rel(ctx), indexes_dir(ctx.encoder)
     fp["triple_vectors"] = _file_sha(store, f"{base}/triple.npy")

@@ -179,6 +179,11 @@ class KGStore:
         return graph.load_csr(self.root / gdir)
 
     # ---- the manifest, read through methods (callers never index `manifest[...]`) -------------
+    @property
+    def graph_rel(self) -> str | None:
+        """The committed graph folder (`graph/v000003`), None before the first ingest."""
+        return self.manifest.get("graph")
+
     def has_file(self, rel: str) -> bool:
         """Whether `rel` is a committed file of this version."""
         return rel in self.manifest["files"]

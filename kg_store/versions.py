@@ -120,7 +120,9 @@ def preserve_files(root: str | Path, manifest: dict[str, Any]) -> int:
     """Keep a content-addressed hard link (a copy across filesystems) of every committed file that
     a later writer may replace in place; returns how many objects were added. Files whose size
     differs from the manifest are skipped (`mmkg verify` reports them)."""
+    from kg_store.safe_io import UnsafeFileError, check_regular, real_dir
     root, added = Path(root), 0
+    real_dir(root / OBJECTS, "kept-copies folder")  # a planted symlink is refused, never written through
     for rel, info in manifest.get("files", {}).items():
         sha = info.get("sha256", "")
         if rel.startswith(IMMUTABLE_PREFIXES) or not _SHA256.fullmatch(sha):
@@ -130,12 +132,16 @@ def preserve_files(root: str | Path, manifest: dict[str, Any]) -> int:
             continue
         src = root / rel
         try:
-            if not src.is_file() or src.is_symlink() or src.stat().st_size != info["bytes"]:
+            check_regular(src, root=root)  # a regular file inside the store, or nothing is kept
+            if src.stat().st_size != info["bytes"]:
                 continue
+            real_dir(obj.parent, "kept-copies folder")
             obj.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(src, obj)
             added += 1
-        except OSError:
+        except (OSError, UnsafeFileError) as e:
+            if isinstance(e, UnsafeFileError) and obj.parent.is_symlink():
+                raise
             continue  # best effort: a version whose object is missing is refused by rollback, by name
     return added
 
@@ -246,6 +252,8 @@ def rollback(kg: str | Path, version: int, *, wait: float = 0.0) -> dict[str, An
                 raise KGStoreError(f"cannot roll back to kg_version {version}: the kept copy of {rel} "
                                    f"({object_rel(info['sha256'])}) is damaged")
             p.parent.mkdir(parents=True, exist_ok=True)
+            if not Path(os.path.realpath(p.parent)).is_relative_to(kg.resolve()):
+                raise KGStoreError(f"cannot roll back: {p.parent} leads outside {kg} (a symbolic link)")
             _link_or_copy(obj, p)
             restored.append(rel)
         w.manifest = {**json.loads(json.dumps(target)), "kg_version": current}
@@ -272,7 +280,9 @@ class Pin:
     """`pins/<pid>-<id>.json` naming the version a running reader shows; `release()` removes it."""
 
     def __init__(self, kg: str | Path, version: int):
+        from kg_store.safe_io import real_dir
         self.kg, self.version = Path(kg), int(version)
+        real_dir(self.kg / PINS, "pin folder")  # a planted symlink is refused, never written through
         self.path = self.kg / PINS / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
         atomic.write_json(self.path, {"pid": os.getpid(), "host": socket.gethostname(), "kg_version": self.version})
 

@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kg_store import KGStore, schema
-from kg_store import manifest as mf
 from kg_store.store import check_new_store_dir
 from kg_store.errors import KGStoreError
 from pipeline import assemble as A
@@ -205,7 +204,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
         outputs += written
     for rel in images.blobs:
         w.register_file(rel)
-    outputs.append(eng.write_graph(w, [w.root / rel for rel in mf.table_parts(w.manifest, "triples")],
+    outputs.append(eng.write_graph(w, [w.root / rel for rel in w.store.table_parts("triples")],
                                    sizes["entities"]))
     phases.done("write")
     counts = {

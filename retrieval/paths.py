@@ -301,7 +301,7 @@ def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_
     """What the prior depends on: the graph, the train file's bytes, the answer space, the walk, the folds."""
     from kg_store.hashing import config_hash, sha256_bytes, sha256_file
     space = sha256_bytes(np.asarray(answer_space, np.int64).tobytes()) if answer_space is not None else None
-    return config_hash({"format": PRIOR_FORMAT, "graph": store.manifest.get("graph"), "train": sha256_file(train_file),
+    return config_hash({"format": PRIOR_FORMAT, "graph": store.graph_rel, "train": sha256_file(train_file),
                         "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING, "folds": folds,
                         **({"group": group} if group != "row" else {})})
 

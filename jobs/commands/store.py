@@ -71,7 +71,7 @@ def analyst_stats(store, top: int = 20) -> dict:
                            "depiction_triples": int(depiction_triples(store).size)},
         "rejects_by_reason": _counts_by(joined, "k") if joined is not None else {},
     }
-    if store.manifest.get("graph"):
+    if store.graph_rel:
         out["degree"] = degree_summary(store.graph.degree())
     return out
 
