@@ -355,16 +355,22 @@ class LiveApp:
             self._retired.remove(old)
 
     def __call__(self, environ, start_response):
+        from werkzeug.wsgi import ClosingIterator
         with self._lock:
             self._refresh()
             entry = self._current
             entry["active"] += 1
-        try:
-            yield from entry["app"](environ, start_response)
-        finally:
+
+        def done() -> None:  # the server closes the body once it is sent (or the client left)
             with self._lock:
                 entry["active"] -= 1
                 self._release_idle()
+        try:
+            body = entry["app"](environ, start_response)
+        except BaseException:
+            done()
+            raise
+        return ClosingIterator(body, [done])
 
     @property
     def version(self) -> int:
