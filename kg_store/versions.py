@@ -22,7 +22,7 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from kg_store import atomic
 from kg_store.errors import KGStoreError
@@ -299,8 +299,8 @@ class Pin:
 
 def pinned_versions(kg: str | Path) -> set[int]:
     """Versions pinned by live processes; pins of dead processes on this host are removed."""
+    from kg_store.safe_io import UnsafeFileError, read_bounded, real_dir
     kg = Path(kg)
-    from kg_store.safe_io import real_dir
     d = real_dir(kg / PINS, "pin folder")
     if d is None:
         return set()
@@ -308,10 +308,10 @@ def pinned_versions(kg: str | Path) -> set[int]:
     for entry in os.scandir(d):
         if not entry.name.endswith(".json") or not entry.is_file(follow_symlinks=False):
             continue
-        try:
-            pin = json.loads(Path(entry.path).read_text()[:4096])
+        try:  # a regular file inside the store, a few hundred bytes: anything else is ignored
+            pin = json.loads(read_bounded(entry.path, 4096, root=kg))
             pid, version = int(pin["pid"]), int(pin["kg_version"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UnsafeFileError):
             continue
         if pin.get("host") == host and not _alive(pid):
             with contextlib.suppress(OSError):
@@ -321,23 +321,18 @@ def pinned_versions(kg: str | Path) -> set[int]:
     return out
 
 
-@contextlib.contextmanager
-def pinned_current(kg: str | Path) -> Iterator[Pin]:
-    """Pin the current version (re-read after pinning, so a gc between the read and the pin
-    cannot have reclaimed it unseen)."""
+def pin_current(kg: str | Path) -> Pin:
+    """Pin the current version. The manifest is read again after pinning: a gc that ran between
+    the read and the pin and reclaimed that version is noticed, and the newer version pinned."""
     kg = Path(kg)
     while True:
         version = int(read_manifest(kg)["kg_version"])
         pin = Pin(kg, version)
         if int(read_manifest(kg)["kg_version"]) == version or version in snapshots(kg):
-            break
-        pin.release()
-    try:
-        yield pin
-    finally:
+            return pin
         pin.release()
 
 
 __all__ = ["Pin", "describe", "list_versions", "live_files", "missing_files", "object_rel", "open_version",
-           "pinned_current", "pinned_versions", "preserve_files", "rollback", "snapshot_version", "snapshots",
+           "pin_current", "pinned_versions", "preserve_files", "rollback", "snapshot_version", "snapshots",
            "version_manifest", "write_snapshot"]

@@ -77,7 +77,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
     semantic = Semantic(store)
     app = Flask(__name__)
     trusted = frozenset(h.strip().lower().strip("[]") for h in (*LOCAL_HOSTS, *trusted_hosts) if h.strip())
-    app.config.update(KG=str(kg), MAX_CONTENT_LENGTH=1024, MMKG_TRUSTED_HOSTS=trusted)
+    app.config.update(KG=str(kg), KG_VERSION=store.kg_version, MAX_CONTENT_LENGTH=1024, MMKG_TRUSTED_HOSTS=trusted)
 
     @app.before_request
     def trusted_host():
@@ -300,20 +300,17 @@ class LiveApp:
         self._retired: list[dict] = []
 
     def _open(self) -> dict:
-        from kg_store.versions import Pin, snapshots
-        from kg_store.manifest import read_manifest
+        from kg_store.versions import pin_current
         while True:
-            version = int(read_manifest(self.kg)["kg_version"])
-            pin = Pin(self.kg, version)
-            if int(read_manifest(self.kg)["kg_version"]) == version or version in snapshots(self.kg):
-                break
-            pin.release()  # a gc reclaimed it between the read and the pin: take the newer one
-        try:
-            app = create_app(self.kg, **self.options)
-        except BaseException:
-            pin.release()
-            raise
-        return {"version": version, "app": app, "pin": pin, "active": 0}
+            pin = pin_current(self.kg)
+            try:
+                app = create_app(self.kg, **self.options)
+            except BaseException:
+                pin.release()
+                raise
+            if app.config["KG_VERSION"] == pin.version:
+                return {"version": pin.version, "app": app, "pin": pin, "active": 0}
+            pin.release()  # a commit came between the pin and the open: pin what was opened
 
     def _manifest_stamp(self):
         import os
