@@ -127,21 +127,28 @@ def test_rollback_refuses_when_a_kept_copy_is_gone(two_versions, capsys):
 
 
 @pytest.mark.slow
-def test_rollback_restores_vectors_replaced_in_place(src, tmp_path, capsys):
-    """embed on v1, ingest the TSV, embed again (vectors/minilm/*.npy replaced in place), roll back:
-    the v1 vectors are back byte for byte and `mmkg verify` passes; gc keeps only what is needed."""
+@pytest.mark.faiss
+def test_rollback_restores_vectors_and_indexes_replaced_in_place(src, tmp_path, capsys):
+    """embed + index on v1, ingest the TSV, embed + index again (vectors/minilm/*.npy and
+    indexes/minilm/* replaced in place), roll back: v1's vectors and FAISS files are back byte for
+    byte and `mmkg verify` passes; gc then reclaims v2's superseded vectors."""
     kg = tmp_path / "kg"
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
     mmkg(capsys, "embed", "--kg", kg, "--encoder", "minilm", "--batch-size", "32", "--no-progress")
+    mmkg(capsys, "index", "--kg", kg, "--encoder", "minilm")
     v1 = open_store(kg)
-    old = {rel: v1.file_sha(rel) for rel in v1.files("vectors/minilm")}
+    derived = [*v1.files("vectors/minilm"), *v1.files("indexes/minilm")]
+    old = {rel: v1.file_sha(rel) for rel in derived}
+    assert any(rel.endswith(".faiss") for rel in old)
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"tsv:{src['extra']}", "--engine", "local")
     mmkg(capsys, "embed", "--kg", kg, "--encoder", "minilm", "--batch-size", "32", "--no-progress")
+    mmkg(capsys, "index", "--kg", kg, "--encoder", "minilm")
     v2 = open_store(kg)
     assert v2.file_sha("vectors/minilm/triple.npy") != old["vectors/minilm/triple.npy"]
+    assert v2.file_sha("indexes/minilm/triple.faiss") != old["indexes/minilm/triple.faiss"]
     mmkg(capsys, "rollback", "--kg", kg, 1)
     back = open_store(kg)
-    assert {rel: back.file_sha(rel) for rel in back.files("vectors/minilm")} == old
+    assert {rel: back.file_sha(rel) for rel in [*back.files("vectors/minilm"), *back.files("indexes/minilm")]} == old
     assert back.verify() == [] and "ok:" in mmkg(capsys, "verify", "--kg", kg)
     from kg_store.vectors import load_vectors
     assert load_vectors(back, "minilm", "triple")[0].shape[0] == src["n_base"]
@@ -182,6 +189,27 @@ def test_gc_reclaims_a_superseded_path_prior(src, data_dir, tmp_path, capsys):
     mmkg(capsys, "gc", "--kg", kg, "--keep", "1")
     assert not (kg / rel).exists()
     assert "ok:" in mmkg(capsys, "verify", "--kg", kg)
+
+
+def test_rollback_brings_back_the_prior_of_its_graph(src, data_dir, tmp_path, capsys):
+    """A path prior belongs to the graph it was fitted on: v2 (new graph) drops it, a rollback to v1
+    registers it again (and its graph), and `mmkg verify` passes."""
+    from retrieval.paths import PRIOR_DIR, load_or_fit_prior
+    kg = tmp_path / "kg"
+    mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
+    train = tmp_path / "train.json"
+    train.write_text("\n".join((data_dir / "markg/MARS/dev.json").read_text().splitlines()[:3]) + "\n")
+    _, key = load_or_fit_prior(kg, train, None, folds=1)
+    rel = f"{PRIOR_DIR}/{key}"
+    v1 = open_store(kg)
+    mmkg(capsys, "ingest", "--kg", kg, "--source", f"tsv:{src['extra']}", "--engine", "local")
+    assert open_store(kg).artifact_meta(rel) is None
+    mmkg(capsys, "rollback", "--kg", kg, 1)
+    back = open_store(kg)
+    assert back.graph_rel == v1.graph_rel and back.artifact_meta(rel) == v1.artifact_meta(rel)
+    assert back.file_sha(f"{rel}.parquet") == v1.file_sha(f"{rel}.parquet")
+    assert load_or_fit_prior(kg, train, None, folds=1)[1] == key  # found, not fitted again
+    assert open_store(kg).kg_version == 3 and "ok:" in mmkg(capsys, "verify", "--kg", kg)
 
 
 def _get(url: str) -> str:
