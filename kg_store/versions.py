@@ -212,6 +212,14 @@ def missing_files(kg: Path, manifest: dict[str, Any]) -> list[str]:
     return out
 
 
+def _existing_parent(p: Path) -> Path:
+    """The nearest folder above `p` that exists (where a restore's mkdir would start)."""
+    p = p.parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -238,24 +246,25 @@ def rollback(kg: str | Path, version: int, *, wait: float = 0.0) -> dict[str, An
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise KGStoreError(f"cannot roll back to kg_version {version}: {', '.join(missing[:3])}{more} "
                                "gone (reclaimed by `mmkg gc`); versions inside the gc --keep window can be restored")
-        restored = []
+        # first every kept copy to put back is checked, then anything is touched: a refusal
+        # leaves the current version exactly as it was
+        todo = []
         for rel in sorted(live):
             info = target["files"][rel]
-            p = kg / rel
-            if rel.startswith(IMMUTABLE_PREFIXES) or (p.is_file() and p.stat().st_size == info["bytes"]
-                                                       and w.manifest["files"].get(rel) == info):
-                continue
-            obj = kg / object_rel(info["sha256"])
-            if _same_file(obj, p):
+            p, obj = kg / rel, kg / object_rel(info["sha256"])
+            if rel.startswith(IMMUTABLE_PREFIXES) or _same_file(obj, p) or (
+                    p.is_file() and p.stat().st_size == info["bytes"] and w.manifest["files"].get(rel) == info):
                 continue
             if sha256_file(obj) != info["sha256"]:
                 raise KGStoreError(f"cannot roll back to kg_version {version}: the kept copy of {rel} "
                                    f"({object_rel(info['sha256'])}) is damaged")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if not Path(os.path.realpath(p.parent)).is_relative_to(kg.resolve()):
+            if not Path(os.path.realpath(_existing_parent(p))).is_relative_to(kg.resolve()):
                 raise KGStoreError(f"cannot roll back: {p.parent} leads outside {kg} (a symbolic link)")
-            _link_or_copy(obj, p)
-            restored.append(rel)
+            todo.append((rel, obj))
+        for rel, obj in todo:
+            (kg / rel).parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(obj, kg / rel)
+        restored = [rel for rel, _ in todo]
         w.manifest = {**json.loads(json.dumps(target)), "kg_version": current}
         w.manifest["files"] = {rel: target["files"][rel] for rel in sorted(live)}
         w.record_stage("rollback", config={"to_version": int(version)}, counts={"restored_files": len(restored)},

@@ -126,6 +126,38 @@ def test_rollback_refuses_when_a_kept_copy_is_gone(two_versions, capsys):
     assert open_store(kg).kg_version == 2
 
 
+def _commit_derived(kg: Path, rel: str, data: bytes) -> None:
+    """Commit a derived file at a fixed path (as embed/index/retrieve do: replaced in place)."""
+    from kg_store import KGStore, atomic
+    with KGStore.writer(kg, create=False) as w:
+        atomic.write_bytes(kg / rel, data)
+        w.set_artifact(rel.rsplit("/", 1)[0], {"by": "test"}, files=[rel])
+        w.commit()
+
+
+def test_rollback_checks_every_kept_copy_before_it_touches_anything(src, tmp_path, capsys):
+    """v1 and v2 each end with their own bytes at one derived path. A damaged kept copy of v1's
+    bytes: rollback is refused in one line and v2 still verifies; repaired, the rollback puts v1's
+    bytes back under that path."""
+    from kg_store.hashing import sha256_bytes
+    kg, rel = tmp_path / "kg", "subgraphs/notes/k/summary.json"
+    v1_bytes, v2_bytes = b'{"version": 1}\n', b'{"version": 2, "longer": true}\n'
+    mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
+    _commit_derived(kg, rel, v1_bytes)
+    mmkg(capsys, "ingest", "--kg", kg, "--source", f"tsv:{src['extra']}", "--engine", "local")
+    _commit_derived(kg, rel, v2_bytes)
+    obj = kg / "objects" / sha256_bytes(v1_bytes)[:2] / sha256_bytes(v1_bytes)
+    assert obj.read_bytes() == v1_bytes and (kg / rel).read_bytes() == v2_bytes
+    obj.unlink()
+    obj.write_bytes(b'{"version": 9}\n')  # same size, other bytes
+    code, err = mmkg_fails(capsys, "rollback", "--kg", kg, 1)
+    assert code == 1 and err.count("\n") == 1 and f"the kept copy of {rel}" in err and "damaged" in err
+    assert (kg / rel).read_bytes() == v2_bytes and "ok:" in mmkg(capsys, "verify", "--kg", kg)
+    obj.write_bytes(v1_bytes)
+    mmkg(capsys, "rollback", "--kg", kg, 1)
+    assert (kg / rel).read_bytes() == v1_bytes and "ok:" in mmkg(capsys, "verify", "--kg", kg)
+
+
 @pytest.mark.slow
 @pytest.mark.faiss
 def test_rollback_restores_vectors_and_indexes_replaced_in_place(src, tmp_path, capsys):
