@@ -116,7 +116,7 @@ def provenance(paths: dict[str, Path], kg: Path | None = None, extra: dict[str, 
     if kg is not None:
         from kg_store import open_store
         store = open_store(kg)
-        out["kg"] = {"kg_version": store.kg_version, "graph": store.manifest.get("graph")}
+        out["kg"] = {"kg_version": store.kg_version, "graph": store.graph_rel}
     out.update(extra or {})
     return out
 

@@ -47,13 +47,13 @@ def run_demo(data: Path, kg: Path, *, engine: str = "spark", master: str | None 
     stats = store.stats()
     click.echo("== stats")
     click.echo(json.dumps(stats, sort_keys=True))
-    shards = sorted(k for k in store.manifest["artifacts"] if k.startswith("subgraphs/"))
+    shards = store.artifacts("subgraphs/")
     click.echo(f"== results in {kg.resolve()} ({time.perf_counter() - t0:.1f} s):")
     click.echo(f"   manifest.json, tables/*.parquet, graph/, blobs/images/  (mmkg stats --kg {kg})")
-    for k in sorted(a for a in store.manifest["artifacts"] if a.startswith(("vectors/", "indexes/"))):
+    for k in store.artifacts(("vectors/", "indexes/")):
         click.echo(f"   {k}/")
-    for k in shards:
-        click.echo(f"   {k}/  ({store.manifest['artifacts'][k].get('queries')} queries)")
+    for k, meta in shards.items():
+        click.echo(f"   {k}/  ({meta.get('queries')} queries)")
     click.echo(f"   runs/{Path(report.report_path).name if report.report_path else ''}  (run report), logs/")
     return {"stats": stats, "report": report.to_dict(), "seconds": report.seconds}
 

@@ -69,7 +69,7 @@ def stage_config_hash(config: dict[str, Any]) -> str:
 
 
 def _file_sha(store, rel: str | None) -> str | None:
-    return store.manifest["files"].get(rel, {}).get("sha256") if rel else None
+    return store.file_sha(rel)
 
 
 # ==== ingest ====================================================================================
@@ -116,7 +116,7 @@ def ingested_sources(kg: Path) -> dict[str, str]:
     if not (kg / "manifest.json").exists():
         return {}
     out = {}
-    for e in open_store(kg).manifest.get("inputs", []):
+    for e in open_store(kg).inputs:
         if "spec" not in e:
             continue
         spec = parse_source(e["spec"])  # normalised like ingest_sources, so `../data/x` and `/abs/x` match
@@ -170,8 +170,9 @@ def ingest_outputs(ctx: Context, **_: Any) -> list[str]:
 
 # ==== sparql ====================================================================================
 def sparql_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
-    from kg_store.sparql_store import table_fingerprints
-    return table_fingerprints(open_store(ctx.kg).manifest)
+    from kg_store.sparql_store import SOURCE_TABLES
+    store = open_store(ctx.kg)
+    return {name: store.table_fingerprint(name) for name in SOURCE_TABLES}
 
 
 def sparql_run(ctx: Context, **_: Any) -> dict[str, Any]:
@@ -215,8 +216,7 @@ def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", 
 
 def embed_outputs(ctx: Context, **_: Any) -> list[str]:
     store = open_store(ctx.kg)
-    base = _vectors_rel(ctx)
-    return sorted(f for f in store.manifest["files"] if f.startswith(base + "/"))
+    return store.files(_vectors_rel(ctx))
 
 
 # ==== index =====================================================================================
@@ -225,7 +225,7 @@ def index_fingerprint(ctx: Context, *, kinds: list[str] | None = None, **_: Any)
     store = open_store(ctx.kg)
     base = _vectors_rel(ctx)
     return {k: _file_sha(store, f"{base}/{k}.npy") for k in (kinds or INDEXED_KINDS)
-            if f"{base}/{k}.npy" in store.manifest["files"]}
+            if store.has_file(f"{base}/{k}.npy")}
 
 
 def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None = None,
@@ -243,8 +243,7 @@ def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None 
 def index_outputs(ctx: Context, **_: Any) -> list[str]:
     from retrieval.index import indexes_dir
     store = open_store(ctx.kg)
-    base = indexes_dir(ctx.encoder)
-    return sorted(f for f in store.manifest["files"] if f.startswith(base + "/"))
+    return store.files(indexes_dir(ctx.encoder))
 
 
 # ==== retrieve ==================================================================================
@@ -261,7 +260,7 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     from retrieval.datasets import resolve_dataset
     from retrieval.index import indexes_dir
     store = open_store(ctx.kg)
-    fp: dict[str, Any] = {"graph": store.manifest.get("graph"),
+    fp: dict[str, Any] = {"graph": store.graph_rel,
                           **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
     base, ibase = _vectors_rel(ctx), indexes_dir(ctx.encoder)
     fp["triple_vectors"] = _file_sha(store, f"{base}/triple.npy")
@@ -322,7 +321,7 @@ def model_fingerprint(ctx: Context, *, config: str, set: dict[str, Any] | None =
                       **_: Any) -> dict[str, Any]:
     from kg_store.hashing import sha256_file
     store = open_store(ctx.kg)
-    shards = {k: v.get("cache_key") for k, v in store.manifest["artifacts"].items() if k.startswith("subgraphs/")}
+    shards = {k: v.get("cache_key") for k, v in store.artifacts("subgraphs/").items()}
     return {"config": sha256_file(ctx.expand(config)), "shards": cache_key(shards)}
 
 

@@ -506,7 +506,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
         old = old_ids = prev_sha = None
         if prev is not None and kind in prev.get("kinds", {}):
             old, old_ids = load_vectors(store, slug, kind)
-            prev_sha = store.manifest["files"][f"vectors/{slug}/{kind}.npy"]["sha256"]
+            prev_sha = store.file_sha(f"vectors/{slug}/{kind}.npy")
         incremental[kind].update({"prefix_rows": _prefix_rows(old, old_ids, matrix, ids), "prev_sha256": prev_sha,
                                   "prev_rows": None if old is None else int(len(old))})
     seconds = round(time.perf_counter() - t0, 3)

@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kg_store import KGStore, schema
-from kg_store import manifest as mf
 from kg_store.store import check_new_store_dir
 from kg_store.errors import KGStoreError
 from pipeline import assemble as A
@@ -104,7 +103,7 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
                 seconds = round(time.perf_counter() - t0, 3)
                 config = {"sources": [str(s) for s in plan.specs], "engine": engine, "master": master,
                           "shuffle_partitions": shuffle_partitions}
-                w.manifest["inputs"].extend(inputs)
+                w.add_inputs(inputs)
                 w.record_stage("ingest", config=config, counts=counts, outputs=outputs, seconds=seconds,
                                inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]},
                                bumps_version=True, phase_seconds=phases.seconds)
@@ -205,7 +204,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
         outputs += written
     for rel in images.blobs:
         w.register_file(rel)
-    outputs.append(eng.write_graph(w, [w.root / rel for rel in mf.table_parts(w.manifest, "triples")],
+    outputs.append(eng.write_graph(w, [w.root / rel for rel in w.store.table_parts("triples")],
                                    sizes["entities"]))
     phases.done("write")
     counts = {

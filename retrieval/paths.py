@@ -301,7 +301,7 @@ def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_
     """What the prior depends on: the graph, the train file's bytes, the answer space, the walk, the folds."""
     from kg_store.hashing import cache_key, sha256_bytes, sha256_file
     space = sha256_bytes(np.asarray(answer_space, np.int64).tobytes()) if answer_space is not None else None
-    return cache_key({"format": PRIOR_FORMAT, "graph": store.manifest.get("graph"), "train": sha256_file(train_file),
+    return cache_key({"format": PRIOR_FORMAT, "graph": store.graph_rel, "train": sha256_file(train_file),
                         "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING, "folds": folds,
                         **({"group": group} if group != "row" else {})})
 
@@ -368,6 +368,6 @@ def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None,
         w.set_artifact(rel, {"key": key, "queries": prior.full.queries, "folds": folds, "group": group,
                              "path_types": int(len(prior.full._tables()[0])), "train_file": str(train_file),
                              "seconds": round(time.perf_counter() - t0, 3)},
-                       files=[f"{rel}.parquet"])
+                       files=[f"{rel}.parquet"], graph_bound=True)
         w.commit()
     return prior, key

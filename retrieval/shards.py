@@ -176,9 +176,7 @@ def publish_subgraph_shards(store: KGStore, qs: QuerySet, config: RetrievalConfi
             for name, report in filled.reports.items():
                 sw.add_file(f"{name}.json", report)
             sw.close(meta)
-        # files of a replaced shard set must leave the manifest, or `verify` would flag them
-        for old in [f for f in w.manifest["files"] if f.startswith(rel + "/")]:
-            del w.manifest["files"][old]
+        w.drop(rel)  # files of a replaced shard set must leave the manifest, or `verify` would flag them
         files = sorted(str(p.relative_to(w.root)) for p in (w.root / rel).iterdir())
         w.set_artifact(rel, {k: meta[k] for k in ("cache_key", "queries", "empty", "engine", "created")}, files)
         w.record_stage("retrieve", config={**config.to_dict(), "dataset": qs.dataset, "split": qs.split,

@@ -88,8 +88,6 @@ def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, 
             spark_conf=conf or None, strict=strict, force=force, base=base or cfg.get("base"))
     except IngestRejectedError as e:
         raise StrictRejectsError(str(e)) from None
-    from kg_store.gc import snapshot_version
-    snapshot_version(kg)  # like `mmkg run`: every written version keeps its manifest under versions/
     print_summary(result, as_json=as_json)
 
 

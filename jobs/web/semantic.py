@@ -27,8 +27,8 @@ class SemanticUnavailable(KGStoreError):
 def embedded_encoders(store: KGStore) -> list[str]:
     """Encoder names with committed vectors in the store, in manifest order."""
     names = []
-    for name, meta in store.manifest.get("artifacts", {}).items():
-        if name.startswith("vectors/") and isinstance(meta, dict):
+    for name, meta in store.artifacts("vectors/").items():
+        if isinstance(meta, dict):
             names.append(meta.get("encoder") or name.split("/", 1)[1])
     return names
 
