@@ -59,7 +59,7 @@ def run_demo(data: Path, kg: Path, *, engine: str = "spark", master: str | None 
         kg_opt = "" if Path(kg) == Path("build/demo-kg") else f" --kg {kg}"
         click.echo("== train on the shards (README, \"Train on the shards\"):")
         click.echo(f"   mmkg train --config configs/mrmkg/mars_tiny-t5.yaml{kg_opt} --max-steps 20")
-        click.echo(f"   mmkg evaluate --config configs/mrmkg/mars_tiny-t5.evaluate.yaml{kg_opt} --limit 20")
+        click.echo(f"   mmkg evaluate --config configs/mrmkg/mars_tiny-t5.evaluate.yaml{kg_opt} --limit 10")
     return {"stats": stats, "report": report.to_dict(), "seconds": report.seconds}
 
 

@@ -161,7 +161,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                     ckpt.load_training_state(latest, opt)
             scaler = rt.grad_scaler()
             net.train()
-            progress = {"stage": si, "epoch": 0, "batch": 0, "global_step": global_step, "optimizer_stage": si}
+            position = {"stage": si, "epoch": 0, "batch": 0, "global_step": global_step, "optimizer_stage": si}
             steps_in_stage = 0
             for epoch in range(int(stage["epochs"])):
                 if si == start["stage"] and epoch < start["epoch"]:
@@ -211,10 +211,10 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                             progress({**rec, "total_steps": total_steps, "examples_per_s":
                                       round(int(stage["batch_size"]) * rt.world_size / per_step, 2) if per_step else None,
                                       "eta_s": round(per_step * max(total_steps - global_step, 0), 1)})
-                    progress = {"stage": si, "epoch": epoch, "batch": bi + 1, "global_step": global_step,
+                    position = {"stage": si, "epoch": epoch, "batch": bi + 1, "global_step": global_step,
                                 "optimizer_stage": si}
                     if rt.is_main and global_step % checkpoint_every == 0:
-                        _save(ckpt_root, net, model, opt, progress, keep_checkpoints)
+                        _save(ckpt_root, net, model, opt, position, keep_checkpoints)
                     loop_s += time.monotonic() - t_wait
                     t_wait = time.monotonic()
                     if limit_hit or out_of_time:
@@ -225,7 +225,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                 break
             if rt.is_main:
                 # out of time: resume where we stopped; else the next run starts the next stage
-                done = progress if stopped_early else {"stage": si + 1, "epoch": 0, "batch": 0,
+                done = position if stopped_early else {"stage": si + 1, "epoch": 0, "batch": 0,
                                                        "global_step": global_step, "optimizer_stage": si}
                 _save(ckpt_root, net, model, opt, done, keep_checkpoints)
             if stopped_early:
