@@ -192,7 +192,10 @@ class _Rows:
             del v[mark[0]:]
         del self.bad[mark[1]:]
 
-    def literal(self, s: str, pred: str, value: str, dt: str, line_no: int):
+    def literal(self, s: str, pred: str, value: str, dt: str, line_no: int, *, of_property: bool = False):
+        if of_property and pred in R.ANNOTATIONS:  # `wdt:P31 rdfs:label "…"`: the relation's label
+            self.add(R.RELATION, s, R.ANNOTATIONS[pred], value, None, line_no)
+            return
         self.add(R.LITERAL, s, pred, value, dt, line_no)
         if pred in LABEL_PREDICATES:  # the statement stays data; the label is derived from it
             self.add(R.ENTITY, s, "label", value, None, line_no, primary=False)
@@ -245,7 +248,8 @@ class _OxTerms:
                 if o.direction is not None:
                     return "a literal with a base direction (RDF 1.2) cannot be stored"
                 lang = o.language
-                rows.literal(ks, p, value, f"@{lang}" if lang else _datatype(o.datatype.value), line_no)
+                rows.literal(ks, p, value, f"@{lang}" if lang else _datatype(o.datatype.value), line_no,
+                             of_property=isinstance(s, self.named) and s.value.startswith(R.PROPERTY_IRI_PREFIXES))
             else:
                 ko = self.key(o)
                 problem = _size_problem(ks) or _size_problem(ko)
@@ -310,7 +314,8 @@ class RDFReader(Reader):
             max_mib = float(options.get("max_mib", DEFAULT_MAX_MIB))
         except ValueError:
             raise KGStoreError(f"rdf: max_mib must be a number, not {options['max_mib']!r}") from None
-        return {"source": f"rdf:{Path(files[0].path).name}", "max_bytes": int(max_mib * (1 << 20)),
+        # the plan adds "source", the source's unique name (blank nodes are named from it)
+        return {"max_bytes": int(max_mib * (1 << 20)),
                 "base": check_base(options.get("base"))}
 
     def parse_file(self, path: str, role: str, ctx) -> pa.RecordBatch:
@@ -474,7 +479,7 @@ class RDFReader(Reader):
                 rows.bad.append((i, _raw(" ".join(_n3(x) for x in (s, p, o))), problem))
             elif isinstance(o, rdflib.Literal):
                 dt = f"@{o.language}" if o.language else _datatype(str(o.datatype) if o.datatype else _XSD_STRING)
-                rows.literal(ks, kp, ko, dt, i)
+                rows.literal(ks, kp, ko, dt, i, of_property=str(s).startswith(R.PROPERTY_IRI_PREFIXES))
             else:
                 rows.add(R.TRIPLE, ks, R.normalize_key(kp), ko, None, i)
         return rows.batch()
