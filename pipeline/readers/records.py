@@ -32,9 +32,10 @@ ANNOTATIONS = {
     "https://schema.org/description": "description",
     "http://schema.org/description": "description",
 }
-#: IRIs that name a property by themselves (Wikidata direct claims, `wdt:`): their annotations
-#: label the relation even before any triple uses it
-PROPERTY_IRI_PREFIXES = ("http://www.wikidata.org/prop/direct/", "https://www.wikidata.org/prop/direct/")
+#: IRIs that name a property by themselves (Wikidata direct claims `wdt:`, the export's own relation
+#: IRIs): their annotations label the relation even before any triple uses it
+PROPERTY_IRI_PREFIXES = ("http://www.wikidata.org/prop/direct/", "https://www.wikidata.org/prop/direct/",
+                         "urn:mmkg:relation:")
 
 KINDS = (ENTITY, ENTITY_HINT, RELATION, TRIPLE, LITERAL, LINK, IMAGE, REJECT, HEADER)
 
