@@ -7,9 +7,7 @@ label of a key in the input wins, and a key the store already has keeps its labe
 """
 from __future__ import annotations
 
-from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from kg_store.safe_io import iter_lines, open_regular
