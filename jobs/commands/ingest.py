@@ -75,11 +75,22 @@ Source formats (FORMAT:PATH, options as FORMAT(k=v,...):PATH; docs/SOURCES.md):
                    (base=IRI, max_mib=N, format=F)
   images:DIR|TSV   DIR/<key>/<files> or a mapping TSV
                    (root=DIR, file_column=NAME, key_column=NAME)
+  demo             every demo input under --data DIR; composes with the others
 Wikidata IRIs (wd:, wdt:, …/entity/Q42, …/prop/direct/P31) become Q42 / P31
 keys. Each source is named FORMAT:FILENAME, with parent folders where two
 paths share a name. Rejected lines are counted per source and listed in the
 store's `rejects` table.
 """
+
+
+def _with_demo(sources: list[str], data_dir: str | None) -> list[str]:
+    """`demo` (alone or among other specs) → every demo input present under the data folder."""
+    if "demo" not in sources:
+        return sources
+    if not data_dir:
+        raise click.UsageError("--source demo needs --data DIR (the shared data folder, e.g. ../shared/data)")
+    from pipeline.demo_sources import demo_sources
+    return [x for s in sources for x in (demo_sources(data_dir) if s == "demo" else [s])]
 
 
 @click.command(epilog=SOURCES_HELP)
@@ -99,9 +110,11 @@ store's `rejects` table.
                    "(without one, relative IRIs are rejected).")
 @click.option("--force", is_flag=True,
               help="Create the store even in a non-empty directory that is not a KG store (refused otherwise, exit 2).")
+@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="The shared data folder that `--source demo` (every demo input) reads.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, strict, base, force,
-           as_json) -> None:
+           data_dir, as_json) -> None:
     """Ingest sources into the KG store as a new version (ids of existing entities are kept)."""
     from jobs.cli import StrictRejectsError
     from pipeline.ingest import IngestRejectedError, ingest as run_ingest
@@ -110,6 +123,7 @@ def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, 
     sources = list(sources) or list(cfg.get("sources", []))
     if not sources:
         raise click.UsageError("give at least one --source FORMAT:PATH (or `sources:` in --config)")
+    sources = _with_demo(sources, data_dir or cfg.get("data"))
     conf = dict(cfg.get("spark_conf", {}) or {})
     for item in confs:
         k, sep, v = item.partition("=")

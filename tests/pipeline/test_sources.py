@@ -180,6 +180,13 @@ def test_every_source_format_is_documented():
     assert "docs/SOURCES.md" in (REPO / "README.md").read_text()
 
 
+def test_ingest_demo_source_needs_the_data_folder(tmp_path):
+    res = CliRunner().invoke(cli, ["ingest", "--kg", str(tmp_path / "kg"), "--source", "demo", "--source",
+                                   f"tsv:{tmp_path / 'x.tsv'}"])
+    assert res.exit_code == 2 and "--source demo needs --data DIR" in res.output
+    assert not (tmp_path / "kg").exists()
+
+
 @pytest.mark.slow
 def test_demo_composes_with_an_extra_source(data_dir, tmp_path):
     """`sources: [demo, "tsv:extra.tsv"]` through the ingest stage: every demo input and the extra
