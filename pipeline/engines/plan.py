@@ -55,7 +55,7 @@ class Plan:
     def name_sources(self, prior_inputs: list[dict[str, Any]]) -> None:
         """Give every source its unique name against the store's earlier `inputs` (the writer
         calls this under its lock, before anything is parsed)."""
-        self.names = source_names(self.specs, prior_inputs)
+        self.names = source_names(self.specs, prior_inputs, [{f["path"] for f in e["files"]} for e in self.inputs])
         for entry, ctx, name in zip(self.inputs, self.contexts, self.names):
             entry["source"] = ctx["source"] = name
 
@@ -73,21 +73,26 @@ def _resolved(path: str) -> str:
     return str(Path(path).expanduser().resolve()) if "://" not in path else path
 
 
-def source_names(specs: list[SourceSpec], prior_inputs: list[dict[str, Any]] | None = None) -> list[str]:
+def source_names(specs: list[SourceSpec], prior_inputs: list[dict[str, Any]] | None = None,
+                 files: list[set[str]] | None = None) -> list[str]:
     """`FORMAT:NAME` of each source, unique by path (issue 29): the file or folder name, unless
     another path of that format and name is in this ingest or already in the store; then as many
-    parent folders as tell them apart (`images:a/mapping.tsv`, `images:b/mapping.tsv`). A path
-    the store already holds keeps the name it was given."""
+    parent folders as tell them apart (`images:a/mapping.tsv`, `images:b/mapping.tsv`). A source
+    the store already holds (same path, or one of the same input files: a spec written relative
+    to another folder) keeps the name it was given."""
     taken: dict[str, str] = {}  # name → resolved path of every earlier input
+    prior_files: list[tuple[str, str, set[str]]] = []  # (format, name, input file paths)
     for e in prior_inputs or []:
         if "spec" in e and "source" in e:
             taken.setdefault(e["source"], _resolved(parse_source(e["spec"]).path))
+            prior_files.append((e.get("format", ""), e["source"], {f["path"] for f in e.get("files", [])}))
     known = {(path, name.partition(":")[0]): name for name, path in taken.items()}
     paths = [_resolved(s.path) for s in specs]
     out: list[str] = []
-    for spec, path in zip(specs, paths):
-        if (path, spec.format) in known:
-            out.append(known[(path, spec.format)])
+    for i, (spec, path) in enumerate(zip(specs, paths)):
+        same = [n for fmt, n, fs in prior_files if fmt == spec.format and files and fs & files[i]]
+        if (path, spec.format) in known or same:
+            out.append(known.get((path, spec.format)) or same[-1])
             continue
         rivals = {p for p, s in zip(paths, specs) if s.format == spec.format and Path(p).name == Path(path).name}
         rivals |= {p for n, p in taken.items() if n.partition(":")[0] == spec.format and

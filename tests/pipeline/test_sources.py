@@ -206,3 +206,17 @@ def test_demo_composes_with_an_extra_source(data_dir, tmp_path):
     labels = _labels(store, "entities")
     assert labels["Q42"] == "Douglas Adams" and labels["Q5"] == "human"
     assert store.verify() == []
+
+
+def test_a_source_keeps_its_name_when_its_spec_is_written_from_another_folder(data_dir, tmp_path, monkeypatch):
+    """The same file given by a relative path from another working folder is the same source."""
+    lines = _lines(data_dir / "markg/MarKG/wiki_tuple_ids.txt")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "mapping.tsv").write_text("\n".join(lines[:10]) + "\n")
+    kg = tmp_path / "kg"
+    monkeypatch.chdir(tmp_path / "a")
+    ingest(kg, ["tsv:mapping.tsv"], engine="local")
+    monkeypatch.chdir(tmp_path)
+    res = ingest(kg, ["tsv:a/mapping.tsv", "tsv:b/mapping.tsv"], engine="local")
+    assert [i["source"] for i in res.inputs] == ["tsv:mapping.tsv", "tsv:b/mapping.tsv"]
