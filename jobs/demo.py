@@ -3,8 +3,9 @@
 `python -m jobs.demo --data DIR --kg DIR [--engine spark|local] [--config FILE] [--fresh]`. Runs
 `configs/pipeline.yaml` (ingest all demo inputs → MiniLM embed → auto index → MARS dev, the first
 1,000 MARS train queries (the shards `mmkg train` reads) and ScienceQA test retrieval, N=10)
-through the cached, incremental runner (`jobs/runner.py`): a second `make demo` finds every stage cached and finishes in seconds. `--fresh` rebuilds the KG
-directory from scratch (only if it is a KG store or empty).
+through the cached, incremental runner (`jobs/runner.py`): a second `make demo` finds every stage
+cached and finishes in seconds. `--fresh` rebuilds the KG directory from scratch (only if it is a
+KG store or empty).
 """
 from __future__ import annotations
 
