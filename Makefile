@@ -35,7 +35,7 @@ bench: venv
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: venv
-	$(PY) -m ruff check kg_store pipeline retrieval model jobs tests benchmarks deploy
+	$(PY) -m ruff check kg_store pipeline retrieval model jobs tests benchmarks deploy examples
 
 clean:
 	rm -rf build

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
              device: str = "auto", amp: str = "auto", chunk_size: int = 256, ties: str = "optimistic",
              task_kwargs: Mapping[str, Any] | None = None, net: MultimodalKGModel | None = None,
              query_ids: Sequence[str] | None = None, resume: bool = True, budget_minutes: float | None = None,
-             candidate_scores: bool = False, seed: int = 0, shortlist: Mapping[str, Any] | None = None
-             ) -> dict[str, Any]:
+             candidate_scores: bool = False, seed: int = 0, shortlist: Mapping[str, Any] | None = None,
+             progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Score a trained checkpoint (or `net`, or an untrained `model`) on a task's shards.
 
     MARS: every query ranks the gold entity among all `candidates` (one QID a line, default the
@@ -59,6 +59,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     `shortlist` (MARS) = {"ranker": NAME, "k": K, "train": TRAIN_JSON, "folds": 5}: the model scores
     only the top-K candidates of that no-LLM ranker (`model.rankers`); they rank above the rest,
     which keep the ranker's order (each record says whether the gold was in the shortlist).
+    `progress(done, total, seconds per query of this run)` is called after each scored query.
     """
     scorer_of = {name: cls.scorer for name, cls in task_registry.items() if getattr(cls, "scorer", None)}
     if task not in scorer_of:
@@ -125,6 +126,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
                 out.write(json.dumps(rec, default=_json_default) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
+            if progress is not None:
+                progress(len(records), len(dataset), (time.monotonic() - t0) / n_new)
             if n_new % 10 == 0:
                 logger.info("evaluated %d/%d (%.2f s/query)", len(records), len(dataset),
                             (time.monotonic() - t0) / n_new)

@@ -72,7 +72,7 @@ def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], devi
 
 @dataclass
 class ShardJob:
-    """What an engine that writes the shard rows itself needs: where (the staged shard set's
+    """What an engine that writes the shard rows itself needs: where (the staged shard set's `parts/`
     folder), which queries (for the rows' dataset fields) and what the reports will ask."""
 
     staging: Path
@@ -271,7 +271,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
         reports = {}
 
         def fill(sw: ShardWriter) -> FilledShards:
-            job = ShardJob(sw.staging, qs.dataset, qs.split, dict(qs.field_types), config.top_N, pool_hops,
+            job = ShardJob(sw.parts, qs.dataset, qs.split, dict(qs.field_types), config.top_N, pool_hops,
                            ranked.top_N)
             written = run(store, ranked, qs.queries, shard_job=job, **kwargs)
             seconds = round(time.perf_counter() - t_run, 3)
@@ -279,7 +279,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
             reports.update(reports_from_summaries(store, qs, written.summaries, top_N=config.top_N,
                                                  hops=pool_hops, ranked_N=ranked.top_N))
             _finish_reports(reports, qs, seconds)
-            columns = pq.read_schema(sw.staging / "part-00000.parquet").names
+            columns = pq.read_schema(sw.parts / "part-00000.parquet").names
             return FilledShards(int((written.summaries.kept == 0).sum()), columns, reports, seconds)
 
         path = publish_subgraph_shards(store, qs, config, fill, limit=limit, engine=engine)

@@ -177,7 +177,7 @@ def publish_subgraph_shards(store: KGStore, qs: QuerySet, config: RetrievalConfi
                 sw.add_file(f"{name}.json", report)
             sw.close(meta)
         w.drop(rel)  # files of a replaced shard set must leave the manifest, or `verify` would flag them
-        files = sorted(str(p.relative_to(w.root)) for p in (w.root / rel).iterdir())
+        files = sorted(str(p.relative_to(w.root)) for p in (w.root / rel).rglob("*") if p.is_file())
         w.set_artifact(rel, {k: meta[k] for k in ("cache_key", "queries", "empty", "engine", "created")}, files)
         w.record_stage("retrieve", config={**config.to_dict(), "dataset": qs.dataset, "split": qs.split,
                                            "limit": limit}, counts={"queries": meta["queries"],

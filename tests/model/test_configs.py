@@ -49,3 +49,15 @@ def test_config_fits_its_function(path):
     assert all(t in task_registry for t in tasks)
     if meta["command"] == "train":
         assert job.get("weight_decay") == 0.01
+
+
+def test_configs_read_the_demo_kg_and_the_demo_writes_train_shards():
+    """Issue 29: a first `mmkg train` after `make demo` finds its KG and its MARS train shards."""
+    import yaml
+    assert {load_job_config(p)["kg"] for p in CONFIGS} == {"build/demo-kg"}
+    pipeline = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "pipeline.yaml").read_text())
+    assert pipeline["job"]["kg"] == "build/demo-kg"
+    retrieved = {(d["dataset"].split(":")[0], d["split"]) for d in pipeline["job"]["retrieve"]["datasets"]}
+    assert {("mars", "train"), ("mars", "dev")} <= retrieved
+    tiny = [p for p in CONFIGS if p.name.startswith("mars_tiny-t5")]
+    assert {p.name for p in tiny} == {"mars_tiny-t5.yaml", "mars_tiny-t5.evaluate.yaml"}
