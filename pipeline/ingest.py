@@ -93,7 +93,7 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
     prefetch = None
     try:
         with KGStore.writer(kg, force=force) as w:
-            plan.name_sources(w.manifest["inputs"])  # unique by path against what the store holds
+            plan.name_sources(w.store.inputs)  # unique by path against what the store holds
             # image decoding overlaps the engine's work (Spark start-up, parsing)
             prefetch = ImagePrefetch(plan.image_files(), limits=image_limits, threads=image_threads)
             try:
