@@ -41,6 +41,12 @@ def feature_names(groups: Sequence[str] = GROUPS) -> list[str]:
     return [f for g in GROUPS if g in groups for f in FEATURES[g]]
 
 
+def available_groups(vectors: "EntityVectors | None", kge: Any) -> list[str]:
+    """The feature groups a store can feed: label embeddings need its entity vectors, kge a KG embedding."""
+    return [g for g in GROUPS if (g != "embedding" or (vectors is not None and vectors.ok))
+            and (g != "kge" or kge is not None)]
+
+
 class EntityVectors:
     """Unit entity vectors of the store by entity id (zeros where an entity has none)."""
 
@@ -209,6 +215,29 @@ def featurize(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: b
         out.seen.append(bool(gold >= 0 and x[top == gold, names.index("memory")].sum() > 0))
     out.x, out.y = np.concatenate(xs), np.concatenate(ys)
     return out
+
+
+def training_set(ctx: MarsContext, kg: str | Path, mars_dir: str | Path, train_rows: Sequence[dict[str, Any]], *,
+                 target_seen_share: float, k: int = DEFAULT_K, vectors: EntityVectors | None = None, seed: int = 0,
+                 progress: bool = False) -> tuple[Featurized, dict[str, Any]]:
+    """The reranker's training rows, featurised out of fold, and how they were mixed.
+
+    Out of fold by row, a train row's (question, answer) pair is nearly always counted in the other
+    folds (MARS train repeats 779 pairs over 10,641 rows); out of fold by pair it never is, as for an
+    unseen test pair. The set is every row by pair folds plus a seeded sample of rows by row folds,
+    so that its share of seen pairs is `target_seen_share` (the validation split's)."""
+    by_row = featurize(ctx, train_rows, train_rows=True, k=k, vectors=vectors, progress=progress)
+    ctx_pair = MarsContext.from_files(kg, mars_dir, folds=ctx.folds, group="pair")
+    ctx_pair.kge = ctx.kge
+    by_pair = featurize(ctx_pair, train_rows, train_rows=True, k=k, vectors=vectors, progress=progress)
+    s_pair, s_row = float(np.mean(by_pair.seen)), float(np.mean(by_row.seen))
+    target = target_seen_share
+    extra = 0 if target <= s_pair else int(len(train_rows) * (target - s_pair) / max(s_row - target, 1e-9))
+    pick = np.sort(np.random.default_rng(seed).choice(len(train_rows), min(extra, len(train_rows)), replace=False))
+    train = Featurized.concat([by_pair, by_row.select(pick.tolist())])
+    mixture = {"pair_rows": len(train_rows), "row_rows": int(len(pick)), "seen_share": float(np.mean(train.seen)),
+               "dev_seen_share": target, "seen_share_by_pair": s_pair, "seen_share_by_row": s_row}
+    return train, mixture
 
 
 def _columns(f: Featurized, names: Sequence[str]) -> np.ndarray:

@@ -4,6 +4,8 @@ A config is YAML with a `metadata` block (free-form: title, paper, notes) and a 
 is passed straight to `model.training.train(**job)` / `model.evaluation.evaluate(**job)`
 (PyKEEN K3). `--set key=value` overrides a top-level job key (value parsed as YAML), handy for
 ablations: `--set pretraining=false`, `--set max_triples=10`, `--set model_kwargs.use_kg=false`.
+A job whose `model` is a learned ranker (`model.reranker_run.VARIANTS`: `reranker`) goes to
+`model.reranker_run.train` / `.evaluate` instead (configs/reranker/).
 """
 from __future__ import annotations
 
@@ -44,6 +46,17 @@ def check_job(fn, job: dict[str, Any], config: str) -> None:
         raise click.ClickException(f"{config}: job block does not fit {fn.__name__}(): {e}") from None
 
 
+def job_function(target: str, job: dict[str, Any]):
+    """The function a job runs: `target` (model.training.train / model.evaluation.evaluate), or the
+    same-named one of `model.reranker_run` for a learned ranker (a feature model, not a prompted LLM)."""
+    import importlib
+    from model.reranker_run import VARIANTS
+    module, _, fn_name = target.rpartition(".")
+    if job.get("model") in VARIANTS:
+        module = "model.reranker_run"
+    return getattr(importlib.import_module(module), fn_name)
+
+
 _config = click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False),
                        help="YAML file with `metadata` and `job` blocks.")
 _set = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a job key (repeatable).")
@@ -56,10 +69,8 @@ def _model_command(name: str, target: str, doc: str) -> click.Command:
     @_config
     @_set
     def command(config: str, overrides: tuple[str, ...]) -> None:
-        import importlib
         job = load_job_config(config, overrides)
-        module, _, fn_name = target.rpartition(".")
-        fn = getattr(importlib.import_module(module), fn_name)
+        fn = job_function(target, job)
         check_job(fn, job, config)
         click.echo(json.dumps(fn(**job), sort_keys=True))
 
