@@ -8,6 +8,8 @@ ablations: `--set pretraining=false`, `--set max_triples=10`, `--set model_kwarg
 `mmkg train --max-steps N` caps every stage at N steps, `mmkg evaluate --limit N` scores the first
 N queries. Both print their progress on stderr (loss, throughput and ETA; s/query and ETA) and
 the summary JSON on stdout.
+A job whose `model` is a learned ranker (`model.reranker_run.VARIANTS`: `reranker`) goes to
+`model.reranker_run.train` / `.evaluate` instead (configs/reranker/).
 """
 from __future__ import annotations
 
@@ -48,6 +50,17 @@ def check_job(fn, job: dict[str, Any], config: str) -> None:
         inspect.signature(fn).bind(**job)
     except TypeError as e:
         raise click.ClickException(f"{config}: job block does not fit {fn.__name__}(): {e}") from None
+
+
+def job_function(target: str, job: dict[str, Any]):
+    """The function a job runs: `target` (model.training.train / model.evaluation.evaluate), or the
+    same-named one of `model.reranker_run` for a learned ranker (a feature model, not a prompted LLM)."""
+    import importlib
+    from model.reranker_run import VARIANTS
+    module, _, fn_name = target.rpartition(".")
+    if job.get("model") in VARIANTS:
+        module = "model.reranker_run"
+    return getattr(importlib.import_module(module), fn_name)
 
 
 _config = click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -91,13 +104,11 @@ def _model_command(name: str, target: str, doc: str, extra: list, apply) -> clic
     """`mmkg train` / `mmkg evaluate`: load the job config, check it fits the function, run it."""
 
     def command(config: str, overrides: tuple[str, ...], kg: str | None, **options: Any) -> None:
-        import importlib
         job = load_job_config(config, overrides)
         if kg is not None:
             job["kg"] = kg
         apply(job, options)
-        module, _, fn_name = target.rpartition(".")
-        fn = getattr(importlib.import_module(module), fn_name)
+        fn = job_function(target, job)
         check_job(fn, job, config)
         progress = print_train_progress if name == "train" else EvalProgress()
         result = fn(**job, progress=progress)
