@@ -19,7 +19,7 @@ test-all: venv
 
 # The GPU tier (`pytest -m gpu`; every test skips with its reason where there is no CUDA or no
 # faiss-gpu) and the GPU benchmark (writes benchmarks/out/gpu.json; prints "no CUDA device" and
-# exits 0 on a CPU-only machine). On a GPU host first: pip uninstall faiss-cpu && pip install -e '.[gpu]'
+# exits 0 on a CPU-only machine). On a GPU host first swap faiss-cpu for faiss-gpu: docs/INSTALL.md
 gpu-check: venv
 	$(PY) -m pytest -q -m gpu -rs
 	$(PY) benchmarks/gpu.py
@@ -35,7 +35,7 @@ bench: venv
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: venv
-	$(PY) -m ruff check kg_store pipeline retrieval model jobs tests benchmarks deploy
+	$(PY) -m ruff check kg_store pipeline retrieval model jobs tests benchmarks deploy examples
 
 clean:
 	rm -rf build

@@ -4,7 +4,9 @@
     python benchmarks/mars_eval.py --reproduce 0,5,17 --variant memory>kg_prior   # {line: rank} again
 
 Ranks every line of MARS dev.json and test.json (1,020 + 1,362) among all 2,063 candidates with
-each registered no-LLM ranker (`model.rankers`: memory, kg_prior, memory>kg_prior), each query scored
+each registered no-LLM ranker (`model.rankers`: memory, kg_prior, memory>kg_prior; `--reranker`: the
+learned reranker, its model `mars_reranker.lgb.txt` and TransE weights `mars_kge.safetensors` written
+beside the JSON), each query scored
 on its own from its row (question, example pair) and the train split only. Writes
 `benchmarks/out/mars_eval.json`:
 
@@ -116,7 +118,7 @@ def provenance(paths: dict[str, Path], kg: Path | None = None, extra: dict[str, 
     if kg is not None:
         from kg_store import open_store
         store = open_store(kg)
-        out["kg"] = {"kg_version": store.kg_version, "graph": store.manifest.get("graph")}
+        out["kg"] = {"kg_version": store.kg_version, "graph": store.graph_rel}
     out.update(extra or {})
     return out
 
@@ -131,32 +133,25 @@ def rank_split(ctx: Any, name: str, rows: Sequence[dict[str, Any]], lines: Seque
 
 def train_reranker_variant(ctx: Any, kg: Path, mars: Path, rows: dict[str, list[dict[str, Any]]], out: Path,
                            seed: int = 0) -> dict[str, Any]:
-    """Train the reranker on train rows featurised out of fold, stop early on dev, rank dev and test;
-    then the ablation: the same training with each feature group left out, ranked on test.
-
-    Out of fold by row, a train row's (question, answer) pair is nearly always counted in the other
-    folds (train repeats 779 pairs over 10,641 rows); out of fold by pair it never is, as for an unseen
-    test pair. The training set mixes the two so that its share of seen pairs is dev's."""
+    """Train the reranker on train rows featurised out of fold (`model.reranker.training_set`: its seen
+    share is dev's), stop early on dev, rank dev and test; then the ablation: the same training with
+    each feature group left out, ranked on test."""
+    from model.kge import load_or_train_kge, save_kge
     from model.metrics import bootstrap_mrr_diff, permutation_mrr_p
-    from model.rankers import MarsContext
-    from model.reranker import FEATURES, GROUPS, EntityVectors, Featurized, featurize, feature_names, \
-        fit_reranker, rank_featurized
+    from model.reranker import FEATURES, EntityVectors, available_groups, featurize, feature_names, fit_reranker, \
+        rank_featurized, training_set
     t0 = time.perf_counter()
     vectors = EntityVectors(ctx.store)
+    # the TransE embedding of the KG (trained once, cached under the KG) and its committed copy
+    ctx.kge, kge_key = load_or_train_kge(kg)
+    save_kge(out.with_name("mars_kge.safetensors"), ctx.kge)
+    t_kge = time.perf_counter() - t0
     train_rows = read_mars_rows(mars / "train.json")
     feats = {s: featurize(ctx, rows[s], train_rows=False, vectors=vectors, progress=True) for s in SPLITS}
-    by_row = featurize(ctx, train_rows, train_rows=True, vectors=vectors, progress=True)
-    ctx_pair = MarsContext.from_files(kg, mars, folds=ctx.folds, group="pair")
-    by_pair = featurize(ctx_pair, train_rows, train_rows=True, vectors=vectors, progress=True)
-    target = float(np.mean(feats["dev"].seen))
-    s_pair, s_row = float(np.mean(by_pair.seen)), float(np.mean(by_row.seen))
-    extra = 0 if target <= s_pair else int(len(train_rows) * (target - s_pair) / max(s_row - target, 1e-9))
-    pick = np.sort(np.random.default_rng(seed).choice(len(train_rows), min(extra, len(train_rows)), replace=False))
-    train = Featurized.concat([by_pair, by_row.select(pick.tolist())])
-    mixture = {"pair_rows": len(train_rows), "row_rows": int(len(pick)), "seen_share": float(np.mean(train.seen)),
-               "dev_seen_share": target, "seen_share_by_pair": s_pair, "seen_share_by_row": s_row}
+    train, mixture = training_set(ctx, kg, mars, train_rows, target_seen_share=float(np.mean(feats["dev"].seen)),
+                                  vectors=vectors, seed=seed, progress=True)
     t_feat = time.perf_counter() - t0
-    groups = [g for g in GROUPS if g != "embedding" or vectors.ok]
+    groups = available_groups(vectors, ctx.kge)
     booster = fit_reranker(train, feature_names(groups), valid=feats["dev"], seed=seed)
     model_path = out.with_name("mars_reranker.lgb.txt")
     booster.save_model(str(model_path))
@@ -179,6 +174,8 @@ def train_reranker_variant(ctx: Any, kg: Path, mars: Path, rows: dict[str, list[
     return {"ranks": ranks, "model": model_path.name, "features": feature_names(groups), "training_mixture": mixture,
             "rounds": booster.best_iteration or booster.current_iteration(), "k": feats["test"].sizes[0],
             "recall_at_k": recall, "ablation": ablation, "feature_seconds": round(t_feat, 1),
+            "kge": {"file": "mars_kge.safetensors", "key": kge_key, "params": json.loads(ctx.kge.meta["params"]),
+                    "final_loss": float(ctx.kge.meta["final_loss"]), "seconds_to_load_or_train": round(t_kge, 1)},
             "seconds": round(time.perf_counter() - t0, 1),
             "importance_gain": dict(zip(booster.feature_name(),
                                         [round(float(v), 1) for v in booster.feature_importance("gain")]))}

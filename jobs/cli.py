@@ -6,9 +6,7 @@ the user's input or data print one line and a documented exit code, never a trac
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import logging
 import os
 import pkgutil
@@ -42,6 +40,9 @@ def cli(verbose: int, log_file: str | None, cache_dir: str | None) -> None:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=level, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    from kg_store.remote import current_session
+    if cache_dir and current_session() is not None:
+        current_session().cache_dir = cache_dir
 
 
 def _load_commands() -> None:
@@ -67,91 +68,70 @@ def exit_code(error: BaseException) -> int:
 _SOURCE = re.compile(r"^([^:(]+(?:\([^)]*\))?):(.+)$")
 
 
-def _option_values(args: list[str], name: str) -> list[tuple[int, str]]:
-    """(index of the token holding the value, value) of every `NAME VALUE` / `NAME=VALUE` in args."""
-    out = []
-    for i, tok in enumerate(args):
-        if tok == name and i + 1 < len(args):
-            out.append((i + 1, args[i + 1]))
-        elif tok.startswith(name + "="):
-            out.append((i, tok[len(name) + 1:]))
-    return out
+class KGLocation(click.ParamType):
+    """Every command's `--kg`: a KG folder (made absolute: `snap-12:00` is a folder, not a URI),
+    or an object-store URL, which the store resolves to its working copy for this command
+    (kg_store.remote: synced on first use, what the command commits published when it ends)."""
+
+    def __init__(self, inner: click.ParamType, *, create: bool, verify: bool):
+        self.inner, self.create, self.verify = inner, create, verify
+        self.name = getattr(inner, "name", "directory")
+
+    def convert(self, value, param, ctx):
+        from kg_store import remote
+        if not isinstance(value, str) or not remote.is_url(value):
+            out = self.inner.convert(value, param, ctx)
+            return os.path.abspath(out) if isinstance(out, str) else out
+        session = remote.current_session()
+        if session is None:  # a command invoked outside `main` (click's own runner): read-only copy
+            return str(remote.resolve_kg(value, create=False))
+        wc = session.working_copy(value, verify=self.verify)
+        for p in wc.problems:
+            click.echo(f"BAD remote object {printable_lines(p)}", err=True)
+        return str(remote.resolve_kg(value, create=self.create))
 
 
-def _set_value(args: list[str], i: int, name: str, value: str) -> None:
-    args[i] = f"{name}={value}" if args[i].startswith(name + "=") else value
+class SourceLocation(click.ParamType):
+    """`--source FORMAT:URL`: the object is downloaded (kg_store.remote) and read from there; its
+    URL stays the provenance the published manifest records."""
+
+    name = "source"
+
+    def __init__(self, inner: click.ParamType):
+        self.inner = inner
+
+    def convert(self, value, param, ctx):
+        from kg_store import remote
+        value = self.inner.convert(value, param, ctx)
+        m = _SOURCE.match(value) if isinstance(value, str) else None
+        if not m or not remote.is_url(m.group(2)):
+            return value
+        session = remote.current_session()
+        local = session.source(m.group(2)) if session else remote.fetch_local_source(m.group(2))
+        return f"{m.group(1)}:{local}"
 
 
-def _config_kg(args: list[str]) -> str | None:
-    """`job.kg` of the `--config` of `mmkg run` (None when absent or unreadable: `run` reports it)."""
-    from jobs.config import read_config
-    configs = _option_values(args, "--config")
-    if not configs:
-        return None
-    try:
-        _, job = read_config(configs[-1][1], kind="pipeline config")
-    except MMKGError:
-        return None
-    kg = job.get("kg")
-    return kg if isinstance(kg, str) else None
+def _accept_object_storage() -> None:
+    """Give every command's `--kg` and `--source` the location types above (one place, so a new
+    command gets object storage by declaring `--kg`)."""
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if param.name == "kg" and not isinstance(param.type, KGLocation):
+                param.type = KGLocation(param.type, create=name in ("ingest", "run"), verify=name == "verify")
+            elif param.name == "sources" and "--source" in param.opts and not isinstance(param.type, SourceLocation):
+                param.type = SourceLocation(param.type)
 
 
-@contextlib.contextmanager
-def object_store_args(argv: list[str]):
-    """The one place that maps object-store URLs to local paths (kg_store.remote).
-
-    `--kg s3://bucket/prefix` becomes the local working copy of that store (synced to its
-    committed version; what the command commits is published when it ends) and every
-    `--source FORMAT:s3://bucket/key` a downloaded copy. Arguments without URLs pass through.
-    With a `--kg` URL the command's standard output is held back until the publish succeeded:
-    a writer that lost the publish race (exit 4) prints no success summary.
-    """
-    from kg_store.remote import is_url
-    split = next((i for i, tok in enumerate(argv) if tok in cli.commands), len(argv))
-    head, rest = argv[:split], list(argv[split:])
-    for i, v in _option_values(rest, "--kg"):
-        if v and not is_url(v):  # `snap-12:00` is a folder: absolute, so no reader takes it for a URI
-            _set_value(rest, i, "--kg", os.path.abspath(v))
-    if rest[:1] == ["run"] and not _option_values(rest, "--kg"):
-        kg = _config_kg(rest)
-        if kg is not None and is_url(kg):  # `job.kg: s3://…` is handled exactly like `--kg s3://…`
-            rest += ["--kg", kg]
-    kgs = [(i, v) for i, v in _option_values(rest, "--kg") if is_url(v)]
-    sources = [(i, m) for i, v in _option_values(rest, "--source")
-               if (m := _SOURCE.match(v)) and is_url(m.group(2))]
-    if not kgs and not sources:
-        yield head + rest
-        return
-    from kg_store import remote
-    cache = (_option_values(head, "--cache-dir") or [(0, None)])[-1][1]
-    held = io.StringIO()
-    with contextlib.ExitStack() as stack:
-        wc = None
-        if kgs:
-            if len({v for _, v in kgs}) > 1:
-                raise ConfigError("give one --kg URL")
-            stack.enter_context(contextlib.redirect_stdout(held))  # left after the publish (LIFO)
-            wc = stack.enter_context(remote.open_working_copy(
-                kgs[0][1], cache_dir=cache, verify=bool(rest) and rest[0] == "verify"))
-            for p in wc.problems:
-                click.echo(f"BAD remote object {printable_lines(p)}", err=True)
-            if wc.base is None and rest and rest[0] not in ("ingest", "run"):
-                raise KGStoreError(f"{wc.remote.url} is not a KG store (no manifest.json there); "
-                                   "create one with `mmkg ingest --kg URL`")
-            for i, _ in kgs:
-                _set_value(rest, i, "--kg", str(wc.path))
-        for i, m in sources:
-            local = wc.add_source(m.group(2)) if wc else remote.fetch_local_source(m.group(2), cache)
-            _set_value(rest, i, "--source", f"{m.group(1)}:{local}")
-        yield head + rest
-    sys.stdout.write(held.getvalue())
+_accept_object_storage()
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
         args = list(sys.argv[1:] if argv is None else argv)
-        with object_store_args(args) as args:
+        from kg_store import remote
+        with remote.session(hold_stdout=True) as session:  # object-store KGs: published when it ends
             cli.main(args=args, prog_name="mmkg", standalone_mode=False)
+        sys.stdout.write(session.held.getvalue())
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:

@@ -1,10 +1,11 @@
 """`make demo`: the whole pipeline DAG on ../shared/data, then where the results are.
 
 `python -m jobs.demo --data DIR --kg DIR [--engine spark|local] [--config FILE] [--fresh]`. Runs
-`configs/pipeline.yaml` (ingest all demo inputs → MiniLM embed → auto index → MARS dev +
-ScienceQA test retrieval, N=10) through the cached, incremental runner (`jobs/runner.py`): a
-second `make demo` finds every stage cached and finishes in seconds. `--fresh` rebuilds the KG
-directory from scratch (only if it is a KG store or empty).
+`configs/pipeline.yaml` (ingest all demo inputs → MiniLM embed → auto index → MARS dev, the first
+1,000 MARS train queries (the shards `mmkg train` reads) and ScienceQA test retrieval, N=10)
+through the cached, incremental runner (`jobs/runner.py`): a second `make demo` finds every stage
+cached and finishes in seconds. `--fresh` rebuilds the KG directory from scratch (only if it is a
+KG store or empty).
 """
 from __future__ import annotations
 
@@ -47,14 +48,19 @@ def run_demo(data: Path, kg: Path, *, engine: str = "spark", master: str | None 
     stats = store.stats()
     click.echo("== stats")
     click.echo(json.dumps(stats, sort_keys=True))
-    shards = sorted(k for k in store.manifest["artifacts"] if k.startswith("subgraphs/"))
+    shards = store.artifacts("subgraphs/")
     click.echo(f"== results in {kg.resolve()} ({time.perf_counter() - t0:.1f} s):")
     click.echo(f"   manifest.json, tables/*.parquet, graph/, blobs/images/  (mmkg stats --kg {kg})")
-    for k in sorted(a for a in store.manifest["artifacts"] if a.startswith(("vectors/", "indexes/"))):
+    for k in store.artifacts(("vectors/", "indexes/")):
         click.echo(f"   {k}/")
-    for k in shards:
-        click.echo(f"   {k}/  ({store.manifest['artifacts'][k].get('queries')} queries)")
+    for k, meta in shards.items():
+        click.echo(f"   {k}/  ({meta.get('queries')} queries)")
     click.echo(f"   runs/{Path(report.report_path).name if report.report_path else ''}  (run report), logs/")
+    if any(k.startswith("subgraphs/mars/train/") for k in shards):
+        kg_opt = "" if Path(kg) == Path("build/demo-kg") else f" --kg {kg}"
+        click.echo("== train on the shards (README, \"Train on the shards\"):")
+        click.echo(f"   mmkg train --config configs/mrmkg/mars_tiny-t5.yaml{kg_opt} --max-steps 20")
+        click.echo(f"   mmkg evaluate --config configs/mrmkg/mars_tiny-t5.evaluate.yaml{kg_opt} --limit 10")
     return {"stats": stats, "report": report.to_dict(), "seconds": report.seconds}
 
 

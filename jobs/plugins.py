@@ -7,7 +7,7 @@ PLUGIN_MODULES = [
     "pipeline.engines",
     "pipeline.encoders",
     "retrieval.index",
-    "retrieval.queries",
+    "retrieval.datasets",
     "retrieval.batch",
     "retrieval.retrievers",
     "model",

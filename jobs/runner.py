@@ -20,7 +20,8 @@ A second run waits `--wait` seconds, then exits 4 with a message naming the hold
 take the store's own commit lock (`<kg>/.lock`) for each transaction, as always.
 Each run writes `<kg>/runs/<stamp>-<id>.json` (jobs/report.py) and logs to `<kg>/logs/<stamp>-<id>.log`.
 After every stage that changed the store, the manifest is snapshotted to
-`<kg>/versions/v<NNNNNN>.json`, so an older KG version stays readable (`open_version`) until `mmkg gc`.
+`<kg>/versions/v<NNNNNN>.json` (every store commit does), so an older KG version stays readable
+(`open_version`) and restorable (`mmkg rollback`) until `mmkg gc`.
 """
 from __future__ import annotations
 
@@ -187,8 +188,9 @@ def _record(ctx: Context, name: str, block: dict[str, Any], fp: dict[str, Any], 
             seconds: float, run_id: str) -> None:
     stage = STAGES[name]
     with KGStore.writer(ctx.kg, wait=60, create=False) as w:
-        files = w.manifest["files"]
-        outputs = {rel: files[rel]["sha256"] for rel in stage.outputs(ctx, **_stage_kwargs(block)) if rel in files}
+        committed = w.store
+        outputs = {rel: committed.file_sha(rel) for rel in stage.outputs(ctx, **_stage_kwargs(block))
+                   if committed.has_file(rel)}
         for d in (result.get("outputs") or {}).values():
             outputs[str(Path(d).resolve().relative_to(ctx.kg.resolve()))] = "dir"
         w.record_stage(f"dag:{name}", config=_hashed_config(name, block, ctx.encoder), inputs=fp, outputs=outputs,
@@ -300,10 +302,13 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
                  dry_run: bool = False, wait: float = 0.0, progress: bool = True,
                  config_path: str | Path | None = None, echo: Any = None) -> RunReport:
     """Run the configured stages that are not cached; returns the run report (also written to disk)."""
-    from kg_store.remote import is_url
-    if is_url(kg):  # `mmkg run` maps a job.kg URL to its working copy; anything else would make ./s3:/…
-        raise ConfigError(f"kg {kg!r} is an object-store URL: run it with `mmkg run` (or `--kg URL`), which "
-                          "syncs and publishes the store; run_pipeline itself works on a local folder")
+    args = dict(locals())
+    from kg_store import remote
+    if remote.is_url(kg):  # the stages work on the store's working copy, published once at the end
+        if remote.current_session() is None:
+            with remote.session():
+                return run_pipeline(**args)
+        kg = remote.resolve_kg(kg)
     kg = Path(os.path.abspath(kg))  # `snap-12:00` is a folder, never a URI to pyarrow
     blocks = {"ingest": ingest, "sparql": sparql, "embed": embed, "index": index, "retrieve": retrieve, "train": train,
               "evaluate": evaluate}
@@ -395,8 +400,7 @@ def _run_stages(ctx: Context, blocks: dict[str, Any], selected: list[str], repor
         s.counts, s.note = result.get("counts", {}), result.get("note", "")
         s.rejects, s.cache_hits = int(result.get("rejects", 0)), int(result.get("cache_hits", 0))
         s.outputs = result.get("outputs") or result.get("decisions")
-        _record(ctx, name, block, fp, result, s.seconds, report.run_id)
-        snapshot_version(ctx.kg)
+        _record(ctx, name, block, fp, result, s.seconds, report.run_id)  # its commit snapshots the version
         log.info("stage %s: done in %.1fs %s", name, s.seconds, s.counts)
 
 

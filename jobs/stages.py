@@ -19,7 +19,6 @@ the stage's `mmkg` command calls too: the DAG adds only fingerprints, caching, l
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any, Callable
 
 from kg_store import open_store
 from kg_store.errors import ConfigError, KGStoreError
-from kg_store.hashing import config_hash
+from kg_store.hashing import cache_key
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +65,11 @@ class Stage:
 
 
 def stage_config_hash(config: dict[str, Any]) -> str:
-    return config_hash({k: v for k, v in config.items() if k not in EXECUTION_KEYS})
+    return cache_key({k: v for k, v in config.items() if k not in EXECUTION_KEYS})
 
 
 def _file_sha(store, rel: str | None) -> str | None:
-    return store.manifest["files"].get(rel, {}).get("sha256") if rel else None
+    return store.file_sha(rel)
 
 
 # ==== ingest ====================================================================================
@@ -100,8 +99,8 @@ def ingest_sources(ctx: Context, sources: list[str] | str) -> list[str]:
 
 
 def _source_digest(entry: dict[str, Any]) -> str:
-    return hashlib.sha256(";".join(f"{Path(f['path']).name}:{f['sha256']}" for f in entry["files"])
-                          .encode()).hexdigest()[:16]
+    # the same digest on both sides of the comparison (the plan's files, the manifest's inputs)
+    return cache_key([[Path(f["path"]).name, f["sha256"]] for f in entry["files"]])
 
 
 def ingest_fingerprint(ctx: Context, *, sources: list[str] | str = "demo", **_: Any) -> dict[str, Any]:
@@ -117,7 +116,7 @@ def ingested_sources(kg: Path) -> dict[str, str]:
     if not (kg / "manifest.json").exists():
         return {}
     out = {}
-    for e in open_store(kg).manifest.get("inputs", []):
+    for e in open_store(kg).inputs:
         if "spec" not in e:
             continue
         spec = parse_source(e["spec"])  # normalised like ingest_sources, so `../data/x` and `/abs/x` match
@@ -171,8 +170,9 @@ def ingest_outputs(ctx: Context, **_: Any) -> list[str]:
 
 # ==== sparql ====================================================================================
 def sparql_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
-    from kg_store.sparql_store import table_fingerprints
-    return table_fingerprints(open_store(ctx.kg).manifest)
+    from kg_store.sparql_store import SOURCE_TABLES
+    store = open_store(ctx.kg)
+    return {name: store.table_fingerprint(name) for name in SOURCE_TABLES}
 
 
 def sparql_run(ctx: Context, **_: Any) -> dict[str, Any]:
@@ -229,8 +229,7 @@ def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", 
 
 def embed_outputs(ctx: Context, **_: Any) -> list[str]:
     store = open_store(ctx.kg)
-    base = _vectors_rel(ctx)
-    return sorted(f for f in store.manifest["files"] if f.startswith(base + "/"))
+    return store.files(_vectors_rel(ctx))
 
 
 # ==== index =====================================================================================
@@ -239,7 +238,7 @@ def index_fingerprint(ctx: Context, *, kinds: list[str] | None = None, **_: Any)
     store = open_store(ctx.kg)
     base = _vectors_rel(ctx)
     return {k: _file_sha(store, f"{base}/{k}.npy") for k in (kinds or INDEXED_KINDS)
-            if f"{base}/{k}.npy" in store.manifest["files"]}
+            if store.has_file(f"{base}/{k}.npy")}
 
 
 def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None = None,
@@ -257,8 +256,7 @@ def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None 
 def index_outputs(ctx: Context, **_: Any) -> list[str]:
     from retrieval.index import indexes_dir
     store = open_store(ctx.kg)
-    base = indexes_dir(ctx.encoder)
-    return sorted(f for f in store.manifest["files"] if f.startswith(base + "/"))
+    return store.files(indexes_dir(ctx.encoder))
 
 
 # ==== retrieve ==================================================================================
@@ -272,21 +270,19 @@ def _datasets(ctx: Context, datasets: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), **_: Any) -> dict[str, Any]:
-    from kg_store.hashing import sha256_file
+    from retrieval.datasets import resolve_dataset
     from retrieval.index import indexes_dir
-    from retrieval.queries import parse_dataset_spec
     store = open_store(ctx.kg)
-    fp: dict[str, Any] = {"graph": store.manifest.get("graph"),
+    fp: dict[str, Any] = {"graph": store.graph_rel,
                           **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
     base, ibase = _vectors_rel(ctx), indexes_dir(ctx.encoder)
     fp["triple_vectors"] = _file_sha(store, f"{base}/triple.npy")
     fp["entity_vectors"] = _file_sha(store, f"{base}/entity.npy")  # the anchored retriever's tie-break
     fp["indexes"] = {k: _file_sha(store, f"{ibase}/{k}.faiss") for k in ("triple", "entity")}
     for d in _datasets(ctx, list(datasets)):
-        _, path = parse_dataset_spec(d["dataset"])
-        # every file that defines the dataset (MARS: the splits and analogy_entities.txt), not the splits only
-        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
-        fp[f"{d['dataset']}|{d['split']}|{d['limit']}"] = {f.name: sha256_file(f) for f in files}
+        # every file the dataset split is defined by (MARS: the split, analogy_entities.txt,
+        # train.json, the images folder): the digest the shard cache key holds too
+        fp[f"{d['dataset']}|{d['split']}|{d['limit']}"] = resolve_dataset(d["dataset"]).digest(d["split"])
     return fp
 
 
@@ -339,8 +335,8 @@ def model_fingerprint(ctx: Context, *, config: str, set: dict[str, Any] | None =
                       **_: Any) -> dict[str, Any]:
     from kg_store.hashing import sha256_file
     store = open_store(ctx.kg)
-    shards = {k: v.get("cache_key") for k, v in store.manifest["artifacts"].items() if k.startswith("subgraphs/")}
-    return {"config": sha256_file(ctx.expand(config)), "shards": config_hash(shards)}
+    shards = {k: v.get("cache_key") for k, v in store.artifacts("subgraphs/").items()}
+    return {"config": sha256_file(ctx.expand(config)), "shards": cache_key(shards)}
 
 
 def _model_run(fn_path: str, ctx: Context, config: str, set: dict[str, Any] | None) -> dict[str, Any]:

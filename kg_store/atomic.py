@@ -23,7 +23,8 @@ TMP_MARK = ".tmp-"
 #: the exact names `_tmp_sibling` makes; cleanup never removes anything else
 TMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{8}")
 #: the store's own folders (docs/ARCHITECTURE.md layout); temp cleanup looks only here and at the root
-STORE_DIRS = ("tables", "graph", "blobs", "vectors", "indexes", "subgraphs", "versions", "work", "cache",
+STORE_DIRS = ("tables", "graph", "blobs", "vectors", "indexes", "subgraphs", "retrievers", "objects", "pins",
+              "versions", "work", "cache",
               "runs", "logs", "sparql")
 
 

@@ -1,8 +1,9 @@
 """Version snapshots and garbage collection of a KG directory (`mmkg gc` is a thin caller).
 
-After every stage that changed the store, the runner snapshots the manifest to
-`<kg>/versions/v<NNNNNN>.json`, so an older KG version stays readable (`open_version`) until
-`collect_garbage` drops it.
+Every commit snapshots its manifest to `<kg>/versions/v<NNNNNN>.json` and keeps the derived files
+it may replace as content-addressed objects (`kg_store.versions`), so an older KG version stays
+readable (`open_version`) and restorable (`rollback`) until `collect_garbage` drops it. gc keeps
+the last `--keep` versions and every version a running `mmkg serve` pins.
 
 Deletion is confined to the store (issue 17): gc only looks inside the store's own data folders
 (`GC_DIRS`), refuses to run when one of them (or `versions/`, `cache/`) is a symbolic link (a
@@ -13,74 +14,24 @@ directories it leaves behind. Snapshots are read through the same checks as the 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 from pathlib import Path
 from typing import Any
 
-from kg_store import atomic
+from kg_store import atomic, versions
 from kg_store.errors import ConfigError, KGStoreError
 from kg_store.lock import RunLock
-from kg_store.manifest import MANIFEST, load_manifest_file, read_manifest, table_parts as mf_table_parts
+from kg_store.manifest import MANIFEST, load_manifest_file
 from kg_store.safe_io import real_dir
 from kg_store.store import KGStore
+from kg_store.versions import live_files, object_rel, open_version, snapshot_version
 
 #: what gc may delete: committed-data folders only (never runs/, logs/, work/ scratch of a resumable
-#: stage, or the embedding cache unless asked)
-GC_DIRS = ("tables", "graph", "vectors", "indexes", "subgraphs", "blobs")
-VERSIONS = "versions"
-_SNAPSHOT = re.compile(r"v(\d{6,})\.json")
-
-
-def _versions_dir(kg: Path) -> Path | None:
-    return real_dir(kg / VERSIONS, "version folder")
-
-
-def snapshot_version(kg: str | Path) -> Path | None:
-    """Copy the committed manifest to `versions/v<NNNNNN>.json` (the newest manifest of that version)."""
-    kg = Path(kg)
-    if not (kg / MANIFEST).exists():
-        return None
-    manifest = read_manifest(kg)
-    _versions_dir(kg)  # a symlinked versions/ is refused, not written through
-    path = kg / VERSIONS / f"v{int(manifest['kg_version']):06d}.json"
-    atomic.write_json(path, manifest)
-    return path
-
-
-def _snapshots(kg: Path) -> dict[int, Path]:
-    """kg_version → snapshot file (regular files named v<NNNNNN>.json only)."""
-    d = _versions_dir(kg)
-    if d is None:
-        return {}
-    out = {}
-    for entry in os.scandir(d):
-        m = _SNAPSHOT.fullmatch(entry.name)
-        if m and entry.is_file(follow_symlinks=False):
-            out[int(m.group(1))] = Path(entry.path)
-    return out
-
-
-def open_version(kg: str | Path, version: int) -> KGStore:
-    """A read-only view of an older KG version (tables and graph), from its snapshot."""
-    kg = Path(kg)
-    snaps = _snapshots(kg)
-    if int(version) not in snaps:
-        have = ", ".join(f"v{v:06d}" for v in sorted(snaps)) or "none"
-        raise KGStoreError(f"no snapshot of kg_version {version} in {kg} (have: {have})")
-    return KGStore(kg, load_manifest_file(snaps[int(version)], kg))
-
-
-def live_files(manifest: dict[str, Any]) -> set[str]:
-    """Files a manifest's version actually reads: every registered file, except table and graph
-    files of earlier versions (StoreWriter keeps registering each version's tables/graph under new
-    names and never unregisters the old ones; they are what gc reclaims)."""
-    tables = {rel for name in manifest.get("tables", {}) for rel in mf_table_parts(manifest, name)}
-    graph = manifest.get("graph")
-    return {f for f in manifest.get("files", {})
-            if (not f.startswith("tables/") or f in tables)
-            and (not f.startswith("graph/") or (graph is not None and f.startswith(graph + "/")))}
+#: stage, or the embedding cache unless asked); `objects/` holds the kept copies of derived files
+GC_DIRS = ("tables", "graph", "vectors", "indexes", "subgraphs", "retrievers", "blobs")
+VERSIONS = versions.VERSIONS
+_snapshots = versions.snapshots
 
 
 def _regular_files(top: Path) -> list[Path]:
@@ -127,7 +78,9 @@ def _tree_bytes(path: Path) -> int:
 
 def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cache: bool = False,
                     wait: float = 0.0) -> dict[str, Any]:
-    """Delete files that neither the current version nor the last `keep` version snapshots read."""
+    """Delete files that neither the current version, the last `keep` version snapshots nor a
+    version pinned by a running reader (`mmkg serve`) reads: superseded tables, graphs, vectors,
+    indexes, shards and retriever priors, and the kept copies (`objects/`) only those named."""
     kg = Path(kg)
     if not (kg / MANIFEST).exists():
         raise KGStoreError(f"{kg} is not a KG store (no {MANIFEST})")
@@ -137,16 +90,22 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
         # every folder gc may touch is checked before anything is deleted: one symlinked folder
         # stops the whole run (nothing half-done)
         tops = [t for t in (real_dir(kg / d, "store folder") for d in GC_DIRS) if t is not None]
+        objects = real_dir(kg / versions.OBJECTS, "store folder")
         cache_dir = real_dir(kg / "cache", "cache folder") if cache else None
         current = int(w.manifest["kg_version"])
         snaps = _snapshots(kg)
         older = sorted(set(snaps) - {current})
         kept_versions = [*older[-(keep - 1):], current] if keep > 1 else [current]
-        referenced = live_files(w.manifest)
-        kept_manifests = [w.manifest, *(load_manifest_file(snaps[v], kg) for v in kept_versions if v in snaps)]
-        for m in kept_manifests[1:]:
-            referenced |= live_files(m)
-        doomed = [p for top in tops for p in _regular_files(top) if p.relative_to(kg).as_posix() not in referenced]
+        pinned = sorted(v for v in versions.pinned_versions(kg) if v in snaps and v not in kept_versions)
+        kept_versions = sorted({*kept_versions, *pinned})
+        kept_manifests = [w.manifest, *(load_manifest_file(snaps[v], kg) for v in kept_versions
+                                        if v in snaps and v != current)]
+        referenced: set[str] = set()
+        for m in kept_manifests:
+            live = live_files(m)
+            referenced |= live | {object_rel(m["files"][rel]["sha256"]) for rel in live}
+        doomed = [p for top in [*tops, *([objects] if objects else [])] for p in _regular_files(top)
+                  if p.relative_to(kg).as_posix() not in referenced]
         doomed_sparql = _unreferenced_sparql(kg, kept_manifests)
         dropped = [p for v, p in sorted(snaps.items()) if v not in kept_versions]
         freed = sum(p.stat().st_size for p in doomed) + sum(_tree_bytes(p) for p in doomed_sparql)
@@ -160,11 +119,12 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
                 p.unlink(missing_ok=True)
             for p in doomed_sparql:
                 atomic._remove(str(p))  # a database folder: rmtree, which never follows links
-            for top in tops:  # empty directories left behind, deepest first
+            for top in [*tops, *([objects] if objects else [])]:  # empty directories left behind, deepest first
                 _remove_empty_dirs(top)
             if cache_dir is not None:
                 shutil.rmtree(cache_dir)  # rmtree does not follow symlinks inside
-    return {"kg_version": current, "kept_versions": kept_versions, "files_deleted": len(doomed),
+    return {"kg_version": current, "kept_versions": kept_versions, "pinned_versions": pinned,
+            "files_deleted": len(doomed),
             "sparql_stores_deleted": len([p for p in doomed_sparql if not p.name.endswith(".json")]),
             "snapshots_deleted": len(dropped), "bytes_freed": freed + cache_bytes, "dry_run": dry_run,
             "files": sorted(p.relative_to(kg).as_posix() for p in doomed)[:50],

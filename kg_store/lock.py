@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from kg_store.errors import KGStoreError, LockedError
+from kg_store.layout import check_new_store_dir
 from kg_store.safe_io import file_kind
 
 #: the holder line is written over the start of the file, padded, never truncated
@@ -97,6 +98,5 @@ class RunLock(StoreLock):
     name = ".run.lock"
 
     def acquire(self) -> "RunLock":
-        from kg_store.store import check_new_store_dir  # store imports this module
         check_new_store_dir(self.path.parent)
         return super().acquire()

@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -79,7 +80,7 @@ MAX_REMOTE_MANIFEST_BYTES = 32 << 20
 #: an object's sha256 as the manifest must record it (it becomes a file name in the object cache)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: working-copy folders that are local state, never committed: a remote manifest may not name them
-LOCAL_ONLY = ("cache", "work")
+LOCAL_ONLY = ("cache", "work", "objects", "pins")
 _STREAM = 1 << 20
 #: install hint per scheme (s3 is pinned in requirements.txt; the others are the user's choice)
 _INSTALL = {"s3": "pip install -r requirements.txt (s3fs, boto3)", "s3a": "pip install -r requirements.txt (s3fs, boto3)",
@@ -406,7 +407,7 @@ class WorkingCopy:
         every file the manifest lists is downloaded afresh into the object cache (repairing a
         damaged cached copy) and a bad remote object is reported, not raised: it is left out.
         """
-        from kg_store.gc import live_files
+        from kg_store.versions import live_files
         self.base = self.remote.read_manifest()
         local_manifest = self.path / mf.MANIFEST
         if self.base is None:
@@ -558,6 +559,80 @@ def open_working_copy(url: str, *, cache_dir: str | os.PathLike | None = None, s
             wc.publish()
 
 
+class RemoteSession:
+    """The object-store KGs and sources one command (or one writer) uses: each `--kg URL` opens
+    its working copy once (lock, sync), every store opened or written under that URL works on it,
+    and what was committed is published when the session ends. `held` collects what the command
+    printed once a working copy was opened (`hold_stdout`): a command that loses the publish race
+    printed no success summary."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, *, hold_stdout: bool = False):
+        self.cache_dir = cache_dir
+        self.hold_stdout = hold_stdout
+        self.held = io.StringIO()
+        self.copies: dict[str, WorkingCopy] = {}
+        #: downloaded source folders → their URLs (provenance in every published manifest)
+        self.sources: dict[str, str] = {}
+        self._stack = contextlib.ExitStack()
+
+    def working_copy(self, url: str, *, verify: bool = False) -> WorkingCopy:
+        key = url.rstrip("/")
+        if key not in self.copies:
+            if self.copies:
+                raise ConfigError(f"one object-store KG per command: {next(iter(self.copies))} and {url}")
+            if self.hold_stdout:  # entered first, left last: after the publish
+                self._stack.enter_context(contextlib.redirect_stdout(self.held))
+            wc = self._stack.enter_context(open_working_copy(url, cache_dir=self.cache_dir, verify=verify))
+            wc.sources = self.sources
+            self.copies[key] = wc
+        return self.copies[key]
+
+    def source(self, url: str) -> str:
+        """The local download of an ingest source (`fetch_source`), its URL kept for provenance."""
+        local = fetch_local_source(url, self.cache_dir)
+        self.sources[local] = url.rstrip("/")
+        return local
+
+
+_SESSIONS: list[RemoteSession] = []
+
+
+@contextlib.contextmanager
+def session(cache_dir: str | os.PathLike | None = None, *, hold_stdout: bool = False) -> Iterator[RemoteSession]:
+    """Open a `RemoteSession` (or join the one already open: the outer one publishes)."""
+    if _SESSIONS:
+        yield _SESSIONS[-1]
+        return
+    s = RemoteSession(cache_dir, hold_stdout=hold_stdout)
+    _SESSIONS.append(s)
+    try:
+        with s._stack:
+            yield s
+    finally:
+        _SESSIONS.remove(s)
+
+
+def current_session() -> RemoteSession | None:
+    return _SESSIONS[-1] if _SESSIONS else None
+
+
+def resolve_kg(root: str | os.PathLike, *, create: bool = True, verify: bool = False) -> Path:
+    """The local folder of a KG: a path as it is; an object-store URL → the working copy of the
+    open session (read-only readers outside a session get a synced copy, `open_remote_store`).
+    `create=False`: a URL with no store there is an error naming the URL."""
+    if not is_url(root):
+        return Path(root)
+    url = str(root)
+    s = current_session()
+    if s is None:
+        return open_remote_store(url).root
+    wc = s.working_copy(url, verify=verify)
+    if wc.base is None and not create:
+        raise KGStoreError(f"{wc.remote.url} is not a KG store (no manifest.json there); "
+                           "create one with `mmkg ingest --kg URL`")
+    return wc.path
+
+
 def open_remote_store(url: str, *, cache_dir: str | os.PathLike | None = None):
     """A read-only `KGStore` of the committed version of `url` (synced into the working copy)."""
     from kg_store.store import KGStore
@@ -568,5 +643,6 @@ def open_remote_store(url: str, *, cache_dir: str | os.PathLike | None = None):
     return KGStore(wc.path)
 
 
-__all__ = ["RemoteConflictError", "RemoteStore", "WorkingCopy", "default_cache_dir", "fetch_local_source",
-           "fetch_source", "is_url", "open_remote_store", "open_working_copy"]
+__all__ = ["RemoteConflictError", "RemoteSession", "RemoteStore", "WorkingCopy", "current_session",
+           "default_cache_dir", "fetch_local_source", "fetch_source", "is_url", "open_remote_store",
+           "open_working_copy", "resolve_kg", "session"]

@@ -1,4 +1,9 @@
-"""Subgraph shard format: `subgraphs/<dataset>/<split>/<key>/part-NNNNN.parquet + meta.json + _SUCCESS`.
+"""Subgraph shard format: `subgraphs/<dataset>/<split>/<key>/` = `parts/part-NNNNN.parquet` + `meta.json`,
+the reports (`quality.json`, `rejects.json` …) + `_SUCCESS`.
+
+The Parquet parts sit alone in `parts/`, so `pandas.read_parquet(<key>/parts)`, `pyarrow.dataset`
+and Hugging Face `datasets` read that folder as it is (JSON among the parts broke them, issue 29);
+shard sets written before that have their parts beside `meta.json`, and `part_files` reads both.
 
 pyarrow/numpy only, so that readers (the model, notebooks, analysts) need neither torch nor
 the encoders. A shard directory exists for readers only once `_SUCCESS` is there: it is
@@ -19,6 +24,8 @@ from kg_store.errors import KGStoreError
 
 SUCCESS = "_SUCCESS"
 META = "meta.json"
+#: the sub-folder of a shard set that holds its Parquet parts and nothing else
+PARTS = "parts"
 SHARD_FORMAT = 1
 
 _ids = pa.list_(pa.int64())
@@ -48,9 +55,15 @@ def is_complete(directory: str | Path) -> bool:
     return (Path(directory) / SUCCESS).exists()
 
 
+def parts_dir(directory: str | Path) -> Path:
+    """The folder of a shard set's Parquet parts (the set itself for sets written before `parts/`)."""
+    directory = Path(directory)
+    return directory / PARTS if (directory / PARTS).is_dir() else directory
+
+
 def part_files(directory: str | Path) -> list[Path]:
     """Part files in write order (zero-padded names sort by number)."""
-    return sorted(Path(directory).glob("part-*.parquet"))
+    return sorted(parts_dir(directory).glob("part-*.parquet"))
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
@@ -102,7 +115,9 @@ class ShardWriter:
         self.rows_per_part = rows_per_part
         self._ctx = atomic.atomic_path(self.directory)
         self.staging = self._ctx.__enter__()
-        self.staging.mkdir(parents=True)
+        #: where the part files go (executors that write parts write them here)
+        self.parts = self.staging / PARTS
+        self.parts.mkdir(parents=True)
         self.num_parts = 0
         self.num_rows = 0
         self._closed = False
@@ -112,12 +127,12 @@ class ShardWriter:
             chunk = table.slice(start, self.rows_per_part)
             if chunk.num_rows == 0 and self.num_parts > 0:
                 break
-            pq.write_table(chunk, self.staging / f"part-{self.num_parts:05d}.parquet", compression="zstd")
+            pq.write_table(chunk, self.parts / f"part-{self.num_parts:05d}.parquet", compression="zstd")
             self.num_parts += 1
             self.num_rows += chunk.num_rows
 
     def adopt_parts(self, written: list[tuple[str, int]]) -> None:
-        """Take part files that others (Spark executors) wrote into `staging` as this set's parts:
+        """Take part files that others (Spark executors) wrote into `parts` as this set's parts:
         `written` is (file name, rows) in row order, as the successful tasks reported them. They
         are renamed `part-NNNNN.parquet` in that order; anything else there (a failed or
         speculative task attempt's file, temp litter) is removed, so only reported rows publish."""
@@ -129,22 +144,22 @@ class ShardWriter:
             raise KGStoreError(f"cannot adopt part files {names[:5]} into {self.directory}")
         for name, rows in written:
             try:
-                have = pq.ParquetFile(self.staging / name).metadata.num_rows
+                have = pq.ParquetFile(self.parts / name).metadata.num_rows
             except (pa.ArrowInvalid, OSError) as e:
-                raise CorruptFileError(self.staging / name, f"unreadable Parquet part ({e})") from None
+                raise CorruptFileError(self.parts / name, f"unreadable Parquet part ({e})") from None
             if have != rows:
-                raise CorruptFileError(self.staging / name, f"{have} rows, the task reported {rows}")
-        for entry in os.listdir(self.staging):
+                raise CorruptFileError(self.parts / name, f"{have} rows, the task reported {rows}")
+        for entry in os.listdir(self.parts):
             if entry not in names:
-                p = self.staging / entry
+                p = self.parts / entry
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         for i, name in enumerate(names):  # never named part-…, so no rename overwrites another part
-            os.replace(self.staging / name, self.staging / f"part-{i:05d}.parquet")
+            os.replace(self.parts / name, self.parts / f"part-{i:05d}.parquet")
         self.num_parts = len(names)
         self.num_rows = sum(rows for _, rows in written)
 
     def add_file(self, name: str, obj: Any) -> None:
-        """A JSON side file (reports) that belongs to the shard set."""
+        """A JSON side file (reports) that belongs to the shard set, beside `parts/`."""
         (self.staging / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
     def close(self, meta: dict[str, Any]) -> Path:

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kg_store import atomic, graph, manifest as mf, schema
-from kg_store.errors import ConfigError, CorruptFileError, KGStoreError, NotAStoreError
+from kg_store import atomic, graph, manifest as mf, schema, versions
+from kg_store.errors import ConfigError, CorruptFileError, KGStoreError
 from kg_store.hashing import config_hash, sha256_file, sha256_fileobj
+from kg_store.layout import check_new_store_dir
 from kg_store.lock import StoreLock
 from kg_store.safe_io import UnsafeFileError, check_regular, open_regular
 
@@ -30,7 +31,7 @@ class KGStore:
     """Read-only view of the last committed version of a KG directory."""
 
     def __init__(self, root: str | Path, manifest: dict[str, Any] | None = None):
-        self.root = Path(root)
+        self.root = _local_root(root)
         self.manifest = manifest if manifest is not None else mf.read_manifest(self.root)
 
     # ---- identity -------------------------------------------------------------------------
@@ -177,9 +178,47 @@ class KGStore:
             self.checked_path(f"{gdir}/{name}.npy")
         return graph.load_csr(self.root / gdir)
 
+    # ---- the manifest, read through methods (callers never index `manifest[...]`) -------------
+    @property
+    def graph_rel(self) -> str | None:
+        """The committed graph folder (`graph/v000003`), None before the first ingest."""
+        return self.manifest.get("graph")
+
+    def has_file(self, rel: str) -> bool:
+        """Whether `rel` is a committed file of this version."""
+        return rel in self.manifest["files"]
+
+    def file_sha(self, rel: str | None) -> str | None:
+        """The committed sha256 of a file, None when it is not committed (or `rel` is None)."""
+        info = self.manifest["files"].get(rel) if rel else None
+        return info["sha256"] if info else None
+
+    def files(self, prefix: str | None = None) -> list[str]:
+        """Committed files, sorted; with `prefix`, those inside that folder (`vectors/minilm`)."""
+        if prefix is None:
+            return sorted(self.manifest["files"])
+        base = prefix.rstrip("/") + "/"
+        return sorted(f for f in self.manifest["files"] if f.startswith(base))
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        """Every ingested input (source, format, files, counts), a copy."""
+        return copy.deepcopy(self.manifest["inputs"])
+
     # ---- artifacts of later stages --------------------------------------------------------
     def artifact(self, name: str) -> dict[str, Any] | None:
         return self.manifest["artifacts"].get(name)
+
+    def artifact_meta(self, name: str) -> dict[str, Any] | None:
+        """A copy of an artifact's meta (None when absent)."""
+        meta = self.manifest["artifacts"].get(name)
+        return copy.deepcopy(meta) if meta is not None else None
+
+    def artifacts(self, prefix: str | tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """Artifact name → meta (copies), sorted by name; with `prefix`, names starting with it
+        (`"subgraphs/"`, or a tuple of prefixes)."""
+        return {k: copy.deepcopy(v) for k, v in sorted(self.manifest["artifacts"].items())
+                if prefix is None or k.startswith(prefix)}
 
     def stats(self) -> dict[str, Any]:
         ingest = [s for s in self.manifest["stages"] if s.get("stage") == "ingest"]
@@ -203,34 +242,30 @@ class KGStore:
         return StoreWriter(root, wait=wait, create=create, force=force)
 
 
-#: what a directory may hold and still be taken for a new (or half-created) store
-_STORE_ENTRIES = frozenset({mf.MANIFEST, ".lock", ".run.lock", *atomic.STORE_DIRS})
+def _is_url(root: str | Path) -> bool:
+    return "://" in str(root) and __import__("kg_store.remote").remote.is_url(root)
 
 
-def check_new_store_dir(root: str | Path) -> None:
-    """Refuse to create a store in a directory that holds anything a store does not (issue 17).
-
-    Writers clean up their own temp files on start, so creating a store inside someone's
-    home or data folder must not even begin: NotAStoreError (exit 2) unless `--force`.
-    """
-    root = Path(root)
-    if (root / mf.MANIFEST).exists() or (root / mf.MANIFEST).is_symlink() or not root.exists():
-        return
-    if not root.is_dir():
-        raise NotAStoreError(f"{root} is not a directory")
-    foreign = sorted(n for n in os.listdir(root) if n not in _STORE_ENTRIES and not atomic.TMP_NAME.fullmatch(n))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f", … ({len(foreign)} entries)" if len(foreign) > 5 else "")
-        raise NotAStoreError(f"{root} is not empty and is not a KG store (it holds {shown}); "
-                             "give a new or empty directory, or `mmkg ingest --force` to create the store there anyway")
+def _local_root(root: str | Path) -> Path:
+    """A KG folder; an object-store URL (`s3://bucket/kg`) is read through its working copy
+    (kg_store.remote: synced to the committed version, or the open session's copy)."""
+    if _is_url(root):
+        from kg_store.remote import resolve_kg
+        return resolve_kg(root, create=False)
+    return Path(root)
 
 
 class StoreWriter:
-    """A write transaction: lock, stage files, then `commit()` publishes them atomically."""
+    """A write transaction: lock, stage files, then `commit()` publishes them atomically.
+
+    On an object-store URL the transaction runs on the working copy of the open remote session
+    (or its own session, published when the writer exits)."""
 
     def __init__(self, root: str | Path, *, wait: float = 0.0, create: bool = True, force: bool = False):
-        self.root = Path(root)
-        self._lock = StoreLock(self.root, wait=wait)
+        self._url = str(root) if _is_url(root) else None
+        self._session = None
+        self.root = Path(root) if self._url is None else Path()
+        self._wait = wait
         self._create = create
         self._force = force
         self.manifest: dict[str, Any] = {}
@@ -238,6 +273,22 @@ class StoreWriter:
         self.committed = False
 
     def __enter__(self) -> "StoreWriter":
+        if self._url is not None:
+            from kg_store import remote
+            self._session = remote.session()
+            self._session.__enter__()
+        try:
+            if self._url is not None:
+                self.root = remote.resolve_kg(self._url, create=self._create)
+            return self._enter_local()
+        except BaseException as e:
+            if self._session is not None:
+                session, self._session = self._session, None
+                session.__exit__(type(e), e, e.__traceback__)
+            raise
+
+    def _enter_local(self) -> "StoreWriter":
+        self._lock = StoreLock(self.root, wait=self._wait)
         if self._create and not self._force:
             check_new_store_dir(self.root)  # before the lock file or any cleanup touches it
         self.root.mkdir(parents=True, exist_ok=True)
@@ -250,6 +301,8 @@ class StoreWriter:
             else:
                 raise KGStoreError(f"{self.root} is not a KG store")
             atomic.cleanup_temp(self.root)
+            # derived files the new version may replace in place stay restorable (versions.py)
+            versions.preserve_files(self.root, self.manifest)
         except BaseException:
             self._lock.release()
             raise
@@ -258,6 +311,9 @@ class StoreWriter:
 
     def __exit__(self, *exc) -> None:
         self._lock.release()
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.__exit__(*exc)  # publishes when this writer opened the session
 
     @property
     def store(self) -> KGStore:
@@ -320,12 +376,38 @@ class StoreWriter:
         for name in graph.ARRAYS:
             self.register_file(f"{rel}/{name}.npy")
         self.manifest["graph"] = rel
+        for name in [n for n, m in self.manifest["artifacts"].items()
+                     if isinstance(m, dict) and m.get("graph") not in (None, rel)]:
+            self.drop(name)  # fitted on the previous graph (set_artifact(graph_bound=True))
+            for f in [f for f in self.manifest["files"] if f.startswith(name + ".")]:
+                del self.manifest["files"][f]
         return rel
 
-    def set_artifact(self, name: str, meta: dict[str, Any], files: Iterable[str] = ()) -> None:
+    def set_artifact(self, name: str, meta: dict[str, Any], files: Iterable[str] = (), *,
+                     graph_bound: bool = False) -> None:
+        """Register `files` and record `meta` as artifact `name`. `graph_bound`: the artifact is
+        derived from the current graph only (a path prior); a version with a new graph drops it,
+        so gc reclaims it once no kept version has that graph."""
         for rel in files:
             self.register_file(rel)
+        if graph_bound:
+            meta = {**meta, "graph": self.manifest.get("graph")}
         self.manifest["artifacts"][name] = meta
+
+    def drop(self, prefix: str) -> list[str]:
+        """Unregister every file inside folder `prefix` and every artifact named `prefix` or below
+        it (a replaced shard set); the files stay on disk for older versions until gc."""
+        base = prefix.rstrip("/")
+        gone = [f for f in self.manifest["files"] if f.startswith(base + "/")]
+        for f in gone:
+            del self.manifest["files"][f]
+        for name in [a for a in self.manifest["artifacts"] if a == base or a.startswith(base + "/")]:
+            del self.manifest["artifacts"][name]
+        return sorted(gone)
+
+    def add_inputs(self, inputs: Iterable[dict[str, Any]]) -> None:
+        """Record ingested inputs (source, format, files, counts) in the new version."""
+        self.manifest["inputs"].extend(inputs)
 
     def record_stage(self, stage: str, *, config: dict[str, Any], counts: dict[str, Any] | None = None,
                      inputs: dict[str, str] | None = None, outputs: list[str] | None = None,
@@ -343,9 +425,13 @@ class StoreWriter:
         if bump_version:
             self.manifest["kg_version"] = self.new_version
         mf.write_manifest(self.root, self.manifest)
+        versions.write_snapshot(self.root, self.manifest)  # every committed version has its snapshot
         self.committed = True
         return KGStore(self.root, copy.deepcopy(self.manifest))
 
 
 def open_store(root: str | Path) -> KGStore:
     return KGStore(root)
+
+
+__all__ = ["KGStore", "StoreWriter", "check_new_store_dir", "open_store"]

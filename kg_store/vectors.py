@@ -32,7 +32,7 @@ def vector_meta(store, encoder: str) -> dict[str, Any]:
     slug = encoder_slug(encoder)
     meta = store.artifact(vectors_dir(slug))
     if meta is None:
-        have = sorted(k.split("/", 1)[1] for k in store.manifest["artifacts"] if k.startswith("vectors/"))
+        have = [k.split("/", 1)[1] for k in store.artifacts("vectors/")]
         raise KGStoreError(f"{store.root} has no vectors for encoder {encoder!r}; run `mmkg embed --encoder "
                            f"{encoder}` (vectors present: {', '.join(have) or 'none'})")
     return meta

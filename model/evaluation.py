@@ -13,38 +13,30 @@ run continues it. The metrics always cover every query in the file for this eval
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from kg_store import atomic, open_store
-from kg_store.errors import ConfigError, KGStoreError
+from kg_store.hashing import Fingerprint
+from kg_store.errors import ConfigError
 from model import checkpoint as ckpt
 from model.base import MultimodalKGModel, model_registry, resolve_model
 from model.batching import Collator
 from model.data import build_task_dataset, resolve_shard_dirs
 from model.kg_text import KGText
-from model.metrics import TIE_RULES, rank_of_gold, ranking_metrics, scienceqa_accuracy
+from model.metrics import TIE_RULES
+from model.scoring import read_candidates  # noqa: F401  (re-exported: benchmarks and tests import it here)
+from model.tasks import task_registry
 from model.runtime import init_runtime
 
 logger = logging.getLogger(__name__)
-
-MARS_CANDIDATES = "markg/MARS/analogy_entities.txt"
-
-
-def read_candidates(path: str | Path) -> list[str]:
-    keys = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    if not keys:
-        raise KGStoreError(f"no candidate entities in {path}")
-    return keys
-
 
 def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, model: str = "mrmkg",
              model_kwargs: Mapping[str, Any] | None = None, predictions: str | None = None,
@@ -52,8 +44,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
              device: str = "auto", amp: str = "auto", chunk_size: int = 256, ties: str = "optimistic",
              task_kwargs: Mapping[str, Any] | None = None, net: MultimodalKGModel | None = None,
              query_ids: Sequence[str] | None = None, resume: bool = True, budget_minutes: float | None = None,
-             candidate_scores: bool = False, seed: int = 0, shortlist: Mapping[str, Any] | None = None
-             ) -> dict[str, Any]:
+             candidate_scores: bool = False, seed: int = 0, shortlist: Mapping[str, Any] | None = None,
+             progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Score a trained checkpoint (or `net`, or an untrained `model`) on a task's shards.
 
     MARS: every query ranks the gold entity among all `candidates` (one QID a line, default the
@@ -67,9 +59,11 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     `shortlist` (MARS) = {"ranker": NAME, "k": K, "train": TRAIN_JSON, "folds": 5}: the model scores
     only the top-K candidates of that no-LLM ranker (`model.rankers`); they rank above the rest,
     which keep the ranker's order (each record says whether the gold was in the shortlist).
+    `progress(done, total, seconds per query of this run)` is called after each scored query.
     """
-    if task not in ("mars", "scienceqa"):
-        raise KGStoreError(f"evaluate supports the tasks mars and scienceqa, not {task!r}")
+    scorer_of = {name: cls.scorer for name, cls in task_registry.items() if getattr(cls, "scorer", None)}
+    if task not in scorer_of:
+        raise ConfigError(f"evaluate supports the tasks {', '.join(scorer_of)}, not {task!r}")
     if ties not in TIE_RULES:
         raise ConfigError(f"ties must be one of {TIE_RULES}, not {ties!r}")
     if checkpoint is None and net is None:
@@ -89,13 +83,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
             net = resolve_model(model, **kwargs)
     net = net.to(rt.device).eval()
     collate = Collator.for_model(net, kg_text=kg_text)
-    cand_keys = cand_labels = None
-    if task == "mars":
-        if candidates is None:
-            raise KGStoreError("MARS evaluation needs `candidates` (markg/MARS/analogy_entities.txt)")
-        cand_keys = read_candidates(candidates)
-        cand_labels = [kg_text.entity_by_key(k) for k in cand_keys]
-    short = _Shortlist(kg, cand_keys, shortlist) if shortlist and task == "mars" else None
+    scorer = scorer_of[task](task=task_registry.get(task).name, kg=kg, kg_text=kg_text, candidates=candidates,
+                             shortlist=shortlist, ties=ties, candidate_scores=candidate_scores)
     records: list[dict[str, Any]] = []
     out = None
     if predictions:
@@ -104,7 +93,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
                                    candidates=candidates, limit=limit, max_triples=max_triples,
                                    query_ids=sorted(query_ids) if query_ids is not None else None,
                                    candidate_scores=candidate_scores, seed=seed,
-                                   shortlist=short.fingerprint if short else None)
+                                   shortlist=scorer.fingerprint)
         records = _open_predictions(Path(predictions), fingerprint, resume=resume)
         out = Path(predictions).open("a")
     ids = [ex.query_id for _, ex in _items(dataset)]
@@ -129,11 +118,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
             batch = collate([dataset[i]]).to(rt.device)
             ex = batch.examples[0]
             with torch.no_grad(), rt.autocast():
-                if task == "mars":
-                    rec = _score_mars(net, batch, ex, cand_keys, cand_labels, chunk_size=chunk_size, ties=ties,
-                                      with_scores=candidate_scores, shortlist=short)
-                else:
-                    rec = _score_scienceqa(net, batch, ex)
+                rec = scorer.score(net, batch, ex, chunk_size=chunk_size)
             rec["triples"] = [list(t) for t in batch.triples[0]]
             records.append(rec)
             n_new += 1
@@ -141,22 +126,16 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
                 out.write(json.dumps(rec, default=_json_default) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
+            if progress is not None:
+                progress(len(records), len(dataset), (time.monotonic() - t0) / n_new)
             if n_new % 10 == 0:
                 logger.info("evaluated %d/%d (%.2f s/query)", len(records), len(dataset),
                             (time.monotonic() - t0) / n_new)
     finally:
         if out is not None:
             out.close()
-    if task == "mars":
-        # a resumed run may have been started under other `ties`: every record has all three ranks
-        metrics = ranking_metrics(r.get(f"rank_{ties}", r["rank"]) for r in records)
-        metrics["mrr_by_ties"] = {rule: ranking_metrics(r.get(f"rank_{rule}", r["rank"]) for r in records)["mrr"]
-                                  for rule in TIE_RULES}
-        if short is not None:
-            metrics[f"recall@{short.k}"] = float(np.mean([r["in_shortlist"] for r in records])) if records else None
-    else:
-        metrics = scienceqa_accuracy(records)
-    metrics.update(task=task, queries=len(records), ties=ties if task == "mars" else None,
+    metrics = scorer.metrics(records)
+    metrics.update(task=task, queries=len(records),
                    seconds=round(time.monotonic() - t0, 2), new_queries=n_new, complete=complete,
                    remaining=len(dataset) - len(records))
     return metrics
@@ -171,16 +150,12 @@ def _items(dataset) -> list:
 
 def _fingerprint(*, net, **parts: Any) -> str:
     """What decides the predictions: model config and trainable weights, data, candidates, selection."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"model": type(net).__name__, "config": getattr(net, "config", None)}, sort_keys=True,
-                        default=str).encode())
+    h = Fingerprint().json({"model": type(net).__name__, "config": getattr(net, "config", None)})
     for name, value in sorted(net.trainable_state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+        h.bytes(name.encode()).bytes(value.detach().float().cpu().contiguous().numpy().tobytes())
     if parts.get("candidates"):
-        h.update(Path(parts["candidates"]).read_bytes())
-    h.update(json.dumps(parts, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+        h.bytes(Path(parts["candidates"]).read_bytes())
+    return h.json(parts).hexdigest()
 
 
 def _open_predictions(path: Path, fingerprint: str, *, resume: bool) -> list[dict[str, Any]]:
@@ -219,79 +194,3 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-class _Shortlist:
-    """The top-K candidates of a no-LLM ranker for each query (`evaluate(shortlist=...)`)."""
-
-    def __init__(self, kg: str, cand_keys: list[str], spec: Mapping[str, Any]):
-        from kg_store.hashing import sha256_file
-        from model.rankers import MarsContext, resolve_ranker
-        if set(spec) - {"ranker", "k", "train", "folds"} or "train" not in spec:
-            raise ConfigError(f"shortlist takes ranker, k, train (the train split file) and folds; got {dict(spec)}")
-        self.k, self.name = int(spec.get("k", 50)), str(spec.get("ranker", "memory>kg_prior"))
-        folds = int(spec.get("folds", 5))
-        self.ranker = resolve_ranker(self.name)
-        self.ctx = MarsContext.build(kg, cand_keys, spec["train"], folds=folds)
-        self.fingerprint = {"ranker": self.name, "k": self.k, "folds": folds, "prior": self.ctx.prior_key,
-                            "train": sha256_file(spec["train"])}
-
-    def scores(self, ex) -> np.ndarray:
-        # the query's own row only (question, example pair): never its answer
-        return self.ranker(self.ctx, self.ctx.query({"question": ex.meta["question"], "example": ex.meta["example"]}))
-
-
-def _score_mars(net, batch, ex, cand_keys: list[str], cand_labels: list[str], *, chunk_size: int,
-                ties: str, with_scores: bool = False, shortlist: _Shortlist | None = None) -> dict[str, Any]:
-    if shortlist is not None:
-        return _score_mars_shortlist(net, batch, ex, cand_keys, cand_labels, shortlist, chunk_size=chunk_size,
-                                     ties=ties)
-    gold_in = ex.gold_key in cand_keys
-    labels = cand_labels if gold_in else [*cand_labels, ex.target]
-    scores = net.score_candidates(batch, labels, chunk_size=chunk_size).cpu().float().numpy()
-    gold_score = float(scores[cand_keys.index(ex.gold_key)] if gold_in else scores[-1])
-    cand_scores = scores[:len(cand_keys)]
-    # unfiltered: the gold is ranked against every candidate, other correct answers included
-    by_rule = {rule: rank_of_gold(cand_scores, gold_score, gold_in_candidates=gold_in, ties=rule)
-               for rule in TIE_RULES}
-    top = np.argsort(-cand_scores, kind="stable")[:10]
-    prompt_text = getattr(net, "prompt_text", None)
-    rec = {"query_id": ex.query_id, "task": "mars", "prompt": prompt_text(ex) if prompt_text else ex.prompt,
-           "gold": ex.gold_key, "gold_label": ex.target, "gold_in_candidates": gold_in, "gold_score": gold_score,
-           "rank": by_rule[ties], **{f"rank_{rule}": r for rule, r in by_rule.items()},
-           "top10": [{"key": cand_keys[j], "label": cand_labels[j], "score": float(cand_scores[j])} for j in top],
-           "mode": ex.meta.get("mode")}
-    if with_scores:  # candidate order = the candidates file (the gold's own score is gold_score)
-        rec["scores"] = [round(float(x), 4) for x in cand_scores]
-    return rec
-
-
-def _score_mars_shortlist(net, batch, ex, cand_keys: list[str], cand_labels: list[str], short: _Shortlist, *,
-                          chunk_size: int, ties: str) -> dict[str, Any]:
-    """The model ranks the ranker's top-K; the others follow in the ranker's order."""
-    from model.rankers import top_positions
-    base = short.scores(ex)
-    top = top_positions(base, short.k)
-    llm = net.score_candidates(batch, [cand_labels[j] for j in top], chunk_size=chunk_size).cpu().float().numpy()
-    gold = cand_keys.index(ex.gold_key) if ex.gold_key in cand_keys else -1
-    in_short = gold >= 0 and bool(np.isin(gold, top))
-    if in_short:
-        g = float(llm[int(np.flatnonzero(top == gold)[0])])
-        by_rule = {rule: rank_of_gold(llm, g, ties=rule) for rule in TIE_RULES}
-    else:
-        rest = np.setdiff1d(np.arange(len(base)), top)
-        g = float(base[gold]) if gold >= 0 else -np.inf
-        by_rule = {rule: len(top) + rank_of_gold(base[rest], g, gold_in_candidates=gold >= 0, ties=rule)
-                   for rule in TIE_RULES}
-    best = top[np.argsort(-llm, kind="stable")[:10]]
-    prompt_text = getattr(net, "prompt_text", None)
-    return {"query_id": ex.query_id, "task": "mars", "prompt": prompt_text(ex) if prompt_text else ex.prompt,
-            "gold": ex.gold_key, "gold_label": ex.target, "gold_in_candidates": gold >= 0, "in_shortlist": in_short,
-            "shortlist": {"ranker": short.name, "k": short.k}, "rank": by_rule[ties],
-            **{f"rank_{rule}": r for rule, r in by_rule.items()},
-            "top10": [{"key": cand_keys[j], "label": cand_labels[j]} for j in best], "mode": ex.meta.get("mode")}
-
-
-def _score_scienceqa(net, batch, ex) -> dict[str, Any]:
-    scores = net.score_candidates(batch, ex.choices).cpu().numpy()
-    pred = int(np.argmax(scores))
-    return {"query_id": ex.query_id, "task": "scienceqa", "prediction": pred, "answer": ex.answer_index,
-            "correct": pred == ex.answer_index, "scores": [float(s) for s in scores], **ex.meta}

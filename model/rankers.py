@@ -71,6 +71,7 @@ class MarsContext:
         self.reranker: Any = None
         self.reranker_k: int | None = None
         self.vectors: Any = None
+        self.kge: Any = None  # a model.kge.KGEmbedding of the store (the reranker's KG-embedding features)
 
     @classmethod
     def build(cls, kg: str | Path, candidates: Sequence[str], train_file: str | Path, *, folds: int = 5,

@@ -12,7 +12,9 @@ Feature groups (each can be left out for the ablation):
 * memory — (question, candidate) and (candidate, question) train-pair counts, answer popularity,
   how often the example pair and the question occur in train;
 * embedding — cosine of question and candidate and the analogy offset (candidate · (question +
-  example tail − example head)) in the store's entity vectors (MiniLM of labels), when present.
+  example tail − example head)) in the store's entity vectors (MiniLM of labels), when present;
+* kge — a TransE embedding of the KG's triples (`model.kge`): the analogy score −‖q + (t − h) − c‖
+  of the example pair (h, t) and the best link score between question and candidate over relations.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "kg": ("prior", "best_path", "paths", "hops", "analogy_type", "prior_rank"),
     "memory": ("memory", "memory_reverse", "popularity", "example_seen", "question_seen", "base_rank"),
     "embedding": ("cos_question", "cos_analogy"),
+    "kge": ("kge_analogy", "kge_link"),
 }
 GROUPS = tuple(FEATURES)
 #: candidates the model reranks (the base ranker's top K); the rest keep the base order below them
@@ -36,6 +39,12 @@ DEFAULT_K = 200
 
 def feature_names(groups: Sequence[str] = GROUPS) -> list[str]:
     return [f for g in GROUPS if g in groups for f in FEATURES[g]]
+
+
+def available_groups(vectors: "EntityVectors | None", kge: Any) -> list[str]:
+    """The feature groups a store can feed: label embeddings need its entity vectors, kge a KG embedding."""
+    return [g for g in GROUPS if (g != "embedding" or (vectors is not None and vectors.ok))
+            and (g != "kge" or kge is not None)]
 
 
 class EntityVectors:
@@ -123,7 +132,16 @@ def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndar
         np.add.at(analogy, which, np.isin(paths.ptype[hit], ex_types).astype(float))
     out.update(best_path=best, paths=n_paths, hops=hops, analogy_type=analogy)
     out["cos_question"], out["cos_analogy"] = parts["cos_question"][cands], parts["cos_analogy"][cands]
+    out["kge_analogy"], out["kge_link"] = kge_features(ctx, q, cand_ids)
     return out
+
+
+def kge_features(ctx: MarsContext, q: MarsQuery, cand_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The KG embedding's analogy and link scores of each candidate id (zeros without `ctx.kge`)."""
+    if ctx.kge is None:
+        return np.zeros(len(cand_ids)), np.zeros(len(cand_ids))
+    qid, eh, et = ctx.store.entity_ids([q.question, *q.example]).tolist()
+    return ctx.kge.analogy_scores(qid, eh, et, cand_ids), ctx.kge.link_scores(qid, cand_ids)
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -199,6 +217,29 @@ def featurize(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: b
     return out
 
 
+def training_set(ctx: MarsContext, kg: str | Path, mars_dir: str | Path, train_rows: Sequence[dict[str, Any]], *,
+                 target_seen_share: float, k: int = DEFAULT_K, vectors: EntityVectors | None = None, seed: int = 0,
+                 progress: bool = False) -> tuple[Featurized, dict[str, Any]]:
+    """The reranker's training rows, featurised out of fold, and how they were mixed.
+
+    Out of fold by row, a train row's (question, answer) pair is nearly always counted in the other
+    folds (MARS train repeats 779 pairs over 10,641 rows); out of fold by pair it never is, as for an
+    unseen test pair. The set is every row by pair folds plus a seeded sample of rows by row folds,
+    so that its share of seen pairs is `target_seen_share` (the validation split's)."""
+    by_row = featurize(ctx, train_rows, train_rows=True, k=k, vectors=vectors, progress=progress)
+    ctx_pair = MarsContext.from_files(kg, mars_dir, folds=ctx.folds, group="pair")
+    ctx_pair.kge = ctx.kge
+    by_pair = featurize(ctx_pair, train_rows, train_rows=True, k=k, vectors=vectors, progress=progress)
+    s_pair, s_row = float(np.mean(by_pair.seen)), float(np.mean(by_row.seen))
+    target = target_seen_share
+    extra = 0 if target <= s_pair else int(len(train_rows) * (target - s_pair) / max(s_row - target, 1e-9))
+    pick = np.sort(np.random.default_rng(seed).choice(len(train_rows), min(extra, len(train_rows)), replace=False))
+    train = Featurized.concat([by_pair, by_row.select(pick.tolist())])
+    mixture = {"pair_rows": len(train_rows), "row_rows": int(len(pick)), "seen_share": float(np.mean(train.seen)),
+               "dev_seen_share": target, "seen_share_by_pair": s_pair, "seen_share_by_row": s_row}
+    return train, mixture
+
+
 def _columns(f: Featurized, names: Sequence[str]) -> np.ndarray:
     return f.x[:, [f.names.index(n) for n in names]]
 
@@ -255,14 +296,22 @@ def reranker_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
         if not ctx.vectors.ok:
             raise ConfigError("this reranker reads entity vectors: embed the KG first "
                               "(mmkg embed --kg KG --encoder minilm)")
+    if ctx.kge is None and any(n in FEATURES["kge"] for n in names):
+        from model.kge import load_or_train_kge
+        ctx.kge = load_or_train_kge(ctx.store.root)[0]
     base, top, x = query_matrix(ctx, q, ctx.reranker_k or DEFAULT_K, names, ctx.vectors)
     return final_scores(base, top, booster.predict(x, num_threads=1))
 
 
 def reproduce(args: Any, ctx: MarsContext, rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """{line: rank} of the listed lines under a committed reranker (`benchmarks/mars_eval.py --reproduce`)."""
+    """{line: rank} of the listed lines under a committed reranker (`benchmarks/mars_eval.py --reproduce`)
+    and, beside it, the committed KG embedding its kge features read."""
+    from model.kge import load_kge
     from model.rankers import rank_rows
     model = Path(args.out).with_name(f"mars_{args.variant}.lgb.txt")
     ctx.reranker = load_reranker(model)
+    kge = Path(args.out).with_name("mars_kge.safetensors")
+    if any(n in FEATURES["kge"] for n in ctx.reranker.feature_name()):
+        ctx.kge = load_kge(kge)
     lines = [int(x) for x in args.reproduce.split(",") if x.strip()]
     return {str(i): r for i, r in zip(lines, rank_rows(ctx, "reranker", [rows[i] for i in lines]))}

@@ -32,7 +32,8 @@ import numpy as np
 
 from kg_store.registry import family
 from model.kg_text import KGText
-from retrieval.queries import mars_image_slots, mars_model_image_slot
+from model.scoring import MarsScorer, ScienceQAScorer
+from retrieval.datasets.mars import mars_image_slots, mars_model_image_slot
 
 task_registry = family("task")
 
@@ -117,7 +118,7 @@ class MarsTask:
     Args:
         image_entities (str): "label" (default) names every entity by its label, the image of the
             model's image slot comes on top; "image" gives the entities the MARS mode shows as
-            images (`retrieval.queries.mars_image_slots`) only as images, as the MARS protocol
+            images (`retrieval.datasets.mars.mars_image_slots`) only as images, as the MARS protocol
             does: their labels leave the prompt ("this image" for the one image the model gets,
             `mars_model_image_slot`; "another image" for a further image role, which a
             single-image model such as MR-MKG then does not see). An entity without any image
@@ -127,6 +128,10 @@ class MarsTask:
 
     name = "mars"
     IMAGE_ENTITIES = ("label", "image")
+    #: how `evaluate` scores an example and sums the metrics (a task without one is for training)
+    scorer = MarsScorer
+    #: the paper's fine-tuning hyper-parameters (MR-MKG §4.1), used when a stage gives none
+    paper_defaults = {"lr": 5e-6, "batch_size": 4, "epochs": 1}
 
     #: shard columns this task reads (retrieval's MARS query fields)
     fields = ("example", "question", "answer", "relation", "mode", "question_entity", "example_entities",
@@ -184,6 +189,8 @@ class ScienceQATask:
     """Question + context + lettered options → the gold option, as text."""
 
     name = "scienceqa"
+    scorer = ScienceQAScorer
+    paper_defaults = {"lr": 4e-5, "batch_size": 1, "epochs": 3}
     fields = ("question", "choices", "answer", "hint", "subject", "grade", "image", "image_path")
 
     def __init__(self, *, image_root: str | Path | None = None):

@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -30,21 +30,21 @@ from model.batching import Collator
 from model.data import build_task_dataset
 from model.kg_text import KGText
 from model.runtime import Runtime, init_runtime
+from model.tasks import task_registry
 
 logger = logging.getLogger(__name__)
 
-#: the paper's hyper-parameters (MR-MKG §4.1), used when a stage gives none
-PAPER_STAGE_DEFAULTS = {
-    "pretrain": {"lr": 2e-5, "batch_size": 8, "epochs": 1},
-    "scienceqa": {"lr": 4e-5, "batch_size": 1, "epochs": 3},
-    "mars": {"lr": 5e-6, "batch_size": 4, "epochs": 1},
-}
+#: the paper's hyper-parameters (MR-MKG §4.1), used when a stage gives none: pretraining's here,
+#: fine-tuning's on each task class (`paper_defaults`); a task without them gets FINETUNE_DEFAULTS
+PRETRAIN_DEFAULTS = {"lr": 2e-5, "batch_size": 8, "epochs": 1}
+FINETUNE_DEFAULTS = {"lr": 5e-6, "batch_size": 4, "epochs": 1}
 
 
 def _stage_defaults(stage: Mapping[str, Any]) -> dict[str, Any]:
     task = stage["task"]
-    key = "pretrain" if stage.get("name") == "pretrain" or not isinstance(task, str) else task
-    return {**PAPER_STAGE_DEFAULTS.get(key, PAPER_STAGE_DEFAULTS["mars"]), **stage}
+    if stage.get("name") == "pretrain" or not isinstance(task, str):
+        return {**PRETRAIN_DEFAULTS, **stage}
+    return {**(getattr(task_registry.get(task), "paper_defaults", None) or FINETUNE_DEFAULTS), **stage}
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, stage: int, epoch: int, rank: int = 0,
@@ -76,7 +76,8 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
           device: str = "auto", amp: str = "auto", max_triples: int | None = None, pretraining: bool = True,
           resume: bool = True, checkpoint_every: int = 500, keep_checkpoints: int = 2, log_every: int = 10,
           grad_clip: float | None = 1.0, budget_minutes: float | None = None, num_workers: int = 0,
-          use_tqdm: bool = False) -> dict[str, Any]:
+          use_tqdm: bool = False, max_steps: int | None = None,
+          progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train a `model` registry variant stage by stage; returns a summary (also written as JSON).
 
     Args:
@@ -89,6 +90,9 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
             `use_alignment` there; `pretraining=False` skips stages named "pretrain"; `max_triples`
             keeps the top N = 10/20 triples of each subgraph.
         budget_minutes: stop training (all stages) after this much wall time; the run still saves.
+        max_steps: cap every stage at this many optimizer steps (`mmkg train --max-steps N`).
+        progress: called (main process) with each logged record: loss, `step`/`total_steps`,
+            `s_per_step`, `examples_per_s` and `eta_s` (the CLI prints it on stderr).
         device: auto | cpu | cuda[:N] (`pipeline.device.resolve_device`; cuda without CUDA is an error).
 
     The summary records the `device` and `amp` used and `loader_share`: seconds the loop waited for
@@ -105,6 +109,10 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     stages = [_stage_defaults(s) for s in stages if pretraining or s.get("name") != "pretrain"]
     if not stages:
         raise KGStoreError("no training stage left to run")
+    if max_steps is not None:
+        if int(max_steps) < 1:
+            raise KGStoreError(f"max_steps must be at least 1, not {max_steps}")
+        stages = [{**s, "max_steps": min(int(s.get("max_steps") or max_steps), int(max_steps))} for s in stages]
     datasets = [build_task_dataset(kg=kg, kg_text=kg_text, shards=s["shards"], task=s["task"],
                                    task_kwargs=s.get("task_kwargs"), max_triples=max_triples, limit=s.get("limit"),
                                    query_ids=s.get("query_ids"))
@@ -119,6 +127,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     logger.info("model %s: %s trainable of %s parameters (%.3f %%)", model, f"{counts['trainable']:,}",
                 f"{counts['total']:,}", counts["trainable_percent"])
     collate = Collator.for_model(net, kg_text=kg_text)
+    total_steps = sum(_stage_steps(s, len(d), rt.world_size) for s, (d, _) in zip(stages, datasets))
 
     start = {"stage": 0, "epoch": 0, "batch": 0, "global_step": 0}
     latest = ckpt.latest_checkpoint(ckpt_root) if resume else None
@@ -137,6 +146,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     global_step, stopped_early = start["global_step"], False
     pin = rt.device.type == "cuda"  # pinned host batches, copied to the GPU asynchronously
     loader_s = loop_s = 0.0
+    run_t0, run_steps = time.monotonic(), 0  # this process's own steps (a resumed run has done others)
     try:
         for si, (stage, (dataset, _)) in enumerate(zip(stages, datasets)):
             params = [p for p in net.parameters() if p.requires_grad]
@@ -151,7 +161,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                     ckpt.load_training_state(latest, opt)
             scaler = rt.grad_scaler()
             net.train()
-            progress = {"stage": si, "epoch": 0, "batch": 0, "global_step": global_step, "optimizer_stage": si}
+            position = {"stage": si, "epoch": 0, "batch": 0, "global_step": global_step, "optimizer_stage": si}
             steps_in_stage = 0
             for epoch in range(int(stage["epochs"])):
                 if si == start["stage"] and epoch < start["epoch"]:
@@ -185,6 +195,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                     scaler.update()
                     global_step += 1
                     steps_in_stage += 1
+                    run_steps += 1
                     limit_hit = bool(stage.get("max_steps")) and steps_in_stage >= int(stage["max_steps"])
                     out_of_time = time.monotonic() > deadline
                     if rt.is_main and (global_step % log_every == 0 or bi == len(batches) - 1 or limit_hit
@@ -195,10 +206,15 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                         logger.info("%s", rec)
                         log_file.write(json.dumps(rec) + "\n")
                         log_file.flush()
-                    progress = {"stage": si, "epoch": epoch, "batch": bi + 1, "global_step": global_step,
+                        if progress is not None:
+                            per_step = (time.monotonic() - run_t0) / run_steps
+                            progress({**rec, "total_steps": total_steps, "examples_per_s":
+                                      round(int(stage["batch_size"]) * rt.world_size / per_step, 2) if per_step else None,
+                                      "eta_s": round(per_step * max(total_steps - global_step, 0), 1)})
+                    position = {"stage": si, "epoch": epoch, "batch": bi + 1, "global_step": global_step,
                                 "optimizer_stage": si}
                     if rt.is_main and global_step % checkpoint_every == 0:
-                        _save(ckpt_root, net, model, opt, progress, keep_checkpoints)
+                        _save(ckpt_root, net, model, opt, position, keep_checkpoints)
                     loop_s += time.monotonic() - t_wait
                     t_wait = time.monotonic()
                     if limit_hit or out_of_time:
@@ -209,7 +225,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
                 break
             if rt.is_main:
                 # out of time: resume where we stopped; else the next run starts the next stage
-                done = progress if stopped_early else {"stage": si + 1, "epoch": 0, "batch": 0,
+                done = position if stopped_early else {"stage": si + 1, "epoch": 0, "batch": 0,
                                                        "global_step": global_step, "optimizer_stage": si}
                 _save(ckpt_root, net, model, opt, done, keep_checkpoints)
             if stopped_early:
@@ -227,6 +243,13 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
         ckpt.save_checkpoint(out / "final", model=net, model_name=model)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _stage_steps(stage: Mapping[str, Any], n: int, world_size: int) -> int:
+    """Optimizer steps a stage will take (its epochs of batches, capped by its max_steps)."""
+    per_epoch = math.ceil(math.ceil(n / world_size) / int(stage["batch_size"]))
+    steps = per_epoch * int(stage["epochs"])
+    return min(steps, int(stage["max_steps"])) if stage.get("max_steps") else steps
 
 
 def _wrap_ddp(net: torch.nn.Module, rt: Runtime):

@@ -20,6 +20,32 @@ def of_kind(small: pa.Table, kind: str, p: str | None = None) -> pa.Table:
     return small.filter(mask)
 
 
+def relation_annotations(small: pa.Table, relation_keys: pa.ChunkedArray, entity_keys: pa.ChunkedArray) -> pa.Table:
+    """A label or description stated of a relation (`wdt:P31 rdfs:label "instance of"`) labels
+    the relation instead of making an isolated entity of it: its LITERAL records become RELATION
+    records and the entity label derived from them goes, for subjects that are relation keys (in
+    this ingest's triples or the store) and no entity the store has."""
+    if small.num_rows == 0 or len(relation_keys) == 0:
+        return small
+    rel_subject = pc.and_(pc.is_in(small["s"], value_set=pc.unique(relation_keys)),
+                          pc.invert(pc.is_in(small["s"], value_set=pc.unique(entity_keys))))
+    rel_subject = pc.fill_null(rel_subject, False)
+    if not pc.any(rel_subject).as_py():
+        return small
+    attr = pc.fill_null(pc.is_in(small["p"], value_set=pa.array(list(R.ANNOTATIONS))), False)
+    statement = pc.and_(pc.and_(rel_subject, pc.equal(small["kind"], R.LITERAL)), attr)
+    derived = pc.and_(pc.and_(rel_subject, pc.equal(small["kind"], R.ENTITY)),
+                      pc.and_(pc.invert(small["primary"]), pc.fill_null(pc.is_in(small["p"], value_set=pa.array(["label", "description"])), False)))
+    small = small.filter(pc.invert(derived))
+    statement = pc.filter(statement, pc.invert(derived))
+    kind = pc.if_else(statement, pa.scalar(R.RELATION), small["kind"])
+    which = pc.take(pa.array(list(R.ANNOTATIONS.values())),
+                    pc.index_in(small["p"], value_set=pa.array(list(R.ANNOTATIONS))))
+    p = pc.if_else(statement, which, small["p"])
+    return small.set_column(small.schema.get_field_index("kind"), "kind", kind) \
+        .set_column(small.schema.get_field_index("p"), "p", p)
+
+
 def occurrences(keys: pa.ChunkedArray, order: pa.ChunkedArray) -> pa.Table:
     t = pa.table({"key": keys, "order": order}).group_by("key").aggregate([("order", "min")])
     return pa.table({"key": t["key"], "order": t["order_min"]})

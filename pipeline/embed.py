@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from kg_store import KGStore, atomic, open_store
 from kg_store.errors import ConfigError, CorruptFileError, KGStoreError
-from kg_store.hashing import config_hash, sha256_bytes, sha256_file
+from kg_store.hashing import cache_key, sha256_bytes, sha256_file
 from kg_store.safe_io import check_cached_file, private_dir, read_bounded
 from kg_store.vectors import encoder_slug, load_vectors, write_vectors
 from pipeline.encoders.base import length_order as text_length_order, prefetch
@@ -485,7 +485,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
     keys = {t.kind: _task_keys(t, store) for t in tasks}
     missing, encoded = _missing_tasks(tasks, keys, cache)
     # The scratch is keyed by what is missing, so a killed run resumes its finished chunks.
-    run_key = config_hash({"encoder": enc.name, "precision": enc.precision, "chunk_size": chunk_size,
+    run_key = cache_key({"encoder": enc.name, "precision": enc.precision, "chunk_size": chunk_size,
                            "batch_size": batch_size, "rules": [ENTITY_TEXT_RULE, TRIPLE_TEXT_RULE],
                            "keys": [sha256_bytes(t.extra["keys"].tobytes()) for t in missing]})
     scratch = ChunkScratch(store.path(f"work/embed/{enc.slug}/{run_key}"))
@@ -529,7 +529,7 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
         old = old_ids = prev_sha = None
         if prev is not None and kind in prev.get("kinds", {}):
             old, old_ids = load_vectors(store, slug, kind)
-            prev_sha = store.manifest["files"][f"vectors/{slug}/{kind}.npy"]["sha256"]
+            prev_sha = store.file_sha(f"vectors/{slug}/{kind}.npy")
         incremental[kind].update({"prefix_rows": _prefix_rows(old, old_ids, matrix, ids), "prev_sha256": prev_sha,
                                   "prev_rows": None if old is None else int(len(old))})
     seconds = round(time.perf_counter() - t0, 3)

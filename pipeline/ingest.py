@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kg_store import KGStore, schema
-from kg_store import manifest as mf
 from kg_store.store import check_new_store_dir
 from kg_store.errors import KGStoreError
 from pipeline import assemble as A
@@ -94,6 +93,7 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
     prefetch = None
     try:
         with KGStore.writer(kg, force=force) as w:
+            plan.name_sources(w.store.inputs)  # unique by path against what the store holds
             # image decoding overlaps the engine's work (Spark start-up, parsing)
             prefetch = ImagePrefetch(plan.image_files(), limits=image_limits, threads=image_threads)
             try:
@@ -104,7 +104,7 @@ def ingest(kg: str | Path, sources: list[str | SourceSpec], *, engine: str = "lo
                 seconds = round(time.perf_counter() - t0, 3)
                 config = {"sources": [str(s) for s in plan.specs], "engine": engine, "master": master,
                           "shuffle_partitions": shuffle_partitions}
-                w.manifest["inputs"].extend(inputs)
+                w.add_inputs(inputs)
                 w.record_stage("ingest", config=config, counts=counts, outputs=outputs, seconds=seconds,
                                inputs={f["path"]: f["sha256"] for i in inputs for f in i["files"]},
                                bumps_version=True, phase_seconds=phases.seconds)
@@ -145,13 +145,17 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
     dups = _small_duplicates(small, n_src)
     phases.done("parse")
 
+    t_rel = eng.relation_occurrences()
+    small = A.relation_annotations(small, pa.chunked_array(
+        t_rel["key"].chunks + store.table("relations", ["key"])["key"].chunks, pa.string()),
+        A.existing_entity_keys(store)["key"])
     ents, hints, rels = A.of_kind(small, R.ENTITY), A.of_kind(small, R.ENTITY_HINT), A.of_kind(small, R.RELATION)
     lits, links, rejs = A.of_kind(small, R.LITERAL), A.of_kind(small, R.LINK), A.of_kind(small, R.REJECT)
     imgs = A.of_kind(small, R.IMAGE)
     imgs = imgs.filter(pc.is_in(imgs["pos"], value_set=dups.first_pos))   # a repeated mapping line: once
 
     n_old_entities = store.count("entities")
-    rmerged = _relation_ids(store, eng, rels)
+    rmerged = _relation_ids(store, t_rel, rels)
     rel_map = pa.table({"key": rmerged.key_map["key"], "relation_id": rmerged.key_map["entity_id"]})
     data = pa.concat_tables([ents, lits, imgs]).select(["s", "pos"])
     data_occ = pa.table({"key": data["s"], "order": pc.multiply(data["pos"], 4)})
@@ -205,7 +209,7 @@ def _assemble(w, plan: Plan, eng, *, prefetch: ImagePrefetch, phases: _Phases, s
         outputs += written
     for rel in images.blobs:
         w.register_file(rel)
-    outputs.append(eng.write_graph(w, [w.root / rel for rel in mf.table_parts(w.manifest, "triples")],
+    outputs.append(eng.write_graph(w, [w.root / rel for rel in w.store.table_parts("triples")],
                                    sizes["entities"]))
     phases.done("write")
     counts = {
@@ -292,9 +296,9 @@ def _small_duplicates(small: pa.Table, n_src: int) -> _SmallDuplicates:
                             A.count_by_source(prim["src"], n_src) - A.count_by_source(groups["src"], n_src))
 
 
-def _relation_ids(store, eng, rels: pa.Table):
-    """Relation ids (few: assigned in the driver), keeping those the store already has."""
-    t_rel = eng.relation_occurrences()
+def _relation_ids(store, t_rel: pa.Table, rels: pa.Table):
+    """Relation ids (few: assigned in the driver), keeping those the store already has; `t_rel`:
+    the engine's relation occurrences in the triples."""
     rel_occ = A.occurrences(pa.chunked_array(t_rel["key"].chunks + rels["s"].chunks, pa.string()),
                             pa.chunked_array(t_rel["order"].chunks + pc.multiply(rels["pos"], 4).chunks, pa.int64()))
     old_rel = store.table("relations", ["id", "key"])

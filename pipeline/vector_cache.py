@@ -17,7 +17,6 @@ The embed stage (`pipeline.embed.embed_store`) encodes only the cache misses.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -29,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kg_store import atomic
-from kg_store.hashing import sha256_bytes, sha256_file
+from kg_store.hashing import Fingerprint, sha256_bytes, sha256_file
 from kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir, read_bounded
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,11 @@ MAX_SEGMENTS = 32
 
 
 def text_key(text: str) -> bytes:
-    return hashlib.sha256(b"text\0" + text.encode("utf-8")).digest()
+    return Fingerprint().bytes(b"text\0" + text.encode("utf-8")).digest()
 
 
 def image_key(image_sha256: str) -> bytes:
-    return hashlib.sha256(b"image\0" + image_sha256.encode("ascii")).digest()
+    return Fingerprint().bytes(b"image\0" + image_sha256.encode("ascii")).digest()
 
 
 class VectorCache:

@@ -23,7 +23,7 @@ from kg_store import KGStore, open_store
 from kg_store.errors import KGStoreError
 from kg_store.registry import family
 from pipeline.engines.base import check_engine
-from retrieval.queries import Query, QuerySet, build_queries
+from retrieval.datasets import Query, QuerySet, build_queries
 from retrieval.retriever import RetrievalConfig, SubgraphRetriever
 from kg_store.shards import ShardWriter
 from retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards
@@ -72,7 +72,7 @@ def _executor_retriever(root: str, kg_version: int, config: dict[str, Any], devi
 
 @dataclass
 class ShardJob:
-    """What an engine that writes the shard rows itself needs: where (the staged shard set's
+    """What an engine that writes the shard rows itself needs: where (the staged shard set's `parts/`
     folder), which queries (for the rows' dataset fields) and what the reports will ask."""
 
     staging: Path
@@ -141,6 +141,7 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
     import pandas as pd
     from contextlib import nullcontext
     from pipeline.engines.spark import spark_session
+    from retrieval.datasets import datasets
     from retrieval.reports import QuerySummaries, report_ns
 
     with (nullcontext(spark) if spark is not None else spark_session(app_name="mmkg-retrieve")) as session:
@@ -178,14 +179,15 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
     firsts = result.drop_duplicates("part")
     parts = list(zip(firsts["part"].tolist(), firsts["part_rows"].astype(int).tolist()))
     hits = np.array(result["hits"].tolist(), dtype=bool).reshape(len(result), -1)
-    mars = shard_job.dataset == "mars"
+    # the answer figures travel for every dataset (False when unused); kept where it has them
+    extra = datasets.get(shard_job.dataset).answer_summaries
     summaries = QuerySummaries(
         kept=result["kept"].to_numpy(np.int64), score_sum=result["score_sum"].to_numpy(np.float64),
         top1=result["top1"].to_numpy(np.float64), num_candidates=result["num_candidates"].to_numpy(np.int64),
         seeds=[np.asarray(x, np.int64) for x in result["seeds"]],
-        pool_hit=result["pool_hit"].to_numpy(bool) if mars else None,
-        hits={n: hits[:, i] for i, n in enumerate(report_ns(shard_job.top_N, shard_job.ranked_N))} if mars else {},
-        links=result["links"].to_numpy(bool) if mars else None)
+        pool_hit=result["pool_hit"].to_numpy(bool) if extra else None,
+        hits={n: hits[:, i] for i, n in enumerate(report_ns(shard_job.top_N, shard_job.ranked_N))} if extra else {},
+        links=result["links"].to_numpy(bool) if extra else None)
     return WrittenShards(parts, summaries)
 
 
@@ -224,7 +226,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     """
     from pipeline.encoders import resolve_encoder
     from pipeline.vector_cache import VectorCache, cached_text_encoder
-    from retrieval.reports import REPORT_N, reports_from_summaries, run_reports
+    from retrieval.reports import reports_from_summaries, run_reports
 
     t0 = time.perf_counter()
     store = open_store(kg)
@@ -250,9 +252,9 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     if encoder.has_vision:  # a text encoder's query must name every entity by its label
         qs = build_queries(dataset, store=store, split=split, with_images=True, limit=limit)
     encoder = cached_text_encoder(encoder, VectorCache.for_encoder(kg, encoder))
-    # Rank at least max(REPORT_N) triples: the quality report then gives N = 10 and 20 from one
-    # run (top-10 is the prefix of top-20); the shards keep the config's top_N.
-    ranked = dataclasses.replace(config, top_N=max(config.top_N, *REPORT_N)) if qs.dataset == "mars" else config
+    # the dataset says how deep its reports rank (MARS: max(REPORT_N), so one run gives N = 10
+    # and 20, top-10 being the prefix of top-20); the shards keep the config's top_N
+    ranked = dataclasses.replace(config, top_N=qs.kind.ranked_N(config.top_N))
     t_run = time.perf_counter()
     prior_key = None
     if config.retriever == "anchored" and qs.train_file is not None:
@@ -286,7 +288,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
         reports = {}
 
         def fill(sw: ShardWriter) -> FilledShards:
-            job = ShardJob(sw.staging, qs.dataset, qs.split, dict(qs.field_types), config.top_N, pool_hops,
+            job = ShardJob(sw.parts, qs.dataset, qs.split, dict(qs.field_types), config.top_N, pool_hops,
                            ranked.top_N)
             written = run(store, ranked, qs.queries, shard_job=job, **kwargs)
             seconds = round(time.perf_counter() - t_run, 3)
@@ -294,7 +296,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
             reports.update(reports_from_summaries(store, qs, written.summaries, top_N=config.top_N,
                                                  hops=pool_hops, ranked_N=ranked.top_N))
             _finish_reports(reports, qs, seconds)
-            columns = pq.read_schema(sw.staging / "part-00000.parquet").names
+            columns = pq.read_schema(sw.parts / "part-00000.parquet").names
             return FilledShards(int((written.summaries.kept == 0).sum()), columns, reports, seconds)
 
         path = publish_subgraph_shards(store, qs, config, fill, limit=limit, engine=engine)

@@ -110,11 +110,11 @@ def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray
 
 def global_key(store: Any, config: Any, qs: QuerySet, prior_key: str | None) -> str:
     """What every row depends on: the ranking config, the answer space, the path prior's bytes."""
-    from kg_store.hashing import config_hash, sha256_bytes
+    from kg_store.hashing import cache_key, sha256_bytes
     from retrieval.paths import prior_file
-    prior_sha = store.manifest["files"].get(prior_file(store, prior_key), {}).get("sha256") if prior_key else None
+    prior_sha = store.file_sha(prior_file(store, prior_key)) if prior_key else None
     space = sha256_bytes(np.asarray(qs.answer_space, np.int64).tobytes()) if qs.answer_space is not None else None
-    return config_hash({"format": FORMAT, "config": config.to_dict(), "answer_space": space, "prior": prior_sha})
+    return cache_key({"format": FORMAT, "config": config.to_dict(), "answer_space": space, "prior": prior_sha})
 
 
 @dataclass

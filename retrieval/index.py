@@ -27,7 +27,7 @@ import numpy as np
 
 from kg_store import KGStore, atomic
 from kg_store.errors import ConfigError, CorruptFileError, DeviceError, KGStoreError
-from kg_store.hashing import config_hash, sha256_file
+from kg_store.hashing import cache_key, sha256_file
 from kg_store.registry import family
 from kg_store.vectors import encoder_slug, load_vectors, vector_meta, vectors_dir
 
@@ -469,7 +469,7 @@ def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max
     vmeta = vector_meta(store, encoder)
     slug, base = encoder_slug(vmeta["encoder"]), indexes_dir(vmeta["encoder"])
     budget = parse_memory(max_memory)
-    cfg_hash = config_hash({"kind": kind, "max_memory": budget, "target_recall": target_recall, "params": params})
+    cfg_hash = cache_key({"kind": kind, "max_memory": budget, "target_recall": target_recall, "params": params})
     prev_art = (store.artifact(base) or {}) if append else {}
     built: dict[str, VectorIndex] = {}
     decisions: dict[str, str] = {}
@@ -487,7 +487,7 @@ def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max
             spec = flat_spec(n, d)
         prev = prev_art.get("kinds", {}).get(vkind)
         old_ids = None
-        if prev is not None and f"{base}/{vkind}.ids.npy" in store.manifest["files"]:
+        if prev is not None and store.has_file(f"{base}/{vkind}.ids.npy"):
             old_ids = np.load(store.checked_path(f"{base}/{vkind}.ids.npy"), allow_pickle=False)
         do_append, why = append_plan(prev, (vmeta.get("incremental") or {}).get(vkind), old_ids, ids, spec.type,
                                      cfg_hash)
@@ -509,7 +509,7 @@ def build_store_indexes(kg: str | Path, encoder: str, *, kind: str = "auto", max
             vi.meta["trained_ntotal"] = int(n)
             counts[f"{vkind}_built"] = int(n)
         vi.meta.update({"vector_kind": vkind, "vectors": vrel, "config_hash": cfg_hash,
-                        "vectors_sha256": store.manifest["files"][vrel]["sha256"],
+                        "vectors_sha256": store.file_sha(vrel),
                         "update": "append" if do_append else "rebuild", "update_reason": why})
         decisions[vkind] = ("append: " if do_append else "rebuild: ") + why
         log.info("index %s/%s: %s ntotal=%d recall@10=%s (%s)", slug, vkind, vi.meta["factory"], vi.ntotal,
@@ -543,7 +543,7 @@ def load_index(store: KGStore | str | Path, encoder: str, kind: str, *, mmap: bo
                            f"run `mmkg index --kg {store.root} --encoder {encoder}`")
     meta = art["kinds"][kind]
     vrel = meta.get("vectors")
-    current = store.manifest["files"].get(vrel, {}).get("sha256") if vrel else None
+    current = store.file_sha(vrel)
     if vrel and current != meta.get("vectors_sha256"):
         raise KGStoreError(f"the {kind} index of {encoder!r} is stale (vectors changed since it was built); "
                            f"rerun `mmkg index --kg {store.root} --encoder {encoder}`")
@@ -552,7 +552,7 @@ def load_index(store: KGStore | str | Path, encoder: str, kind: str, *, mmap: bo
         path = store.checked_path(rel)
         # read whole anyway (unless mmap), so hashing costs about what reading does, and faiss
         # would load a flipped vector byte silently or die in C++ on a flipped header
-        if not mmap and sha256_file(path) != store.manifest["files"][rel]["sha256"]:
+        if not mmap and sha256_file(path) != store.file_sha(rel):
             raise CorruptFileError(path, "sha256 differs from the manifest (see `mmkg verify`)")
     try:
         return VectorIndex.read(store.path(f"{base}/{kind}"), mmap=mmap, meta=meta)

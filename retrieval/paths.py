@@ -299,9 +299,9 @@ def merge_priors(priors: list[PathPrior]) -> PathPrior:
 def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
               folds: int = DEFAULT_FOLDS, group: str = "row") -> str:
     """What the prior depends on: the graph, the train file's bytes, the answer space, the walk, the folds."""
-    from kg_store.hashing import config_hash, sha256_bytes, sha256_file
+    from kg_store.hashing import cache_key, sha256_bytes, sha256_file
     space = sha256_bytes(np.asarray(answer_space, np.int64).tobytes()) if answer_space is not None else None
-    return config_hash({"format": PRIOR_FORMAT, "graph": store.manifest.get("graph"), "train": sha256_file(train_file),
+    return cache_key({"format": PRIOR_FORMAT, "graph": store.graph_rel, "train": sha256_file(train_file),
                         "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING, "folds": folds,
                         **({"group": group} if group != "row" else {})})
 
@@ -380,11 +380,11 @@ def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None,
     # writes no new bytes, and readers of the prior's bytes (incremental retrieval) see it unchanged
     file = f"{PRIOR_DIR}/{sha256_bytes(data)[:16]}.parquet"
     with KGStore.writer(kg) as w:
-        if file not in w.manifest["files"]:
+        if not w.store.has_file(file):
             atomic.write_bytes(w.root / file, data)
         w.set_artifact(rel, {"key": key, "file": file, "queries": prior.full.queries, "folds": folds, "group": group,
                              "path_types": int(len(prior.full._tables()[0])), "train_file": str(train_file),
                              "bytes": len(data), "seconds": round(time.perf_counter() - t0, 3)},
-                       files=[file])
+                       files=[file], graph_bound=True)
         w.commit()
     return prior, key

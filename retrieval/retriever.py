@@ -15,8 +15,8 @@ import numpy as np
 
 from kg_store import KGStore
 from kg_store.errors import KGStoreError
-from kg_store.hashing import config_hash
-from retrieval.queries import Query
+from kg_store.hashing import cache_key
+from retrieval.datasets import Query
 from retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class RetrievalConfig:
 
     @property
     def config_hash(self) -> str:
-        return config_hash(self.to_dict())
+        return cache_key(self.to_dict())
 
 
 #: vector kinds every configuration embeds: entity search, the web view and the models read them
@@ -170,7 +170,7 @@ class SubgraphRetriever:
     """`QueryLoader` of PyG G5: encodes queries and runs the configured retriever over them.
 
     `answer_space` (entity ids every answer lies in) and `prior` (a learned `PathPrior`) come
-    from the dataset (`retrieval.queries.QuerySet`), not from any query's answer."""
+    from the dataset (`retrieval.datasets.QuerySet`), not from any query's answer."""
 
     def __init__(self, store: KGStore, config: RetrievalConfig, *, encoder: Any | None = None,
                  device: str = "cpu", answer_space: np.ndarray | None = None, prior: Any = None):

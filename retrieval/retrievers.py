@@ -24,7 +24,7 @@ import numpy as np
 
 from kg_store import KGStore
 from kg_store.registry import family
-from retrieval.queries import Query
+from retrieval.datasets import Query
 from retrieval.subgraph import SubgraphOutput, TripleScorer, empty_output, expand_hops, subgraph_output, top_by_score
 
 retriever_registry = family("retriever")

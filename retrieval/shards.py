@@ -1,9 +1,12 @@
 """Subgraph outputs → shard rows → `<kg>/subgraphs/<dataset>/<split>/<key>/`, with a cache.
 
-The directory name is the retrieval config hash; `meta.json` also stores the full cache key
-(KG version, encoder, config, dataset file sha256, query limit). Same key and `_SUCCESS` →
-the shards are reused; anything else → recomputed and replaced atomically. The shard set is
-registered in the manifest (`artifacts["subgraphs/..."]`) so `mmkg verify` covers it.
+The directory name is the shard key: the retrieval config, the query limit and the dataset
+folder's identity (`Dataset.identity`, so two folders of one dataset with a split of the same
+name keep their shard sets apart); `meta.json` also stores the full cache key (KG version,
+encoder, config, the digest of every file the dataset split is defined by, query limit, path
+prior). Same key and `_SUCCESS` → the shards are reused; anything else → recomputed and
+replaced atomically. The shard set is registered in the manifest (`artifacts["subgraphs/..."]`)
+so `mmkg verify` covers it.
 """
 from __future__ import annotations
 
@@ -17,23 +20,24 @@ import numpy as np
 import pyarrow as pa
 
 from kg_store import KGStore
-from kg_store.hashing import config_hash
+from kg_store.hashing import cache_key
 from kg_store.shards import BASE_SCHEMA, ShardWriter, is_complete, read_meta, subgraph_rel
-from retrieval.queries import QuerySet
+from retrieval.datasets import QuerySet
 from retrieval.retriever import RetrievalConfig
 from retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
 
 
-def shard_key(config: RetrievalConfig, limit: int | None = None) -> str:
-    """Directory name: the config hash (with the query limit folded in when there is one)."""
-    if limit is None:
+def shard_key(config: RetrievalConfig, limit: int | None = None, identity: str | None = None) -> str:
+    """Directory name: the config hash, with the query limit and the dataset folder folded in."""
+    if limit is None and identity is None:
         return config.config_hash
-    return config_hash({"config": config.to_dict(), "limit": limit})
+    return cache_key({"config": config.to_dict(), "limit": limit,
+                      **({"dataset_folder": identity} if identity is not None else {})})
 
 
-def cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit: int | None) -> dict[str, Any]:
+def shard_cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit: int | None) -> dict[str, Any]:
     """Everything the shards depend on; the learned path prior (anchored retriever) by its own hash."""
     from retrieval.paths import prior_key
     learned = prior_key(store, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds) \
@@ -43,22 +47,27 @@ def cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit: int 
             "dataset_sha256": qs.source_sha256(), "limit": limit, "path_prior": learned}
 
 
+def shard_rel(qs: QuerySet, config: RetrievalConfig, limit: int | None = None) -> str:
+    return subgraph_rel(qs.dataset, qs.split, shard_key(config, limit, qs.identity))
+
+
 def shard_dir(store: KGStore, qs: QuerySet, config: RetrievalConfig, limit: int | None = None) -> Path:
-    return store.path(subgraph_rel(qs.dataset, qs.split, shard_key(config, limit)))
+    return store.path(shard_rel(qs, config, limit))
 
 
 def cached_shards(store: KGStore, qs: QuerySet, config: RetrievalConfig, limit: int | None = None) -> Path | None:
     """The finished shard directory for exactly this cache key, else None."""
     d = shard_dir(store, qs, config, limit)
-    art = store.artifact(subgraph_rel(qs.dataset, qs.split, shard_key(config, limit)))
-    if art is None or art.get("cache_key") != cache_key(store, config, qs, limit):
+    key = shard_cache_key(store, config, qs, limit)
+    art = store.artifact(shard_rel(qs, config, limit))
+    if art is None or art.get("cache_key") != key:
         # `_SUCCESS` on disk is not enough: a run killed between publishing the directory and
         # committing the manifest leaves a set no manifest names (and `verify` cannot cover)
         return None
     if not is_complete(d):
         return None
     meta = read_meta(d)
-    if meta.get("cache_key") != cache_key(store, config, qs, limit):
+    if meta.get("cache_key") != key:
         logger.info("shards in %s are stale (cache key differs); recomputing", d)
         return None
     return d
@@ -159,8 +168,8 @@ def publish_subgraph_shards(store: KGStore, qs: QuerySet, config: RetrievalConfi
     """Stage a shard set with `fill` (it writes or adopts the part files), then publish and
     register it. `fill` runs under the store's writer lock: the staging folder is a temp name
     that a writer starting meanwhile would clean up (the Spark engine's executors fill it)."""
-    rel = subgraph_rel(qs.dataset, qs.split, shard_key(config, limit))
-    key = cache_key(store, config, qs, limit)
+    rel = shard_rel(qs, config, limit)
+    key = shard_cache_key(store, config, qs, limit)
     with KGStore.writer(store.root, wait=wait, create=False) as w:
         with ShardWriter(w.root / rel) as sw:
             filled = fill(sw)
@@ -172,10 +181,8 @@ def publish_subgraph_shards(store: KGStore, qs: QuerySet, config: RetrievalConfi
             for name, report in filled.reports.items():
                 sw.add_file(f"{name}.json", report)
             sw.close(meta)
-        # files of a replaced shard set must leave the manifest, or `verify` would flag them
-        for old in [f for f in w.manifest["files"] if f.startswith(rel + "/")]:
-            del w.manifest["files"][old]
-        files = sorted(str(p.relative_to(w.root)) for p in (w.root / rel).iterdir())
+        w.drop(rel)  # files of a replaced shard set must leave the manifest, or `verify` would flag them
+        files = sorted(str(p.relative_to(w.root)) for p in (w.root / rel).rglob("*") if p.is_file())
         w.set_artifact(rel, {k: meta[k] for k in ("cache_key", "queries", "empty", "engine", "created")}, files)
         w.record_stage("retrieve", config={**config.to_dict(), "dataset": qs.dataset, "split": qs.split,
                                            "limit": limit}, counts={"queries": meta["queries"],

@@ -17,7 +17,7 @@ import pytest
 from kg_store.registry import ALL
 
 # import every package that registers a family, so ALL is complete
-for _module in ("pipeline.readers", "pipeline.engines", "pipeline.encoders", "retrieval.index", "retrieval.queries",
+for _module in ("pipeline.readers", "pipeline.engines", "pipeline.encoders", "retrieval.index", "retrieval.datasets",
                 "retrieval.batch", "retrieval.retrievers", "model", "model.gnn", "model.backbones", "model.tasks",
                 "model.rankers", "model.reranker"):
     importlib.import_module(_module)
@@ -33,17 +33,17 @@ READER_SAMPLES = {  # a real file (or a small generated one) per format, and the
 }
 INDEX_CASES = {"auto": "flat", "flat": "flat", "ivf": "ivf", "ivfpq": "ivfpq", "hnsw": "hnsw"}  # name → type built
 ENCODER_CASES = {"minilm": "minilm", "tiny-clip": "tiny-clip", "open_clip": "open_clip:ViT-S-32"}
-QUERY_CASES = {"mars": "mars", "scienceqa": "scienceqa", "jsonl": "jsonl"}
 ENGINE_CASES = {"local": {}, "spark": {"shuffle_partitions": 2}}
 GNN_CASES = {"gat": {}, "rgat": {}}
 TASK_CASES = {"mars": "mars", "scienceqa": "scienceqa", "kg-triple": "mars", "kg-image": "mars"}
 BACKBONE_CASES = {"tiny-t5": "forward", "tiny-llama": "forward", "smollm2-135m": "spec", "flan-t5-3b": "spec",
                   "flan-t5-11b": "spec", "llama-2-7b": "spec"}
-CASES = {"reader": READER_SAMPLES, "index": INDEX_CASES, "encoder": ENCODER_CASES, "query_builder": QUERY_CASES,
+CASES = {"reader": READER_SAMPLES, "index": INDEX_CASES, "encoder": ENCODER_CASES,
          "engine": ENGINE_CASES, "gnn_layer": GNN_CASES, "task": TASK_CASES, "backbone": BACKBONE_CASES}
 #: families whose template lives elsewhere (see the module docstring)
 ELSEWHERE = {"model": "tests/model/test_meta.py", "retrieval_engine": "tests/retrieval/test_shards.py",
-             "retriever": "tests/retrieval/test_retrievers.py", "ranker": "tests/model/test_rankers.py"}
+             "retriever": "tests/retrieval/test_retrievers.py", "ranker": "tests/model/test_rankers.py",
+             "dataset": "tests/retrieval/test_datasets.py"}
 
 
 def test_every_registered_name_has_a_case():
@@ -60,6 +60,8 @@ def test_every_registered_name_has_a_case():
     from tests.model import test_rankers
     cases = next(m.args[1] for m in test_rankers.test_ranker_template.pytestmark if m.name == "parametrize")
     assert set(ALL["ranker"].names()) == set(cases)
+    from tests.retrieval import test_datasets
+    assert set(ALL["dataset"].names()) == set(test_datasets.CASES)
 
 
 # ---- reader ----------------------------------------------------------------------------------------
@@ -113,28 +115,11 @@ def test_encoder_template(name):
     assert enc.describe()["name"] == enc.name
 
 
-# ---- query builder ---------------------------------------------------------------------------------
+# ---- the MarKG store the task template reads (the dataset template: tests/retrieval/test_datasets.py)
 @pytest.fixture(scope="module")
 def markg_store(data_dir, tmp_path_factory):
     from tests.stores import build_markg_store
     return build_markg_store(data_dir, tmp_path_factory.mktemp("registry") / "kg")
-
-
-@pytest.mark.parametrize("name", sorted(QUERY_CASES))
-def test_query_builder_template(name, data_dir, markg_store, tmp_path):
-    from retrieval.queries import build_queries
-    if name == "mars":
-        spec, split = f"mars:{data_dir / 'markg/MARS'}", "dev"
-    elif name == "scienceqa":
-        spec, split = f"scienceqa:{data_dir / 'scienceqa'}", "test"
-    else:
-        f = tmp_path / "q.jsonl"
-        f.write_text('{"id": "a", "text": "what eats grass?"}\n{"id": "b", "text": "zebra"}\n')
-        spec, split = f"jsonl:{f}", None
-    qs = build_queries(spec, store=markg_store, split=split, limit=5)
-    assert qs.dataset == name and 0 < len(qs.queries) <= 5
-    assert len({q.query_id for q in qs.queries}) == len(qs.queries) and all(q.text for q in qs.queries)
-    assert qs.source_sha256()  # the cache key names the input bytes
 
 
 # ---- engine ----------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ LOCKED_TRIES, LOCKED_PAUSE_S = 3, 600
 def retry_locked(command: str) -> str:
     """`command`, run again after a pause while it exits 4 (locked); any other exit code is final."""
     return (f"for try in $(seq {LOCKED_TRIES}); do {command}; rc=$?; "
-            f"if [ $rc -ne 4 ]; then exit $rc; fi; sleep {LOCKED_PAUSE_S}; done; exit 4")
+            f"if [ $rc -ne 4 ]; then exit $rc; fi; if [ $try -lt {LOCKED_TRIES} ]; then sleep {LOCKED_PAUSE_S}; fi; "
+            "done; exit 4")  # no pause after the last try
 
 
 def _var(name: str) -> str:

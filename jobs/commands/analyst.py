@@ -259,11 +259,12 @@ def serve(kg: str, port: int, trusted_hosts: tuple[str, ...], sparql_timeout: fl
     1.1 Protocol at /sparql and a query page at /query."""
     from werkzeug.serving import make_server
 
-    from jobs.web.app import create_app
+    from jobs.web.app import LiveApp
     from kg_store.sparql_store import ensure_sparql_store
     ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
-    app = create_app(kg, trusted_hosts=trusted_hosts, sparql_timeout=sparql_timeout,
-                     sparql_max_rows=sparql_max_rows, sparql_memory=sparql_memory)
+    # the version it opened stays pinned (gc keeps it) until a newer one is committed and swapped in
+    app = LiveApp(kg, trusted_hosts=trusted_hosts, sparql_timeout=sparql_timeout,
+                  sparql_max_rows=sparql_max_rows, sparql_memory=sparql_memory)
     # Loopback only: the view is read-only but has no authentication.
     server = make_server("127.0.0.1", port, app, threaded=True)
     click.echo(f"serving {kg} on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", err=False)
@@ -272,6 +273,7 @@ def serve(kg: str, port: int, trusted_hosts: tuple[str, ...], sparql_timeout: fl
         server.serve_forever()
     finally:
         server.server_close()
+        app.close()
 
 
 commands = [entity, neighbors, sparql, export, serve]

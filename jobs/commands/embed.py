@@ -47,8 +47,6 @@ def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtyp
     res = embed_store(kg, encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
                       precision=precision, runtime=runtime, threads=threads, chunk_size=chunk_size, limit=limit,
                       spark_master=spark_master, progress=not no_progress, kinds=wanted)
-    from kg_store.gc import snapshot_version
-    snapshot_version(kg)  # every writing command snapshots its version (as `mmkg run` does)
     meta = res.meta
     info = meta.get("encoder_info", {})
     counts = ", ".join(f"{k} {v['count']:,}" for k, v in meta["kinds"].items())
@@ -75,8 +73,6 @@ def index(kg: str, encoder: str, kind: str, max_memory: str | None, target_recal
     from retrieval.index import build_store_indexes
     res = build_store_indexes(kg, encoder, kind=kind, max_memory=max_memory, target_recall=target_recall,
                               threads=threads, use_gpu=device)
-    from kg_store.gc import snapshot_version
-    snapshot_version(kg)
     meta = res.meta
     if as_json:
         click.echo(json.dumps(meta, sort_keys=True))

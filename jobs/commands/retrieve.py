@@ -57,10 +57,8 @@ def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias
     config = RetrievalConfig(encoder=encoder, retriever=retriever, top_n=top_n, top_N=top_N, hops=hops,
                              path_hops=path_hops, seed_k=seed_k, named_entities=named_entities,
                              prior_folds=prior_folds)
-    from kg_store.gc import snapshot_version
     res = retrieve_dataset(kg, dataset, config, split=split, limit=limit, force=force, engine=engine,
                            device=device, batch_size=batch_size, progress=True)
-    snapshot_version(kg)  # every writing command snapshots its version (as `mmkg run` does)
     q = res.reports.get("quality", {})
     if res.reused:
         click.echo(f"reusing cached shards ({res.queries} queries, key {res.shard_dir.name}); "

@@ -53,7 +53,9 @@ def run(config, kg, data, from_stage, only, force, dry_run, wait, as_json, no_pr
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds to wait for the lock.")
 def gc(kg, keep, cache, dry_run, wait) -> None:
-    """Delete files no longer referenced by the last --keep KG versions."""
+    """Delete files no longer referenced by the last --keep KG versions (or a version a running
+    `mmkg serve` shows): old tables and graphs, superseded vectors, indexes, shards and retriever
+    priors, and kept copies of derived files (objects/) no kept version needs."""
     from kg_store.gc import collect_garbage
     out = collect_garbage(kg, keep=keep, dry_run=dry_run, cache=cache, wait=wait)
     verb = "would delete" if dry_run else "deleted"
@@ -61,7 +63,8 @@ def gc(kg, keep, cache, dry_run, wait) -> None:
         click.echo(f"  {printable(rel)}  {size:,} bytes")
     click.echo(f"{verb} {out['files_deleted']} files, {out['sparql_stores_deleted']} SPARQL stores and "
                f"{out['snapshots_deleted']} version snapshots "
-               f"({out['bytes_freed'] / 1e6:.1f} MB); kept versions {out['kept_versions'] or [out['kg_version']]}")
+               f"({out['bytes_freed'] / 1e6:.1f} MB); kept versions {out['kept_versions'] or [out['kg_version']]}"
+               + (f" (pinned by a running `mmkg serve`: {out['pinned_versions']})" if out.get("pinned_versions") else ""))
 
 
 commands = [run, gc]

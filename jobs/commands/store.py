@@ -1,4 +1,4 @@
-"""Store-level commands: stats, verify, ls."""
+"""Store-level commands: stats, verify, ls, and versions: versions, diff, rollback."""
 from __future__ import annotations
 
 import click
@@ -71,7 +71,7 @@ def analyst_stats(store, top: int = 20) -> dict:
                            "depiction_triples": int(depiction_triples(store).size)},
         "rejects_by_reason": _counts_by(joined, "k") if joined is not None else {},
     }
-    if store.manifest.get("graph"):
+    if store.graph_rel:
         out["degree"] = degree_summary(store.graph.degree())
     return out
 
@@ -124,8 +124,69 @@ def verify(kg: str) -> None:
     for p in problems:
         click.echo(f"BAD {P(p)}")
     if problems:
-        raise click.ClickException(f"{len(problems)} of {len(store.manifest['files'])} files failed verification")
-    click.echo(f"ok: {len(store.manifest['files'])} files verified (kg_version {store.kg_version})")
+        raise click.ClickException(f"{len(problems)} of {len(store.files())} files failed verification")
+    click.echo(f"ok: {len(store.files())} files verified (kg_version {store.kg_version})")
+
+
+@click.command()
+@click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+def versions(kg: str, as_json: bool) -> None:
+    """The KG's versions, oldest first: time, last stage, rows per table, sources, restorable."""
+    from kg_store.versions import list_versions
+    rows = list_versions(kg)
+    if as_json:
+        click.echo(safe_json(rows, sort_keys=True))
+        return
+    for r in rows:
+        counts = ", ".join(f"{n} {c:,}" if c is not None else f"{n} ?" for n, c in r["counts"].items() if c != 0)
+        state = "current" if r.get("current") else "restorable" if r["restorable"] else \
+            f"files gone ({P(', '.join(r['missing'][:2]))}…)"
+        click.echo(f"v{r['version']:<4} {P(r['time'] or '-')}  {P(r['last_stage'] or '-'):<9} {state}")
+        click.echo(f"      {counts or 'empty'}")
+        click.echo(f"      sources: {P(', '.join(r['sources'])) or '-'}")
+
+
+@click.command()
+@click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory.")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0), help="Triples listed per side.")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many triples per side.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def diff(kg: str, a: int, b: int, limit: int, offset: int, as_json: bool) -> None:
+    """What changed from version A to version B: rows added/removed per table, and the
+    added/removed triples with labels (paged with --limit/--offset)."""
+    from kg_store.version_diff import diff_versions
+    out = diff_versions(kg, a, b, limit=limit, offset=offset)
+    if as_json:
+        click.echo(safe_json(out, sort_keys=True))
+        return
+    click.echo(f"v{a} → v{b}")
+    for name, t in out["tables"].items():
+        click.echo(f"  {name:>9}: +{t['added']:,} -{t['removed']:,}  ({t['rows_a']:,} → {t['rows_b']:,} rows)")
+    tr = out["triples"]
+    for sign, what in (("+", "added"), ("-", "removed")):
+        rows = tr[what]
+        if rows:
+            shown = f"{offset + 1}-{offset + len(rows)} of {tr[what + '_total']:,}"
+            click.echo(f"{what} triples ({shown}):")
+        for r in rows:
+            click.echo(f"  {sign} {P(r['h_key'])} ({P(r['h_label'] or '')})  {P(r['r_key'])} ({P(r['r_label'] or '')})"
+                       f"  {P(r['t_key'])} ({P(r['t_label'] or '')})")
+
+
+@click.command()
+@click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory.")
+@click.argument("version", type=int)
+@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds to wait for the lock.")
+def rollback(kg: str, version: int, wait: float) -> None:
+    """Make VERSION current again, with every file it had (vectors, indexes, shards, priors),
+    committed as a new version; refused when `mmkg gc` already reclaimed one of its files."""
+    from kg_store.versions import rollback as roll_back
+    out = roll_back(kg, version, wait=wait)
+    click.echo(f"rolled back to v{out['to_version']}: now kg_version {out['kg_version']} "
+               f"({out['files']} files, {len(out['restored'])} restored from kept copies)")
 
 
 @click.command(name="ls")
@@ -137,4 +198,4 @@ def list_registries() -> None:
         click.echo(f"{fam}: {', '.join(reg.names())}")
 
 
-commands = [stats, verify, list_registries]
+commands = [stats, verify, list_registries, versions, diff, rollback]

@@ -77,7 +77,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
     semantic = Semantic(store)
     app = Flask(__name__)
     trusted = frozenset(h.strip().lower().strip("[]") for h in (*LOCAL_HOSTS, *trusted_hosts) if h.strip())
-    app.config.update(KG=str(kg), MAX_CONTENT_LENGTH=1024, MMKG_TRUSTED_HOSTS=trusted)
+    app.config.update(KG=str(kg), KG_VERSION=store.kg_version, MAX_CONTENT_LENGTH=1024, MMKG_TRUSTED_HOSTS=trusted)
 
     @app.before_request
     def trusted_host():
@@ -195,8 +195,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
 
     # ---- shard browser ---------------------------------------------------------------------
     def _shard_sets() -> dict[str, dict]:
-        return {name: meta for name, meta in store.manifest.get("artifacts", {}).items()
-                if name.startswith("subgraphs/") and name.count("/") == 3}
+        return {name: meta for name, meta in store.artifacts("subgraphs/").items() if name.count("/") == 3}
 
     def _shard_dir(name: str) -> Path:
         sets = _shard_sets()
@@ -281,3 +280,101 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
 _SHARD_LIST_COLUMNS = {"query_id", "query_text", "seed_entity_ids", "triple_ids", "head_ids", "relation_ids",
                        "tail_ids", "head_keys", "relation_keys", "tail_keys", "head_labels", "relation_labels",
                        "tail_labels", "scores", "num_candidates", "empty"}
+
+
+class LiveApp:
+    """The WSGI app `mmkg serve` runs: the view of the KG's current version, which it pins while
+    it serves it (`kg_store.versions.Pin`: `mmkg gc` keeps that version's files), and which it
+    replaces when a newer version is committed. The manifest is checked at most every `check_s`
+    seconds (a stat, then a read when it changed); a new view is built and pinned, then swapped
+    in with one assignment, so each request is answered wholly by one version. The old view's pin
+    is released once no request is using it."""
+
+    def __init__(self, kg: str | Path, *, check_s: float = 1.0, **options):
+        import threading
+        self.kg, self.options, self.check_s = Path(kg), options, check_s
+        self._lock = threading.Lock()
+        self._stamp = None
+        self._last_check = 0.0
+        self._current = self._open()
+        self._retired: list[dict] = []
+
+    def _open(self) -> dict:
+        from kg_store.versions import pin_current
+        while True:
+            pin = pin_current(self.kg)
+            try:
+                app = create_app(self.kg, **self.options)
+            except BaseException:
+                pin.release()
+                raise
+            if app.config["KG_VERSION"] == pin.version:
+                return {"version": pin.version, "app": app, "pin": pin, "active": 0}
+            pin.release()  # a commit came between the pin and the open: pin what was opened
+
+    def _manifest_stamp(self):
+        import os
+        from kg_store.layout import MANIFEST
+        try:
+            st = os.stat(self.kg / MANIFEST)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh(self) -> None:
+        import time
+        from kg_store.manifest import read_manifest
+        now = time.monotonic()
+        if now - self._last_check < self.check_s:
+            return
+        self._last_check = now
+        stamp = self._manifest_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        try:
+            newer = int(read_manifest(self.kg)["kg_version"]) > self._current["version"]
+        except KGStoreError:
+            return  # keep serving what is open
+        self._stamp = stamp
+        if newer:
+            try:
+                fresh = self._open()
+            except KGStoreError as e:
+                logger.warning("kept serving kg_version %s: %s", self._current["version"], e)
+                return
+            self._retired.append(self._current)
+            self._current = fresh
+            logger.info("now serving kg_version %s", fresh["version"])
+
+    def _release_idle(self) -> None:
+        for old in [o for o in self._retired if o["active"] == 0]:
+            old["pin"].release()
+            self._retired.remove(old)
+
+    def __call__(self, environ, start_response):
+        from werkzeug.wsgi import ClosingIterator
+        with self._lock:
+            self._refresh()
+            entry = self._current
+            entry["active"] += 1
+
+        def done() -> None:  # the server closes the body once it is sent (or the client left)
+            with self._lock:
+                entry["active"] -= 1
+                self._release_idle()
+        try:
+            body = entry["app"](environ, start_response)
+        except BaseException:
+            done()
+            raise
+        return ClosingIterator(body, [done])
+
+    @property
+    def version(self) -> int:
+        return self._current["version"]
+
+    def close(self) -> None:
+        with self._lock:
+            for entry in [*self._retired, self._current]:
+                entry["pin"].release()
+            self._retired = []

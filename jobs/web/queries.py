@@ -51,7 +51,7 @@ class StoreView:
 
     @cached_property
     def degree(self) -> np.ndarray:
-        if not self.store.manifest.get("graph"):
+        if not self.store.graph_rel:
             return np.zeros(self.store.num_entities, np.int64)
         return np.asarray(self.store.graph.degree())
 

@@ -27,8 +27,8 @@ class SemanticUnavailable(KGStoreError):
 def embedded_encoders(store: KGStore) -> list[str]:
     """Encoder names with committed vectors in the store, in manifest order."""
     names = []
-    for name, meta in store.manifest.get("artifacts", {}).items():
-        if name.startswith("vectors/") and isinstance(meta, dict):
+    for name, meta in store.artifacts("vectors/").items():
+        if isinstance(meta, dict):
             names.append(meta.get("encoder") or name.split("/", 1)[1])
     return names
 
@@ -89,7 +89,7 @@ class Semantic:
         to four digits and say little), `encoder`, `retriever` and its config."""
         name = self.encoder_name("entity")  # the anchored retriever reads entity vectors only
         try:
-            from retrieval.queries import Query
+            from retrieval.datasets import Query
             from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
         except ImportError as e:
             raise SemanticUnavailable(f"retrieval is not installed here ({e})") from None

@@ -90,8 +90,8 @@ class Encoder(ABC):
 
     def cache_identity(self) -> str:
         """The vector cache folder of this encoder: runtime, precision and weights digest."""
-        from kg_store.hashing import config_hash
-        return f"{self.runtime}-{config_hash({'precision': self.precision, 'weights': self.weights_digest()})}"
+        from kg_store.hashing import cache_key
+        return f"{self.runtime}-{cache_key({'precision': self.precision, 'weights': self.weights_digest()})}"
 
     def describe(self) -> dict[str, Any]:
         """What the vector meta records about the encoder."""

@@ -28,7 +28,6 @@ back to torch. The probe verdict is keyed by the graph's sha256, so a new graph 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kg_store import atomic
-from kg_store.hashing import sha256_file
+from kg_store.hashing import Fingerprint, sha256_file
 from kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ def files_digest(files: Sequence[Path], base: Path, memo_dir: Path) -> str:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
-    h = hashlib.sha256(f"mmkg-onnx-export-v{EXPORT_VERSION}\n".encode())
+    h = Fingerprint(f"mmkg-onnx-export-v{EXPORT_VERSION}")
     changed = False
     for f in sorted(Path(p) for p in files):
         st = f.stat()
@@ -111,7 +110,7 @@ def files_digest(files: Sequence[Path], base: Path, memo_dir: Path) -> str:
             entry = {"stat": stamp, "sha256": sha256_file(f)}
             memo[str(f.resolve())] = entry
             changed = True
-        h.update(f"{f.relative_to(base).as_posix()}\0{entry['sha256']}\n".encode())
+        h.file_entry(f.relative_to(base).as_posix(), entry["sha256"])
     if changed:
         try:
             atomic.write_json(memo_path, memo)
@@ -124,12 +123,10 @@ def state_dict_digest(module: Any, extra: dict[str, Any]) -> str:
     """sha256 over a torch module's weights (names, dtypes, shapes, bytes) and `extra` (the model's
     name and config): for models built in memory (open_clip tags, seeded random weights)."""
     import torch
-    h = hashlib.sha256(f"mmkg-onnx-export-v{EXPORT_VERSION}\n".encode())
-    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    h = Fingerprint(f"mmkg-onnx-export-v{EXPORT_VERSION}").json(extra)
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"\n{name}|{t.dtype}|{t.numel()}\n".encode())
-        h.update(t.view(torch.uint8).numpy())
+        h.bytes(f"\n{name}|{t.dtype}|{t.numel()}\n".encode()).bytes(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -49,9 +49,15 @@ class Plan:
     tasks: list[ChunkTask] = field(default_factory=list)     # line-based work
     whole: list[tuple[int, int, str, str]] = field(default_factory=list)  # (src, file_seq, path, role)
 
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.specs]
+    #: each source's name in the tables (`source` columns, rejects): see `source_names`
+    names: list[str] = field(default_factory=list)
+
+    def name_sources(self, prior_inputs: list[dict[str, Any]]) -> None:
+        """Give every source its unique name against the store's earlier `inputs` (the writer
+        calls this under its lock, before anything is parsed)."""
+        self.names = source_names(self.specs, prior_inputs, [{f["path"] for f in e["files"]} for e in self.inputs])
+        for entry, ctx, name in zip(self.inputs, self.contexts, self.names):
+            entry["source"] = ctx["source"] = name
 
     def image_files(self) -> list[tuple[str, str]]:
         """(root, relative path) of every image file the plan names, as IMAGE records will name them."""
@@ -61,6 +67,46 @@ class Plan:
             if f.role == "image" and root and f.path.startswith(root.rstrip("/") + "/"):
                 out.append((root, f.path[len(root.rstrip("/")) + 1:]))
         return out
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).expanduser().resolve()) if "://" not in path else path
+
+
+def source_names(specs: list[SourceSpec], prior_inputs: list[dict[str, Any]] | None = None,
+                 files: list[set[str]] | None = None) -> list[str]:
+    """`FORMAT:NAME` of each source, unique by path (issue 29): the file or folder name, unless
+    another path of that format and name is in this ingest or already in the store; then as many
+    parent folders as tell them apart (`images:a/mapping.tsv`, `images:b/mapping.tsv`). A source
+    the store already holds (same path, or one of the same input files: a spec written relative
+    to another folder) keeps the name it was given."""
+    taken: dict[str, str] = {}  # name → resolved path of every earlier input
+    prior_files: list[tuple[str, str, set[str]]] = []  # (format, name, input file paths)
+    for e in prior_inputs or []:
+        if "spec" in e and "source" in e:
+            taken.setdefault(e["source"], _resolved(parse_source(e["spec"]).path))
+            prior_files.append((e.get("format", ""), e["source"], {f["path"] for f in e.get("files", [])}))
+    known = {(path, name.partition(":")[0]): name for name, path in taken.items()}
+    paths = [_resolved(s.path) for s in specs]
+    out: list[str] = []
+    for i, (spec, path) in enumerate(zip(specs, paths)):
+        same = [n for fmt, n, fs in prior_files if fmt == spec.format and files and fs & files[i]]
+        if (path, spec.format) in known or same:
+            out.append(known.get((path, spec.format)) or same[-1])
+            continue
+        rivals = {p for p, s in zip(paths, specs) if s.format == spec.format and Path(p).name == Path(path).name}
+        rivals |= {p for n, p in taken.items() if n.partition(":")[0] == spec.format and
+                   Path(p).name == Path(path).name}
+        parts = Path(path).parts
+        depth = 1
+        while depth < len(parts) and (any(Path(r).parts[-depth:] == parts[-depth:] for r in rivals - {path})
+                                      or (depth == 1 and f"{spec.format}:{parts[-1]}" in taken)):
+            depth += 1
+        name = f"{spec.format}:{'/'.join(parts[-depth:])}"
+        out.append(name)
+        known[(path, spec.format)] = name
+        taken.setdefault(name, path)
+    return out
 
 
 def scan_file(path: str, chunk_bytes: int) -> tuple[int, str, list[tuple[int, int, int]]]:
@@ -107,14 +153,14 @@ def make_plan(sources: list[str | SourceSpec], *, chunk_bytes: int = DEFAULT_CHU
     if not specs:
         raise KGStoreError("no --source given")
     readers = [reader_registry.get(s.format)() for s in specs]
-    plan = Plan(specs=specs, readers=readers, contexts=[])
+    plan = Plan(specs=specs, readers=readers, contexts=[], names=source_names(specs))
     for src, (spec, reader) in enumerate(zip(specs, readers)):
         path = Path(spec.path).expanduser()
         if not path.exists():
             raise KGStoreError(f"source {spec}: {path} does not exist")
         files = reader.plan(path, spec.options)
-        plan.contexts.append(reader.prepare(files, spec.options))
-        entry = {"source": spec.name, "format": spec.format, "spec": str(spec), "files": [], "counts": {}}
+        plan.contexts.append({**reader.prepare(files, spec.options), "source": plan.names[src]})
+        entry = {"source": plan.names[src], "format": spec.format, "spec": str(spec), "files": [], "counts": {}}
         for f in files:
             seq = len(plan.files)
             plan.files.append(f)

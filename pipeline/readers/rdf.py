@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from kg_store.errors import ConfigError, KGStoreError
-from kg_store.rdf import GENID
+from kg_store.rdf import GENID, key_from_uri
 from kg_store.safe_io import UnsafeFileError, iter_lines, open_regular, read_bounded
 from pipeline.readers import records as R
 from pipeline.readers.base import InputFile, Reader, reader_registry
@@ -115,6 +115,15 @@ def term_problem(term, base_given: bool = False) -> str | None:
             return f"invalid character {_IRI_BAD.search(text).group()!r} in an IRI"
         return None
     return f"unsupported term {type(term).__name__}"
+
+
+def iri_key(iri: str) -> str:
+    """The store key of an IRI: Wikidata's become `Q42`/`P31` (as everywhere in the store) and the
+    export's own `urn:mmkg:entity:|relation:|attribute:<key>` their key again, so an export
+    re-ingests onto the keys it came from; every other IRI is its own key."""
+    if "wikidata.org" in iri:
+        return R.normalize_key(iri)
+    return key_from_uri(iri) if iri.startswith("urn:mmkg:") else iri
 
 
 def skolem_iri(source: str, label: str) -> str:
@@ -192,7 +201,10 @@ class _Rows:
             del v[mark[0]:]
         del self.bad[mark[1]:]
 
-    def literal(self, s: str, pred: str, value: str, dt: str, line_no: int):
+    def literal(self, s: str, pred: str, value: str, dt: str, line_no: int, *, of_property: bool = False):
+        if of_property and pred in R.ANNOTATIONS:  # `wdt:P31 rdfs:label "…"`: the relation's label
+            self.add(R.RELATION, s, R.ANNOTATIONS[pred], value, None, line_no)
+            return
         self.add(R.LITERAL, s, pred, value, dt, line_no)
         if pred in LABEL_PREDICATES:  # the statement stays data; the label is derived from it
             self.add(R.ENTITY, s, "label", value, None, line_no, primary=False)
@@ -227,7 +239,7 @@ class _OxTerms:
     def key(self, term) -> str:
         if isinstance(term, self.named):
             v = term.value
-            return R.normalize_key(v) if "wikidata.org" in v else v  # Q42/P31 keys, as everywhere
+            return iri_key(v)  # Q42/P31 keys, as everywhere
         if isinstance(term, self.blank):
             return self.bnode_name(term.value)
         raise _Unsupported("a triple term (RDF 1.2) cannot be stored")
@@ -245,13 +257,14 @@ class _OxTerms:
                 if o.direction is not None:
                     return "a literal with a base direction (RDF 1.2) cannot be stored"
                 lang = o.language
-                rows.literal(ks, p, value, f"@{lang}" if lang else _datatype(o.datatype.value), line_no)
+                rows.literal(ks, iri_key(p), value, f"@{lang}" if lang else _datatype(o.datatype.value), line_no,
+                             of_property=isinstance(s, self.named) and s.value.startswith(R.PROPERTY_IRI_PREFIXES))
             else:
                 ko = self.key(o)
                 problem = _size_problem(ks) or _size_problem(ko)
                 if problem:
                     return problem
-                rows.add(R.TRIPLE, ks, R.normalize_key(p) if "wikidata.org" in p else p, ko, None, line_no)
+                rows.add(R.TRIPLE, ks, iri_key(p), ko, None, line_no)
         except _Unsupported as e:
             return str(e)
         return None
@@ -310,7 +323,8 @@ class RDFReader(Reader):
             max_mib = float(options.get("max_mib", DEFAULT_MAX_MIB))
         except ValueError:
             raise KGStoreError(f"rdf: max_mib must be a number, not {options['max_mib']!r}") from None
-        return {"source": f"rdf:{Path(files[0].path).name}", "max_bytes": int(max_mib * (1 << 20)),
+        # the plan adds "source", the source's unique name (blank nodes are named from it)
+        return {"max_bytes": int(max_mib * (1 << 20)),
                 "base": check_base(options.get("base"))}
 
     def parse_file(self, path: str, role: str, ctx) -> pa.RecordBatch:
@@ -460,7 +474,7 @@ class RDFReader(Reader):
         def key(term) -> str:
             if isinstance(term, rdflib.BNode):
                 return ordinals.setdefault(term, skolem_iri(source, f"#{len(ordinals) + 1}"))
-            return R.normalize_key(str(term))
+            return iri_key(str(term))
         items = []
         for s, p, o in store.order:  # document order (every graph of a quad document, names dropped)
             problem = next(filter(None, (term_problem(t, base is not None) for t in (s, p, o))), None)
@@ -474,9 +488,9 @@ class RDFReader(Reader):
                 rows.bad.append((i, _raw(" ".join(_n3(x) for x in (s, p, o))), problem))
             elif isinstance(o, rdflib.Literal):
                 dt = f"@{o.language}" if o.language else _datatype(str(o.datatype) if o.datatype else _XSD_STRING)
-                rows.literal(ks, kp, ko, dt, i)
+                rows.literal(ks, iri_key(kp), ko, dt, i, of_property=str(s).startswith(R.PROPERTY_IRI_PREFIXES))
             else:
-                rows.add(R.TRIPLE, ks, R.normalize_key(kp), ko, None, i)
+                rows.add(R.TRIPLE, ks, iri_key(kp), ko, None, i)
         return rows.batch()
 
 

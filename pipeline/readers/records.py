@@ -25,6 +25,18 @@ IMAGE = "image"              # s=entity key, o=absolute file path, p=source uri 
 REJECT = "reject"            # reason, raw
 HEADER = "header"            # a header/count line: neither read nor rejected (reported as skipped)
 
+#: RDF predicates that annotate their subject: the entity's (or relation's) label or description
+ANNOTATIONS = {
+    "http://www.w3.org/2000/01/rdf-schema#label": "label",
+    "http://www.w3.org/2004/02/skos/core#prefLabel": "label",
+    "https://schema.org/description": "description",
+    "http://schema.org/description": "description",
+}
+#: IRIs that name a property by themselves (Wikidata direct claims `wdt:`, the export's own relation
+#: IRIs): their annotations label the relation even before any triple uses it
+PROPERTY_IRI_PREFIXES = ("http://www.wikidata.org/prop/direct/", "https://www.wikidata.org/prop/direct/",
+                         "urn:mmkg:relation:")
+
 KINDS = (ENTITY, ENTITY_HINT, RELATION, TRIPLE, LITERAL, LINK, IMAGE, REJECT, HEADER)
 
 RECORDS = pa.schema([
@@ -119,7 +131,11 @@ def field(parts: pa.Array, i: int, n: pa.Array) -> pa.Array:
 
 
 # ---- keys ----------------------------------------------------------------------------------
-_WIKIDATA = r"^https?://(?:www\.)?wikidata\.org/(?:entity|wiki)/([QP]\d+)$"
+#: Wikidata IRIs of an item or property (`wd:`, `wdt:` direct claims, `wiki/Property:` pages) → the
+#: bare `Q42` / `P31` keys MarKG uses, so an export (`wdt:P31`) re-ingests onto MarKG's `P31`
+_WIKIDATA = r"^https?://(?:www\.)?wikidata\.org/(?:entity/|wiki/|wiki/Property:|prop/direct/)([QP]\d+)$"
+#: the same as prefixed names in line formats (TSV `wd:Q42 wdt:P31 wd:Q5`)
+_WIKIDATA_PREFIXED = r"^(?:wd|wdt):([QP]\d+)$"
 
 
 def normalize_keys(tokens: pa.Array) -> pa.Array:
@@ -130,6 +146,8 @@ def normalize_keys(tokens: pa.Array) -> pa.Array:
     t = pc.if_else(bracketed, pc.utf8_slice_codeunits(t, 1, -1), t)
     if pc.any(pc.match_substring(t, "wikidata.org")).as_py():
         t = pc.replace_substring_regex(t, _WIKIDATA, r"\1")
+    if pc.any(pc.or_(pc.starts_with(t, "wd:"), pc.starts_with(t, "wdt:"))).as_py():
+        t = pc.replace_substring_regex(t, _WIKIDATA_PREFIXED, r"\1")
     return t
 
 
@@ -137,7 +155,7 @@ def normalize_key(token: str) -> str:
     t = token.strip()
     if t.startswith("<") and t.endswith(">"):
         t = t[1:-1]
-    m = re.match(_WIKIDATA, t)
+    m = re.match(_WIKIDATA, t) or re.match(_WIKIDATA_PREFIXED, t)
     return m.group(1) if m else t
 
 

@@ -119,7 +119,7 @@ def _write_random_shards(store, data_dir, n_queries: int = 5) -> list[list[int]]
         sw = ShardWriter(w.root / rel)
         sw.write(pa.Table.from_pylist(rows, schema=BASE_SCHEMA))
         sw.close({"dataset": "mars", "split": "test", "queries": len(rows), "encoder": "random-baseline"})
-        w.set_artifact(rel, {"queries": len(rows)}, files=[str(p.relative_to(w.root)) for p in (w.root / rel).iterdir()])
+        w.set_artifact(rel, {"queries": len(rows)}, files=[str(p.relative_to(w.root)) for p in (w.root / rel).rglob("*") if p.is_file()])
         w.commit()
     return picked
 

@@ -200,3 +200,19 @@ def test_scheme_without_conditional_put_is_read_through_fsspec_alone(s3, tmp_pat
     with pytest.raises(ConfigError, match="conditional put"):
         with open_working_copy("memory://copied", cache_dir=tmp_path / "r") as wc:
             _commit_artifact(wc.path, "made-on-memory")
+
+
+def test_the_store_itself_opens_and_writes_a_url(s3, tmp_path):
+    """Object storage is a backend of the store, not of the CLI: `KGStore.writer(URL)` works on the
+    working copy and publishes when it exits; `open_store(URL)` reads the published version."""
+    client, bucket, _ = s3
+    prefix = f"api-{uuid.uuid4().hex[:6]}"
+    url = f"s3://{bucket}/{prefix}"
+    with KGStore.writer(url) as w:
+        (w.root / "runs").mkdir(exist_ok=True)
+        (w.root / "runs/a.json").write_text('{"by": "api"}\n')
+        w.set_artifact("a", {"by": "api"}, files=["runs/a.json"])
+        w.commit()
+    assert _remote_manifest(client, bucket, prefix)[1]["artifacts"] == {"a": {"by": "api"}}
+    store = open_store(url)
+    assert store.artifact_meta("a") == {"by": "api"} and store.files() == ["runs/a.json"] and not store.verify()

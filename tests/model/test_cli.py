@@ -48,3 +48,30 @@ def test_config_without_job_block_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text("metadata: {}\n")
     res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "c.yaml")])
     assert res.exit_code != 0 and "job" in str(res.exception or res.output)
+
+
+def test_max_steps_kg_and_limit_options_print_progress_on_stderr(real_shards, data_dir, tmp_path):
+    """Issue 29: `--kg` replaces the config's KG, `--max-steps N` caps every stage, loss,
+    throughput and ETA go to stderr; `evaluate --limit N` shows s/query and ETA."""
+    out = tmp_path / "run"
+    train_cfg = _write(tmp_path / "train.yaml", "train", {
+        "kg": "build/no-such-kg", "output_dir": str(out), "device": "cpu", "amp": "off", "log_every": 1,
+        "model_kwargs": {"backbone": "tiny-llama", "vision": None, "gnn_layer": "gat", "kg_hidden": 16},
+        "stages": [{"name": "finetune", "task": "mars", "shards": str(real_shards["mars/dev"]), "batch_size": 2,
+                    "epochs": 1, "limit": 8}]})
+    res = CliRunner().invoke(cli, ["train", "--config", str(train_cfg), "--kg", str(real_shards["kg"]),
+                                   "--max-steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["global_step"] == 2  # 4 batches, capped at 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("train finetune step")]
+    assert [ln.split()[3] for ln in lines] == ["1/2", "2/2"]
+    assert all(" loss " in ln and "s/step" in ln and "ex/s" in ln and "ETA" in ln for ln in lines)
+    eval_cfg = _write(tmp_path / "eval.yaml", "evaluate", {
+        "kg": "build/no-such-kg", "task": "mars", "shards": str(real_shards["mars/dev"]),
+        "checkpoint": str(out / "final"), "device": "cpu", "amp": "off",
+        "candidates": str(data_dir / "markg" / "MARS" / "analogy_entities.txt")})
+    res = CliRunner().invoke(cli, ["evaluate", "--config", str(eval_cfg), "--kg", str(real_shards["kg"]),
+                                   "--limit", "2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["count"] == 2
+    assert "evaluate 2/2 queries" in res.stderr and "s/query" in res.stderr and "ETA" in res.stderr

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.commands.model import load_job_config
+from jobs.commands.model import job_function, load_job_config
 from model import backbone_registry, gnn_layer_registry, model_registry, task_registry
-from model.evaluation import evaluate
-from model.training import train
+from model.reranker_run import VARIANTS
 
 def _model_configs() -> list[Path]:
     """Configs of `mmkg train` / `mmkg evaluate` (other commands' configs are tested by their owners)."""
@@ -29,6 +28,7 @@ def test_configs_are_shipped():
     names = {p.name for p in CONFIGS if p.parent.name == "mrmkg"}
     assert {"scienceqa_flan-t5-3b.yaml", "scienceqa_flan-t5-11b.yaml", "mars_llama-2-7b.yaml",
             "mars_smollm2-135m.yaml"} <= names
+    assert {"mars.yaml", "mars.evaluate.yaml"} <= {p.name for p in CONFIGS if p.parent.name == "reranker"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -36,8 +36,12 @@ def test_config_fits_its_function(path):
     import yaml
     meta = yaml.safe_load(path.read_text())["metadata"]
     job = load_job_config(path)
-    fn = {"train": train, "evaluate": evaluate}[meta["command"]]
+    fn = job_function({"train": "model.training.train", "evaluate": "model.evaluation.evaluate"}[meta["command"]],
+                      job)
     inspect.signature(fn).bind(**job)  # unknown or missing keys raise TypeError
+    if job.get("model") in VARIANTS:  # a learned ranker: no LLM, no shards (model.reranker_run)
+        assert fn.__module__ == "model.reranker_run"
+        return
     kwargs = job.get("model_kwargs", {})
     assert job.get("model", "mrmkg") in model_registry
     if "backbone" in kwargs:
@@ -49,3 +53,15 @@ def test_config_fits_its_function(path):
     assert all(t in task_registry for t in tasks)
     if meta["command"] == "train":
         assert job.get("weight_decay") == 0.01
+
+
+def test_configs_read_the_demo_kg_and_the_demo_writes_train_shards():
+    """Issue 29: a first `mmkg train` after `make demo` finds its KG and its MARS train shards."""
+    import yaml
+    assert {load_job_config(p)["kg"] for p in CONFIGS} == {"build/demo-kg"}
+    pipeline = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "pipeline.yaml").read_text())
+    assert pipeline["job"]["kg"] == "build/demo-kg"
+    retrieved = {(d["dataset"].split(":")[0], d["split"]) for d in pipeline["job"]["retrieve"]["datasets"]}
+    assert {("mars", "train"), ("mars", "dev")} <= retrieved
+    tiny = [p for p in CONFIGS if p.name.startswith("mars_tiny-t5")]
+    assert {p.name for p in tiny} == {"mars_tiny-t5.yaml", "mars_tiny-t5.evaluate.yaml"}

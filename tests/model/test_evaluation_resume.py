@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from model import evaluation
+from model import scoring
 from model.evaluation import evaluate
 
 TINY = {"backbone": "tiny-llama", "vision": None, "gnn_layer": "gat", "kg_hidden": 16, "max_text_length": 96,
@@ -26,7 +26,7 @@ def _ranks(path) -> dict[str, float]:
 
 def _kill_at_the_second_query(monkeypatch) -> None:
     """The next evaluate dies while scoring its second query (undo with monkeypatch.undo())."""
-    original, calls = evaluation._score_mars, {"n": 0}
+    original, calls = scoring.MarsScorer.score, {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -34,7 +34,7 @@ def _kill_at_the_second_query(monkeypatch) -> None:
             raise KeyboardInterrupt("simulated kill")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "_score_mars", dying)
+    monkeypatch.setattr(scoring.MarsScorer, "score", dying)
 
 
 def test_resumed_evaluation_gives_the_same_ranks_as_an_uninterrupted_one(real_shards, data_dir, tmp_path,

@@ -40,12 +40,12 @@ def test_rows(data_dir):
 @pytest.fixture(scope="module")
 def trained(ctx, data_dir):
     """A small reranker (KG and memory features; this store has no entity vectors) for the template."""
-    from model.reranker import GROUPS, featurize, feature_names, fit_reranker
+    from model.reranker import available_groups, featurize, feature_names, fit_reranker
     from retrieval.paths import mars_row_digest
     train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]
     train = [r for r in train if mars_row_digest(r) in ctx.train_digests][::5]
     f = featurize(ctx, train, train_rows=True, k=30)
-    return fit_reranker(f, feature_names([g for g in GROUPS if g != "embedding"]), rounds=30)
+    return fit_reranker(f, feature_names(available_groups(None, None)), rounds=30)
 
 
 @pytest.mark.parametrize("name", ["memory", "kg_prior", "memory>kg_prior", "reranker"])
@@ -116,14 +116,27 @@ def test_reranker_features_never_see_the_gold_and_come_out_of_fold(ctx, kg_root,
     """The reranker's features of a test row do not change with its answer; those of a train row,
     computed out of fold, equal the features of the same row under a context whose train split lacks
     the row's whole fold (counts and prior refitted without it)."""
-    from model.reranker import GROUPS, feature_names, query_matrix
+    from model.reranker import available_groups, feature_names, query_matrix
     from retrieval.paths import mars_row_digest
-    names = feature_names([g for g in GROUPS if g != "embedding"])
+    names = feature_names(available_groups(None, None))
     row = test_rows[3]
     a = query_matrix(ctx, ctx.query(row), 50, names, None)
     b = query_matrix(ctx, ctx.query({**row, "answer": "Q5", "relation": "P0"}), 50, names, None)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+    # the KG-embedding features read the question and the example pair only (a stand-in embedding)
+    from model.kge import KGEmbedding
+    rng = np.random.default_rng(0)
+    ctx.kge = KGEmbedding(rng.normal(size=(ctx.store.count("entities"), 8)).astype(np.float32),
+                          rng.normal(size=(ctx.store.num_relations, 8)).astype(np.float32), {})
+    try:
+        with_kge = feature_names(available_groups(None, ctx.kge))
+        a = query_matrix(ctx, ctx.query(row), 50, with_kge, None)
+        b = query_matrix(ctx, ctx.query({**row, "answer": "Q5", "relation": "P0"}), 50, with_kge, None)
+        assert a[2][:, -2:].std() > 0
+        np.testing.assert_array_equal(a[2], b[2])
+    finally:
+        ctx.kge = None
     train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]
     train = [r for r in train if mars_row_digest(r) in ctx.train_digests]
     fold = ctx.train_digests[mars_row_digest(train[0])]

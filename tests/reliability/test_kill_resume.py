@@ -120,7 +120,7 @@ def test_retrieve_kill_resume(chain, pipeline_inputs, reference_store):
     # part file are kill points too.
     kill_and_resume(chain, "retrieve", retrieve_args(kg, pipeline_inputs), [
         ("query vectors cached", appears_new(kg, "cache/embeddings/*/*/*/seg-*.json")),
-        ("first shard part", appears(kg, "subgraphs/*/*/*/part-*")),
+        ("first shard part", appears(kg, "subgraphs/*/*/*/parts/part-*")),
         ("publishing shards", appears(kg, "subgraphs/*/*/*/_SUCCESS")),
     ], reference_store)
 

@@ -57,8 +57,8 @@ def test_spark_writes_parts_on_executors_equal_to_local(kg, data_dir, spark):
     assert res.reports["quality"]["hits"] == local.reports["quality"]["hits"]
     parts = part_files(d)
     assert len(parts) >= 3 and [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(len(parts))]
-    assert sorted(p.name for p in d.iterdir() if not p.name.startswith("part-")) == \
-        ["_SUCCESS", "leakage.json", "meta.json", "quality.json"]
+    assert sorted(p.name for p in d.iterdir()) == ["_SUCCESS", "leakage.json", "meta.json", "parts", "quality.json"]
+    assert sorted(p.name for p in (d / "parts").iterdir()) == [p.name for p in parts]  # the Parquet parts only
     assert open_store(kg.root).verify() == []
 
 
@@ -87,18 +87,19 @@ def test_adopt_parts_keeps_only_reported_files_in_order(tmp_path):
     attempt's file and temp litter in the staging folder never publish."""
     d = tmp_path / "subgraphs/x/test/abc"
     with ShardWriter(d) as w:
-        _part(w.staging / "spark-000000000003-00000002.parquet", 3, 2)
-        _part(w.staging / "spark-000000000000-00000003.parquet", 0, 3)
-        _part(w.staging / "spark-000000000000-00000001.parquet", 0, 1)  # a failed attempt's batch
-        (w.staging / "spark-000000000005-00000001.parquet.tmp-0123abcd").write_bytes(b"half")
+        _part(w.parts / "spark-000000000003-00000002.parquet", 3, 2)
+        _part(w.parts / "spark-000000000000-00000003.parquet", 0, 3)
+        _part(w.parts / "spark-000000000000-00000001.parquet", 0, 1)  # a failed attempt's batch
+        (w.parts / "spark-000000000005-00000001.parquet.tmp-0123abcd").write_bytes(b"half")
         w.adopt_parts([("spark-000000000000-00000003.parquet", 3), ("spark-000000000003-00000002.parquet", 2)])
         w.close({"encoder": "e"})
     assert [p.name for p in part_files(d)] == ["part-00000.parquet", "part-00001.parquet"]
     assert read_shards(d)["query_id"].to_pylist() == ["q0", "q1", "q2", "q3", "q4"]
     assert read_meta(d)["rows"] == 5
-    assert sorted(p.name for p in d.iterdir()) == ["_SUCCESS", "meta.json", "part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in d.iterdir()) == ["_SUCCESS", "meta.json", "parts"]
+    assert sorted(p.name for p in (d / "parts").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
     with ShardWriter(tmp_path / "subgraphs/x/test/bad") as w:
-        _part(w.staging / "spark-000000000000-00000003.parquet", 0, 3)
+        _part(w.parts / "spark-000000000000-00000003.parquet", 0, 3)
         with pytest.raises(CorruptFileError, match="3 rows, the task reported 2"):
             w.adopt_parts([("spark-000000000000-00000003.parquet", 2)])
     assert not (tmp_path / "subgraphs/x/test/bad").exists()

@@ -53,6 +53,28 @@ def test_mars_shard_rows_are_consistent_with_the_store(kg, shards):
     assert f"subgraphs/mars/dev/{d.name}/{SUCCESS}" in store.manifest["files"] and store.verify() == []
 
 
+def test_a_shard_folder_reads_as_it_is_with_pandas_pyarrow_and_datasets(shards):
+    """Issue 29: the Parquet parts sit alone in `parts/` (reports and meta.json beside it), so
+    pandas, pyarrow.dataset and Hugging Face `datasets` (when installed) read that folder directly."""
+    import pandas as pd
+    import pyarrow.dataset as pads
+    from kg_store.shards import parts_dir
+    d = shards["mars/dev"]
+    parts = parts_dir(d)
+    assert parts == d / "parts" and {p.suffix for p in parts.iterdir()} == {".parquet"}
+    assert {"meta.json", "quality.json", SUCCESS} <= {p.name for p in d.iterdir()}
+    expect = read_shards(d)["query_id"].to_pylist()
+    df = pd.read_parquet(parts)
+    assert len(df) == 8 and df["query_id"].tolist() == expect
+    assert pads.dataset(parts, format="parquet").to_table()["query_id"].to_pylist() == expect
+    try:
+        import datasets
+    except ImportError:
+        return
+    hf = datasets.load_dataset("parquet", data_dir=str(parts), split="train")
+    assert hf["query_id"] == expect
+
+
 def test_scienceqa_shards_carry_question_choices_image(shards, data_dir):
     t = read_shards(shards["scienceqa/test"]).to_pylist()
     assert len(t) == 8
