@@ -376,11 +376,15 @@ class StoreWriter:
         for name in graph.ARRAYS:
             self.register_file(f"{rel}/{name}.npy")
         self.manifest["graph"] = rel
-        for name in [n for n, m in self.manifest["artifacts"].items()
-                     if isinstance(m, dict) and m.get("graph") not in (None, rel)]:
+        stale = {n: m for n, m in self.manifest["artifacts"].items()
+                 if isinstance(m, dict) and m.get("graph") not in (None, rel)}
+        for name in stale:
             self.drop(name)  # fitted on the previous graph (set_artifact(graph_bound=True))
-            for f in [f for f in self.manifest["files"] if f.startswith(name + ".")]:
-                del self.manifest["files"][f]
+        # their files: `<name>.*`, or the content-addressed `file` they name unless a kept artifact shares it
+        shared = {m.get("file") for m in self.manifest["artifacts"].values() if isinstance(m, dict)}
+        for f in [f for f in self.manifest["files"]
+                  if any(f.startswith(n + ".") or f == m.get("file") for n, m in stale.items()) and f not in shared]:
+            del self.manifest["files"][f]
         return rel
 
     def set_artifact(self, name: str, meta: dict[str, Any], files: Iterable[str] = (), *,

@@ -196,13 +196,13 @@ def test_rollback_restores_vectors_and_indexes_replaced_in_place(src, tmp_path, 
 def test_gc_reclaims_a_superseded_path_prior(src, data_dir, tmp_path, capsys):
     """A path prior fitted on v1's graph is superseded when an ingest makes a new graph: `gc
     --dry-run` lists it with its bytes, `gc` deletes it, and the current version still verifies."""
-    from retrieval.paths import PRIOR_DIR, load_or_fit_prior
+    from retrieval.paths import load_or_fit_prior, prior_file
     kg = tmp_path / "kg"
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
     train = tmp_path / "train.json"  # the fixture's MARS rows, whose entities are all in the slice
     train.write_text("\n".join((data_dir / "markg/MARS/dev.json").read_text().splitlines()[:3]) + "\n")
     _, key = load_or_fit_prior(kg, train, None, folds=1)
-    rel = f"{PRIOR_DIR}/{key}.parquet"
+    rel = prior_file(open_store(kg), key)  # the prior's table, named by its content
     size = (kg / rel).stat().st_size
     assert open_store(kg).has_file(rel)
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"tsv:{src['extra']}", "--engine", "local")
@@ -226,7 +226,7 @@ def test_gc_reclaims_a_superseded_path_prior(src, data_dir, tmp_path, capsys):
 def test_rollback_brings_back_the_prior_of_its_graph(src, data_dir, tmp_path, capsys):
     """A path prior belongs to the graph it was fitted on: v2 (new graph) drops it, a rollback to v1
     registers it again (and its graph), and `mmkg verify` passes."""
-    from retrieval.paths import PRIOR_DIR, load_or_fit_prior
+    from retrieval.paths import PRIOR_DIR, load_or_fit_prior, prior_file
     kg = tmp_path / "kg"
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
     train = tmp_path / "train.json"
@@ -239,7 +239,7 @@ def test_rollback_brings_back_the_prior_of_its_graph(src, data_dir, tmp_path, ca
     mmkg(capsys, "rollback", "--kg", kg, 1)
     back = open_store(kg)
     assert back.graph_rel == v1.graph_rel and back.artifact_meta(rel) == v1.artifact_meta(rel)
-    assert back.file_sha(f"{rel}.parquet") == v1.file_sha(f"{rel}.parquet")
+    assert back.file_sha(prior_file(back, key)) == v1.file_sha(prior_file(v1, key))
     assert load_or_fit_prior(kg, train, None, folds=1)[1] == key  # found, not fitted again
     assert open_store(kg).kg_version == 3 and "ok:" in mmkg(capsys, "verify", "--kg", kg)
 

@@ -12,7 +12,7 @@ import pytest
 
 from kg_store import KGStore, open_store
 from kg_store.graph import build_csr
-from kg_store.shards import read_shards
+from kg_store.shards import part_files, read_shards
 from retrieval.batch import retrieve_dataset
 from retrieval.incremental import SIDECAR
 from retrieval.retriever import RetrievalConfig
@@ -83,8 +83,8 @@ def test_incremental_retrieve_equals_a_full_retrieve_byte_for_byte(versions):
     assert versions["edits"]["added"] > 0 and versions["edits"]["relabelled"] == 2
     for inc, full in zip(versions["inc"], versions["full"]):
         assert not inc.reused and not full.reused and full.queries_reused == 0
-        parts_a = sorted(inc.shard_dir.glob("part-*.parquet"))
-        parts_b = sorted(full.shard_dir.glob("part-*.parquet"))
+        parts_a = part_files(inc.shard_dir)
+        parts_b = part_files(full.shard_dir)
         assert [p.name for p in parts_a] == [p.name for p in parts_b] and parts_a
         assert read_shards(inc.shard_dir).equals(read_shards(full.shard_dir))
         for a, b in zip(parts_a, parts_b):
