@@ -243,7 +243,10 @@ class KGStore:
 
 
 def _is_url(root: str | Path) -> bool:
-    return "://" in str(root) and __import__("kg_store.remote").remote.is_url(root)
+    if "://" not in str(root):
+        return False
+    from kg_store.remote import is_url  # remote imports the store: only when a URL is given
+    return is_url(root)
 
 
 def _local_root(root: str | Path) -> Path:
