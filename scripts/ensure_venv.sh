@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (once) the project venv in a cache keyed by the hash of the pinned requirements, and
-# point .venv at the repo root to it. A 6 GB torch venv must not be rebuilt by every CI clone.
+# give the checkout a thin .venv on top of it (below). A 6 GB torch venv must not be rebuilt by every CI clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -27,11 +27,31 @@ if [ ! -f "$VENV/.complete" ]; then
   grep -rlI --null "$VENV.tmp" "$VENV/bin" | xargs -0 -r sed -i "s#$VENV.tmp#$VENV#g"
   touch "$VENV/.complete"
 fi
-# The project itself is installed editable so `.venv/bin/mmkg` runs this checkout's code.
-ln -sfn "$VENV" .venv
-# Checked from / so that the current directory does not shadow what is installed.
+# The shared venv holds the dependencies only. Each checkout gets its own thin venv (.venv, no
+# pip, a few kB) whose site-packages sees the shared one through a .pth file and imports `mmkg`
+# from this checkout, so two clones sharing the dependencies never run each other's code.
 HERE=$PWD
-INSTALLED=$(cd / && "$HERE/.venv/bin/python" -c 'import jobs, os; print(os.path.dirname(os.path.dirname(jobs.__file__)))' 2>/dev/null || true)
-if [ "$INSTALLED" != "$HERE" ] || [ ! -x .venv/bin/mmkg ]; then
-  .venv/bin/pip install -q --no-deps --no-build-isolation -e . >&2
+# An older layout installed the project itself into the shared venv: a stale copy would shadow nothing
+# (the checkout comes first on sys.path) but would confuse `pip list`, so it goes.
+if ls "$VENV"/lib/python3*/site-packages/__editable__*mmkg* >/dev/null 2>&1 \
+   || ls -d "$VENV"/lib/python3*/site-packages/mmkg-*.dist-info >/dev/null 2>&1; then
+  "$VENV/bin/pip" uninstall -y -q mmkg >&2 || true
+fi
+exec 9>&-
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+[ -L .venv ] && rm .venv
+LOCAL_SITE=$(ls -d .venv/lib/python3*/site-packages 2>/dev/null | head -1 || true)
+if [ -z "$LOCAL_SITE" ] || [ "$(cat "$LOCAL_SITE/00-mmkg-checkout.pth" 2>/dev/null)" != "$HERE" ] \
+   || ! grep -qF "\"$SITE\"" "$LOCAL_SITE/zz-mmkg-deps.pth" 2>/dev/null || [ ! -x .venv/bin/mmkg ]; then
+  rm -rf .venv .venv.tmp
+  "$VENV/bin/python" -m venv --without-pip .venv.tmp
+  mv .venv.tmp .venv
+  # the interpreter links of a venv are absolute; only the site dir's name is needed here
+  LOCAL_SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$HERE" > "$LOCAL_SITE/00-mmkg-checkout.pth"
+  echo "import site; site.addsitedir(\"$SITE\")" > "$LOCAL_SITE/zz-mmkg-deps.pth"
+  for tool in mmkg; do
+    printf '#!%s\nimport sys\nfrom mmkg.jobs.cli import main\nsys.exit(main())\n' "$HERE/.venv/bin/python" > .venv/bin/$tool
+    chmod +x .venv/bin/$tool
+  done
 fi
