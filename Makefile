@@ -25,7 +25,7 @@ gpu-check: venv
 	$(PY) benchmarks/gpu.py
 
 demo: venv
-	$(PY) -m jobs.demo --data $(DATA) --kg $(KG)
+	$(PY) -m mmkg.jobs.demo --data $(DATA) --kg $(KG)
 
 # The MARS model experiments (benchmarks/mars_*.py) take hours on 2 cores and resume across runs:
 # they are run by hand (see their docstrings), not by `make bench`.

@@ -6,7 +6,7 @@ Steps: MarKG store with the real entity images (ingest) → `minilm` vectors and
 retrieval shards for the first `--train-examples` MARS train queries and a held subset of MARS dev
 (`--eval-queries`), and for the ScienceQA problems available (train → test) → for each option
 (`--models`, MR-MKG included) a fresh model with the same seed, `--steps` finetuning steps through
-`model.training.train`, then `model.evaluation.evaluate` (the code behind `mmkg train` /
+`mmkg.model.training.train`, then `mmkg.model.evaluation.evaluate` (the code behind `mmkg train` /
 `mmkg evaluate`) → one table: metric, trainable parameters, step time.
 
 Then Simignore's accuracy-vs-tokens-kept curve: the Simignore checkpoint trained on MARS is
@@ -47,23 +47,23 @@ KEEP_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 def prepare_store(kg: Path, data: Path) -> None:
     """MarKG + entity images store, minilm vectors, indexes (each step skipped when already committed)."""
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     if not (kg / "manifest.json").exists():
-        from pipeline.ingest import ingest
+        from mmkg.pipeline.ingest import ingest
         sources = [f"markg:{data / 'markg' / 'MarKG'}", f"images:{data / 'markg' / 'MARS' / 'images'}",
                    f"images:{data / 'entity_images' / 'imagenet_markg_overlap' / 'mapping.tsv'}"]
         ingest(kg, sources, engine="local")
     if open_store(kg).artifact(f"vectors/{ENCODER}") is None:
-        from pipeline.embed import embed_store
+        from mmkg.pipeline.embed import embed_store
         embed_store(kg, ENCODER, progress=False)
     if open_store(kg).artifact(f"indexes/{ENCODER}") is None:
-        from retrieval.index import build_store_indexes
+        from mmkg.retrieval.index import build_store_indexes
         build_store_indexes(kg, ENCODER)
 
 
 def retrieve(kg: Path, dataset: str, split: str, limit: int | None, top_n: int) -> Path:
-    from retrieval.batch import retrieve_dataset
-    from retrieval.retriever import RetrievalConfig
+    from mmkg.retrieval.batch import retrieve_dataset
+    from mmkg.retrieval.retriever import RetrievalConfig
     return Path(retrieve_dataset(kg, dataset, RetrievalConfig(encoder=ENCODER, top_N=top_n), split=split,
                                  limit=limit).shard_dir)
 
@@ -100,8 +100,8 @@ def step_seconds(log_path: Path) -> float | None:
 
 def run_option(name: str, task: str, *, args, kg: Path, train_dir: Path, eval_dir: Path) -> dict[str, Any]:
     """Train `name` for `args.steps` steps on `train_dir`, evaluate on `eval_dir` (the mmkg train/evaluate code)."""
-    from model.evaluation import evaluate
-    from model.training import train
+    from mmkg.model.evaluation import evaluate
+    from mmkg.model.training import train
     out = Path(args.work) / "runs" / f"{name}-{task}-{args.backbone}-seed{args.seed}"
     model_kwargs = {"backbone": args.backbone, "vision": "tiny-clip", "max_text_length": args.max_text_length,
                     **OPTION_KWARGS[name]}
@@ -128,11 +128,11 @@ def run_option(name: str, task: str, *, args, kg: Path, train_dir: Path, eval_di
 
 def image_items(kg: Path, shard_dir: Path, top_n: int, limit: int) -> list:
     """The first `limit` (graph, example) pairs of `shard_dir` whose MARS query comes with an image."""
-    from kg_store import open_store
-    from model.batching import TaskDataset
-    from model.data import open_graphs
-    from model.kg_text import KGText
-    from model.tasks import resolve_task
+    from mmkg.kg_store import open_store
+    from mmkg.model.batching import TaskDataset
+    from mmkg.model.data import open_graphs
+    from mmkg.model.kg_text import KGText
+    from mmkg.model.tasks import resolve_task
     task = resolve_task("mars")
     ds = TaskDataset(open_graphs(kg, [shard_dir], task.fields), task=task, kg_text=KGText.from_store(open_store(kg)),
                      max_triples=top_n)
@@ -144,12 +144,12 @@ def simignore_curve(checkpoint: str, *, args, kg: Path, shard_dir: Path) -> list
     """Hits/MRR, image tokens kept, prompt tokens and s/query of one Simignore checkpoint per keep ratio."""
     import numpy as np
     import torch
-    from kg_store import open_store
-    from model import checkpoint as ckpt
-    from model.batching import Collator
-    from model.evaluation import read_candidates
-    from model.kg_text import KGText
-    from model.metrics import rank_of_gold, ranking_metrics
+    from mmkg.kg_store import open_store
+    from mmkg.model import checkpoint as ckpt
+    from mmkg.model.batching import Collator
+    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.kg_text import KGText
+    from mmkg.model.metrics import rank_of_gold, ranking_metrics
     kg_text = KGText.from_store(open_store(kg))
     items = image_items(kg, shard_dir, args.top_n, args.curve_queries)
     cand_keys = read_candidates(Path(args.data) / "markg" / "MARS" / "analogy_entities.txt")

@@ -56,7 +56,7 @@ def make_parts(folder: Path, n_triples: int, n_nodes: int, n_parts: int, seed: i
 
 def one_build(mode: str, parts: list[Path], n_nodes: int, out_dir: Path, memory: int) -> dict:
     """Runs in the child process: one build, its time and peak RSS."""
-    from kg_store.graph import build_csr, build_csr_external, save_csr
+    from mmkg.kg_store.graph import build_csr, build_csr_external, save_csr
     rss_import = vm_hwm_mib()
     t0 = time.perf_counter()
     if mode == "in_memory":  # what StoreWriter.write_graph does after ingest's concatenated table
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child: in_memory | external
     ap.add_argument("--dest", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from kg_store.graph import ARRAYS, parse_size
+    from mmkg.kg_store.graph import ARRAYS, parse_size
     memory = parse_size(args.memory)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mmkg-bench-csr-"))
     if args.one:

@@ -3,7 +3,7 @@ and MiniLM on each encoder runtime (torch, ONNX Runtime float32, ONNX Runtime in
 
 Raw = the encoder network alone on inputs tokenised/preprocessed beforehand (open_clip
 `encode_text`/`encode_image` + normalisation; MiniLM forward + mean pooling). Stage =
-`pipeline.embed.run_local` on the same items: loader thread (tokenise / decode + resize),
+`mmkg.pipeline.embed.run_local` on the same items: loader thread (tokenise / decode + resize),
 forward, unsorting and the atomic chunk write. Both use the stage's batches (texts sorted by
 length within a chunk). Each side is timed `--repeats` times, alternating, and the best run
 counts (the machine is shared). Random open_clip weights are fine for speed.
@@ -24,7 +24,7 @@ Prints one JSON object (and writes it to `--out` when given).
 Session options (`session_options`): the embed stage on ONNX Runtime with thread spinning on/off and
 1–2 intra-op (and 2 inter-op) threads, against a plain torch MiniLM loop (sorted batches, the same
 texts), quiet and beside a second process that spins on one core (started and stopped here); the
-JSON holds both conditions. `pipeline.encoders.ort.SESSION_CONFIG` is the default chosen from it.
+JSON holds both conditions. `mmkg.pipeline.encoders.ort.SESSION_CONFIG` is the default chosen from it.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ DATA = Path(os.environ.get("MMKG_SHARED_DATA", Path(__file__).resolve().parents[
 
 def markg_texts(n_labels: int, n_triples: int) -> tuple[list[str], list[str]]:
     """Real MarKG entity labels and triple texts ("head label, relation label, tail label")."""
-    from pipeline.embed import triple_text
+    from mmkg.pipeline.embed import triple_text
     mk = DATA / "markg" / "MarKG"
     ent = dict(line.split("\t", 1) for line in (mk / "entity2text.txt").read_text().splitlines())
     rel = dict(line.split("\t", 1) for line in (mk / "relation2text.txt").read_text().splitlines())
@@ -62,7 +62,7 @@ def image_files(n: int) -> list[str]:
 
 def time_raw(encoder, modality: str, items: list[str], batch_size: int) -> float:
     """Seconds for the network alone over pre-prepared batches (the stage's batches)."""
-    from pipeline.embed import chunk_batches, forward_batch, prepare_batch
+    from mmkg.pipeline.embed import chunk_batches, forward_batch, prepare_batch
     _, batches = chunk_batches(modality, items, batch_size)
     prepared = [prepare_batch(encoder, modality, b) for b in batches]
     forward_batch(encoder, modality, prepared[0])  # warm-up
@@ -74,7 +74,7 @@ def time_raw(encoder, modality: str, items: list[str], batch_size: int) -> float
 
 def time_stage(encoder, modality: str, items: list[str], batch_size: int, work: Path) -> float:
     """Seconds for the embed stage's local engine over the same items (one chunk)."""
-    from pipeline.embed import ChunkScratch, EmbedTask, Pending, forward_batch, prepare_batch, run_local
+    from mmkg.pipeline.embed import ChunkScratch, EmbedTask, Pending, forward_batch, prepare_batch, run_local
     forward_batch(encoder, modality, prepare_batch(encoder, modality, items[:batch_size]))  # warm-up
     task = EmbedTask("bench", modality, np.arange(len(items)), items)
     scratch = ChunkScratch(work / f"run-{time.monotonic_ns()}")
@@ -105,9 +105,9 @@ RUNTIME_REQUESTS = {"torch": ("torch", "float32"), "onnx-float32": ("onnx", "flo
 
 def compare_runtimes(texts: list[str], runtimes: list[str], batch_size: int, repeats: int) -> dict:
     """MiniLM on each runtime over the same texts: throughput ratios and quality vs torch."""
-    from pipeline.embed import chunk_batches
-    from pipeline.encoders import resolve_encoder
-    from pipeline.encoders.ort import probe_quality
+    from mmkg.pipeline.embed import chunk_batches
+    from mmkg.pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.encoders.ort import probe_quality
     if "torch" not in runtimes:
         runtimes = ["torch", *runtimes]  # the reference of every ratio and quality column
     encoders = {}
@@ -161,7 +161,7 @@ def torch_loop(texts: list[str], batch_size: int) -> float:
     """Seconds of a plain torch MiniLM loop: length-sorted batches, tokenise, forward, mean-pool,
     normalise (what the embed stage must beat)."""
     import torch
-    from pipeline.encoders.minilm import _load_bert, _load_hf_tokenizer, _mean_pool, minilm_path
+    from mmkg.pipeline.encoders.minilm import _load_bert, _load_hf_tokenizer, _mean_pool, minilm_path
     path = minilm_path()
     tok, bert = _load_hf_tokenizer(path), _load_bert(path, "cpu")
     ordered = sorted(texts, key=len)
@@ -185,8 +185,8 @@ def session_options(texts: list[str], batch_size: int, repeats: int, work: Path)
     """The embed stage (ONNX Runtime float32, `run_local`) under each session variant against the
     torch loop on the same texts, quiet and beside a busy process, in one run; the best variant of
     each condition and the one that is best in the worse case (what `SESSION_CONFIG` should be)."""
-    from pipeline.encoders import resolve_encoder
-    from pipeline.encoders.ort import SESSION_CONFIG
+    from mmkg.pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.encoders.ort import SESSION_CONFIG
     enc = resolve_encoder("minilm", runtime="onnx", precision="float32")
     tower = enc._onnx
     conditions = {}
@@ -243,7 +243,7 @@ def main() -> None:
 
     import torch
     torch.set_num_threads(args.threads)
-    from pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.encoders import resolve_encoder
 
     n_clip = max(args.clip_texts, args.minilm_texts, args.runtime_texts, args.session_texts)
     labels, triples = markg_texts(n_clip, n_clip)

@@ -2,7 +2,7 @@
 
 * FAISS: exact Flat search over `--n` × `--dim` vectors on the GPU vs the same Flat index on
   `--cpu-threads` CPU threads (goal: GPU ≥ 20× the 2-core CPU), both built by
-  `retrieval.index.build_index` (the GPU one moved back to the CPU would be what is saved);
+  `mmkg.retrieval.index.build_index` (the GPU one moved back to the CPU would be what is saved);
 * CLIP ViT-B-32 (random weights: speed only) on CUDA, fp16: the embed stage ÷ the raw forward on
   the same texts and images (goal ≥ 0.95), measured by `benchmarks/embed.py`'s `compare`;
 * MR-MKG training on CUDA (frozen LLM bf16, adapters fp32, bf16 autocast) over real shards with
@@ -54,7 +54,7 @@ def _best_qps(vi, queries: np.ndarray, k: int, repeats: int) -> tuple[float, np.
 
 def bench_faiss(args) -> dict:
     import faiss
-    from retrieval.index import build_index, gpu_count, recall_at_k
+    from mmkg.retrieval.index import build_index, gpu_count, recall_at_k
     if not hasattr(faiss, "StandardGpuResources") or gpu_count() == 0:
         return {"skipped": "faiss has no GPU support here (faiss-cpu); pip uninstall faiss-cpu && "
                            "pip install -e '.[gpu]'"}
@@ -76,7 +76,7 @@ def bench_faiss(args) -> dict:
 
 
 def bench_embed(args) -> dict:
-    from pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.encoders import resolve_encoder
     eb = _embed_bench()
     enc = resolve_encoder("open_clip:ViT-B-32", device="cuda")
     _, triples = eb.markg_texts(args.clip_texts, args.clip_texts)
@@ -95,7 +95,7 @@ def bench_embed(args) -> dict:
 
 
 def bench_train(args) -> dict:
-    from model.training import train
+    from mmkg.model.training import train
     from tests.retrieval.shards_fixture import build_test_shards
     work = Path(args.work)
     shards = build_test_shards(DATA, work / "kg")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
 
-    from pipeline.device import cuda_unavailable_reason, describe_device
+    from mmkg.pipeline.device import cuda_unavailable_reason, describe_device
     reason = cuda_unavailable_reason()
     if reason:
         print(json.dumps({"benchmark": "gpu", "status": "skipped", "reason": f"no CUDA device: {reason}"}))

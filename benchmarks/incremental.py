@@ -74,7 +74,7 @@ def job(data: Path, kg: Path, sources: list[str], mars: int, sqa: int) -> dict:
 
 
 def timed(**kw):
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
     t0 = time.perf_counter()
     report = run_pipeline(**kw, progress=False)
     return time.perf_counter() - t0, report
@@ -82,7 +82,7 @@ def timed(**kw):
 
 def same_shards(a: dict, b: dict) -> bool:
     import numpy as np
-    from kg_store.shards import read_shards
+    from mmkg.kg_store.shards import read_shards
     for key in a:
         x, y = read_shards(a[key]), read_shards(b[key])
         for col in x.column_names:
@@ -118,7 +118,7 @@ def main() -> None:
     try:
         src = make_inputs(data, tmp / "src", args.triples, args.added, args.seed)
         base, both = [f"markg:{src['base']}"], [f"markg:{src['base']}", f"tsv:{src['extra']}"]
-        from pipeline.encoders import resolve_encoder
+        from mmkg.pipeline.encoders import resolve_encoder
         resolve_encoder("minilm")  # load once, outside every timing
         t_base, _ = timed(**job(data, tmp / "kg", base, args.mars, args.scienceqa))
         before = tree_bytes(tmp / "kg")

@@ -47,7 +47,7 @@ def qps(index, queries: np.ndarray, k: int) -> tuple[float, np.ndarray]:
 
 
 def run_size(n: int, args, kinds: list[str]) -> dict:
-    from retrieval.index import build_index, recall_at_k
+    from mmkg.retrieval.index import build_index, recall_at_k
     data = synthetic(n + args.queries, args.dim, args.clusters, seed=n)
     x, queries = data[:n], data[n:]
     rows, truth, flat_qps = [], None, None

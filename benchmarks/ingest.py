@@ -109,7 +109,7 @@ def pyarrow_pipeline(path: Path, out_dir: Path) -> float:
 
 
 def timed_ingest(root: Path, sources: list[str], engine: str, master: str | None) -> dict:
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     r = ingest(root, sources, engine=engine, master=master)
@@ -192,7 +192,7 @@ def one_scale_row(tsv: Path, kg: Path, master: str, max_result_size: str | None,
     os.environ["MMKG_SPARK_DRIVER_MEMORY"] = driver_memory
     conf = {"spark.driver.maxResultSize": max_result_size} if max_result_size else None
     mem = TreeMemory()
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     shutil.rmtree(kg, ignore_errors=True)
     t0 = time.perf_counter()
     r = ingest(kg, [f"tsv:{tsv}"], engine="spark", master=master, spark_conf=conf)
@@ -334,7 +334,7 @@ def _vm_hwm_mib() -> float:
 def _parse_row(which: str, commit: str, path: str, queue) -> None:
     """Child process: one parse_file by the new or the old reader; puts its row on `queue`."""
     import pyarrow.compute as pc
-    from pipeline.readers import reader_registry
+    from mmkg.pipeline.readers import reader_registry
     reader = reader_registry.get("rdf")() if which == "new" else old_rdf_reader(commit)
     t0 = time.perf_counter()
     batch = reader.parse_file(path, "nt", {"source": f"rdf:{Path(path).name}"})
@@ -436,7 +436,7 @@ def main() -> None:
 
 
 def _demo_and_synthetic(args, engines: list[str], work: Path, out: dict) -> None:
-    from pipeline.demo_sources import demo_sources
+    from mmkg.pipeline.demo_sources import demo_sources
     if not args.skip_demo:
         out["demo"] = {e: timed_ingest(work / f"demo-{e}", demo_sources(args.data), e, args.master)
                        for e in engines}

@@ -4,7 +4,7 @@
     python benchmarks/mars_eval.py --reproduce 0,5,17 --variant memory>kg_prior   # {line: rank} again
 
 Ranks every line of MARS dev.json and test.json (1,020 + 1,362) among all 2,063 candidates with
-each registered no-LLM ranker (`model.rankers`: memory, kg_prior, memory>kg_prior; `--reranker`: the
+each registered no-LLM ranker (`mmkg.model.rankers`: memory, kg_prior, memory>kg_prior; `--reranker`: the
 learned reranker, its model `mars_reranker.lgb.txt` and TransE weights `mars_kge.safetensors` written
 beside the JSON), each query scored
 on its own from its row (question, example pair) and the train split only. Writes
@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from retrieval.paths import read_mars_rows  # noqa: E402
+from mmkg.retrieval.paths import read_mars_rows  # noqa: E402
 
 RANKERS = ("memory", "kg_prior", "memory>kg_prior")
 SPLITS = ("dev", "test")
@@ -57,13 +57,13 @@ def seen_pairs(train: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
 
 def answer_in_facts(shard_dir: Path) -> dict[str, bool]:
     """query id → whether its answer is an endpoint of one of its retrieved triples (real shard rows)."""
-    from kg_store.shards import read_shards
+    from mmkg.kg_store.shards import read_shards
     t = read_shards(shard_dir, ["query_id", "answer_entity", "head_ids", "tail_ids"]).to_pylist()
     return {r["query_id"]: r["answer_entity"] in set(r["head_ids"]) | set(r["tail_ids"]) for r in t}
 
 
 def strata_metrics(ranks: dict[str, float], strata: dict[str, dict[str, bool]]) -> dict[str, Any]:
-    from model.metrics import summarize
+    from mmkg.model.metrics import summarize
     out = {"all": summarize(list(ranks.values()))}
     for name, flags in strata.items():
         for value, label in ((True, name), (False, f"not_{name}")):
@@ -75,7 +75,7 @@ def compare_all(ranks: dict[str, dict[str, dict[str, float]]], pairs: Sequence[t
                 split: str, strata: dict[str, dict[str, bool]], seed: int = 0) -> list[dict[str, Any]]:
     """Paired comparisons of the pairs on the lines both ranked, overall and per stratum; Holm-corrected
     over every comparison reported together."""
-    from model.metrics import add_holm, compare_ranks
+    from mmkg.model.metrics import add_holm, compare_ranks
     rows = []
     for a, b in pairs:
         if a not in ranks or b not in ranks:
@@ -97,7 +97,7 @@ def compare_all(ranks: dict[str, dict[str, dict[str, float]]], pairs: Sequence[t
 def provenance(paths: dict[str, Path], kg: Path | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a result depends on: the code commit, package versions, input file hashes, the KG."""
     import importlib.metadata as md
-    from kg_store.hashing import sha256_file
+    from mmkg.kg_store.hashing import sha256_file
 
     def git(*args: str) -> str:
         try:
@@ -116,7 +116,7 @@ def provenance(paths: dict[str, Path], kg: Path | None = None, extra: dict[str, 
                            "python": platform.python_version(), "packages": packages,
                            "files": {k: sha256_file(p) for k, p in sorted(paths.items()) if p.exists()}}
     if kg is not None:
-        from kg_store import open_store
+        from mmkg.kg_store import open_store
         store = open_store(kg)
         out["kg"] = {"kg_version": store.kg_version, "graph": store.graph_rel}
     out.update(extra or {})
@@ -125,7 +125,7 @@ def provenance(paths: dict[str, Path], kg: Path | None = None, extra: dict[str, 
 
 def rank_split(ctx: Any, name: str, rows: Sequence[dict[str, Any]], lines: Sequence[int] | None = None
                ) -> dict[str, float]:
-    from model.rankers import rank_rows
+    from mmkg.model.rankers import rank_rows
     lines = list(range(len(rows))) if lines is None else list(lines)
     ranks = rank_rows(ctx, name, [rows[i] for i in lines], progress=True)
     return {str(i): r for i, r in zip(lines, ranks)}
@@ -133,12 +133,12 @@ def rank_split(ctx: Any, name: str, rows: Sequence[dict[str, Any]], lines: Seque
 
 def train_reranker_variant(ctx: Any, kg: Path, mars: Path, rows: dict[str, list[dict[str, Any]]], out: Path,
                            seed: int = 0) -> dict[str, Any]:
-    """Train the reranker on train rows featurised out of fold (`model.reranker.training_set`: its seen
+    """Train the reranker on train rows featurised out of fold (`mmkg.model.reranker.training_set`: its seen
     share is dev's), stop early on dev, rank dev and test; then the ablation: the same training with
     each feature group left out, ranked on test."""
-    from model.kge import load_or_train_kge, save_kge
-    from model.metrics import bootstrap_mrr_diff, permutation_mrr_p
-    from model.reranker import FEATURES, EntityVectors, available_groups, featurize, feature_names, fit_reranker, \
+    from mmkg.model.kge import load_or_train_kge, save_kge
+    from mmkg.model.metrics import bootstrap_mrr_diff, permutation_mrr_p
+    from mmkg.model.reranker import FEATURES, EntityVectors, available_groups, featurize, feature_names, fit_reranker, \
         rank_featurized, training_set
     t0 = time.perf_counter()
     vectors = EntityVectors(ctx.store)
@@ -202,7 +202,7 @@ def markdown(result: dict[str, Any]) -> str:
         out.append("")
     rows = [c for c in result.get("comparisons", []) if c["part"] == "all"]
     if rows:
-        from model.metrics import comparison_cells
+        from mmkg.model.metrics import comparison_cells
         out += ["| comparison | split | queries | MRR diff | 95 % CI | permutation p | Holm p | better / worse / ties |",
                 "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
         out += [f"| {c['a']} vs {c['b']} | {c['split']} | {comparison_cells(c)} |" for c in rows]
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="also train the LightGBM reranker (needs a --kg with minilm entity vectors for its "
                          "embedding features) and its ablations")
     args = ap.parse_args(argv)
-    from model.rankers import MarsContext, rankers
+    from mmkg.model.rankers import MarsContext, rankers
 
     mars = args.data / "markg" / "MARS"
     prepare_kg(args.kg, args.data)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = {s: read_mars_rows(mars / f"{s}.json") for s in SPLITS}
     if args.reproduce is not None:
         if args.variant not in rankers:
-            from model.reranker import reproduce  # trained variants: their committed artifacts
+            from mmkg.model.reranker import reproduce  # trained variants: their committed artifacts
             print(json.dumps(reproduce(args, ctx, rows[args.split])))
             return {}
         lines = [int(x) for x in args.reproduce.split(",") if x.strip()]
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ranks": ranks, "seen": seen, "in_facts": in_facts, "metrics": metrics, "comparisons": comparisons,
         "main": main_, "reranker": reranker, "provenance": prov, "seconds": round(time.perf_counter() - t0, 1),
     }
-    from kg_store import atomic
+    from mmkg.kg_store import atomic
     atomic.write_json(args.out, result)
     args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

@@ -17,14 +17,14 @@ Variants (MR-MKG, frozen --backbone, --vision none by default):
   finetuning — main set;
 * control — no knowledge, `--soft-prompt-tokens` learned prompt tokens, same stages and budget
   (the equal-budget no-KG control) — main set; its candidate scores are kept for late fusion;
-* kg_only — the KG-only ranker (`model.fusion.kg_prior`: retrieved-subgraph score + 1/hops from the
+* kg_only — the KG-only ranker (`mmkg.model.fusion.kg_prior`: retrieved-subgraph score + 1/hops from the
   question entity), no LLM — main set;
 * late_fusion — --fusion-base scores + β · KG prior, β fit on the fit sample by grid search on MRR;
   ranked on the main queries its base has scores for (all of them with the default base, control);
 * zero_shot (frozen LLM, question only), text (facts text + soft prompt), graph (graph prefix only)
   — ablation set; zero_shot_text (frozen LLM + facts, untrained) on request.
-Every trained variant trains with `model.training.train` (checkpoints, resume) and ranks the gold
-among all 2,063 candidates with `model.evaluation.evaluate`, whose predictions JSONL is appended
+Every trained variant trains with `mmkg.model.training.train` (checkpoints, resume) and ranks the gold
+among all 2,063 candidates with `mmkg.model.evaluation.evaluate`, whose predictions JSONL is appended
 per query, so a killed or budget-stopped run continues where it stopped (run the same command again;
 only --variants, the budgets, --threads and --out may differ between pieces: <work>/settings.json).
 A main-set variant ranks the ablation queries first, the fusion base its fit queries before dev. A
@@ -56,8 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.mars_smollm2 import ENCODER, prepare_store  # noqa: E402
-from retrieval.paths import read_mars_rows as read_mars  # noqa: E402  (one MARS row reader)
-from model.metrics import add_holm, bootstrap_mrr_diff, comparison_cells, permutation_mrr_p, sign_test, summarize  # noqa: E402,F401
+from mmkg.retrieval.paths import read_mars_rows as read_mars  # noqa: E402  (one MARS row reader)
+from mmkg.model.metrics import add_holm, bootstrap_mrr_diff, comparison_cells, permutation_mrr_p, sign_test, summarize  # noqa: E402,F401
 
 #: variant → how it is built; `queries`: which dev sample it is ranked on
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -167,7 +167,7 @@ def check_settings(work: Path, args) -> None:
 #: sample name → (split file name in its folder, source split). A sample's split file never shadows
 #: `train.json`: every folder links the full train split (the prior's and the memory's source), the
 #: candidate file and the images, so a sample's queries are built and retrieved exactly as in the full
-#: split (a train row is ranked out of fold either way: retrieval.paths.assign_prior_folds)
+#: split (a train row is ranked out of fold either way: mmkg.retrieval.paths.assign_prior_folds)
 #: A sample's split name differs from every full split's: shard sets live at subgraphs/<dataset>/<split>/
 #: <config hash>, so a sample named `dev` and the full dev split would replace each other's shards.
 SAMPLES = {"train": ("train_sample", "train"), "fit": ("fit", "train"), "dev": ("dev_sample", "dev")}
@@ -201,8 +201,8 @@ def write_subsets(work: Path, data: Path, plan: dict[str, Any]) -> dict[str, Pat
 
 
 def retrieve(kg: Path, subset: Path, split: str, top_n: int) -> Path:
-    from retrieval.batch import retrieve_dataset
-    from retrieval.retriever import RetrievalConfig
+    from mmkg.retrieval.batch import retrieve_dataset
+    from mmkg.retrieval.retriever import RetrievalConfig
     return Path(retrieve_dataset(kg, f"mars:{subset}", RetrievalConfig(encoder=ENCODER, top_N=top_n),
                                  split=split).shard_dir)
 
@@ -223,7 +223,7 @@ def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequenc
             strata: dict[str, dict[int, bool]], seed: int) -> dict[str, Any]:
     """Paired comparison of variant a vs b on the queries both have: overall and per stratum (seen
     pair, answer in the retrieved facts) and its complement."""
-    from model.metrics import compare_ranks
+    from mmkg.model.metrics import compare_ranks
     parts: dict[str, Any] = {"all": lambda q: True}
     for name, flags in strata.items():
         parts[name] = lambda q, f=flags: f.get(q) is True
@@ -238,7 +238,7 @@ def compare(ranks: dict[str, dict[str, float]], a: str, b: str, queries: Sequenc
 def experiment_provenance(args, kg: Path, shards: dict[str, Path], preds: Path) -> dict[str, Any]:
     """Code, packages, data, KG, shard sets and the evaluation fingerprints of this experiment."""
     from benchmarks.mars_eval import provenance
-    from kg_store.hashing import sha256_file
+    from mmkg.kg_store.hashing import sha256_file
     mars = Path(args.data) / "markg" / "MARS"
     files = {s: mars / f"{s}.json" for s in ("train", "dev")}
     files["candidates"] = mars / "analogy_entities.txt"
@@ -267,7 +267,7 @@ def task_kwargs(args) -> dict[str, Any]:
 
 def train_variant(name: str, args, kg: Path, train_dir: Path, work: Path) -> dict[str, Any]:
     """Train (or continue training) one variant; {"done": bool, ...summary}."""
-    from model.training import train
+    from mmkg.model.training import train
     run = work / "runs" / name
     marker = run / "trained.json"
     if marker.exists():
@@ -295,7 +295,7 @@ def train_variant(name: str, args, kg: Path, train_dir: Path, work: Path) -> dic
 
 def evaluate_variant(name: str, args, kg: Path, shards: Path, query_ids: Sequence[str], predictions: Path,
                      candidates: Path, budget: float | None, *, scores: bool = False) -> dict[str, Any]:
-    from model.evaluation import evaluate
+    from mmkg.model.evaluation import evaluate
     spec = VARIANTS[name]
     run = Path(args.work) / "runs" / name
     job = dict(kg=str(kg), task="mars", shards=str(shards), candidates=str(candidates), predictions=str(predictions),
@@ -359,11 +359,11 @@ def carry_ranks(path: Path, plan: dict[str, Any], args, ranks: dict[str, dict[st
 def kg_only_ranks(kg: Path, dev_shards: Path, candidates: Path, sub_ids: dict[str, int], max_hops: int
                   ) -> tuple[dict[str, float], dict[str, float]]:
     """Realistic and optimistic ranks of the gold under the KG prior alone, per original dev line."""
-    from kg_store import open_store
-    from model.data import open_graphs
-    from model.evaluation import read_candidates
-    from model.fusion import kg_prior
-    from model.metrics import rank_of_gold
+    from mmkg.kg_store import open_store
+    from mmkg.model.data import open_graphs
+    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.fusion import kg_prior
+    from mmkg.model.metrics import rank_of_gold
     store = open_store(kg)
     keys = read_candidates(candidates)
     cand_ids = store.entity_ids(keys)
@@ -386,10 +386,10 @@ def kg_only_ranks(kg: Path, dev_shards: Path, candidates: Path, sub_ids: dict[st
 
 def priors_for(kg: Path, shards: Path, candidates: Path, query_ids: Sequence[str], max_hops: int
                ) -> dict[str, np.ndarray]:
-    from kg_store import open_store
-    from model.data import open_graphs
-    from model.evaluation import read_candidates
-    from model.fusion import kg_prior
+    from mmkg.kg_store import open_store
+    from mmkg.model.data import open_graphs
+    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.fusion import kg_prior
     store = open_store(kg)
     cand_ids = store.entity_ids(read_candidates(candidates))
     graphs = open_graphs(kg, [shards], ["question_entity"])
@@ -402,8 +402,8 @@ def late_fusion(base_fit: dict[str, dict], base_dev: dict[str, dict], fit_priors
                 dev_priors: dict[str, np.ndarray], candidates: Path, sub_ids: dict[str, int]
                 ) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
     """β fit on the fit sample, then realistic/optimistic ranks of the fused score on the dev records."""
-    from model.evaluation import read_candidates
-    from model.fusion import fit_beta, fused_rank
+    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.fusion import fit_beta, fused_rank
     index = {k: i for i, k in enumerate(read_candidates(candidates))}
 
     def arrays(records: dict[str, dict], priors: dict[str, np.ndarray]):
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--fusion-base", default="control", choices=["control", "kg", "zero_shot"])
     ap.add_argument("--shortlist-k", type=int, default=50,
                     help="the LLM ranks the top K of --shortlist-ranker, the rest keep its order (0: all 2,063)")
-    ap.add_argument("--shortlist-ranker", default="memory>kg_prior", help="a model.rankers name")
+    ap.add_argument("--shortlist-ranker", default="memory>kg_prior", help="a mmkg.model.rankers name")
     ap.add_argument("--prior-folds", type=int, default=5, help="folds of the train counts (out of fold)")
     ap.add_argument("--max-hops", type=int, default=2, help="hops of the KG prior's distance term")
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])

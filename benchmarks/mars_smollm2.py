@@ -35,22 +35,22 @@ ENCODER = "minilm"
 
 def prepare_store(kg: Path, data: Path) -> None:
     """MarKG store + minilm vectors + indexes (each step skipped when already committed)."""
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     if not (kg / "manifest.json").exists():
-        from pipeline.ingest import ingest
+        from mmkg.pipeline.ingest import ingest
         ingest(kg, [f"markg:{data / 'markg' / 'MarKG'}"], engine="local")
     store = open_store(kg)
     if store.artifact(f"vectors/{ENCODER}") is None:
-        from pipeline.embed import embed_store
+        from mmkg.pipeline.embed import embed_store
         embed_store(kg, ENCODER, progress=False)
     if open_store(kg).artifact(f"indexes/{ENCODER}") is None:
-        from retrieval.index import build_store_indexes
+        from mmkg.retrieval.index import build_store_indexes
         build_store_indexes(kg, ENCODER)
 
 
 def retrieve(kg: Path, data: Path, split: str, limit: int, top_n: int) -> Path:
-    from retrieval.batch import retrieve_dataset
-    from retrieval.retriever import RetrievalConfig
+    from mmkg.retrieval.batch import retrieve_dataset
+    from mmkg.retrieval.retriever import RetrievalConfig
     res = retrieve_dataset(kg, f"mars:{data / 'markg' / 'MARS'}", RetrievalConfig(encoder=ENCODER, top_N=top_n),
                            split=split, limit=limit)
     return Path(res.shard_dir)
@@ -61,8 +61,8 @@ MODEL = {"backbone": "smollm2-135m", "vision": None, "gnn_layer": "gat", "kg_hid
 
 def run_variant(name: str, *, model_kwargs: dict, train_it: bool, args, kg: Path, train_dir: Path,
                 dev_dir: Path) -> dict:
-    from model.evaluation import evaluate
-    from model.training import train
+    from mmkg.model.evaluation import evaluate
+    from mmkg.model.training import train
     out = Path(args.work) / "runs" / f"{name}-seed{args.seed}"
     kwargs = {**MODEL, **model_kwargs}
     t0 = time.monotonic()

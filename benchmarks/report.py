@@ -9,5 +9,5 @@ def emit(out: dict[str, Any], path: str | None, *, sort_keys: bool = True) -> No
     text = json.dumps(out, sort_keys=sort_keys)
     print(text)
     if path:
-        from kg_store import atomic
+        from mmkg.kg_store import atomic
         atomic.write_bytes(path, (text + "\n").encode())

@@ -82,9 +82,9 @@ def one_hop(store, seeds: np.ndarray) -> dict:
 def batch_retrieval(store, kg: Path, limit: int | None = None) -> dict:
     """Queries/s of the bulk ranking (the retrievers as they run) against the per-query reference
     ranking they replaced (`tests/retrieval/reference_ranking.py`), same queries, same run."""
-    from retrieval.paths import load_or_fit_prior
-    from retrieval.queries import build_queries
-    from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
+    from mmkg.retrieval.paths import load_or_fit_prior
+    from mmkg.retrieval.queries import build_queries
+    from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
     from tests.retrieval.reference_ranking import anchored_reference, mrmkg_reference
     mars = build_queries(f"mars:{DATA / 'markg/MARS'}", store=store, split="test", limit=limit)
     sqa = build_queries(f"scienceqa:{DATA / 'scienceqa'}", store=store, split="test", limit=limit)
@@ -112,9 +112,9 @@ def batch_retrieval(store, kg: Path, limit: int | None = None) -> dict:
 
 
 def shard_batches(store, kg: Path) -> dict:
-    from retrieval.batch import retrieve_dataset
-    from retrieval.dataset import SubgraphDataset, subgraph_loader
-    from retrieval.retriever import RetrievalConfig
+    from mmkg.retrieval.batch import retrieve_dataset
+    from mmkg.retrieval.dataset import SubgraphDataset, subgraph_loader
+    from mmkg.retrieval.retriever import RetrievalConfig
     res = retrieve_dataset(kg, f"mars:{DATA / 'markg/MARS'}", RetrievalConfig(), split="test")
     ds = SubgraphDataset(res.shard_dir)
 

@@ -30,15 +30,15 @@ ENCODER = "minilm"
 
 def markg_store(kg: Path):
     """The whole MarKG with MiniLM vectors and indexes (built once, reused)."""
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     if not (kg / "manifest.json").exists():
-        from pipeline.ingest import ingest
+        from mmkg.pipeline.ingest import ingest
         ingest(kg, [f"markg:{DATA / 'markg/MarKG'}"], engine="local")
     if open_store(kg).artifact(f"vectors/{ENCODER}") is None:
-        from pipeline.embed import embed_store
+        from mmkg.pipeline.embed import embed_store
         embed_store(kg, ENCODER, progress=False)
     if open_store(kg).artifact(f"indexes/{ENCODER}") is None:
-        from retrieval.index import build_store_indexes
+        from mmkg.retrieval.index import build_store_indexes
         build_store_indexes(kg, ENCODER)
     return open_store(kg)
 
@@ -60,7 +60,7 @@ def coverage(outputs, answers: np.ndarray) -> np.ndarray:
 
 
 def random_baseline(store, questions: np.ndarray, answers: np.ndarray, n: int, hops: int, seed: int = 0) -> np.ndarray:
-    from retrieval.subgraph import random_one_hop
+    from mmkg.retrieval.subgraph import random_one_hop
     rng, triples, hit = np.random.default_rng(seed), store.triples_array(), []
     for q, a in zip(questions, answers):
         pick = random_one_hop(store.graph, triples, np.array([q]), n, hops=hops, rng=rng) if q >= 0 else []
@@ -70,7 +70,7 @@ def random_baseline(store, questions: np.ndarray, answers: np.ndarray, n: int, h
 
 def kg_only_ranks(store, qs, prior) -> tuple[np.ndarray, np.ndarray]:
     """(realistic, optimistic) rank of each gold among all candidates by the prior alone."""
-    from retrieval.paths import linking_types, paths_from
+    from mmkg.retrieval.paths import linking_types, paths_from
     R, space = store.num_relations, qs.answer_space
     real, opt = [], []
     for q in qs.queries:
@@ -102,10 +102,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/retrieval_quality.json")
     args = ap.parse_args()
 
-    from retrieval.paths import load_or_fit_prior
-    from retrieval.queries import build_queries
-    from retrieval.reports import mars_strata
-    from retrieval.retriever import RetrievalConfig, SubgraphRetriever
+    from mmkg.retrieval.paths import load_or_fit_prior
+    from mmkg.retrieval.queries import build_queries
+    from mmkg.retrieval.reports import mars_strata
+    from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
 
     t0 = time.perf_counter()
     store = markg_store(args.kg)

@@ -5,7 +5,7 @@
 2. Store build time for the demo KG (a fresh subprocess: wall seconds and peak RSS).
 3. One-shot `mmkg sparql` wall time (a subprocess per call, as an analyst runs it) for a count by
    relation and a 2-hop pattern from one entity, after the store exists; and the rdflib baseline
-   in the same run: the same queries through `kg_store.rdf.sparql_page` (what `mmkg sparql` did
+   in the same run: the same queries through `mmkg.kg_store.rdf.sparql_page` (what `mmkg sparql` did
    before: build the in-memory graph of the whole KG, then query), also one subprocess per call.
 4. A synthetic KG of `--synthetic` triples (random h/r/t over 10 % as many entities, labelled),
    written straight into a store: SPARQL store build time and peak RSS.
@@ -66,14 +66,14 @@ def run_rss(cmd: list[str]) -> tuple[float, float, str]:
 
 
 def build_demo(kg: Path, data: Path) -> dict:
-    from pipeline.demo_sources import demo_sources
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.demo_sources import demo_sources
+    from mmkg.pipeline.ingest import ingest
     t0 = time.perf_counter()
     ingest(kg, demo_sources(data), engine="local")
     return {"ingest_s": round(time.perf_counter() - t0, 1)}
 
 
-BUILD = ("import json, sys; from kg_store.sparql_store import build_sparql_store; "
+BUILD = ("import json, sys; from mmkg.kg_store.sparql_store import build_sparql_store; "
          "m = build_sparql_store(sys.argv[1], force=True); print(json.dumps(m))")
 
 
@@ -93,7 +93,7 @@ def one_shot(kg: Path, repeats: int, baseline_repeats: int) -> dict:
     for name, q in QUERIES.items():
         ours, rows = [], None
         for _ in range(repeats):
-            wall, _, text = run_rss([sys.executable, "-m", "jobs", "sparql", "--kg", str(kg), "--json",
+            wall, _, text = run_rss([sys.executable, "-m", "mmkg.jobs", "sparql", "--kg", str(kg), "--json",
                                        "--limit", "100000", q])
             ours.append(wall)
             rows = len(json.loads(text)["rows"])
@@ -110,7 +110,7 @@ def one_shot(kg: Path, repeats: int, baseline_repeats: int) -> dict:
                      "rdflib_peak_rss_mib": round(max(r for _, r in theirs))}
         out[name]["speedup"] = round(out[name]["rdflib_wall_s"]["median"] / out[name]["oxigraph_wall_s"]["median"], 1)
     # the same process with nothing but the interpreter, the CLI import and the fork: what one-shot costs anyway
-    floor = [run_rss([sys.executable, "-m", "jobs", "sparql", "--kg", str(kg), "ASK { wd:Q64 ?p ?o }"])[0]
+    floor = [run_rss([sys.executable, "-m", "mmkg.jobs", "sparql", "--kg", str(kg), "ASK { wd:Q64 ?p ?o }"])[0]
              for _ in range(repeats)]
     out["ask_floor_wall_s"] = round(statistics.median(floor), 3)
     return out
@@ -121,7 +121,7 @@ def synthetic_kg(root: Path, n_triples: int, seed: int = 0) -> dict:
     import numpy as np
     import pyarrow as pa
 
-    from kg_store import KGStore
+    from mmkg.kg_store import KGStore
     rng = np.random.default_rng(seed)
     n_ent, n_rel = max(10, n_triples // 10), 500
     h = rng.integers(0, n_ent, n_triples, dtype=np.int64)
@@ -144,7 +144,7 @@ def synthetic_kg(root: Path, n_triples: int, seed: int = 0) -> dict:
 
 
 def load_test(kg: Path, clients: int, seconds: float) -> dict:
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--kg", str(kg), "--port", "0"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "mmkg.jobs", "serve", "--kg", str(kg), "--port", "0"], cwd=REPO,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()

@@ -31,13 +31,13 @@ def main(argv: list[str] | None = None) -> dict:
     import pandas as pd
     import torch
 
-    from kg_store import open_store
-    from kg_store.shards import parts_dir, read_meta, read_shards
-    from model import resolve_model
-    from model.batching import Collator
-    from model.data import build_task_dataset, resolve_shard_dirs
-    from model.kg_text import KGText
-    from retrieval.dataset import SubgraphDataset, subgraph_loader
+    from mmkg.kg_store import open_store
+    from mmkg.kg_store.shards import parts_dir, read_meta, read_shards
+    from mmkg.model import resolve_model
+    from mmkg.model.batching import Collator
+    from mmkg.model.data import build_task_dataset, resolve_shard_dirs
+    from mmkg.model.kg_text import KGText
+    from mmkg.retrieval.dataset import SubgraphDataset, subgraph_loader
 
     # 1. the KG: the current version of the store, its tables as Arrow
     store = open_store(args.kg)

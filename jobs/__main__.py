@@ -1,3 +1,3 @@
-from jobs.cli import main
+from mmkg.jobs.cli import main
 
 main()

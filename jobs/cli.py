@@ -1,6 +1,6 @@
 """`mmkg`: one click group composed from the modules in `jobs/commands/` (PyKEEN K6).
 
-Each module in `jobs.commands` exposes `commands: list[click.Command]`; heavy imports (torch,
+Each module in `mmkg.jobs.commands` exposes `commands: list[click.Command]`; heavy imports (torch,
 Spark, faiss) happen inside the command bodies so `mmkg --help` stays fast. Errors caused by
 the user's input or data print one line and a documented exit code, never a traceback.
 """
@@ -15,8 +15,8 @@ import sys
 
 import click
 
-from jobs.terminal import printable_lines
-from kg_store.errors import ConfigError, KGStoreError, LockedError, MMKGError
+from mmkg.jobs.terminal import printable_lines
+from mmkg.kg_store.errors import ConfigError, KGStoreError, LockedError, MMKGError
 
 #: documented exit codes (README "Exit codes")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REJECTS, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -40,15 +40,15 @@ def cli(verbose: int, log_file: str | None, cache_dir: str | None) -> None:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=level, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    from kg_store.remote import current_session
+    from mmkg.kg_store.remote import current_session
     if cache_dir and current_session() is not None:
         current_session().cache_dir = cache_dir
 
 
 def _load_commands() -> None:
-    import jobs.commands as pkg
+    import mmkg.jobs.commands as pkg
     for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"jobs.commands.{mod.name}")
+        module = importlib.import_module(f"mmkg.jobs.commands.{mod.name}")
         for command in getattr(module, "commands", []):
             cli.add_command(command)
 
@@ -64,21 +64,21 @@ def exit_code(error: BaseException) -> int:
     return EXIT_FAILURE
 
 
-#: `FORMAT:PATH` / `FORMAT(k=v,...):PATH` of `--source` (pipeline.readers.base.parse_source)
+#: `FORMAT:PATH` / `FORMAT(k=v,...):PATH` of `--source` (mmkg.pipeline.readers.base.parse_source)
 _SOURCE = re.compile(r"^([^:(]+(?:\([^)]*\))?):(.+)$")
 
 
 class KGLocation(click.ParamType):
     """Every command's `--kg`: a KG folder (made absolute: `snap-12:00` is a folder, not a URI),
     or an object-store URL, which the store resolves to its working copy for this command
-    (kg_store.remote: synced on first use, what the command commits published when it ends)."""
+    (mmkg.kg_store.remote: synced on first use, what the command commits published when it ends)."""
 
     def __init__(self, inner: click.ParamType, *, create: bool, verify: bool):
         self.inner, self.create, self.verify = inner, create, verify
         self.name = getattr(inner, "name", "directory")
 
     def convert(self, value, param, ctx):
-        from kg_store import remote
+        from mmkg.kg_store import remote
         if not isinstance(value, str) or not remote.is_url(value):
             out = self.inner.convert(value, param, ctx)
             return os.path.abspath(out) if isinstance(out, str) else out
@@ -92,7 +92,7 @@ class KGLocation(click.ParamType):
 
 
 class SourceLocation(click.ParamType):
-    """`--source FORMAT:URL`: the object is downloaded (kg_store.remote) and read from there; its
+    """`--source FORMAT:URL`: the object is downloaded (mmkg.kg_store.remote) and read from there; its
     URL stays the provenance the published manifest records."""
 
     name = "source"
@@ -101,7 +101,7 @@ class SourceLocation(click.ParamType):
         self.inner = inner
 
     def convert(self, value, param, ctx):
-        from kg_store import remote
+        from mmkg.kg_store import remote
         value = self.inner.convert(value, param, ctx)
         m = _SOURCE.match(value) if isinstance(value, str) else None
         if not m or not remote.is_url(m.group(2)):
@@ -128,7 +128,7 @@ _accept_object_storage()
 def main(argv: list[str] | None = None) -> None:
     try:
         args = list(sys.argv[1:] if argv is None else argv)
-        from kg_store import remote
+        from mmkg.kg_store import remote
         with remote.session(hold_stdout=True) as session:  # object-store KGs: published when it ends
             cli.main(args=args, prog_name="mmkg", standalone_mode=False)
         sys.stdout.write(session.held.getvalue())
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_FAILURE)
     except (MMKGError, ImportError) as e:  # ImportError: an optional dependency, with its install hint
-        # one escaping for every error line (reject lists, "no valid query", paths): jobs.terminal
+        # one escaping for every error line (reject lists, "no valid query", paths): mmkg.jobs.terminal
         click.echo(f"mmkg: {printable_lines(e)}", err=True)
         sys.exit(exit_code(e))
     except KeyboardInterrupt:
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # `python -m jobs.cli` runs this file as `__main__`, a second copy of the module: commands
-    # import their errors from `jobs.cli`, so run *that* module's main, or `except
+    # `python -m mmkg.jobs.cli` runs this file as `__main__`, a second copy of the module: commands
+    # import their errors from `mmkg.jobs.cli`, so run *that* module's main, or `except
     # StrictRejectsError` here would not match theirs (exit 1 instead of 3).
-    from jobs.cli import main as _main
+    from mmkg.jobs.cli import main as _main
     _main()

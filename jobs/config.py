@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.errors import ConfigError, KGStoreError
 
 #: a config larger than this is refused before it is read (the shipped ones are a few KB)
 MAX_CONFIG_BYTES = 1 << 20
@@ -39,7 +39,7 @@ def load_yaml(text: str, what: str) -> Any:
 
 def read_yaml_file(path: str | Path, what: str) -> Any:
     """A YAML file read as `load_yaml` does, after a bounded read of a regular file."""
-    from kg_store.safe_io import UnsafeFileError, read_bounded
+    from mmkg.kg_store.safe_io import UnsafeFileError, read_bounded
     try:
         data = read_bounded(path, MAX_CONFIG_BYTES)
     except UnsafeFileError as e:

@@ -1,6 +1,6 @@
 """`make demo`: the whole pipeline DAG on ../shared/data, then where the results are.
 
-`python -m jobs.demo --data DIR --kg DIR [--engine spark|local] [--config FILE] [--fresh]`. Runs
+`python -m mmkg.jobs.demo --data DIR --kg DIR [--engine spark|local] [--config FILE] [--fresh]`. Runs
 `configs/pipeline.yaml` (ingest all demo inputs → MiniLM embed → auto index → MARS dev, the first
 1,000 MARS train queries (the shards `mmkg train` reads) and ScienceQA test retrieval, N=10)
 through the cached, incremental runner (`jobs/runner.py`): a second `make demo` finds every stage
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from kg_store.errors import KGStoreError, LockedError
+from mmkg.kg_store.errors import KGStoreError, LockedError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline.yaml"
 
@@ -31,9 +31,9 @@ def _fresh(kg: Path) -> None:
 
 def run_demo(data: Path, kg: Path, *, engine: str = "spark", master: str | None = None,
              config: Path = DEFAULT_CONFIG, fresh: bool = False) -> dict:
-    from kg_store import open_store
-    from jobs.report import human_summary
-    from jobs.runner import load_pipeline_config, run_pipeline
+    from mmkg.kg_store import open_store
+    from mmkg.jobs.report import human_summary
+    from mmkg.jobs.runner import load_pipeline_config, run_pipeline
 
     if fresh:
         _fresh(kg)

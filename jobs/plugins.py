@@ -3,16 +3,16 @@ import contextlib
 import importlib
 
 PLUGIN_MODULES = [
-    "pipeline.readers",
-    "pipeline.engines",
-    "pipeline.encoders",
-    "retrieval.index",
-    "retrieval.datasets",
-    "retrieval.batch",
-    "retrieval.retrievers",
-    "model",
-    "model.rankers",
-    "model.reranker",
+    "mmkg.pipeline.readers",
+    "mmkg.pipeline.engines",
+    "mmkg.pipeline.encoders",
+    "mmkg.retrieval.index",
+    "mmkg.retrieval.datasets",
+    "mmkg.retrieval.batch",
+    "mmkg.retrieval.retrievers",
+    "mmkg.model",
+    "mmkg.model.rankers",
+    "mmkg.model.reranker",
 ]
 
 for _name in PLUGIN_MODULES:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kg_store import atomic
+from mmkg.kg_store import atomic
 
 STATUSES = ("ran", "cached", "skipped", "planned", "failed")
 

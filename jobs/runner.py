@@ -7,7 +7,7 @@ into `run_pipeline(**job)` (PyKEEN K3), and each stage block straight into that 
 1. computes the stage's config hash (execution-only keys such as the Spark master excluded) and
    its input fingerprint (source sha256s, table/vector/index/dataset sha256s);
 2. looks for the last `dag:<stage>` record in the manifest with that config hash
-   (`kg_store.manifest.last_stage`): same inputs and outputs still committed → `cached`, nothing run;
+   (`mmkg.kg_store.manifest.last_stage`): same inputs and outputs still committed → `cached`, nothing run;
 3. otherwise runs the stage (which is itself incremental) and records `dag:<stage>` with the
    config, inputs, outputs (and their sha256), counts and seconds.
 
@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kg_store import KGStore
-from kg_store.errors import ConfigError
-from kg_store.gc import collect_garbage, live_files, open_version, snapshot_version  # noqa: F401 (gc lives in kg_store)
-from kg_store.lock import RunLock  # O_NOFOLLOW, never truncated (kg_store/lock.py)
-from kg_store.manifest import MANIFEST, last_stage, read_manifest
-from jobs.report import RunReport, StageReport
-from jobs.stages import EXECUTION_KEYS, STAGE_ORDER, STAGES, Context, ingest_pending, stage_config_hash
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import ConfigError
+from mmkg.kg_store.gc import collect_garbage, live_files, open_version, snapshot_version  # noqa: F401 (gc lives in kg_store)
+from mmkg.kg_store.lock import RunLock  # O_NOFOLLOW, never truncated (kg_store/lock.py)
+from mmkg.kg_store.manifest import MANIFEST, last_stage, read_manifest
+from mmkg.jobs.report import RunReport, StageReport
+from mmkg.jobs.stages import EXECUTION_KEYS, STAGE_ORDER, STAGES, Context, ingest_pending, stage_config_hash
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ DEFAULT_ENCODER = "minilm"
 # ---- config ------------------------------------------------------------------------------------
 def load_pipeline_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metadata, job) of a pipeline YAML; errors are one line."""
-    from jobs.config import read_config
+    from mmkg.jobs.config import read_config
     metadata, job = read_config(path, kind="pipeline config")
     unknown = set(job) - {"kg", "data", "encoder", "spark", *STAGE_ORDER}
     if unknown:
@@ -64,8 +64,8 @@ def _enabled(block: Any) -> bool:
 
 
 def _registry_names(family: str) -> set[str]:
-    from kg_store.registry import ALL, normalize
-    import jobs.plugins  # noqa: F401  (registers every family)
+    from mmkg.kg_store.registry import ALL, normalize
+    import mmkg.jobs.plugins  # noqa: F401  (registers every family)
     return {normalize(n) for n in ALL[family].names()}
 
 
@@ -104,7 +104,7 @@ def validate_block(name: str, block: dict[str, Any]) -> None:
     """A stage block takes exactly the keyword arguments of its stage function (read from its
     signature, not listed again) plus `enabled`; values of the default's type; registry names known."""
     import inspect
-    from kg_store.registry import normalize
+    from mmkg.kg_store.registry import normalize
     import typing
     fn = STAGES[name].run
     params = dict(list(inspect.signature(fn).parameters.items())[1:])  # after ctx
@@ -126,7 +126,7 @@ def validate_block(name: str, block: dict[str, Any]) -> None:
         if names is not None and isinstance(value, str) and normalize(value) not in names():
             raise ConfigError(f"stage {name}: unknown {key} {value!r}; choose one of: {', '.join(sorted(names()))}")
         if key == "engine":
-            from pipeline.engines.base import check_engine
+            from mmkg.pipeline.engines.base import check_engine
             check_engine(value, name)
 
 
@@ -221,7 +221,7 @@ class SparkScope:
         if self.session is not None:
             return
         from pyspark.sql import SparkSession
-        from pipeline.engines.spark import get_or_create_session
+        from mmkg.pipeline.engines.spark import get_or_create_session
         active = SparkSession.getActiveSession()
         if active is not None:
             self.session = active
@@ -303,7 +303,7 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
                  config_path: str | Path | None = None, echo: Any = None) -> RunReport:
     """Run the configured stages that are not cached; returns the run report (also written to disk)."""
     args = dict(locals())
-    from kg_store import remote
+    from mmkg.kg_store import remote
     if remote.is_url(kg):  # the stages work on the store's working copy, published once at the end
         if remote.current_session() is None:
             with remote.session():
@@ -318,7 +318,7 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
         if block is not None:
             validate_block(name, block)
     if embed is not None and "kinds" not in embed:  # embed only the vector kinds the stages use
-        from jobs.stages import embed_kinds
+        from mmkg.jobs.stages import embed_kinds
         blocks["embed"] = {**embed, "kinds": embed_kinds(retrieve)}
     configured = [n for n in STAGE_ORDER if _enabled(blocks[n])]
     selected = select_stages(configured, from_stage, only)

@@ -13,8 +13,8 @@ and calls `run` only when they differ. Every `run` is incremental where the data
 * retrieve: a shard set whose cache key is unchanged is reused; query vectors come from the cache.
 
 Each `run` is a thin adapter over the one function of its stage in the layer that owns it
-(`pipeline.ingest.ingest`, `pipeline.embed.embed_store`, `retrieval.index.build_store_indexes`,
-`retrieval.batch.retrieve_dataset`, `model.training.train`, `model.evaluation.evaluate`), which
+(`mmkg.pipeline.ingest.ingest`, `mmkg.pipeline.embed.embed_store`, `mmkg.retrieval.index.build_store_indexes`,
+`mmkg.retrieval.batch.retrieve_dataset`, `mmkg.model.training.train`, `mmkg.model.evaluation.evaluate`), which
 the stage's `mmkg` command calls too: the DAG adds only fingerprints, caching, locks and reports.
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from kg_store import open_store
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.hashing import cache_key
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.hashing import cache_key
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def _file_sha(store, rel: str | None) -> str | None:
 def ingest_sources(ctx: Context, sources: list[str] | str) -> list[str]:
     """Config sources → `FORMAT:ABSPATH` specs; `demo` (alone or as one entry of a list) means every
     demo input under the data dir, so a config can keep the demo inputs and add its own."""
-    from pipeline.demo_sources import demo_sources
-    from pipeline.readers.base import parse_source
+    from mmkg.pipeline.demo_sources import demo_sources
+    from mmkg.pipeline.readers.base import parse_source
 
     specs: list[str] = []
     for s in ([sources] if isinstance(sources, str) else list(sources)):
@@ -105,14 +105,14 @@ def _source_digest(entry: dict[str, Any]) -> str:
 
 def ingest_fingerprint(ctx: Context, *, sources: list[str] | str = "demo", **_: Any) -> dict[str, Any]:
     """{spec: digest of its files' sha256} — reads every input once (no parsing)."""
-    from pipeline.engines.plan import make_plan
+    from mmkg.pipeline.engines.plan import make_plan
     plan = make_plan(ingest_sources(ctx, sources), chunk_bytes=1 << 62)
     return {e["spec"]: _source_digest(e) for e in plan.inputs}
 
 
 def ingested_sources(kg: Path) -> dict[str, str]:
     """{spec: digest} of everything the store has ingested (the last digest per spec wins)."""
-    from pipeline.readers.base import parse_source
+    from mmkg.pipeline.readers.base import parse_source
     if not (kg / "manifest.json").exists():
         return {}
     out = {}
@@ -136,7 +136,7 @@ def ingest_pending(ctx: Context, fingerprint: dict[str, str]) -> tuple[list[str]
 def ingest_run(ctx: Context, *, sources: list[str] | str = "demo", engine: str = "local", master: str | None = None,
                shuffle_partitions: int | None = None, spark_conf: dict[str, str] | None = None,
                strict: bool = False, image_threads: int = 4) -> dict[str, Any]:
-    from pipeline.ingest import IngestRejectedError, ingest
+    from mmkg.pipeline.ingest import IngestRejectedError, ingest
 
     fp = ingest_fingerprint(ctx, sources=sources)
     new, changed = ingest_pending(ctx, fp)
@@ -153,7 +153,7 @@ def ingest_run(ctx: Context, *, sources: list[str] | str = "demo", engine: str =
         result = ingest(ctx.kg, todo, engine=engine, master=master or os.environ.get("MMKG_SPARK_MASTER"), shuffle_partitions=shuffle_partitions,
                         spark_conf=spark_conf, strict=strict, image_threads=image_threads)
     except IngestRejectedError as e:
-        from jobs.cli import StrictRejectsError
+        from mmkg.jobs.cli import StrictRejectsError
         raise StrictRejectsError(str(e)) from None
     c = result.counts
     return {"counts": {"sources_ingested": len(todo), "sources_new": len(new), "sources_changed": len(changed),
@@ -170,13 +170,13 @@ def ingest_outputs(ctx: Context, **_: Any) -> list[str]:
 
 # ==== sparql ====================================================================================
 def sparql_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
-    from kg_store.sparql_store import SOURCE_TABLES
+    from mmkg.kg_store.sparql_store import SOURCE_TABLES
     store = open_store(ctx.kg)
     return {name: store.table_fingerprint(name) for name in SOURCE_TABLES}
 
 
 def sparql_run(ctx: Context, **_: Any) -> dict[str, Any]:
-    from kg_store.sparql_store import build_sparql_store
+    from mmkg.kg_store.sparql_store import build_sparql_store
     meta = build_sparql_store(ctx.kg)
     return {"counts": {"statements": meta["statements"]}, "cache_hits": int(not meta["built"]),
             "note": (f"built {meta['path']}: {meta['statements']:,} statements in {meta['seconds']:.1f} s"
@@ -184,14 +184,14 @@ def sparql_run(ctx: Context, **_: Any) -> dict[str, Any]:
 
 
 def sparql_outputs(ctx: Context, **_: Any) -> list[str]:
-    from kg_store.sparql_store import ARTIFACT
+    from mmkg.kg_store.sparql_store import ARTIFACT
     meta = open_store(ctx.kg).artifact(ARTIFACT)
     return [meta["path"] + ".json"] if meta else []
 
 
 # ==== embed =====================================================================================
 def _vectors_rel(ctx: Context) -> str:
-    from kg_store.vectors import vectors_dir
+    from mmkg.kg_store.vectors import vectors_dir
     return vectors_dir(ctx.encoder)
 
 
@@ -204,8 +204,8 @@ def embed_fingerprint(ctx: Context, **_: Any) -> dict[str, Any]:
 def embed_kinds(retrieve: dict[str, Any] | None) -> list[str]:
     """The vector kinds a pipeline configuration uses (what its embed stage embeds unless its block
     names `kinds`): entity, relation and image vectors always, the rest as its retriever declares."""
-    from retrieval.retriever import RetrievalConfig, vector_kinds_needed
-    from kg_store.vectors import VECTOR_KINDS
+    from mmkg.retrieval.retriever import RetrievalConfig, vector_kinds_needed
+    from mmkg.kg_store.vectors import VECTOR_KINDS
     config = None
     if retrieve is not None and retrieve.get("enabled", True):
         config = RetrievalConfig(retriever=retrieve.get("retriever", "anchored"), seed_k=retrieve.get("seed_k", 0))
@@ -217,7 +217,7 @@ def embed_run(ctx: Context, *, dtype: str = "float32", precision: str = "auto", 
               engine: str = "local", batch_size: int = 64, device: str = "cpu", threads: int | None = None,
               chunk_size: int = 8192, spark_master: str | None = None,
               kinds: list[str] | None = None) -> dict[str, Any]:
-    from pipeline.embed import embed_store
+    from mmkg.pipeline.embed import embed_store
     res = embed_store(ctx.kg, ctx.encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
                       precision=precision, runtime=runtime, threads=threads, chunk_size=chunk_size,
                       spark_master=spark_master, progress=ctx.progress, kinds=kinds)
@@ -234,7 +234,7 @@ def embed_outputs(ctx: Context, **_: Any) -> list[str]:
 
 # ==== index =====================================================================================
 def index_fingerprint(ctx: Context, *, kinds: list[str] | None = None, **_: Any) -> dict[str, Any]:
-    from retrieval.index import INDEXED_KINDS
+    from mmkg.retrieval.index import INDEXED_KINDS
     store = open_store(ctx.kg)
     base = _vectors_rel(ctx)
     return {k: _file_sha(store, f"{base}/{k}.npy") for k in (kinds or INDEXED_KINDS)
@@ -244,7 +244,7 @@ def index_fingerprint(ctx: Context, *, kinds: list[str] | None = None, **_: Any)
 def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None = None,
               target_recall: float = 0.95, kinds: list[str] | None = None, threads: int | None = None,
               use_gpu: bool | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    from retrieval.index import build_store_indexes
+    from mmkg.retrieval.index import build_store_indexes
     res = build_store_indexes(ctx.kg, ctx.encoder, kind=kind, max_memory=max_memory, target_recall=target_recall,
                               kinds=kinds, threads=threads, use_gpu=use_gpu, **(params or {}))
     on_gpu = sorted(k for k, m in res.meta.get("kinds", {}).items() if m.get("gpu"))
@@ -254,7 +254,7 @@ def index_run(ctx: Context, *, kind: str = "auto", max_memory: int | str | None 
 
 
 def index_outputs(ctx: Context, **_: Any) -> list[str]:
-    from retrieval.index import indexes_dir
+    from mmkg.retrieval.index import indexes_dir
     store = open_store(ctx.kg)
     return store.files(indexes_dir(ctx.encoder))
 
@@ -270,8 +270,8 @@ def _datasets(ctx: Context, datasets: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), **_: Any) -> dict[str, Any]:
-    from retrieval.datasets import resolve_dataset
-    from retrieval.index import indexes_dir
+    from mmkg.retrieval.datasets import resolve_dataset
+    from mmkg.retrieval.index import indexes_dir
     store = open_store(ctx.kg)
     fp: dict[str, Any] = {"graph": store.graph_rel,
                           **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
@@ -290,8 +290,8 @@ def retrieve_run(ctx: Context, *, datasets: list[dict[str, Any]] = (), retriever
                  top_n: int = 10, top_N: int = 10, hops: int = 1, path_hops: int = 2, seed_k: int = 0,
                  named_entities: bool = False, image_weight: float = 0.5, prior_folds: int = 5, engine: str = "local",
                  device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
-    from retrieval.batch import retrieve_dataset
-    from retrieval.retriever import RetrievalConfig
+    from mmkg.retrieval.batch import retrieve_dataset
+    from mmkg.retrieval.retriever import RetrievalConfig
 
     config = RetrievalConfig(encoder=ctx.encoder, retriever=retriever, top_n=top_n, top_N=top_N, hops=hops,
                              path_hops=path_hops, seed_k=seed_k, named_entities=named_entities,
@@ -319,7 +319,7 @@ def retrieve_outputs(ctx: Context, **_: Any) -> list[str]:
 
 # ==== train / evaluate (off by default) ============================================================
 def _model_job(ctx: Context, config: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    from jobs.commands.model import load_job_config
+    from mmkg.jobs.commands.model import load_job_config
     job = load_job_config(ctx.expand(config))
     for k, v in (overrides or {}).items():
         target = job
@@ -333,7 +333,7 @@ def _model_job(ctx: Context, config: str, overrides: dict[str, Any] | None) -> d
 
 def model_fingerprint(ctx: Context, *, config: str, set: dict[str, Any] | None = None, enabled: bool = True,
                       **_: Any) -> dict[str, Any]:
-    from kg_store.hashing import sha256_file
+    from mmkg.kg_store.hashing import sha256_file
     store = open_store(ctx.kg)
     shards = {k: v.get("cache_key") for k, v in store.artifacts("subgraphs/").items()}
     return {"config": sha256_file(ctx.expand(config)), "shards": cache_key(shards)}
@@ -348,12 +348,12 @@ def _model_run(fn_path: str, ctx: Context, config: str, set: dict[str, Any] | No
 
 
 def train_run(ctx: Context, *, config: str, set: dict[str, Any] | None = None, enabled: bool = True) -> dict[str, Any]:
-    return _model_run("model.training.train", ctx, config, set)
+    return _model_run("mmkg.model.training.train", ctx, config, set)
 
 
 def evaluate_run(ctx: Context, *, config: str, set: dict[str, Any] | None = None,
                  enabled: bool = True) -> dict[str, Any]:
-    return _model_run("model.evaluation.evaluate", ctx, config, set)
+    return _model_run("mmkg.model.evaluation.evaluate", ctx, config, set)
 
 
 STAGES: dict[str, Stage] = {

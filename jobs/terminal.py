@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from kg_store.unsafe_text import UNSAFE_CHARS
+from mmkg.kg_store.unsafe_text import UNSAFE_CHARS
 
 #: C0 and C1 controls, DEL, and the Unicode format characters that reorder or break lines
 _UNSAFE = UNSAFE_CHARS

@@ -67,7 +67,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    from kg_store.safe_io import open_new
+    from mmkg.kg_store.safe_io import open_new
     with atomic_path(path) as tmp, open_new(tmp) as f:  # O_EXCL|O_NOFOLLOW: never a planted link
         f.write(data)
 
@@ -86,7 +86,7 @@ def write_parquet(path: str | Path, table: pa.Table, **kwargs: Any) -> None:
 def write_npy(path: str | Path, array: np.ndarray) -> None:
     # np.save appends ".npy" to names without it, so write through an open file object.
     import numpy as np
-    from kg_store.safe_io import open_new
+    from mmkg.kg_store.safe_io import open_new
     with atomic_path(path) as tmp, open_new(tmp) as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kg_store.store import KGStore
+from mmkg.kg_store.store import KGStore
 
 FOAF_DEPICTION = "http://xmlns.com/foaf/0.1/depiction"
 #: relation keys that export as foaf:depiction (an absolute URI key, with or without <…>)

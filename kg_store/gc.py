@@ -1,7 +1,7 @@
 """Version snapshots and garbage collection of a KG directory (`mmkg gc` is a thin caller).
 
 Every commit snapshots its manifest to `<kg>/versions/v<NNNNNN>.json` and keeps the derived files
-it may replace as content-addressed objects (`kg_store.versions`), so an older KG version stays
+it may replace as content-addressed objects (`mmkg.kg_store.versions`), so an older KG version stays
 readable (`open_version`) and restorable (`rollback`) until `collect_garbage` drops it. gc keeps
 the last `--keep` versions and every version a running `mmkg serve` pins.
 
@@ -19,13 +19,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from kg_store import atomic, versions
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.lock import RunLock
-from kg_store.manifest import MANIFEST, load_manifest_file
-from kg_store.safe_io import real_dir
-from kg_store.store import KGStore
-from kg_store.versions import live_files, object_rel, open_version, snapshot_version
+from mmkg.kg_store import atomic, versions
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.lock import RunLock
+from mmkg.kg_store.manifest import MANIFEST, load_manifest_file
+from mmkg.kg_store.safe_io import real_dir
+from mmkg.kg_store.store import KGStore
+from mmkg.kg_store.versions import live_files, object_rel, open_version, snapshot_version
 
 #: what gc may delete: committed-data folders only (never runs/, logs/, work/ scratch of a resumable
 #: stage, or the embedding cache unless asked); `objects/` holds the kept copies of derived files
@@ -62,7 +62,7 @@ def _remove_empty_dirs(top: Path) -> None:
 def _unreferenced_sparql(kg: Path, manifests: list[dict[str, Any]]) -> list[Path]:
     """Entries of `sparql/` (database folders, their meta files, build litter) that no kept
     version's manifest names: a database is a folder of RocksDB files, collected whole."""
-    from kg_store.sparql_store import SPARQL_DIR, live_sparql_dirs
+    from mmkg.kg_store.sparql_store import SPARQL_DIR, live_sparql_dirs
     top = real_dir(kg / SPARQL_DIR, "store folder")
     if top is None:
         return []

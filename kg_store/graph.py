@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kg_store import atomic
-from kg_store.sizes import parse_size  # noqa: F401  (re-exported: kg_store.graph.parse_size stays valid)
+from mmkg.kg_store import atomic
+from mmkg.kg_store.sizes import parse_size  # noqa: F401  (re-exported: mmkg.kg_store.graph.parse_size stays valid)
 
 ARRAYS = ("indptr", "neighbor", "relation", "direction", "triple_id")
 
@@ -95,7 +95,7 @@ def save_csr(graph: CSRGraph, directory: str | Path) -> list[Path]:
 def load_npy(path: str | Path, *, mmap: bool = True) -> np.ndarray:
     """np.load of a committed .npy; a damaged header is a CorruptFileError naming the file
     (numpy's own ValueError would surface as a traceback, or as "pickled data" advice)."""
-    from kg_store.errors import CorruptFileError
+    from mmkg.kg_store.errors import CorruptFileError
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -155,7 +155,7 @@ def _triple_batches(parts: list[Path], rows: int):
     time (batches capped at 65,536 rows: Arrow's pool keeps what the largest batch needed)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from kg_store.errors import CorruptFileError
+    from mmkg.kg_store.errors import CorruptFileError
     for part in parts:
         try:
             pf = pq.ParquetFile(str(part))
@@ -235,8 +235,8 @@ def build_csr_external(triple_parts: list[Path], num_nodes: int, out_dir: Path, 
     """
     import os
     import shutil
-    from kg_store.errors import KGStoreError
-    from kg_store.safe_io import open_new
+    from mmkg.kg_store.errors import KGStoreError
+    from mmkg.kg_store.safe_io import open_new
     out_dir = Path(out_dir)
     parts = [Path(p) for p in triple_parts]
     edges = max(_MIN_EDGES, int(memory_bytes) // _BYTES_PER_EDGE)

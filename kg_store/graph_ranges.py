@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kg_store import atomic
-from kg_store.errors import KGStoreError
-from kg_store.graph import _OUT_DTYPES, ARRAYS, CSRGraph, _npy_header, _write, load_csr
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.graph import _OUT_DTYPES, ARRAYS, CSRGraph, _npy_header, _write, load_csr
 
 _EDGE_COLUMNS = tuple(a for a in ARRAYS if a != "indptr")  # neighbor, relation, direction, triple_id
 #: bytes per block when concatenating and summing degrees

@@ -8,8 +8,8 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path) -> str:
-    """sha256 of a regular file (a FIFO or device is refused, never read: kg_store.safe_io)."""
-    from kg_store.safe_io import open_regular
+    """sha256 of a regular file (a FIFO or device is refused, never read: mmkg.kg_store.safe_io)."""
+    from mmkg.kg_store.safe_io import open_regular
     with open_regular(path) as f:
         return sha256_fileobj(f)
 
@@ -36,7 +36,7 @@ def config_hash(config: Any, length: int = 16) -> str:
 # sets, the path prior, the vector cache, the ONNX export, the weights cache, the evaluation's
 # predictions) keys itself through `cache_key` (a JSON-able description, canonical) or, when
 # it streams bytes (weights, file trees), through a `Fingerprint`. What goes in is declared by
-# the owner of the data: a dataset its files (`retrieval.datasets`), an encoder its weights, a
+# the owner of the data: a dataset its files (`mmkg.retrieval.datasets`), an encoder its weights, a
 # stage its config.
 
 def cache_key(parts: Any, length: int = 16) -> str:

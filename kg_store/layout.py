@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kg_store import atomic
-from kg_store.errors import NotAStoreError
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import NotAStoreError
 
 MANIFEST = "manifest.json"
 #: what a directory may hold and still be taken for a new (or half-created) store

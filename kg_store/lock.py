@@ -17,9 +17,9 @@ import stat
 import time
 from pathlib import Path
 
-from kg_store.errors import KGStoreError, LockedError
-from kg_store.layout import check_new_store_dir
-from kg_store.safe_io import file_kind
+from mmkg.kg_store.errors import KGStoreError, LockedError
+from mmkg.kg_store.layout import check_new_store_dir
+from mmkg.kg_store.safe_io import file_kind
 
 #: the holder line is written over the start of the file, padded, never truncated
 _HOLDER_BYTES = 96

@@ -11,8 +11,8 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kg_store import atomic
-from kg_store.errors import CorruptFileError, KGStoreError
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import CorruptFileError, KGStoreError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -53,7 +53,7 @@ def load_manifest_file(path: str | Path, root: str | Path) -> dict[str, Any]:
     the expected shape, and every path it names must be a plain relative path inside the store.
     Anything else is one `CorruptFileError` line, never a traceback or a read outside the store.
     """
-    from kg_store.safe_io import UnsafeFileError, read_bounded
+    from mmkg.kg_store.safe_io import UnsafeFileError, read_bounded
     path = Path(path)
     try:
         data = read_bounded(path, MAX_MANIFEST_BYTES, root=root)
@@ -129,7 +129,7 @@ def table_parts(manifest: dict[str, Any], name: str) -> list[str]:
 
 def table_fingerprint(manifest: dict[str, Any], name: str) -> str | None:
     """One sha256 for a table's content as committed (its parts' hashes), None if absent."""
-    from kg_store.hashing import config_hash
+    from mmkg.kg_store.hashing import config_hash
     parts = table_parts(manifest, name)
     if not parts:
         return None

@@ -47,8 +47,8 @@ import pyarrow.compute as pc
 from rdflib import Graph, Literal, Namespace, URIRef
 from rdflib.namespace import FOAF, RDFS, SDO, XSD
 
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.store import KGStore
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.store import KGStore
 
 WD = Namespace("http://www.wikidata.org/entity/")
 WDT = Namespace("http://www.wikidata.org/prop/direct/")
@@ -527,7 +527,7 @@ def export(store: KGStore, path: str | Path, fmt: str, triple_ids: np.ndarray | 
     the summary's `literals_omitted` says how many literal rows are not in the file), with
     XML-illegal characters in keys and labels escaped so the file is well-formed XML.
     """
-    from kg_store import atomic  # local: only exports write files
+    from mmkg.kg_store import atomic  # local: only exports write files
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")

@@ -34,7 +34,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         key = normalize(name)
         if key not in self._entries:
-            from kg_store.errors import UnknownNameError
+            from mmkg.kg_store.errors import UnknownNameError
             raise UnknownNameError(f"unknown {self.family} {name!r}; choose one of: {', '.join(sorted(self._names))}")
         return self._entries[key]
 

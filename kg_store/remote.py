@@ -63,10 +63,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from kg_store import atomic, manifest as mf
-from kg_store.errors import ConfigError, CorruptFileError, KGStoreError, LockedError
-from kg_store.hashing import sha256_file
-from kg_store.safe_io import check_cached_file, open_new, private_dir
+from mmkg.kg_store import atomic, manifest as mf
+from mmkg.kg_store.errors import ConfigError, CorruptFileError, KGStoreError, LockedError
+from mmkg.kg_store.hashing import sha256_file
+from mmkg.kg_store.safe_io import check_cached_file, open_new, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ class WorkingCopy:
         every file the manifest lists is downloaded afresh into the object cache (repairing a
         damaged cached copy) and a bad remote object is reported, not raised: it is left out.
         """
-        from kg_store.versions import live_files
+        from mmkg.kg_store.versions import live_files
         self.base = self.remote.read_manifest()
         local_manifest = self.path / mf.MANIFEST
         if self.base is None:
@@ -635,7 +635,7 @@ def resolve_kg(root: str | os.PathLike, *, create: bool = True, verify: bool = F
 
 def open_remote_store(url: str, *, cache_dir: str | os.PathLike | None = None):
     """A read-only `KGStore` of the committed version of `url` (synced into the working copy)."""
-    from kg_store.store import KGStore
+    from mmkg.kg_store.store import KGStore
     with _io_errors(url):
         wc = WorkingCopy(url, cache_dir)
         with wc.lock():

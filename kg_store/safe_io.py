@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from kg_store.errors import KGStoreError
+from mmkg.kg_store.errors import KGStoreError
 
 #: flags of every read-only open: no blocking on FIFOs, no symlink as the last component
 READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -19,8 +19,8 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kg_store import atomic
-from kg_store.errors import KGStoreError
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import KGStoreError
 
 SUCCESS = "_SUCCESS"
 META = "meta.json"
@@ -70,8 +70,8 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     if not is_complete(directory):
         raise KGStoreError(f"{directory} is not a finished shard directory (no {SUCCESS})")
-    from kg_store.errors import CorruptFileError
-    from kg_store.safe_io import UnsafeFileError, read_bounded
+    from mmkg.kg_store.errors import CorruptFileError
+    from mmkg.kg_store.safe_io import UnsafeFileError, read_bounded
     try:  # a regular file inside the directory, bounded (issue 17)
         return json.loads(read_bounded(directory / META, 64 << 20, root=directory).decode("utf-8"))
     except UnsafeFileError as e:
@@ -137,7 +137,7 @@ class ShardWriter:
         are renamed `part-NNNNN.parquet` in that order; anything else there (a failed or
         speculative task attempt's file, temp litter) is removed, so only reported rows publish."""
         import os
-        from kg_store.errors import CorruptFileError
+        from mmkg.kg_store.errors import CorruptFileError
         names = [name for name, _ in written]
         if self.num_parts or len(set(names)) != len(names) or any(
                 "/" in n or n.startswith("part-") or not n.endswith(".parquet") for n in names):

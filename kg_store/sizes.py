@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from kg_store.errors import ConfigError
+from mmkg.kg_store.errors import ConfigError
 
 
 def parse_size(text: str | int) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.errors import ConfigError, KGStoreError
 
 #: query-time bounds (CLI: --timeout, --max-rows, --memory)
 SPARQL_TIMEOUT = 30.0
@@ -243,7 +243,7 @@ def sparql_page(store, query: str, *, offset: int = 0, limit: int = 100, timeout
                 max_rows: int = SPARQL_MAX_ROWS, memory: int | None = SPARQL_MEMORY,
                 allow_service: bool = False) -> Answer:
     """`run_query` over the committed SPARQL store of `store` (which must exist: `ensure_sparql_store`)."""
-    from kg_store.sparql_store import current_meta
+    from mmkg.kg_store.sparql_store import current_meta
     if offset + limit > max_rows:
         raise ConfigError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
     refuse_outbound(query, allow_service=allow_service)

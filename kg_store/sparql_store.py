@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from kg_store import atomic
-from kg_store import manifest as mf
+from mmkg.kg_store import atomic
+from mmkg.kg_store import manifest as mf
 
 if TYPE_CHECKING:
-    from kg_store.store import KGStore
+    from mmkg.kg_store.store import KGStore
 
 SPARQL_DIR = "sparql"
 ARTIFACT = "sparql"
@@ -122,8 +122,8 @@ def build_sparql_store(kg: str | Path, *, force: bool = False, wait: float = 60.
     """
     import pyoxigraph
 
-    from kg_store import rdf
-    from kg_store.store import KGStore
+    from mmkg.kg_store import rdf
+    from mmkg.kg_store.store import KGStore
     with KGStore.writer(kg, wait=wait, create=False) as w:
         store = w.store
         meta = current_meta(store)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from kg_store import schema
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.store import KGStore
+from mmkg.kg_store import schema
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.store import KGStore
 
 SQL_TIMEOUT = 30.0
 SQL_MAX_ROWS = 100_000

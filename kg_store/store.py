@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kg_store import atomic, graph, manifest as mf, schema, versions
-from kg_store.errors import ConfigError, CorruptFileError, KGStoreError
-from kg_store.hashing import config_hash, sha256_file, sha256_fileobj
-from kg_store.layout import check_new_store_dir
-from kg_store.lock import StoreLock
-from kg_store.safe_io import UnsafeFileError, check_regular, open_regular
+from mmkg.kg_store import atomic, graph, manifest as mf, schema, versions
+from mmkg.kg_store.errors import ConfigError, CorruptFileError, KGStoreError
+from mmkg.kg_store.hashing import config_hash, sha256_file, sha256_fileobj
+from mmkg.kg_store.layout import check_new_store_dir
+from mmkg.kg_store.lock import StoreLock
+from mmkg.kg_store.safe_io import UnsafeFileError, check_regular, open_regular
 
 
 class KGStore:
@@ -245,15 +245,15 @@ class KGStore:
 def _is_url(root: str | Path) -> bool:
     if "://" not in str(root):
         return False
-    from kg_store.remote import is_url  # remote imports the store: only when a URL is given
+    from mmkg.kg_store.remote import is_url  # remote imports the store: only when a URL is given
     return is_url(root)
 
 
 def _local_root(root: str | Path) -> Path:
     """A KG folder; an object-store URL (`s3://bucket/kg`) is read through its working copy
-    (kg_store.remote: synced to the committed version, or the open session's copy)."""
+    (mmkg.kg_store.remote: synced to the committed version, or the open session's copy)."""
     if _is_url(root):
-        from kg_store.remote import resolve_kg
+        from mmkg.kg_store.remote import resolve_kg
         return resolve_kg(root, create=False)
     return Path(root)
 
@@ -277,7 +277,7 @@ class StoreWriter:
 
     def __enter__(self) -> "StoreWriter":
         if self._url is not None:
-            from kg_store import remote
+            from mmkg.kg_store import remote
             self._session = remote.session()
             self._session.__enter__()
         try:
@@ -366,7 +366,7 @@ class StoreWriter:
     def write_graph_ranges(self, folder: Path, bounds: list[int], edges: int) -> str:
         """`write_graph` assembled from the node ranges in `folder` (graph_ranges.assemble_csr),
         which is removed afterwards."""
-        from kg_store import graph_ranges
+        from mmkg.kg_store import graph_ranges
         try:
             return self._publish_graph(lambda out: graph_ranges.assemble_csr(folder, bounds, edges, out))
         finally:

@@ -1,7 +1,7 @@
 """The characters that must never reach a terminal raw (issue 17) nor name a record (issue 32).
 
 C0 and C1 controls, DEL, and the Unicode format characters that reorder or break lines: echoed
-as they are, they recolour, rewrite or hide what the user sees. `jobs.terminal` escapes them in
+as they are, they recolour, rewrite or hide what the user sees. `mmkg.jobs.terminal` escapes them in
 everything the CLI prints; readers refuse them where a value becomes a name (JSONL query ids).
 One definition, here at the bottom layer, so every layer can use it.
 """

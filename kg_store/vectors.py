@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kg_store import atomic
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.graph import load_npy
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.graph import load_npy
 
 VECTOR_KINDS = ("entity", "relation", "triple", "image")
 

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kg_store.manifest import read_manifest
-from kg_store.versions import open_version
+from mmkg.kg_store.manifest import read_manifest
+from mmkg.kg_store.versions import open_version
 
 #: the columns that identify a row of each table (keys of id columns are resolved first)
 IDENTITY = {
@@ -27,7 +27,7 @@ TRIPLE_COLUMNS = ("h_key", "h_label", "r_key", "r_label", "t_key", "t_label")
 
 
 def _open(kg: Path, version: int):
-    from kg_store.store import KGStore
+    from mmkg.kg_store.store import KGStore
     if int(version) == int(read_manifest(kg)["kg_version"]):
         return KGStore(kg)
     return open_version(kg, version)
@@ -35,7 +35,7 @@ def _open(kg: Path, version: int):
 
 def _by_id(store, name: str) -> tuple[pa.Array, pa.Array]:
     """(keys, labels) with row i = id i of an id table."""
-    from kg_store.rdf import dense_by_id
+    from mmkg.kg_store.rdf import dense_by_id
     t = dense_by_id(store.table(name, ["id", "key", "label"]))
     return t["key"].combine_chunks(), t["label"].combine_chunks()
 

@@ -24,9 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kg_store import atomic
-from kg_store.errors import KGStoreError
-from kg_store.manifest import MANIFEST, load_manifest_file, read_manifest, table_parts
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.manifest import MANIFEST, load_manifest_file, read_manifest, table_parts
 
 VERSIONS, OBJECTS, PINS = "versions", "objects", "pins"
 _SNAPSHOT = re.compile(r"v(\d{6,})\.json")
@@ -37,7 +37,7 @@ IMMUTABLE_PREFIXES = ("tables/", "graph/", "blobs/")
 
 # ---- snapshots ----------------------------------------------------------------------------------
 def _versions_dir(kg: Path) -> Path | None:
-    from kg_store.safe_io import real_dir
+    from mmkg.kg_store.safe_io import real_dir
     return real_dir(kg / VERSIONS, "version folder")
 
 
@@ -87,7 +87,7 @@ def version_manifest(kg: str | Path, version: int) -> dict[str, Any]:
 
 def open_version(kg: str | Path, version: int):
     """A read-only `KGStore` of an older KG version (tables and graph), from its snapshot."""
-    from kg_store.store import KGStore
+    from mmkg.kg_store.store import KGStore
     kg = Path(kg)
     snaps = snapshots(kg)
     if int(version) not in snaps:
@@ -120,7 +120,7 @@ def preserve_files(root: str | Path, manifest: dict[str, Any]) -> int:
     """Keep a content-addressed hard link (a copy across filesystems) of every committed file that
     a later writer may replace in place; returns how many objects were added. Files whose size
     differs from the manifest are skipped (`mmkg verify` reports them)."""
-    from kg_store.safe_io import UnsafeFileError, check_regular, real_dir
+    from mmkg.kg_store.safe_io import UnsafeFileError, check_regular, real_dir
     root, added = Path(root), 0
     real_dir(root / OBJECTS, "kept-copies folder")  # a planted symlink is refused, never written through
     for rel, info in manifest.get("files", {}).items():
@@ -231,9 +231,9 @@ def rollback(kg: str | Path, version: int, *, wait: float = 0.0) -> dict[str, An
     """Make `version` current again: its files are put back (from their objects where a later
     version replaced them) and its manifest is committed as a new version. Refused, with nothing
     changed, when a file it reads is gone (`mmkg gc` reclaimed it)."""
-    from kg_store.hashing import sha256_file
-    from kg_store.lock import RunLock
-    from kg_store.store import KGStore
+    from mmkg.kg_store.hashing import sha256_file
+    from mmkg.kg_store.lock import RunLock
+    from mmkg.kg_store.store import KGStore
     kg = Path(kg)
     with RunLock(kg, wait=wait), KGStore.writer(kg, wait=wait, create=False) as w:
         current = int(w.manifest["kg_version"])
@@ -289,7 +289,7 @@ class Pin:
     """`pins/<pid>-<id>.json` naming the version a running reader shows; `release()` removes it."""
 
     def __init__(self, kg: str | Path, version: int):
-        from kg_store.safe_io import real_dir
+        from mmkg.kg_store.safe_io import real_dir
         self.kg, self.version = Path(kg), int(version)
         real_dir(self.kg / PINS, "pin folder")  # a planted symlink is refused, never written through
         self.path = self.kg / PINS / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
@@ -308,7 +308,7 @@ class Pin:
 
 def pinned_versions(kg: str | Path) -> set[int]:
     """Versions pinned by live processes; pins of dead processes on this host are removed."""
-    from kg_store.safe_io import UnsafeFileError, read_bounded, real_dir
+    from mmkg.kg_store.safe_io import UnsafeFileError, read_bounded, real_dir
     kg = Path(kg)
     d = real_dir(kg / PINS, "pin folder")
     if d is None:

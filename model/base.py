@@ -13,11 +13,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from kg_store.registry import family
-from model.backbones import CAUSAL, FrozenLLM, load_backbone
-from model.batching import ModelBatch
-from model.prompt import FACTS_HEADER, FACTS_SEPARATOR, fit_facts, format_fact, pack_blocks, pad_ids
-from model.tasks import Example
+from mmkg.kg_store.registry import family
+from mmkg.model.backbones import CAUSAL, FrozenLLM, load_backbone
+from mmkg.model.batching import ModelBatch
+from mmkg.model.prompt import FACTS_HEADER, FACTS_SEPARATOR, fit_facts, format_fact, pack_blocks, pad_ids
+from mmkg.model.tasks import Example
 
 model_registry = family("model")
 

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from model.kg_text import KGText
-from model.tasks import Example, Task
+from mmkg.model.kg_text import KGText
+from mmkg.model.tasks import Example, Task
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from kg_store import atomic
-from kg_store.errors import KGStoreError
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import KGStoreError
 
 MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "config.json", "optimizer.safetensors", "state.json"
 LATEST = "latest.json"
@@ -70,7 +70,7 @@ def load_weights(directory: str | Path, model) -> None:
 
 def load_model(directory: str | Path, **overrides: Any):
     """Rebuild the model from a checkpoint's config (frozen parts loaded by name) + its weights."""
-    from model.base import model_registry, resolve_model
+    from mmkg.model.base import model_registry, resolve_model
     cfg = read_config(directory)
     # options added after a checkpoint was written take the values that checkpoint was built with
     legacy = getattr(model_registry.get(cfg["model"]), "LEGACY_KWARGS", {})

@@ -11,11 +11,11 @@ from typing import Any, Mapping, Sequence
 import pyarrow.parquet as pq
 from torch.utils.data import ConcatDataset, Dataset
 
-from kg_store.errors import KGStoreError
-from kg_store.shards import is_complete, part_files, subgraph_rel
-from model.batching import TaskDataset
-from model.kg_text import KGText
-from model.tasks import resolve_task
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.shards import is_complete, part_files, subgraph_rel
+from mmkg.model.batching import TaskDataset
+from mmkg.model.kg_text import KGText
+from mmkg.model.tasks import resolve_task
 
 ShardSpec = str | Path | Mapping[str, Any]
 
@@ -46,8 +46,8 @@ def shard_columns(shard_dir: Path) -> set[str]:
 
 
 def open_graphs(kg: str | Path, shard_dirs: Sequence[Path], fields: Sequence[str]):
-    """`retrieval.dataset.SubgraphDataset` with the task fields the shards actually have."""
-    from retrieval.dataset import SubgraphDataset
+    """`mmkg.retrieval.dataset.SubgraphDataset` with the task fields the shards actually have."""
+    from mmkg.retrieval.dataset import SubgraphDataset
     available = set.intersection(*(shard_columns(d) for d in shard_dirs))
     return SubgraphDataset(list(shard_dirs), kg, fields=[f for f in fields if f in available])
 

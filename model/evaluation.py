@@ -23,18 +23,18 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from kg_store import atomic, open_store
-from kg_store.hashing import Fingerprint
-from kg_store.errors import ConfigError
-from model import checkpoint as ckpt
-from model.base import MultimodalKGModel, model_registry, resolve_model
-from model.batching import Collator
-from model.data import build_task_dataset, resolve_shard_dirs
-from model.kg_text import KGText
-from model.metrics import TIE_RULES
-from model.scoring import read_candidates  # noqa: F401  (re-exported: benchmarks and tests import it here)
-from model.tasks import task_registry
-from model.runtime import init_runtime
+from mmkg.kg_store import atomic, open_store
+from mmkg.kg_store.hashing import Fingerprint
+from mmkg.kg_store.errors import ConfigError
+from mmkg.model import checkpoint as ckpt
+from mmkg.model.base import MultimodalKGModel, model_registry, resolve_model
+from mmkg.model.batching import Collator
+from mmkg.model.data import build_task_dataset, resolve_shard_dirs
+from mmkg.model.kg_text import KGText
+from mmkg.model.metrics import TIE_RULES
+from mmkg.model.scoring import read_candidates  # noqa: F401  (re-exported: benchmarks and tests import it here)
+from mmkg.model.tasks import task_registry
+from mmkg.model.runtime import init_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     file (see the module doc); `budget_minutes` stops after that much wall time (`complete` is
     then false); `seed` seeds an untrained model's initialisation.
     `shortlist` (MARS) = {"ranker": NAME, "k": K, "train": TRAIN_JSON, "folds": 5}: the model scores
-    only the top-K candidates of that no-LLM ranker (`model.rankers`); they rank above the rest,
+    only the top-K candidates of that no-LLM ranker (`mmkg.model.rankers`); they rank above the rest,
     which keep the ranker's order (each record says whether the gold was in the shortlist).
     `progress(done, total, seconds per query of this run)` is called after each scored query.
     """

@@ -9,7 +9,7 @@ LLM already ranks (β = 0 wins when it does not). For MARS candidate c and quest
     distance(c) = 1 / d(q, c) for d ≤ max_hops hops in the store's CSR graph (both directions), else 0
 
 The question entity itself gets prior 0 (it touches every triple of its own subgraph; an
-answer equal to the question is rare). All ranks use `model.metrics.rank_of_gold`, so ties —
+answer equal to the question is rare). All ranks use `mmkg.model.metrics.rank_of_gold`, so ties —
 very common for the prior alone — follow the same rules as the LLM ranks.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.metrics import rank_of_gold
+from mmkg.model.metrics import rank_of_gold
 
 #: β values tried by `fit_beta` (LLM log-likelihoods are sums over tokens, tens of nats apart)
 BETA_GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -27,7 +27,7 @@ BETA_GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 def hop_distances(graph, source: int, max_hops: int) -> np.ndarray:
     """Hops from `source` to every node (edges in both directions), -1 beyond `max_hops`.
 
-    `graph` is a `kg_store.graph.CSRGraph` (its rows list each node's edges both ways).
+    `graph` is a `mmkg.kg_store.graph.CSRGraph` (its rows list each node's edges both ways).
     """
     n = graph.num_nodes
     dist = np.full(n, -1, dtype=np.int64)

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from kg_store.registry import family
+from mmkg.kg_store.registry import family
 
 gnn_layer_registry = family("gnn_layer")
 
@@ -78,7 +78,7 @@ class KnowledgeGraphEncoder(nn.Module):
         num_layers (int): GNN depth. (default: 2)
         gnn_layer (str): `gnn_layer` registry name. (default: "rgat")
         inverse_edges (bool): the graphs also carry inverse edges typed r + num_relations
-            (`model.batching.add_inverse_edges`): the layers get 2·num_relations relation types and
+            (`mmkg.model.batching.add_inverse_edges`): the layers get 2·num_relations relation types and
             an inverse edge's features get a learned "inverse" vector added (GAT sees no type).
             (default: False)
         anchor_marker (bool): a learned vector added to the input state of each graph's anchor

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.backbones import FrozenLLM
-from model.base import MultimodalKGModel, model_registry
-from model.batching import ModelBatch
-from model.prompt import pad_ids
-from model.vision import FrozenVisionTower
+from mmkg.model.backbones import FrozenLLM
+from mmkg.model.base import MultimodalKGModel, model_registry
+from mmkg.model.batching import ModelBatch
+from mmkg.model.prompt import pad_ids
+from mmkg.model.vision import FrozenVisionTower
 
 #: token types of the fused sequence
 CLS, TEXT, IMAGE, TRIPLE = range(4)

@@ -78,7 +78,7 @@ def _min_sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def kge_key(store: Any, params: KGEParams) -> str:
-    from kg_store.hashing import cache_key
+    from mmkg.kg_store.hashing import cache_key
     return cache_key({"format": KGE_FORMAT, "graph": store.graph_rel, **asdict(params)})
 
 
@@ -88,7 +88,7 @@ def train_kge(triples: np.ndarray, num_entities: int, num_relations: int, params
     entities renormalised to the unit ball after every step (Bordes et al. 2013), Adam."""
     import torch
     if params.model != "transe":
-        from kg_store.errors import ConfigError
+        from mmkg.kg_store.errors import ConfigError
         raise ConfigError(f"unknown KG embedding model {params.model!r}: transe")
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(params.seed)
@@ -135,7 +135,7 @@ def save_kge(path: str | Path, emb: KGEmbedding) -> None:
     """Atomically, as safetensors (`entity`, `relation`; the parameters in the header's metadata)."""
     from safetensors.numpy import save
 
-    from kg_store import atomic
+    from mmkg.kg_store import atomic
     atomic.write_bytes(path, save({"entity": np.ascontiguousarray(emb.entity),
                                    "relation": np.ascontiguousarray(emb.relation)}, metadata=emb.meta))
 
@@ -148,7 +148,7 @@ def load_kge(path: str | Path) -> KGEmbedding:
 
 def load_or_train_kge(kg: str | Path, params: KGEParams = KGEParams()) -> tuple[KGEmbedding, str]:
     """The committed embedding of this graph and these parameters, trained and committed once."""
-    from kg_store import KGStore, open_store
+    from mmkg.kg_store import KGStore, open_store
     store = open_store(kg)
     key = kge_key(store, params)
     rel = f"{KGE_DIR}/{key}"

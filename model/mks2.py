@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.backbones import CAUSAL
-from model.base import model_registry
-from model.mrmkg import MRMKG
+from mmkg.model.backbones import CAUSAL
+from mmkg.model.base import model_registry
+from mmkg.model.mrmkg import MRMKG
 
 
 class _ZeroStart(nn.Module):

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from model.backbones import FrozenLLM, backbone_registry, build_on_meta
-from model.base import resolve_model
-from model.text import ByteTokenizer
-from model.vision import FrozenVisionTower
+from mmkg.model.backbones import FrozenLLM, backbone_registry, build_on_meta
+from mmkg.model.base import resolve_model
+from mmkg.model.text import ByteTokenizer
+from mmkg.model.vision import FrozenVisionTower
 
 #: CLIP ViT-L/14 (open_clip "ViT-L-14"): the image encoder of the paper
 VIT_L_14 = {"layers": 24, "width": 1024, "head_width": 64, "patch_size": 14, "image_size": 224, "embed_dim": 768}

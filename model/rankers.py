@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kg_store.registry import family
+from mmkg.kg_store.registry import family
 
 rankers = family("ranker")
 
@@ -41,7 +41,7 @@ class MarsContext:
 
     def __init__(self, store: Any, candidates: Sequence[str], train_rows: Sequence[dict[str, Any]],
                  prior: Any, *, folds: int, group: str = "row"):
-        from retrieval.paths import fold_of, mars_row_digest
+        from mmkg.retrieval.paths import fold_of, mars_row_digest
         self.store, self.prior, self.folds, self.group = store, prior, folds, group
         self.candidates = list(dict.fromkeys(candidates))
         self.position = {k: i for i, k in enumerate(self.candidates)}
@@ -67,19 +67,19 @@ class MarsContext:
         self._space = np.unique(self.candidate_ids[self.candidate_ids >= 0])
         self.prior_key: str | None = None  # set by `build`
         # the learned `reranker` ranker's model (a LightGBM booster), its shortlist size and the
-        # store's entity vectors its embedding features read (model.reranker)
+        # store's entity vectors its embedding features read (mmkg.model.reranker)
         self.reranker: Any = None
         self.reranker_k: int | None = None
         self.vectors: Any = None
-        self.kge: Any = None  # a model.kge.KGEmbedding of the store (the reranker's KG-embedding features)
+        self.kge: Any = None  # a mmkg.model.kge.KGEmbedding of the store (the reranker's KG-embedding features)
 
     @classmethod
     def build(cls, kg: str | Path, candidates: Sequence[str], train_file: str | Path, *, folds: int = 5,
               group: str = "row") -> "MarsContext":
         """The context of `candidates` and a MARS train file over the KG at `kg` (its folded prior is
         fitted and committed on first use; `prior_key` says which)."""
-        from kg_store import open_store
-        from retrieval.paths import load_or_fit_prior, read_mars_rows
+        from mmkg.kg_store import open_store
+        from mmkg.retrieval.paths import load_or_fit_prior, read_mars_rows
         ids = open_store(kg).entity_ids(list(candidates))
         prior, key = load_or_fit_prior(kg, train_file, np.unique(ids[ids >= 0]), folds=folds, group=group)
         ctx = cls(open_store(kg), candidates, read_mars_rows(train_file), prior, folds=folds, group=group)
@@ -97,7 +97,7 @@ class MarsContext:
         """A ranker's view of a MARS row. `train_row`: the row is one of the training split (the
         reranker's training features), scored out of its fold; a dev or test row never is, so its
         score cannot depend on its answer."""
-        from retrieval.paths import mars_row_digest
+        from mmkg.retrieval.paths import mars_row_digest
         fold = self.train_digests[mars_row_digest(row)] if train_row else -1
         return MarsQuery(row["question"], (row["example"][0], row["example"][1]), fold)
 
@@ -125,7 +125,7 @@ class MarsContext:
     def prior_scores(self, q: MarsQuery) -> "PriorEvidence":
         """The path prior's score of each candidate (0 where no path reaches it), with the walk it
         came from (the reranker's path features reuse it rather than walking again)."""
-        from retrieval.paths import linking_types, paths_from
+        from mmkg.retrieval.paths import linking_types, paths_from
         R, graph = self.store.num_relations, self.store.graph
         out = np.zeros(len(self.candidates))
         qid = int(self.store.entity_ids([q.question])[0])
@@ -189,7 +189,7 @@ def memory_then_prior_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
 
 
 def resolve_ranker(name: str) -> Callable[[MarsContext, MarsQuery], np.ndarray]:
-    import model.reranker  # noqa: F401  (registers the learned `reranker` beside the rankers here)
+    import mmkg.model.reranker  # noqa: F401  (registers the learned `reranker` beside the rankers here)
     return rankers.get(name)
 
 

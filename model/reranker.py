@@ -13,7 +13,7 @@ Feature groups (each can be left out for the ablation):
   how often the example pair and the question occur in train;
 * embedding — cosine of question and candidate and the analogy offset (candidate · (question +
   example tail − example head)) in the store's entity vectors (MiniLM of labels), when present;
-* kge — a TransE embedding of the KG's triples (`model.kge`): the analogy score −‖q + (t − h) − c‖
+* kge — a TransE embedding of the KG's triples (`mmkg.model.kge`): the analogy score −‖q + (t − h) − c‖
   of the example pair (h, t) and the best link score between question and candidate over relations.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from model.rankers import MarsContext, MarsQuery, PriorEvidence, lexicographic, rankers, top_positions
+from mmkg.model.rankers import MarsContext, MarsQuery, PriorEvidence, lexicographic, rankers, top_positions
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "kg": ("prior", "best_path", "paths", "hops", "analogy_type", "prior_rank"),
@@ -51,7 +51,7 @@ class EntityVectors:
     """Unit entity vectors of the store by entity id (zeros where an entity has none)."""
 
     def __init__(self, store: Any, encoder_slug: str = "minilm"):
-        from kg_store.vectors import load_vectors
+        from mmkg.kg_store.vectors import load_vectors
         self.ok = store.artifact(f"vectors/{encoder_slug}") is not None
         if self.ok:
             vec, ids = load_vectors(store, encoder_slug, "entity")
@@ -270,7 +270,7 @@ def fit_reranker(train: Featurized, names: Sequence[str], *, valid: Featurized |
 
 def rank_featurized(f: Featurized, booster: Any) -> list[float]:
     """Realistic rank of each row's gold: the shortlist by the model, the rest in base order."""
-    from model.rankers import realistic_rank
+    from mmkg.model.rankers import realistic_rank
     x = _columns(f, booster.feature_name())
     pred = booster.predict(x, num_threads=2) if len(x) else np.empty(0)
     ends = np.cumsum([0, *f.sizes])
@@ -286,7 +286,7 @@ def load_reranker(path: str | Path) -> Any:
 @rankers.register("reranker")
 def reranker_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
     """The trained reranker of `ctx.reranker` (a LightGBM booster) over the base shortlist."""
-    from kg_store.errors import ConfigError
+    from mmkg.kg_store.errors import ConfigError
     booster = ctx.reranker
     if booster is None:
         raise ConfigError("the reranker ranker needs a trained model: ctx.reranker = load_reranker(PATH)")
@@ -297,7 +297,7 @@ def reranker_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
             raise ConfigError("this reranker reads entity vectors: embed the KG first "
                               "(mmkg embed --kg KG --encoder minilm)")
     if ctx.kge is None and any(n in FEATURES["kge"] for n in names):
-        from model.kge import load_or_train_kge
+        from mmkg.model.kge import load_or_train_kge
         ctx.kge = load_or_train_kge(ctx.store.root)[0]
     base, top, x = query_matrix(ctx, q, ctx.reranker_k or DEFAULT_K, names, ctx.vectors)
     return final_scores(base, top, booster.predict(x, num_threads=1))
@@ -306,8 +306,8 @@ def reranker_ranker(ctx: MarsContext, q: MarsQuery) -> np.ndarray:
 def reproduce(args: Any, ctx: MarsContext, rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     """{line: rank} of the listed lines under a committed reranker (`benchmarks/mars_eval.py --reproduce`)
     and, beside it, the committed KG embedding its kge features read."""
-    from model.kge import load_kge
-    from model.rankers import rank_rows
+    from mmkg.model.kge import load_kge
+    from mmkg.model.rankers import rank_rows
     model = Path(args.out).with_name(f"mars_{args.variant}.lgb.txt")
     ctx.reranker = load_reranker(model)
     kge = Path(args.out).with_name("mars_kge.safetensors")

@@ -1,6 +1,6 @@
 """`mmkg train` / `mmkg evaluate` of the learned MARS reranker: a job whose `model` is `reranker`.
 
-The reranker is a LightGBM model over features (`model.reranker`), not a network prompted by
+The reranker is a LightGBM model over features (`mmkg.model.reranker`), not a network prompted by
 shards, so its jobs read the MARS folder (train.json, the split files, analogy_entities.txt) and the
 KG directly; the CLI picks these functions for a job naming one of `VARIANTS`.
 
@@ -12,7 +12,7 @@ KG directly; the CLI picks these functions for a job naming one of `VARIANTS`.
   (`rank`, `rank_optimistic`, `rank_realistic`, `rank_pessimistic`, `in_shortlist`, `top10`; query id
   `<split>-<line>`, the id of the full split's shard rows), and returns the metrics.
 
-`benchmarks/mars_eval.py --reranker` trains the same way (`model.reranker.training_set`), with the
+`benchmarks/mars_eval.py --reranker` trains the same way (`mmkg.model.reranker.training_set`), with the
 ablations on top.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kg_store.errors import ConfigError
+from mmkg.kg_store.errors import ConfigError
 
 VARIANTS = ("reranker",)
 MODEL_FILE, KGE_FILE, SUMMARY_FILE = "reranker.lgb.txt", "kge.safetensors", "summary.json"
@@ -40,7 +40,7 @@ def _mars_dir(data: str | Path) -> Path:
 
 
 def _kge_params(kge: bool | Mapping[str, Any]) -> Any:
-    from model.kge import KGEParams
+    from mmkg.model.kge import KGEParams
     if kge is False or kge is None:
         return None
     try:
@@ -58,13 +58,13 @@ def train(*, kg: str, data: str, output_dir: str, model: str = "reranker", valid
         data: the MARS folder (train.json, `valid_split`.json, analogy_entities.txt).
         valid_split: the split whose queries stop the boosting early and set the training mix's seen share.
         k: shortlist size (the top K of `memory>kg_prior` the model reranks).
-        kge: use the TransE features (`true`, or a mapping of `model.kge.KGEParams` overrides; `false`: none).
+        kge: use the TransE features (`true`, or a mapping of `mmkg.model.kge.KGEParams` overrides; `false`: none).
     """
-    from model.kge import load_or_train_kge, save_kge
-    from model.rankers import MarsContext
-    from model.reranker import EntityVectors, available_groups, feature_names, featurize, fit_reranker, \
+    from mmkg.model.kge import load_or_train_kge, save_kge
+    from mmkg.model.rankers import MarsContext
+    from mmkg.model.reranker import EntityVectors, available_groups, feature_names, featurize, fit_reranker, \
         rank_featurized, training_set
-    from retrieval.paths import read_mars_rows
+    from mmkg.retrieval.paths import read_mars_rows
     if model not in VARIANTS:
         raise ConfigError(f"model {model!r} is not a learned ranker ({', '.join(VARIANTS)})")
     mars = _mars_dir(data)
@@ -86,7 +86,7 @@ def train(*, kg: str, data: str, output_dir: str, model: str = "reranker", valid
     booster = fit_reranker(train_set, feature_names(groups), valid=valid, seed=seed, rounds=rounds)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from kg_store import atomic
+    from mmkg.kg_store import atomic
     with atomic.atomic_path(out / MODEL_FILE) as tmp:
         booster.save_model(str(tmp))
     if ctx.kge is not None:
@@ -111,12 +111,12 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
     """Rank the queries of `data`/`split`.json with the run at `checkpoint` (a `train` output folder)."""
     from tqdm.auto import tqdm
 
-    from kg_store import atomic
-    from model.kge import load_kge
-    from model.metrics import TIE_RULES, rank_of_gold, ranking_metrics
-    from model.rankers import MarsContext, realistic_rank, top_positions
-    from model.reranker import FEATURES, load_reranker, reranker_ranker
-    from retrieval.paths import read_mars_rows
+    from mmkg.kg_store import atomic
+    from mmkg.model.kge import load_kge
+    from mmkg.model.metrics import TIE_RULES, rank_of_gold, ranking_metrics
+    from mmkg.model.rankers import MarsContext, realistic_rank, top_positions
+    from mmkg.model.reranker import FEATURES, load_reranker, reranker_ranker
+    from mmkg.retrieval.paths import read_mars_rows
     if model not in VARIANTS:
         raise ConfigError(f"model {model!r} is not a learned ranker ({', '.join(VARIANTS)})")
     if ties not in TIE_RULES:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from kg_store.errors import KGStoreError
-from pipeline.device import describe_device, resolve_device  # the one device resolution (auto | cpu | cuda[:N]); re-exported
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline.device import describe_device, resolve_device  # the one device resolution (auto | cpu | cuda[:N]); re-exported
 
 logger = logging.getLogger(__name__)
 

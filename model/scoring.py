@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kg_store.errors import ConfigError, KGStoreError
-from model.metrics import TIE_RULES, rank_of_gold, ranking_metrics, scienceqa_accuracy
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.model.metrics import TIE_RULES, rank_of_gold, ranking_metrics, scienceqa_accuracy
 
 
 def read_candidates(path: str | Path) -> list[str]:
@@ -27,8 +27,8 @@ class Shortlist:
     """The top-K candidates of a no-LLM ranker for each query (`evaluate(shortlist=...)`)."""
 
     def __init__(self, kg: str, cand_keys: list[str], spec: Mapping[str, Any]):
-        from kg_store.hashing import sha256_file
-        from model.rankers import MarsContext, resolve_ranker
+        from mmkg.kg_store.hashing import sha256_file
+        from mmkg.model.rankers import MarsContext, resolve_ranker
         if set(spec) - {"ranker", "k", "train", "folds"} or "train" not in spec:
             raise ConfigError(f"shortlist takes ranker, k, train (the train split file) and folds; got {dict(spec)}")
         self.k, self.name = int(spec.get("k", 50)), str(spec.get("ranker", "memory>kg_prior"))
@@ -72,7 +72,7 @@ def score_mars(net, batch, ex, cand_keys: list[str], cand_labels: list[str], *, 
 def score_mars_shortlist(net, batch, ex, cand_keys: list[str], cand_labels: list[str], short: Shortlist, *,
                          chunk_size: int, ties: str, task: str) -> dict[str, Any]:
     """The model ranks the ranker's top-K; the others follow in the ranker's order."""
-    from model.rankers import top_positions
+    from mmkg.model.rankers import top_positions
     base = short.scores(ex)
     top = top_positions(base, short.k)
     llm = net.score_candidates(batch, [cand_labels[j] for j in top], chunk_size=chunk_size).cpu().float().numpy()

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.base import model_registry
-from model.batching import ModelBatch
-from model.mrmkg import MRMKG
+from mmkg.model.base import model_registry
+from mmkg.model.batching import ModelBatch
+from mmkg.model.mrmkg import MRMKG
 
 
 def text_similarity(tokens: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """Tasks turn one shard row into a text example (prompt, target, image, candidates).
 
-A row is `retrieval.dataset.SubgraphDataset.row(i)`: the query fields the task names in `fields`
+A row is `mmkg.retrieval.dataset.SubgraphDataset.row(i)`: the query fields the task names in `fields`
 plus the subgraph's parallel triple lists (`head_ids`, `relation_ids`, `tail_ids`, their
 `*_labels`, `scores`); ids, keys and labels come from the shard, not resolved again.
 
@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kg_store.registry import family
-from model.kg_text import KGText
-from model.scoring import MarsScorer, ScienceQAScorer
-from retrieval.datasets.mars import mars_image_slots, mars_model_image_slot
+from mmkg.kg_store.registry import family
+from mmkg.model.kg_text import KGText
+from mmkg.model.scoring import MarsScorer, ScienceQAScorer
+from mmkg.retrieval.datasets.mars import mars_image_slots, mars_model_image_slot
 
 task_registry = family("task")
 
@@ -118,7 +118,7 @@ class MarsTask:
     Args:
         image_entities (str): "label" (default) names every entity by its label, the image of the
             model's image slot comes on top; "image" gives the entities the MARS mode shows as
-            images (`retrieval.datasets.mars.mars_image_slots`) only as images, as the MARS protocol
+            images (`mmkg.retrieval.datasets.mars.mars_image_slots`) only as images, as the MARS protocol
             does: their labels leave the prompt ("this image" for the one image the model gets,
             `mars_model_image_slot`; "another image" for a further image role, which a
             single-image model such as MR-MKG then does not see). An entity without any image

@@ -22,15 +22,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from kg_store import open_store
-from kg_store.errors import KGStoreError
-from model import checkpoint as ckpt
-from model.base import MultimodalKGModel, model_registry, resolve_model
-from model.batching import Collator
-from model.data import build_task_dataset
-from model.kg_text import KGText
-from model.runtime import Runtime, init_runtime
-from model.tasks import task_registry
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.model import checkpoint as ckpt
+from mmkg.model.base import MultimodalKGModel, model_registry, resolve_model
+from mmkg.model.batching import Collator
+from mmkg.model.data import build_task_dataset
+from mmkg.model.kg_text import KGText
+from mmkg.model.runtime import Runtime, init_runtime
+from mmkg.model.tasks import task_registry
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
         max_steps: cap every stage at this many optimizer steps (`mmkg train --max-steps N`).
         progress: called (main process) with each logged record: loss, `step`/`total_steps`,
             `s_per_step`, `examples_per_s` and `eta_s` (the CLI prints it on stderr).
-        device: auto | cpu | cuda[:N] (`pipeline.device.resolve_device`; cuda without CUDA is an error).
+        device: auto | cpu | cuda[:N] (`mmkg.pipeline.device.resolve_device`; cuda without CUDA is an error).
 
     The summary records the `device` and `amp` used and `loader_share`: seconds the loop waited for
     batches ÷ seconds of the loop (after each epoch's first batch). On CUDA batches are pinned and

@@ -1,6 +1,6 @@
 """The frozen CLIP image encoder: patch tokens for the visual adapter, pooled vector too.
 
-The tower comes from `pipeline.encoders.resolve_encoder(name)` (the same open_clip model the
+The tower comes from `mmkg.pipeline.encoders.resolve_encoder(name)` (the same open_clip model the
 embed stage uses: "tiny-clip" in tests, "open_clip:ViT-L-14:openai" in the paper presets). The
 model needs *tokens*, not only the pooled vector the pipeline returns, so it works on a private
 copy of `encoder.model.visual` with `output_tokens=True` (the pipeline's shared instance keeps
@@ -27,7 +27,7 @@ class FrozenVisionTower(nn.Module):
 
     def __init__(self, *, encoder: str = "tiny-clip"):
         super().__init__()
-        from pipeline.encoders import resolve_encoder
+        from mmkg.pipeline.encoders import resolve_encoder
         enc = resolve_encoder(encoder)
         if not enc.has_vision:
             raise ValueError(f"encoder {encoder!r} has no vision tower")

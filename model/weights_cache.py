@@ -18,11 +18,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kg_store import atomic
-from kg_store.errors import KGStoreError
-from kg_store.hashing import sha256_file
-from kg_store.safe_io import check_cached_file, private_dir
-from model.text import HFTokenizer
+from mmkg.kg_store import atomic
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.hashing import sha256_file
+from mmkg.kg_store.safe_io import check_cached_file, private_dir
+from mmkg.model.text import HFTokenizer
 
 logger = logging.getLogger(__name__)
 

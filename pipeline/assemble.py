@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kg_store import schema
-from pipeline.readers import records as R
+from mmkg.kg_store import schema
+from mmkg.pipeline.readers import records as R
 
 
 def of_kind(small: pa.Table, kind: str, p: str | None = None) -> pa.Table:

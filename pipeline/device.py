@@ -10,7 +10,7 @@ train/evaluate configs, the encoders' `device=`):
   no CUDA device or fewer than N+1 of them: never a silent run on the CPU instead.
 
 Anything else is a `ConfigError` (exit 2). FAISS has its own GPU count (faiss-gpu vs faiss-cpu):
-`retrieval.index.resolve_index_gpu` applies the same rules to `use_gpu` with `unavailable_reason`'s
+`mmkg.retrieval.index.resolve_index_gpu` applies the same rules to `use_gpu` with `unavailable_reason`'s
 wording. torch is imported lazily (this module is imported by the CLI before any heavy work).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import os
 from typing import Any
 
-from kg_store.errors import ConfigError, DeviceError
+from mmkg.kg_store.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ from typing import Any, Callable, Collection, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from kg_store import KGStore, atomic, open_store
-from kg_store.errors import ConfigError, CorruptFileError, KGStoreError
-from kg_store.hashing import cache_key, sha256_bytes, sha256_file
-from kg_store.safe_io import check_cached_file, private_dir, read_bounded
-from kg_store.vectors import encoder_slug, load_vectors, write_vectors
-from pipeline.encoders.base import length_order as text_length_order, prefetch
-from pipeline.engines.base import check_engine
+from mmkg.kg_store import KGStore, atomic, open_store
+from mmkg.kg_store.errors import ConfigError, CorruptFileError, KGStoreError
+from mmkg.kg_store.hashing import cache_key, sha256_bytes, sha256_file
+from mmkg.kg_store.safe_io import check_cached_file, private_dir, read_bounded
+from mmkg.kg_store.vectors import encoder_slug, load_vectors, write_vectors
+from mmkg.pipeline.encoders.base import length_order as text_length_order, prefetch
+from mmkg.pipeline.engines.base import check_engine
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class EmbedTask:
 
 def check_kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
     """The vector kinds to embed, in store order (None: every kind)."""
-    from kg_store.vectors import VECTOR_KINDS
+    from mmkg.kg_store.vectors import VECTOR_KINDS
     if kinds is None:
         return tuple(VECTOR_KINDS)
     unknown = sorted(set(kinds) - set(VECTOR_KINDS))
@@ -296,7 +296,7 @@ def _spark_embed_partition(encoder_name: str, device: str, precision: str, batch
     def run(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
         import torch
-        from pipeline.encoders import resolve_encoder
+        from mmkg.pipeline.encoders import resolve_encoder
         torch.set_num_threads(threads)
         encoder = resolve_encoder(encoder_name, device=device, precision=precision)
         scratch = ChunkScratch(Path(scratch_root))
@@ -319,7 +319,7 @@ def run_spark(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
     """Spark engine: one partition per pending chunk, `mapInPandas` embeds it and writes the chunk
     file on the executor (the store must be on a filesystem every executor sees)."""
     import pandas as pd
-    from pipeline.engines.spark import spark_session
+    from mmkg.pipeline.engines.spark import spark_session
     with spark_session(master, app_name="mmkg-embed") as spark:
         frame = pd.DataFrame([
             {"kind": p.task.kind, "modality": p.task.modality, "chunk": p.index, "pos": i, "item": item}
@@ -336,7 +336,7 @@ def run_spark(encoder, pending: list[Pending], scratch: ChunkScratch, *, batch_s
 def fuse_entity_text(label_vecs: np.ndarray, entity_ids: np.ndarray, text_vecs: np.ndarray,
                      text_ids: np.ndarray) -> np.ndarray:
     """ENTITY_TEXT_RULE: add the described-label vector to the label vector and renormalise."""
-    from pipeline.encoders.base import l2_normalize
+    from mmkg.pipeline.encoders.base import l2_normalize
     out = label_vecs.astype(np.float32, copy=True)
     if len(text_ids):
         rows = np.searchsorted(entity_ids, text_ids)  # both in id order
@@ -347,7 +347,7 @@ def fuse_entity_text(label_vecs: np.ndarray, entity_ids: np.ndarray, text_vecs: 
 def fuse_entity_images(entity_vecs: np.ndarray, entity_ids: np.ndarray, image_vecs: np.ndarray,
                        image_entity_ids: np.ndarray) -> tuple[np.ndarray, int]:
     """Apply FUSION_RULE; returns the fused matrix and how many entities had images."""
-    from pipeline.encoders.base import l2_normalize
+    from mmkg.pipeline.encoders.base import l2_normalize
     row_of = {int(e): i for i, e in enumerate(entity_ids)}
     rows = np.array([row_of.get(int(e), -1) for e in image_entity_ids], dtype=np.int64)
     keep = rows >= 0
@@ -398,7 +398,7 @@ class EmbedResult:
 
 
 def _task_keys(task: EmbedTask, store: KGStore) -> np.ndarray:
-    from pipeline.vector_cache import KEY_DTYPE, image_key, text_key
+    from mmkg.pipeline.vector_cache import KEY_DTYPE, image_key, text_key
     if task.modality == "image":
         sha = store.table("images", ["id", "sha256"])
         by_id = dict(zip(sha["id"].to_pylist(), sha["sha256"].to_pylist()))
@@ -409,7 +409,7 @@ def _task_keys(task: EmbedTask, store: KGStore) -> np.ndarray:
 def _missing_tasks(tasks: list[EmbedTask], keys: dict[str, np.ndarray], cache: Any) -> tuple[list[EmbedTask],
                                                                                             dict[str, int]]:
     """One task per modality holding every distinct cache miss once; and misses per kind."""
-    from pipeline.vector_cache import KEY_DTYPE
+    from mmkg.pipeline.vector_cache import KEY_DTYPE
     missing: list[EmbedTask] = []
     encoded: dict[str, int] = {}
     for modality in ("text", "image"):
@@ -457,17 +457,17 @@ def embed_store(kg: str | Path, encoder: str, *, engine: str = "local", batch_si
                 limit: int | dict[str, int] | None = None, spark_master: str | None = None,
                 progress: bool = True, kinds: Collection[str] | None = None) -> EmbedResult:
     """The embed stage (`mmkg embed` and the `mmkg run` DAG): embed every kind of the committed
-    store (or the `kinds` its configuration uses, `retrieval.retriever.vector_kinds_needed`) with
+    store (or the `kinds` its configuration uses, `mmkg.retrieval.retriever.vector_kinds_needed`) with
     `encoder` and commit `vectors/<slug>` (holding exactly those kinds).
 
-    Only content the vector cache (`pipeline.vector_cache`, `<kg>/cache/embeddings/`) has not seen
+    Only content the vector cache (`mmkg.pipeline.vector_cache`, `<kg>/cache/embeddings/`) has not seen
     is encoded, each distinct text/image once, in resumable chunks under `<kg>/work/embed/`; the
     meta records per kind how many rows were encoded or reused and how many leading rows are
     byte-identical to the previous vectors (`incremental.<kind>.prefix_rows`).
     """
     import torch
-    from pipeline.encoders import resolve_encoder
-    from pipeline.vector_cache import VectorCache
+    from mmkg.pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.vector_cache import VectorCache
 
     check_engine(engine, "embed")
     if dtype not in STORAGE_DTYPES:

@@ -1,4 +1,4 @@
-"""Images of an ingest: decode under limits (pipeline.images), store blobs, build image rows.
+"""Images of an ingest: decode under limits (mmkg.pipeline.images), store blobs, build image rows.
 
 Each distinct file is processed once (a thread pool: decoding is in C and releases the GIL);
 a file mapped to two entities gives two rows and one blob. A row whose (entity, image sha256)
@@ -29,14 +29,14 @@ class ImagePrefetch:
     """
 
     def __init__(self, files: list[tuple[str, str]], *, limits=None, threads: int = 4):
-        from pipeline.images import ImageLimits, process_image_file
+        from mmkg.pipeline.images import ImageLimits, process_image_file
         self.limits = limits or ImageLimits()
         self._pool = ThreadPoolExecutor(threads)
         self._futures = {f: self._pool.submit(process_image_file, f[1], root=f[0], limits=self.limits)
                          for f in dict.fromkeys(files)}
 
     def get(self, root: str, rel: str):
-        from pipeline.images import process_image_file
+        from mmkg.pipeline.images import process_image_file
         fut = self._futures.get((root, rel))
         return fut.result() if fut is not None else process_image_file(rel, root=root, limits=self.limits)
 
@@ -48,7 +48,7 @@ def run_image_stage(records: pa.Table, entity_ids: list[int], *, store_root: Pat
                     file_paths: list[str], existing_pairs: set[tuple[int, str]], prefetch: ImagePrefetch
                     ) -> ImageResult:
     """records: IMAGE records (s, p=source uri, o=relative path, dt=root, src, file_seq, line_no, pos)."""
-    from pipeline.images import write_blob
+    from mmkg.pipeline.images import write_blob
 
     rels, roots = records["o"].to_pylist(), records["dt"].to_pylist()
     file_seq, line_no = records["file_seq"].to_pylist(), records["line_no"].to_pylist()

@@ -25,10 +25,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kg_store.atomic import write_bytes
-from kg_store.errors import KGStoreError
-from kg_store.hashing import sha256_bytes
-from pipeline.paths import PathEscapeError, safe_join
+from mmkg.kg_store.atomic import write_bytes
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.hashing import sha256_bytes
+from mmkg.pipeline.paths import PathEscapeError, safe_join
 
 # Pillow's bomb *warning* (between its limit and twice it) is an error: `_open_header` turns it
 # into a `too-many-pixels` reject, instead of a stray warning line on stderr before the one-line

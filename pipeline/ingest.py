@@ -21,17 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kg_store import KGStore, schema
-from kg_store.store import check_new_store_dir
-from kg_store.errors import KGStoreError
-from pipeline import assemble as A
-from pipeline import engines
-from pipeline.engines.base import NewRows
-from pipeline.engines.plan import DEFAULT_CHUNK_BYTES, Plan, make_plan
-from pipeline.image_stage import ImagePrefetch, run_image_stage
-from pipeline.linking import merge_entities
-from pipeline.readers import SourceSpec
-from pipeline.readers import records as R
+from mmkg.kg_store import KGStore, schema
+from mmkg.kg_store.store import check_new_store_dir
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline import assemble as A
+from mmkg.pipeline import engines
+from mmkg.pipeline.engines.base import NewRows
+from mmkg.pipeline.engines.plan import DEFAULT_CHUNK_BYTES, Plan, make_plan
+from mmkg.pipeline.image_stage import ImagePrefetch, run_image_stage
+from mmkg.pipeline.linking import merge_entities
+from mmkg.pipeline.readers import SourceSpec
+from mmkg.pipeline.readers import records as R
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from kg_store.errors import KGStoreError
+from mmkg.kg_store.errors import KGStoreError
 
 PATH_ESCAPES_ROOT = "path-escapes-root"
 SYMLINK_ESCAPES_ROOT = "symlink-escapes-root"

@@ -13,7 +13,7 @@ sha256; a segment that no longer matches is discarded (issue 32), and the folder
 It is a cache, not committed data: deleting it only costs re-encoding. Query encoding reuses it
 through `CachedTextEncoder`, so unchanged queries are not re-encoded either.
 
-The embed stage (`pipeline.embed.embed_store`) encodes only the cache misses.
+The embed stage (`mmkg.pipeline.embed.embed_store`) encodes only the cache misses.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store import atomic
-from kg_store.hashing import Fingerprint, sha256_bytes, sha256_file
-from kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir, read_bounded
+from mmkg.kg_store import atomic
+from mmkg.kg_store.hashing import Fingerprint, sha256_bytes, sha256_file
+from mmkg.kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class VectorCache:
 # ---- query encoding through the cache --------------------------------------------------------
 def cached_text_encoder(encoder: Any, cache: VectorCache) -> Any:
     """An `Encoder` that answers `encode_text` from `cache` and encodes (and stores) only misses."""
-    from pipeline.encoders.base import Encoder
+    from mmkg.pipeline.encoders.base import Encoder
 
     class CachedTextEncoder(Encoder):
         # Delegates everything to the wrapped encoder; only encode_text goes through the cache.

@@ -19,15 +19,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from kg_store import KGStore, open_store
-from kg_store.errors import KGStoreError
-from kg_store.registry import family
-from pipeline.engines.base import check_engine
-from retrieval.datasets import Query, QuerySet, build_queries
-from retrieval.retriever import RetrievalConfig, SubgraphRetriever
-from kg_store.shards import ShardWriter
-from retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards
-from retrieval.subgraph import SubgraphOutput
+from mmkg.kg_store import KGStore, open_store
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.registry import family
+from mmkg.pipeline.engines.base import check_engine
+from mmkg.retrieval.datasets import Query, QuerySet, build_queries
+from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
+from mmkg.kg_store.shards import ShardWriter
+from mmkg.retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards
+from mmkg.retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ _EXECUTOR_RETRIEVERS: dict[tuple[str, int, str], SubgraphRetriever] = {}
 
 def _committed_prior(store: KGStore, prior_key: str | None) -> Any:
     """The learned path prior committed under `prior_key` (None: the retriever works without one)."""
-    from retrieval.paths import read_prior
+    from mmkg.retrieval.paths import read_prior
     return None if prior_key is None else read_prior(store, prior_key)
 
 
@@ -90,7 +90,7 @@ class WrittenShards:
     per-query summaries for the reports. Nothing on the driver grows with queries × N."""
 
     parts: list[tuple[str, int]]
-    summaries: Any                   # retrieval.reports.QuerySummaries
+    summaries: Any                   # mmkg.retrieval.reports.QuerySummaries
 
 
 #: the summary row every Spark task returns per query (the shard rows go to Parquet parts)
@@ -102,9 +102,9 @@ def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob, batch_size
     """One Arrow batch of queries on an executor: retrieve, write its shard part, summarise."""
     import json
     import pandas as pd
-    from kg_store import atomic
-    from retrieval.reports import report_ns, summarize
-    from retrieval.shards import subgraph_table
+    from mmkg.kg_store import atomic
+    from mmkg.retrieval.reports import report_ns, summarize
+    from mmkg.retrieval.shards import subgraph_table
     qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths), entity_keys=list(r.entity_keys),
                 example_keys=list(r.example_keys), prior_fold=int(r.prior_fold), fields=json.loads(r.fields_json))
           for r in b.itertuples(index=False)]
@@ -140,9 +140,9 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
     import json
     import pandas as pd
     from contextlib import nullcontext
-    from pipeline.engines.spark import spark_session
-    from retrieval.datasets import datasets
-    from retrieval.reports import QuerySummaries, report_ns
+    from mmkg.pipeline.engines.spark import spark_session
+    from mmkg.retrieval.datasets import datasets
+    from mmkg.retrieval.reports import QuerySummaries, report_ns
 
     with (nullcontext(spark) if spark is not None else spark_session(app_name="mmkg-retrieve")) as session:
         pdf = pd.DataFrame({
@@ -220,13 +220,13 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
 
     A shard set with the same cache key (KG version, encoder, config, dataset bytes, limit) is
     reused as a whole. Otherwise the anchored retriever (local engine) reranks only the queries whose
-    inputs changed (`retrieval.incremental`), every other retriever every query; query texts already encoded (by
+    inputs changed (`mmkg.retrieval.incremental`), every other retriever every query; query texts already encoded (by
     an earlier run, or as KG text) come from the content-addressed vector cache, so a rerun after
     a small KG change costs little more than the CSR expansion and ranking.
     """
-    from pipeline.encoders import resolve_encoder
-    from pipeline.vector_cache import VectorCache, cached_text_encoder
-    from retrieval.reports import reports_from_summaries, run_reports
+    from mmkg.pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.vector_cache import VectorCache, cached_text_encoder
+    from mmkg.retrieval.reports import reports_from_summaries, run_reports
 
     t0 = time.perf_counter()
     store = open_store(kg)
@@ -244,9 +244,9 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
                               seconds=round(time.perf_counter() - t0, 3))
     # issue 31: a retriever that reads triple vectors (mrmkg, pcst) on a store embedded without them
     # gets them now, from the vector cache (the anchored retriever's configurations embed none)
-    from retrieval.retrievers import retriever_registry
+    from mmkg.retrieval.retrievers import retriever_registry
     if "triple" in getattr(retriever_registry.get(config.retriever), "needs_vectors", ()):
-        from retrieval.index_search import ensure_vectors
+        from mmkg.retrieval.index_search import ensure_vectors
         store = ensure_vectors(kg, config.encoder, "triple")
     encoder = resolve_encoder(config.encoder, device=device)
     if encoder.has_vision:  # a text encoder's query must name every entity by its label
@@ -258,7 +258,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     t_run = time.perf_counter()
     prior_key = None
     if config.retriever == "anchored" and qs.train_file is not None:
-        from retrieval.paths import assign_prior_folds, load_or_fit_prior
+        from mmkg.retrieval.paths import assign_prior_folds, load_or_fit_prior
         _, prior_key = load_or_fit_prior(kg, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds)
         assign_prior_folds(qs.queries, qs.train_file, config.prior_folds)
         store = open_store(kg)  # the fit may have committed the prior
@@ -268,8 +268,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     incremental = None  # issue 31: the anchored retriever (local engine) reranks only queries whose inputs changed
     if not getattr(run, "writes_shards", False):
         if engine == "local" and config.retriever == "anchored":
-            from retrieval.incremental import SIDECAR, run_local_incremental
-            from retrieval.shards import shard_dir
+            from mmkg.retrieval.incremental import SIDECAR, run_local_incremental
+            from mmkg.retrieval.shards import shard_dir
             incremental = run_local_incremental(store, ranked, qs, previous=None if force else
                                                 shard_dir(store, qs, config, limit), **kwargs)
             outputs = incremental.outputs

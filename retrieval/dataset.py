@@ -15,9 +15,9 @@ import pyarrow as pa
 import torch
 from torch_geometric.data import Data
 
-from kg_store import open_store
-from kg_store.errors import KGStoreError
-from kg_store.shards import BASE_SCHEMA, TRIPLE_LIST_COLUMNS, read_meta, read_shards
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.shards import BASE_SCHEMA, TRIPLE_LIST_COLUMNS, read_meta, read_shards
 
 #: list columns kept as flat numpy arrays (a row is a slice); the key/label lists are read on demand
 _LISTS = ("head_ids", "relation_ids", "tail_ids", "triple_ids", "scores")
@@ -78,7 +78,7 @@ class SubgraphDataset(torch.utils.data.Dataset):
     # ---- vectors, opened once per process -----------------------------------------------------
     def _open_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self._vectors is None:
-            from kg_store.vectors import load_vectors
+            from mmkg.kg_store.vectors import load_vectors
             store = open_store(self.kg_root)
             ent, ent_ids = load_vectors(store, self.encoder, "entity")
             rel, rel_ids = load_vectors(store, self.encoder, "relation")

@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from kg_store.graph import CSRGraph
-from retrieval.queries import QuerySet
-from retrieval.subgraph import SubgraphOutput, empty_output
+from mmkg.kg_store.graph import CSRGraph
+from mmkg.retrieval.queries import QuerySet
+from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,8 @@ def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray
 
 def global_key(store: Any, config: Any, qs: QuerySet, prior_key: str | None) -> str:
     """What every row depends on: the ranking config, the answer space, the path prior's bytes."""
-    from kg_store.hashing import cache_key, sha256_bytes
-    from retrieval.paths import prior_file
+    from mmkg.kg_store.hashing import cache_key, sha256_bytes
+    from mmkg.retrieval.paths import prior_file
     prior_sha = store.file_sha(prior_file(store, prior_key)) if prior_key else None
     space = sha256_bytes(np.asarray(qs.answer_space, np.int64).tobytes()) if qs.answer_space is not None else None
     return cache_key({"format": FORMAT, "config": config.to_dict(), "answer_space": space, "prior": prior_sha})
@@ -186,8 +186,8 @@ def run_local_incremental(store: Any, config: Any, qs: QuerySet, *, previous: Pa
                           answer_space: np.ndarray | None = None, **_: Any) -> Incremental:
     """The local engine's retrieve with reuse: one retriever, every query vector (from the vector
     cache), digests, then ranking for the changed queries only."""
-    from retrieval.batch import _committed_prior
-    from retrieval.retriever import SubgraphRetriever, encode_queries
+    from mmkg.retrieval.batch import _committed_prior
+    from mmkg.retrieval.retriever import SubgraphRetriever, encode_queries
     retriever = SubgraphRetriever(store, config, encoder=encoder, device=device, answer_space=answer_space,
                                   prior=_committed_prior(store, prior_key))
     queries = qs.queries

@@ -25,11 +25,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kg_store import KGStore, atomic
-from kg_store.errors import ConfigError, CorruptFileError, DeviceError, KGStoreError
-from kg_store.hashing import cache_key, sha256_file
-from kg_store.registry import family
-from kg_store.vectors import encoder_slug, load_vectors, vector_meta, vectors_dir
+from mmkg.kg_store import KGStore, atomic
+from mmkg.kg_store.errors import ConfigError, CorruptFileError, DeviceError, KGStoreError
+from mmkg.kg_store.hashing import cache_key, sha256_file
+from mmkg.kg_store.registry import family
+from mmkg.kg_store.vectors import encoder_slug, load_vectors, vector_meta, vectors_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class IndexSpec:
 
 
 def parse_memory(text: str | int | None) -> int | None:
-    """'4G', '512M', '2.5GB', '1000000' → bytes; None stays None (one grammar: kg_store.graph.parse_size)."""
-    from kg_store.graph import parse_size
+    """'4G', '512M', '2.5GB', '1000000' → bytes; None stays None (one grammar: mmkg.kg_store.graph.parse_size)."""
+    from mmkg.kg_store.graph import parse_size
     return None if text is None else parse_size(text)
 
 
@@ -204,10 +204,10 @@ def gpu_count() -> int:
 
 
 def resolve_index_gpu(use_gpu: bool | str | None) -> bool:
-    """`use_gpu` of the index stage → build on the GPU or not, by the rules of `pipeline.device`:
+    """`use_gpu` of the index stage → build on the GPU or not, by the rules of `mmkg.pipeline.device`:
     None/"auto" → the GPU when FAISS has one; True/"cuda" → the GPU, or a DeviceError (one line)
     when FAISS has none; False/"cpu" → the CPU."""
-    from pipeline.device import unavailable_message
+    from mmkg.pipeline.device import unavailable_message
     request = {"auto": None, "cpu": False, "cuda": True}.get(use_gpu, use_gpu) if isinstance(use_gpu, str) \
         else use_gpu
     if request is not None and not isinstance(request, bool):

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kg_store import KGStore, open_store
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.vectors import vector_meta
-from retrieval.index import load_index
+from mmkg.kg_store import KGStore, open_store
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.vectors import vector_meta
+from mmkg.retrieval.index import load_index
 
 WHAT_TO_KIND = {"entities": "entity", "triples": "triple", "images": "image"}
 
@@ -52,8 +52,8 @@ def ensure_vectors(kg: str | Path, encoder: str, kind: str) -> KGStore:
     """The store with `kind` vectors of `encoder` and their index: a configuration that did not need
     them (the anchored retriever embeds no triples) gets them now, from the same vector cache (only
     texts it has never seen are encoded), the kinds already there kept. Returns the current store."""
-    from pipeline.embed import embed_store
-    from retrieval.index import build_store_indexes
+    from mmkg.pipeline.embed import embed_store
+    from mmkg.retrieval.index import build_store_indexes
     store = open_store(kg)
     meta = vector_meta(store, encoder)
     if kind in meta.get("kinds", {}):
@@ -69,12 +69,12 @@ def ensure_vectors(kg: str | Path, encoder: str, kind: str) -> KGStore:
 def search_store(kg: str | Path, encoder: str, *, text: str | None = None, image: str | Path | None = None,
                  what: str = "entities", k: int = 10, device: str = "cpu") -> dict[str, Any]:
     """Encode the query with the index's own encoder and return the top-k hits with keys and labels."""
-    from pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.encoders import resolve_encoder
     if what not in WHAT_TO_KIND:
         raise ConfigError(f"unknown --what {what!r}; choose one of: {', '.join(WHAT_TO_KIND)}")
     pixels = None
     if image is not None:  # the guarded loader `retrieve` uses: no FIFO, bounded bytes, pixel bombs refused
-        from pipeline.images import load_image_rgb
+        from mmkg.pipeline.images import load_image_rgb
         pixels = load_image_rgb(image)
     store = open_store(kg)
     name = vector_meta(store, encoder)["encoder"]  # the full name, even when given a slug
@@ -97,8 +97,8 @@ class EntitySearcher:
 
     def __init__(self, store: KGStore, encoder: str):
         import logging
-        from kg_store.vectors import load_vectors
-        from pipeline.encoders import resolve_encoder
+        from mmkg.kg_store.vectors import load_vectors
+        from mmkg.pipeline.encoders import resolve_encoder
         self.encoder = resolve_encoder(encoder)
         self.index = self.vectors = self.ids = None
         try:

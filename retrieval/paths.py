@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from kg_store.graph import CSRGraph
+from mmkg.kg_store.graph import CSRGraph
 
 #: at most this many 2-hop paths per anchor (hub anchors are cut, deterministically by CSR order)
 MAX_PATHS = 200_000
@@ -197,7 +197,7 @@ def mars_row_digest(row: dict[str, Any]) -> str:
     """The identity of a MARS row (example pair, question, answer, relation, mode): identical rows
     share it, and so share a fold."""
     import json
-    from kg_store.hashing import sha256_bytes
+    from mmkg.kg_store.hashing import sha256_bytes
     canon = [list(row["example"]), row["question"], row["answer"], row["relation"], int(row["mode"])]
     return sha256_bytes(json.dumps(canon, separators=(",", ":")).encode())
 
@@ -214,7 +214,7 @@ FOLD_GROUPS = ("row", "pair")
 
 def fold_of(row: dict[str, Any], folds: int, group: str = "row") -> int:
     if group == "pair":
-        from kg_store.hashing import sha256_bytes
+        from mmkg.kg_store.hashing import sha256_bytes
         return row_fold(sha256_bytes(f"{row['question']}\t{row['answer']}".encode()), folds)
     return row_fold(mars_row_digest(row), folds)
 
@@ -299,7 +299,7 @@ def merge_priors(priors: list[PathPrior]) -> PathPrior:
 def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
               folds: int = DEFAULT_FOLDS, group: str = "row") -> str:
     """What the prior depends on: the graph, the train file's bytes, the answer space, the walk, the folds."""
-    from kg_store.hashing import cache_key, sha256_bytes, sha256_file
+    from mmkg.kg_store.hashing import cache_key, sha256_bytes, sha256_file
     space = sha256_bytes(np.asarray(answer_space, np.int64).tobytes()) if answer_space is not None else None
     return cache_key({"format": PRIOR_FORMAT, "graph": store.graph_rel, "train": sha256_file(train_file),
                         "answer_space": space, "max_hops": max_hops, "smoothing": SMOOTHING, "folds": folds,
@@ -362,7 +362,7 @@ def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None,
                       folds: int = DEFAULT_FOLDS, group: str = "row") -> tuple[FoldedPrior, str]:
     """The committed prior for this (graph, train split, answer space, folds), fitted and committed once."""
     import time
-    from kg_store import KGStore, atomic, open_store
+    from mmkg.kg_store import KGStore, atomic, open_store
     store = open_store(kg)
     key = prior_key(store, train_file, answer_space, max_hops, folds, group)
     rel = f"{PRIOR_DIR}/{key}"
@@ -370,7 +370,7 @@ def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None,
         return read_prior(store, key), key
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from kg_store.hashing import sha256_bytes
+    from mmkg.kg_store.hashing import sha256_bytes
     t0 = time.perf_counter()
     prior = fit_mars_prior(store, train_file, answer_space, max_hops, folds, group)
     sink = pa.BufferOutputStream()

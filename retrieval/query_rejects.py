@@ -4,16 +4,16 @@ The query builders read JSONL/MARS files line by line through `numbered_lines` (
 rules as ingestion: invalid UTF-8, NUL bytes and over-long lines are rejected before parsing)
 and collect a reject per bad record instead of failing the whole split; `retrieve` writes them
 to the shard set's `rejects.json`. Image paths named by a query file go through `query_image`,
-which confines them to the file's folder (pipeline.paths.safe_join).
+which confines them to the file's folder (mmkg.pipeline.paths.safe_join).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterator
 
-from kg_store.safe_io import iter_lines, open_regular
-from pipeline.paths import PathEscapeError, safe_join
-from pipeline.readers.records import MAX_LINE_BYTES, line_problem, too_long
+from mmkg.kg_store.safe_io import iter_lines, open_regular
+from mmkg.pipeline.paths import PathEscapeError, safe_join
+from mmkg.pipeline.readers.records import MAX_LINE_BYTES, line_problem, too_long
 
 #: raw bytes kept per reject (as the ingest rejects table)
 RAW_MAX = 1024
@@ -32,7 +32,7 @@ def numbered_lines(path: Path, rejects: list[dict[str, Any]]) -> Iterator[tuple[
     """(line number, index among non-blank lines, text) of each usable non-blank line; bad lines
     are appended to `rejects`. The index keeps ids stable when a line before it is bad."""
     index = -1
-    # kg_store.safe_io: a regular file only (a FIFO never hangs), read in bounded blocks (a line
+    # mmkg.kg_store.safe_io: a regular file only (a FIFO never hangs), read in bounded blocks (a line
     # over MAX_LINE_BYTES is rejected without ever being held whole)
     with open_regular(path) as f:
         for n, (raw, length) in enumerate(iter_lines(f, MAX_LINE_BYTES), 1):

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store.graph import CSRGraph
-from retrieval.paths import MAX_PATHS, Paths, path_type, step_code
-from retrieval.subgraph import SubgraphOutput, empty_output
+from mmkg.kg_store.graph import CSRGraph
+from mmkg.retrieval.paths import MAX_PATHS, Paths, path_type, step_code
+from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 
 #: (query, triple) pairs whose vectors are gathered at once (bounds the float32 scratch to ~100 MB)
 PAIR_CHUNK = 1 << 16
@@ -94,7 +94,7 @@ class PairCosine:
 def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max_hops: int = 2,
                 group: np.ndarray | None = None,
                 inside: np.ndarray | None = None) -> tuple[Paths, np.ndarray, np.ndarray]:
-    """`retrieval.paths.paths_from` of every anchor, concatenated in anchor order (each anchor's
+    """`mmkg.retrieval.paths.paths_from` of every anchor, concatenated in anchor order (each anchor's
     1-hop paths, then its 2-hop ones), the anchor position of each path and the entity its first
     step reaches (the endpoint of a 1-hop path, the middle of a 2-hop one).
 
@@ -146,7 +146,7 @@ def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max
 
 def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
                         num_relations: int) -> tuple[np.ndarray, np.ndarray]:
-    """`retrieval.paths.linking_types` of every (head, tail) pair: (pair index, path type), sorted
+    """`mmkg.retrieval.paths.linking_types` of every (head, tail) pair: (pair index, path type), sorted
     and distinct; a pair with an unknown end (-1) has none.
 
     Met in the middle: a 2-hop path head → m → tail joins an edge of the head with an edge of the
@@ -344,7 +344,7 @@ def _path_precisions(model: Any, ptypes: np.ndarray, q: np.ndarray, ex_q: np.nda
 # ---- the paper scheme's pools ---------------------------------------------------------------------
 def rank_mrmkg(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine: PairCosine) -> list[SubgraphOutput]:
     """MR-MKG App. A.6 for a batch: G = the seeds, their `hops`-hop neighbours and every triple
-    linking two nodes of G (`retrieval.retrievers.neighbourhood_with_links`); its top-N by cosine.
+    linking two nodes of G (`mmkg.retrieval.retrievers.neighbourhood_with_links`); its top-N by cosine.
 
     Set work is done on (query × node) and (query × triple) bitmaps of a chunk of queries."""
     nq, n_nodes, n_triples = len(seeds), c.graph.num_nodes, len(c.triples)

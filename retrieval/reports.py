@@ -2,7 +2,7 @@
 
 Every dataset gets the score statistics of its subgraphs (mean query–triple cosine, empty
 subgraphs, candidates); what else a dataset reports (MARS: answer hit rates against random
-baselines, by stratum; leakage against the KG and train) is its own hook (`retrieval.datasets`:
+baselines, by stratum; leakage against the KG and train) is its own hook (`mmkg.retrieval.datasets`:
 `summarize`, `quality`, `run_leakage`, `leakage`), so this module never names a dataset.
 """
 from __future__ import annotations
@@ -11,20 +11,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store import KGStore
-from retrieval.datasets import QuerySet, resolve_dataset
-from retrieval.subgraph import SubgraphOutput
+from mmkg.kg_store import KGStore
+from mmkg.retrieval.datasets import QuerySet, resolve_dataset
+from mmkg.retrieval.subgraph import SubgraphOutput
 # re-exported: the names the retrieve stage, the benchmarks and the tests import from here
-from retrieval.datasets.mars import STRATA, mars_leakage, mars_strata  # noqa: F401
-from retrieval.datasets.scienceqa import scienceqa_leakage  # noqa: F401
-from retrieval.summaries import BASELINE_SEED, REPORT_N, QuerySummaries, report_ns  # noqa: F401
+from mmkg.retrieval.datasets.mars import STRATA, mars_leakage, mars_strata  # noqa: F401
+from mmkg.retrieval.datasets.scienceqa import scienceqa_leakage  # noqa: F401
+from mmkg.retrieval.summaries import BASELINE_SEED, REPORT_N, QuerySummaries, report_ns  # noqa: F401
 
 
 def summarize(graph: Any, triples: np.ndarray, dataset: str, queries: Sequence[Any],
               outputs: Sequence[SubgraphOutput], *, top_N: int, hops: int = 1,
               ranked_N: int | None = None) -> QuerySummaries:
     """The `QuerySummaries` of `outputs` (ranked to `ranked_N`, the shards keep `top_N`)."""
-    from retrieval.datasets import datasets
+    from mmkg.retrieval.datasets import datasets
     kept = [o.head(top_N) for o in outputs]
     s = QuerySummaries(
         kept=np.array([len(o) for o in kept], np.int64),

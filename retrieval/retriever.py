@@ -1,4 +1,4 @@
-"""`SubgraphRetriever`: encodes queries and runs the configured retriever (`retrieval.retrievers`).
+"""`SubgraphRetriever`: encodes queries and runs the configured retriever (`mmkg.retrieval.retrievers`).
 
 `RetrievalConfig` holds every knob, the retriever's name included; its hash names the shard
 directory. The FAISS seed step (top-n triples by cosine → their entities, optionally the entities
@@ -13,11 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store import KGStore
-from kg_store.errors import KGStoreError
-from kg_store.hashing import cache_key
-from retrieval.datasets import Query
-from retrieval.subgraph import SubgraphOutput
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.hashing import cache_key
+from mmkg.retrieval.datasets import Query
+from mmkg.retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class RetrievalConfig:
     prior_folds: int = 5
 
     def __post_init__(self) -> None:
-        from kg_store.errors import ConfigError
+        from mmkg.kg_store.errors import ConfigError
         if self.top_n < 0 or self.seed_k < 0 or self.top_N < 1 or self.hops < 1 or self.path_hops not in (1, 2):
             raise ConfigError(f"bad retrieval config {self}: need top_n ≥ 0, seed_k ≥ 0, top_N ≥ 1, hops ≥ 1, "
                               "path_hops 1 or 2")
@@ -61,7 +61,7 @@ class RetrievalConfig:
             raise ConfigError(f"prior_folds must be ≥ 1, got {self.prior_folds}")
         if not 0.0 <= self.image_weight <= 1.0:
             raise ConfigError(f"image_weight must lie in [0, 1], got {self.image_weight}")
-        from retrieval.retrievers import retriever_registry
+        from mmkg.retrieval.retrievers import retriever_registry
         if self.retriever not in retriever_registry:
             raise ConfigError(f"unknown retriever {self.retriever!r}; choose one of: "
                               f"{', '.join(retriever_registry.names())}")
@@ -81,7 +81,7 @@ ALWAYS_EMBEDDED = frozenset({"entity", "relation", "image"})
 def vector_kinds_needed(config: "RetrievalConfig | None") -> frozenset[str]:
     """The vector kinds a configuration uses: the always-embedded ones, what its retriever declares
     (`needs_vectors`) and the entity index when `seed_k` adds seeds from it."""
-    from retrieval.retrievers import retriever_registry
+    from mmkg.retrieval.retrievers import retriever_registry
     if config is None:
         return ALWAYS_EMBEDDED
     needs = set(getattr(retriever_registry.get(config.retriever), "needs_vectors", ()))
@@ -103,8 +103,8 @@ def encode_queries(encoder: Any, queries: Sequence[Query], *, image_weight: floa
     CLIP puts images and text in one space, so a weighted sum of the two unit vectors (then
     renormalised) ranks triples by both; text-only encoders never receive images.
     """
-    from pipeline.images import load_image_rgb
-    from pipeline.encoders import l2_normalize
+    from mmkg.pipeline.images import load_image_rgb
+    from mmkg.pipeline.encoders import l2_normalize
 
     texts = [q.text for q in queries]
     out = np.concatenate([encoder.encode_text(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
@@ -161,7 +161,7 @@ class _LazyIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:
-            from retrieval.index import load_index
+            from mmkg.retrieval.index import load_index
             self._index = load_index(self.store, self.encoder, self.kind)
         return self._index.search(queries, k)
 
@@ -170,16 +170,16 @@ class SubgraphRetriever:
     """`QueryLoader` of PyG G5: encodes queries and runs the configured retriever over them.
 
     `answer_space` (entity ids every answer lies in) and `prior` (a learned `PathPrior`) come
-    from the dataset (`retrieval.datasets.QuerySet`), not from any query's answer."""
+    from the dataset (`mmkg.retrieval.datasets.QuerySet`), not from any query's answer."""
 
     def __init__(self, store: KGStore, config: RetrievalConfig, *, encoder: Any | None = None,
                  device: str = "cpu", answer_space: np.ndarray | None = None, prior: Any = None):
-        from kg_store.vectors import load_vectors
-        from pipeline.encoders import resolve_encoder
-        from retrieval.index import load_index
-        from retrieval.ranking import PairCosine
-        from retrieval.retrievers import RetrieverContext, resolve_retriever, retriever_registry
-        from retrieval.subgraph import TripleScorer
+        from mmkg.kg_store.vectors import load_vectors
+        from mmkg.pipeline.encoders import resolve_encoder
+        from mmkg.retrieval.index import load_index
+        from mmkg.retrieval.ranking import PairCosine
+        from mmkg.retrieval.retrievers import RetrieverContext, resolve_retriever, retriever_registry
+        from mmkg.retrieval.subgraph import TripleScorer
 
         self.store, self.config = store, config
         self.encoder = resolve_encoder(encoder if encoder is not None else config.encoder, device=device)

@@ -4,7 +4,7 @@
   otherwise the entity keys a query carries, else entities whose label the text mentions), walks
   paths of ≤ 2 hops from them and keeps whole paths, so the subgraph stays connected to the
   anchor; honours the task's answer space (MARS: the candidate file) and ranks path endpoints by
-  a path-type prior learned on the train split (`retrieval.paths`), the text cosine of the path's
+  a path-type prior learned on the train split (`mmkg.retrieval.paths`), the text cosine of the path's
   entities (entity vectors: the anchored retriever needs no triple vectors) breaking ties.
 * `mrmkg`: the paper's scheme (MR-MKG App. A.6): E′ = the entities of the top-n triples by
   cosine (plus the named entities only when `named_entities` is set); G = E′, their 1-hop
@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store import KGStore
-from kg_store.registry import family
-from retrieval.datasets import Query
-from retrieval.subgraph import SubgraphOutput, TripleScorer, empty_output, expand_hops, subgraph_output, top_by_score
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.registry import family
+from mmkg.retrieval.datasets import Query
+from mmkg.retrieval.subgraph import SubgraphOutput, TripleScorer, empty_output, expand_hops, subgraph_output, top_by_score
 
 retriever_registry = family("retriever")
 
@@ -53,7 +53,7 @@ class PaperRetriever:
         self.ctx = ctx
 
     def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
-        from retrieval.ranking import rank_mrmkg
+        from mmkg.retrieval.ranking import rank_mrmkg
         c = self.ctx
         seeds = c.seeds.seed_entities(vectors, c.named(queries) if c.config.named_entities else
                                       [np.empty(0, np.int64)] * len(queries))
@@ -181,7 +181,7 @@ class AnchoredPathRetriever:
         return out
 
     def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
-        from retrieval.ranking import rank_anchored
+        from mmkg.retrieval.ranking import rank_anchored
         c = self.ctx
         pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
         example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
@@ -199,13 +199,13 @@ class RetrieverContext:
 
     def __init__(self, *, store: KGStore, config: Any, triples: np.ndarray, seeds: Any, score: TripleScorer | None,
                  named: Any, answer_space: np.ndarray | None = None, prior: Any = None, entity_cosine: Any = None):
-        from kg_store.graph import CSRGraph
+        from mmkg.kg_store.graph import CSRGraph
         self.store, self.config, self.triples, self.seeds = store, config, triples, seeds
         # plain ndarray views of the mmap-ed CSR: per-element access on a np.memmap is slow
         self.graph = CSRGraph(*(np.asarray(getattr(store.graph, f)).view(np.ndarray)
                                 for f in ("indptr", "neighbor", "relation", "direction", "triple_id")))
         self.score, self.named = score, named
-        from retrieval.ranking import PairCosine
+        from mmkg.retrieval.ranking import PairCosine
         self.pair_cosine = PairCosine(score.vectors, score.row_of) if score is not None else None
         self.entity_cosine = entity_cosine
         self.answer_space, self.prior = answer_space, prior

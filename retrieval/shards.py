@@ -19,12 +19,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from kg_store import KGStore
-from kg_store.hashing import cache_key
-from kg_store.shards import BASE_SCHEMA, ShardWriter, is_complete, read_meta, subgraph_rel
-from retrieval.datasets import QuerySet
-from retrieval.retriever import RetrievalConfig
-from retrieval.subgraph import SubgraphOutput
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.hashing import cache_key
+from mmkg.kg_store.shards import BASE_SCHEMA, ShardWriter, is_complete, read_meta, subgraph_rel
+from mmkg.retrieval.datasets import QuerySet
+from mmkg.retrieval.retriever import RetrievalConfig
+from mmkg.retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def shard_key(config: RetrievalConfig, limit: int | None = None, identity: str |
 
 def shard_cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit: int | None) -> dict[str, Any]:
     """Everything the shards depend on; the learned path prior (anchored retriever) by its own hash."""
-    from retrieval.paths import prior_key
+    from mmkg.retrieval.paths import prior_key
     learned = prior_key(store, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds) \
         if config.retriever == "anchored" and qs.train_file is not None else None
     return {"kg_version": store.kg_version, "encoder": config.encoder, "config": config.to_dict(),
@@ -94,7 +94,7 @@ def _key_label_arrays(store: KGStore) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def subgraph_table(store: KGStore, qs: QuerySet, outputs: Sequence[SubgraphOutput]) -> pa.Table:
-    """One row per query: base columns (kg_store.shards.BASE_SCHEMA), then the dataset's fields."""
+    """One row per query: base columns (mmkg.kg_store.shards.BASE_SCHEMA), then the dataset's fields."""
     ekey, elabel, rkey, rlabel = _key_label_arrays(store)
     lengths = np.array([len(o) for o in outputs], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 
-from kg_store.graph import CSRGraph
+from mmkg.kg_store.graph import CSRGraph
 
 
 @dataclass

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--gnn-layer", default="rgat")
     ap.add_argument("--kg-hidden", type=int, default=768)
     args = ap.parse_args(argv)
-    from model.params import count_preset
+    from mmkg.model.params import count_preset
     rows = [count_preset(p, gnn_layer=args.gnn_layer, kg_hidden=args.kg_hidden) for p in args.preset or PAPER_PRESETS]
     result = {"paper_trainable_percent": 2.25, "presets": rows}
     print(json.dumps(result, indent=2))

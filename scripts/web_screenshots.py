@@ -47,7 +47,7 @@ def main() -> None:
     found = find_browser()
     if found is None:
         sys.exit("chromium/chromedriver missing (scripts/ensure_browser.sh)")
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--kg", args.kg, "--port", "0"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "mmkg.jobs", "serve", "--kg", args.kg, "--port", "0"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = None

@@ -30,7 +30,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="module")
 def spark():
     """One local[2] session per test module (a session costs 5-10 s to start)."""
-    from pipeline.engines.spark import get_or_create_session
+    from mmkg.pipeline.engines.spark import get_or_create_session
     session = get_or_create_session(master="local[2]", app_name="mmkg-tests", shuffle_partitions=2)
     yield session
     session.stop()

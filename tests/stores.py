@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kg_store import KGStore
+from mmkg.kg_store import KGStore
 
 
 def build_markg_store(data_dir: Path, root: Path) -> KGStore:
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     return ingest(root, [f"markg:{Path(data_dir) / 'markg' / 'MarKG'}"], engine="local").store

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from kg_store.errors import ConfigError, DeviceError
-from pipeline.device import resolve_device
+from mmkg.kg_store.errors import ConfigError, DeviceError
+from mmkg.pipeline.device import resolve_device
 from tests.jobs.test_run_fixtures import make_sources, pipeline_job, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a 
 
 def _cli(argv, capsys) -> tuple[int, str]:
     """Exit code and stderr of `mmkg ARGV` run in-process through the real entry point."""
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     with pytest.raises(SystemExit) as e:
         main(argv)
     return e.value.code, capsys.readouterr().err
@@ -45,7 +45,7 @@ def _one_clear_line(err: str, *needles: str) -> str:
 
 # ---- the one resolution function ---------------------------------------------------------------
 def test_resolve_device_auto_cpu_and_unmeetable_cuda(caplog):
-    with caplog.at_level(logging.INFO, logger="pipeline.device"):
+    with caplog.at_level(logging.INFO, logger="mmkg.pipeline.device"):
         assert resolve_device("auto") == torch.device("cpu")
         assert resolve_device(None) == torch.device("cpu")
     assert "device auto → cpu (" in caplog.text  # auto says what it picked, and why
@@ -59,9 +59,9 @@ def test_resolve_device_auto_cpu_and_unmeetable_cuda(caplog):
 
 
 def test_every_torch_device_request_goes_through_it(tmp_path):
-    from model.runtime import init_runtime
-    from model.runtime import resolve_device as runtime_resolve
-    from pipeline.encoders import resolve_encoder
+    from mmkg.model.runtime import init_runtime
+    from mmkg.model.runtime import resolve_device as runtime_resolve
+    from mmkg.pipeline.encoders import resolve_encoder
     assert runtime_resolve is resolve_device  # the model layer re-exports the one function
     with pytest.raises(DeviceError, match="'cuda' was requested"):
         resolve_encoder("tiny-clip", device="cuda")
@@ -74,7 +74,7 @@ def test_every_torch_device_request_goes_through_it(tmp_path):
 
 
 def test_faiss_gpu_requests(tmp_path):
-    from retrieval.index import build_index, gpu_count, resolve_index_gpu
+    from mmkg.retrieval.index import build_index, gpu_count, resolve_index_gpu
     assert gpu_count() == 0  # faiss-cpu in the default venv
     assert resolve_index_gpu(None) is False and resolve_index_gpu("auto") is False
     assert resolve_index_gpu(False) is False and resolve_index_gpu("cpu") is False
@@ -95,7 +95,7 @@ def test_cli_embed_device_cuda_subprocess(tmp_path):
     """The real console entry point: one line on stderr, exit 1, nothing written."""
     kg = tmp_path / "kg"
     kg.mkdir()
-    p = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--kg", str(kg), "--encoder", "tiny-clip",
+    p = subprocess.run([sys.executable, "-m", "mmkg.jobs.cli", "embed", "--kg", str(kg), "--encoder", "tiny-clip",
                         "--device", "cuda"], capture_output=True, text=True, cwd=REPO, timeout=300,
                        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert p.returncode == 1, p.stderr
@@ -169,5 +169,5 @@ def test_auto_says_what_it_picked_in_the_run_report(small_store, capsys):
     embed = next(s for s in report["stages"] if s["name"] == "embed")
     assert embed["status"] == "ran" and embed["note"].endswith(" on cpu"), embed
     assert "device auto → cpu (" in Path(report["log_file"]).read_text()
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     assert open_store(kg).artifact("vectors/minilm")["device"] == "cpu"

@@ -14,12 +14,12 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from kg_store.registry import ALL
+from mmkg.kg_store.registry import ALL
 
 # import every package that registers a family, so ALL is complete
-for _module in ("pipeline.readers", "pipeline.engines", "pipeline.encoders", "retrieval.index", "retrieval.datasets",
-                "retrieval.batch", "retrieval.retrievers", "model", "model.gnn", "model.backbones", "model.tasks",
-                "model.rankers", "model.reranker"):
+for _module in ("mmkg.pipeline.readers", "mmkg.pipeline.engines", "mmkg.pipeline.encoders", "mmkg.retrieval.index", "mmkg.retrieval.datasets",
+                "mmkg.retrieval.batch", "mmkg.retrieval.retrievers", "mmkg.model", "mmkg.model.gnn", "mmkg.model.backbones", "mmkg.model.tasks",
+                "mmkg.model.rankers", "mmkg.model.reranker"):
     importlib.import_module(_module)
 
 # ---- the cases: family → registered name → what the template runs it on ------------------------
@@ -87,7 +87,7 @@ def test_reader_template(name, data_dir, tmp_path):
 @pytest.mark.faiss
 @pytest.mark.parametrize("name", sorted(INDEX_CASES))
 def test_index_template(name, tmp_path):
-    from retrieval.index import VectorIndex, build_index
+    from mmkg.retrieval.index import VectorIndex, build_index
     x = np.random.default_rng(0).standard_normal((4000, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = np.arange(4000, dtype=np.int64) + 100
@@ -105,7 +105,7 @@ def test_index_template(name, tmp_path):
 # ---- encoder ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(ENCODER_CASES))
 def test_encoder_template(name):
-    from pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.encoders import resolve_encoder
     enc = resolve_encoder(ENCODER_CASES[name])
     texts = ["zebra, instance of, animal", "Paris", "zebra, instance of, animal"]
     v = enc.encode_text(texts)
@@ -125,8 +125,8 @@ def markg_store(data_dir, tmp_path_factory):
 # ---- engine ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(ENGINE_CASES))
 def test_engine_template(name, tmp_path, request):
-    from kg_store import open_store
-    from pipeline.ingest import ingest
+    from mmkg.kg_store import open_store
+    from mmkg.pipeline.ingest import ingest
     if name == "spark":
         request.getfixturevalue("spark")  # the module's shared local[2] session
     src = tmp_path / "t.tsv"
@@ -141,7 +141,7 @@ def test_engine_template(name, tmp_path, request):
 @pytest.mark.parametrize("name", sorted(GNN_CASES))
 def test_gnn_layer_template(name):
     import torch
-    from model.gnn import gnn_layer_registry
+    from mmkg.model.gnn import gnn_layer_registry
     torch.manual_seed(0)
     layer = gnn_layer_registry.get(name)(channels=16, num_relations=3, **GNN_CASES[name])
     x = torch.randn(5, 16, requires_grad=True)
@@ -155,15 +155,15 @@ def test_gnn_layer_template(name):
 # ---- task ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(TASK_CASES))
 def test_task_template(name, data_dir, markg_store):
-    from model.kg_text import KGText
-    from model.tasks import resolve_task
+    from mmkg.model.kg_text import KGText
+    from mmkg.model.tasks import resolve_task
     kg = KGText.from_store(markg_store)
     if TASK_CASES[name] == "mars":
-        from retrieval.queries import build_queries
+        from mmkg.retrieval.queries import build_queries
         q = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=markg_store, split="dev", limit=1).queries[0]
         fields = q.fields
     else:
-        from retrieval.queries import build_queries
+        from mmkg.retrieval.queries import build_queries
         q = build_queries(f"scienceqa:{data_dir / 'scienceqa'}", split="test", limit=1).queries[0]
         fields = q.fields
     h, r, t = markg_store.triples_array()[:3].T
@@ -182,13 +182,13 @@ def test_task_template(name, data_dir, markg_store):
 # ---- backbone --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(BACKBONE_CASES))
 def test_backbone_template(name):
-    from model.backbones import CAUSAL, SEQ2SEQ, backbone_registry, build_on_meta
+    from mmkg.model.backbones import CAUSAL, SEQ2SEQ, backbone_registry, build_on_meta
     spec = backbone_registry.get(name)
     assert spec.name == name and spec.kind in (SEQ2SEQ, CAUSAL)
     n_params = sum(p.numel() for p in build_on_meta(spec).parameters())  # no weights needed
     assert n_params > 0
     if BACKBONE_CASES[name] == "forward":
-        from model.backbones import load_backbone
+        from mmkg.model.backbones import load_backbone
         llm = load_backbone(name)
         assert all(not p.requires_grad for p in llm.parameters())  # frozen
     else:

@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from jobs.terminal import printable as P, safe_json
-from kg_store import open_store
-from kg_store.errors import KGStoreError
+from mmkg.jobs.terminal import printable as P, safe_json
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import KGStoreError
 
 _kg = click.option("--kg", required=True, type=click.Path(file_okay=False, exists=True), help="KG directory.")
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -28,7 +28,7 @@ def _page_opts(default: int):
 
 
 def _view(kg: str):
-    from jobs.web.queries import StoreView
+    from mmkg.jobs.web.queries import StoreView
     return StoreView(open_store(kg))
 
 
@@ -85,7 +85,7 @@ def entity(key_or_label: str, kg: str, as_json: bool, per_relation: int) -> None
 @_page_opts(50)
 def neighbors(key_or_label: str, kg: str, hops: int, as_json: bool, limit: int, offset: int) -> None:
     """Triples within --hops of an entity (paged)."""
-    from kg_store.rdf import neighbourhood_triples
+    from mmkg.kg_store.rdf import neighbourhood_triples
     view = _view(kg)
     eid, _ = view.resolve(key_or_label)
     tids = neighbourhood_triples(view.store, [eid], hops)
@@ -102,7 +102,7 @@ def neighbors(key_or_label: str, kg: str, hops: int, as_json: bool, limit: int, 
 
 def read_query_arg(query: str) -> str:
     """QUERY as given: the text, @FILE (bounded, UTF-8) or - for stdin."""
-    from kg_store.safe_io import UnsafeFileError, read_bounded
+    from mmkg.kg_store.safe_io import UnsafeFileError, read_bounded
     if query == "-":
         return sys.stdin.read(1 << 20)
     if query.startswith("@"):
@@ -116,7 +116,7 @@ def read_query_arg(query: str) -> str:
 
 
 def _memory(_ctx, _param, value: str) -> int:
-    from kg_store.sizes import parse_size
+    from mmkg.kg_store.sizes import parse_size
     return parse_size(value)
 
 
@@ -158,19 +158,19 @@ def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int, timeout:
     run`). Only the rows shown are computed (plus one, to tell whether more follow). No request
     leaves the machine: SERVICE needs --allow-service, FROM is refused.
     """
-    from kg_store.errors import ConfigError
+    from mmkg.kg_store.errors import ConfigError
     # the fast path reads only the manifest: no table, no pyarrow (one-shot queries are mostly startup)
     from pathlib import Path
 
-    from kg_store.sparql_query import check_syntax, refuse_outbound, run_query, term_text
-    from kg_store.sparql_store import current_meta_at, ensure_sparql_store
+    from mmkg.kg_store.sparql_query import check_syntax, refuse_outbound, run_query, term_text
+    from mmkg.kg_store.sparql_store import current_meta_at, ensure_sparql_store
     query = read_query_arg(query)
     if offset + limit > max_rows:
         raise ConfigError(f"--offset + --limit = {offset + limit} exceeds the row cap {max_rows} (--max-rows)")
     refuse_outbound(query, allow_service=allow_service)
     meta = current_meta_at(kg)
     if meta is None:  # first use of this version: check the query, then build
-        from kg_store.rdf import PREFIXES
+        from mmkg.kg_store.rdf import PREFIXES
         check_syntax(query, {k: str(v) for k, v in PREFIXES.items()})
         meta = ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
     answer = run_query(Path(kg) / meta["path"], query, prefixes=meta["prefixes"], offset=offset, limit=limit,
@@ -215,7 +215,7 @@ def sparql(query: str, kg: str, as_json: bool, limit: int, offset: int, timeout:
 def export(kg: str, fmt: str, out: str, subgraph: str | None, hops: int, no_annotations: bool, quiet: bool,
            as_json: bool) -> None:
     """Export the KG, or the neighbourhood of some entities, as N-Triples, Turtle, GraphML or GEXF."""
-    from kg_store import rdf
+    from mmkg.kg_store import rdf
     store = open_store(kg)
     tids = None
     if subgraph is not None:
@@ -259,8 +259,8 @@ def serve(kg: str, port: int, trusted_hosts: tuple[str, ...], sparql_timeout: fl
     1.1 Protocol at /sparql and a query page at /query."""
     from werkzeug.serving import make_server
 
-    from jobs.web.app import LiveApp
-    from kg_store.sparql_store import ensure_sparql_store
+    from mmkg.jobs.web.app import LiveApp
+    from mmkg.kg_store.sparql_store import ensure_sparql_store
     ensure_sparql_store(kg, echo=lambda m: click.echo(m, err=True))
     # the version it opened stays pinned (gc keeps it) until a newer one is committed and swapped in
     app = LiveApp(kg, trusted_hosts=trusted_hosts, sparql_timeout=sparql_timeout,

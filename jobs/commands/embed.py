@@ -40,8 +40,8 @@ def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtyp
           runtime: str, precision: str, chunk_size: int, spark_master: str | None, no_progress: bool,
           limit: int | None, kinds: str | None) -> None:
     """Embed entities, relations, triples and images; resumable per chunk after a kill."""
-    from pipeline.device import resolve_device
-    from pipeline.embed import check_kinds, embed_store
+    from mmkg.pipeline.device import resolve_device
+    from mmkg.pipeline.embed import check_kinds, embed_store
     wanted = check_kinds([k.strip() for k in kinds.split(",") if k.strip()]) if kinds is not None else None
     resolve_device(device)  # a device this machine lacks fails now, in one line, before any work
     res = embed_store(kg, encoder, engine=engine, batch_size=batch_size, device=device, dtype=dtype,
@@ -70,7 +70,7 @@ def embed(kg: str, encoder: str, engine: str, batch_size: int, device: str, dtyp
 def index(kg: str, encoder: str, kind: str, max_memory: str | None, target_recall: float, threads: int | None,
           device: str, as_json: bool) -> None:
     """Build FAISS inner-product indexes for entity, triple and image vectors."""
-    from retrieval.index import build_store_indexes
+    from mmkg.retrieval.index import build_store_indexes
     res = build_store_indexes(kg, encoder, kind=kind, max_memory=max_memory, target_recall=target_recall,
                               threads=threads, use_gpu=device)
     meta = res.meta
@@ -97,16 +97,16 @@ def search(kg: str, encoder: str, text: str | None, image: str | None, what: str
     """Nearest entities/triples/images to a text or an image."""
     if (text is None) == (image is None):
         raise click.UsageError("give exactly one of --text or --image")
-    from retrieval.index_search import search_store
+    from mmkg.retrieval.index_search import search_store
     if device.strip().lower() != "cpu":  # the CPU needs no check, and no torch import (ONNX query path)
-        from pipeline.device import resolve_device
+        from mmkg.pipeline.device import resolve_device
         resolve_device(device)
     result = search_store(kg, encoder, text=text, image=image, what=what, k=k, device=device)
-    from jobs.terminal import printable, safe_json
+    from mmkg.jobs.terminal import printable, safe_json
     if as_json:
         click.echo(safe_json(result))
         return
-    for hit in result["hits"]:  # keys and labels come from input files: escaped (jobs.terminal)
+    for hit in result["hits"]:  # keys and labels come from input files: escaped (mmkg.jobs.terminal)
         click.echo(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['id']:>8}  {printable(hit.get('key', ''))}  "
                    f"{printable(hit['label'])}")
 

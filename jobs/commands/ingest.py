@@ -12,10 +12,10 @@ MASTER_ENV = "MMKG_SPARK_MASTER"
 
 
 def _load_config(path: str | None) -> dict[str, Any]:
-    """The `ingest:` block of a YAML config (keyword arguments of `pipeline.ingest.ingest`)."""
+    """The `ingest:` block of a YAML config (keyword arguments of `mmkg.pipeline.ingest.ingest`)."""
     if not path:
         return {}
-    from jobs.config import read_yaml_file
+    from mmkg.jobs.config import read_yaml_file
     doc = read_yaml_file(path, "ingest config") or {}
     if not isinstance(doc, dict):
         raise click.ClickException(f"{path}: expected a mapping")
@@ -51,7 +51,7 @@ def rejects_line(result) -> str:
     if not added:
         return "rejects: none in this ingest"
     from collections import Counter
-    from jobs.terminal import printable
+    from mmkg.jobs.terminal import printable
     rows = result.store.table("rejects", ["reason"])
     top = Counter(rows.slice(rows.num_rows - added)["reason"].to_pylist()).most_common(3)
     reasons = "; ".join(f"{printable(str(r))[:80]} ({n:,})" for r, n in top)
@@ -89,7 +89,7 @@ def _with_demo(sources: list[str], data_dir: str | None) -> list[str]:
         return sources
     if not data_dir:
         raise click.UsageError("--source demo needs --data DIR (the shared data folder, e.g. ../shared/data)")
-    from pipeline.demo_sources import demo_sources
+    from mmkg.pipeline.demo_sources import demo_sources
     return [x for s in sources for x in (demo_sources(data_dir) if s == "demo" else [s])]
 
 
@@ -116,8 +116,8 @@ def _with_demo(sources: list[str], data_dir: str | None) -> list[str]:
 def ingest(kg, sources, engine, master, shuffle_partitions, confs, config_path, strict, base, force,
            data_dir, as_json) -> None:
     """Ingest sources into the KG store as a new version (ids of existing entities are kept)."""
-    from jobs.cli import StrictRejectsError
-    from pipeline.ingest import IngestRejectedError, ingest as run_ingest
+    from mmkg.jobs.cli import StrictRejectsError
+    from mmkg.pipeline.ingest import IngestRejectedError, ingest as run_ingest
 
     cfg = _load_config(config_path)
     sources = list(sources) or list(cfg.get("sources", []))

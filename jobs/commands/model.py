@@ -1,15 +1,15 @@
 """Model commands: `mmkg train --config FILE` and `mmkg evaluate --config FILE`.
 
 A config is YAML with a `metadata` block (free-form: title, paper, notes) and a `job` block that
-is passed straight to `model.training.train(**job)` / `model.evaluation.evaluate(**job)`
+is passed straight to `mmkg.model.training.train(**job)` / `mmkg.model.evaluation.evaluate(**job)`
 (PyKEEN K3). `--set key=value` overrides a top-level job key (value parsed as YAML), handy for
 ablations: `--set pretraining=false`, `--set max_triples=10`, `--set model_kwargs.use_kg=false`.
 `--kg DIR` replaces the config's `kg` (the shipped configs name the demo's `build/demo-kg`);
 `mmkg train --max-steps N` caps every stage at N steps, `mmkg evaluate --limit N` scores the first
 N queries. Both print their progress on stderr (loss, throughput and ETA; s/query and ETA) and
 the summary JSON on stdout.
-A job whose `model` is a learned ranker (`model.reranker_run.VARIANTS`: `reranker`) goes to
-`model.reranker_run.train` / `.evaluate` instead (configs/reranker/).
+A job whose `model` is a learned ranker (`mmkg.model.reranker_run.VARIANTS`: `reranker`) goes to
+`mmkg.model.reranker_run.train` / `.evaluate` instead (configs/reranker/).
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from typing import Any
 
 import click
 
-from kg_store.errors import ConfigError
+from mmkg.kg_store.errors import ConfigError
 
 
 def load_job_config(path: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """The `job` block of a config file with `--set` overrides applied (dotted keys nest)."""
-    from jobs.config import load_yaml, read_config
-    from jobs.terminal import printable
+    from mmkg.jobs.config import load_yaml, read_config
+    from mmkg.jobs.terminal import printable
     _, job = read_config(path)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -53,13 +53,13 @@ def check_job(fn, job: dict[str, Any], config: str) -> None:
 
 
 def job_function(target: str, job: dict[str, Any]):
-    """The function a job runs: `target` (model.training.train / model.evaluation.evaluate), or the
-    same-named one of `model.reranker_run` for a learned ranker (a feature model, not a prompted LLM)."""
+    """The function a job runs: `target` (mmkg.model.training.train / mmkg.model.evaluation.evaluate), or the
+    same-named one of `mmkg.model.reranker_run` for a learned ranker (a feature model, not a prompted LLM)."""
     import importlib
-    from model.reranker_run import VARIANTS
+    from mmkg.model.reranker_run import VARIANTS
     module, _, fn_name = target.rpartition(".")
     if job.get("model") in VARIANTS:
-        module = "model.reranker_run"
+        module = "mmkg.model.reranker_run"
     return getattr(importlib.import_module(module), fn_name)
 
 
@@ -131,14 +131,14 @@ def _evaluate_options(job: dict[str, Any], options: dict[str, Any]) -> None:
 
 
 train = _model_command(
-    "train", "model.training.train",
+    "train", "mmkg.model.training.train",
     "Train a model variant on precomputed shards (stage 1 pretraining, stage 2 finetuning). Loss, "
     "throughput and ETA go to stderr every `log_every` steps; the summary JSON to stdout.",
     [click.option("--max-steps", type=click.IntRange(min=1), default=None,
                   help="Stop every stage after N optimizer steps (a quick run without editing `stages`).")],
     _train_options)
 evaluate = _model_command(
-    "evaluate", "model.evaluation.evaluate",
+    "evaluate", "mmkg.model.evaluation.evaluate",
     "Evaluate a checkpoint: ScienceQA accuracy by category, MARS Hits@k/MRR; predictions JSONL. "
     "Progress (s/query, ETA) goes to stderr; the metrics JSON to stdout.",
     [click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N queries.")],

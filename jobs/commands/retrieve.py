@@ -46,9 +46,9 @@ def _one_of(name: str, value, alias_name: str, alias, default):
 def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias, hops, seed_k, retriever, path_hops,
              prior_folds, named_entities, limit, engine, device, batch_size, force) -> None:
     """Retrieve each query's top-N 1-hop subgraph into shards; prints the shard directory."""
-    from pipeline.device import resolve_device
-    from retrieval.batch import retrieve_dataset
-    from retrieval.retriever import RetrievalConfig
+    from mmkg.pipeline.device import resolve_device
+    from mmkg.retrieval.batch import retrieve_dataset
+    from mmkg.retrieval.retriever import RetrievalConfig
 
     top_n = _one_of("--seed-triples", top_n, "--top-n", top_n_alias, 10)
     top_N = _one_of("--triples", top_N, "--top-N", top_N_alias, 10)
@@ -82,8 +82,8 @@ def retrieve(kg, encoder, dataset, split, top_n, top_N, top_n_alias, top_N_alias
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 def leakage(kg, dataset, splits, out) -> None:
     """Train/KG leakage per split, plus direct question–answer triples in existing MARS shards."""
-    from kg_store import atomic, open_store
-    from retrieval.reports import leakage_for_dataset
+    from mmkg.kg_store import atomic, open_store
+    from mmkg.retrieval.reports import leakage_for_dataset
 
     report = leakage_for_dataset(open_store(kg), dataset, list(splits) or None)
     text = json.dumps(report, indent=2, sort_keys=True)

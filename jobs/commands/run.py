@@ -10,7 +10,7 @@ import json
 
 import click
 
-from jobs.terminal import printable
+from mmkg.jobs.terminal import printable
 
 STAGE_NAMES = ("ingest", "sparql", "embed", "index", "retrieve", "train", "evaluate")
 
@@ -32,8 +32,8 @@ STAGE_NAMES = ("ingest", "sparql", "embed", "index", "retrieve", "train", "evalu
 @click.option("--no-progress", is_flag=True, help="No progress bars (cron, Airflow logs).")
 def run(config, kg, data, from_stage, only, force, dry_run, wait, as_json, no_progress) -> None:
     """Run the stage DAG; stages whose config and inputs are unchanged are reported as cached."""
-    from jobs.report import human_summary
-    from jobs.runner import run_from_config
+    from mmkg.jobs.report import human_summary
+    from mmkg.jobs.runner import run_from_config
 
     echo = None if as_json else (lambda line: click.echo(line, err=True))
     report = run_from_config(config, kg=kg, data=data, from_stage=from_stage, only=only, force=force,
@@ -56,7 +56,7 @@ def gc(kg, keep, cache, dry_run, wait) -> None:
     """Delete files no longer referenced by the last --keep KG versions (or a version a running
     `mmkg serve` shows): old tables and graphs, superseded vectors, indexes, shards and retriever
     priors, and kept copies of derived files (objects/) no kept version needs."""
-    from kg_store.gc import collect_garbage
+    from mmkg.kg_store.gc import collect_garbage
     out = collect_garbage(kg, keep=keep, dry_run=dry_run, cache=cache, wait=wait)
     verb = "would delete" if dry_run else "deleted"
     for rel, size in out.get("deleted") or []:

@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from jobs.terminal import printable as P, safe_json
-from kg_store import open_store
+from mmkg.jobs.terminal import printable as P, safe_json
+from mmkg.kg_store import open_store
 
 
 @click.command()
@@ -30,8 +30,8 @@ def sql(query: str, kg: str, fmt: str, out: str | None, timeout: float, max_rows
     images and same_as (with entity keys and labels), rejects. Read-only: the query can read only
     the current version's table files (no other file, no network).
     """
-    from jobs.commands.analyst import read_query_arg
-    from kg_store.sql import run_sql
+    from mmkg.jobs.commands.analyst import read_query_arg
+    from mmkg.kg_store.sql import run_sql
     if fmt == "arrow" and out is None:
         raise click.UsageError("--format arrow writes a binary file: give --out FILE")
     answer = run_sql(open_store(kg), read_query_arg(query), timeout=timeout, max_rows=max_rows,
@@ -59,7 +59,7 @@ def _write(table, fmt: str, out: str) -> None:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from kg_store import atomic
+    from mmkg.kg_store import atomic
     with atomic.atomic_path(out) as tmp:
         if fmt == "arrow":
             with pa.OSFile(str(tmp), "wb") as f, pa.ipc.new_file(f, table.schema) as w:

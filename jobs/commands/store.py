@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from jobs.terminal import printable as P, safe_json
-from kg_store import open_store
+from mmkg.jobs.terminal import printable as P, safe_json
+from mmkg.kg_store import open_store
 
 
 def _counts_by(table, column: str) -> dict[str, int]:
@@ -41,7 +41,7 @@ def relation_frequency(store, top: int | None = None) -> list[dict]:
     import numpy as np
     r = store.table("triples", ["r"])["r"].to_numpy()
     counts = np.bincount(r, minlength=store.num_relations)
-    from kg_store.rdf import dense_by_id
+    from mmkg.kg_store.rdf import dense_by_id
     rel = dense_by_id(store.table("relations", ["id", "key", "label"]))  # row i = relation id i
     keys, labels = rel["key"].to_pylist(), rel["label"].to_pylist()
     order = sorted((i for i in range(len(counts)) if counts[i]), key=lambda i: (-counts[i], keys[i]))
@@ -55,7 +55,7 @@ def analyst_stats(store, top: int = 20) -> dict:
     import pyarrow.compute as pc
     by_source = {name: _counts_by(store.table(name, ["source"]), "source")
                  for name in ("entities", "relations", "triples", "same_as", "images", "literals")}
-    from kg_store.depictions import depiction_triples, entities_with_images
+    from mmkg.kg_store.depictions import depiction_triples, entities_with_images
     with_images = int(entities_with_images(store).size)  # stored images and foaf:depiction triples, once each
     n_ent = store.num_entities
     rejects = store.table("rejects", ["stage", "reason"])
@@ -118,7 +118,7 @@ def stats(kg: str, as_json: bool, top: int) -> None:
 @click.option("--kg", required=True, type=click.Path(file_okay=False), help="KG directory.")
 def verify(kg: str) -> None:
     """Re-hash every committed file against the manifest (and recount the SPARQL store)."""
-    from kg_store.sparql_store import verify_sparql_store
+    from mmkg.kg_store.sparql_store import verify_sparql_store
     store = open_store(kg)
     problems = store.verify() + verify_sparql_store(store)
     for p in problems:
@@ -133,7 +133,7 @@ def verify(kg: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
 def versions(kg: str, as_json: bool) -> None:
     """The KG's versions, oldest first: time, last stage, rows per table, sources, restorable."""
-    from kg_store.versions import list_versions
+    from mmkg.kg_store.versions import list_versions
     rows = list_versions(kg)
     if as_json:
         click.echo(safe_json(rows, sort_keys=True))
@@ -157,7 +157,7 @@ def versions(kg: str, as_json: bool) -> None:
 def diff(kg: str, a: int, b: int, limit: int, offset: int, as_json: bool) -> None:
     """What changed from version A to version B: rows added/removed per table, and the
     added/removed triples with labels (paged with --limit/--offset)."""
-    from kg_store.version_diff import diff_versions
+    from mmkg.kg_store.version_diff import diff_versions
     out = diff_versions(kg, a, b, limit=limit, offset=offset)
     if as_json:
         click.echo(safe_json(out, sort_keys=True))
@@ -183,7 +183,7 @@ def diff(kg: str, a: int, b: int, limit: int, offset: int, as_json: bool) -> Non
 def rollback(kg: str, version: int, wait: float) -> None:
     """Make VERSION current again, with every file it had (vectors, indexes, shards, priors),
     committed as a new version; refused when `mmkg gc` already reclaimed one of its files."""
-    from kg_store.versions import rollback as roll_back
+    from mmkg.kg_store.versions import rollback as roll_back
     out = roll_back(kg, version, wait=wait)
     click.echo(f"rolled back to v{out['to_version']}: now kg_version {out['kg_version']} "
                f"({out['files']} files, {len(out['restored'])} restored from kept copies)")
@@ -192,8 +192,8 @@ def rollback(kg: str, version: int, wait: float) -> None:
 @click.command(name="ls")
 def list_registries() -> None:
     """List every registered plugin family and its names."""
-    from kg_store.registry import ALL
-    import jobs.plugins  # noqa: F401  (imports the modules that register plugins)
+    from mmkg.kg_store.registry import ALL
+    import mmkg.jobs.plugins  # noqa: F401  (imports the modules that register plugins)
     for fam, reg in sorted(ALL.items()):
         click.echo(f"{fam}: {', '.join(reg.names())}")
 

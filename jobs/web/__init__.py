@@ -1,5 +1,5 @@
 """The analyst's read-only web view (`mmkg serve`): Flask app, templates, static files.
 
-`jobs.web.queries` holds the store queries shared with the `mmkg entity/neighbors` commands;
+`mmkg.jobs.web.queries` holds the store queries shared with the `mmkg entity/neighbors` commands;
 importing this package does not import Flask.
 """

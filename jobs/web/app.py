@@ -22,11 +22,11 @@ from pathlib import Path
 
 from flask import Flask, Response, abort, render_template, request, send_file, url_for
 
-from jobs.web import drawing, plots
-from jobs.web.queries import StoreView, check_text
-from jobs.web.semantic import Semantic, SemanticUnavailable
-from kg_store import open_store
-from kg_store.errors import KGStoreError
+from mmkg.jobs.web import drawing, plots
+from mmkg.jobs.web.queries import StoreView, check_text
+from mmkg.jobs.web.semantic import Semantic, SemanticUnavailable
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import KGStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
         return render_template("index.html", stats=store.stats(), encoders=_encoders())
 
     def _encoders() -> list[str]:
-        from jobs.web.semantic import embedded_encoders
+        from mmkg.jobs.web.semantic import embedded_encoders
         return embedded_encoders(store)
 
     @app.get("/search")
@@ -152,8 +152,8 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
         groups = view.neighbours(eid)
         graph = drawing.star(card, groups)
         same_label = view.entity_rows(others[:20]) if others else []
-        from kg_store.depictions import DEPICTION_KEYS
-        from pipeline.readers.mmkg import IMAGE_INDEX_ATTRIBUTE
+        from mmkg.kg_store.depictions import DEPICTION_KEYS
+        from mmkg.pipeline.readers.mmkg import IMAGE_INDEX_ATTRIBUTE
         # foaf:depiction triples are images too (counted once with the stored ones); image-index
         # rows name images of the source's index whose files are not in the KG: listed, not counted
         depictions = [n for g in groups if g["direction"] == "out" and g["relation"] in DEPICTION_KEYS
@@ -205,7 +205,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
 
     @app.get("/shards")
     def shards():
-        from kg_store.shards import is_complete, read_meta
+        from mmkg.kg_store.shards import is_complete, read_meta
         sets = []
         for name, art in sorted(_shard_sets().items()):
             _, dataset, split, key = name.split("/")
@@ -218,7 +218,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
 
     @app.get("/shards/set")
     def shard_set():
-        from kg_store.shards import read_shards
+        from mmkg.kg_store.shards import read_shards
         name = request.args.get("name", "")
         table = read_shards(_shard_dir(name), columns=["query_id", "query_text", "triple_ids", "empty"])
         page = _page()
@@ -232,7 +232,7 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
     def shard_query():
         import pyarrow.compute as pc
 
-        from kg_store.shards import read_shards
+        from mmkg.kg_store.shards import read_shards
         name = request.args.get("name", "")
         qid = request.args.get("qid", "")
         if not _QUERY_ID.fullmatch(qid):
@@ -247,13 +247,13 @@ def create_app(kg: str | Path, *, trusted_hosts: tuple[str, ...] | list[str] = (
         return render_template("shard_query.html", name=name, row=row, rows=rows, graph=drawing.triples(rows),
                                extra=extra)
 
-    from jobs.web.sparql_endpoint import register_sparql
+    from mmkg.jobs.web.sparql_endpoint import register_sparql
     register_sparql(app, store, timeout=sparql_timeout, max_rows=sparql_max_rows, memory=sparql_memory)
 
     # ---- stats and plots ---------------------------------------------------------------------
     @lru_cache(maxsize=1)
     def _analyst_stats() -> dict:
-        from jobs.commands.store import analyst_stats
+        from mmkg.jobs.commands.store import analyst_stats
         return analyst_stats(store, top=None)
 
     @app.get("/stats")
@@ -284,7 +284,7 @@ _SHARD_LIST_COLUMNS = {"query_id", "query_text", "seed_entity_ids", "triple_ids"
 
 class LiveApp:
     """The WSGI app `mmkg serve` runs: the view of the KG's current version, which it pins while
-    it serves it (`kg_store.versions.Pin`: `mmkg gc` keeps that version's files), and which it
+    it serves it (`mmkg.kg_store.versions.Pin`: `mmkg gc` keeps that version's files), and which it
     replaces when a newer version is committed. The manifest is checked at most every `check_s`
     seconds (a stat, then a read when it changed); a new view is built and pinned, then swapped
     in with one assignment, so each request is answered wholly by one version. The old view's pin
@@ -300,7 +300,7 @@ class LiveApp:
         self._retired: list[dict] = []
 
     def _open(self) -> dict:
-        from kg_store.versions import pin_current
+        from mmkg.kg_store.versions import pin_current
         while True:
             pin = pin_current(self.kg)
             try:
@@ -314,7 +314,7 @@ class LiveApp:
 
     def _manifest_stamp(self):
         import os
-        from kg_store.layout import MANIFEST
+        from mmkg.kg_store.layout import MANIFEST
         try:
             st = os.stat(self.kg / MANIFEST)
         except OSError:
@@ -323,7 +323,7 @@ class LiveApp:
 
     def _refresh(self) -> None:
         import time
-        from kg_store.manifest import read_manifest
+        from mmkg.kg_store.manifest import read_manifest
         now = time.monotonic()
         if now - self._last_check < self.check_s:
             return

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kg_store import KGStore
-from kg_store.errors import KGStoreError
-from kg_store.rdf import dense_by_id
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.rdf import dense_by_id
 
 #: a key or label as typed: printable, bounded (keys are store lookups, never paths)
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,400}")

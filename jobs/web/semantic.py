@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from kg_store import KGStore
-from kg_store.errors import KGStoreError
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import KGStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Semantic:
     def _entity_searcher(self, name: str):
         if name not in self._entity_search:
             try:
-                from retrieval.index_search import EntitySearcher
+                from mmkg.retrieval.index_search import EntitySearcher
                 self._entity_search[name] = EntitySearcher(self.store, name)
             except (ImportError, KGStoreError) as e:
                 raise SemanticUnavailable(f"encoder {name!r} is not available here ({e})") from None
@@ -71,9 +71,9 @@ class Semantic:
         vectors (the anchored retriever itself does not read them)."""
         key = f"triple-scorer:{name}"
         if key not in self._retrievers:
-            from kg_store.vectors import load_vectors, vector_meta
-            from retrieval.retriever import row_lookup
-            from retrieval.subgraph import TripleScorer
+            from mmkg.kg_store.vectors import load_vectors, vector_meta
+            from mmkg.retrieval.retriever import row_lookup
+            from mmkg.retrieval.subgraph import TripleScorer
             scorer = None
             if "triple" in vector_meta(self.store, name).get("kinds", {}):
                 vecs, ids = load_vectors(self.store, name, "triple")
@@ -89,8 +89,8 @@ class Semantic:
         to four digits and say little), `encoder`, `retriever` and its config."""
         name = self.encoder_name("entity")  # the anchored retriever reads entity vectors only
         try:
-            from retrieval.datasets import Query
-            from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
+            from mmkg.retrieval.datasets import Query
+            from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
         except ImportError as e:
             raise SemanticUnavailable(f"retrieval is not installed here ({e})") from None
         with self._lock:

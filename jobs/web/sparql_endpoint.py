@@ -5,7 +5,7 @@ with SPARQL JSON, XML, CSV or TSV results by `Accept` (CONSTRUCT/DESCRIBE: N-Tri
 It is read-only: `update=` and `application/sparql-update` get 400, so do queries that do not parse
 (Oxigraph's query parser has no update forms); SERVICE, FROM and `default-graph-uri` /
 `named-graph-uri` are refused (400). Every request is bounded like `mmkg sparql` (time, rows,
-memory; `kg_store.sparql_query`), and at most `max_concurrent` evaluations run at once (the others
+memory; `mmkg.kg_store.sparql_query`), and at most `max_concurrent` evaluations run at once (the others
 wait up to their timeout, then get 503), so 8 clients cannot start 8 evaluators on 2 cores.
 A SELECT with more rows than the cap is refused with 400 rather than silently cut.
 """
@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 from flask import Flask, Response, redirect, render_template, request, url_for
 
-from kg_store import KGStore
-from kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import ConfigError, KGStoreError
 
 #: Accept media type → (pyoxigraph results format name, response type); the first is the default
 RESULT_TYPES = {
@@ -62,8 +62,8 @@ def _negotiate(table: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
 
 def register_sparql(app: Flask, store: KGStore, *, timeout: float, max_rows: int, memory: int,
                     max_concurrent: int = 4) -> None:
-    from kg_store.sparql_query import run_query
-    from kg_store.sparql_store import current_meta, ensure_sparql_store
+    from mmkg.kg_store.sparql_query import run_query
+    from mmkg.kg_store.sparql_store import current_meta, ensure_sparql_store
     slots = threading.BoundedSemaphore(max_concurrent)
     build_lock = threading.Lock()
 

@@ -6,13 +6,13 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from model.adapters import CrossModalAdapter, SoftPrompt
-from model.backbones import FrozenLLM
-from model.base import MultimodalKGModel, model_registry
-from model.batching import ModelBatch, add_inverse_edges
-from model.gnn import KnowledgeGraphEncoder
-from model.mrmkg.alignment import triplet_alignment_loss
-from model.vision import FrozenVisionTower
+from mmkg.model.adapters import CrossModalAdapter, SoftPrompt
+from mmkg.model.backbones import FrozenLLM
+from mmkg.model.base import MultimodalKGModel, model_registry
+from mmkg.model.batching import ModelBatch, add_inverse_edges
+from mmkg.model.gnn import KnowledgeGraphEncoder
+from mmkg.model.mrmkg.alignment import triplet_alignment_loss
+from mmkg.model.vision import FrozenVisionTower
 
 
 #: values of MRMKG's `knowledge` switch
@@ -42,7 +42,7 @@ class MRMKG(MultimodalKGModel):
             queries over knowledge keys/values, one token per question token) or "kg_to_text" (each
             node attends to the text, one token per node; the first version here). (default: "text_to_kg")
         inverse_edges (bool): the encoder also passes messages tail → head, typed r + num_relations
-            (the collator adds them, `model.batching.add_inverse_edges`). (default: True)
+            (the collator adds them, `mmkg.model.batching.add_inverse_edges`). (default: True)
         anchor_marker (bool): a learned vector marks the anchor (question) entity's node. (default: True)
         alignment_weight (float): λ in loss = generation + λ·alignment. (default: 0.1)
         soft_prompt_tokens (int): learned prompt tokens before the prefix — the equal-budget "no KG"

@@ -7,7 +7,7 @@ while batch i runs through the model; `encode_*` is the two in a row for callers
 tokenisation of the next batch overlapping the current forward.
 
 Runtimes (`runtime=`): `torch`, or `onnx` — the same network exported once to ONNX and run by
-ONNX Runtime (`pipeline.encoders.ort`), verified against torch on a fixed probe before first use.
+ONNX Runtime (`mmkg.pipeline.encoders.ort`), verified against torch on a fixed probe before first use.
 `Encoder.precision` is the numerics *tag* that keys the vector cache and the embed scratch, so
 vectors of two runtimes are never mixed: `float32` / `float16` / `bfloat16` for torch (autocast),
 `onnx-float32` / `onnx-int8` for ONNX Runtime. `resolve_runtime` maps a request to a tag:
@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.vectors import encoder_slug as slugify
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.vectors import encoder_slug as slugify
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -90,7 +90,7 @@ class Encoder(ABC):
 
     def cache_identity(self) -> str:
         """The vector cache folder of this encoder: runtime, precision and weights digest."""
-        from kg_store.hashing import cache_key
+        from mmkg.kg_store.hashing import cache_key
         return f"{self.runtime}-{cache_key({'precision': self.precision, 'weights': self.weights_digest()})}"
 
     def describe(self) -> dict[str, Any]:

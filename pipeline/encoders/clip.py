@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store.errors import ConfigError, KGStoreError
-from pipeline.encoders.base import Encoder, l2_normalize, resolve_runtime
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.pipeline.encoders.base import Encoder, l2_normalize, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class OpenCLIPEncoder(Encoder):
     exported once per weights digest and verified against torch on a fixed probe (the text probe,
     and deterministic synthetic pixels); tokenising and image preprocessing stay open_clip's. The
     torch model is released once the graphs are verified and reloaded only if `.model` is used
-    (e.g. by `model.vision.FrozenVisionTower`).
+    (e.g. by `mmkg.model.vision.FrozenVisionTower`).
     """
 
     has_vision = True
@@ -66,7 +66,7 @@ class OpenCLIPEncoder(Encoder):
         self.context_length = int(getattr(self.tokenizer, "context_length", 77))
         self.image_size = getattr(torch_model.visual, "image_size", None)
         if rt == "onnx":
-            from pipeline.encoders.ort import OnnxUnavailable
+            from mmkg.pipeline.encoders.ort import OnnxUnavailable
             try:
                 self._init_onnx(torch_model, tag, cache_dir)
                 return  # the torch weights are not kept: `.model` reloads them on demand
@@ -117,13 +117,13 @@ class OpenCLIPEncoder(Encoder):
     def weights_digest(self) -> str:
         if self._text_onnx is not None:
             return f"{self._text_onnx.graph_sha256}+{self._image_onnx.graph_sha256}"
-        from pipeline.encoders.ort import state_dict_digest
+        from mmkg.pipeline.encoders.ort import state_dict_digest
         return state_dict_digest(self.model, extra={"model": self.model_name, "cfg": self.model_cfg,
                                                     "pretrained": self.pretrained, "seed": self.seed})
 
     # ONNX ------------------------------------------------------------------------------------
     def _init_onnx(self, net: Any, tag: str, cache_dir: str | None) -> None:
-        from pipeline.encoders.ort import OnnxTower, TowerSpec, quality_line, state_dict_digest
+        from mmkg.pipeline.encoders.ort import OnnxTower, TowerSpec, quality_line, state_dict_digest
         digest = state_dict_digest(net, extra={"model": self.model_name, "cfg": self.model_cfg,
                                                "tokenizer": type(self.tokenizer).__name__,
                                                "context_length": self.context_length})
@@ -147,7 +147,7 @@ class OpenCLIPEncoder(Encoder):
             log.warning(self.runtime_note + " (opt-in; onnx-float32 matches torch)")
 
     def _text_probe(self) -> np.ndarray:
-        from pipeline.encoders.ort import PROBE_TEXTS
+        from mmkg.pipeline.encoders.ort import PROBE_TEXTS
         return self.tokenizer(PROBE_TEXTS).numpy().astype(np.int64)
 
     def _image_probe(self) -> np.ndarray:
@@ -204,7 +204,7 @@ def _export_tower(fn: Any, name: str, sample: np.ndarray, path: Any) -> None:
 
     import torch
 
-    from pipeline.encoders.ort import OPSET
+    from mmkg.pipeline.encoders.ort import OPSET
 
     class Tower(torch.nn.Module):
         def __init__(self) -> None:

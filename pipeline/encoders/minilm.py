@@ -4,9 +4,9 @@ Text only (384-d). Loaded from the package's folder, never from a hub, and poole
 sentence-transformers does for this model (modules.json: mean over real tokens, then L2
 normalisation; max_seq_length 256).
 
-Two runtimes (see `pipeline.encoders.base`): `torch` (transformers' BertModel, the reference) and
+Two runtimes (see `mmkg.pipeline.encoders.base`): `torch` (transformers' BertModel, the reference) and
 `onnx` — the same network with the mean pooling, exported once per model files' digest
-(`pipeline.encoders.ort`), tokenised by the `tokenizers` package from `tokenizer.json`, run by ONNX
+(`mmkg.pipeline.encoders.ort`), tokenised by the `tokenizers` package from `tokenizer.json`, run by ONNX
 Runtime. The ONNX path imports neither torch nor transformers once the graph is exported and
 verified, so a one-shot `mmkg search` starts in well under a second.
 """
@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kg_store.errors import KGStoreError
-from pipeline.encoders.base import Encoder, l2_normalize, resolve_runtime
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline.encoders.base import Encoder, l2_normalize, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class MiniLMEncoder(Encoder):
         self.runtime_note: str | None = None
         rt, tag = resolve_runtime(runtime, precision, device)
         if rt == "onnx":
-            from pipeline.encoders.ort import OnnxUnavailable
+            from mmkg.pipeline.encoders.ort import OnnxUnavailable
             try:
                 self._init_onnx(name, device, tag, cache_dir)
                 return
@@ -85,14 +85,14 @@ class MiniLMEncoder(Encoder):
     def weights_digest(self) -> str:
         if self._onnx is not None:
             return self._onnx.graph_sha256
-        from pipeline.encoders.ort import cache_root, files_digest, model_files
+        from mmkg.pipeline.encoders.ort import cache_root, files_digest, model_files
         return files_digest(model_files(self.model_dir), self.model_dir, cache_root())
 
     # ---- ONNX ------------------------------------------------------------------------------------
     def _init_onnx(self, name: str, device: str, tag: str, cache_dir: str | Path | None) -> None:
         from tokenizers import Tokenizer
 
-        from pipeline.encoders.ort import OnnxTower, TowerSpec, cache_root, files_digest, model_files, quality_line
+        from mmkg.pipeline.encoders.ort import OnnxTower, TowerSpec, cache_root, files_digest, model_files, quality_line
         super().__init__(name=name, device=device, precision=tag, runtime="onnx")
         tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         tok.enable_truncation(max_length=self.context_length)
@@ -109,14 +109,14 @@ class MiniLMEncoder(Encoder):
             log.warning(self.runtime_note)
 
     def _probe_feeds(self) -> dict[str, np.ndarray]:
-        from pipeline.encoders.ort import PROBE_TEXTS
+        from mmkg.pipeline.encoders.ort import PROBE_TEXTS
         return self._tokenize(PROBE_TEXTS)
 
     def _reference(self) -> np.ndarray:
         """Today's torch float32 path on the probe: the vectors the ONNX graph must reproduce."""
         import torch
 
-        from pipeline.encoders.ort import PROBE_TEXTS
+        from mmkg.pipeline.encoders.ort import PROBE_TEXTS
         model, tok = self._cpu_model(), _load_hf_tokenizer(self.model_dir)
         batch = tok(PROBE_TEXTS, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt")
         with torch.inference_mode():
@@ -134,7 +134,7 @@ class MiniLMEncoder(Encoder):
         mask, and a graph traced without it would ignore padding. Batch and sequence are dynamic."""
         import torch
 
-        from pipeline.encoders.ort import OPSET
+        from mmkg.pipeline.encoders.ort import OPSET
         bert = self._cpu_model()
 
         class Pooled(torch.nn.Module):

@@ -39,9 +39,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kg_store import atomic
-from kg_store.hashing import Fingerprint, sha256_file
-from kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir
+from mmkg.kg_store import atomic
+from mmkg.kg_store.hashing import Fingerprint, sha256_file
+from mmkg.kg_store.safe_io import UnsafeFileError, check_cached_file, private_dir
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.engines.base import ENGINE_NAMES, Engine, check_engine, engine_registry
-from pipeline.engines import local, spark  # noqa: F401  (registration; spark imports pyspark lazily)
+from mmkg.pipeline.engines.base import ENGINE_NAMES, Engine, check_engine, engine_registry
+from mmkg.pipeline.engines import local, spark  # noqa: F401  (registration; spark imports pyspark lazily)
 
 
 def resolve_engine(name: str | Engine, **kwargs: Any) -> Engine:

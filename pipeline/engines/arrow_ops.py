@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.assemble import occurrences
+from mmkg.pipeline.assemble import occurrences
 
 #: the columns of a parsed triple the engines keep (keys as strings, `pos` = first line position)
 TRIPLE_COLUMNS = pa.schema([("s", pa.string()), ("p", pa.string()), ("o", pa.string()), ("pos", pa.int64()),

@@ -1,4 +1,4 @@
-"""The engine interface: what `pipeline.ingest` asks of Spark or of the in-process engine.
+"""The engine interface: what `mmkg.pipeline.ingest` asks of Spark or of the in-process engine.
 
 Only the parts that grow with the number of triples are engine work (parsing, key occurrences,
 entity ids, mapping triple keys to ids, dedupe, the entity and triple rows). Everything that is
@@ -14,8 +14,8 @@ from typing import Callable
 
 import pyarrow as pa
 
-from kg_store.registry import family
-from pipeline.engines.plan import Plan
+from mmkg.kg_store.registry import family
+from mmkg.pipeline.engines.plan import Plan
 
 engine_registry = family("engine")
 
@@ -26,7 +26,7 @@ ENGINE_NAMES = ("local", "spark")
 def check_engine(name: str, stage: str) -> str:
     """`name` if it is an engine, else a configuration error naming the choices."""
     if name not in ENGINE_NAMES:
-        from kg_store.errors import ConfigError
+        from mmkg.kg_store.errors import ConfigError
         raise ConfigError(f"unknown {stage} engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")
     return name
 
@@ -94,7 +94,7 @@ class Engine:
     def assign_entity_ids(self, store, data_occ: pa.Table, links: pa.Table, lookup_keys: pa.Array) -> EntityIds:
         """Entity ids for every key of the triples and of `data_occ` (key, order: keys of the small
         records), merged over `links` (s, o, p) and keeping the ids `store` has; new entities get
-        ids after the store's in (order, key) order (`pipeline.linking.merge_entities`)."""
+        ids after the store's in (order, key) order (`mmkg.pipeline.linking.merge_entities`)."""
         raise NotImplementedError
 
     def new_triples(self, w, rel_map: pa.Table, plan: Plan) -> TripleResult:

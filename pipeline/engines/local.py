@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import assemble as A
-from pipeline.engines.arrow_ops import TRIPLE_COLUMNS, TripleIdMap, first_occurrences, triple_key_occurrences
-from pipeline.engines.base import TRIPLE_STATS, Engine, EntityIds, NewRows, TripleResult, engine_registry
-from pipeline.linking import merge_entities
-from pipeline.engines.plan import Plan, locate, run_task
-from pipeline.readers import records as R
+from mmkg.pipeline import assemble as A
+from mmkg.pipeline.engines.arrow_ops import TRIPLE_COLUMNS, TripleIdMap, first_occurrences, triple_key_occurrences
+from mmkg.pipeline.engines.base import TRIPLE_STATS, Engine, EntityIds, NewRows, TripleResult, engine_registry
+from mmkg.pipeline.linking import merge_entities
+from mmkg.pipeline.engines.plan import Plan, locate, run_task
+from mmkg.pipeline.readers import records as R
 
 
 @engine_registry.register("local")

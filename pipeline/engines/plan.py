@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kg_store.errors import KGStoreError
-from kg_store.safe_io import open_regular
-from pipeline.readers import records as R
-from pipeline.readers.base import InputFile, Reader, SourceSpec, parse_source, reader_registry
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.safe_io import open_regular
+from mmkg.pipeline.readers import records as R
+from mmkg.pipeline.readers.base import InputFile, Reader, SourceSpec, parse_source, reader_registry
 
 DEFAULT_CHUNK_BYTES = 32 << 20
 _BLOCK = 8 << 20
@@ -228,7 +228,7 @@ def _read_range(f, size: int) -> tuple[bytes, dict[int, tuple[int, bytes]]]:
     returns (data, {line index: (true length, first 1 KiB)}) for those lines."""
     if size <= _WHOLE_RANGE:
         return f.read(size), {}
-    from kg_store.safe_io import iter_lines
+    from mmkg.kg_store.safe_io import iter_lines
 
     class _Limited:  # the task's range only, in blocks
         def __init__(self, left: int):

@@ -29,15 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kg_store import schema
-from kg_store.graph import fits_one_run
-from kg_store.graph_ranges import RangeWriter, range_bounds
-from pipeline import assemble as A
-from pipeline.engines.base import TRIPLE_STATS, Engine, EntityIds, NewRows, TripleResult, engine_registry
-from pipeline.engines.arrow_ops import TRIPLE_COLUMNS, triple_key_occurrences
-from pipeline.linking import NEW_ID_ORDER, linked_keys, resolve_links
-from pipeline.engines.plan import Plan, locate, run_task
-from pipeline.readers import records as R
+from mmkg.kg_store import schema
+from mmkg.kg_store.graph import fits_one_run
+from mmkg.kg_store.graph_ranges import RangeWriter, range_bounds
+from mmkg.pipeline import assemble as A
+from mmkg.pipeline.engines.base import TRIPLE_STATS, Engine, EntityIds, NewRows, TripleResult, engine_registry
+from mmkg.pipeline.engines.arrow_ops import TRIPLE_COLUMNS, triple_key_occurrences
+from mmkg.pipeline.linking import NEW_ID_ORDER, linked_keys, resolve_links
+from mmkg.pipeline.engines.plan import Plan, locate, run_task
+from mmkg.pipeline.readers import records as R
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ class SparkEngine(Engine):
             existing = old.select("key", F.col("id").alias("entity_id")).unionByName(existing)
 
         # keys in a link are few: their first orders and store ids come to the driver, which
-        # resolves the components with the union-find (pipeline.linking)
+        # resolves the components with the union-find (mmkg.pipeline.linking)
         linked = linked_keys(links)
         linked_df = F.broadcast(self._df(pa.table({"key": linked})))
         first = occ.join(linked_df, "key").toArrow() if len(linked) else _OCC.empty_table()

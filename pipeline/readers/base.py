@@ -13,9 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.registry import family
-from kg_store.safe_io import UnsafeFileError, check_regular
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.registry import family
+from mmkg.kg_store.safe_io import UnsafeFileError, check_regular
 
 reader_registry = family("reader")
 
@@ -100,7 +100,7 @@ class Reader:
 
 
 def source_file(reader: str, path: Path, root: Path | None = None) -> str:
-    """The resolved path of an input file, checked without opening it (kg_store.safe_io): a
+    """The resolved path of an input file, checked without opening it (mmkg.kg_store.safe_io): a
     regular file, and inside `root` (a source folder) after every symlink is resolved. A FIFO,
     a device, a link to `/dev/zero` or out of the folder stops the source with one line
     instead of hanging or reading someone else's file; reads later go through `open_regular`."""

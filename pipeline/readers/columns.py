@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.readers import records as R
+from mmkg.pipeline.readers import records as R
 
 
 def _ok_and_rejects(batch: pa.RecordBatch, ok: pa.Array,

@@ -3,7 +3,7 @@
 
 The reader only says which file belongs to which entity (an IMAGE record: s = key, o = path
 relative to the image root, dt = that root); decoding, validation and blob storage happen in
-the image stage (`pipeline.image_stage`), which turns each record into an image row or a reject.
+the image stage (`mmkg.pipeline.image_stage`), which turns each record into an image row or a reject.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from kg_store.errors import KGStoreError
-from kg_store.safe_io import iter_lines, open_regular
-from pipeline.readers import records as R
-from pipeline.readers.base import InputFile, Reader, reader_registry
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.safe_io import iter_lines, open_regular
+from mmkg.pipeline.readers import records as R
+from mmkg.pipeline.readers.base import InputFile, Reader, reader_registry
 
 FILE_COLUMNS = ("file", "path", "image", "filename", "image_path")
 KEY_COLUMNS = ("entity", "entity_key", "key", "keys", "qid", "qids", "markg_qids", "entities", "entity_keys")
@@ -32,7 +32,7 @@ def _listing(root: Path) -> list[str]:
 
 
 def _mapping_lines(path: Path, *, skip_header: bool = False):
-    """Decoded lines of a mapping file, read through kg_store.safe_io (regular file, bounded
+    """Decoded lines of a mapping file, read through mmkg.kg_store.safe_io (regular file, bounded
     lines); over-long lines are skipped here (read_lines rejects them as records)."""
     with open_regular(path) as f:
         for i, (raw, _n) in enumerate(iter_lines(f, R.MAX_LINE_BYTES)):

@@ -6,10 +6,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from kg_store.errors import KGStoreError
-from pipeline.readers import records as R
-from pipeline.readers.base import InputFile, Reader, reader_registry, require_dir, source_file
-from pipeline.readers.columns import key_text, three_columns
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline.readers import records as R
+from mmkg.pipeline.readers.base import InputFile, Reader, reader_registry, require_dir, source_file
+from mmkg.pipeline.readers.columns import key_text, three_columns
 
 #: file name → role, in the order they are read (labels first so MarKG entity ids follow entity2text)
 FILES = {

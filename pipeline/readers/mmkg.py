@@ -8,9 +8,9 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.readers import records as R
-from pipeline.readers.base import Reader, reader_registry
-from pipeline.readers.columns import regex_fields, three_columns
+from mmkg.pipeline.readers import records as R
+from mmkg.pipeline.readers.base import Reader, reader_registry
+from mmkg.pipeline.readers.columns import regex_fields, three_columns
 
 YAGO_BASE = "http://yago-knowledge.org/resource/"
 IMAGE_INDEX_ATTRIBUTE = "mmkg:imageIndex"

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kg_store.errors import KGStoreError
-from pipeline.readers import records as R
-from kg_store.safe_io import iter_lines, open_regular
-from pipeline.readers.base import InputFile, Reader, reader_registry, require_dir, source_file
-from pipeline.readers.columns import regex_fields
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline.readers import records as R
+from mmkg.kg_store.safe_io import iter_lines, open_regular
+from mmkg.pipeline.readers.base import InputFile, Reader, reader_registry, require_dir, source_file
+from mmkg.pipeline.readers.columns import regex_fields
 
 SPLITS = ("train2id.txt", "valid2id.txt", "test2id.txt")
 _ID_LINE = r"^\s*(?P<key>.*\S)\s+(?P<id>\d+)\s*$"
@@ -32,7 +32,7 @@ def _load_ids(path: Path) -> dict[int, str]:
     """id → normalised key of every line that names one.
 
     A dict, not a list indexed by id: a 20-byte line `x 99999999999` must not allocate
-    gigabytes (issue 17). The file is read through `kg_store.safe_io` (regular files only) in
+    gigabytes (issue 17). The file is read through `mmkg.kg_store.safe_io` (regular files only) in
     bounded blocks, so a line over `MAX_LINE_BYTES` is never held whole.
     """
     pairs: dict[int, str] = {}

@@ -5,7 +5,7 @@ W3C-conformant: the RDF 1.1 suites pass, tests/pipeline/test_rdf_conformance.py)
 TriX and N3 by rdflib. Options: `rdf(base=IRI,max_mib=N,format=F):FILE` (`mmkg ingest --base IRI`
 gives every RDF source without its own `base` one).
 
-* line formats (N-Triples, N-Quads) are read in bounded blocks of lines (kg_store.safe_io): a line
+* line formats (N-Triples, N-Quads) are read in bounded blocks of lines (mmkg.kg_store.safe_io): a line
   over `MAX_LINE_BYTES` or not UTF-8 is one reject, and so is each statement Oxigraph refuses,
   at its line number; the rest of the file is kept. Turtle/TriG documents are read whole up to
   `max_mib` (default 256; more is one reject) and parsed as a stream, statements numbered in
@@ -20,7 +20,7 @@ gives every RDF source without its own `base` one).
 * relative IRIs are resolved against the `base` option only, never against the file's own path
   (that leaked local paths into keys); without one a statement holding a relative IRI is a
   reject. A document's own `@base` is honoured;
-* blank nodes are skolemised (RDF 1.1 §3.5) to IRIs under `kg_store.rdf.GENID`, named from the
+* blank nodes are skolemised (RDF 1.1 §3.5) to IRIs under `mmkg.kg_store.rdf.GENID`, named from the
   source name and the node's label (N-Triples/N-Quads `_:label`) or its order of first appearance
   (other syntaxes): re-ingesting a file gives the same keys, so nothing is duplicated;
 * statements of every graph are read and graph names dropped (the store holds one graph);
@@ -39,11 +39,11 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.rdf import GENID, key_from_uri
-from kg_store.safe_io import UnsafeFileError, iter_lines, open_regular, read_bounded
-from pipeline.readers import records as R
-from pipeline.readers.base import InputFile, Reader, reader_registry
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.rdf import GENID, key_from_uri
+from mmkg.kg_store.safe_io import UnsafeFileError, iter_lines, open_regular, read_bounded
+from mmkg.pipeline.readers import records as R
+from mmkg.pipeline.readers.base import InputFile, Reader, reader_registry
 
 LABEL_PREDICATES = {
     "http://www.w3.org/2000/01/rdf-schema#label",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from kg_store.safe_io import iter_lines, open_regular
-from pipeline.readers import records as R
-from pipeline.readers.base import Reader, reader_registry
-from pipeline.readers.columns import three_columns
+from mmkg.kg_store.safe_io import iter_lines, open_regular
+from mmkg.pipeline.readers import records as R
+from mmkg.pipeline.readers.base import Reader, reader_registry
+from mmkg.pipeline.readers.columns import three_columns
 
 #: words that make a first line a header rather than a triple
 HEADER_WORDS = {"head", "relation", "tail", "h", "r", "t", "subject", "predicate", "object", "s", "p", "o",

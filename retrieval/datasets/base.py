@@ -16,12 +16,12 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import pyarrow as pa
 
-from kg_store import KGStore
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.hashing import cache_key, files_digest, sha256_file
-from kg_store.registry import family
-from pipeline.paths import PathEscapeError, safe_join
-from retrieval.query_rejects import reject
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.hashing import cache_key, files_digest, sha256_file
+from mmkg.kg_store.registry import family
+from mmkg.pipeline.paths import PathEscapeError, safe_join
+from mmkg.retrieval.query_rejects import reject
 
 datasets = family("dataset")
 
@@ -39,7 +39,7 @@ class Query:
     fields: dict[str, Any] = field(default_factory=dict)
     #: the query's example pair (MARS: [head key, tail key]); a retriever may read it, never `fields`
     example_keys: list[str] = field(default_factory=list)
-    #: identity of the query's own dataset row (MARS: `retrieval.paths.mars_row_digest`); never read
+    #: identity of the query's own dataset row (MARS: `mmkg.retrieval.paths.mars_row_digest`); never read
     #: by a retriever, only by the stage that decides which prior a query may use
     row_digest: str = ""
     #: fold of the path prior to leave out (-1: the whole train file's prior): set for a query that
@@ -57,7 +57,7 @@ class QuerySet:
     source_files: list[Path]
     #: Arrow types of the `fields` columns (so empty lists and all-null columns keep their type)
     field_types: dict[str, pa.DataType] = field(default_factory=dict)
-    #: one per bad record of the input (retrieval.query_rejects.reject): location, reason, raw
+    #: one per bad record of the input (mmkg.retrieval.query_rejects.reject): location, reason, raw
     rejects: list[dict[str, Any]] = field(default_factory=list)
     #: entity ids every answer lies in, when the dataset declares them (MARS: the candidate file)
     answer_space: np.ndarray | None = None
@@ -193,10 +193,10 @@ def build_queries(spec: str, *, store: KGStore | None = None, split: str | None 
 
 
 def _check_query_images(qs: QuerySet) -> None:
-    """Query images go through the ingest limits (pipeline.images: regular file, size, pixel
+    """Query images go through the ingest limits (mmkg.pipeline.images: regular file, size, pixel
     bomb refused from the header, full decode): a query whose image fails becomes one reject
     row (`image <code>: detail`) instead of aborting the run when the encoder decodes it."""
-    from pipeline.images import ImageOutcome, open_user_image
+    from mmkg.pipeline.images import ImageOutcome, open_user_image
     seen: dict[str, str | None] = {}
     kept = []
     for q in qs.queries:

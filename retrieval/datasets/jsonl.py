@@ -7,11 +7,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from kg_store import KGStore
-from kg_store.errors import KGStoreError
-from kg_store.unsafe_text import UNSAFE_CHARS
-from retrieval.datasets.base import Dataset, Query, QuerySet, datasets
-from retrieval.query_rejects import BadRecord, numbered_lines, query_image, reject
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.unsafe_text import UNSAFE_CHARS
+from mmkg.retrieval.datasets.base import Dataset, Query, QuerySet, datasets
+from mmkg.retrieval.query_rejects import BadRecord, numbered_lines, query_image, reject
 
 
 @datasets.register("jsonl")
@@ -41,7 +41,7 @@ class JsonlDataset(Dataset):
         return sorted({file, *images})
 
     def digest(self, split: str | None) -> str:
-        from kg_store.hashing import cache_key, file_sha256_memo
+        from mmkg.kg_store.hashing import cache_key, file_sha256_memo
         # images may lie anywhere (absolute paths): named by their resolved path, not relative
         file = self._file()
         named = {f.name if f == file else str(f.resolve()): file_sha256_memo(f) for f in self.defining_files(split)}

@@ -25,14 +25,14 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from kg_store import KGStore
-from kg_store.errors import KGStoreError
-from retrieval.datasets.base import (Dataset, EntityLabels, Query, QuerySet, datasets, entity_image, store_images,
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.retrieval.datasets.base import (Dataset, EntityLabels, Query, QuerySet, datasets, entity_image, store_images,
                                      tree_files)
-from retrieval.paths import mars_row_digest
-from retrieval.query_rejects import BadRecord, numbered_lines, reject
-from retrieval.subgraph import expand_hops, random_one_hop
-from retrieval.summaries import BASELINE_SEED, REPORT_N, Pairs, contains, flag_summary, pairs_link, report_ns, share
+from mmkg.retrieval.paths import mars_row_digest
+from mmkg.retrieval.query_rejects import BadRecord, numbered_lines, reject
+from mmkg.retrieval.subgraph import expand_hops, random_one_hop
+from mmkg.retrieval.summaries import BASELINE_SEED, REPORT_N, Pairs, contains, flag_summary, pairs_link, report_ns, share
 
 #: MarT's modality pattern per MARS mode: roles (example head, example tail, question)
 MARS_MODES: dict[int, tuple[str, str, str]] = {
@@ -207,7 +207,7 @@ class MarsDataset(Dataset):
 
     def leakage(self, store: KGStore, qs: QuerySet) -> dict[str, Any]:
         """The split's leakage and that of every finished shard set of it."""
-        from kg_store.shards import is_complete, read_shards
+        from mmkg.kg_store.shards import is_complete, read_shards
         report, _ = mars_leakage(store, qs)
         report["shards"] = {}
         base = store.path(f"subgraphs/{self.name}/{qs.split}")

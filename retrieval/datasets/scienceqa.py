@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kg_store import KGStore
-from kg_store.errors import KGStoreError
-from kg_store.hashing import sha256_file
-from kg_store.safe_io import read_bounded
-from retrieval.datasets.base import Dataset, Query, QuerySet, datasets, tree_files
-from retrieval.query_rejects import BadRecord, query_image, reject
-from retrieval.summaries import flag_summary
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.hashing import sha256_file
+from mmkg.kg_store.safe_io import read_bounded
+from mmkg.retrieval.datasets.base import Dataset, Query, QuerySet, datasets, tree_files
+from mmkg.retrieval.query_rejects import BadRecord, query_image, reject
+from mmkg.retrieval.summaries import flag_summary
 
 _strs = pa.list_(pa.string())
 SCIENCEQA_FIELD_TYPES = {"question": pa.string(), "choices": _strs, "answer": pa.int64(), "hint": pa.string(),
@@ -75,7 +75,7 @@ class ScienceQADataset(Dataset):
         """
         file = _problems_file(self.path)
         try:
-            # a regular file of bounded size (kg_store.safe_io): a FIFO or /dev/zero fails, never hangs
+            # a regular file of bounded size (mmkg.kg_store.safe_io): a FIFO or /dev/zero fails, never hangs
             problems: dict[str, dict[str, Any]] = json.loads(read_bounded(file, 1 << 30).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise KGStoreError(f"{file}: not a ScienceQA problems JSON document ({e})") from None

@@ -10,7 +10,7 @@ import pytest
 
 
 def cuda_skip_reason() -> str | None:
-    from pipeline.device import cuda_unavailable_reason
+    from mmkg.pipeline.device import cuda_unavailable_reason
     reason = cuda_unavailable_reason()
     return f"needs a CUDA GPU: {reason}" if reason else None
 

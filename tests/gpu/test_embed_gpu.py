@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from kg_store import KGStore
-from kg_store.vectors import load_vectors
-from pipeline.embed import embed_store, open_images
-from pipeline.encoders import resolve_encoder
-from retrieval.index import build_store_indexes, load_index
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.vectors import load_vectors
+from mmkg.pipeline.embed import embed_store, open_images
+from mmkg.pipeline.encoders import resolve_encoder
+from mmkg.retrieval.index import build_store_indexes, load_index
 from tests.gpu.helpers import requires_cuda, requires_faiss_gpu
 from tests.pipeline.test_embed_images import store  # noqa: F401 (the CPU tier's fixture)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.index import (VectorIndex, _is_gpu_index, build_index, exact_topk, gpu_count, recall_at_k,
+from mmkg.retrieval.index import (VectorIndex, _is_gpu_index, build_index, exact_topk, gpu_count, recall_at_k,
                              resolve_index_gpu)
 from tests.gpu.helpers import requires_cuda, requires_faiss_gpu
 from tests.retrieval.test_index import KINDS, data  # noqa: F401 (the CPU tier's fixture: 4,000 clustered vectors)

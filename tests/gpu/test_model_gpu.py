@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import checkpoint as ckpt
-from model.batching import Collator
-from model.data import build_task_dataset
-from model.evaluation import evaluate, read_candidates
-from model.runtime import init_runtime
-from model.training import train
-from retrieval.dataset import SubgraphDataset, subgraph_loader
+from mmkg.model import checkpoint as ckpt
+from mmkg.model.batching import Collator
+from mmkg.model.data import build_task_dataset
+from mmkg.model.evaluation import evaluate, read_candidates
+from mmkg.model.runtime import init_runtime
+from mmkg.model.training import train
+from mmkg.retrieval.dataset import SubgraphDataset, subgraph_loader
 from tests.gpu.helpers import requires_cuda
 from tests.model.test_mrmkg import TestMRMKG as _MRMKGCase
 from tests.model.test_training import TINY, _job

@@ -33,12 +33,12 @@ def test_torchrun_one_process_per_gpu(real_shards, tmp_path):
                     "batch_size": batch_size, "epochs": 1, "limit": examples}]}}))
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "WORLD_SIZE", "RANK", "LOCAL_RANK")}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                        "-m", "jobs.cli", "train", "--config", str(cfg)],
+                        "-m", "mmkg.jobs.cli", "train", "--config", str(cfg)],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())  # written by rank 0 only
     assert summary["device"].startswith("cuda") and summary["amp"] == "bfloat16"
-    # each rank takes an equal share of every epoch's batches (model.training.epoch_batches)
+    # each rank takes an equal share of every epoch's batches (mmkg.model.training.epoch_batches)
     assert 1 <= summary["global_step"] <= math.ceil(examples / gpus / batch_size)
     assert (out / "final" / "model.safetensors").exists()
     printed = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]

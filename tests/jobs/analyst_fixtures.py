@@ -12,7 +12,7 @@ _BUILT: dict[str, Path] = {}
 def markg_images_kg(data_dir: Path, tmp_path_factory) -> Path:
     """MarKG + the ImageNet-overlap and MARS entity images, through the real local ingest."""
     if "markg" not in _BUILT:
-        from pipeline.ingest import ingest
+        from mmkg.pipeline.ingest import ingest
         root = tmp_path_factory.mktemp("analyst") / "kg"
         ingest(root, [f"markg:{data_dir / 'markg' / 'MarKG'}",
                       f"images:{data_dir / 'entity_images' / 'imagenet_markg_overlap' / 'mapping.tsv'}",

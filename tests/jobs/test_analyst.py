@@ -11,8 +11,8 @@ import pytest
 import rdflib
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from kg_store import open_store
+from mmkg.jobs.cli import cli
+from mmkg.kg_store import open_store
 from tests.conftest import REPO
 from tests.jobs.analyst_fixtures import markg_images_kg
 
@@ -111,7 +111,7 @@ def test_user_errors_are_one_line(kg, tmp_path):
                          (["sparql", "SELEKT nothing"], "SPARQL error"),
                          (["export", "--format", "nt", "--out", str(tmp_path / "x.nt"), "--subgraph", "nope-nope"],
                           "no entity")):
-        p = subprocess.run([sys.executable, "-m", "jobs", *args, "--kg", kg], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-m", "mmkg.jobs", *args, "--kg", kg], capture_output=True, text=True,
                            cwd=REPO, timeout=120)
         assert p.returncode == 1, p.stderr
         assert needle in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
@@ -121,7 +121,7 @@ def test_user_errors_are_one_line(kg, tmp_path):
 @pytest.fixture(scope="module")
 def db15k(data_dir, tmp_path_factory) -> str:
     """DB15K triples + DB15K→FB sameAs + FB→Wikidata map: DBpedia URIs and mids merge into QIDs."""
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     mm = data_dir / "mmkg"
     root = tmp_path_factory.mktemp("db15k") / "kg"
     ingest(root, [f"mmkg:{mm / 'DB15K' / 'DB15K_EntityTriples.reconstructed.txt'}",

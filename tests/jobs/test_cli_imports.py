@@ -1,5 +1,5 @@
 """The read-only commands start fast (issue 18): `mmkg search`, `entity`, `neighbors`, `stats` and
-`sparql` import neither torch nor Spark. Each runs in a fresh interpreter (`jobs.cli.main` with
+`sparql` import neither torch nor Spark. Each runs in a fresh interpreter (`mmkg.jobs.cli.main` with
 its argv), which then reports what `sys.modules` holds."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ WRAPPER = r"""
 import json, sys, time
 t0 = time.perf_counter()
 sys.argv = ["mmkg"] + json.loads(sys.argv[1])
-from jobs.cli import main
+from mmkg.jobs.cli import main
 code = 0
 try:
     main()
@@ -37,8 +37,8 @@ def kg(data_dir, tmp_path_factory) -> Path:
     """Real MarKG with minilm vectors (first 256 rows per kind) and indexes. Embedding with the
     default runtime also exports and verifies the ONNX graph the query path then uses."""
     pytest.importorskip("onnxruntime")
-    from pipeline.embed import embed_store
-    from retrieval.index import build_store_indexes
+    from mmkg.pipeline.embed import embed_store
+    from mmkg.retrieval.index import build_store_indexes
     root = tmp_path_factory.mktemp("cli-imports") / "kg"
     build_markg_store(data_dir, root)
     res = embed_store(root, "minilm", threads=2, limit=256, progress=False)
@@ -73,7 +73,7 @@ def test_read_only_commands_import_neither_torch_nor_spark(kg, args):
 
 
 def test_search_finds_an_entity_by_its_label_through_the_onnx_query_path(kg):
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     label = open_store(kg).table("entities", ["label"])["label"].to_pylist()[17]
     proc, report = run_mmkg(["search", "--kg", str(kg), "--encoder", "minilm", "--text", label, "--json"])
     assert proc.returncode == 0 and report["heavy"] == [], proc.stderr

@@ -8,8 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from kg_store import open_store
-from kg_store.vectors import vector_meta
+from mmkg.kg_store import open_store
+from mmkg.kg_store.vectors import vector_meta
 from tests.jobs.test_run_fixtures import make_sources, pipeline_job
 
 pytestmark = pytest.mark.faiss
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.faiss
 
 @pytest.fixture(scope="module")
 def anchored_run(data_dir, tmp_path_factory):
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
     tmp = tmp_path_factory.mktemp("embed-kinds")
     src = make_sources(data_dir, tmp / "src")
     kg = tmp / "kg"
@@ -42,7 +42,7 @@ def test_the_dag_embeds_no_triple_vectors_for_a_config_that_needs_none(anchored_
 
 
 def test_search_triples_embeds_them_then_from_the_same_cache(anchored_run):
-    from jobs.cli import cli
+    from mmkg.jobs.cli import cli
     kg, _ = anchored_run
     before = open_store(kg)
     n_triples = before.count("triples")

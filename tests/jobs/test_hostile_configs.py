@@ -1,6 +1,6 @@
 """Issue 32: configs and arguments handed over by someone else. YAML aliases (a 900-byte "billion
 laughs" config) are refused before they expand, `--set` mistakes are one line with exit 2, and a
-relative `--kg` with a colon is a folder, never a URI. Real CLI (`jobs.cli.main`; a child process
+relative `--kg` with a colon is a folder, never a URI. Real CLI (`mmkg.jobs.cli.main`; a child process
 where memory is measured)."""
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kg_store import open_store
-from kg_store.shards import read_shards
+from mmkg.kg_store import open_store
+from mmkg.kg_store.shards import read_shards
 from tests.jobs.test_run_fixtures import make_sources, pipeline_job as _pipeline_job
 
 pytestmark = pytest.mark.faiss
@@ -26,7 +26,7 @@ def pipeline_job(*args, **kwargs):
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
     """base run → unchanged rerun → run with the extra TSV → full rebuild of base + TSV elsewhere."""
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
 
     tmp = tmp_path_factory.mktemp("incremental")
     src = make_sources(data_dir, tmp / "src")
@@ -108,7 +108,7 @@ def test_incremental_shards_equal_full_rebuild(runs):
 
 def test_config_change_reruns_only_downstream(runs, data_dir):
     """Changing the retrieval N reruns retrieve only; the plan (--dry-run) says so first."""
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
     job = pipeline_job(data_dir, runs["kg"], [f"markg:{runs['src']['base']}", f"tsv:{runs['src']['extra']}"])
     job["retrieve"]["top_N"] = 5
     plan = run_pipeline(**job, dry_run=True, progress=False)
@@ -122,8 +122,8 @@ def test_config_change_reruns_only_downstream(runs, data_dir):
 
 def test_ivf_index_is_appended_and_rechecked(runs, data_dir, tmp_path):
     """An IVF index takes new vectors without retraining (and re-runs its recall self-check)."""
-    from jobs.runner import run_pipeline
-    from retrieval.index import load_index
+    from mmkg.jobs.runner import run_pipeline
+    from mmkg.retrieval.index import load_index
     sources = [f"markg:{runs['src']['base']}", f"tsv:{runs['src']['extra']}"]
     job = pipeline_job(data_dir, runs["kg"], sources)
     job["index"] = {"kind": "ivf"}
@@ -142,7 +142,7 @@ def test_ivf_index_is_appended_and_rechecked(runs, data_dir, tmp_path):
 
 
 def test_old_version_readable_until_gc(runs, capsys):
-    from jobs.runner import collect_garbage, open_version
+    from mmkg.jobs.runner import collect_garbage, open_version
     kg = runs["kg"]
     old = open_version(kg, runs["version_after_first"])
     assert old.count("triples") == runs["src"]["n_base"]
@@ -152,7 +152,7 @@ def test_old_version_readable_until_gc(runs, capsys):
     # every version kept: at most kept copies (objects/) of states that no version ended with go,
     # e.g. the flat index a rebuild to ivf replaced within one version
     assert all(rel.startswith("objects/") for rel, _ in dry["deleted"]), dry["deleted"]
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     with pytest.raises(SystemExit) as e:  # the CLI's dry run lists each file that would go, with its bytes
         main(["gc", "--kg", str(kg), "--keep", "1", "--dry-run"])
     assert e.value.code == 0
@@ -173,7 +173,7 @@ def test_a_changed_dataset_file_reruns_retrieve(runs, data_dir, tmp_path):
     `analogy_entities.txt`, the images folder, the prior's train file) makes `mmkg run --only
     retrieve` recompute: the DAG's fingerprint and the shard cache key both hold every file."""
     import shutil
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
     mars = tmp_path / "MARS"
     mars.mkdir()
     src = data_dir / "markg/MARS"

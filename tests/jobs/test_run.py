@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(argv):
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     with pytest.raises(SystemExit) as e:
         main(argv)
     return e.value.code
@@ -24,8 +24,8 @@ def _cli(argv):
 
 def test_shipped_pipeline_config_fits_the_stages():
     """configs/pipeline.yaml: every stage block binds to its stage function (PyKEEN K3 check)."""
-    from jobs.runner import load_pipeline_config, run_pipeline
-    from jobs.stages import STAGES
+    from mmkg.jobs.runner import load_pipeline_config, run_pipeline
+    from mmkg.jobs.stages import STAGES
     meta, job = load_pipeline_config(REPO / "configs" / "pipeline.yaml")
     inspect.signature(run_pipeline).bind(**job)
     for name, stage in STAGES.items():
@@ -60,7 +60,7 @@ def test_a_bad_stage_block_is_one_line_before_anything_runs(tmp_path, stage, blo
     kg = tmp_path / "kg"
     cfg = write_config(tmp_path / "c.yaml", {"kg": str(kg), "ingest": {"sources": []}, stage: block}
                        if stage != "ingest" else {"kg": str(kg), "ingest": {"sources": [], **block}})
-    argv = [sys.executable, "-m", "jobs.cli", "run", "--config", str(cfg), *(["--dry-run"] if dry_run else [])]
+    argv = [sys.executable, "-m", "mmkg.jobs.cli", "run", "--config", str(cfg), *(["--dry-run"] if dry_run else [])]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     lines = [x for x in out.stderr.splitlines() if x.strip() and "swigfaiss" not in x and "faiss.loader" not in x]
@@ -71,7 +71,7 @@ def test_a_bad_stage_block_is_one_line_before_anything_runs(tmp_path, stage, blo
 def test_an_unknown_model_in_set_is_one_line(tmp_path):
     import subprocess
     import sys
-    argv = [sys.executable, "-m", "jobs.cli", "train", "--config", str(REPO / "configs/mrmkg/mars_tiny-t5.yaml"),
+    argv = [sys.executable, "-m", "mmkg.jobs.cli", "train", "--config", str(REPO / "configs/mrmkg/mars_tiny-t5.yaml"),
             "--set", "model=nosuch", "--set", f"kg={tmp_path / 'kg'}"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     lines = [x for x in out.stderr.splitlines() if x.strip() and "swigfaiss" not in x and "faiss.loader" not in x]
@@ -99,7 +99,7 @@ def test_dry_run_plans_and_changes_nothing(small, capsys):
 
 
 def test_lock_held_exits_4(small):
-    from jobs.runner import RunLock
+    from mmkg.jobs.runner import RunLock
     kg = small["tmp"] / "locked-kg"
     cfg = write_config(small["tmp"] / "lock.yaml", pipeline_job(small["data"], kg, [f"markg:{small['src']['base']}"]))
     kg.mkdir()
@@ -110,8 +110,8 @@ def test_lock_held_exits_4(small):
 
 def test_only_ingest_on_spark_local2_equals_local(small, spark):
     """The cluster entry point (Spark ingest, master from config) on local[2]; same store as local."""
-    from jobs.runner import run_pipeline
-    from kg_store import open_store
+    from mmkg.jobs.runner import run_pipeline
+    from mmkg.kg_store import open_store
     sources = [f"markg:{small['src']['base']}", f"tsv:{small['src']['extra']}"]
     stores = {}
     for engine in ("spark", "local"):
@@ -170,8 +170,8 @@ def test_rejects_are_in_the_console_summary(tmp_path, capsys):
 
 def test_demo_sources_compose_with_others(data_dir, tmp_path):
     """`sources: [demo, "tsv:extra.tsv"]` keeps every demo input and adds the extra one."""
-    from jobs.stages import Context, ingest_sources
-    from pipeline.demo_sources import demo_sources
+    from mmkg.jobs.stages import Context, ingest_sources
+    from mmkg.pipeline.demo_sources import demo_sources
     extra = tmp_path / "extra.tsv"
     extra.write_text("Q1\tP31\tQ5\n")
     ctx = Context(kg=tmp_path / "kg", data=data_dir, encoder="minilm", progress=False)

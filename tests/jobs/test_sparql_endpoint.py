@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from SPARQLWrapper import CSV, JSON, POST, SPARQLWrapper
 
-from kg_store import open_store
+from mmkg.kg_store import open_store
 from tests.conftest import REPO
 from tests.jobs.analyst_fixtures import markg_images_kg
 from tests.reliability.hostile_fixtures import Listener
@@ -30,7 +30,7 @@ def kg(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(kg):
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--kg", str(kg), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "mmkg.jobs", "serve", "--kg", str(kg), "--port", "0",
                              "--sparql-max-rows", "1000", "--sparql-timeout", "20"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

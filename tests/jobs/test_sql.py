@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from mmkg.jobs.cli import cli
 from tests.jobs.analyst_fixtures import markg_images_kg
 
 
@@ -17,7 +17,7 @@ def kg(data_dir, tmp_path_factory):
 
 
 def run(*args: str, code: int = 0) -> tuple[str, str]:
-    """(stdout, the error line): errors reach `jobs.cli.main` as exceptions, which prints their text."""
+    """(stdout, the error line): errors reach `mmkg.jobs.cli.main` as exceptions, which prints their text."""
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == code, result.output + result.stderr
     return result.stdout, str(result.exception) if result.exception else result.stderr

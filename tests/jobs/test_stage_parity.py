@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kg_store import open_store
-from kg_store.hashing import sha256_file
+from mmkg.kg_store import open_store
+from mmkg.kg_store.hashing import sha256_file
 from tests.jobs.test_run_fixtures import MARS_LIMIT, SCIENCEQA_LIMIT, make_sources, pipeline_job
 
 pytestmark = pytest.mark.faiss
@@ -27,7 +27,7 @@ def _untimed(obj):
 
 
 def _cli(*args: str) -> str:
-    from jobs.cli import cli
+    from mmkg.jobs.cli import cli
     res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return res.output
@@ -36,7 +36,7 @@ def _cli(*args: str) -> str:
 @pytest.fixture(scope="module")
 def pair(data_dir, tmp_path_factory):
     """(DAG store, CLI store): one ingest, copied, then each path runs embed → index → retrieve."""
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
 
     tmp = tmp_path_factory.mktemp("parity")
     src = make_sources(data_dir, tmp / "src")

@@ -1,6 +1,6 @@
 """Issue 29: versions you can list, diff and roll back; a gc that reclaims superseded derived files;
 a running `mmkg serve` that keeps its version pinned and follows new ones. The real CLI
-(`jobs.cli.main`, `mmkg serve` as a child process) on a real MarKG slice (tests/jobs/test_run_fixtures.py)
+(`mmkg.jobs.cli.main`, `mmkg serve` as a child process) on a real MarKG slice (tests/jobs/test_run_fixtures.py)
 plus a small TSV of held-out MarKG triples."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kg_store import open_store
+from mmkg.kg_store import open_store
 from tests.jobs.test_run_fixtures import make_sources
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def mmkg(capsys, *args) -> str:
     """stdout of one `mmkg` command that must succeed."""
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in args])
@@ -34,7 +34,7 @@ def mmkg(capsys, *args) -> str:
 
 
 def mmkg_fails(capsys, *args) -> tuple[int, str]:
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in args])
@@ -128,7 +128,7 @@ def test_rollback_refuses_when_a_kept_copy_is_gone(two_versions, capsys):
 
 def _commit_derived(kg: Path, rel: str, data: bytes) -> None:
     """Commit a derived file at a fixed path (as embed/index/retrieve do: replaced in place)."""
-    from kg_store import KGStore, atomic
+    from mmkg.kg_store import KGStore, atomic
     with KGStore.writer(kg, create=False) as w:
         atomic.write_bytes(kg / rel, data)
         w.set_artifact(rel.rsplit("/", 1)[0], {"by": "test"}, files=[rel])
@@ -139,7 +139,7 @@ def test_rollback_checks_every_kept_copy_before_it_touches_anything(src, tmp_pat
     """v1 and v2 each end with their own bytes at one derived path. A damaged kept copy of v1's
     bytes: rollback is refused in one line and v2 still verifies; repaired, the rollback puts v1's
     bytes back under that path."""
-    from kg_store.hashing import sha256_bytes
+    from mmkg.kg_store.hashing import sha256_bytes
     kg, rel = tmp_path / "kg", "subgraphs/notes/k/summary.json"
     v1_bytes, v2_bytes = b'{"version": 1}\n', b'{"version": 2, "longer": true}\n'
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
@@ -182,7 +182,7 @@ def test_rollback_restores_vectors_and_indexes_replaced_in_place(src, tmp_path, 
     back = open_store(kg)
     assert {rel: back.file_sha(rel) for rel in [*back.files("vectors/minilm"), *back.files("indexes/minilm")]} == old
     assert back.verify() == [] and "ok:" in mmkg(capsys, "verify", "--kg", kg)
-    from kg_store.vectors import load_vectors
+    from mmkg.kg_store.vectors import load_vectors
     assert load_vectors(back, "minilm", "triple")[0].shape[0] == src["n_base"]
     # keep 1: v2's superseded vectors (its kept copies) go; v1's vectors, now current, stay
     dry = mmkg(capsys, "gc", "--kg", kg, "--keep", "1", "--dry-run")
@@ -196,7 +196,7 @@ def test_rollback_restores_vectors_and_indexes_replaced_in_place(src, tmp_path, 
 def test_gc_reclaims_a_superseded_path_prior(src, data_dir, tmp_path, capsys):
     """A path prior fitted on v1's graph is superseded when an ingest makes a new graph: `gc
     --dry-run` lists it with its bytes, `gc` deletes it, and the current version still verifies."""
-    from retrieval.paths import load_or_fit_prior, prior_file
+    from mmkg.retrieval.paths import load_or_fit_prior, prior_file
     kg = tmp_path / "kg"
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
     train = tmp_path / "train.json"  # the fixture's MARS rows, whose entities are all in the slice
@@ -226,7 +226,7 @@ def test_gc_reclaims_a_superseded_path_prior(src, data_dir, tmp_path, capsys):
 def test_rollback_brings_back_the_prior_of_its_graph(src, data_dir, tmp_path, capsys):
     """A path prior belongs to the graph it was fitted on: v2 (new graph) drops it, a rollback to v1
     registers it again (and its graph), and `mmkg verify` passes."""
-    from retrieval.paths import PRIOR_DIR, load_or_fit_prior, prior_file
+    from mmkg.retrieval.paths import PRIOR_DIR, load_or_fit_prior, prior_file
     kg = tmp_path / "kg"
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
     train = tmp_path / "train.json"
@@ -256,7 +256,7 @@ def test_a_running_server_keeps_its_version_pinned_and_follows_new_ones(src, tmp
     served a gc reclaims it; the pin goes when the server stops."""
     kg = tmp_path / "kg"
     mmkg(capsys, "ingest", "--kg", kg, "--source", f"markg:{src['base']}", "--engine", "local")
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--kg", str(kg), "--port", "0"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "mmkg.jobs.cli", "serve", "--kg", str(kg), "--port", "0"], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

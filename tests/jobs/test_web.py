@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from jobs.web.app import create_app
-from kg_store import open_store
+from mmkg.jobs.web.app import create_app
+from mmkg.kg_store import open_store
 from tests.jobs.analyst_fixtures import markg_images_kg
 
 
@@ -87,14 +87,14 @@ def test_stats_page_and_plots(client):
 
 def _write_random_shards(store, data_dir, n_queries: int = 5) -> list[list[int]]:
     """A MARS test shard set of random 1-hop triples, written in the shard format of
-    kg_store.shards and registered like `mmkg retrieve` does (needs no embeddings)."""
+    mmkg.kg_store.shards and registered like `mmkg retrieve` does (needs no embeddings)."""
     import json
 
     import pyarrow as pa
 
-    from kg_store import KGStore
-    from kg_store.rdf import neighbourhood_triples
-    from kg_store.shards import BASE_SCHEMA, ShardWriter, subgraph_rel
+    from mmkg.kg_store import KGStore
+    from mmkg.kg_store.rdf import neighbourhood_triples
+    from mmkg.kg_store.shards import BASE_SCHEMA, ShardWriter, subgraph_rel
 
     lines = (data_dir / "markg" / "MARS" / "test.json").read_text().splitlines()[:n_queries]
     tri, rng, rows, picked = store.triples_array(), np.random.default_rng(0), [], []
@@ -145,7 +145,7 @@ def test_shard_browser_lists_sets_queries_and_subgraphs(kg, data_dir):
 def db15k_images(data_dir, tmp_path_factory):
     """DB15K's triples (two of them foaf:depiction) and its image index (references, no files), merged
     into Wikidata ids, plus MarKG with its real images: the demo's image cases in one small store."""
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     mm = data_dir / "mmkg"
     root = tmp_path_factory.mktemp("web-db15k") / "kg"
     ingest(root, [f"markg:{data_dir / 'markg' / 'MarKG'}",
@@ -160,8 +160,8 @@ def db15k_images(data_dir, tmp_path_factory):
 def test_images_are_counted_once_as_sparql_counts_them(db15k_images):
     from click.testing import CliRunner
 
-    from jobs.cli import cli
-    from jobs.commands.store import analyst_stats
+    from mmkg.jobs.cli import cli
+    from mmkg.jobs.commands.store import analyst_stats
     store = open_store(db15k_images)
     cov = analyst_stats(store)["image_coverage"]
     assert cov["depiction_triples"] == 2
@@ -182,7 +182,7 @@ def test_images_are_counted_once_as_sparql_counts_them(db15k_images):
 
 
 def test_stats_page_numbers_and_relation_ticks(client):
-    from jobs.web.plots import relation_tick
+    from mmkg.jobs.web.plots import relation_tick
     page = html(client, "/stats")
     summary = re.search(r'<p id="degree-summary">(.*?)</p>', page).group(1)
     assert not re.search(r"\d\.\d{3,}", summary), summary  # no 67.90000000000146
@@ -193,8 +193,8 @@ def test_stats_page_numbers_and_relation_ticks(client):
 
 def test_neighbourhood_labels_lie_on_their_own_rays(db15k_images):
     """Berlin has 156 triples: 36 of its edges are drawn, each neighbour's label along its own ray."""
-    from jobs.web import drawing
-    from jobs.web.queries import StoreView
+    from mmkg.jobs.web import drawing
+    from mmkg.jobs.web.queries import StoreView
     view = StoreView(open_store(db15k_images))
     eid, _ = view.resolve("Q64")
     star = drawing.star(view.card(eid), view.neighbours(eid))

@@ -45,8 +45,8 @@ EMBED_LIMIT = 200
 @pytest.fixture(scope="module")
 def embedded_kg(data_dir, tmp_path_factory) -> Path:
     """A copy of the MarKG+images store with MiniLM vectors and FAISS indexes (embed → index)."""
-    from pipeline.embed import embed_store
-    from retrieval.index import build_store_indexes
+    from mmkg.pipeline.embed import embed_store
+    from mmkg.retrieval.index import build_store_indexes
     kg = tmp_path_factory.mktemp("browser") / "kg"
     shutil.copytree(markg_images_kg(data_dir, tmp_path_factory), kg)
     embed_store(kg, "minilm", limit=EMBED_LIMIT, progress=False)
@@ -56,7 +56,7 @@ def embedded_kg(data_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(embedded_kg):
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--kg", str(embedded_kg), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "mmkg.jobs", "serve", "--kg", str(embedded_kg), "--port", "0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()  # "serving KG on http://127.0.0.1:PORT/ ..."

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kg_store import KGStore, KGStoreError, open_store
-from kg_store.atomic import TMP_NAME, cleanup_temp
-from kg_store.errors import ConfigError
-from kg_store.graph import ARRAYS, build_csr, build_csr_external, parse_size, save_csr
+from mmkg.kg_store import KGStore, KGStoreError, open_store
+from mmkg.kg_store.atomic import TMP_NAME, cleanup_temp
+from mmkg.kg_store.errors import ConfigError
+from mmkg.kg_store.graph import ARRAYS, build_csr, build_csr_external, parse_size, save_csr
 from tests.stores import build_markg_store
 
 TINY = 64 << 10  # 1,024 edges a step
@@ -131,7 +131,7 @@ def test_killed_build_leaves_only_temp_litter_cleanup_removes(tmp_path):
     h, r, t = _synthetic(150_000, 2_000, seed=1)
     parts = _write_parts(tmp_path / "tables", h, r, t, [150_000])
     graph_dir = tmp_path / "graph"
-    code = ("import sys; from pathlib import Path; from kg_store.graph import build_csr_external; "
+    code = ("import sys; from pathlib import Path; from mmkg.kg_store.graph import build_csr_external; "
             "build_csr_external([Path(sys.argv[1])], 2000, Path(sys.argv[2]), memory_bytes=16 << 10)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(parts[0]), str(graph_dir / "v000001")],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -159,7 +159,7 @@ def test_killed_build_leaves_only_temp_litter_cleanup_removes(tmp_path):
 # ---- the CSR written in node ranges by several writers (Spark executors) and concatenated ------
 def _write_ranges(folder: Path, h, r, t, bounds: list[int], batch: int = 997) -> None:
     """What each executor does: its range's edges sorted by (node, role, triple id), streamed."""
-    from kg_store.graph_ranges import RangeWriter
+    from mmkg.kg_store.graph_ranges import RangeWriter
     tid = np.arange(len(h), dtype=np.int64)
     v, role = np.concatenate([h, t]), np.concatenate([np.zeros(len(h), np.int64), np.ones(len(h), np.int64)])
     nb, rel, ids = np.concatenate([t, h]), np.concatenate([r, r]), np.concatenate([tid, tid])
@@ -177,7 +177,7 @@ def _write_ranges(folder: Path, h, r, t, bounds: list[int], batch: int = 997) ->
 
 
 def test_graph_assembled_from_node_ranges_is_byte_identical(markg, tmp_path):
-    from kg_store.graph_ranges import assemble_csr, range_bounds
+    from mmkg.kg_store.graph_ranges import assemble_csr, range_bounds
     tri = markg.table("triples", ["h", "r", "t"])
     h, r, t = (tri[c].to_numpy().astype(np.int64) for c in ("h", "r", "t"))
     n = markg.count("entities")
@@ -201,7 +201,7 @@ def test_graph_assembled_from_node_ranges_is_byte_identical(markg, tmp_path):
 
 
 def test_graph_ranges_refuse_unsorted_misplaced_or_missing_edges(tmp_path):
-    from kg_store.graph_ranges import RangeWriter, assemble_csr
+    from mmkg.kg_store.graph_ranges import RangeWriter, assemble_csr
     one = np.ones(2, np.int64)
     w = RangeWriter(tmp_path, 0, 0, 10)
     with pytest.raises(KGStoreError, match="not sorted"):

@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 import pytest
 import rdflib
 
-from kg_store import rdf
-from kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store import rdf
+from mmkg.kg_store.errors import ConfigError, KGStoreError
 from tests.stores import build_markg_store
 
 ZEBRA = "Q32789"

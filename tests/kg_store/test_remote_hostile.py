@@ -1,5 +1,5 @@
 """Issue 32: someone who can write to a store's bucket, or plant files in the remote cache, must
-not reach the reader's disk. Real CLI (`jobs.cli.main`, or a child process where memory or bytes
+not reach the reader's disk. Real CLI (`mmkg.jobs.cli.main`, or a child process where memory or bytes
 written are measured) against moto's S3 server on 127.0.0.1 (`s3` fixture, tests/kg_store/conftest.py).
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kg_store import KGStore
-from kg_store.hashing import sha256_bytes
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.hashing import sha256_bytes
 from tests.reliability.helpers import mmkg
 from tests.reliability.hostile_fixtures import run_cli
 
@@ -32,7 +32,7 @@ def _commit(root: Path, rel: str, data: bytes, *, create: bool = False) -> None:
 
 def _store(s3, tmp_path: Path, data: bytes = b'{"by": "owner"}\n') -> tuple[str, str]:
     """(URL, prefix) of a fresh one-object store published to the bucket."""
-    from kg_store.remote import open_working_copy
+    from mmkg.kg_store.remote import open_working_copy
     _, bucket, _ = s3
     prefix = f"hostile-{uuid.uuid4().hex[:8]}"
     url = f"s3://{bucket}/{prefix}"
@@ -91,7 +91,7 @@ def _child_io(args: list[str], env: dict, io_file: Path) -> subprocess.Completed
     """`mmkg ARGS` in a child that writes its /proc/self/io (bytes read and written) at exit."""
     code = ("import atexit, sys\n"
             f"atexit.register(lambda: open({str(io_file)!r}, 'w').write(open('/proc/self/io').read()))\n"
-            "from jobs.cli import main\nmain(sys.argv[1:])\n")
+            "from mmkg.jobs.cli import main\nmain(sys.argv[1:])\n")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120)
 
@@ -134,7 +134,7 @@ def test_symlinks_planted_in_the_remote_cache_are_refused(s3, tmp_path, capsys):
     """A symlink at `sources/<digest>` (an s3:// source ingest deleted the target's folder), at
     `work/<digest>` (a sync overwrote another store's manifest.json) or at `objects/<aa>`: one
     line, and the target is untouched."""
-    from kg_store.remote import _digest
+    from mmkg.kg_store.remote import _digest
     client, bucket, _ = s3
     url, prefix = _store(s3, tmp_path)
     cache = tmp_path / "shared-cache"
@@ -174,7 +174,7 @@ def test_a_same_size_corruption_of_the_object_cache_is_never_used_and_verify_rep
     """Someone rewrites a cached object with other bytes of the same size: the next command
     re-hashes it and downloads it again (it was trusted by its size); `verify --kg URL` repairs
     the cache from the bucket."""
-    from kg_store.remote import WorkingCopy
+    from mmkg.kg_store.remote import WorkingCopy
     url, prefix = _store(s3, tmp_path)
     cache = tmp_path / "reader"
     assert run_cli(capsys, "--cache-dir", cache, "stats", "--kg", url)[0] == 0
@@ -195,7 +195,7 @@ def test_a_same_size_corruption_of_the_object_cache_is_never_used_and_verify_rep
 def test_publishing_rechecks_an_object_that_is_already_there(s3, tmp_path):
     """A damaged object under the right name in the bucket: the next commit of the same bytes
     uploads them again (it was skipped because the name existed)."""
-    from kg_store.remote import open_working_copy
+    from mmkg.kg_store.remote import open_working_copy
     client, bucket, _ = s3
     url, prefix = _store(s3, tmp_path, b"shared bytes\n")
     sha = sha256_bytes(b"shared bytes\n")
@@ -214,13 +214,13 @@ def test_a_writer_that_loses_the_publish_race_prints_no_success_summary(s3, tmp_
     tsv = tmp_path / "in.tsv"
     tsv.write_text("head\trelation\ttail\nQ1\tP1\tQ2\n")
     # the rival's manifest appears just before this writer's conditional put
-    code = ("import sys, kg_store.remote as r\n"
+    code = ("import sys, mmkg.kg_store.remote as r\n"
             "put = r._S3Conditional.put\n"
             "def rival(self, data, etag):\n"
             "    put(self, data, etag)\n"
             "    return put(self, data, etag)\n"
             "r._S3Conditional.put = rival\n"
-            "from jobs.cli import main\nmain(sys.argv[1:])\n")
+            "from mmkg.jobs.cli import main\nmain(sys.argv[1:])\n")
     res = subprocess.run([sys.executable, "-c", code, "--cache-dir", str(tmp_path / "c"), "ingest", "--kg", url,
                           "--source", f"tsv:{tsv}", "--engine", "local"], cwd=REPO,
                          env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from kg_store import KGStore, open_store
-from kg_store.errors import LockedError
+from mmkg.kg_store import KGStore, open_store
+from mmkg.kg_store.errors import LockedError
 from tests.jobs.test_run_fixtures import make_sources
 
 REPO = Path(__file__).resolve().parents[2]
 def _mmkg(*args: str) -> None:
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))
     assert exit_info.value.code == 0, args
@@ -62,7 +62,7 @@ def pair(s3, data_dir, tmp_path_factory):
 @pytest.mark.faiss
 def test_s3_store_matches_local_store(pair, s3, tmp_path):
     """Same counts, ids, vectors, FAISS files and shard rows; every object named by its sha256."""
-    from kg_store.remote import open_remote_store
+    from mmkg.kg_store.remote import open_remote_store
     local, url, src = pair
     client, bucket, _ = s3
     _, remote = _remote_manifest(client, bucket, "parity")
@@ -90,9 +90,9 @@ def test_s3_store_matches_local_store(pair, s3, tmp_path):
 def _ingest_subprocess(url: str, source: str, env: dict, *, kill_at_publish: bool) -> subprocess.CompletedProcess:
     """`mmkg ingest --kg URL` in a child process; with `kill_at_publish` it kill -9s itself after
     uploading every new object and just before the conditional put of the manifest."""
-    patch = ("import os, signal, kg_store.remote as r\n"
+    patch = ("import os, signal, mmkg.kg_store.remote as r\n"
              "r.RemoteStore.publish = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n") if kill_at_publish else ""
-    code = patch + "from jobs.cli import main\nmain()\n"
+    code = patch + "from mmkg.jobs.cli import main\nmain()\n"
     return subprocess.run([sys.executable, "-c", code, "ingest", "--kg", url, "--source", source,
                            "--engine", "local"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -130,7 +130,7 @@ def test_kill_before_publish_keeps_previous_version(s3, data_dir, tmp_path):
     _mmkg("verify", "--kg", url)
 
     # verify re-reads the objects themselves (not the local cache): a damaged one fails it
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     sha = _remote_manifest(client, bucket, "kill/kg")[1]["files"]["tables/triples.v000002.parquet"]["sha256"]
     key = f"kill/kg/objects/{sha[:2]}/{sha}"
     client.put_object(Bucket=bucket, Key=key, Body=b"damaged")
@@ -140,7 +140,7 @@ def test_kill_before_publish_keeps_previous_version(s3, data_dir, tmp_path):
 
 
 def open_remote_store_fresh(url: str, cache: Path) -> KGStore:
-    from kg_store.remote import open_remote_store
+    from mmkg.kg_store.remote import open_remote_store
     return open_remote_store(url, cache_dir=cache)
 
 
@@ -156,7 +156,7 @@ def _commit_artifact(root: Path, name: str, *, create: bool = False) -> None:
 def test_lost_publish_race_is_refused(s3, tmp_path):
     """Two writers start from the same version (or both create the store): the second publish
     fails with RemoteConflictError (exit 4, a LockedError) and the first one's manifest stays."""
-    from kg_store.remote import RemoteConflictError, open_working_copy
+    from mmkg.kg_store.remote import RemoteConflictError, open_working_copy
     client, bucket, _ = s3
     url = f"s3://{bucket}/race-{uuid.uuid4().hex[:6]}"
     prefix = url.split("/", 3)[3]
@@ -176,7 +176,7 @@ def test_lost_publish_race_is_refused(s3, tmp_path):
 
 def test_core_store_imports_no_object_store_client():
     """boto3/s3fs/moto are imported only when a URL is used (kg_store stays light)."""
-    code = ("import sys, kg_store, kg_store.remote, jobs.cli\n"
+    code = ("import sys, kg_store, mmkg.kg_store.remote, mmkg.jobs.cli\n"
             "print(sorted(m for m in ('boto3', 'botocore', 's3fs', 'moto', 'fsspec') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
@@ -186,8 +186,8 @@ def test_scheme_without_conditional_put_is_read_through_fsspec_alone(s3, tmp_pat
     """fsspec's memory:// stands in for gs:// / abfs:// (no conditional-put adapter): a store copied
     there object for object is read through the fsspec layer alone; publishing to it is refused."""
     import fsspec
-    from kg_store.errors import ConfigError
-    from kg_store.remote import open_remote_store, open_working_copy
+    from mmkg.kg_store.errors import ConfigError
+    from mmkg.kg_store.remote import open_remote_store, open_working_copy
     client, bucket, _ = s3
     with open_working_copy(f"s3://{bucket}/copied", cache_dir=tmp_path / "w") as wc:
         _commit_artifact(wc.path, "made-on-s3", create=True)

@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 from rdflib import BNode, Literal, URIRef
 
-from kg_store import open_store, rdf
-from kg_store.sparql_query import sparql_page
-from kg_store.sparql_store import ARTIFACT, build_sparql_store, current_meta, nt_file_digest, verify_sparql_store
+from mmkg.kg_store import open_store, rdf
+from mmkg.kg_store.sparql_query import sparql_page
+from mmkg.kg_store.sparql_store import ARTIFACT, build_sparql_store, current_meta, nt_file_digest, verify_sparql_store
 from tests.jobs.analyst_fixtures import markg_images_kg
 
 #: real questions an analyst asks of MarKG: counts, labels, literals, images, 2 hops, OPTIONAL, ASK
@@ -37,7 +37,7 @@ def kg(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("sparql") / "kg"
     shutil.copytree(markg_images_kg(data_dir, tmp_path_factory), root)
     # MarKG has no literal rows: add the first 3,000 of YAGO15K's numerical attributes (typed literals)
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     lines = (data_dir / "mmkg" / "YAGO15K" / "YAGO15K_NumericalTriples.v984182b.txt").read_text().splitlines()
     part = root.parent / "yago_numerical.txt"
     part.write_text("\n".join(lines[:3000]) + "\n")
@@ -121,7 +121,7 @@ def test_registered_verified_and_rebuilt_only_when_the_tables_change(kg):
 
 
 def test_gc_collects_stores_no_kept_version_names(kg):
-    from kg_store.gc import collect_garbage
+    from mmkg.kg_store.gc import collect_garbage
     build_sparql_store(kg)
     stale = kg / "sparql" / "v000000"
     shutil.copytree(kg / open_store(kg).artifact(ARTIFACT)["path"], stale)  # an older version's store
@@ -137,7 +137,7 @@ def test_gc_collects_stores_no_kept_version_names(kg):
 
 
 def test_the_dag_stage_builds_once(kg, data_dir):
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
     shutil.rmtree(kg / "sparql")
     first = run_pipeline(kg=kg, data=data_dir, sparql={}, progress=False)
     s = first.stage("sparql")

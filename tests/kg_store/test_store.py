@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from kg_store import CorruptFileError, KGStore, KGStoreError, LockedError, open_store
-from kg_store.atomic import cleanup_temp, write_bytes
-from kg_store.graph import build_csr
-from kg_store.registry import Registry
+from mmkg.kg_store import CorruptFileError, KGStore, KGStoreError, LockedError, open_store
+from mmkg.kg_store.atomic import cleanup_temp, write_bytes
+from mmkg.kg_store.graph import build_csr
+from mmkg.kg_store.registry import Registry
 from tests.stores import build_markg_store
 
 
@@ -149,7 +149,7 @@ def test_a_table_of_several_part_files_reads_as_one(markg, tmp_path):
     order and every reader sees one table (rows, count, fingerprint, gc's live set, verify)."""
     import shutil
     import pyarrow.parquet as pq
-    from kg_store.gc import live_files
+    from mmkg.kg_store.gc import live_files
     root = tmp_path / "kg"
     shutil.copytree(markg.root, root)
     whole = open_store(root).table("triples")

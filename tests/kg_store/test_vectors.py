@@ -1,12 +1,12 @@
-"""kg_store.vectors: committed vector matrices on a real MarKG store (numpy only, no encoder)."""
+"""mmkg.kg_store.vectors: committed vector matrices on a real MarKG store (numpy only, no encoder)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kg_store import KGStore
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.vectors import encoder_slug, load_vectors, vector_meta, write_vectors
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.vectors import encoder_slug, load_vectors, vector_meta, write_vectors
 from tests.stores import build_markg_store
 
 

@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from model import checkpoint as ckpt
-from model import resolve_model
-from model.batching import Collator
+from mmkg.model import checkpoint as ckpt
+from mmkg.model import resolve_model
+from mmkg.model.batching import Collator
 
 BACKBONES = ("tiny-t5", "tiny-llama")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from kg_store import open_store
-from model.batching import TaskDataset
-from model.data import open_graphs
-from model.kg_text import KGText
-from model.tasks import resolve_task
+from mmkg.kg_store import open_store
+from mmkg.model.batching import TaskDataset
+from mmkg.model.data import open_graphs
+from mmkg.model.kg_text import KGText
+from mmkg.model.tasks import resolve_task
 
 
 @pytest.fixture(scope="session")

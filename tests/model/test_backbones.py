@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from model.backbones import CAUSAL, SEQ2SEQ, backbone_registry, load_backbone
-from model.prompt import pack_blocks
-from model.text import ByteTokenizer
+from mmkg.model.backbones import CAUSAL, SEQ2SEQ, backbone_registry, load_backbone
+from mmkg.model.prompt import pack_blocks
+from mmkg.model.text import ByteTokenizer
 
 
 def test_presets_cover_both_families():
@@ -40,5 +40,5 @@ def test_pack_blocks_keeps_each_example_contiguous():
 
 
 def test_smollm2_gguf_is_found_in_the_package():
-    from model.weights_cache import find_smollm2_gguf
+    from mmkg.model.weights_cache import find_smollm2_gguf
     assert find_smollm2_gguf().suffix == ".gguf"

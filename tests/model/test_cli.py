@@ -6,7 +6,7 @@ import json
 import yaml
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from mmkg.jobs.cli import cli
 
 
 def _write(path, command, job):

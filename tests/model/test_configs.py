@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.commands.model import job_function, load_job_config
-from model import backbone_registry, gnn_layer_registry, model_registry, task_registry
-from model.reranker_run import VARIANTS
+from mmkg.jobs.commands.model import job_function, load_job_config
+from mmkg.model import backbone_registry, gnn_layer_registry, model_registry, task_registry
+from mmkg.model.reranker_run import VARIANTS
 
 def _model_configs() -> list[Path]:
     """Configs of `mmkg train` / `mmkg evaluate` (other commands' configs are tested by their owners)."""
@@ -36,11 +36,11 @@ def test_config_fits_its_function(path):
     import yaml
     meta = yaml.safe_load(path.read_text())["metadata"]
     job = load_job_config(path)
-    fn = job_function({"train": "model.training.train", "evaluate": "model.evaluation.evaluate"}[meta["command"]],
+    fn = job_function({"train": "mmkg.model.training.train", "evaluate": "mmkg.model.evaluation.evaluate"}[meta["command"]],
                       job)
     inspect.signature(fn).bind(**job)  # unknown or missing keys raise TypeError
-    if job.get("model") in VARIANTS:  # a learned ranker: no LLM, no shards (model.reranker_run)
-        assert fn.__module__ == "model.reranker_run"
+    if job.get("model") in VARIANTS:  # a learned ranker: no LLM, no shards (mmkg.model.reranker_run)
+        assert fn.__module__ == "mmkg.model.reranker_run"
         return
     kwargs = job.get("model_kwargs", {})
     assert job.get("model", "mrmkg") in model_registry

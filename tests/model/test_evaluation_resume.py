@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from model import scoring
-from model.evaluation import evaluate
+from mmkg.model import scoring
+from mmkg.model.evaluation import evaluate
 
 TINY = {"backbone": "tiny-llama", "vision": None, "gnn_layer": "gat", "kg_hidden": 16, "max_text_length": 96,
         "knowledge": "both"}
@@ -93,8 +93,8 @@ def test_queries_are_scored_in_the_order_given_and_a_resume_may_list_them_in_ano
 def test_shortlist_evaluation_ranks_the_rankers_top_k_then_the_rest(real_shards, data_dir, tmp_path):
     """The LLM ranks only the top K of a no-LLM ranker; a gold outside them ranks below K, in the
     ranker's order; recall@K is reported and the shortlist is part of the resume fingerprint."""
-    from model.rankers import MarsContext, rank_rows
-    from retrieval.paths import read_mars_rows
+    from mmkg.model.rankers import MarsContext, rank_rows
+    from mmkg.retrieval.paths import read_mars_rows
     mars = data_dir / "markg" / "MARS"
     # a small train split: the memory ranker puts seen pairs first, unseen ones far down
     train = tmp_path / "train.json"

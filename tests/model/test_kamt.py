@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import resolve_model
-from model.batching import Collator, TaskDataset
-from model.data import open_graphs
-from model.evaluation import evaluate
-from model.tasks import resolve_task
-from model.training import train
+from mmkg.model import resolve_model
+from mmkg.model.batching import Collator, TaskDataset
+from mmkg.model.data import open_graphs
+from mmkg.model.evaluation import evaluate
+from mmkg.model.tasks import resolve_task
+from mmkg.model.training import train
 from tests.model import cases
 
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_text_length": 96}

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from kg_store.graph import build_csr
-from model import checkpoint as ckpt
-from model import resolve_model
-from model.adapters import CrossModalAdapter
-from model.batching import Collator
-from model.fusion import distance_prior, fit_beta, hop_distances, kg_prior, subgraph_prior
-from model.prompt import FACTS_HEADER, FACTS_SEPARATOR, format_fact
-from model.tasks import Example, facts_of
+from mmkg.kg_store.graph import build_csr
+from mmkg.model import checkpoint as ckpt
+from mmkg.model import resolve_model
+from mmkg.model.adapters import CrossModalAdapter
+from mmkg.model.batching import Collator
+from mmkg.model.fusion import distance_prior, fit_beta, hop_distances, kg_prior, subgraph_prior
+from mmkg.model.prompt import FACTS_HEADER, FACTS_SEPARATOR, format_fact
+from mmkg.model.tasks import Example, facts_of
 
 
 def _build(graph_info, **kw):
@@ -79,8 +79,8 @@ def test_facts_are_trimmed_lowest_score_first_and_the_question_is_never_cut(grap
 
 
 def test_max_triples_cuts_the_facts_like_the_graph(mars_graphs, kg_text):
-    from model.batching import TaskDataset
-    from model.tasks import resolve_task
+    from mmkg.model.batching import TaskDataset
+    from mmkg.model.tasks import resolve_task
     ds = TaskDataset(mars_graphs, task=resolve_task("mars"), kg_text=kg_text, max_triples=3)
     assert all(len(ex.facts) <= 3 for _, ex in ds.items)
     full = TaskDataset(mars_graphs, task=resolve_task("mars"), kg_text=kg_text)

@@ -1,10 +1,10 @@
-"""The TransE embedding behind the reranker's kge features (model.kge), on real MarKG triples."""
+"""The TransE embedding behind the reranker's kge features (mmkg.model.kge), on real MarKG triples."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.kge import KGEParams, KGEmbedding, load_kge, save_kge, train_kge
+from mmkg.model.kge import KGEParams, KGEmbedding, load_kge, save_kge, train_kge
 
 
 @pytest.fixture(scope="module")

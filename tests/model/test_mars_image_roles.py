@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 
-from model.kg_text import KGText
-from model.tasks import MarsTask
-from retrieval.queries import MARS_MODES, build_queries, mars_image_slots, mars_model_image_slot
+from mmkg.model.kg_text import KGText
+from mmkg.model.tasks import MarsTask
+from mmkg.retrieval.queries import MARS_MODES, build_queries, mars_image_slots, mars_model_image_slot
 from tests.stores import build_markg_store
 
 #: the image each mode gives a single-image model: question for modes 0 and 2, example head for 1
@@ -68,7 +68,7 @@ def test_model_image_is_the_aligned_entity(mars, mode):
 def test_image_entities_image_gives_image_roles_only_as_images(mars, mode):
     """`image_entities="image"`: the labels of the entities the mode shows as images leave the prompt;
     the model's own image is "this image", a further image role "another image"; text roles keep labels."""
-    from model.tasks import MARS_IMAGE_WORDS
+    from mmkg.model.tasks import MARS_IMAGE_WORDS
     store, _, qs = mars
     q = qs.queries[mode]
     kg = KGText.from_store(store)

@@ -83,8 +83,8 @@ def test_carry_fills_lost_variants_from_an_earlier_output_and_checks_it_is_the_s
 def test_a_sample_is_built_and_retrieved_as_in_its_full_split(data_dir, tmp_path):
     """The experiment's sample folders carry the candidate file and the full train split: a sampled
     query gets the same text, entities, answer space, prior (key and fold) as in the full split."""
-    from retrieval.paths import assign_prior_folds, prior_key
-    from retrieval.queries import build_queries
+    from mmkg.retrieval.paths import assign_prior_folds, prior_key
+    from mmkg.retrieval.queries import build_queries
     from tests.stores import build_markg_store
 
     class Args:

@@ -5,7 +5,7 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from model import gnn_layer_registry, model_registry
+from mmkg.model import gnn_layer_registry, model_registry
 from tests.model import cases
 
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from model.metrics import rank_of_gold, ranking_metrics, scienceqa_accuracy, scienceqa_categories
+from mmkg.model.metrics import rank_of_gold, ranking_metrics, scienceqa_accuracy, scienceqa_categories
 
 
 def test_rank_counts_strictly_higher_candidates_and_ties_favour_gold():

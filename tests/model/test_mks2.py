@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import load_backbone, resolve_model
-from model.batching import Collator
-from model.evaluation import evaluate
-from model.mks2 import SoftMixtureOfExperts, decoder_blocks
-from model.training import train
+from mmkg.model import load_backbone, resolve_model
+from mmkg.model.batching import Collator
+from mmkg.model.evaluation import evaluate
+from mmkg.model.mks2 import SoftMixtureOfExperts, decoder_blocks
+from mmkg.model.training import train
 from tests.model import cases
 
 SMALL = {"kg_hidden": 32, "gnn_layer": "gat", "memory_slots": 16, "memory_key_dim": 8, "num_experts": 2,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from model import resolve_model
-from model.batching import Collator
+from mmkg.model import resolve_model
+from mmkg.model.batching import Collator
 from tests.model import cases
 
 
@@ -46,7 +46,7 @@ def test_no_kg_ablation_has_no_kg_parameters_and_ignores_the_graph(graph_info, m
 
 
 def test_alignment_loss_is_active_with_an_image_of_a_subgraph_entity(graph_info, mars_items, kg_text, data_dir):
-    from model.kg_text import KGText
+    from mmkg.model.kg_text import KGText
     graph, ex = next((g, e) for g, e in mars_items if g.num_nodes > 1)
     entity = int(graph.node_ids[0])
     kg = KGText(entity_labels=kg_text.entity_labels, entity_keys=kg_text.entity_keys,
@@ -72,7 +72,7 @@ def test_no_image_and_no_alignment_switches(graph_info):
 
 
 def test_soft_prompt_control_trains_only_its_tokens_and_round_trips(graph_info, mars_items, kg_text, tmp_path):
-    from model import checkpoint as ckpt
+    from mmkg.model import checkpoint as ckpt
     net = _build(graph_info, use_kg=False, vision=None, soft_prompt_tokens=5)
     assert net.parameter_counts()["trainable_by_part"] == {"soft_prompt": 5 * net.llm.hidden_size}
     batch = Collator(kg_text=kg_text)(mars_items[:2])

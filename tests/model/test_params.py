@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model.params import count_preset
+from mmkg.model.params import count_preset
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "count_trainable_params.py"
 

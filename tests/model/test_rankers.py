@@ -1,4 +1,4 @@
-"""The no-LLM MARS rankers (model.rankers) on the real MarKG store and MARS splits: query isolation,
+"""The no-LLM MARS rankers (mmkg.model.rankers) on the real MarKG store and MARS splits: query isolation,
 out-of-fold training features, and the shortlist evaluation's ordering."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import model.reranker  # noqa: F401  (registers the `reranker` ranker)
-from model.rankers import MarsContext, lexicographic, rank_rows, rankers, realistic_rank
+import mmkg.model.reranker  # noqa: F401  (registers the `reranker` ranker)
+from mmkg.model.rankers import MarsContext, lexicographic, rank_rows, rankers, realistic_rank
 from tests.stores import build_markg_store
 
 
@@ -40,8 +40,8 @@ def test_rows(data_dir):
 @pytest.fixture(scope="module")
 def trained(ctx, data_dir):
     """A small reranker (KG and memory features; this store has no entity vectors) for the template."""
-    from model.reranker import available_groups, featurize, feature_names, fit_reranker
-    from retrieval.paths import mars_row_digest
+    from mmkg.model.reranker import available_groups, featurize, feature_names, fit_reranker
+    from mmkg.retrieval.paths import mars_row_digest
     train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]
     train = [r for r in train if mars_row_digest(r) in ctx.train_digests][::5]
     f = featurize(ctx, train, train_rows=True, k=30)
@@ -87,7 +87,7 @@ def test_a_query_never_sees_its_answer_or_the_other_queries(ctx, test_rows):
 def test_training_features_come_out_of_fold(ctx, data_dir):
     """A train row's memory and prior scores never include the row itself: its own (question, answer)
     pair is counted only as often as the other folds hold it."""
-    from retrieval.paths import mars_row_digest
+    from mmkg.retrieval.paths import mars_row_digest
     train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]
     train = [r for r in train if mars_row_digest(r) in ctx.train_digests]  # the context's quarter
     fold_of = [ctx.train_digests[mars_row_digest(t)] for t in train]
@@ -116,8 +116,8 @@ def test_reranker_features_never_see_the_gold_and_come_out_of_fold(ctx, kg_root,
     """The reranker's features of a test row do not change with its answer; those of a train row,
     computed out of fold, equal the features of the same row under a context whose train split lacks
     the row's whole fold (counts and prior refitted without it)."""
-    from model.reranker import available_groups, feature_names, query_matrix
-    from retrieval.paths import mars_row_digest
+    from mmkg.model.reranker import available_groups, feature_names, query_matrix
+    from mmkg.retrieval.paths import mars_row_digest
     names = feature_names(available_groups(None, None))
     row = test_rows[3]
     a = query_matrix(ctx, ctx.query(row), 50, names, None)
@@ -125,7 +125,7 @@ def test_reranker_features_never_see_the_gold_and_come_out_of_fold(ctx, kg_root,
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     # the KG-embedding features read the question and the example pair only (a stand-in embedding)
-    from model.kge import KGEmbedding
+    from mmkg.model.kge import KGEmbedding
     rng = np.random.default_rng(0)
     ctx.kge = KGEmbedding(rng.normal(size=(ctx.store.count("entities"), 8)).astype(np.float32),
                           rng.normal(size=(ctx.store.num_relations, 8)).astype(np.float32), {})

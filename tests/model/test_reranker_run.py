@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from mmkg.jobs.cli import cli
 from tests.stores import build_markg_store
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "reranker"
@@ -37,11 +37,11 @@ def test_mmkg_train_then_evaluate_the_reranker(sample, tmp_path):
     """Train fits out of fold and writes the model, the KG embedding (also committed under the KG) and
     a summary; evaluate ranks every test row among all candidates with the rank fields of every MARS
     evaluation, the same ranks the registered `reranker` ranker gives from the run's files."""
-    from kg_store import open_store
-    from model.kge import KGE_DIR, load_kge
-    from model.rankers import MarsContext, rank_rows
-    from model.reranker import load_reranker
-    from retrieval.paths import read_mars_rows
+    from mmkg.kg_store import open_store
+    from mmkg.model.kge import KGE_DIR, load_kge
+    from mmkg.model.rankers import MarsContext, rank_rows
+    from mmkg.model.reranker import load_reranker
+    from mmkg.retrieval.paths import read_mars_rows
     kg, mars = sample
     run = tmp_path / "run"
     common = ["--set", f"kg={kg}", "--set", f"data={mars}"]
@@ -78,7 +78,7 @@ def test_mmkg_train_then_evaluate_the_reranker(sample, tmp_path):
 
 def test_evaluate_without_a_trained_run_is_a_one_line_error(tmp_path, data_dir):
     """A ConfigError (`mmkg` prints its one line and exits 2), raised before any data is read."""
-    from jobs.cli import exit_code
+    from mmkg.jobs.cli import exit_code
     res = CliRunner().invoke(cli, ["evaluate", "--config", str(CONFIGS / "mars.evaluate.yaml"), "--set",
                                    f"checkpoint={tmp_path / 'nothing'}", "--set",
                                    f"data={data_dir / 'markg' / 'MARS'}"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kg_store.errors import KGStoreError
-from model.runtime import cpu_has_native_bf16, resolve_amp
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.model.runtime import cpu_has_native_bf16, resolve_amp
 
 CPU = torch.device("cpu")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import resolve_model
-from model.batching import Collator
-from model.evaluation import evaluate
-from model.simignore import keep_mask, text_similarity
-from model.training import train
+from mmkg.model import resolve_model
+from mmkg.model.batching import Collator
+from mmkg.model.evaluation import evaluate
+from mmkg.model.simignore import keep_mask, text_similarity
+from mmkg.model.training import train
 from tests.model import cases
 
 SMALL = {"kg_hidden": 32, "gnn_layer": "gat"}

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.evaluation import evaluate, read_candidates
-from model.mrmkg import MRMKG
-from model.training import epoch_batches, train
+from mmkg.model.evaluation import evaluate, read_candidates
+from mmkg.model.mrmkg import MRMKG
+from mmkg.model.training import epoch_batches, train
 
 TINY = {"backbone": "tiny-t5", "vision": "tiny-clip", "gnn_layer": "gat", "kg_hidden": 16, "kg_dropout": 0.0,
         "max_text_length": 64}
@@ -115,7 +115,7 @@ def test_evaluate_scienceqa_accuracy_by_category(real_shards, tmp_path):
 
 
 def test_a_model_with_nothing_to_train_is_a_clear_error(real_shards, tmp_path):
-    from kg_store.errors import KGStoreError
+    from mmkg.kg_store.errors import KGStoreError
     job = {**_job(real_shards, tmp_path / "none"), "model_kwargs": {**TINY, "vision": None, "use_kg": False}}
     with pytest.raises(KGStoreError, match="no trainable parameters"):
         train(**job)

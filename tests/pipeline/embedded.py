@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kg_store import KGStore
+from mmkg.kg_store import KGStore
 from tests.stores import build_markg_store
 
 #: all 11,292 entities and 192 relations, the first 4,096 of the 33,301 triples
@@ -16,8 +16,8 @@ MINILM_TRIPLES = 4096
 
 def markg_minilm_store(data_dir: Path, tmp_path_factory) -> KGStore:
     """MarKG with minilm vectors (entities, relations, 4,096 triples) and auto indexes."""
-    from pipeline.embed import embed_store
-    from retrieval.index import build_store_indexes
+    from mmkg.pipeline.embed import embed_store
+    from mmkg.retrieval.index import build_store_indexes
     root = tmp_path_factory.getbasetemp() / "markg-minilm"
     if not (root / "indexes" / "minilm" / "triple.faiss").exists():
         build_markg_store(data_dir, root)

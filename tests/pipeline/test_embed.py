@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from kg_store.vectors import load_vectors, vector_meta
-from pipeline.embed import labelled_text, plan_tasks, triple_text
-from pipeline.encoders import resolve_encoder
-from retrieval.index import load_index
+from mmkg.jobs.cli import cli
+from mmkg.kg_store.vectors import load_vectors, vector_meta
+from mmkg.pipeline.embed import labelled_text, plan_tasks, triple_text
+from mmkg.pipeline.encoders import resolve_encoder
+from mmkg.retrieval.index import load_index
 from tests.pipeline.embedded import MINILM_TRIPLES, markg_minilm_store
 
 

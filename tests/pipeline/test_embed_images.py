@@ -8,12 +8,12 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from kg_store import KGStore
-from kg_store.vectors import load_vectors
-from pipeline.embed import embed_store, open_images
-from pipeline.encoders import resolve_encoder
-from retrieval.index import build_store_indexes, load_index
-from retrieval.index_search import search_store
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.vectors import load_vectors
+from mmkg.pipeline.embed import embed_store, open_images
+from mmkg.pipeline.encoders import resolve_encoder
+from mmkg.retrieval.index import build_store_indexes, load_index
+from mmkg.retrieval.index_search import search_store
 from tests.stores import build_markg_store
 
 

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from kg_store import KGStore
-from kg_store.hashing import sha256_file
-from pipeline.embed import ChunkScratch, embed_store
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.hashing import sha256_file
+from mmkg.pipeline.embed import ChunkScratch, embed_store
 from tests.stores import build_markg_store
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ KINDS = ("entity", "relation", "triple")
 
 
 def _embed_cli(root, **kw):
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "embed", "--kg", str(root), *ARGS], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "mmkg.jobs.cli", "embed", "--kg", str(root), *ARGS], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kg_store import KGStore
-from kg_store.vectors import load_vectors
-from pipeline.embed import embed_store
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.vectors import load_vectors
+from mmkg.pipeline.embed import embed_store
 from tests.stores import build_markg_store
 
 pytestmark = pytest.mark.spark

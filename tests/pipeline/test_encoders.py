@@ -1,4 +1,4 @@
-"""pipeline.encoders: every registered encoder family through one template (PyKEEN K4)."""
+"""mmkg.pipeline.encoders: every registered encoder family through one template (PyKEEN K4)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kg_store.errors import ConfigError, KGStoreError
-from pipeline.encoders import encoder_registry, parse_encoder_name, resolve_encoder
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.pipeline.encoders import encoder_registry, parse_encoder_name, resolve_encoder
 
 #: one offline-runnable name per registered family (open_clip without a tag = random init)
 CASES = {"tiny-clip": "tiny-clip", "minilm": "minilm", "open_clip": "open_clip:ViT-S-32"}
@@ -53,7 +53,7 @@ def test_resolve_is_cached_and_names_parse():
 
 
 def test_tiny_clip_weights_are_seeded():
-    from pipeline.encoders.clip import TINY_CLIP_CONFIG, TINY_CLIP_SEED, OpenCLIPEncoder
+    from mmkg.pipeline.encoders.clip import TINY_CLIP_CONFIG, TINY_CLIP_SEED, OpenCLIPEncoder
     a = OpenCLIPEncoder(name="tiny-clip", model="tiny-clip", model_cfg=TINY_CLIP_CONFIG, seed=TINY_CLIP_SEED)
     assert np.array_equal(a.encode_text(TEXTS), resolve_encoder("tiny-clip").encode_text(TEXTS))
 
@@ -61,7 +61,7 @@ def test_tiny_clip_weights_are_seeded():
 def test_minilm_is_the_real_sentence_encoder():
     v = resolve_encoder("minilm").encode_text(TEXTS)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.1  # zebra is closer to a striped horse than to stocks
-    from pipeline.encoders.minilm import minilm_path
+    from mmkg.pipeline.encoders.minilm import minilm_path
     assert (minilm_path() / "model.safetensors").stat().st_size > 80_000_000
 
 

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kg_store.errors import KGStoreError
-from pipeline.images import (REASONS, ImageLimits, blob_relpath, image_limits_from_config, process_image_bytes,
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline.images import (REASONS, ImageLimits, blob_relpath, image_limits_from_config, process_image_bytes,
                              process_image_file, summarise_outcomes, write_blob)
-from pipeline.paths import PathEscapeError, safe_join, safe_join_url
+from mmkg.pipeline.paths import PathEscapeError, safe_join, safe_join_url
 from tests.fixtures.hostile_images import exif_rotated_jpeg, photo, write_hostile_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,7 +166,7 @@ def test_bomb_is_rejected_before_decoding_with_bounded_memory(corpus):
     script = textwrap.dedent(f"""
         import json, resource
         from pathlib import Path
-        from pipeline.images import process_image_file, process_image_bytes
+        from mmkg.pipeline.images import process_image_file, process_image_bytes
         root = Path({str(root)!r})
         bomb = (root / "bad/bomb.png").read_bytes()
         warm = process_image_file("ok/photo.jpg", root=root)  # imports/plugins loaded before the baseline

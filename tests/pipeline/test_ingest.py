@@ -9,10 +9,10 @@ import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
 
-from kg_store import open_store
-from kg_store.errors import KGStoreError
-from pipeline.demo_sources import demo_sources
-from pipeline.ingest import IngestRejectedError, ingest
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline.demo_sources import demo_sources
+from mmkg.pipeline.ingest import IngestRejectedError, ingest
 from tests.stores import build_markg_store
 
 
@@ -57,7 +57,7 @@ def test_markg_counts_from_the_readme(markg_store, data_dir):
 
 
 def test_stats_json_fed_by_the_manifest(markg_store):
-    from jobs.cli import cli
+    from mmkg.jobs.cli import cli
     out = CliRunner().invoke(cli, ["stats", "--kg", str(markg_store.root), "--json"])
     assert out.exit_code == 0, out.output
     stats = json.loads(out.output)
@@ -178,7 +178,7 @@ def test_second_ingest_keeps_ids_and_appends(tmp_path, data_dir, markg_store):
 
 
 def test_cli_ingest_local(tmp_path, data_dir):
-    from jobs.cli import cli
+    from mmkg.jobs.cli import cli
     kg = tmp_path / "kg"
     src = f"sameas:{data_dir / 'mmkg/YAGO15K/YAGO15K_SameAsLink.txt'}"
     lits = f"image-index:{data_dir / 'mmkg/YAGO15K/YAGO15K_ImageIndex.txt'}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.linking import key_rank, merge_entities
+from mmkg.pipeline.linking import key_rank, merge_entities
 
 DB = "http://dbpedia.org/resource/Andy_Griffith"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.ingest import ingest
+from mmkg.pipeline.ingest import ingest
 
 TABLES = ("entities", "relations", "triples", "literals", "same_as", "images", "rejects")
 
@@ -26,7 +26,7 @@ def mixed_sources(data_dir, tmp_path_factory):
                          ids=["defaults", "large-input-settings"])
 def test_spark_and_local_give_identical_stores(spark, mixed_sources, tmp_path, monkeypatch, large):
     if large:  # what a big input gets: cached frames on disk, the graph in many node ranges
-        from pipeline.engines import spark as S
+        from mmkg.pipeline.engines import spark as S
         monkeypatch.setattr(S, "BYTES_IN_MEMORY", 0)
         monkeypatch.setattr(S, "EDGES_PER_RANGE", 5_000)
         monkeypatch.setenv("MMKG_GRAPH_MEMORY", "64k")  # beyond one run: built on the executors

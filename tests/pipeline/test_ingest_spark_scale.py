@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.ingest import write_synthetic_tsv
-from pipeline.ingest import ingest
+from mmkg.pipeline.ingest import ingest
 
 pytestmark = pytest.mark.spark
 
@@ -21,7 +21,7 @@ N = 300_000
 @pytest.fixture(scope="module")
 def small_driver_spark():
     from pyspark.sql import SparkSession
-    from pipeline.engines.spark import get_or_create_session
+    from mmkg.pipeline.engines.spark import get_or_create_session
     assert SparkSession.getActiveSession() is None, "another module left a Spark session running"
     session = get_or_create_session(master="local[2]", app_name="mmkg-tests-small-driver", shuffle_partitions=4,
                                     conf=SMALL_DRIVER)
@@ -94,7 +94,7 @@ def test_key_hash_collision_fallback_joins_on_strings(small_driver_spark, tmp_pa
     """The string-join path (taken when two keys share a 64-bit hash) gives the same store,
     with a link merging two data keys (DB15K sameAs lines), an append, and an append of
     nothing new."""
-    from pipeline.engines import spark as S
+    from mmkg.pipeline.engines import spark as S
     monkeypatch.setattr(S, "HASH_KEYS", False)
     tsv = tmp_path / "t.tsv"
     tsv.write_text("http://dbpedia.org/resource/Andy_Griffith\tr\tQ5\n/m/01m4kpp\tr\tQ5\nQ5\tr\tQ6\n"

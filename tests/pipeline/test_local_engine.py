@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engines.arrow_ops import first_occurrences, pack_columns
+from mmkg.pipeline.engines.arrow_ops import first_occurrences, pack_columns
 
 
 def _reference(cols, pos):
@@ -35,9 +35,9 @@ def test_keys_too_wide_to_pack_take_the_multi_column_path():
 
 
 def test_local_engine_final_triples_match_the_group_by_path(data_dir, tmp_path):
-    from pipeline.engines.arrow_ops import TripleIdMap
-    from pipeline.engines import local as L
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.engines.arrow_ops import TripleIdMap
+    from mmkg.pipeline.engines import local as L
+    from mmkg.pipeline.ingest import ingest
     seen = {}
     original = L.LocalEngine.final_triples
 

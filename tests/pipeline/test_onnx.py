@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kg_store.errors import MMKGError
-from kg_store.hashing import sha256_file
-from pipeline.encoders import resolve_encoder
-from pipeline.encoders.base import resolve_runtime
-from pipeline.encoders.minilm import MiniLMEncoder, minilm_path
-from pipeline.encoders.ort import PROBE_MIN_COSINE, PROBE_TEXTS, probe_quality, top_k_overlap
+from mmkg.kg_store.errors import MMKGError
+from mmkg.kg_store.hashing import sha256_file
+from mmkg.pipeline.encoders import resolve_encoder
+from mmkg.pipeline.encoders.base import resolve_runtime
+from mmkg.pipeline.encoders.minilm import MiniLMEncoder, minilm_path
+from mmkg.pipeline.encoders.ort import PROBE_MIN_COSINE, PROBE_TEXTS, probe_quality, top_k_overlap
 
 pytest.importorskip("onnxruntime")
 
 
 def markg_triple_texts(data_dir: Path, n: int) -> list[str]:
-    from pipeline.embed import triple_text
+    from mmkg.pipeline.embed import triple_text
     mk = data_dir / "markg" / "MarKG"
     ent = dict(line.split("\t", 1) for line in (mk / "entity2text.txt").read_text().splitlines())
     rel = dict(line.split("\t", 1) for line in (mk / "relation2text.txt").read_text().splitlines())
@@ -86,7 +86,7 @@ def test_onnx_and_torch_give_the_same_vectors(data_dir, onnx_minilm, torch_minil
 
 
 def test_runtimes_never_share_a_vector_cache(tmp_path, onnx_minilm, torch_minilm):
-    from pipeline.vector_cache import VectorCache
+    from mmkg.pipeline.vector_cache import VectorCache
     assert VectorCache.for_encoder(tmp_path, onnx_minilm).root != VectorCache.for_encoder(tmp_path, torch_minilm).root
 
 
@@ -211,7 +211,7 @@ def test_clip_towers_on_onnx_match_torch(data_dir):
     info = onnx_clip.describe()["onnx"]
     assert info["text"]["probe"]["min_cosine"] >= PROBE_MIN_COSINE
     assert info["image"]["probe"]["min_cosine"] >= PROBE_MIN_COSINE
-    # the torch weights were released after verification and come back on demand (model.vision)
+    # the torch weights were released after verification and come back on demand (mmkg.model.vision)
     assert onnx_clip._model is None and onnx_clip.model.visual is not None
 
 
@@ -219,9 +219,9 @@ def test_clip_towers_on_onnx_match_torch(data_dir):
 def test_spark_workers_run_the_drivers_runtime(spark, data_dir, tmp_path):
     """The precision tag travels to the Spark workers: they resolve the same ONNX graph (int8 here,
     so a worker on float32 or torch would give visibly different vectors)."""
-    from kg_store import KGStore
-    from kg_store.vectors import load_vectors, vector_meta
-    from pipeline.embed import embed_store
+    from mmkg.kg_store import KGStore
+    from mmkg.kg_store.vectors import load_vectors, vector_meta
+    from mmkg.pipeline.embed import embed_store
     from tests.stores import build_markg_store
     local, distributed = tmp_path / "local", tmp_path / "spark"
     build_markg_store(data_dir, local)

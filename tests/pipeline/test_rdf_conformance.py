@@ -20,10 +20,10 @@ import pytest
 import rdflib
 from rdflib.compare import isomorphic
 
-from kg_store.rdf import GENID, export
-from pipeline.ingest import IngestRejectedError, ingest
-from pipeline.readers import reader_registry
-from pipeline.readers import records as R
+from mmkg.kg_store.rdf import GENID, export
+from mmkg.pipeline.ingest import IngestRejectedError, ingest
+from mmkg.pipeline.readers import reader_registry
+from mmkg.pipeline.readers import records as R
 from tests.reliability.helpers import assert_no_traceback, mmkg
 
 SUITES = Path(__file__).resolve().parents[1] / "data" / "w3c-rdf-tests"

@@ -5,10 +5,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from kg_store.errors import ConfigError, KGStoreError
-from pipeline.engines.plan import make_plan, run_task, scan_file
-from pipeline.readers import parse_source, reader_registry
-from pipeline.readers import records as R
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.pipeline.engines.plan import make_plan, run_task, scan_file
+from mmkg.pipeline.readers import parse_source, reader_registry
+from mmkg.pipeline.readers import records as R
 
 
 def parse_all(spec: str, chunk_bytes: int = 32 << 20) -> pa.Table:
@@ -16,7 +16,7 @@ def parse_all(spec: str, chunk_bytes: int = 32 << 20) -> pa.Table:
     plan = make_plan([spec], chunk_bytes=chunk_bytes)
     batches = [run_task(t, plan.readers[t.src], plan.contexts[t.src]) for t in plan.tasks]
     for src, seq, path, role in plan.whole:
-        from pipeline.engines.plan import locate
+        from mmkg.pipeline.engines.plan import locate
         batches.append(locate(plan.readers[src].parse_file(path, role, plan.contexts[src]), src, seq))
     return pa.Table.from_batches(batches, R.LOCATED)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from kg_store import open_store
-from pipeline.ingest import ingest
-from pipeline.readers import reader_registry
+from mmkg.jobs.cli import cli
+from mmkg.kg_store import open_store
+from mmkg.pipeline.ingest import ingest
+from mmkg.pipeline.readers import reader_registry
 
 REPO = Path(__file__).resolve().parents[2]
 N_TRIPLES = 400
@@ -191,8 +191,8 @@ def test_ingest_demo_source_needs_the_data_folder(tmp_path):
 def test_demo_composes_with_an_extra_source(data_dir, tmp_path):
     """`sources: [demo, "tsv:extra.tsv"]` through the ingest stage: every demo input and the extra
     one (with its label columns) in one store, every source named once."""
-    from jobs.stages import Context, ingest_run
-    from pipeline.demo_sources import demo_sources
+    from mmkg.jobs.stages import Context, ingest_run
+    from mmkg.pipeline.demo_sources import demo_sources
     extra = tmp_path / "extra" / "mapping.tsv"
     extra.parent.mkdir()
     extra.write_text("head\trelation\ttail\thead_label\ttail_label\nQ42\tP31\tQ5\tDouglas Adams\thuman\n")

@@ -60,11 +60,11 @@ def _vm_hwm_kib(pid: int) -> int:
 
 
 def mmkg(*args: str, timeout: float = 180, kill_when=None, poll: float = 0.005, cwd: Path = REPO) -> Run:
-    """`python -m jobs.cli ARGS`; `kill_when()` (polled) → SIGKILL the process when it turns true."""
+    """`python -m mmkg.jobs.cli ARGS`; `kill_when()` (polled) → SIGKILL the process when it turns true."""
     args = [str(a) for a in args]
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mmkg-{os.getpid()}-{time.monotonic_ns()}"
     with open(f"{out_path}.out", "w+b") as out, open(f"{out_path}.err", "w+b") as err:
-        proc = subprocess.Popen([PYTHON, "-m", "jobs.cli", *args], stdout=out, stderr=err, cwd=cwd, env=_env(),
+        proc = subprocess.Popen([PYTHON, "-m", "mmkg.jobs.cli", *args], stdout=out, stderr=err, cwd=cwd, env=_env(),
                                 start_new_session=True)
         killed = False
         peak_kib = 0

@@ -60,12 +60,12 @@ class Listener:
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """`mmkg ARGS` in this process through `jobs.cli.main` (exit code, stdout, stderr).
+    """`mmkg ARGS` in this process through `mmkg.jobs.cli.main` (exit code, stdout, stderr).
 
     Any exception other than the SystemExit main() ends with (i.e. a traceback a user would
     see) propagates and fails the test.
     """
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in args])
@@ -85,7 +85,7 @@ def write_markg(root: Path) -> Path:
 
 def small_store(root: Path) -> Path:
     """Ingest (in-process) the MarKG folder above plus one literal row; returns the KG dir."""
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     src = root / "src"
     markg = write_markg(src)
     lit = src / "lit.tsv"

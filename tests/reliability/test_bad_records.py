@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from kg_store import open_store, schema
+from mmkg.kg_store import open_store, schema
 from tests.fixtures.bad_records import BUILDERS, write_bad_corpus
 from tests.reliability.helpers import assert_no_traceback, mmkg
 
@@ -122,7 +122,7 @@ def _retrieve_with_rejects(kg: Path, spec: str):
 
 
 def _check_query_rejects(run, shard_dir: Path, case) -> None:
-    from kg_store.shards import read_shards
+    from mmkg.kg_store.shards import read_shards
     assert read_shards(shard_dir, columns=["query_id"])["query_id"].to_pylist() == case.good_ids
     report = json.loads((shard_dir / "rejects.json").read_text())
     got = {r["location"]: r["reason"] for r in report["rows"]}
@@ -151,7 +151,7 @@ def test_bad_mars_queries_are_rejected_one_by_one(corpus, ingested, tmp_path):
     """MARS lines: bad JSON, missing fields, a one-key example, a non-integer mode, invalid
     UTF-8 are one reject each; ids of the good lines keep their position. Checked on the query
     builder in-process (the CLI path of query rejects is the JSONL test above: one torch start)."""
-    from retrieval.queries import build_queries
+    from mmkg.retrieval.queries import build_queries
     from tests.fixtures.bad_records import write_bad_mars_queries
     run, kg = ingested
     assert run.rc == 0, str(run)
@@ -170,7 +170,7 @@ def test_bad_mars_queries_are_rejected_one_by_one(corpus, ingested, tmp_path):
 def test_spark_engine_rejects_like_local(corpus, ingested, tmp_path, spark):
     """The one Spark test: the same reader functions under mapInArrow give the same reject rows
     and counts as the local engine for the line formats (engine parity of the bad-record path)."""
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     run, local_kg = ingested
     assert run.rc == 0, str(run)
     cases = [c for c in corpus if c.id in ("tsv", "markg")]
@@ -189,8 +189,8 @@ def test_spark_engine_rejects_like_local(corpus, ingested, tmp_path, spark):
 def test_bad_scienceqa_problems(tmp_path):
     """ScienceQA: a problem without question/choices, or whose image path climbs out of
     `images/`, is one reject at `problems.json:<pid>`; a file that is not JSON is one line."""
-    from kg_store.errors import KGStoreError
-    from retrieval.queries import build_queries
+    from mmkg.kg_store.errors import KGStoreError
+    from mmkg.retrieval.queries import build_queries
     good = {"question": "q?", "choices": ["a", "b"], "answer": 0, "split": "test", "image": None}
     problems = {"1": good, "2": {**good, "choices": None}, "3": {**good, "image": "../../../etc/passwd"},
                 "4": ["not", "an", "object"], "5": {**good, "split": "train", "question": None}}

@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from kg_store import KGStore
-from kg_store.errors import KGStoreError
-from pipeline.readers import records as R
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.pipeline.readers import records as R
 from tests.pipeline.test_readers import parse_all
 from tests.reliability.helpers import assert_no_traceback, mmkg
 from tests.reliability.hostile_fixtures import run_cli, small_store, tree, write_markg
@@ -69,7 +69,7 @@ def test_ingest_refuses_a_non_empty_directory_that_is_not_a_store(tmp_path, caps
     assert rc == 2, err
     assert "not a KG store" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert tree(home) == before  # not even a lock file
-    from jobs.runner import run_pipeline
+    from mmkg.jobs.runner import run_pipeline
     with pytest.raises(KGStoreError, match="not a KG store"):  # a DAG run refuses it the same way
         run_pipeline(kg=home, ingest={"sources": [f"markg:{markg}"], "engine": "local"}, progress=False)
     assert tree(home) == before

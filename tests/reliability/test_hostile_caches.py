@@ -1,7 +1,7 @@
 """Issue 32: caches verified before use. A vector cache segment or an embed resume chunk that
 was overwritten with other bytes of the right size is discarded and encoded again (it was
 committed as wrong vectors); the vector cache is keyed by the encoder's weights digest, runtime
-and precision as well as the text. Real CLI (`jobs.cli.main`; the interrupted run fails after two
+and precision as well as the text. Real CLI (`mmkg.jobs.cli.main`; the interrupted run fails after two
 chunks), real MiniLM on torch (the fastest path that needs no ONNX export)."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kg_store import open_store
-from kg_store.errors import KGStoreError
-from kg_store.vectors import load_vectors
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.vectors import load_vectors
 from tests.reliability.hostile_fixtures import run_cli, small_store
 
 EMBED = ("embed", "--encoder", "minilm", "--runtime", "torch", "--no-progress", "--chunk-size", "1")
@@ -29,7 +29,7 @@ def clean(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     """A small store embedded once, untouched: (its folder, its vectors)."""
     root = tmp_path_factory.mktemp("clean")
     kg = small_store(root)
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     with pytest.raises(SystemExit) as e:
         main([*EMBED[:1], "--kg", str(kg), *EMBED[1:]])
     assert e.value.code == 0
@@ -57,7 +57,7 @@ def test_an_overwritten_resume_chunk_is_encoded_again(clean, tmp_path, capsys, m
     """An embed that failed after its first two chunks; both finished chunks overwritten
     with zeros of the same size: the resumed run re-encodes them (their recorded sha256 was
     never compared, and the zeros were committed)."""
-    import pipeline.embed as embed
+    import mmkg.pipeline.embed as embed
     kg = tmp_path / "kg"
     shutil.copytree(clean[0], kg, ignore=shutil.ignore_patterns("cache", "work"))
     write, written = embed.ChunkScratch.write, []
@@ -85,8 +85,8 @@ def test_an_overwritten_resume_chunk_is_encoded_again(clean, tmp_path, capsys, m
 def test_the_vector_cache_is_keyed_by_the_encoders_weights(tmp_path):
     """Other weights (one byte of the safetensors changed) never share the cache folder of the
     original weights (the folder was keyed by name and precision alone)."""
-    from pipeline.encoders.minilm import MiniLMEncoder, minilm_path
-    from pipeline.vector_cache import VectorCache
+    from mmkg.pipeline.encoders.minilm import MiniLMEncoder, minilm_path
+    from mmkg.pipeline.vector_cache import VectorCache
     copy = tmp_path / "model"
     shutil.copytree(minilm_path(), copy)
     weights = copy / "model.safetensors"
@@ -104,7 +104,7 @@ def test_an_overwritten_weights_cache_is_rebuilt(tmp_path):
     load re-hashes it, deletes it and builds it again (it was loaded as it was)."""
     import torch
 
-    from model.weights_cache import load_smollm2
+    from mmkg.model.weights_cache import load_smollm2
     model, _ = load_smollm2(cache_dir=tmp_path)
     want = {k: v.clone() for k, v in model.state_dict().items()}
     weights = tmp_path / "backbones" / "smollm2-135m" / "model.safetensors"

@@ -2,7 +2,7 @@
 `retrieve` uses (a FIFO hung it forever; a small PNG with a huge canvas cost a gigabyte), every
 error line goes through the terminal escaping (the `--strict` reject list and retrieve's "no
 valid query" line printed escape sequences raw), and JSONL query ids with control characters are
-rejected. Real CLI: `jobs.cli.main`, or a child process where a hang or memory is measured."""
+rejected. Real CLI: `mmkg.jobs.cli.main`, or a child process where a hang or memory is measured."""
 from __future__ import annotations
 
 import json
@@ -34,7 +34,7 @@ def _huge_png(path: Path, side: int) -> None:
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory) -> Path:
     """The small hostile store with tiny-clip entity vectors and index (an encoder with vision)."""
-    from jobs.cli import main
+    from mmkg.jobs.cli import main
     kg = small_store(tmp_path_factory.mktemp("search"))
     for args in (["embed", "--kg", str(kg), "--encoder", "tiny-clip", "--no-progress"],
                  ["index", "--kg", str(kg), "--encoder", "tiny-clip"]):

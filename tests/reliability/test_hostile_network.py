@@ -12,9 +12,9 @@ import time
 import pyarrow.compute as pc
 import pytest
 
-from kg_store import open_store
-from kg_store.sparql_store import build_sparql_store
-from pipeline.readers import records as R
+from mmkg.kg_store import open_store
+from mmkg.kg_store.sparql_store import build_sparql_store
+from mmkg.pipeline.readers import records as R
 from tests.pipeline.test_readers import parse_all
 from tests.reliability.hostile_fixtures import Listener, run_cli, small_store, write_markg
 

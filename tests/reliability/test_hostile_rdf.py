@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 import pyarrow.compute as pc
 import pytest
 
-from kg_store import open_store
-from kg_store.rdf import GENID, export
-from pipeline.readers import records as R
+from mmkg.kg_store import open_store
+from mmkg.kg_store.rdf import GENID, export
+from mmkg.pipeline.readers import records as R
 from tests.pipeline.test_readers import parse_all
 from tests.reliability.helpers import assert_no_traceback, mmkg
 from tests.reliability.hostile_fixtures import small_store
@@ -91,7 +91,7 @@ def test_relative_iris_never_become_local_paths(tmp_path, name, text):
 
 
 def test_blank_nodes_get_the_same_keys_on_every_ingest(tmp_path):
-    from pipeline.ingest import ingest
+    from mmkg.pipeline.ingest import ingest
     ttl = tmp_path / "b.ttl"
     ttl.write_text("@prefix ex: <http://ex.org/> .\n"
                    "ex:a ex:p [ ex:q [ ex:r ex:c ] ] .\nex:b ex:p [ ex:q ex:c ], [ ex:q ex:d ] .\n"

@@ -34,7 +34,7 @@ def query_images(tmp_path):
 
 
 def test_query_images_get_the_ingest_limits_and_reject_rows(query_images):
-    from retrieval.queries import build_queries
+    from mmkg.retrieval.queries import build_queries
     rows = [{"id": "q-bomb", "text": "a", "image": "bomb.png"}, {"id": "q-garbage", "text": "b", "image": "garbage.jpg"},
             {"id": "q-cut", "text": "c", "image": "cut.jpg"}, {"id": "q-ok", "text": "d", "image": "ok.jpg"},
             {"id": "q-text", "text": "e"}]
@@ -49,10 +49,10 @@ def test_query_images_get_the_ingest_limits_and_reject_rows(query_images):
 
 
 def test_the_encoder_never_decodes_a_query_image_past_the_limits(query_images):
-    from pipeline.encoders import resolve_encoder
-    from pipeline.images import ImageRejected
-    from retrieval.queries import Query
-    from retrieval.retriever import encode_queries
+    from mmkg.pipeline.encoders import resolve_encoder
+    from mmkg.pipeline.images import ImageRejected
+    from mmkg.retrieval.queries import Query
+    from mmkg.retrieval.retriever import encode_queries
     enc = resolve_encoder("tiny-clip", device="cpu")
     ok = encode_queries(enc, [Query("q", "a zebra", image_paths=[str(query_images / "ok.jpg")])])
     assert ok.shape == (1, enc.dim)
@@ -123,7 +123,7 @@ def test_a_wrong_shaped_manifest_is_one_store_error(kg, capsys, doc):
 
 # ---- 7. the web view answers only to trusted Host names ------------------------------------------------------------
 def test_the_web_view_refuses_untrusted_host_headers(kg):
-    from jobs.web.app import create_app
+    from mmkg.jobs.web.app import create_app
     client = create_app(kg, trusted_hosts=["kg.internal"]).test_client()
     for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example", ""):
         r = client.get("/", headers={"Host": host})

@@ -167,8 +167,8 @@ def test_pickle_checker_finds_planted_calls(tmp_path):
 def test_second_writer_exits_4_and_store_stays(store_copy):
     """A writer holds the KG lock (here: this test); `mmkg ingest` exits 4 naming the holder and
     commits nothing; readers still see the committed version."""
-    from kg_store import open_store
-    from kg_store.lock import StoreLock
+    from mmkg.kg_store import open_store
+    from mmkg.kg_store.lock import StoreLock
     before = (store_copy / "manifest.json").read_bytes()
     src = store_copy.parent / "more.tsv"
     src.write_text("a\tb\tc\n")
@@ -185,7 +185,7 @@ def test_two_ingests_at_once_do_not_interleave(tmp_path):
     """Two real `mmkg ingest` processes on one new KG dir: each either commits a whole version
     or exits 4; the store verifies and holds exactly the committed runs' data."""
     import subprocess
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     from tests.reliability.helpers import _env
     kg = tmp_path / "kg"
     srcs = []
@@ -193,7 +193,7 @@ def test_two_ingests_at_once_do_not_interleave(tmp_path):
         p = tmp_path / f"s{i}.tsv"
         p.write_text("".join(f"e{i}_{j}\tr\te{i}_{j + 1}\n" for j in range(2000)))
         srcs.append(p)
-    procs = [subprocess.Popen([sys.executable, "-m", "jobs.cli", "ingest", "--kg", str(kg), "--engine", "local",
+    procs = [subprocess.Popen([sys.executable, "-m", "mmkg.jobs.cli", "ingest", "--kg", str(kg), "--engine", "local",
                                "--source", f"tsv:{p}"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for p in srcs]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]

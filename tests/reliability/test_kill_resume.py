@@ -16,7 +16,7 @@ from typing import Callable
 
 import pytest
 
-from kg_store import open_store
+from mmkg.kg_store import open_store
 from tests.reliability.conftest import embed_args, index_args, retrieve_args
 from tests.reliability.helpers import appears, appears_new, mmkg, raw_differences, store_files
 

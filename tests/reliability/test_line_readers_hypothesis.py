@@ -15,10 +15,10 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pipeline.engines.plan import ChunkTask, run_task, scan_file
-from pipeline.readers import reader_registry
-from pipeline.readers import records as R
-from pipeline.readers.mmkg import YAGO_BASE
+from mmkg.pipeline.engines.plan import ChunkTask, run_task, scan_file
+from mmkg.pipeline.readers import reader_registry
+from mmkg.pipeline.readers import records as R
+from mmkg.pipeline.readers.mmkg import YAGO_BASE
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,4 +1,4 @@
-"""The per-query reference of the bulk ranking (`retrieval.ranking`): the retrievers' ranking as it
+"""The per-query reference of the bulk ranking (`mmkg.retrieval.ranking`): the retrievers' ranking as it
 ran query by query before it was vectorised over a batch. Tests compare the two on real queries."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from retrieval.queries import Query
-from retrieval.retrievers import TIE_WEIGHT, neighbourhood_with_links
-from retrieval.subgraph import SubgraphOutput, empty_output, rank_pool, subgraph_output
+from mmkg.retrieval.queries import Query
+from mmkg.retrieval.retrievers import TIE_WEIGHT, neighbourhood_with_links
+from mmkg.retrieval.subgraph import SubgraphOutput, empty_output, rank_pool, subgraph_output
 
 
 def mrmkg_reference(c: Any, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
@@ -19,7 +19,7 @@ def mrmkg_reference(c: Any, queries: Sequence[Query], vectors: np.ndarray) -> li
 
 
 def anchored_reference(retriever: Any, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
-    from retrieval.paths import Paths, linking_types, paths_from
+    from mmkg.retrieval.paths import Paths, linking_types, paths_from
     c = retriever.ctx
     R = c.store.num_relations
     out = []

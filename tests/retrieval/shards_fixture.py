@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kg_store import KGStore, open_store
-from kg_store.graph import build_csr
+from mmkg.kg_store import KGStore, open_store
+from mmkg.kg_store.graph import build_csr
 
 ENCODER = "minilm"
 #: 8 MARS dev queries; the first 8 ScienceQA test problems include pid 23 (the one real image)
@@ -65,8 +65,8 @@ def build_markg_substore(data_dir: Path, root: Path, *, n_queries: int = SUBSTOR
 
 def build_retrieval_store(data_dir: Path, root: Path, *, encoder: str = ENCODER) -> KGStore:
     """MarKG sub-store + `encoder` vectors + triple/entity indexes (idempotent: reuses what is there)."""
-    from pipeline.embed import embed_store
-    from retrieval.index import build_store_indexes
+    from mmkg.pipeline.embed import embed_store
+    from mmkg.retrieval.index import build_store_indexes
 
     root = Path(root)
     if not (root / "manifest.json").exists():
@@ -82,8 +82,8 @@ def build_retrieval_store(data_dir: Path, root: Path, *, encoder: str = ENCODER)
 
 def build_test_shards(data_dir: Path, root: Path, *, top_N: int = 10) -> dict[str, Path]:
     """{"kg": store root, "mars/dev": shard dir, "scienceqa/test": shard dir} of real shards."""
-    from retrieval.batch import retrieve_dataset
-    from retrieval.retriever import RetrievalConfig
+    from mmkg.retrieval.batch import retrieve_dataset
+    from mmkg.retrieval.retriever import RetrievalConfig
 
     data_dir, root = Path(data_dir), Path(root)
     build_retrieval_store(data_dir, root)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from kg_store.shards import read_shards
-from kg_store.vectors import load_vectors
-from retrieval.batch import retrieve_dataset
-from retrieval.dataset import SubgraphDataset, subgraph_loader
-from retrieval.retriever import RetrievalConfig
+from mmkg.kg_store.shards import read_shards
+from mmkg.kg_store.vectors import load_vectors
+from mmkg.retrieval.batch import retrieve_dataset
+from mmkg.retrieval.dataset import SubgraphDataset, subgraph_loader
+from mmkg.retrieval.retriever import RetrievalConfig
 from tests.retrieval.shards_fixture import ENCODER, build_test_shards, shared_root
 
 
@@ -27,7 +27,7 @@ def dataset(shards):
 
 
 def test_data_holds_the_rows_triples_and_store_vectors(dataset, shards):
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     store = open_store(shards["kg"])
     ent, ent_ids = load_vectors(store, ENCODER, "entity")
     rel, rel_ids = load_vectors(store, ENCODER, "relation")
@@ -51,7 +51,7 @@ def test_data_holds_the_rows_triples_and_store_vectors(dataset, shards):
 
 
 def test_vectorised_batches_equal_pyg_batches_of_per_row_data(dataset):
-    from retrieval.dataset import collate_rows
+    from mmkg.retrieval.dataset import collate_rows
     for rows in ([0, 1, 2], [7, 3], [5]):
         ours = collate_rows(dataset, rows)
         pyg = Batch.from_data_list([dataset[i] for i in rows])
@@ -75,7 +75,7 @@ def test_loader_batches_deterministically_with_workers(dataset):
 
 
 def test_empty_subgraph_becomes_an_empty_graph(shards, tmp_path):
-    from kg_store import open_store
+    from mmkg.kg_store import open_store
     store = open_store(shards["kg"])
     isolated = int(np.flatnonzero(store.graph.degree() == 0)[0])
     linked = int(np.flatnonzero(store.graph.degree() > 0)[0])

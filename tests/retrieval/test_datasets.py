@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kg_store.registry import ALL
-from retrieval.datasets import datasets, resolve_dataset
-from retrieval.retriever import RetrievalConfig
-from retrieval.shards import shard_cache_key, shard_rel
+from mmkg.kg_store.registry import ALL
+from mmkg.retrieval.datasets import datasets, resolve_dataset
+from mmkg.retrieval.retriever import RetrievalConfig
+from mmkg.retrieval.shards import shard_cache_key, shard_rel
 from tests.stores import build_markg_store
 
 
@@ -107,7 +107,7 @@ def test_two_folders_of_one_dataset_keep_their_shard_sets_apart(data_dir, markg_
 
 
 def test_datasets_without_leakage_say_so_in_one_line(data_dir, markg_store, tmp_path):
-    from kg_store.errors import ConfigError
-    from retrieval.reports import leakage_for_dataset
+    from mmkg.kg_store.errors import ConfigError
+    from mmkg.retrieval.reports import leakage_for_dataset
     with pytest.raises(ConfigError, match="leakage is defined for mars, scienceqa, not jsonl"):
         leakage_for_dataset(markg_store, f"jsonl:{_jsonl(data_dir, tmp_path)}")

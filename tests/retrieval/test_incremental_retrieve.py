@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from kg_store import KGStore, open_store
-from kg_store.graph import build_csr
-from kg_store.shards import part_files, read_shards
-from retrieval.batch import retrieve_dataset
-from retrieval.incremental import SIDECAR
-from retrieval.retriever import RetrievalConfig
+from mmkg.kg_store import KGStore, open_store
+from mmkg.kg_store.graph import build_csr
+from mmkg.kg_store.shards import part_files, read_shards
+from mmkg.retrieval.batch import retrieve_dataset
+from mmkg.retrieval.incremental import SIDECAR
+from mmkg.retrieval.retriever import RetrievalConfig
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
 
 pytestmark = pytest.mark.faiss
@@ -59,8 +59,8 @@ def _edit_store(root, data_dir) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def versions(data_dir, tmp_path_factory):
     """(incremental store, full store, specs, first results, incremental results, full results)."""
-    from pipeline.embed import embed_store
-    from retrieval.index import build_store_indexes
+    from mmkg.pipeline.embed import embed_store
+    from mmkg.retrieval.index import build_store_indexes
     base = build_retrieval_store(data_dir, shared_root(tmp_path_factory))
     tmp = tmp_path_factory.mktemp("incremental-retrieve")
     inc = tmp / "inc"

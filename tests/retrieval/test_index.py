@@ -1,13 +1,13 @@
-"""retrieval.index: every registered index kind, auto's choices, persistence and the store layout."""
+"""mmkg.retrieval.index: every registered index kind, auto's choices, persistence and the store layout."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kg_store import KGStore
-from kg_store.errors import ConfigError, KGStoreError
-from kg_store.vectors import write_vectors
-from retrieval.index import (VectorIndex, auto_spec, build_index, build_store_indexes, estimate_memory,
+from mmkg.kg_store import KGStore
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.vectors import write_vectors
+from mmkg.retrieval.index import (VectorIndex, auto_spec, build_index, build_store_indexes, estimate_memory,
                              exact_topk, index_registry, load_index, parse_memory, recall_at_k)
 from tests.stores import build_markg_store
 

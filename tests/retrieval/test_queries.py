@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from kg_store.errors import ConfigError, KGStoreError
-from retrieval.queries import MARS_MODES, build_queries, mars_queries, parse_dataset_spec, scienceqa_text
+from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.retrieval.queries import MARS_MODES, build_queries, mars_queries, parse_dataset_spec, scienceqa_text
 from tests.stores import build_markg_store
 
 

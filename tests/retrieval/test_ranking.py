@@ -1,4 +1,4 @@
-"""Ranking in bulk (`retrieval.ranking`) equals the per-query reference ranking
+"""Ranking in bulk (`mmkg.retrieval.ranking`) equals the per-query reference ranking
 (`tests/retrieval/reference_ranking.py`) on real MarKG triples, real MiniLM vectors and real MARS and
 ScienceQA queries: the same triples in the same order, the same scores, pools and seeds."""
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kg_store import open_store
-from retrieval.paths import assign_prior_folds, load_or_fit_prior
-from retrieval.queries import build_queries
-from retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
+from mmkg.kg_store import open_store
+from mmkg.retrieval.paths import assign_prior_folds, load_or_fit_prior
+from mmkg.retrieval.queries import build_queries
+from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
 from tests.retrieval.reference_ranking import anchored_reference, mrmkg_reference
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
 

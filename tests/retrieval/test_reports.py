@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from kg_store import open_store
-from kg_store.shards import read_shards
-from retrieval.queries import build_queries
-from retrieval.reports import mars_leakage, quality_report, scienceqa_leakage
+from mmkg.jobs.cli import cli
+from mmkg.kg_store import open_store
+from mmkg.kg_store.shards import read_shards
+from mmkg.retrieval.queries import build_queries
+from mmkg.retrieval.reports import mars_leakage, quality_report, scienceqa_leakage
 from tests.retrieval.shards_fixture import ENCODER, build_test_shards, shared_root
 
 
@@ -45,7 +45,7 @@ def test_mars_quality_report_counts_answers_inside_subgraphs(shards):
 def test_quality_report_at_20_uses_the_ranked_prefix(shards, data_dir):
     """Retrieve the same 8 queries ranked to N = 20: the report's N = 20 figure is the brute-force
     answer coverage of those 20 triples, and its N = 10 figure that of their top-10 prefix."""
-    from retrieval.retriever import RetrievalConfig, SubgraphRetriever
+    from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
     store = open_store(shards["kg"])
     qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=store, split="dev", limit=8)
     outs = SubgraphRetriever(store, RetrievalConfig(encoder=ENCODER, top_N=20)).retrieve(qs.queries)

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kg_store import open_store
-from kg_store.errors import CorruptFileError
-from kg_store.shards import BASE_SCHEMA, ShardWriter, part_files, read_meta, read_shards
-from retrieval.batch import retrieve_dataset
-from retrieval.retriever import RetrievalConfig
+from mmkg.kg_store import open_store
+from mmkg.kg_store.errors import CorruptFileError
+from mmkg.kg_store.shards import BASE_SCHEMA, ShardWriter, part_files, read_meta, read_shards
+from mmkg.retrieval.batch import retrieve_dataset
+from mmkg.retrieval.retriever import RetrievalConfig
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
 
 

@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from kg_store import open_store
-from kg_store.shards import read_shards
-from retrieval.batch import retrieve_dataset
-from retrieval.queries import build_queries
-from retrieval.retriever import RetrievalConfig, SubgraphRetriever
-from retrieval.retrievers import neighbourhood_with_links
+from mmkg.kg_store import open_store
+from mmkg.kg_store.shards import read_shards
+from mmkg.retrieval.batch import retrieve_dataset
+from mmkg.retrieval.queries import build_queries
+from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
+from mmkg.retrieval.retrievers import neighbourhood_with_links
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
 
 SUBGRAPH_COLUMNS = ("query_id", "query_text", "seed_entity_ids", "triple_ids", "head_ids", "relation_ids", "tail_ids",
@@ -72,7 +72,7 @@ def test_paper_pool_includes_the_edges_between_neighbours(kg):
 
 @pytest.mark.parametrize("n", [10, 20])
 def test_anchored_keeps_whole_paths_from_the_question_entity(kg, mars_queries, n):
-    from retrieval.paths import load_or_fit_prior, paths_from
+    from mmkg.retrieval.paths import load_or_fit_prior, paths_from
     prior, _ = load_or_fit_prior(kg.root, mars_queries.train_file, mars_queries.answer_space)
     store = open_store(kg.root)
     retriever = SubgraphRetriever(store, RetrievalConfig(encoder=ENCODER, top_N=n),
@@ -100,7 +100,7 @@ def test_anchored_keeps_whole_paths_from_the_question_entity(kg, mars_queries, n
 
 
 def test_unknown_retriever_is_a_usage_error():
-    from kg_store.errors import ConfigError
+    from mmkg.kg_store.errors import ConfigError
     with pytest.raises(ConfigError, match="unknown retriever 'bm25'; choose one of: anchored, mrmkg, pcst"):
         RetrievalConfig(retriever="bm25")
 
@@ -117,7 +117,7 @@ def test_pcst_returns_a_connected_cut_of_the_neighbourhood(kg, mars_queries):
 def test_retriever_template(kg, mars_queries, name):
     """What every registered retriever must give: ≤ N distinct store triples per query, scores
     descending in [-1, 1], seeds reported, the same output twice (deterministic)."""
-    from retrieval.paths import load_or_fit_prior
+    from mmkg.retrieval.paths import load_or_fit_prior
     prior, _ = load_or_fit_prior(kg.root, mars_queries.train_file, mars_queries.answer_space)
     store = open_store(kg.root)
     config = RetrievalConfig(encoder=ENCODER, retriever=name, top_N=10)
@@ -136,7 +136,7 @@ def test_retriever_template(kg, mars_queries, name):
 def test_a_train_row_never_counts_in_its_own_prior(kg, data_dir, tmp_path):
     """A constructed split that is its own prior's train file: every query is ranked with the prior
     fitted on the other folds, and gets exactly what a prior fitted without its fold gives."""
-    from retrieval.paths import fit_mars_prior, mars_row_digest, read_mars_rows, row_fold
+    from mmkg.retrieval.paths import fit_mars_prior, mars_row_digest, read_mars_rows, row_fold
     mars = data_dir / "markg/MARS"
     folder = tmp_path / "MARS"
     folder.mkdir()
@@ -148,7 +148,7 @@ def test_a_train_row_never_counts_in_its_own_prior(kg, data_dir, tmp_path):
     store = open_store(kg.root)
     folds = 3
     prior = fit_mars_prior(store, qs.train_file, qs.answer_space, folds=folds)
-    from retrieval.paths import assign_prior_folds
+    from mmkg.retrieval.paths import assign_prior_folds
     assert assign_prior_folds(qs.queries, qs.train_file, folds) == len(qs.queries)
     assert {q.prior_fold for q in qs.queries} == set(range(folds))
     config = RetrievalConfig(encoder=ENCODER, top_N=10, prior_folds=folds)

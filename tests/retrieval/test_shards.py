@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from kg_store import open_store
-from kg_store.shards import BASE_SCHEMA, SUCCESS, is_complete, part_files, read_meta, read_shards
-from retrieval.batch import retrieve_dataset
-from retrieval.retriever import RetrievalConfig
+from mmkg.jobs.cli import cli
+from mmkg.kg_store import open_store
+from mmkg.kg_store.shards import BASE_SCHEMA, SUCCESS, is_complete, part_files, read_meta, read_shards
+from mmkg.retrieval.batch import retrieve_dataset
+from mmkg.retrieval.retriever import RetrievalConfig
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, build_test_shards, shared_root
 
 
@@ -58,7 +58,7 @@ def test_a_shard_folder_reads_as_it_is_with_pandas_pyarrow_and_datasets(shards):
     pandas, pyarrow.dataset and Hugging Face `datasets` (when installed) read that folder directly."""
     import pandas as pd
     import pyarrow.dataset as pads
-    from kg_store.shards import parts_dir
+    from mmkg.kg_store.shards import parts_dir
     d = shards["mars/dev"]
     parts = parts_dir(d)
     assert parts == d / "parts" and {p.suffix for p in parts.iterdir()} == {".parquet"}
@@ -131,8 +131,8 @@ def test_spark_engine_matches_local(kg, data_dir, spark):
 
 
 def test_shard_writer_publishes_whole_sets_only(tmp_path):
-    from kg_store.errors import KGStoreError
-    from kg_store.shards import ShardWriter
+    from mmkg.kg_store.errors import KGStoreError
+    from mmkg.kg_store.shards import ShardWriter
     import pyarrow as pa
 
     d = tmp_path / "subgraphs/x/test/abc"

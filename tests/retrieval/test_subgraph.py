@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kg_store.errors import ConfigError
-from kg_store.vectors import load_vectors
-from retrieval.queries import Query, build_queries
-from retrieval.retriever import RetrievalConfig, SubgraphRetriever, row_lookup
-from retrieval.subgraph import TripleScorer, expand_hops, random_one_hop, rank_pool
+from mmkg.kg_store.errors import ConfigError
+from mmkg.kg_store.vectors import load_vectors
+from mmkg.retrieval.queries import Query, build_queries
+from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, row_lookup
+from mmkg.retrieval.subgraph import TripleScorer, expand_hops, random_one_hop, rank_pool
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
 
 
