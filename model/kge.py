@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,14 +29,20 @@ KGE_FORMAT = 1
 class KGEParams:
     """Everything the weights depend on besides the graph."""
 
-    model: str = "transe"
+    MODELS: ClassVar[tuple[str, ...]] = ("transe",)
     dim: int = 64
+    """width of entity and relation vectors"""
+    lr: float = 0.01
+    """Adam learning rate"""
+    margin: float = 1.0
+    """margin of the ranking loss between a triple and each of its corruptions"""
+    negatives: int = 16
+    """corruptions (head or tail replaced) per triple"""
     epochs: int = 30
     batch: int = 2048
-    negatives: int = 16
-    margin: float = 1.0
-    lr: float = 0.01
     seed: int = 0
+    model: str = "transe"
+    """the scoring function, one of MODELS (TransE: −‖h + r − t‖)"""
 
 
 @dataclass
@@ -87,9 +93,9 @@ def train_kge(triples: np.ndarray, num_entities: int, num_relations: int, params
     """TransE by margin ranking (each positive against `negatives` corruptions of its head or tail),
     entities renormalised to the unit ball after every step (Bordes et al. 2013), Adam."""
     import torch
-    if params.model != "transe":
+    if params.model not in KGEParams.MODELS:
         from mmkg.kg_store.errors import ConfigError
-        raise ConfigError(f"unknown KG embedding model {params.model!r}: transe")
+        raise ConfigError(f"unknown KG embedding model {params.model!r}: {', '.join(KGEParams.MODELS)}")
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(params.seed)
     bound = 6.0 / params.dim ** 0.5
