@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -13,6 +14,9 @@ from mmkg.model.kg_text import KGText
 from mmkg.model.tasks import Example, Task
 
 logger = logging.getLogger(__name__)
+
+#: the seed of the sample a `limit` takes (fixed: a run and its resume, or two variants, see the same rows)
+LIMIT_SEED = 0
 
 
 def top_triples(data: Any, n: int | None) -> Any:
@@ -51,7 +55,10 @@ class TaskDataset(Dataset):
         self.items: list[tuple[int, Example]] = []
         skipped = 0
         wanted = None if select is None else {str(q) for q in select}
-        for i in range(len(graphs)):
+        # `limit` takes a seeded random sample, kept in shard order: a prefix of a MARS split would be
+        # a few relations only (its files are sorted by mode and relation)
+        order = range(len(graphs)) if limit is None else np.random.default_rng(LIMIT_SEED).permutation(len(graphs))
+        for i in (int(k) for k in order):
             if limit is not None and len(self.items) >= limit:
                 break
             if wanted is not None and str(graphs.query_ids[i]) not in wanted:
@@ -64,6 +71,7 @@ class TaskDataset(Dataset):
                 if max_triples is not None:
                     ex.facts = ex.facts[:max_triples]  # best first, as `top_triples` cuts the graph
                 self.items.append((i, ex))
+        self.items.sort(key=lambda item: item[0])
         self.max_triples = max_triples
         self.skipped = skipped
         if skipped:

@@ -5,8 +5,8 @@ is passed straight to `mmkg.model.training.train(**job)` / `mmkg.model.evaluatio
 (PyKEEN K3). `--set key=value` overrides a top-level job key (value parsed as YAML), handy for
 ablations: `--set pretraining=false`, `--set max_triples=10`, `--set model_kwargs.use_kg=false`.
 `--kg DIR` replaces the config's `kg` (the shipped configs name the demo's `build/demo-kg`);
-`mmkg train --max-steps N` caps every stage at N steps, `mmkg evaluate --limit N` scores the first
-N queries. Both print their progress on stderr (loss, throughput and ETA; s/query and ETA) and
+`mmkg train --max-steps N` caps every stage at N steps, `mmkg evaluate --limit N` scores N
+queries (a seeded random sample). Both print their progress on stderr (loss, throughput and ETA; s/query and ETA) and
 the summary JSON on stdout.
 A job whose `model` is a learned ranker (`mmkg.model.reranker_run.VARIANTS`: `reranker`) goes to
 `mmkg.model.reranker_run.train` / `.evaluate` instead (configs/reranker/).
@@ -141,7 +141,7 @@ evaluate = _model_command(
     "evaluate", "mmkg.model.evaluation.evaluate",
     "Evaluate a checkpoint: ScienceQA accuracy by category, MARS Hits@k/MRR; predictions JSONL. "
     "Progress (s/query, ETA) goes to stderr; the metrics JSON to stdout.",
-    [click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N queries.")],
+    [click.option("--limit", type=click.IntRange(min=1), default=None, help="Score N queries (a seeded random sample, in shard order).")],
     _evaluate_options)
 
 
