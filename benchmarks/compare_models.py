@@ -147,7 +147,7 @@ def simignore_curve(checkpoint: str, *, args, kg: Path, shard_dir: Path) -> list
     from mmkg.kg_store import open_store
     from mmkg.model import checkpoint as ckpt
     from mmkg.model.batching import Collator
-    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.scoring import read_candidates
     from mmkg.model.kg_text import KGText
     from mmkg.model.metrics import rank_of_gold, ranking_metrics
     kg_text = KGText.from_store(open_store(kg))

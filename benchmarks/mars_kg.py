@@ -361,7 +361,7 @@ def kg_only_ranks(kg: Path, dev_shards: Path, candidates: Path, sub_ids: dict[st
     """Realistic and optimistic ranks of the gold under the KG prior alone, per original dev line."""
     from mmkg.kg_store import open_store
     from mmkg.model.data import open_graphs
-    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.scoring import read_candidates
     from mmkg.model.fusion import kg_prior
     from mmkg.model.metrics import rank_of_gold
     store = open_store(kg)
@@ -388,7 +388,7 @@ def priors_for(kg: Path, shards: Path, candidates: Path, query_ids: Sequence[str
                ) -> dict[str, np.ndarray]:
     from mmkg.kg_store import open_store
     from mmkg.model.data import open_graphs
-    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.scoring import read_candidates
     from mmkg.model.fusion import kg_prior
     store = open_store(kg)
     cand_ids = store.entity_ids(read_candidates(candidates))
@@ -402,7 +402,7 @@ def late_fusion(base_fit: dict[str, dict], base_dev: dict[str, dict], fit_priors
                 dev_priors: dict[str, np.ndarray], candidates: Path, sub_ids: dict[str, int]
                 ) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
     """β fit on the fit sample, then realistic/optimistic ranks of the fused score on the dev records."""
-    from mmkg.model.evaluation import read_candidates
+    from mmkg.model.scoring import read_candidates
     from mmkg.model.fusion import fit_beta, fused_rank
     index = {k: i for i, k in enumerate(read_candidates(candidates))}
 

@@ -83,7 +83,7 @@ def batch_retrieval(store, kg: Path, limit: int | None = None) -> dict:
     """Queries/s of the bulk ranking (the retrievers as they run) against the per-query reference
     ranking they replaced (`tests/retrieval/reference_ranking.py`), same queries, same run."""
     from mmkg.retrieval.paths import load_or_fit_prior
-    from mmkg.retrieval.queries import build_queries
+    from mmkg.retrieval.datasets import build_queries
     from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
     from tests.retrieval.reference_ranking import anchored_reference, mrmkg_reference
     mars = build_queries(f"mars:{DATA / 'markg/MARS'}", store=store, split="test", limit=limit)

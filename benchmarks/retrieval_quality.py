@@ -103,8 +103,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from mmkg.retrieval.paths import load_or_fit_prior
-    from mmkg.retrieval.queries import build_queries
-    from mmkg.retrieval.reports import mars_strata
+    from mmkg.retrieval.datasets import build_queries
+    from mmkg.retrieval.datasets.mars import mars_strata
     from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
 
     t0 = time.perf_counter()

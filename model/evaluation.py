@@ -32,7 +32,6 @@ from mmkg.model.batching import Collator
 from mmkg.model.data import build_task_dataset, resolve_shard_dirs
 from mmkg.model.kg_text import KGText
 from mmkg.model.metrics import TIE_RULES
-from mmkg.model.scoring import read_candidates  # noqa: F401  (re-exported: benchmarks and tests import it here)
 from mmkg.model.tasks import task_registry
 from mmkg.model.runtime import init_runtime
 

@@ -103,7 +103,8 @@ def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob, batch_size
     import json
     import pandas as pd
     from mmkg.kg_store import atomic
-    from mmkg.retrieval.reports import report_ns, summarize
+    from mmkg.retrieval.reports import summarize
+    from mmkg.retrieval.summaries import report_ns
     from mmkg.retrieval.shards import subgraph_table
     qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths), entity_keys=list(r.entity_keys),
                 example_keys=list(r.example_keys), prior_fold=int(r.prior_fold), fields=json.loads(r.fields_json))
@@ -142,7 +143,7 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
     from contextlib import nullcontext
     from mmkg.pipeline.engines.spark import spark_session
     from mmkg.retrieval.datasets import datasets
-    from mmkg.retrieval.reports import QuerySummaries, report_ns
+    from mmkg.retrieval.summaries import QuerySummaries, report_ns
 
     with (nullcontext(spark) if spark is not None else spark_session(app_name="mmkg-retrieve")) as session:
         pdf = pd.DataFrame({

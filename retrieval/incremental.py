@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmkg.kg_store.graph import CSRGraph
-from mmkg.retrieval.queries import QuerySet
+from mmkg.retrieval.datasets import QuerySet
 from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 
 logger = logging.getLogger(__name__)

@@ -14,10 +14,7 @@ import numpy as np
 from mmkg.kg_store import KGStore
 from mmkg.retrieval.datasets import QuerySet, resolve_dataset
 from mmkg.retrieval.subgraph import SubgraphOutput
-# re-exported: the names the retrieve stage, the benchmarks and the tests import from here
-from mmkg.retrieval.datasets.mars import STRATA, mars_leakage, mars_strata  # noqa: F401
-from mmkg.retrieval.datasets.scienceqa import scienceqa_leakage  # noqa: F401
-from mmkg.retrieval.summaries import BASELINE_SEED, REPORT_N, QuerySummaries, report_ns  # noqa: F401
+from mmkg.retrieval.summaries import QuerySummaries
 
 
 def summarize(graph: Any, triples: np.ndarray, dataset: str, queries: Sequence[Any],

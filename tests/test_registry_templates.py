@@ -159,11 +159,11 @@ def test_task_template(name, data_dir, markg_store):
     from mmkg.model.tasks import resolve_task
     kg = KGText.from_store(markg_store)
     if TASK_CASES[name] == "mars":
-        from mmkg.retrieval.queries import build_queries
+        from mmkg.retrieval.datasets import build_queries
         q = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=markg_store, split="dev", limit=1).queries[0]
         fields = q.fields
     else:
-        from mmkg.retrieval.queries import build_queries
+        from mmkg.retrieval.datasets import build_queries
         q = build_queries(f"scienceqa:{data_dir / 'scienceqa'}", split="test", limit=1).queries[0]
         fields = q.fields
     h, r, t = markg_store.triples_array()[:3].T

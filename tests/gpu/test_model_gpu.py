@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from mmkg.model import checkpoint as ckpt
 from mmkg.model.batching import Collator
 from mmkg.model.data import build_task_dataset
-from mmkg.model.evaluation import evaluate, read_candidates
+from mmkg.model.evaluation import evaluate
+from mmkg.model.scoring import read_candidates
 from mmkg.model.runtime import init_runtime
 from mmkg.model.training import train
 from mmkg.retrieval.dataset import SubgraphDataset, subgraph_loader

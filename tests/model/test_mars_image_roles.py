@@ -12,7 +12,8 @@ import pytest
 
 from mmkg.model.kg_text import KGText
 from mmkg.model.tasks import MarsTask
-from mmkg.retrieval.queries import MARS_MODES, build_queries, mars_image_slots, mars_model_image_slot
+from mmkg.retrieval.datasets.mars import MARS_MODES, mars_image_slots, mars_model_image_slot
+from mmkg.retrieval.datasets import build_queries
 from tests.stores import build_markg_store
 
 #: the image each mode gives a single-image model: question for modes 0 and 2, example head for 1

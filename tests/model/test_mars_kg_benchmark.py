@@ -84,7 +84,7 @@ def test_a_sample_is_built_and_retrieved_as_in_its_full_split(data_dir, tmp_path
     """The experiment's sample folders carry the candidate file and the full train split: a sampled
     query gets the same text, entities, answer space, prior (key and fold) as in the full split."""
     from mmkg.retrieval.paths import assign_prior_folds, prior_key
-    from mmkg.retrieval.queries import build_queries
+    from mmkg.retrieval.datasets import build_queries
     from tests.stores import build_markg_store
 
     class Args:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmkg.model.evaluation import evaluate, read_candidates
+from mmkg.model.evaluation import evaluate
+from mmkg.model.scoring import read_candidates
 from mmkg.model.mrmkg import MRMKG
 from mmkg.model.training import epoch_batches, train
 

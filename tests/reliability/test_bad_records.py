@@ -151,7 +151,7 @@ def test_bad_mars_queries_are_rejected_one_by_one(corpus, ingested, tmp_path):
     """MARS lines: bad JSON, missing fields, a one-key example, a non-integer mode, invalid
     UTF-8 are one reject each; ids of the good lines keep their position. Checked on the query
     builder in-process (the CLI path of query rejects is the JSONL test above: one torch start)."""
-    from mmkg.retrieval.queries import build_queries
+    from mmkg.retrieval.datasets import build_queries
     from tests.fixtures.bad_records import write_bad_mars_queries
     run, kg = ingested
     assert run.rc == 0, str(run)
@@ -190,7 +190,7 @@ def test_bad_scienceqa_problems(tmp_path):
     """ScienceQA: a problem without question/choices, or whose image path climbs out of
     `images/`, is one reject at `problems.json:<pid>`; a file that is not JSON is one line."""
     from mmkg.kg_store.errors import KGStoreError
-    from mmkg.retrieval.queries import build_queries
+    from mmkg.retrieval.datasets import build_queries
     good = {"question": "q?", "choices": ["a", "b"], "answer": 0, "split": "test", "image": None}
     problems = {"1": good, "2": {**good, "choices": None}, "3": {**good, "image": "../../../etc/passwd"},
                 "4": ["not", "an", "object"], "5": {**good, "split": "train", "question": None}}

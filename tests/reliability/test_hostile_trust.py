@@ -34,7 +34,7 @@ def query_images(tmp_path):
 
 
 def test_query_images_get_the_ingest_limits_and_reject_rows(query_images):
-    from mmkg.retrieval.queries import build_queries
+    from mmkg.retrieval.datasets import build_queries
     rows = [{"id": "q-bomb", "text": "a", "image": "bomb.png"}, {"id": "q-garbage", "text": "b", "image": "garbage.jpg"},
             {"id": "q-cut", "text": "c", "image": "cut.jpg"}, {"id": "q-ok", "text": "d", "image": "ok.jpg"},
             {"id": "q-text", "text": "e"}]
@@ -51,7 +51,7 @@ def test_query_images_get_the_ingest_limits_and_reject_rows(query_images):
 def test_the_encoder_never_decodes_a_query_image_past_the_limits(query_images):
     from mmkg.pipeline.encoders import resolve_encoder
     from mmkg.pipeline.images import ImageRejected
-    from mmkg.retrieval.queries import Query
+    from mmkg.retrieval.datasets import Query
     from mmkg.retrieval.retriever import encode_queries
     enc = resolve_encoder("tiny-clip", device="cpu")
     ok = encode_queries(enc, [Query("q", "a zebra", image_paths=[str(query_images / "ok.jpg")])])

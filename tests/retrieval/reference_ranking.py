@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmkg.retrieval.queries import Query
+from mmkg.retrieval.datasets import Query
 from mmkg.retrieval.retrievers import TIE_WEIGHT, neighbourhood_with_links
 from mmkg.retrieval.subgraph import SubgraphOutput, empty_output, rank_pool, subgraph_output
 

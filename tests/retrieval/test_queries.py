@@ -6,7 +6,9 @@ import json
 import pytest
 
 from mmkg.kg_store.errors import ConfigError, KGStoreError
-from mmkg.retrieval.queries import MARS_MODES, build_queries, mars_queries, parse_dataset_spec, scienceqa_text
+from mmkg.retrieval.datasets.mars import MARS_MODES, mars_queries
+from mmkg.retrieval.datasets import build_queries, parse_dataset_spec
+from mmkg.retrieval.datasets.scienceqa import scienceqa_text
 from tests.stores import build_markg_store
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mmkg.kg_store import open_store
 from mmkg.retrieval.paths import assign_prior_folds, load_or_fit_prior
-from mmkg.retrieval.queries import build_queries
+from mmkg.retrieval.datasets import build_queries
 from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
 from tests.retrieval.reference_ranking import anchored_reference, mrmkg_reference
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root

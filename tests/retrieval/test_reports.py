@@ -10,8 +10,10 @@ from click.testing import CliRunner
 from mmkg.jobs.cli import cli
 from mmkg.kg_store import open_store
 from mmkg.kg_store.shards import read_shards
-from mmkg.retrieval.queries import build_queries
-from mmkg.retrieval.reports import mars_leakage, quality_report, scienceqa_leakage
+from mmkg.retrieval.datasets import build_queries
+from mmkg.retrieval.datasets.mars import mars_leakage
+from mmkg.retrieval.datasets.scienceqa import scienceqa_leakage
+from mmkg.retrieval.reports import quality_report
 from tests.retrieval.shards_fixture import ENCODER, build_test_shards, shared_root
 
 

@@ -12,7 +12,7 @@ import pytest
 from mmkg.kg_store import open_store
 from mmkg.kg_store.shards import read_shards
 from mmkg.retrieval.batch import retrieve_dataset
-from mmkg.retrieval.queries import build_queries
+from mmkg.retrieval.datasets import build_queries
 from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
 from mmkg.retrieval.retrievers import neighbourhood_with_links
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root

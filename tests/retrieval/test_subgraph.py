@@ -6,7 +6,7 @@ import pytest
 
 from mmkg.kg_store.errors import ConfigError
 from mmkg.kg_store.vectors import load_vectors
-from mmkg.retrieval.queries import Query, build_queries
+from mmkg.retrieval.datasets import Query, build_queries
 from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, row_lookup
 from mmkg.retrieval.subgraph import TripleScorer, expand_hops, random_one_hop, rank_pool
 from tests.retrieval.shards_fixture import ENCODER, build_retrieval_store, shared_root
