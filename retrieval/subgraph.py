@@ -108,7 +108,11 @@ def rank_pool(score: TripleScorer, triples: np.ndarray, query: np.ndarray, pool:
 def random_one_hop(graph: CSRGraph, triples: np.ndarray, seeds: np.ndarray, n: int, *, hops: int = 1,
                    rng: np.random.Generator) -> np.ndarray:
     """Baseline: `n` triples drawn uniformly from the same k-hop pool (ids, unranked)."""
-    cands = expand_hops(graph, triples, seeds, hops)
+    return random_draw(expand_hops(graph, triples, seeds, hops), n, rng)
+
+
+def random_draw(cands: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` of the triple ids `cands` drawn uniformly without replacement, sorted (all when ≤ n)."""
     if cands.size <= n:
         return cands
     return np.sort(rng.choice(cands, size=n, replace=False))
