@@ -166,8 +166,8 @@ class MarsDataset(Dataset):
                   *, top_N: int, hops: int, ranked_N: int | None) -> None:
         answers = np.array([q.fields["answer_entity"] for q in queries], dtype=np.int64)
         question = np.array([q.fields["question_entity"] for q in queries], dtype=np.int64)
-        pool = [np.unique(triples[expand_hops(graph, triples, o.seed_entities, hops)][:, [0, 2]]) for o in outputs]
-        s.pool_hit = contains(pool, answers)
+        s.pool_hit = np.array([_holds(triples, expand_hops(graph, triples, o.seed_entities, hops), a)
+                               for o, a in zip(outputs, answers)], bool)
         s.hits = {n: contains([o.head(n).entities for o in outputs], answers) for n in report_ns(top_N, ranked_N)}
         s.links = pairs_link([(o.heads, o.tails) for o in (o.head(top_N) for o in outputs)], question, answers)
 
