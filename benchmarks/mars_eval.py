@@ -225,14 +225,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="also train the LightGBM reranker (needs a --kg with minilm entity vectors for its "
                          "embedding features) and its ablations")
     args = ap.parse_args(argv)
-    from mmkg.model.rankers import MarsContext, rankers
+    from mmkg.model.rankers import MarsContext
 
     mars = args.data / "markg" / "MARS"
     prepare_kg(args.kg, args.data)
     ctx = MarsContext.from_files(args.kg, mars, folds=args.folds)
     rows = {s: read_mars_rows(mars / f"{s}.json") for s in SPLITS}
     if args.reproduce is not None:
-        if args.variant not in rankers:
+        from mmkg.model.reranker_run import VARIANTS as TRAINED
+        if args.variant in TRAINED:
             from mmkg.model.reranker import reproduce  # trained variants: their committed artifacts
             print(json.dumps(reproduce(args, ctx, rows[args.split])))
             return {}
