@@ -24,7 +24,7 @@ from mmkg.kg_store.errors import KGStoreError
 from mmkg.kg_store.registry import family
 from mmkg.pipeline.engines.base import check_engine
 from mmkg.retrieval.datasets import Query, QuerySet, build_queries
-from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
+from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, vector_kinds_needed
 from mmkg.kg_store.shards import ShardWriter
 from mmkg.retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards
 from mmkg.retrieval.subgraph import SubgraphOutput
@@ -245,8 +245,7 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
                               seconds=round(time.perf_counter() - t0, 3))
     # issue 31: a retriever that reads triple vectors (mrmkg, pcst) on a store embedded without them
     # gets them now, from the vector cache (the anchored retriever's configurations embed none)
-    from mmkg.retrieval.retrievers import retriever_registry
-    if "triple" in getattr(retriever_registry.get(config.retriever), "needs_vectors", ()):
+    if "triple" in vector_kinds_needed(config):
         from mmkg.retrieval.index_search import ensure_vectors
         store = ensure_vectors(kg, config.encoder, "triple")
     encoder = resolve_encoder(config.encoder, device=device)

@@ -178,7 +178,7 @@ class SubgraphRetriever:
         from mmkg.pipeline.encoders import resolve_encoder
         from mmkg.retrieval.index import load_index
         from mmkg.retrieval.ranking import PairCosine
-        from mmkg.retrieval.retrievers import RetrieverContext, resolve_retriever, retriever_registry
+        from mmkg.retrieval.retrievers import RetrieverContext, resolve_retriever
         from mmkg.retrieval.subgraph import TripleScorer
 
         self.store, self.config = store, config
@@ -188,7 +188,7 @@ class SubgraphRetriever:
         self.triples = store.triples_array()
         # only the vector kinds the retriever declares are read (a store may hold no triple vectors)
         needs = vector_kinds_needed(config)
-        uses_triples = "triple" in getattr(retriever_registry.get(config.retriever), "needs_vectors", ())
+        uses_triples = "triple" in needs
         score = entity_cosine = None
         if uses_triples:
             triple_vectors, triple_ids = load_vectors(store, self.encoder.slug, "triple")
