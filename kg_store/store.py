@@ -304,6 +304,8 @@ class StoreWriter:
             else:
                 raise KGStoreError(f"{self.root} is not a KG store")
             atomic.cleanup_temp(self.root)
+            if (self.root / mf.MANIFEST).exists():
+                versions.repair_snapshot(self.root, self.manifest)  # a kill after the last commit
             # derived files the new version may replace in place stay restorable (versions.py)
             versions.preserve_files(self.root, self.manifest)
         except BaseException:

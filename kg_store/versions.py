@@ -50,6 +50,21 @@ def write_snapshot(kg: str | Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+def repair_snapshot(kg: str | Path, manifest: dict[str, Any]) -> bool:
+    """Rewrite the current version's snapshot when it is missing or older than `manifest`.
+
+    A commit writes manifest.json and then its snapshot; a writer killed between the two leaves
+    the committed version without (or with a stale) snapshot. The next writer calls this under
+    the lock, so the gap heals before anything builds on it. True when it wrote."""
+    kg = Path(kg)
+    path = kg / VERSIONS / f"v{int(manifest['kg_version']):06d}.json"
+    with contextlib.suppress(OSError, ValueError, KGStoreError):
+        if path.is_file() and json.loads(path.read_text()) == manifest:
+            return False
+    write_snapshot(kg, manifest)
+    return True
+
+
 def snapshot_version(kg: str | Path) -> Path | None:
     """Copy the committed manifest to its snapshot (commits do this themselves; kept for callers)."""
     kg = Path(kg)
