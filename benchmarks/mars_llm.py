@@ -83,6 +83,8 @@ def dev_sample(kg: Path, n: int, seed: int) -> list[str]:
 def run_eval(args, split: str, variant: str, query_ids: list[str], *, scoring: str,
              gate: dict[str, Any] | None, part: str = "") -> dict[str, Any]:
     from mmkg.model.evaluation import evaluate
+    if not query_ids:
+        return {"split": split, "variant": variant, "queries": 0}
     mars = args.data / "markg" / "MARS"
     out = args.work / f"{split}.{variant}{part}.jsonl"
     t0 = time.monotonic()
@@ -116,13 +118,15 @@ def test_ids(args) -> list[str]:
 
 
 def kg_test_ids(args, choice: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The test queries whose gate opens (signals recorded by the control run), and a seeded sample
-    of closed ones (the check that a closed gate ranks exactly as the control)."""
+    """The test queries whose gate opens (signals recorded by the control run so far) and a seeded
+    sample of closed ones (the check that a closed gate ranks exactly as the control), less those
+    some kg file holds already (a later `--batch` scores what the control has added since)."""
     ctl = test_records(args, "llm_control")
     ids = [q for q in test_ids(args) if q in ctl]
     is_open = {q: ctl[q]["gate"]["signals"][choice["signal"]] >= choice["threshold"] for q in ids}
-    closed = [q for q in ids if not is_open[q]]
-    return [q for q in ids if is_open[q]], closed[:CLOSED_CHECK]
+    done, checked = test_records(args, "llm_kg"), test_records(args, "llm_kg", closed=True)
+    closed = [q for q in ids if not is_open[q]][:CLOSED_CHECK]
+    return [q for q in ids if is_open[q] and q not in done], [q for q in closed if q not in checked]
 
 
 def rerank(rec: dict[str, Any], null: dict[str, float] | None) -> float:
@@ -269,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--part", default="0/1", help="test: score the i-th of n interleaved slices of the queries (i/n)")
+    ap.add_argument("--batch", default="", help="test, llm_kg: a new tag for each launch that adds the queries "
+                                                "the control has scored since the last (its files are kept)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--kg", type=Path, default=REPO / "build" / "markg-minilm",
                     help="MarKG store with the default retriever's MARS dev and test shards")
@@ -292,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         # control's; a sample of closed ones is scored too, as a check). Both record log-likelihoods;
         # PMI, if chosen on dev, is applied in `report` with the scorer's null (the same ll − null).
         i, n = (int(x) for x in args.part.split("/"))
-        tag = f".part{i}of{n}" if n > 1 else ""
+        tag = (f".{args.batch}" if args.batch else "") + (f".part{i}of{n}" if n > 1 else "")
         if "llm_control" in variants:
             print(json.dumps(run_eval(args, "test", "llm_control", test_ids(args)[i::n], scoring="loglik",
                                       gate=RECORD_ONLY, part=tag)), flush=True)
