@@ -101,7 +101,14 @@ def run_eval(args, split: str, variant: str, query_ids: list[str], *, scoring: s
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
+    """The whole lines of a predictions file (a line torn by a kill is left out)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
 
 
 def test_records(args, variant: str, closed: bool = False) -> dict[str, dict[str, Any]]:
