@@ -70,11 +70,40 @@ def test_pmi_is_the_log_likelihood_minus_the_null_prompts(real_shards, data_dir,
         assert not np.allclose(null, 0)
 
 
-def test_a_gate_needs_a_shortlist_and_a_known_scoring(real_shards, data_dir):
-    job = dict(kg=str(real_shards["kg"]), task="mars", shards=str(real_shards["mars/dev"]), model="mrmkg",
-               model_kwargs={**TINY, "knowledge": "text"}, device="cpu", amp="off", limit=1,
-               candidates=str(data_dir / "markg" / "MARS" / "analogy_entities.txt"))
+def test_a_gate_needs_a_shortlist_and_a_known_scoring(data_dir):
+    from mmkg.model.kg_text import KGText
+    args = dict(task="mars", kg="unused", kg_text=KGText(entity_labels={}, entity_keys={}, relation_labels={}),
+                candidates=str(data_dir / "markg" / "MARS" / "analogy_entities.txt"), shortlist=None,
+                ties="realistic", candidate_scores=False)
     with pytest.raises(ConfigError, match="shortlist"):
-        evaluate(**job, facts_gate={"signal": "prior_top", "threshold": 0.5})
+        MarsScorer(**args, facts_gate={"signal": "prior_top", "threshold": 0.5})
     with pytest.raises(ConfigError, match="scoring"):
-        evaluate(**job, scoring="bayes")
+        MarsScorer(**args, scoring="bayes")
+
+
+#: each registered signal and the range its values must lie in (the template below runs every one)
+SIGNAL_CASES = {"prior_top": (0.0, 1.0), "endpoint_top": (0.0, 1.0), "endpoints_in_shortlist": (0.0, float(K))}
+
+
+@pytest.mark.parametrize("name", sorted(SIGNAL_CASES))
+def test_signal_template(name, real_shards, data_dir, small_train, mars_items):
+    """Every signal gives a value in its range from the query's row and shortlist only: the same
+    value when the gold is swapped for another entity; the gate opens exactly at the threshold."""
+    import dataclasses
+    from mmkg.model.facts_gate import FactsGate, gate_signals
+    from mmkg.model.rankers import top_positions
+    from mmkg.model.scoring import Shortlist, read_candidates
+    cands = read_candidates(data_dir / "markg" / "MARS" / "analogy_entities.txt")
+    short = Shortlist(str(real_shards["kg"]), cands, {"ranker": "memory>kg_prior", "k": K,
+                                                      "train": str(small_train), "folds": 5})
+    lo, hi = SIGNAL_CASES[name]
+    values = []
+    for graph, ex in mars_items[:4]:
+        top = top_positions(short.scores(ex), short.k)
+        gate = FactsGate({"signal": name, "threshold": 0.5})
+        v = gate.values(short, ex, top, graph)[name]
+        other = dataclasses.replace(ex, gold_key=cands[0], target="something else")
+        assert gate.values(short, other, top, graph)[name] == v
+        assert lo <= v <= hi and gate.opens(v) == (v >= 0.5)
+        values.append(v)
+    assert name in gate_signals.names() and set(gate_signals.names()) == set(SIGNAL_CASES)
