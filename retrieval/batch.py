@@ -24,7 +24,7 @@ from mmkg.kg_store.errors import KGStoreError
 from mmkg.kg_store.registry import family
 from mmkg.pipeline.engines.base import check_engine
 from mmkg.retrieval.datasets import Query, QuerySet, build_queries
-from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, vector_kinds_needed
+from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, retriever_class, vector_kinds_needed
 from mmkg.kg_store.shards import ShardWriter
 from mmkg.retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards
 from mmkg.retrieval.subgraph import SubgraphOutput
@@ -220,8 +220,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     (`NAME:PATH`) into `<kg>/subgraphs/...`.
 
     A shard set with the same cache key (KG version, encoder, config, dataset bytes, limit) is
-    reused as a whole. Otherwise the anchored retriever (local engine) reranks only the queries whose
-    inputs changed (`mmkg.retrieval.incremental`), every other retriever every query; query texts already encoded (by
+    reused as a whole. Otherwise an incremental retriever (the anchored one; local engine) reranks only
+    the queries whose inputs changed (`mmkg.retrieval.incremental`), every other retriever every query; query texts already encoded (by
     an earlier run, or as KG text) come from the content-addressed vector cache, so a rerun after
     a small KG change costs little more than the CSR expansion and ranking.
     """
@@ -257,17 +257,18 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     ranked = dataclasses.replace(config, top_N=qs.kind.ranked_N(config.top_N))
     t_run = time.perf_counter()
     prior_key = None
-    if config.retriever == "anchored" and qs.train_file is not None:
+    kind = retriever_class(config)
+    if kind.uses_prior and qs.train_file is not None:
         from mmkg.retrieval.paths import assign_prior_folds, load_or_fit_prior
         _, prior_key = load_or_fit_prior(kg, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds)
         assign_prior_folds(qs.queries, qs.train_file, config.prior_folds)
         store = open_store(kg)  # the fit may have committed the prior
-    pool_hops = config.path_hops if config.retriever == "anchored" else config.hops
+    pool_hops = kind.pool_hops(config)
     kwargs = dict(batch_size=batch_size, device=device, progress=progress, encoder=encoder,
                   answer_space=qs.answer_space, prior_key=prior_key, **(engine_kwargs or {}))
-    incremental = None  # issue 31: the anchored retriever (local engine) reranks only queries whose inputs changed
+    incremental = None  # issue 31: an incremental retriever (local engine) reranks only queries whose inputs changed
     if not getattr(run, "writes_shards", False):
-        if engine == "local" and config.retriever == "anchored":
+        if engine == "local" and kind.incremental:
             from mmkg.retrieval.incremental import SIDECAR, run_local_incremental
             from mmkg.retrieval.shards import shard_dir
             incremental = run_local_incremental(store, ranked, qs, previous=None if force else
