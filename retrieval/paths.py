@@ -98,7 +98,11 @@ class PathPrior:
 
     @property
     def base_rate(self) -> float:
-        return self.base_hits / self.base_seen if self.base_seen else 0.0
+        """The share of answers among the candidates the train walks reach, to 2 significant digits:
+        the smoothing's prior guess needs no more, and a small KG change then leaves it, and with it
+        the precision of every type the change does not touch, as it was (incremental retrieval
+        reranks only the queries that read a changed entry)."""
+        return float(f"{self.base_hits / self.base_seen:.2g}") if self.base_seen else 0.0
 
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sorted codes with hits/seen: unconditioned types, and (example type, type) pairs packed."""
