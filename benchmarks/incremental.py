@@ -165,10 +165,9 @@ def main() -> None:
         before = tree_bytes(tmp / "kg")
         t_same, same = timed(**job(data, tmp / "kg", base, args.mars, args.scienceqa))  # nothing changed
         growth = tree_bytes(tmp / "kg") - before
-        prof = (lambda name: retrieve_profile(args.profile / f"retrieve-{name}.prof" if args.profile else None))
-        with prof("incremental"):
+        with retrieve_profile(args.profile / "retrieve-incremental.prof" if args.profile else None):
             t_inc, inc = timed(**job(data, tmp / "kg", both, args.mars, args.scienceqa))
-        with prof("full"):
+        with retrieve_profile(args.profile / "retrieve-full.prof" if args.profile else None):
             t_full, full = timed(**job(data, tmp / "full", both, args.mars, args.scienceqa))
         stage = lambda r, n: next(s for s in r.stages if s.name == n)  # noqa: E731
         out = {
