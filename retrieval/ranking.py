@@ -234,23 +234,23 @@ def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max
             pos, via = np.r_[pos, posl][back], np.r_[via, vial][back]
             a2, n2, tid2, ok = a1[via], np.r_[n2, n2l][back], np.r_[tid2, tid2l][back], np.r_[ok, okl][back]
     sel1, sel2 = np.flatnonzero(keep1), np.flatnonzero(ok)
-    k1, k2 = np.bincount(a1[sel1], minlength=na), np.bincount(a2[sel2], minlength=na)
+    o1, o2 = a1[sel1], a2[sel2]
+    k1, k2 = np.bincount(o1, minlength=na), np.bincount(o2, minlength=na)
     block = np.cumsum(k1 + k2) - (k1 + k2)
     # place each kept path at its anchor's block: 1-hop ones first, then 2-hop ones (CSR order in each)
-    at1 = block[a1[sel1]] + np.arange(len(sel1)) - (np.cumsum(k1) - k1)[a1[sel1]]
-    at2 = block[a2[sel2]] + k1[a2[sel2]] + np.arange(len(sel2)) - (np.cumsum(k2) - k2)[a2[sel2]]
+    at1 = (block - (np.cumsum(k1) - k1))[o1] + np.arange(len(sel1))
+    at2 = (block + k1 - (np.cumsum(k2) - k2))[o2] + np.arange(len(sel2))
     P = len(sel1) + len(sel2)
     endpoint, ptype, t1, t2, owner, mid = (np.empty(P, np.int64) for _ in range(6))
-    c1 = step_code(graph.relation[pos1[sel1]], graph.direction[pos1[sel1]])
-    endpoint[at1], ptype[at1], t1[at1], t2[at1], owner[at1] = n1[sel1], path_type(c1, None, num_relations), \
-        tid1[sel1], -1, a1[sel1]
+    code1 = step_code(graph.relation[pos1], graph.direction[pos1])
+    endpoint[at1], ptype[at1], t1[at1], t2[at1], owner[at1] = n1[sel1], path_type(code1[sel1], None, num_relations), \
+        tid1[sel1], -1, o1
     mid[at1] = n1[sel1]
     if len(sel2):
         p2, v2 = pos[sel2], via[sel2]
         c2 = step_code(graph.relation[p2], graph.direction[p2])
-        c1v = step_code(graph.relation[pos1[v2]], graph.direction[pos1[v2]])
-        endpoint[at2], ptype[at2], t1[at2], t2[at2], owner[at2] = n2[sel2], path_type(c1v, c2, num_relations), \
-            tid1[v2], tid2[sel2], a2[sel2]
+        endpoint[at2], ptype[at2], t1[at2], t2[at2], owner[at2] = n2[sel2], path_type(code1[v2], c2, num_relations), \
+            tid1[v2], tid2[sel2], o2
         mid[at2] = n1[v2]
     return Paths(endpoint, ptype, t1, t2), owner, mid
 
