@@ -49,15 +49,22 @@ class CSRGraph:
         pos = offsets + np.arange(total, dtype=np.int64)
         return np.unique(self.triple_id[pos])
 
-    def edge_positions(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def edge_positions(self, nodes: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """CSR positions of every edge of `nodes` (in node order) and, per position, which input
-        node it belongs to: the 1-hop neighbourhoods of a whole batch in one vectorised step."""
+        node it belongs to: the 1-hop neighbourhoods of a whole batch in one vectorised step.
+
+        With `keep` (a bool per CSR position): only the kept edges, read from the CSR restricted to
+        them (the work is that of the kept edges; CSR order kept)."""
         nodes = np.asarray(nodes, dtype=np.int64)
-        starts, ends = self.indptr[nodes], self.indptr[nodes + 1]
+        indptr = self.indptr
+        if keep is not None:
+            kept = np.flatnonzero(keep)
+            indptr = np.searchsorted(kept, self.indptr)      # kept edges before each node's first one
+        starts, ends = indptr[nodes], indptr[nodes + 1]
         lengths = ends - starts
         owner = np.repeat(np.arange(len(nodes), dtype=np.int64), lengths)
         pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-        return pos, owner
+        return (pos if keep is None else kept[pos]), owner
 
     def neighbors(self, node: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         s, e = self.indptr[node], self.indptr[node + 1]

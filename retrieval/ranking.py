@@ -2,8 +2,10 @@
 queries at once (CSR gathers, sorted segment reductions), never a Python loop per query.
 
 Every array here is flat over the batch with an owner column (`q`: the query's position in the
-batch); (query, id) pairs are packed into one int64 key `q * span + id` so that `np.unique`,
-`np.searchsorted` and `np.lexsort` do per-query set work for every query together. The results equal
+batch); (query, id) pairs are packed into one int64 key `q * span + id` so that one stable sort
+(`sorted_unique`, `ordered`: keys packed per query come grouped by query, runs a stable sort merges
+cheaply) or a lookup table does per-query set work for every query together, and per-query top-k cuts
+bin their scores (`top_candidates`) instead of sorting every candidate. The results equal
 the per-query ranking they replace (`tests/retrieval/reference_ranking.py`): same triples, same
 order, same scores (the one float difference: a dot product's summation order).
 """
@@ -17,8 +19,9 @@ from mmkg.kg_store.graph import CSRGraph
 from mmkg.retrieval.paths import MAX_PATHS, Paths, path_type, step_code
 from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 
-#: (query, triple) pairs whose vectors are gathered at once (bounds the float32 scratch to ~100 MB)
-PAIR_CHUNK = 1 << 16
+#: (query, id) pairs whose vectors are gathered at once: the gathered rows stay in cache for the dot
+#: products (a pair's cosine is the same bytes whatever the chunk: one dot product per row)
+PAIR_CHUNK = 1 << 11
 #: vector tables up to this size are read into memory once per retriever (larger ones stay mmap-ed)
 IN_MEMORY_BYTES = 256 << 20
 #: a pair set this dense (pairs · DENSE_SHARE > queries · vectors) is scored by one matrix product
@@ -41,14 +44,100 @@ def rank_in_segment(owner: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(first, idx, 0))
 
 
+def sorted_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`np.unique(keys, return_index=True, return_inverse=True)` as (unique, inverse, first index), by
+    one stable argsort: keys packed per query come grouped by query, runs a stable sort merges cheaply."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    new = np.empty(len(sk), bool)
+    new[:1] = True
+    np.not_equal(sk[1:], sk[:-1], out=new[1:])
+    inverse = np.empty(len(keys), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return sk[new], inverse, order[new]
+
+
+def compact_ids(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each id's rank among the distinct ids present (order kept) and their count: a lookup table,
+    no sort (ids are small non-negative ints)."""
+    present = np.zeros(int(ids.max()) + 1 if len(ids) else 0, bool)
+    present[ids] = True
+    return (np.cumsum(present) - 1)[ids], int(present.sum())
+
+
+def dense_unique(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(keys, return_inverse=True)` of keys in [0, size) by a table of `size` cells when
+    that is small (no sort), else by `sorted_unique`."""
+    if size > BITMAP_CELLS:
+        return sorted_unique(keys)[:2]
+    mark = np.zeros(size, bool)
+    mark[keys] = True
+    uniq = np.flatnonzero(mark)
+    index = np.empty(size, np.int64)
+    index[uniq] = np.arange(len(uniq))
+    return uniq, index[keys]
+
+
+def desc_rank(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rank of each value among the distinct values, largest first, and their count."""
+    uniq, inverse, _ = sorted_unique(values)
+    return len(uniq) - 1 - inverse, len(uniq)
+
+
+def ordered(major: np.ndarray, minor: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
+    """`np.lexsort(([last,] -minor, major))`: by int major ascending, then float32 minor descending,
+    then (if given) int `last` ascending, stable; as one int64 sort where the packed key fits (the
+    minor's bits mapped to an order-keeping uint32)."""
+    lbits = int(last.max()).bit_length() if last is not None and len(last) else 0
+    if len(major) and int(major.max()).bit_length() + 32 + lbits > 63:
+        return np.lexsort((-minor, major) if last is None else (last, -minor, major))
+    bits = (np.asarray(minor, np.float32) + np.float32(0)).view(np.int32).astype(np.int64)  # + 0: -0.0 → 0.0
+    ascending = np.where(bits >= 0, bits, -(bits & 0x7FFFFFFF) - 1)
+    key = (np.asarray(major, np.int64) << 32) | ((1 << 31) - 1 - ascending)
+    if last is not None:
+        key = (key << lbits) | last
+    return np.argsort(key, kind="stable")
+
+
+#: score bins of `top_candidates`
+SCORE_BINS = 1024
+
+
+def top_candidates(owner: np.ndarray, score: np.ndarray, n: int, k: int, lo: float = -1.0,
+                   hi: float = 1.0) -> np.ndarray:
+    """A mask holding each owner's k best scores (ties included) and few more: scores in [lo, hi] are
+    binned, and an owner keeps the bins down to the one where its count reaches k (a histogram per
+    owner instead of a sort)."""
+    b = np.clip(((np.asarray(score, np.float64) - lo) * (SCORE_BINS / (hi - lo))).astype(np.int64), 0,
+                SCORE_BINS - 1)
+    hist = np.bincount(owner * SCORE_BINS + b, minlength=n * SCORE_BINS).reshape(n, SCORE_BINS)
+    enough = np.cumsum(hist[:, ::-1], axis=1) >= k
+    floor = np.where(enough.any(1), SCORE_BINS - 1 - enough.argmax(1), 0)
+    return b >= floor[owner]
+
+
+def _first_of(inverse: np.ndarray, n: int) -> np.ndarray:
+    """An element of each of the `n` groups of an inverse index (the last one written)."""
+    first = np.empty(n, np.int64)
+    first[inverse] = np.arange(len(inverse))
+    return first
+
+
 def sequential_segment_sum(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     """Per-owner sums added strictly in array order (as `np.add.at` does), vectorised over owners:
-    one pass per position within a segment (segments are short), so the floats match exactly."""
+    one pass per position within a segment (segments are short; a pass reads only the segments that
+    long), so the floats match exactly. `owner` is sorted."""
     out = np.zeros(n)
-    pos = rank_in_segment(owner)
-    for k in range(int(pos.max()) + 1 if len(pos) else 0):
-        at = pos == k
-        out[owner[at]] += values[at]
+    if not len(owner):
+        return out
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    lens = np.diff(np.r_[starts, len(owner)])
+    by_len = np.argsort(-lens, kind="stable")               # longest first: pass k reads a prefix
+    starts, seg_owner = starts[by_len], owner[starts[by_len]]
+    longer = len(lens) - np.cumsum(np.bincount(lens))       # segments longer than k, k = 0, 1, ...
+    for k in range(int(lens.max())):
+        m = longer[k]
+        out[seg_owner[:m]] += values[starts[:m] + k]
     return out
 
 
@@ -104,42 +193,64 @@ def batch_paths(graph: CSRGraph, anchors: np.ndarray, num_relations: int, *, max
     na = len(anchors)
     pos1, a1 = graph.edge_positions(anchors)
     n1, tid1 = graph.neighbor[pos1], graph.triple_id[pos1]
+    keep1 = np.ones(len(n1), bool)
+    filtered = inside is not None and group is not None
     if max_hops >= 2 and len(n1):
-        pos, via = graph.edge_positions(n1)            # via: index of the 1-hop edge each step extends
+        walks = graph.degree(n1)
+        capped = np.bincount(a1, weights=walks, minlength=na).max() > MAX_PATHS
+        if filtered:  # only the walks into `inside` (where most 2-hop walks end outside it)
+            pos, via = graph.edge_positions(n1, keep=inside[graph.neighbor])
+            if capped:  # hub anchors cut at MAX_PATHS walks, counted over all of their walks
+                before = np.cumsum(walks) - walks
+                before -= before[np.searchsorted(a1, a1)]      # walks of the anchor's earlier edges
+                cut = before[via] + pos - graph.indptr[n1[via]] < MAX_PATHS
+                pos, via = pos[cut], via[cut]
+        else:
+            pos, via = graph.edge_positions(n1)             # via: index of the 1-hop edge each step extends
+            if capped:
+                keep = rank_in_segment(a1[via]) < MAX_PATHS  # hub anchors cut, as paths_from does
+                pos, via = pos[keep], via[keep]
         a2 = a1[via]
-        if len(a2) and np.bincount(a2, minlength=na).max() > MAX_PATHS:
-            keep = rank_in_segment(a2) < MAX_PATHS     # hub anchors cut, as paths_from does
-            pos, via, a2 = pos[keep], via[keep], a2[keep]
         n2, tid2 = graph.neighbor[pos], graph.triple_id[pos]
         ok = (n2 != anchors[a2]) & (tid2 != tid1[via])
     else:
         pos = via = a2 = n2 = tid2 = np.empty(0, np.int64)
         ok = np.empty(0, bool)
-    keep1 = np.ones(len(n1), bool)
-    if inside is not None and group is not None:
-        in1, in2 = inside[n1], inside[n2] & ok
-        has = (np.bincount(group[a1[in1]], minlength=int(group.max()) + 1 if na else 0) +
-               np.bincount(group[a2[in2]], minlength=int(group.max()) + 1 if na else 0)) > 0
+    if filtered:
+        ng = int(group.max()) + 1 if na else 0
+        in1 = inside[n1]
+        has = (np.bincount(group[a1[in1]], minlength=ng) + np.bincount(group[a2[ok]], minlength=ng)) > 0
         keep1 = in1 | ~has[group[a1]]
-        ok = ok & (in2 | ~has[group[a2]])
+        lost = np.flatnonzero(~has[group[a1]])
+        if max_hops >= 2 and len(lost):  # a query with no path into `inside` keeps all of its paths
+            posl, vial = graph.edge_positions(n1[lost])
+            vial = lost[vial]
+            keep = rank_in_segment(a1[vial]) < MAX_PATHS
+            posl, vial = posl[keep], vial[keep]
+            n2l, tid2l = graph.neighbor[posl], graph.triple_id[posl]
+            okl = (n2l != anchors[a1[vial]]) & (tid2l != tid1[vial])
+            # walks in CSR order again (each anchor's walks come from one of the two parts)
+            back = np.argsort(np.r_[via, vial], kind="stable")
+            pos, via = np.r_[pos, posl][back], np.r_[via, vial][back]
+            a2, n2, tid2, ok = a1[via], np.r_[n2, n2l][back], np.r_[tid2, tid2l][back], np.r_[ok, okl][back]
     sel1, sel2 = np.flatnonzero(keep1), np.flatnonzero(ok)
-    k1, k2 = np.bincount(a1[sel1], minlength=na), np.bincount(a2[sel2], minlength=na)
+    o1, o2 = a1[sel1], a2[sel2]
+    k1, k2 = np.bincount(o1, minlength=na), np.bincount(o2, minlength=na)
     block = np.cumsum(k1 + k2) - (k1 + k2)
     # place each kept path at its anchor's block: 1-hop ones first, then 2-hop ones (CSR order in each)
-    at1 = block[a1[sel1]] + np.arange(len(sel1)) - (np.cumsum(k1) - k1)[a1[sel1]]
-    at2 = block[a2[sel2]] + k1[a2[sel2]] + np.arange(len(sel2)) - (np.cumsum(k2) - k2)[a2[sel2]]
+    at1 = (block - (np.cumsum(k1) - k1))[o1] + np.arange(len(sel1))
+    at2 = (block + k1 - (np.cumsum(k2) - k2))[o2] + np.arange(len(sel2))
     P = len(sel1) + len(sel2)
     endpoint, ptype, t1, t2, owner, mid = (np.empty(P, np.int64) for _ in range(6))
-    c1 = step_code(graph.relation[pos1[sel1]], graph.direction[pos1[sel1]])
-    endpoint[at1], ptype[at1], t1[at1], t2[at1], owner[at1] = n1[sel1], path_type(c1, None, num_relations), \
-        tid1[sel1], -1, a1[sel1]
+    code1 = step_code(graph.relation[pos1], graph.direction[pos1])
+    endpoint[at1], ptype[at1], t1[at1], t2[at1], owner[at1] = n1[sel1], path_type(code1[sel1], None, num_relations), \
+        tid1[sel1], -1, o1
     mid[at1] = n1[sel1]
     if len(sel2):
         p2, v2 = pos[sel2], via[sel2]
         c2 = step_code(graph.relation[p2], graph.direction[p2])
-        c1v = step_code(graph.relation[pos1[v2]], graph.direction[pos1[v2]])
-        endpoint[at2], ptype[at2], t1[at2], t2[at2], owner[at2] = n2[sel2], path_type(c1v, c2, num_relations), \
-            tid1[v2], tid2[sel2], a2[sel2]
+        endpoint[at2], ptype[at2], t1[at2], t2[at2], owner[at2] = n2[sel2], path_type(code1[v2], c2, num_relations), \
+            tid1[v2], tid2[sel2], o2
         mid[at2] = n1[v2]
     return Paths(endpoint, ptype, t1, t2), owner, mid
 
@@ -216,56 +327,60 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
     # distinct endpoints of each query: (query, endpoint) keys, sorted
     span = max(c.graph.num_nodes, 1)
     end_key = q * span + paths.endpoint
-    ends_key, of_end = np.unique(end_key, return_inverse=True)
-    of_end = of_end.reshape(-1)
-    end_q = ends_key // span
-    ends = ends_key % span
     if c.prior is not None:
-        path_prior = np.empty(P)
-        prior = np.empty(len(ends_key))
         ex_q, ex_type = batch_linking_types(c.graph, example_ids[:, 0], example_ids[:, 1], R)
+        ctype, nt = compact_ids(paths.ptype)
+        # a path's precision depends on its (query, type) only: computed once per distinct pair
+        qt_key, of_qt = dense_unique(q * nt + ctype, nq * nt)
+        qt_q, qt_type = qt_key // nt, paths.ptype[_first_of(of_qt, len(qt_key))]
+        qt_prior = np.empty(len(qt_key))
         for fold in np.unique(folds).tolist():
-            model = c.prior.for_fold(fold)
-            in_fold = (folds == fold)[q]
-            path_prior[in_fold] = _path_precisions(model, paths.ptype[in_fold], q[in_fold], ex_q, ex_type)
+            in_fold = (folds == fold)[qt_q]
+            qt_prior[in_fold] = _path_precisions(c.prior.for_fold(fold), qt_type[in_fold], qt_q[in_fold], ex_q,
+                                                 ex_type)
+        qt_rank, n_path_rank = desc_rank(qt_prior)
+        path_rank = qt_rank[of_qt]                              # each path's precision order, as ints
         # noisy-or over one vote per (query, type, endpoint), added in type order per endpoint
-        tspan = int(paths.ptype.max()) + 1 if P else 1
-        tkey = np.unique(of_end * tspan + paths.ptype, return_index=True)[1]
-        log_miss = np.log1p(-np.clip(path_prior[tkey], 0, 1 - 1e-9))
-        prior = 1.0 - np.exp(sequential_segment_sum(log_miss, of_end[tkey], len(ends_key)))
+        ends_key, of_end, vote = _endpoint_votes(end_key, ctype, nt)
+        log_miss = np.log1p(-np.clip(qt_prior[of_qt[vote]], 0, 1 - 1e-9))
+        prior = 1.0 - np.exp(sequential_segment_sum(log_miss, of_end[vote], len(ends_key)))
     else:  # no train split: a 1-hop link beats a 2-hop one, then the text decides
+        ends_key, of_end, _ = sorted_unique(end_key)
         path_prior = np.where(paths.t2 < 0, 1.0, 0.5)
+        path_rank, n_path_rank = (paths.t2 >= 0).astype(np.int64), 2
         prior = np.zeros(len(ends_key))
         np.maximum.at(prior, of_end, path_prior)
+    end_q = ends_key // span
+    ends = ends_key % span
     # The greedy pass below visits at most 3·top_N + 1 endpoints of a query (each adds a triple, or
-    # is an end of an added one, or is the one that does not fit): only endpoints whose prior ties
-    # or beats the (3·top_N + 1)-th best can be reached, so only their paths need a cosine.
+    # is an end of an added one, or is the one that does not fit), in order: only endpoints whose prior
+    # ties or beats the (3·top_N + 1)-th best can be reached, so only they need a cosine, and only
+    # the first 3·top_N + 1 of the order need their paths
     reach = 3 * top_N + 1
-    by_prior = np.lexsort((-prior, end_q))
-    rank = rank_in_segment(end_q[by_prior])
-    cut = np.full(nq, -np.inf)
-    last = by_prior[(rank == reach - 1)]
-    cut[end_q[last]] = prior[last]
-    live_end = prior >= cut[end_q]
-    live = np.flatnonzero(live_end[of_end])
-    paths, q, of_end, path_prior, mid = paths.select(live), q[live], of_end[live], path_prior[live], mid[live]
-    P = len(paths)
-    # the text cosine (entity vectors; an entity without a vector counts 0): endpoints of live paths
+    # (a few more endpoints than those: priors are binned, on a square-root scale as they crowd near
+    # 0; the greedy order below is exact)
+    live_ends = np.flatnonzero(top_candidates(end_q, np.sqrt(prior), nq, reach, 0.0, 1.0))
+    # the text cosine (entity vectors; an entity without a vector counts 0) of the live endpoints
     best_cos = np.full(len(ends_key), -np.inf)
-    live_ends = np.flatnonzero(live_end)
     best_cos[live_ends] = entity_cosine(vectors, end_q[live_ends], ends[live_ends])[1]
+    # endpoint order per query: prior, then the text cosine, then id (live ends come sorted by query
+    # then id: a stable sort keeps ids ascending within ties)
+    prior_rank, n_prior = desc_rank(prior[live_ends])
+    order = live_ends[ordered(end_q[live_ends] * n_prior + prior_rank, best_cos[live_ends])]
+    order = order[rank_in_segment(end_q[order]) < reach]
+    end_start = segment_starts(end_q[order], nq)
+    visit = np.zeros(len(ends_key), bool)
+    visit[order] = True
+    keep = np.flatnonzero(visit[of_end])
+    paths, q, of_end, path_rank, mid = paths.select(keep), q[keep], of_end[keep], path_rank[keep], mid[keep]
     end_cos = best_cos[of_end].astype(np.float32)
     two = np.flatnonzero(paths.t2 >= 0)
     pcos = end_cos.copy()
     if len(two):  # a middle entity is a neighbour of an anchor: far fewer (query, middle) pairs than paths
-        mid_key, of_mid = np.unique(q[two] * span + mid[two], return_inverse=True)
-        pcos[two] = (entity_cosine(vectors, mid_key // span, mid_key % span)[1][of_mid.reshape(-1)] + end_cos[two]) / 2
-    # endpoint order per query: prior, then the text cosine, then id
-    order = np.lexsort((ends, -best_cos, -prior, end_q))
-    order = order[live_end[order]]
-    end_start = segment_starts(end_q[order], nq)
+        mid_key, of_mid, _ = sorted_unique(q[two] * span + mid[two])
+        pcos[two] = (entity_cosine(vectors, mid_key // span, mid_key % span)[1][of_mid] + end_cos[two]) / 2
     # paths grouped by endpoint, each group best first (most telling type, then the text, then path order)
-    by_end = np.lexsort((np.arange(P), -pcos, -path_prior, of_end))
+    by_end = ordered((np.cumsum(visit) - 1)[of_end] * n_path_rank + path_rank, pcos)
     group_start = segment_starts(of_end[by_end], len(ends_key))
     score_of_end = (1 - tie_weight) * prior + tie_weight * (best_cos + 1) / 2
     t1, t2 = paths.t1, paths.t2
@@ -306,10 +421,20 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
     fq, slot = np.nonzero(np.arange(top_N)[None, :] < n_have[:, None])
     fs = got_score[fq, slot].astype(np.float32)
     order = np.lexsort((slot, -fs, fq))
-    tids_all, scores_all = have[fq, slot][order], fs[order]
-    starts = segment_starts(fq[order], nq)
-    return [_output(c.triples, tids_all[starts[i]:starts[i + 1]], scores_all[starts[i]:starts[i + 1]],
-                    anchors_of[i], int(pool[i])) if pool[i] else empty_output(anchors_of[i]) for i in range(nq)]
+    return _outputs(c.triples, have[fq, slot][order], fs[order], segment_starts(fq[order], nq), anchors_of, pool)
+
+
+def _endpoint_votes(end_key: np.ndarray, ctype: np.ndarray, nt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct (query, endpoint) keys, the endpoint of each path, the first path of each distinct
+    (endpoint, type) vote, in (endpoint, type) order): one stable sort by (query, endpoint, type)
+    where the packed key fits an int64, else two."""
+    if not len(end_key) or (int(end_key.max()) + 1) * nt >= 1 << 62:
+        ends_key, of_end, _ = sorted_unique(end_key)
+        return ends_key, of_end, sorted_unique(of_end * nt + ctype)[2]
+    vote_key, of_vote, vote = sorted_unique(end_key * nt + ctype)
+    vote_end = vote_key // nt
+    new = np.r_[True, vote_end[1:] != vote_end[:-1]]
+    return vote_end[new], (np.cumsum(new) - 1)[of_vote], vote
 
 
 def _path_precisions(model: Any, ptypes: np.ndarray, q: np.ndarray, ex_q: np.ndarray,
@@ -346,7 +471,7 @@ def rank_mrmkg(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine:
     """MR-MKG App. A.6 for a batch: G = the seeds, their `hops`-hop neighbours and every triple
     linking two nodes of G (`mmkg.retrieval.retrievers.neighbourhood_with_links`); its top-N by cosine.
 
-    Set work is done on (query × node) and (query × triple) bitmaps of a chunk of queries."""
+    Set work is done on (query × node) bitmaps of a chunk of queries."""
     nq, n_nodes, n_triples = len(seeds), c.graph.num_nodes, len(c.triples)
     step = max(1, BITMAP_CELLS // max(n_nodes, n_triples, 1))
     out: list[SubgraphOutput] = []
@@ -364,41 +489,52 @@ def _mrmkg_chunk(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosin
     ok = (sn >= 0) & (sn < n_nodes)
     seen = np.zeros((nq, n_nodes), bool)                     # G's nodes, growing hop by hop
     seen[sq[ok], sn[ok]] = True
-    fq, fn = np.nonzero(seen)
-    for _ in range(c.config.hops):
+    start = sorted_unique(sq[ok] * n_nodes + sn[ok])[0]          # the seeds, as np.nonzero(seen) lists them
+    fq, fn = start // n_nodes, start % n_nodes
+    for hop in range(c.config.hops):
         pos, own = g.edge_positions(fn)
         if not len(pos):
             break
         eq, nbr = fq[own], g.neighbor[pos]
+        if hop == c.config.hops - 1:  # the last frontier is never expanded: no need to list it
+            seen[eq, nbr] = True
+            break
         new = ~seen[eq, nbr]
         frontier = np.zeros((nq, n_nodes), bool)
         frontier[eq[new], nbr[new]] = True
         seen |= frontier
         fq, fn = np.nonzero(frontier)
-    # every triple with both ends in G (the edges between neighbours included)
+    # every triple with both ends in G (the edges between neighbours included): read once, from its
+    # head's side (the CSR lists a triple under both ends)
     gq, gn = np.nonzero(seen)
-    pos, own = g.edge_positions(gn)
-    eq = gq[own]
-    both = seen[eq, g.neighbor[pos]]
-    pool = np.zeros((nq, len(triples)), bool)
-    pool[eq[both], g.triple_id[pos[both]]] = True
-    aq, aid = np.nonzero(pool)
+    pos, own = g.edge_positions(gn, keep=g.direction > 0)
+    aq = gq[own]
+    both = seen[aq, g.neighbor[pos]]
+    aq, aid = aq[both], g.triple_id[pos[both]]
     has, cos = cosine(vectors, aq, aid)
     aq, aid, cos = aq[has], aid[has], cos[has]
-    order = np.lexsort((aid, -cos.astype(np.float64), aq))
-    aq, aid, cos = aq[order], aid[order], cos[order]
     size = np.bincount(aq, minlength=nq)
-    top = rank_in_segment(aq) < top_N
-    starts = segment_starts(aq[top], nq)
-    kid, kcos = aid[top], cos[top]
-    return [_output(triples, kid[starts[i]:starts[i + 1]], kcos[starts[i]:starts[i + 1]], seeds[i], int(size[i]))
-            for i in range(nq)]
+    # each query's top_N by cosine, ties by id: one sort of packed (query, cosine, id) keys, over the
+    # pairs that can make it only
+    maybe = np.flatnonzero(top_candidates(aq, cos, nq, top_N))
+    order = maybe[ordered(aq[maybe], cos[maybe], aid[maybe])]
+    top = order[rank_in_segment(aq[order]) < top_N]
+    aq, aid, cos = aq[top], aid[top], cos[top]
+    return _outputs(triples, aid, cos, segment_starts(aq, nq), seeds, size)
 
 
-def _output(triples: np.ndarray, tids: np.ndarray, scores: np.ndarray, seeds: np.ndarray,
-            pool: int) -> SubgraphOutput:
-    if not len(tids):
-        return empty_output(seeds, pool)
-    h, r, t = triples[tids].T
-    return SubgraphOutput(tids.astype(np.int64), h.copy(), r.copy(), t.copy(), scores.astype(np.float32),
-                          np.asarray(seeds, np.int64), int(pool))
+def _outputs(triples: np.ndarray, tids: np.ndarray, scores: np.ndarray, starts: np.ndarray,
+             seeds: Sequence[np.ndarray], pool: np.ndarray) -> list[SubgraphOutput]:
+    """One `SubgraphOutput` per query from the batch's flat ranked triples (query i's are
+    tids[starts[i]:starts[i + 1]]): the columns are gathered once, each query gets slices of them."""
+    tids = np.asarray(tids, np.int64)
+    h, r, t = (np.ascontiguousarray(col) for col in triples[tids].T)
+    scores = np.asarray(scores, np.float32)
+    out = []
+    for i, (lo, hi) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
+        if lo == hi:
+            out.append(empty_output(seeds[i], int(pool[i])))
+        else:
+            out.append(SubgraphOutput(tids[lo:hi], h[lo:hi], r[lo:hi], t[lo:hi], scores[lo:hi],
+                                      np.asarray(seeds[i], np.int64), int(pool[i])))
+    return out

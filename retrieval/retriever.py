@@ -217,8 +217,11 @@ class SubgraphRetriever:
         """Store ids of the entities each query names (its `entity_keys`; unknown keys dropped)."""
         keys = [k for q in queries for k in q.entity_keys]
         ids = self.store.entity_ids(keys) if keys else np.empty(0, np.int64)
-        splits = np.cumsum([len(q.entity_keys) for q in queries])[:-1]
-        return [a[a >= 0] for a in np.split(ids, splits)]
+        owner = np.repeat(np.arange(len(queries)), [len(q.entity_keys) for q in queries])
+        known = ids >= 0
+        bounds = np.r_[0, np.cumsum(np.bincount(owner[known], minlength=len(queries)))].tolist()
+        ids = ids[known]
+        return [ids[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]   # (slices: no split per query)
 
     def retrieve_vectors(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
         t0 = time.perf_counter()

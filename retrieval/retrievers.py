@@ -147,15 +147,15 @@ class MentionLinker:
     def __call__(self, text: str) -> np.ndarray:
         words = re.findall(r"[\w'-]+", text.lower())
         found: list[int] = []
-        taken = np.zeros(len(words), bool)
+        taken = bytearray(len(words))                       # (a numpy mask costs µs per n-gram test)
         for n in range(self.max_words, 0, -1):
             for i in range(len(words) - n + 1):
-                if taken[i:i + n].any():
+                if any(taken[i:i + n]):
                     continue
                 eid = self.by_label.get(" ".join(words[i:i + n]))
                 if eid is not None and eid not in found:
                     found.append(eid)
-                    taken[i:i + n] = True
+                    taken[i:i + n] = b"\x01" * n
         return np.array(found[:self.max_anchors], np.int64)
 
 
@@ -194,7 +194,9 @@ class AnchoredPathRetriever(Retriever):
         # a query that names no entity of the KG (or only isolated ones) is anchored on the top-n
         # entities by cosine (the entity index)
         deg = c.graph.degree()
-        lost = [i for i, a in enumerate(out) if not deg[a].sum()]
+        links = np.bincount(np.repeat(np.arange(len(out)), [len(a) for a in out]),
+                            weights=deg[np.concatenate(out)] if out else None, minlength=len(out))
+        lost = np.flatnonzero(links == 0).tolist()
         if lost and c.config.top_n:
             for i, s in zip(lost, c.seeds.nearest_entities(vectors[lost], c.config.top_n)):
                 out[i] = s

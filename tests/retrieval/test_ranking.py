@@ -62,3 +62,27 @@ def test_bulk_paper_pools_equal_the_per_query_ones(kg, data_dir, hops, top_N):
     bulk = r.retrieve_vectors(qs.queries, v)
     assert all(0 < len(o) <= top_N for o in bulk)
     assert_same(bulk, mrmkg_reference(r.retriever.ctx, qs.queries, v))
+
+
+@pytest.mark.parametrize("answer_space", [True, False])
+def test_bulk_anchored_cuts_hub_anchors_as_the_per_query_walk_does(kg, data_dir, monkeypatch, answer_space):
+    """With a tiny MAX_PATHS many anchors are hubs: the bulk walk (which reads only the walks into
+    the answer space) cuts each at the same walks as `paths_from`, which walks them all."""
+    import mmkg.retrieval.paths as paths_mod
+    import mmkg.retrieval.ranking as ranking_mod
+    qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=kg, split="dev", limit=32)
+    prior, _ = load_or_fit_prior(kg.root, qs.train_file, qs.answer_space)  # fitted (and cached) uncut
+    r = SubgraphRetriever(open_store(kg.root), RetrievalConfig(encoder=ENCODER, top_N=10),
+                          answer_space=qs.answer_space if answer_space else None, prior=prior)
+    v = encode_queries(r.encoder, qs.queries)
+    g = r.retriever.ctx.graph
+    anchors = np.concatenate(r.retriever.anchors(qs.queries, v))
+    pos, owner = g.edge_positions(anchors)
+    walks = np.bincount(owner, weights=g.degree(g.neighbor[pos]), minlength=len(anchors))
+    cap = int(np.median(walks))
+    assert (walks > cap).sum() >= 5                               # hubs under the cut
+    monkeypatch.setattr(paths_mod, "MAX_PATHS", cap)
+    monkeypatch.setattr(ranking_mod, "MAX_PATHS", cap)
+    bulk = r.retrieve_vectors(qs.queries, v)
+    assert sum(not o.empty for o in bulk) >= len(bulk) // 2
+    assert_same(bulk, anchored_reference(r.retriever, qs.queries, v))
