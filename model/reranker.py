@@ -13,8 +13,13 @@ Feature groups (each can be left out for the ablation):
   how often the example pair and the question occur in train;
 * embedding — cosine of question and candidate and the analogy offset (candidate · (question +
   example tail − example head)) in the store's entity vectors (MiniLM of labels), when present;
+  and the cosine of candidate and example tail;
+* type — how much the candidate looks like the example tail in the KG (`TypeSignatures`): the cosine of
+  their (relation, direction) edge-kind sets, the classes (instance of / subclass of) they share,
+  whether the candidate has an edge of the kind the tail has towards the example head, its degree;
 * kge — a TransE embedding of the KG's triples (`mmkg.model.kge`): the analogy score −‖q + (t − h) − c‖
-  of the example pair (h, t) and the best link score between question and candidate over relations.
+  of the example pair (h, t), the best link score between question and candidate over relations and
+  the cosine of candidate and example tail.
 """
 from __future__ import annotations
 
@@ -29,10 +34,14 @@ from mmkg.model.rankers import MarsContext, MarsQuery, PriorEvidence, lexicograp
 FEATURES: dict[str, tuple[str, ...]] = {
     "kg": ("prior", "best_path", "paths", "hops", "analogy_type", "prior_rank"),
     "memory": ("memory", "memory_reverse", "popularity", "example_seen", "question_seen", "base_rank"),
-    "embedding": ("cos_question", "cos_analogy"),
-    "kge": ("kge_analogy", "kge_link"),
+    "embedding": ("cos_question", "cos_analogy", "cos_tail"),
+    "type": ("sig_tail", "class_tail", "role_tail", "degree"),
+    "kge": ("kge_analogy", "kge_link", "kge_tail"),
 }
 GROUPS = tuple(FEATURES)
+#: features read from the query's row, the KG and the embeddings alone (no walk, no train counts):
+#: computed from a cached shortlist rather than stored with it (`featurize_cached`)
+ROW_FEATURES = ("cos_tail", "sig_tail", "class_tail", "role_tail", "degree", "kge_tail")
 #: candidates the model reranks (the base ranker's top K); the rest keep the base order below them
 DEFAULT_K = 200
 
@@ -72,6 +81,74 @@ class EntityVectors:
         return self._candidates
 
 
+class TypeSignatures:
+    """Each entity's type in the KG alone: its edge kinds ((relation, direction) pairs, binary, unit
+    rows), its classes (objects of instance of / subclass of), its degree, and the edge kinds linking
+    an entity pair."""
+
+    CLASS_RELATIONS = ("P31", "P279")
+
+    def __init__(self, store: Any):
+        from scipy import sparse
+        t = store.triples_array()
+        n, r = store.count("entities"), store.num_relations
+        ends, kinds = np.r_[t[:, 0], t[:, 2]], np.r_[t[:, 1], t[:, 1] + r]  # kind r: out-edge, r + R: in-edge
+        kind = sparse.csr_matrix((np.ones(len(ends)), (ends, kinds)), shape=(n, 2 * r))
+        kind.data[:] = 1.0
+        norm = np.sqrt(np.asarray(kind.sum(axis=1)).ravel())
+        self.kind = kind
+        self.unit = sparse.diags(1.0 / np.maximum(norm, 1.0)) @ kind
+        self.degree = np.bincount(ends, minlength=n).astype(np.float64)
+        rel = store.table("relations", ["id", "key"]).to_pydict()
+        is_class = np.isin(t[:, 1], [i for i, k in zip(rel["id"], rel["key"]) if k in self.CLASS_RELATIONS])
+        cls = sparse.csr_matrix((np.ones(int(is_class.sum())), (t[is_class, 0], t[is_class, 2])), shape=(n, n))
+        cls.data[:] = 1.0
+        self.classes = cls
+        self.links: dict[tuple[int, int], list[int]] = {}  # (a, b) → kinds b has in its edges with a
+        for h, rr, tt in t.tolist():
+            self.links.setdefault((h, tt), []).append(rr + r)
+            self.links.setdefault((tt, h), []).append(rr)
+
+    @classmethod
+    def of(cls, ctx: MarsContext) -> "TypeSignatures":
+        """The signatures of `ctx`'s store, built once per context."""
+        if ctx.types is None:
+            ctx.types = cls(ctx.store)
+        return ctx.types
+
+    def features(self, head: int, tail: int, cand_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """sig_tail, class_tail, role_tail, degree of each candidate id against the example pair (head, tail)."""
+        n = len(cand_ids)
+        ok = cand_ids >= 0
+        c = np.where(ok, cand_ids, 0)
+        out = {f: np.zeros(n) for f in FEATURES["type"]}
+        out["degree"] = np.where(ok, np.log1p(self.degree[c]), 0.0)
+        if tail >= 0:
+            out["sig_tail"] = np.where(ok, np.asarray((self.unit[c] @ self.unit[tail].T).todense()).ravel(), 0.0)
+            out["class_tail"] = np.where(ok, np.asarray((self.classes[c] @ self.classes[tail].T).todense()).ravel(),
+                                         0.0)
+            kinds = sorted(set(self.links.get((head, tail), []))) if head >= 0 else []
+            if kinds:
+                out["role_tail"] = np.where(ok, np.asarray(self.kind[c][:, kinds].sum(axis=1)).ravel(), 0.0)
+        return out
+
+
+def row_features(ctx: MarsContext, q: MarsQuery, cand_ids: np.ndarray, vectors: "EntityVectors | None"
+                 ) -> dict[str, np.ndarray]:
+    """The `ROW_FEATURES` of each candidate id: the candidate against the example tail in the label
+    embedding, the KG's type signatures and the KG embedding (the query's row and the KG only)."""
+    qid, eh, et = ctx.store.entity_ids([q.question, *q.example]).tolist()
+    out = TypeSignatures.of(ctx).features(eh, et, cand_ids)
+    out["cos_tail"] = np.zeros(len(cand_ids))
+    if vectors is not None and vectors.ok and et >= 0:
+        out["cos_tail"] = vectors(cand_ids) @ vectors.matrix[et]
+    out["kge_tail"] = np.zeros(len(cand_ids))
+    if ctx.kge is not None and et >= 0:
+        cv, tv = ctx.kge.vectors(cand_ids), ctx.kge.entity[et]
+        out["kge_tail"] = cv @ tv / np.maximum(np.linalg.norm(cv, axis=1) * (np.linalg.norm(tv) or 1.0), 1e-9)
+    return out
+
+
 def analogy_cosines(ctx: MarsContext, q: MarsQuery, vectors: EntityVectors | None) -> tuple[np.ndarray, np.ndarray]:
     """(C,) cosine of each candidate to the question, and to the analogy offset question + tail − head."""
     C = len(ctx.candidates)
@@ -97,7 +174,7 @@ def base_scores(ctx: MarsContext, q: MarsQuery, vectors: EntityVectors | None = 
 
 
 def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndarray, parts: dict[str, np.ndarray],
-             evidence: PriorEvidence) -> dict[str, np.ndarray]:
+             evidence: PriorEvidence, vectors: EntityVectors | None = None) -> dict[str, np.ndarray]:
     """Every feature of each candidate position in `cands` (a dict of equal-length arrays)."""
     C = len(ctx.candidates)
     cand_ids = ctx.candidate_ids[cands]
@@ -133,6 +210,7 @@ def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndar
     out.update(best_path=best, paths=n_paths, hops=hops, analogy_type=analogy)
     out["cos_question"], out["cos_analogy"] = parts["cos_question"][cands], parts["cos_analogy"][cands]
     out["kge_analogy"], out["kge_link"] = kge_features(ctx, q, cand_ids)
+    out.update(row_features(ctx, q, cand_ids, vectors))
     return out
 
 
@@ -157,7 +235,7 @@ def query_matrix(ctx: MarsContext, q: MarsQuery, k: int, names: Sequence[str],
     """(base scores (C,), shortlist positions (k,), feature matrix (k, F)) of one query."""
     base, parts, evidence = base_scores(ctx, q, vectors)
     top = top_positions(base, k)
-    f = features(ctx, q, top, base=base, parts=parts, evidence=evidence)
+    f = features(ctx, q, top, base=base, parts=parts, evidence=evidence, vectors=vectors)
     return base, top, np.stack([f[n] for n in names], axis=1).astype(np.float32)
 
 
@@ -217,27 +295,109 @@ def featurize(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: b
     return out
 
 
+def walk_names() -> list[str]:
+    """The features a cached shortlist stores (those that need the prior's walk or the train counts)."""
+    return [n for n in feature_names() if n not in ROW_FEATURES]
+
+
+#: bump when a stored feature's definition changes (it is part of every cached feature file's key)
+FEATURE_VERSION = 1
+
+
+def feature_cache_key(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: bool, k: int,
+                      vectors: EntityVectors | None) -> str:
+    """What a featurised row list depends on: the rows, the KG version, the prior (train split, folds,
+    grouping), the KG embedding, the entity vectors, K and the feature definitions."""
+    import json
+
+    from mmkg.kg_store.hashing import cache_key, sha256_bytes
+    return cache_key({"version": FEATURE_VERSION, "names": walk_names(), "k": k, "train_rows": train_rows,
+                      "rows": sha256_bytes(json.dumps(list(rows), sort_keys=True).encode()),
+                      "kg_version": ctx.store.kg_version, "graph": str(ctx.store.graph_rel), "prior": ctx.prior_key,
+                      "folds": ctx.folds, "group": ctx.group, "vectors": bool(vectors is not None and vectors.ok),
+                      "kge": None if ctx.kge is None else ctx.kge.meta.get("key", ctx.kge.meta.get("params")),
+                      "candidates": sha256_bytes("\n".join(ctx.candidates).encode())})
+
+
+def save_featurized(path: str | Path, f: Featurized) -> None:
+    """Atomically, as npz (no pickle); the base scores are kept as dense ranks (same order and ties)."""
+    import io
+
+    from mmkg.kg_store import atomic
+    buf = io.BytesIO()
+    np.savez(buf, names=np.array(f.names), x=f.x, y=f.y, sizes=np.asarray(f.sizes, np.int64),
+             top=np.concatenate(f.top) if f.top else np.empty(0, np.int64), gold=np.asarray(f.gold, np.int64),
+             seen=np.asarray(f.seen, bool), base=np.stack([lexicographic(b) for b in f.base]).astype(np.int32))
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def load_featurized(path: str | Path) -> Featurized:
+    with np.load(path, allow_pickle=False) as z:
+        sizes = z["sizes"].tolist()
+        ends = np.cumsum([0, *sizes])
+        top, base = z["top"], z["base"].astype(np.float64)
+        return Featurized([str(n) for n in z["names"]], z["x"], z["y"], sizes, list(base),
+                          [top[ends[i]:ends[i + 1]] for i in range(len(sizes))], z["gold"].tolist(),
+                          z["seen"].tolist())
+
+
+def featurize_cached(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: bool, k: int = DEFAULT_K,
+                     vectors: EntityVectors | None = None, cache: str | Path | None = None,
+                     progress: bool = False) -> Featurized:
+    """`featurize`, read from / written to `cache`/<key>.npz when a cache folder is given (the file
+    holds the walk features; the cheap `ROW_FEATURES` are recomputed from its shortlists)."""
+    if cache is None:
+        return featurize(ctx, rows, train_rows=train_rows, k=k, vectors=vectors, progress=progress)
+    path = Path(cache) / f"{feature_cache_key(ctx, rows, train_rows=train_rows, k=k, vectors=vectors)}.npz"
+    if not path.is_file():
+        f = featurize(ctx, rows, train_rows=train_rows, k=k, vectors=vectors, progress=progress)
+        stored = walk_names()
+        save_featurized(path, Featurized(stored, _columns(f, stored), f.y, f.sizes, f.base, f.top, f.gold, f.seen))
+        return f
+    f = load_featurized(path)
+    extra = [row_features(ctx, ctx.query(r, train_row=train_rows), ctx.candidate_ids[t], vectors)
+             for r, t in zip(rows, f.top)]
+    names = feature_names()
+    cols = {n: f.x[:, i] for i, n in enumerate(f.names)}
+    cols.update({n: np.concatenate([e[n] for e in extra]) if extra else np.empty(0) for n in ROW_FEATURES})
+    f.names, f.x = names, np.stack([cols[n] for n in names], axis=1).astype(np.float32)
+    return f
+
+
 def training_set(ctx: MarsContext, kg: str | Path, mars_dir: str | Path, train_rows: Sequence[dict[str, Any]], *,
                  target_seen_share: float, k: int = DEFAULT_K, vectors: EntityVectors | None = None, seed: int = 0,
-                 progress: bool = False) -> tuple[Featurized, dict[str, Any]]:
+                 cache: str | Path | None = None, progress: bool = False) -> tuple[Featurized, dict[str, Any]]:
     """The reranker's training rows, featurised out of fold, and how they were mixed.
 
     Out of fold by row, a train row's (question, answer) pair is nearly always counted in the other
     folds (MARS train repeats 779 pairs over 10,641 rows); out of fold by pair it never is, as for an
     unseen test pair. The set is every row by pair folds plus a seeded sample of rows by row folds,
     so that its share of seen pairs is `target_seen_share` (the validation split's)."""
-    by_row = featurize(ctx, train_rows, train_rows=True, k=k, vectors=vectors, progress=progress)
     ctx_pair = MarsContext.from_files(kg, mars_dir, folds=ctx.folds, group="pair")
-    ctx_pair.kge = ctx.kge
-    by_pair = featurize(ctx_pair, train_rows, train_rows=True, k=k, vectors=vectors, progress=progress)
-    s_pair, s_row = float(np.mean(by_pair.seen)), float(np.mean(by_row.seen))
+    ctx_pair.kge, ctx_pair.types = ctx.kge, ctx.types
+    by_pair = featurize_cached(ctx_pair, train_rows, train_rows=True, k=k, vectors=vectors, cache=cache,
+                               progress=progress)
+    s_pair, s_row = float(np.mean(by_pair.seen)), float(np.mean(_seen_by_memory(ctx, train_rows)))
     target = target_seen_share
     extra = 0 if target <= s_pair else int(len(train_rows) * (target - s_pair) / max(s_row - target, 1e-9))
     pick = np.sort(np.random.default_rng(seed).choice(len(train_rows), min(extra, len(train_rows)), replace=False))
-    train = Featurized.concat([by_pair, by_row.select(pick.tolist())])
+    # only the sampled rows are featurised by row folds (the walk is the cost)
+    by_row = featurize_cached(ctx, [train_rows[i] for i in pick], train_rows=True, k=k, vectors=vectors, cache=cache,
+                              progress=progress)
+    train = Featurized.concat([by_pair, by_row])
     mixture = {"pair_rows": len(train_rows), "row_rows": int(len(pick)), "seen_share": float(np.mean(train.seen)),
                "dev_seen_share": target, "seen_share_by_pair": s_pair, "seen_share_by_row": s_row}
     return train, mixture
+
+
+def _seen_by_memory(ctx: MarsContext, rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """`Featurized.seen` of train rows out of fold without the walk: the gold's out-of-fold memory count
+    (a counted gold heads the base order, so it is always in the shortlist)."""
+    out = []
+    for r in rows:
+        gold = ctx.gold(r)
+        out.append(bool(gold >= 0 and ctx.memory(ctx.query(r, train_row=True))[gold] > 0))
+    return out
 
 
 def _columns(f: Featurized, names: Sequence[str]) -> np.ndarray:
