@@ -13,7 +13,9 @@ Prints and writes (`benchmarks/out/incremental.json`) one JSON object: seconds o
 stage, what was re-embedded, the ratio incremental / full (goal ≤ 0.10), the retrieve stage's own
 ratio (incremental retrieval reranks only the queries whose inputs changed; goal ≤ 0.15) and the KG
 disk growth of a rerun that changed nothing (goal ≤ 1 MB).
-`python benchmarks/incremental.py [--triples 3000] [--added 0.01] [--quick]`.
+`--whole` is the demo scale: the whole MarKG (~34k triples: base + 1 %) with every MARS dev and
+ScienceQA test query, so the ratios are those of a real update (write it with `--out`).
+`python benchmarks/incremental.py [--triples 3000] [--added 0.01] [--quick | --whole] [--profile DIR]`.
 """
 from __future__ import annotations
 
@@ -63,6 +65,12 @@ def make_inputs(data: Path, out: Path, n_triples: int, added: float, seed: int) 
     return {"base": base_dir, "extra": out / "extra.tsv", "n_base": len(base), "n_extra": len(extra)}
 
 
+def whole_base(data: Path, added: float) -> int:
+    """Base size of the `--whole` row: the whole MarKG is base + `added` × base."""
+    lines = (data / "markg" / "MarKG" / "wiki_tuple_ids.txt").read_text().splitlines()
+    return round(sum(1 for line in lines if line.strip()) / (1 + added))
+
+
 def job(data: Path, kg: Path, sources: list[str], mars: int, sqa: int) -> dict:
     return {"kg": str(kg), "data": str(data), "encoder": "minilm",
             "ingest": {"sources": sources, "engine": "local"},
@@ -78,6 +86,32 @@ def timed(**kw):
     t0 = time.perf_counter()
     report = run_pipeline(**kw, progress=False)
     return time.perf_counter() - t0, report
+
+
+class retrieve_profile:
+    """cProfile of the retrieve stage (every `retrieve_dataset` call) of one run, written to `path`
+    (`--profile DIR`: where the retrieve stage's time goes; off by default)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def __enter__(self):
+        if self.path is None:
+            return self
+        import cProfile
+        import mmkg.retrieval.batch as batch
+        self.batch, self.orig, self.prof = batch, batch.retrieve_dataset, cProfile.Profile()
+
+        def profiled(*a, **kw):
+            return self.prof.runcall(self.orig, *a, **kw)
+        batch.retrieve_dataset = profiled
+        return self
+
+    def __exit__(self, *exc):
+        if self.path is not None:
+            self.batch.retrieve_dataset = self.orig
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.prof.dump_stats(str(self.path))
 
 
 def same_shards(a: dict, b: dict) -> bool:
@@ -106,10 +140,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary KGs")
     ap.add_argument("--quick", action="store_true", help="1,500 triples, 40 MARS and 10 ScienceQA queries")
+    ap.add_argument("--whole", action="store_true",
+                    help="the demo scale: the whole MarKG (base + 1 %% = every triple), every MARS dev and "
+                         "ScienceQA test query (a real update's ratio; several minutes)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/out/incremental.json")
+    ap.add_argument("--profile", type=Path, help="write cProfile stats of the incremental and full "
+                    "retrieve stages into this folder (retrieve-incremental.prof, retrieve-full.prof)")
     args = ap.parse_args()
     if args.quick:
         args.triples, args.mars, args.scienceqa = min(args.triples, 1500), min(args.mars, 40), min(args.scienceqa, 10)
+    if args.whole:
+        args.triples, args.mars, args.scienceqa = whole_base(Path(args.data), args.added), None, None
     import torch
     torch.set_num_threads(min(os.cpu_count() or 1, 16))
 
@@ -124,8 +165,10 @@ def main() -> None:
         before = tree_bytes(tmp / "kg")
         t_same, same = timed(**job(data, tmp / "kg", base, args.mars, args.scienceqa))  # nothing changed
         growth = tree_bytes(tmp / "kg") - before
-        t_inc, inc = timed(**job(data, tmp / "kg", both, args.mars, args.scienceqa))
-        t_full, full = timed(**job(data, tmp / "full", both, args.mars, args.scienceqa))
+        with retrieve_profile(args.profile / "retrieve-incremental.prof" if args.profile else None):
+            t_inc, inc = timed(**job(data, tmp / "kg", both, args.mars, args.scienceqa))
+        with retrieve_profile(args.profile / "retrieve-full.prof" if args.profile else None):
+            t_full, full = timed(**job(data, tmp / "full", both, args.mars, args.scienceqa))
         stage = lambda r, n: next(s for s in r.stages if s.name == n)  # noqa: E731
         out = {
             "benchmark": "incremental_update_vs_full_rebuild",
@@ -142,7 +185,7 @@ def main() -> None:
             "no_change_rerun": {"seconds": round(t_same, 2), "all_cached": same.all_cached,
                                 "kg_growth_bytes": growth, "goal_bytes": NOCHANGE_GROWTH_GOAL,
                                 "meets_goal": growth <= NOCHANGE_GROWTH_GOAL},
-            "quick": args.quick, "load_avg_1m": os.getloadavg()[0],
+            "quick": args.quick, "whole": args.whole, "load_avg_1m": os.getloadavg()[0],
             "incremental_stages": {s.name: {"status": s.status, "seconds": s.seconds, "note": s.note}
                                    for s in inc.stages if s.status != "skipped"},
             "full_stages": {s.name: {"status": s.status, "seconds": s.seconds}

@@ -105,7 +105,7 @@ def main() -> None:
     from mmkg.retrieval.paths import load_or_fit_prior
     from mmkg.retrieval.datasets import build_queries
     from mmkg.retrieval.datasets.mars import mars_strata
-    from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever
+    from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, retriever_class
 
     t0 = time.perf_counter()
     store = markg_store(args.kg)
@@ -123,8 +123,9 @@ def main() -> None:
             entry["retrievers"][name] = {}
             for n in (10, 20):
                 t = time.perf_counter()
-                r = SubgraphRetriever(store, RetrievalConfig(encoder=ENCODER, retriever=name, top_N=n),
-                                      answer_space=qs.answer_space, prior=prior if name == "anchored" else None)
+                config = RetrievalConfig(encoder=ENCODER, retriever=name, top_N=n)
+                r = SubgraphRetriever(store, config, answer_space=qs.answer_space,
+                                      prior=prior if retriever_class(config).uses_prior else None)
                 hit = coverage(r.retrieve(qs.queries), answers)
                 entry["retrievers"][name][str(n)] = {
                     "answer_in_subgraph": share(hit), "seconds": round(time.perf_counter() - t, 2),

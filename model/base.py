@@ -127,6 +127,14 @@ class MultimodalKGModel(nn.Module):
         prompt = embeds[:, :int(mask.sum())]
         return self.llm.candidate_logprobs(prompt, self.encode_targets(candidates), chunk_size=chunk_size)
 
+    @torch.no_grad()
+    def score_after_text(self, text: str, candidates: list[str], *, chunk_size: int = 256) -> Tensor:
+        """Log-likelihood of each candidate after a plain text prompt (no prefix, no facts): the null
+        prompt of PMI scoring."""
+        ids = self.llm.encode([text], max_length=self.max_text_length)[0]
+        prompt = self.llm.embed(torch.tensor([ids], dtype=torch.long, device=self.device))
+        return self.llm.candidate_logprobs(prompt, self.encode_targets(candidates), chunk_size=chunk_size)
+
     # ---- trainable state ----------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}

@@ -44,6 +44,7 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
              task_kwargs: Mapping[str, Any] | None = None, net: MultimodalKGModel | None = None,
              query_ids: Sequence[str] | None = None, resume: bool = True, budget_minutes: float | None = None,
              candidate_scores: bool = False, seed: int = 0, shortlist: Mapping[str, Any] | None = None,
+             scoring: str = "loglik", facts_gate: Mapping[str, Any] | None = None,
              progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Score a trained checkpoint (or `net`, or an untrained `model`) on a task's shards.
 
@@ -58,6 +59,9 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     `shortlist` (MARS) = {"ranker": NAME, "k": K, "train": TRAIN_JSON, "folds": 5}: the model scores
     only the top-K candidates of that no-LLM ranker (`mmkg.model.rankers`); they rank above the rest,
     which keep the ranker's order (each record says whether the gold was in the shortlist).
+    `scoring` (MARS) "loglik" or "pmi" (minus the label's log-likelihood after a null prompt);
+    `facts_gate` (MARS, with `shortlist`) = {"signal": NAME, "threshold": T}: the retrieved facts
+    reach the prompt only when the KG's signal (`mmkg.model.facts_gate`) is ≥ T (see `mmkg.model.scoring`).
     `progress(done, total, seconds per query of this run)` is called after each scored query.
     """
     scorer_of = {name: cls.scorer for name, cls in task_registry.items() if getattr(cls, "scorer", None)}
@@ -83,7 +87,8 @@ def evaluate(*, kg: str, task: str, shards: Any, checkpoint: str | None = None, 
     net = net.to(rt.device).eval()
     collate = Collator.for_model(net, kg_text=kg_text)
     scorer = scorer_of[task](task=task_registry.get(task).name, kg=kg, kg_text=kg_text, candidates=candidates,
-                             shortlist=shortlist, ties=ties, candidate_scores=candidate_scores)
+                             shortlist=shortlist, ties=ties, candidate_scores=candidate_scores,
+                             scoring=scoring, facts_gate=facts_gate)
     records: list[dict[str, Any]] = []
     out = None
     if predictions:

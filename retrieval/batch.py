@@ -24,7 +24,7 @@ from mmkg.kg_store.errors import KGStoreError
 from mmkg.kg_store.registry import family
 from mmkg.pipeline.engines.base import check_engine
 from mmkg.retrieval.datasets import Query, QuerySet, build_queries
-from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, vector_kinds_needed
+from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, retriever_class, vector_kinds_needed
 from mmkg.kg_store.shards import ShardWriter
 from mmkg.retrieval.shards import FilledShards, cached_shards, publish_subgraph_shards, write_subgraph_shards
 from mmkg.retrieval.subgraph import SubgraphOutput
@@ -98,7 +98,7 @@ _SUMMARY_SCHEMA = ("pos long, part string, part_rows long, kept long, score_sum 
                    "num_candidates long, seeds array<long>, pool_hit boolean, hits array<boolean>, links boolean")
 
 
-def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob, batch_size: int) -> Any:
+def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob) -> Any:
     """One Arrow batch of queries on an executor: retrieve, write its shard part, summarise."""
     import json
     import pandas as pd
@@ -109,7 +109,8 @@ def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob, batch_size
     qs = [Query(query_id=r.query_id, text=r.text, image_paths=list(r.image_paths), entity_keys=list(r.entity_keys),
                 example_keys=list(r.example_keys), prior_fold=int(r.prior_fold), fields=json.loads(r.fields_json))
           for r in b.itertuples(index=False)]
-    outs = retriever.retrieve(qs, batch_size=batch_size)
+    # the driver's query vectors: the local engine's bytes (an encoder's floats depend on its batch's padding)
+    outs = retriever.retrieve_vectors(qs, np.stack(b["vector"].to_numpy()).astype(np.float32, copy=False))
     pos = b["pos"].to_numpy()
     table = subgraph_table(retriever.store, QuerySet(job.dataset, job.split, qs, [], job.field_types),
                            [o.head(job.top_N) for o in outs])
@@ -133,11 +134,13 @@ def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob, batch_size
 @retrieval_engines.register("spark")
 def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query], *, shard_job: ShardJob,
               batch_size: int = 256, device: str = "cpu", spark: Any | None = None, partitions: int | None = None,
-              answer_space: np.ndarray | None = None, prior_key: str | None = None,
+              answer_space: np.ndarray | None = None, prior_key: str | None = None, encoder: Any | None = None,
               **_: Any) -> WrittenShards:
     """`mapInPandas` over query batches, ranges of query positions per partition. Each task writes
     the shard rows of its batches as Parquet parts into `shard_job.staging` and returns one small
-    summary row per query; the driver collects only those (`WrittenShards`)."""
+    summary row per query; the driver collects only those (`WrittenShards`). The query vectors are
+    encoded on the driver (through the vector cache, in the local engine's batches) and travel with
+    the query rows (a few KB each), so both engines rank the same vectors and write the same bytes."""
     import json
     import pandas as pd
     from contextlib import nullcontext
@@ -145,6 +148,11 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
     from mmkg.retrieval.datasets import datasets
     from mmkg.retrieval.summaries import QuerySummaries, report_ns
 
+    from mmkg.pipeline.encoders import resolve_encoder
+    from mmkg.retrieval.retriever import encode_queries
+    enc = encoder if encoder is not None else resolve_encoder(config.encoder, device=device)
+    vectors = [encode_queries(enc, queries[i:i + batch_size], image_weight=config.image_weight)
+               for i in range(0, len(queries), batch_size)]
     with (nullcontext(spark) if spark is not None else spark_session(app_name="mmkg-retrieve")) as session:
         pdf = pd.DataFrame({
             "pos": np.arange(len(queries), dtype=np.int64),
@@ -155,9 +163,10 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
             "example_keys": [list(q.example_keys) for q in queries],
             "prior_fold": np.array([q.prior_fold for q in queries], np.int64),
             "fields_json": [json.dumps(q.fields) for q in queries],
+            "vector": [v for block in vectors for v in block],
         })
         schema_in = "pos long, query_id string, text string, image_paths array<string>, entity_keys array<string>, " \
-                    "example_keys array<string>, prior_fold long, fields_json string"
+                    "example_keys array<string>, prior_fold long, fields_json string, vector array<float>"
         n_parts = partitions or max(1, min(session.sparkContext.defaultParallelism, len(queries) // batch_size + 1))
         # contiguous position ranges, sorted: each part file holds consecutive queries in order
         df = session.createDataFrame(pdf, schema=schema_in).repartitionByRange(n_parts, "pos") \
@@ -170,7 +179,7 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
             retriever = _executor_retriever(root, version, cfg, device, space, prior_key)
             for b in batches:
                 if len(b):
-                    yield _spark_batch(retriever, b, shard_job, batch_size)
+                    yield _spark_batch(retriever, b, shard_job)
 
         result = df.mapInPandas(retrieve_batches, schema=_SUMMARY_SCHEMA).toPandas().sort_values("pos")
     pos = result["pos"].to_numpy()
@@ -220,8 +229,8 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     (`NAME:PATH`) into `<kg>/subgraphs/...`.
 
     A shard set with the same cache key (KG version, encoder, config, dataset bytes, limit) is
-    reused as a whole. Otherwise the anchored retriever (local engine) reranks only the queries whose
-    inputs changed (`mmkg.retrieval.incremental`), every other retriever every query; query texts already encoded (by
+    reused as a whole. Otherwise an incremental retriever (the anchored one; local engine) reranks only
+    the queries whose inputs changed (`mmkg.retrieval.incremental`), every other retriever every query; query texts already encoded (by
     an earlier run, or as KG text) come from the content-addressed vector cache, so a rerun after
     a small KG change costs little more than the CSR expansion and ranking.
     """
@@ -257,17 +266,18 @@ def retrieve_dataset(kg: str | Path, dataset: str, config: RetrievalConfig, *, s
     ranked = dataclasses.replace(config, top_N=qs.kind.ranked_N(config.top_N))
     t_run = time.perf_counter()
     prior_key = None
-    if config.retriever == "anchored" and qs.train_file is not None:
+    kind = retriever_class(config)
+    if kind.uses_prior and qs.train_file is not None:
         from mmkg.retrieval.paths import assign_prior_folds, load_or_fit_prior
         _, prior_key = load_or_fit_prior(kg, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds)
         assign_prior_folds(qs.queries, qs.train_file, config.prior_folds)
         store = open_store(kg)  # the fit may have committed the prior
-    pool_hops = config.path_hops if config.retriever == "anchored" else config.hops
+    pool_hops = kind.pool_hops(config)
     kwargs = dict(batch_size=batch_size, device=device, progress=progress, encoder=encoder,
                   answer_space=qs.answer_space, prior_key=prior_key, **(engine_kwargs or {}))
-    incremental = None  # issue 31: the anchored retriever (local engine) reranks only queries whose inputs changed
+    incremental = None  # issue 31: an incremental retriever (local engine) reranks only queries whose inputs changed
     if not getattr(run, "writes_shards", False):
-        if engine == "local" and config.retriever == "anchored":
+        if engine == "local" and kind.incremental:
             from mmkg.retrieval.incremental import SIDECAR, run_local_incremental
             from mmkg.retrieval.shards import shard_dir
             incremental = run_local_incremental(store, ranked, qs, previous=None if force else

@@ -7,12 +7,14 @@ What an anchored subgraph depends on, per query, folded into one 64-bit digest:
   and its example pair;
 * the part of the graph its paths can reach: for each anchor and the example head, a digest of its
   2-hop region (`region_digests`): every edge of the node and of each neighbour, in CSR order, with
-  the neighbour, relation, direction, triple id and the entity vector of every node on the way (the
-  cosine tie-break);
-and, for the whole set (`global_key`): the ranking config, the answer space and the path prior's
-bytes
-(a prior refitted to different counts re-ranks every query: its smoothing base rate enters every
-type's precision).
+  the neighbour, relation, direction, triple id, and the entity vector (the cosine tie-break) and
+  answer-space membership (which paths a query keeps) of every node on the way;
+* the part of the path prior (of its fold) its ranking can read (`prior_parts`): its paths start
+  with a step (relation, direction) of an anchor's edge, so it reads only the entries of types that
+  begin with one of those steps (plain, and conditioned on any example type) and the smoothing and
+  base rate (rounded: `PathPrior.base_rate`, so a small KG change leaves it);
+and, for the whole set (`global_key`): the ranking config, the number of relations (the path-type
+codes) and whether a prior is used.
 
 The ranked outputs and digests of a run are kept beside its shards (`ranked.parquet`); the next run
 reuses the rows whose (query id, digest) match. The shard rows are then built from those outputs
@@ -37,7 +39,7 @@ from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 logger = logging.getLogger(__name__)
 
 SIDECAR = "ranked.parquet"
-FORMAT = 1
+FORMAT = 2
 _U = np.uint64
 
 
@@ -85,6 +87,49 @@ def _segment_fold(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _float_bits(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, np.float64).view(np.uint64)
+
+
+def prior_step_digests(prior: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per first step code (2·relation + direction): a digest of every prior entry whose type starts
+    with it (plain entries, and conditioned ones of any example type); and one (a 1-element array)
+    of the constants every precision reads (smoothing, base rate)."""
+    from mmkg.retrieval.paths import pack_base
+    codes, hits, seen, ccodes, chits, cseen = prior._tables()
+    base, R = 2 * prior.num_relations + 1, prior.num_relations
+    out = np.zeros(2 * R, np.uint64)
+    for tag, c, h, n, first in ((1, codes, hits, seen, codes // base),
+                                (2, ccodes, chits, cseen, (ccodes % pack_base(R)) // base)):
+        if len(c):
+            entry = mix(mix(_u(c) + _U(tag)) + mix(_float_bits(h)) + mix(mix(_float_bits(n))))
+            out += _segment_fold(entry, np.asarray(first, np.int64), 2 * R)
+    const = mix(mix(_float_bits(np.array([prior.smoothing]))) + mix(_float_bits(np.array([prior.base_rate]))))
+    return out, const
+
+
+def prior_parts(ctx: Any, anchors_of: Sequence[np.ndarray], folds: np.ndarray) -> np.ndarray:
+    """One uint64 per query over the prior entries its ranking can read (see the module doc)."""
+    from mmkg.retrieval.paths import step_code
+    nq = len(anchors_of)
+    out = np.zeros(nq, np.uint64)
+    if ctx.prior is None or not nq:
+        return out
+    lens = np.array([len(a) for a in anchors_of], np.int64)
+    anchors = np.concatenate(list(anchors_of)).astype(np.int64)
+    pos, of_anchor = ctx.graph.edge_positions(anchors)
+    q = np.repeat(np.arange(nq), lens)[of_anchor]
+    width = 2 * ctx.store.num_relations
+    steps = np.unique(q * width + step_code(ctx.graph.relation[pos], ctx.graph.direction[pos]))
+    sq, sc = steps // width, steps % width
+    for fold in np.unique(folds).tolist():
+        per_step, const = prior_step_digests(ctx.prior.for_fold(fold))
+        mine = folds[sq] == fold
+        out += _segment_fold(per_step[sc[mine]], sq[mine], nq)
+        out[folds == fold] += const
+    return mix(out)
+
+
 def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray], folds: np.ndarray,
                   example_ids: np.ndarray) -> np.ndarray:
     """One uint64 per query over everything its anchored ranking reads (see the module doc)."""
@@ -93,6 +138,9 @@ def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray
     ent_hash = np.zeros(ctx.graph.num_nodes, np.uint64)
     has = ev.row_of[:ctx.graph.num_nodes] >= 0
     ent_hash[has] = row_hashes(np.asarray(ev.vectors)[ev.row_of[:ctx.graph.num_nodes][has]])
+    if ctx.answer_space is not None:  # a query keeps the paths into the answer space when it has any
+        inside = np.asarray(ctx.answer_space, np.int64)
+        ent_hash[inside] = mix(ent_hash[inside] + _U(0xA115A7CE))
     lens = np.array([len(a) for a in anchors_of], np.int64)
     anchors = np.concatenate(list(anchors_of)).astype(np.int64) if nq else np.empty(0, np.int64)
     owner = np.repeat(np.arange(nq), lens)
@@ -102,16 +150,16 @@ def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray
     a_part = _segment_fold(mix(regions[:len(anchors)] + mix(_u(anchors) + mix(_u(within)))), owner, nq)
     ex_part = mix(np.where(heads >= 0, regions[len(anchors):], _U(0)) + mix(_u(example_ids[:, 0]))
                   + mix(mix(_u(example_ids[:, 1]))))
-    return mix(a_part + ex_part + mix(_u(folds) + _U(7)) + row_hashes(np.asarray(vectors, np.float32)) + mix(_u(lens)))
+    return mix(a_part + ex_part + mix(_u(folds) + _U(7)) + row_hashes(np.asarray(vectors, np.float32)) + mix(_u(lens))
+               + prior_parts(ctx, anchors_of, folds))
 
 
 def global_key(store: Any, config: Any, qs: QuerySet, prior_key: str | None) -> str:
-    """What every row depends on: the ranking config, the answer space, the path prior's bytes."""
-    from mmkg.kg_store.hashing import cache_key, sha256_bytes
-    from mmkg.retrieval.paths import prior_file
-    prior_sha = store.file_sha(prior_file(store, prior_key)) if prior_key else None
-    space = sha256_bytes(np.asarray(qs.answer_space, np.int64).tobytes()) if qs.answer_space is not None else None
-    return cache_key({"format": FORMAT, "config": config.to_dict(), "answer_space": space, "prior": prior_sha})
+    """What every row depends on: the ranking config, the path-type codes (the number of relations),
+    whether a prior ranks and an answer space filters (their content enters each query's digest)."""
+    from mmkg.kg_store.hashing import cache_key
+    return cache_key({"format": FORMAT, "config": config.to_dict(), "relations": store.num_relations,
+                      "prior": prior_key is not None, "answer_space": qs.answer_space is not None})
 
 
 @dataclass

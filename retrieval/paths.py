@@ -80,6 +80,11 @@ def linking_types(graph: CSRGraph, head: int, tail: int, num_relations: int) -> 
     return np.unique(p.ptype[p.endpoint == tail])
 
 
+def pack_base(num_relations: int) -> int:
+    """A conditioned entry's code is example type × this + type (> every path-type code)."""
+    return (2 * num_relations + 1) ** 2 + 1
+
+
 class PathPrior:
     """Smoothed precision of each path type (optionally given an example-pair type) on train queries."""
 
@@ -91,28 +96,13 @@ class PathPrior:
         self.queries = 0
         self._compiled: tuple | None = None
 
-    # ---- fitting ---------------------------------------------------------------------------------
-    def observe(self, paths: Paths, answer: int, example_types: Iterable[int] = (),
-                answer_space: np.ndarray | None = None) -> None:
-        """Count one train query: each distinct (type, endpoint) pair once."""
-        if answer_space is not None:
-            paths = paths.select(np.isin(paths.endpoint, answer_space))
-        pairs = np.unique(np.stack([paths.ptype, paths.endpoint], axis=1), axis=0) if len(paths) else \
-            np.empty((0, 2), np.int64)
-        ex = [int(x) for x in example_types]
-        for ptype, endpoint in pairs.tolist():
-            hit = float(endpoint == answer)
-            for key in (ptype, *((e, ptype) for e in ex)):
-                self.seen[key] += 1.0
-                self.hits[key] += hit
-        self._compiled = None
-        self.base_seen += len(np.unique(pairs[:, 1])) if len(pairs) else 0
-        self.base_hits += float(answer in set(pairs[:, 1].tolist())) if len(pairs) else 0.0
-        self.queries += 1
-
     @property
     def base_rate(self) -> float:
-        return self.base_hits / self.base_seen if self.base_seen else 0.0
+        """The share of answers among the candidates the train walks reach, to 2 significant digits:
+        the smoothing's prior guess needs no more, and a small KG change then leaves it, and with it
+        the precision of every type the change does not touch, as it was (incremental retrieval
+        reranks only the queries that read a changed entry)."""
+        return float(f"{self.base_hits / self.base_seen:.2g}") if self.base_seen else 0.0
 
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sorted codes with hits/seen: unconditioned types, and (example type, type) pairs packed."""
@@ -126,8 +116,7 @@ class PathPrior:
         return self._compiled
 
     def _pack(self, example_type: int, ptype: int) -> int:
-        base = (2 * self.num_relations + 1) ** 2 + 1  # > every path-type code
-        return int(example_type) * base + int(ptype)
+        return int(example_type) * pack_base(self.num_relations) + int(ptype)
 
     def precisions(self, ptypes: np.ndarray, example_types: Iterable[int] = ()) -> np.ndarray:
         """P(endpoint is the answer | path type [, a type linking the example pair]) of each of
@@ -306,28 +295,151 @@ def prior_key(store: Any, train_file: Any, answer_space: np.ndarray | None, max_
                         **({"group": group} if group != "row" else {})})
 
 
-def read_mars_rows(path: Any) -> list[dict[str, Any]]:
+#: the last MARS-format file parsed in this process, by (path, content sha256): one retrieve reads
+#: its train file for the prior fit, the folds and the leakage report (and `mmkg run` per dataset)
+_ROWS: dict[tuple[str, str], tuple[list[dict[str, Any]], list[str]]] = {}
+
+
+def _parsed_rows(path: Any) -> tuple[list[dict[str, Any]], list[str]]:
     import json
-    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    from mmkg.kg_store.hashing import sha256_bytes
+    data = open(path, "rb").read()
+    key = (str(path), sha256_bytes(data))
+    if key not in _ROWS:
+        import io
+        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")   # as open(path) splits lines
+        rows = [json.loads(line) for line in lines if line.strip()]
+        _ROWS.clear()
+        _ROWS[key] = (rows, [mars_row_digest(r) for r in rows])
+    return _ROWS[key]
+
+
+def read_mars_rows(path: Any) -> list[dict[str, Any]]:
+    """The rows of a MARS-format file (fresh dicts: callers may change them)."""
+    return [dict(r) for r in _parsed_rows(path)[0]]
+
+
+def mars_row_digests(path: Any) -> list[str]:
+    """`mars_row_digest` of every row of a MARS-format file, in order."""
+    return list(_parsed_rows(path)[1])
 
 
 def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
-                   folds: int = DEFAULT_FOLDS, group: str = "row") -> FoldedPrior:
+                   folds: int = DEFAULT_FOLDS, group: str = "row", chunk_walks: int = 1 << 22) -> FoldedPrior:
     """Count every train query of a MARS-format file (question, answer, example pair), each into
-    the fold of its row."""
-    rows = read_mars_rows(train_file)
+    the fold of its row: exactly the counts of the row-by-row fit (`tests/retrieval/reference_ranking.
+    prior_reference`), vectorised. Rows
+    that share a question share its walk: a type's `seen` is the number of distinct endpoints it
+    reaches from the question times the rows (of a fold, with an example type) that ask it, and
+    only the types reaching a row's own answer count a hit. Questions are walked in chunks of about
+    `chunk_walks` 2-hop walks (memory)."""
+    from mmkg.retrieval.ranking import batch_linking_types, batch_paths
+    rows, digests = _parsed_rows(train_file)   # read only
     keys = sorted({k for r in rows for k in (r["question"], r["answer"], *r["example"])})
     id_of = dict(zip(keys, store.entity_ids(keys).tolist()))
-    graph, R = store.graph, store.num_relations
-    parts = [PathPrior(R) for _ in range(folds)]
-    for r in rows:
-        q, a = id_of[r["question"]], id_of[r["answer"]]
-        if q < 0 or a < 0:
+    graph = CSRGraph(*(np.asarray(getattr(store.graph, f)).view(np.ndarray)
+                       for f in ("indptr", "neighbor", "relation", "direction", "triple_id")))
+    R, n = store.num_relations, max(graph.num_nodes, 1)
+    ids = np.array([[id_of[r["question"]], id_of[r["answer"]], id_of[r["example"][0]], id_of[r["example"][1]]]
+                    for r in rows], np.int64).reshape(-1, 4)
+    fold = np.array([row_fold(d, folds) for d in digests] if group == "row" else
+                    [fold_of(r, folds, group) for r in rows], np.int64)
+    ok = (ids[:, 0] >= 0) & (ids[:, 1] >= 0)
+    ids, fold = ids[ok], fold[ok]
+    q, a = ids[:, 0], ids[:, 1]
+    ex_row, ex_type = batch_linking_types(graph, ids[:, 2], ids[:, 3], R)   # sorted by row
+    span = pack_base(R)                   # a conditioned code: example type × span + type
+    inside = None
+    if answer_space is not None:
+        inside = np.zeros(n, bool)
+        inside[np.asarray(answer_space, np.int64)[(answer_space >= 0) & (answer_space < n)]] = True
+    plain: list[tuple[np.ndarray, ...]] = []   # (fold, code, seen, hits) pieces
+    cond: list[tuple[np.ndarray, ...]] = []
+    base_seen, base_hits = np.zeros(folds), np.zeros(folds)
+    uq, q_of = np.unique(q, return_inverse=True)
+    pos, own = graph.edge_positions(uq)
+    walks = np.minimum(np.bincount(own, np.diff(graph.indptr)[graph.neighbor[pos]], len(uq)), MAX_PATHS) + 1
+    cuts = np.searchsorted(np.cumsum(walks), np.arange(1, int(walks.sum() // chunk_walks) + 1) * chunk_walks)
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(uq)]):
+        if hi <= lo:
             continue
-        ex = linking_types(graph, id_of[r["example"][0]], id_of[r["example"][1]], R)
-        parts[fold_of(r, folds, group)].observe(paths_from(graph, q, R, max_hops=max_hops), a, ex,
-                                                           answer_space)
+        paths, owner, _ = batch_paths(graph, uq[lo:hi], R, max_hops=max_hops)
+        end, ptype = paths.endpoint, paths.ptype
+        if inside is not None:
+            keep = inside[end]
+            end, ptype, owner = end[keep], ptype[keep], owner[keep]
+        # distinct (question, type, endpoint), sorted
+        order = np.lexsort((end, ptype, owner))
+        end, ptype, owner = end[order], ptype[order], owner[order]
+        first = np.ones(len(end), bool)
+        first[1:] = (owner[1:] != owner[:-1]) | (ptype[1:] != ptype[:-1]) | (end[1:] != end[:-1])
+        end, ptype, owner = end[first], ptype[first], owner[first]
+        # per question: (type, distinct endpoints of that type) and the number of distinct endpoints
+        qt = np.flatnonzero(np.r_[len(owner) > 0, (owner[1:] != owner[:-1]) | (ptype[1:] != ptype[:-1])])
+        qt_owner, qt_type = owner[qt], ptype[qt]
+        qt_count = np.diff(np.r_[qt, len(owner)]).astype(float)
+        qt_start = np.searchsorted(qt_owner, np.arange(hi - lo))
+        qt_len = np.bincount(qt_owner, minlength=hi - lo)
+        ends_per_q = np.bincount(owner[np.unique(owner * n + end, return_index=True)[1]], minlength=hi - lo) \
+            if len(owner) else np.zeros(hi - lo, np.int64)
+        sel = np.flatnonzero((q_of >= lo) & (q_of < hi))
+        local = q_of[sel] - lo
+        # rows asking the same question in the same fold (with the same example type) count alike
+        for groups, out in ((np.stack([fold[sel], local, np.zeros(len(sel), np.int64)], 1), plain),
+                            (_cond_groups(sel, fold, local, ex_row, ex_type), cond)):
+            if not len(groups):
+                continue
+            g, weight = np.unique(groups, axis=0, return_counts=True)
+            at = np.repeat(qt_start[g[:, 1]], qt_len[g[:, 1]]) + _ramp(qt_len[g[:, 1]])
+            gi = np.repeat(np.arange(len(g)), qt_len[g[:, 1]])
+            code = qt_type[at] if out is plain else g[gi, 2] * span + qt_type[at]
+            out.append((g[gi, 0], code, qt_count[at] * weight[gi], np.zeros(len(at))))
+        # hits: the types of each row's question that reach its answer
+        key = owner * n + end
+        by_end = np.argsort(key, kind="stable")
+        key = key[by_end]
+        rk = local * n + a[sel]
+        s0, s1 = np.searchsorted(key, rk), np.searchsorted(key, rk, side="right")
+        hrow = np.repeat(np.arange(len(sel)), s1 - s0)
+        htype = ptype[by_end[np.repeat(s0, s1 - s0) + _ramp(s1 - s0)]]
+        plain.append((fold[sel][hrow], htype, np.zeros(len(hrow)), np.ones(len(hrow))))
+        ex_lo, ex_hi = np.searchsorted(ex_row, sel[hrow]), np.searchsorted(ex_row, sel[hrow], side="right")
+        hx = np.repeat(np.arange(len(hrow)), ex_hi - ex_lo)
+        ex_at = np.repeat(ex_lo, ex_hi - ex_lo) + _ramp(ex_hi - ex_lo)
+        cond.append((fold[sel][hrow][hx], ex_type[ex_at] * span + htype[hx], np.zeros(len(hx)), np.ones(len(hx))))
+        np.add.at(base_seen, fold[sel], ends_per_q[local].astype(float))
+        np.add.at(base_hits, fold[sel], (s1 > s0).astype(float))
+    queries = np.bincount(fold, minlength=folds)
+    parts = []
+    for k in range(folds):
+        tables = [_sum_by_code([p for p in pieces if len(p[0])], k) for pieces in (plain, cond)]
+        parts.append(PathPrior.from_tables(R, SMOOTHING, (*tables[0], *tables[1]), queries=int(queries[k]),
+                                           base_hits=float(base_hits[k]), base_seen=float(base_seen[k])))
     return FoldedPrior(parts)
+
+
+def _ramp(lengths: np.ndarray) -> np.ndarray:
+    """0..len-1 for each of `lengths`, concatenated."""
+    lengths = np.asarray(lengths, np.int64)
+    return np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def _cond_groups(sel: np.ndarray, fold: np.ndarray, local: np.ndarray, ex_row: np.ndarray,
+                 ex_type: np.ndarray) -> np.ndarray:
+    """(fold, question, example type) of every example type of the rows `sel` (ex_row sorted)."""
+    lo, hi = np.searchsorted(ex_row, sel), np.searchsorted(ex_row, sel, side="right")
+    r = np.repeat(np.arange(len(sel)), hi - lo)
+    return np.stack([fold[sel][r], local[r], ex_type[np.repeat(lo, hi - lo) + _ramp(hi - lo)]], 1)
+
+
+def _sum_by_code(pieces: list[tuple[np.ndarray, ...]], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted codes, hits, seen) of fold `k` over the (fold, code, seen, hits) pieces."""
+    if not pieces:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    f, code, seen, hits = (np.concatenate(c) for c in zip(*pieces))
+    mine = f == k
+    keys, inv = np.unique(code[mine], return_inverse=True)
+    return keys.astype(np.int64), np.bincount(inv, hits[mine], len(keys)), np.bincount(inv, seen[mine], len(keys))
 
 
 def assign_prior_folds(queries: Any, train_file: Any, folds: int) -> int:
@@ -337,7 +449,7 @@ def assign_prior_folds(queries: Any, train_file: Any, folds: int) -> int:
     so no query's treatment depends on its own answer. Returns how many queries got a fold."""
     if folds <= 1 or not queries:
         return 0
-    train = {mars_row_digest(r) for r in read_mars_rows(train_file)}
+    train = set(mars_row_digests(train_file))
     if not all(q.row_digest and q.row_digest in train for q in queries):
         return 0
     for q in queries:

@@ -78,13 +78,19 @@ class RetrievalConfig:
 ALWAYS_EMBEDDED = frozenset({"entity", "relation", "image"})
 
 
+def retriever_class(config: "RetrievalConfig") -> Any:
+    """The configured retriever's class (`mmkg.retrieval.retrievers.Retriever`): what it reads and
+    supports, asked by attribute, never by name."""
+    from mmkg.retrieval.retrievers import retriever_registry
+    return retriever_registry.get(config.retriever)
+
+
 def vector_kinds_needed(config: "RetrievalConfig | None") -> frozenset[str]:
     """The vector kinds a configuration uses: the always-embedded ones, what its retriever declares
     (`needs_vectors`) and the entity index when `seed_k` adds seeds from it."""
-    from mmkg.retrieval.retrievers import retriever_registry
     if config is None:
         return ALWAYS_EMBEDDED
-    needs = set(getattr(retriever_registry.get(config.retriever), "needs_vectors", ()))
+    needs = set(retriever_class(config).needs_vectors)
     return ALWAYS_EMBEDDED | needs | ({"entity"} if config.seed_k else set())
 
 

@@ -30,6 +30,26 @@ from mmkg.retrieval.subgraph import SubgraphOutput, TripleScorer, empty_output, 
 retriever_registry = family("retriever")
 
 
+class Retriever:
+    """What the batch stage asks a retriever class (registered ones subclass this), never its name."""
+
+    #: vector kinds of the store it reads (`mmkg.retrieval.retriever.vector_kinds_needed`)
+    needs_vectors: frozenset[str] = frozenset()
+    #: ranks with the path prior learned on the dataset's train split (fitted, keyed into the shards)
+    uses_prior = False
+    #: `mmkg.retrieval.incremental` knows every input of its ranking: a rerun ranks only the queries
+    #: whose inputs changed (local engine)
+    incremental = False
+
+    @staticmethod
+    def pool_hops(config: Any) -> int:
+        """How far from its seeds its candidate pool reaches (the reports' random-pool baseline)."""
+        return config.hops
+
+    def __init__(self, ctx: "RetrieverContext"):
+        self.ctx = ctx
+
+
 # ---- the paper's scheme ----------------------------------------------------------------------------
 def neighbourhood_with_links(graph: Any, triples: np.ndarray, seeds: np.ndarray, hops: int = 1) -> np.ndarray:
     """Triple ids of G = seeds ∪ their `hops`-hop neighbours, with every triple linking two nodes
@@ -44,13 +64,10 @@ def neighbourhood_with_links(graph: Any, triples: np.ndarray, seeds: np.ndarray,
 
 
 @retriever_registry.register("mrmkg")
-class PaperRetriever:
+class PaperRetriever(Retriever):
     """MR-MKG App. A.6: top-n triples → E′ → E′ ∪ 1-hop neighbours and their links → top-N by cosine."""
 
     needs_vectors = frozenset({"triple"})
-
-    def __init__(self, ctx: "RetrieverContext"):
-        self.ctx = ctx
 
     def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
         from mmkg.retrieval.ranking import rank_mrmkg
@@ -62,7 +79,7 @@ class PaperRetriever:
 
 # ---- G-Retriever ------------------------------------------------------------------------------------
 @retriever_registry.register("pcst")
-class PCSTRetriever:
+class PCSTRetriever(Retriever):
     """Prize-collecting Steiner tree (G-Retriever) over the k-hop neighbourhood of the seeds.
 
     As in G-Retriever: the top-`PRIZE_K` nodes and edges by cosine get prizes PRIZE_K..1, every
@@ -70,9 +87,6 @@ class PCSTRetriever:
 
     PRIZE_K, EDGE_COST = 3, 0.5
     needs_vectors = frozenset({"triple"})
-
-    def __init__(self, ctx: "RetrieverContext"):
-        self.ctx = ctx
 
     def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
         import pcst_fast
@@ -150,14 +164,20 @@ TIE_WEIGHT = 1e-3
 
 
 @retriever_registry.register("anchored")
-class AnchoredPathRetriever:
+class AnchoredPathRetriever(Retriever):
     """Whole paths of ≤ 2 hops from the query's anchors, endpoints ranked by the path-type prior;
     ties broken by the entity vectors (no triple vectors needed)."""
 
     needs_vectors = frozenset({"entity"})
+    uses_prior = True
+    incremental = True   # its digests: mmkg.retrieval.incremental.query_digests
+
+    @staticmethod
+    def pool_hops(config: Any) -> int:
+        return config.path_hops
 
     def __init__(self, ctx: "RetrieverContext"):
-        self.ctx = ctx
+        super().__init__(ctx)
         self._linker: MentionLinker | None = None
 
     def anchors(self, queries: Sequence[Query], vectors: np.ndarray) -> list[np.ndarray]:

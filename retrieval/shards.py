@@ -38,10 +38,11 @@ def shard_key(config: RetrievalConfig, limit: int | None = None, identity: str |
 
 
 def shard_cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit: int | None) -> dict[str, Any]:
-    """Everything the shards depend on; the learned path prior (anchored retriever) by its own hash."""
+    """Everything the shards depend on; the learned path prior (a retriever that `uses_prior`) by its own hash."""
     from mmkg.retrieval.paths import prior_key
+    from mmkg.retrieval.retriever import retriever_class
     learned = prior_key(store, qs.train_file, qs.answer_space, config.path_hops, config.prior_folds) \
-        if config.retriever == "anchored" and qs.train_file is not None else None
+        if retriever_class(config).uses_prior and qs.train_file is not None else None
     return {"kg_version": store.kg_version, "encoder": config.encoder, "config": config.to_dict(),
             "config_hash": config.config_hash, "dataset": qs.dataset, "split": qs.split,
             "dataset_sha256": qs.source_sha256(), "limit": limit, "path_prior": learned}

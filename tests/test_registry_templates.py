@@ -19,7 +19,7 @@ from mmkg.kg_store.registry import ALL
 # import every package that registers a family, so ALL is complete
 for _module in ("mmkg.pipeline.readers", "mmkg.pipeline.engines", "mmkg.pipeline.encoders", "mmkg.retrieval.index", "mmkg.retrieval.datasets",
                 "mmkg.retrieval.batch", "mmkg.retrieval.retrievers", "mmkg.model", "mmkg.model.gnn", "mmkg.model.backbones", "mmkg.model.tasks",
-                "mmkg.model.rankers", "mmkg.model.reranker"):
+                "mmkg.model.rankers", "mmkg.model.reranker", "mmkg.model.facts_gate"):
     importlib.import_module(_module)
 
 # ---- the cases: family → registered name → what the template runs it on ------------------------
@@ -43,7 +43,7 @@ CASES = {"reader": READER_SAMPLES, "index": INDEX_CASES, "encoder": ENCODER_CASE
 #: families whose template lives elsewhere (see the module docstring)
 ELSEWHERE = {"model": "tests/model/test_meta.py", "retrieval_engine": "tests/retrieval/test_shards.py",
              "retriever": "tests/retrieval/test_retrievers.py", "ranker": "tests/model/test_rankers.py",
-             "dataset": "tests/retrieval/test_datasets.py"}
+             "dataset": "tests/retrieval/test_datasets.py", "facts_gate": "tests/model/test_facts_gate.py"}
 
 
 def test_every_registered_name_has_a_case():
@@ -62,6 +62,8 @@ def test_every_registered_name_has_a_case():
     assert set(ALL["ranker"].names()) == set(cases)
     from tests.retrieval import test_datasets
     assert set(ALL["dataset"].names()) == set(test_datasets.CASES)
+    from tests.model import test_facts_gate
+    assert set(ALL["facts_gate"].names()) == set(test_facts_gate.SIGNAL_CASES)
 
 
 # ---- reader ----------------------------------------------------------------------------------------

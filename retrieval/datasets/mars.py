@@ -29,7 +29,7 @@ from mmkg.kg_store import KGStore
 from mmkg.kg_store.errors import KGStoreError
 from mmkg.retrieval.datasets.base import (Dataset, EntityLabels, Query, QuerySet, datasets, entity_image, store_images,
                                      tree_files)
-from mmkg.retrieval.paths import mars_row_digest
+from mmkg.retrieval.paths import mars_row_digest, read_mars_rows
 from mmkg.retrieval.query_rejects import BadRecord, numbered_lines, reject
 from mmkg.retrieval.subgraph import expand_hops, random_draw
 from mmkg.retrieval.summaries import BASELINE_SEED, REPORT_N, Pairs, contains, flag_summary, pairs_link, report_ns, share
@@ -271,10 +271,6 @@ def _mars_row(line: str) -> dict[str, Any]:
 
 # ---- leakage ---------------------------------------------------------------------------------------
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def mars_leakage(store: KGStore, qs: QuerySet,
                  subgraph_pairs: Pairs | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Leakage flags of MARS queries against the KG and `train.json` beside the split file.
@@ -310,7 +306,7 @@ def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = Non
     }
     train_file = qs.source_files[0].parent / TRAIN_FILE
     if qs.split != MarsDataset.train_split and train_file.exists():
-        train = _read_jsonl(train_file)
+        train = read_mars_rows(train_file)
         train_answers = {r["answer"] for r in train}
         train_entities = {k for r in train for k in (*r["example"], r["question"], r["answer"])}
         train_facts = {f for r in train for f in ((r["example"][0], r["relation"], r["example"][1]),

@@ -1,5 +1,6 @@
 """The per-query reference of the bulk ranking (`mmkg.retrieval.ranking`): the retrievers' ranking as it
-ran query by query before it was vectorised over a batch. Tests compare the two on real queries."""
+ran query by query before it was vectorised over a batch, and the path prior's fit as it ran train
+row by train row (`mmkg.retrieval.paths.fit_mars_prior`). Tests compare them on real queries."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -95,3 +96,40 @@ def _entity_cosines(c: Any, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
     out = np.zeros(len(ids), np.float32)
     out[rows >= 0] = np.asarray(vectors[rows[rows >= 0]], np.float32) @ np.asarray(query, np.float32)
     return out
+
+
+def observe(prior: Any, paths: Any, answer: int, example_types: Sequence[int] = (),
+            answer_space: np.ndarray | None = None) -> None:
+    """Count one train query into `prior` (a `PathPrior`): each distinct (type, endpoint) pair once."""
+    if answer_space is not None:
+        paths = paths.select(np.isin(paths.endpoint, answer_space))
+    pairs = np.unique(np.stack([paths.ptype, paths.endpoint], axis=1), axis=0) if len(paths) else \
+        np.empty((0, 2), np.int64)
+    ex = [int(x) for x in example_types]
+    for ptype, endpoint in pairs.tolist():
+        hit = float(endpoint == answer)
+        for key in (ptype, *((e, ptype) for e in ex)):
+            prior.seen[key] += 1.0
+            prior.hits[key] += hit
+    prior._compiled = None
+    prior.base_seen += len(np.unique(pairs[:, 1])) if len(pairs) else 0
+    prior.base_hits += float(answer in set(pairs[:, 1].tolist())) if len(pairs) else 0.0
+    prior.queries += 1
+
+
+def prior_reference(store: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
+                    folds: int = 5, group: str = "row") -> Any:
+    """`fit_mars_prior` row by row: each train row's walk observed into the prior of its fold."""
+    from mmkg.retrieval.paths import FoldedPrior, PathPrior, fold_of, linking_types, paths_from, read_mars_rows
+    rows = read_mars_rows(train_file)
+    keys = sorted({k for r in rows for k in (r["question"], r["answer"], *r["example"])})
+    id_of = dict(zip(keys, store.entity_ids(keys).tolist()))
+    graph, R = store.graph, store.num_relations
+    parts = [PathPrior(R) for _ in range(folds)]
+    for r in rows:
+        q, a = id_of[r["question"]], id_of[r["answer"]]
+        if q < 0 or a < 0:
+            continue
+        ex = linking_types(graph, id_of[r["example"][0]], id_of[r["example"][1]], R)
+        observe(parts[fold_of(r, folds, group)], paths_from(graph, q, R, max_hops=max_hops), a, ex, answer_space)
+    return FoldedPrior(parts)

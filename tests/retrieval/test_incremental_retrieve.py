@@ -100,8 +100,9 @@ def test_unchanged_queries_keep_their_rows_and_changed_ones_are_ranked_again(ver
     total = [r.queries for r in versions["inc"]]
     assert all(0 <= u <= n for u, n in zip(reused, total))
     assert sum(reused) > 0 and sum(reused) < sum(total)  # some rows kept, some recomputed
-    # ScienceQA (no prior): the queries away from the edits keep their rows. (MARS: the edits change
-    # the refitted prior's counts, and with them every precision, so every MARS row is ranked again.)
+    # ScienceQA (no prior): the queries away from the edits keep their rows. (A MARS row is kept when
+    # neither its region nor a prior entry of a type its anchors begin changed, see the test below; in
+    # this small sub-store the edits reach every MARS query.)
     assert reused[1] > 0
     # rows around the edits changed (triple ids, labels or scores)
     cols = ["query_id", "triple_ids", "head_labels", "scores"]
@@ -110,3 +111,50 @@ def test_unchanged_queries_keep_their_rows_and_changed_ones_are_ranked_again(ver
         before, after = first.to_pylist(), read_shards(inc.shard_dir, cols).to_pylist()
         changed += sum(a != b for a, b in zip(after, before))
     assert changed > 0
+
+
+def test_a_query_digest_reads_only_the_prior_entries_its_anchor_steps_begin(data_dir, tmp_path_factory):
+    """Changing the counts of one path type's prior entry changes the digest of exactly the queries
+    with an anchor edge of that type's first step, and every other query ranks as before (the digest
+    covers every entry a ranking reads). A count change too small to move the rounded base rate
+    leaves it, and so the precisions of every other type."""
+    from mmkg.retrieval.datasets import build_queries
+    from mmkg.retrieval.incremental import prior_parts
+    from mmkg.retrieval.paths import FoldedPrior, PathPrior, load_or_fit_prior, step_code
+    from mmkg.retrieval.retriever import SubgraphRetriever, encode_queries
+    store = build_retrieval_store(data_dir, shared_root(tmp_path_factory))
+    qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=store, split="dev", limit=24)
+    prior, _ = load_or_fit_prior(store.root, qs.train_file, qs.answer_space)
+    store = open_store(store.root)
+    config = RetrievalConfig(encoder=ENCODER, top_N=10)
+    r = SubgraphRetriever(store, config, answer_space=qs.answer_space, prior=prior)
+    vectors = encode_queries(r.encoder, qs.queries)
+    anchors = r.retriever.anchors(qs.queries, vectors)
+    folds = np.full(len(qs.queries), -1, np.int64)
+    c = r.retriever.ctx
+    steps = [set(step_code(c.graph.relation[p], c.graph.direction[p]).tolist())
+             for p in (c.graph.edge_positions(a)[0] for a in anchors)]
+    # a plain entry whose first step some queries' anchors have and others lack
+    full = prior.full
+    codes, hits, seen, *cond = full._tables()
+    base = 2 * full.num_relations + 1
+    pick = next(i for i, code in enumerate(codes.tolist()) if 0 < sum(code // base in s for s in steps) < len(steps))
+    first = int(codes[pick] // base)
+    hits2, seen2 = hits.copy(), seen.copy()
+    hits2[pick] += 1
+    seen2[pick] += 1
+    changed = PathPrior.from_tables(full.num_relations, full.smoothing, (codes, hits2, seen2, *cond),
+                                    queries=full.queries, base_hits=full.base_hits + 0.01, base_seen=full.base_seen)
+    assert changed.base_rate == full.base_rate and full.base_rate == float(f"{full.base_rate:.2g}") > 0
+    before = prior_parts(c, anchors, folds)
+    c.prior = FoldedPrior([changed])
+    after = prior_parts(c, anchors, folds)
+    moved = before != after
+    assert moved.tolist() == [first in s for s in steps] and moved.any() and not moved.all()
+    kept = [i for i in range(len(qs.queries)) if not moved[i]]
+    new = r.retrieve_vectors([qs.queries[i] for i in kept], vectors[kept])
+    c.prior = prior
+    old = r.retrieve_vectors([qs.queries[i] for i in kept], vectors[kept])
+    for a, b in zip(new, old):
+        np.testing.assert_array_equal(a.triple_ids, b.triple_ids)
+        assert a.scores.tobytes() == b.scores.tobytes()
