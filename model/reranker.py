@@ -13,13 +13,14 @@ Feature groups (each can be left out for the ablation):
   how often the example pair and the question occur in train;
 * embedding — cosine of question and candidate and the analogy offset (candidate · (question +
   example tail − example head)) in the store's entity vectors (MiniLM of labels), when present;
-  and the cosine of candidate and example tail;
-* type — how much the candidate looks like the example tail in the KG (`TypeSignatures`): the cosine of
-  their (relation, direction) edge-kind sets, the classes (instance of / subclass of) they share,
-  whether the candidate has an edge of the kind the tail has towards the example head, its degree;
+  when present;
+* degree — log(1 + the candidate's degree in the KG);
 * kge — a TransE embedding of the KG's triples (`mmkg.model.kge`): the analogy score −‖q + (t − h) − c‖
-  of the example pair (h, t), the best link score between question and candidate over relations and
-  the cosine of candidate and example tail.
+  of the example pair (h, t) and the best link score between question and candidate over relations.
+
+Tried and left out on dev (they did not raise dev MRR): the candidate against the example tail — label
+and TransE cosines, the cosine of their (relation, direction) edge-kind sets, shared instance-of /
+subclass-of classes, an edge of the kind the tail has towards the example head.
 """
 from __future__ import annotations
 
@@ -34,14 +35,14 @@ from mmkg.model.rankers import MarsContext, MarsQuery, PriorEvidence, lexicograp
 FEATURES: dict[str, tuple[str, ...]] = {
     "kg": ("prior", "best_path", "paths", "hops", "analogy_type", "prior_rank"),
     "memory": ("memory", "memory_reverse", "popularity", "example_seen", "question_seen", "base_rank"),
-    "embedding": ("cos_question", "cos_analogy", "cos_tail"),
-    "type": ("sig_tail", "class_tail", "role_tail", "degree"),
-    "kge": ("kge_analogy", "kge_link", "kge_tail"),
+    "embedding": ("cos_question", "cos_analogy"),
+    "degree": ("degree",),
+    "kge": ("kge_analogy", "kge_link"),
 }
 GROUPS = tuple(FEATURES)
 #: features read from the query's row, the KG and the embeddings alone (no walk, no train counts):
 #: computed from a cached shortlist rather than stored with it (`featurize_cached`)
-ROW_FEATURES = ("cos_tail", "sig_tail", "class_tail", "role_tail", "degree", "kge_tail")
+ROW_FEATURES = ("degree", "kge_analogy", "kge_link")
 #: candidates the model reranks (the base ranker's top K); the rest keep the base order below them
 DEFAULT_K = 200
 
@@ -81,71 +82,20 @@ class EntityVectors:
         return self._candidates
 
 
-class TypeSignatures:
-    """Each entity's type in the KG alone: its edge kinds ((relation, direction) pairs, binary, unit
-    rows), its classes (objects of instance of / subclass of), its degree, and the edge kinds linking
-    an entity pair."""
-
-    CLASS_RELATIONS = ("P31", "P279")
-
-    def __init__(self, store: Any):
-        from scipy import sparse
-        t = store.triples_array()
-        n, r = store.count("entities"), store.num_relations
-        ends, kinds = np.r_[t[:, 0], t[:, 2]], np.r_[t[:, 1], t[:, 1] + r]  # kind r: out-edge, r + R: in-edge
-        kind = sparse.csr_matrix((np.ones(len(ends)), (ends, kinds)), shape=(n, 2 * r))
-        kind.data[:] = 1.0
-        norm = np.sqrt(np.asarray(kind.sum(axis=1)).ravel())
-        self.kind = kind
-        self.unit = sparse.diags(1.0 / np.maximum(norm, 1.0)) @ kind
-        self.degree = np.bincount(ends, minlength=n).astype(np.float64)
-        rel = store.table("relations", ["id", "key"]).to_pydict()
-        is_class = np.isin(t[:, 1], [i for i, k in zip(rel["id"], rel["key"]) if k in self.CLASS_RELATIONS])
-        cls = sparse.csr_matrix((np.ones(int(is_class.sum())), (t[is_class, 0], t[is_class, 2])), shape=(n, n))
-        cls.data[:] = 1.0
-        self.classes = cls
-        self.links: dict[tuple[int, int], list[int]] = {}  # (a, b) → kinds b has in its edges with a
-        for h, rr, tt in t.tolist():
-            self.links.setdefault((h, tt), []).append(rr + r)
-            self.links.setdefault((tt, h), []).append(rr)
-
-    @classmethod
-    def of(cls, ctx: MarsContext) -> "TypeSignatures":
-        """The signatures of `ctx`'s store, built once per context."""
-        if ctx.types is None:
-            ctx.types = cls(ctx.store)
-        return ctx.types
-
-    def features(self, head: int, tail: int, cand_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """sig_tail, class_tail, role_tail, degree of each candidate id against the example pair (head, tail)."""
-        n = len(cand_ids)
-        ok = cand_ids >= 0
-        c = np.where(ok, cand_ids, 0)
-        out = {f: np.zeros(n) for f in FEATURES["type"]}
-        out["degree"] = np.where(ok, np.log1p(self.degree[c]), 0.0)
-        if tail >= 0:
-            out["sig_tail"] = np.where(ok, np.asarray((self.unit[c] @ self.unit[tail].T).todense()).ravel(), 0.0)
-            out["class_tail"] = np.where(ok, np.asarray((self.classes[c] @ self.classes[tail].T).todense()).ravel(),
-                                         0.0)
-            kinds = sorted(set(self.links.get((head, tail), []))) if head >= 0 else []
-            if kinds:
-                out["role_tail"] = np.where(ok, np.asarray(self.kind[c][:, kinds].sum(axis=1)).ravel(), 0.0)
-        return out
+def entity_degree(ctx: MarsContext) -> np.ndarray:
+    """(N,) each entity's degree in `ctx`'s KG (edges in or out), counted once per context."""
+    if ctx.degree is None:
+        t = ctx.store.triples_array()
+        ctx.degree = np.bincount(np.r_[t[:, 0], t[:, 2]], minlength=ctx.store.count("entities")).astype(np.float64)
+    return ctx.degree
 
 
-def row_features(ctx: MarsContext, q: MarsQuery, cand_ids: np.ndarray, vectors: "EntityVectors | None"
-                 ) -> dict[str, np.ndarray]:
-    """The `ROW_FEATURES` of each candidate id: the candidate against the example tail in the label
-    embedding, the KG's type signatures and the KG embedding (the query's row and the KG only)."""
-    qid, eh, et = ctx.store.entity_ids([q.question, *q.example]).tolist()
-    out = TypeSignatures.of(ctx).features(eh, et, cand_ids)
-    out["cos_tail"] = np.zeros(len(cand_ids))
-    if vectors is not None and vectors.ok and et >= 0:
-        out["cos_tail"] = vectors(cand_ids) @ vectors.matrix[et]
-    out["kge_tail"] = np.zeros(len(cand_ids))
-    if ctx.kge is not None and et >= 0:
-        cv, tv = ctx.kge.vectors(cand_ids), ctx.kge.entity[et]
-        out["kge_tail"] = cv @ tv / np.maximum(np.linalg.norm(cv, axis=1) * (np.linalg.norm(tv) or 1.0), 1e-9)
+def row_features(ctx: MarsContext, q: MarsQuery, cand_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The `ROW_FEATURES` of each candidate id (the query's row and the KG only): its degree and the
+    KG embedding's scores."""
+    degree = entity_degree(ctx)
+    out = {"degree": np.where(cand_ids >= 0, np.log1p(degree[np.maximum(cand_ids, 0)]), 0.0)}
+    out["kge_analogy"], out["kge_link"] = kge_features(ctx, q, cand_ids)
     return out
 
 
@@ -174,7 +124,7 @@ def base_scores(ctx: MarsContext, q: MarsQuery, vectors: EntityVectors | None = 
 
 
 def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndarray, parts: dict[str, np.ndarray],
-             evidence: PriorEvidence, vectors: EntityVectors | None = None) -> dict[str, np.ndarray]:
+             evidence: PriorEvidence) -> dict[str, np.ndarray]:
     """Every feature of each candidate position in `cands` (a dict of equal-length arrays)."""
     C = len(ctx.candidates)
     cand_ids = ctx.candidate_ids[cands]
@@ -209,8 +159,7 @@ def features(ctx: MarsContext, q: MarsQuery, cands: np.ndarray, *, base: np.ndar
         np.add.at(analogy, which, np.isin(paths.ptype[hit], ex_types).astype(float))
     out.update(best_path=best, paths=n_paths, hops=hops, analogy_type=analogy)
     out["cos_question"], out["cos_analogy"] = parts["cos_question"][cands], parts["cos_analogy"][cands]
-    out["kge_analogy"], out["kge_link"] = kge_features(ctx, q, cand_ids)
-    out.update(row_features(ctx, q, cand_ids, vectors))
+    out.update(row_features(ctx, q, cand_ids))
     return out
 
 
@@ -235,7 +184,7 @@ def query_matrix(ctx: MarsContext, q: MarsQuery, k: int, names: Sequence[str],
     """(base scores (C,), shortlist positions (k,), feature matrix (k, F)) of one query."""
     base, parts, evidence = base_scores(ctx, q, vectors)
     top = top_positions(base, k)
-    f = features(ctx, q, top, base=base, parts=parts, evidence=evidence, vectors=vectors)
+    f = features(ctx, q, top, base=base, parts=parts, evidence=evidence)
     return base, top, np.stack([f[n] for n in names], axis=1).astype(np.float32)
 
 
@@ -306,8 +255,8 @@ FEATURE_VERSION = 1
 
 def feature_cache_key(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_rows: bool, k: int,
                       vectors: EntityVectors | None) -> str:
-    """What a featurised row list depends on: the rows, the KG version, the prior (train split, folds,
-    grouping), the KG embedding, the entity vectors, K and the feature definitions."""
+    """What a featurised row list's stored (walk) features depend on: the rows, the KG version, the prior
+    (train split, folds, grouping), the entity vectors, K and the feature definitions."""
     import json
 
     from mmkg.kg_store.hashing import cache_key, sha256_bytes
@@ -315,7 +264,6 @@ def feature_cache_key(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train
                       "rows": sha256_bytes(json.dumps(list(rows), sort_keys=True).encode()),
                       "kg_version": ctx.store.kg_version, "graph": str(ctx.store.graph_rel), "prior": ctx.prior_key,
                       "folds": ctx.folds, "group": ctx.group, "vectors": bool(vectors is not None and vectors.ok),
-                      "kge": None if ctx.kge is None else ctx.kge.meta.get("key", ctx.kge.meta.get("params")),
                       "candidates": sha256_bytes("\n".join(ctx.candidates).encode())})
 
 
@@ -355,7 +303,7 @@ def featurize_cached(ctx: MarsContext, rows: Sequence[dict[str, Any]], *, train_
         save_featurized(path, Featurized(stored, _columns(f, stored), f.y, f.sizes, f.base, f.top, f.gold, f.seen))
         return f
     f = load_featurized(path)
-    extra = [row_features(ctx, ctx.query(r, train_row=train_rows), ctx.candidate_ids[t], vectors)
+    extra = [row_features(ctx, ctx.query(r, train_row=train_rows), ctx.candidate_ids[t])
              for r, t in zip(rows, f.top)]
     names = feature_names()
     cols = {n: f.x[:, i] for i, n in enumerate(f.names)}
@@ -374,7 +322,7 @@ def training_set(ctx: MarsContext, kg: str | Path, mars_dir: str | Path, train_r
     unseen test pair. The set is every row by pair folds plus a seeded sample of rows by row folds,
     so that its share of seen pairs is `target_seen_share` (the validation split's)."""
     ctx_pair = MarsContext.from_files(kg, mars_dir, folds=ctx.folds, group="pair")
-    ctx_pair.kge, ctx_pair.types = ctx.kge, ctx.types
+    ctx_pair.kge, ctx_pair.degree = ctx.kge, ctx.degree
     by_pair = featurize_cached(ctx_pair, train_rows, train_rows=True, k=k, vectors=vectors, cache=cache,
                                progress=progress)
     s_pair, s_row = float(np.mean(by_pair.seen)), float(np.mean(_seen_by_memory(ctx, train_rows)))
@@ -404,8 +352,13 @@ def _columns(f: Featurized, names: Sequence[str]) -> np.ndarray:
     return f.x[:, [f.names.index(n) for n in names]]
 
 
+#: LightGBM parameters of the reranker (`fit_reranker`'s `params` override them)
+PARAMS: dict[str, Any] = {"objective": "lambdarank", "metric": "map", "learning_rate": 0.05, "num_leaves": 31,
+                          "min_data_in_leaf": 50, "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1}
+
+
 def fit_reranker(train: Featurized, names: Sequence[str], *, valid: Featurized | None = None, seed: int = 0,
-                 rounds: int = 500) -> Any:
+                 rounds: int = 500, params: dict[str, Any] | None = None) -> Any:
     """LightGBM lambdarank on the training rows' shortlists (a row whose gold is outside its
     shortlist teaches nothing and is left out); `valid` (dev) stops the boosting early."""
     import lightgbm as lgb
@@ -416,10 +369,8 @@ def fit_reranker(train: Featurized, names: Sequence[str], *, valid: Featurized |
         sizes = [s for s, g, t in zip(f.sizes, f.gold, f.top) if g >= 0 and g in set(t.tolist())]
         return lgb.Dataset(_columns(f, names)[keep], f.y[keep], group=sizes, feature_name=list(names),
                            reference=reference, free_raw_data=False)
-    params = {"objective": "lambdarank", "metric": "map", "eval_at": [max(train.sizes)], "learning_rate": 0.05,
-              "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.9, "bagging_fraction": 0.8,
-              "bagging_freq": 1, "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 2,
-              "verbose": -1}
+    params = {**PARAMS, "eval_at": [max(train.sizes)], **(params or {}), "seed": seed, "deterministic": True,
+              "force_row_wise": True, "num_threads": 2, "verbose": -1}
     train_set = dataset(train)
     valid_sets, callbacks = [], []
     if valid is not None:
