@@ -213,6 +213,19 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["| comparison | split | queries | MRR diff | 95 % CI | permutation p | Holm p | better / worse / ties |",
                 "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
         out += [f"| {c['a']} vs {c['b']} | {c['split']} | {comparison_cells(c)} |" for c in rows]
+    ablation = (result.get("reranker") or {}).get("ablation") or {}
+    if ablation:
+        out += ["", "**Reranker ablation** (retrained without the group, early stopping on dev; test MRR change "
+                "against the full reranker, 95 % bootstrap interval, paired permutation p)", "",
+                "| left out | rounds | test MRR | change | 95 % CI | permutation p |",
+                "| --- | ---: | ---: | ---: | --- | ---: |"]
+        for name, a in ablation.items():
+            if "not_run" in a:
+                out.append(f"| {name.removeprefix('without ')} | – | – | – | – | not run: {a['not_run']} |")
+            else:
+                out.append(f"| {name.removeprefix('without ')} | {a['rounds']} | {a['test_mrr']:.3f} | "
+                           f"{a['mrr_change']:+.3f} | [{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}] | "
+                           f"{a['permutation_p']:.2g} |")
     return "\n".join(out) + "\n"
 
 
