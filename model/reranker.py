@@ -13,7 +13,6 @@ Feature groups (each can be left out for the ablation):
   how often the example pair and the question occur in train;
 * embedding — cosine of question and candidate and the analogy offset (candidate · (question +
   example tail − example head)) in the store's entity vectors (MiniLM of labels), when present;
-  when present;
 * degree — log(1 + the candidate's degree in the KG);
 * kge — a TransE embedding of the KG's triples (`mmkg.model.kge`): the analogy score −‖q + (t − h) − c‖
   of the example pair (h, t) and the best link score between question and candidate over relations.
@@ -340,7 +339,8 @@ def training_set(ctx: MarsContext, kg: str | Path, mars_dir: str | Path, train_r
 
 def _seen_by_memory(ctx: MarsContext, rows: Sequence[dict[str, Any]]) -> list[bool]:
     """`Featurized.seen` of train rows out of fold without the walk: the gold's out-of-fold memory count
-    (a counted gold heads the base order, so it is always in the shortlist)."""
+    (a counted gold heads the base order, and far fewer than K candidates of a question are ever
+    counted, so it is in the shortlist: the share equals the walked one, 0.9967 on MARS train)."""
     out = []
     for r in rows:
         gold = ctx.gold(r)
