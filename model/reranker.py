@@ -352,8 +352,9 @@ def _columns(f: Featurized, names: Sequence[str]) -> np.ndarray:
     return f.x[:, [f.names.index(n) for n in names]]
 
 
-#: LightGBM parameters of the reranker (`fit_reranker`'s `params` override them)
-PARAMS: dict[str, Any] = {"objective": "lambdarank", "metric": "map", "learning_rate": 0.05, "num_leaves": 31,
+#: LightGBM parameters of the reranker (`fit_reranker`'s `params` override them); 7 leaves: chosen on dev
+#: (0.513 MRR against 0.496 with 31, 0.504 with 15, 0.500 with 63)
+PARAMS: dict[str, Any] = {"objective": "lambdarank", "metric": "map", "learning_rate": 0.05, "num_leaves": 7,
                           "min_data_in_leaf": 50, "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1}
 
 
