@@ -71,6 +71,7 @@ class MarsContext:
         self.reranker: Any = None
         self.reranker_k: int | None = None
         self.vectors: Any = None
+        self.degree: Any = None  # (N,) entity degrees of the store (mmkg.model.reranker.entity_degree)
         self.kge: Any = None  # a mmkg.model.kge.KGEmbedding of the store (the reranker's KG-embedding features)
 
     @classmethod

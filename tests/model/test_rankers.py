@@ -113,12 +113,15 @@ def test_lexicographic_order_never_lets_a_later_key_overtake():
 
 
 def test_reranker_features_never_see_the_gold_and_come_out_of_fold(ctx, kg_root, data_dir, tmp_path, test_rows):
-    """The reranker's features of a test row do not change with its answer; those of a train row,
-    computed out of fold, equal the features of the same row under a context whose train split lacks
-    the row's whole fold (counts and prior refitted without it)."""
-    from mmkg.model.reranker import available_groups, feature_names, query_matrix
+    """The reranker's features of a test row do not change with its answer nor with the rows featurised
+    beside it (cached or not); those of a train row, computed out of fold, equal the features of the
+    same row under a context whose train split lacks the row's whole fold (counts and prior refitted
+    without it)."""
+    from mmkg.model.reranker import EntityVectors, available_groups, feature_names, featurize, featurize_cached, \
+        query_matrix
     from mmkg.retrieval.paths import mars_row_digest
-    names = feature_names(available_groups(None, None))
+    names = feature_names(available_groups(None, None))  # KG, memory and degree features
+    assert "degree" in names
     row = test_rows[3]
     a = query_matrix(ctx, ctx.query(row), 50, names, None)
     b = query_matrix(ctx, ctx.query({**row, "answer": "Q5", "relation": "P0"}), 50, names, None)
@@ -129,12 +132,31 @@ def test_reranker_features_never_see_the_gold_and_come_out_of_fold(ctx, kg_root,
     rng = np.random.default_rng(0)
     ctx.kge = KGEmbedding(rng.normal(size=(ctx.store.count("entities"), 8)).astype(np.float32),
                           rng.normal(size=(ctx.store.num_relations, 8)).astype(np.float32), {})
+    # and so do the label-embedding features (stand-in unit vectors)
+    vectors = EntityVectors.__new__(EntityVectors)
+    vectors.ok = True
+    vectors.matrix = rng.normal(size=(ctx.store.count("entities"), 8)).astype(np.float32)
+    vectors.matrix /= np.linalg.norm(vectors.matrix, axis=1, keepdims=True)
     try:
-        with_kge = feature_names(available_groups(None, ctx.kge))
-        a = query_matrix(ctx, ctx.query(row), 50, with_kge, None)
-        b = query_matrix(ctx, ctx.query({**row, "answer": "Q5", "relation": "P0"}), 50, with_kge, None)
-        assert a[2][:, -2:].std() > 0
+        every = feature_names(available_groups(vectors, ctx.kge))
+        assert {"cos_question", "cos_analogy", "degree", "kge_analogy", "kge_link"} <= set(every)
+        a = query_matrix(ctx, ctx.query(row), 50, every, vectors)
+        b = query_matrix(ctx, ctx.query({**row, "answer": "Q5", "relation": "P0"}), 50, every, vectors)
+        for n in ("kge_analogy", "kge_link", "cos_question", "cos_analogy", "degree"):
+            assert a[2][:, every.index(n)].std() > 0, n  # the test exercises them
         np.testing.assert_array_equal(a[2], b[2])
+        # a row's features do not depend on the other rows featurised with it, nor on the cache
+        alone = featurize(ctx, [row], train_rows=False, k=50, vectors=vectors)
+        together = featurize(ctx, [test_rows[0], row], train_rows=False, k=50, vectors=vectors)
+        np.testing.assert_array_equal(alone.x, together.select([1]).x)
+        cache = tmp_path / "features"
+        first = featurize_cached(ctx, test_rows[:3], train_rows=False, k=50, vectors=vectors, cache=cache)
+        again = featurize_cached(ctx, test_rows[:3], train_rows=False, k=50, vectors=vectors, cache=cache)
+        assert len(list(cache.iterdir())) == 1 and first.names == again.names == feature_names()
+        np.testing.assert_array_equal(first.x, again.x)
+        assert first.top[2].tolist() == again.top[2].tolist() and first.gold == again.gold
+        # a cached base keeps the base order and its ties
+        np.testing.assert_array_equal(lexicographic(first.base[1]), lexicographic(again.base[1]))
     finally:
         ctx.kge = None
     train = [json.loads(x) for x in (data_dir / "markg/MARS/train.json").read_text().splitlines()]

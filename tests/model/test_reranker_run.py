@@ -50,7 +50,7 @@ def test_mmkg_train_then_evaluate_the_reranker(sample, tmp_path):
                                    "kge={model: transe, dim: 16, epochs: 2, negatives: 4}"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
-    assert summary["groups"] == ["kg", "memory", "kge"]  # this store has no minilm vectors
+    assert summary["groups"] == ["kg", "memory", "degree", "kge"]  # this store has no minilm vectors
     assert {"kge_analogy", "kge_link", "memory", "prior"} <= set(summary["features"])
     assert summary["training_mixture"]["pair_rows"] == len(read_mars_rows(mars / "train.json"))
     assert summary["valid"]["queries"] == 60
