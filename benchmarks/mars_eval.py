@@ -229,6 +229,16 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+LLM_OUT = REPO / "benchmarks" / "out" / "mars_llm.json"
+
+
+def llm_variants(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Test ranks of `benchmarks/mars_llm.py`'s variants (llm_kg, llm_control) in this file's layout."""
+    if not path.exists():
+        return {}
+    return {name: {"test": by} for name, by in json.loads(path.read_text())["ranks"]["test"].items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description="MARS rankers on every dev and test query (realistic ties)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -272,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = time.perf_counter()
         ranks[name] = {s: rank_split(ctx, name, rows[s]) for s in SPLITS}
         seconds[name] = round(time.perf_counter() - t, 1)
-    in_facts = {}
+    in_facts = {} if args.shards else old.get("in_facts", {})  # no --shards: the strata of the last run
     for spec in args.shards:
         split, _, d = spec.partition("=")
         prefix = f"{split}-"  # a full split's query id is "<split>-<line>"
@@ -285,6 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ranks["reranker"] = reranker.pop("ranks")
     elif "reranker" in old.get("ranks", {}):
         reranker = old.get("reranker")
+    llm = llm_variants(LLM_OUT)  # the frozen-LLM pair of benchmarks/mars_llm.py (its own, long run)
+    ranks.update(llm)
     pairs = seen_pairs(read_mars_rows(mars / "train.json"))
     seen = {s: {str(i): (r["question"], r["answer"]) in pairs for i, r in enumerate(rows[s])} for s in SPLITS}
     metrics: dict[str, Any] = {}
@@ -295,6 +307,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 strata = {"seen": seen[s], **({"in_facts": in_facts[s]} if s in in_facts else {})}
                 metrics[name][s] = strata_metrics(by[s], strata)
     main_ = old.get("main", {})
+    if llm:
+        main_.update(llm_kg="llm_kg", llm_control="llm_control")
     pairs_ = [("memory>kg_prior", "memory"), ("memory>kg_prior", "kg_prior"), ("memory", "kg_prior")]
     if "reranker" in ranks:
         main_["best"] = "reranker"
