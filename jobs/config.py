@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmkg.kg_store.errors import ConfigError, KGStoreError
+from mmkg.kg_store.errors import ConfigError
 
 #: a config larger than this is refused before it is read (the shipped ones are a few KB)
 MAX_CONFIG_BYTES = 1 << 20
@@ -43,13 +43,13 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
     try:
         data = read_bounded(path, MAX_CONFIG_BYTES)
     except UnsafeFileError as e:
-        raise KGStoreError(f"cannot read {what} {path}: {e.detail}") from None
+        raise ConfigError(f"cannot read {what} {path}: {e.detail}") from None
     except OSError as e:
-        raise KGStoreError(f"cannot read {what} {path}: {e.strerror or e}") from None
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise KGStoreError(f"cannot read {what} {path}: not UTF-8 ({e})") from None
+        raise ConfigError(f"cannot read {what} {path}: not UTF-8 ({e})") from None
     return load_yaml(text, f"{what} {path}")
 
 
@@ -57,5 +57,5 @@ def read_config(path: str | Path, kind: str = "config") -> tuple[dict[str, Any],
     """(metadata, job) of a config YAML."""
     doc = read_yaml_file(path, kind)
     if not isinstance(doc, dict) or not isinstance(doc.get("job"), dict) or "metadata" not in doc:
-        raise KGStoreError(f"{path}: a {kind} needs a `metadata` block and a `job` mapping")
+        raise ConfigError(f"{path}: a {kind} needs a `metadata` block and a `job` mapping")
     return doc["metadata"], doc["job"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from mmkg.kg_store.errors import KGStoreError, LockedError
+from mmkg.kg_store.errors import ConfigError, KGStoreError, LockedError, MMKGError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline.yaml"
 
@@ -79,7 +79,10 @@ def main(data: str, kg: str, engine: str, master: str | None, config: str, fresh
     except LockedError as e:
         click.echo(f"demo: {e}", err=True)
         sys.exit(4)
-    except KGStoreError as e:
+    except ConfigError as e:  # a usage mistake (the config, --data): exit 2, as every command
+        click.echo(f"demo: {e}", err=True)
+        sys.exit(2)
+    except MMKGError as e:
         click.echo(f"demo: {e}", err=True)
         sys.exit(1)
 

@@ -293,6 +293,17 @@ def select_stages(configured: list[str], from_stage: str | None, only: str | Non
     return configured
 
 
+def _strings(value: Any) -> list[str]:
+    """Every string inside a config block (nested lists and mappings included)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _strings(v)]
+    return []
+
+
 def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str = DEFAULT_ENCODER,
                  spark: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None,
                  sparql: dict[str, Any] | None = None, embed: dict[str, Any] | None = None,
@@ -325,6 +336,12 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
     if only and only not in configured:
         raise ConfigError(f"stage {only!r} is not configured (or enabled: false) in the pipeline config")
     ctx = Context(kg=kg, data=Path(data).resolve() if data else None, encoder=encoder, progress=progress)
+    if data is None:  # a `{data}` path with no data directory: refused before the KG is touched
+        for name in selected:
+            for text in _strings(blocks[name]):
+                if "{data}" in text:
+                    raise ConfigError(f"stage {name}: {text!r} uses {{data}} but no data directory is "
+                                      "configured (`data:` or --data)")
     report = RunReport(kg=str(kg), config_path=str(config_path) if config_path else None,
                        config_hash=stage_config_hash({"encoder": encoder, **{k: v for k, v in blocks.items() if v}}),
                        dry_run=dry_run, selection={"from": from_stage, "only": only, "force": force})

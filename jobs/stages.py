@@ -50,7 +50,7 @@ class Context:
         """`{data}` in a config string → the data directory (so configs stay machine-independent)."""
         if "{data}" in text:
             if self.data is None:
-                raise KGStoreError(f"{text!r} uses {{data}} but no data directory is configured (--data)")
+                raise ConfigError(f"{text!r} uses {{data}} but no data directory is configured (--data)")
             return text.replace("{data}", str(self.data))
         return text
 
@@ -88,7 +88,7 @@ def ingest_sources(ctx: Context, sources: list[str] | str) -> list[str]:
             raise ConfigError("ingest: `sources: demo` needs a data directory (`data:` or --data)")
         demo = demo_sources(ctx.data)
         if not demo:
-            raise KGStoreError(f"ingest: no demo inputs under {ctx.data}")
+            raise ConfigError(f"ingest: no demo inputs under {ctx.data}")
         specs.extend(demo)
     out = []
     for s in specs:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.errors import ConfigError, KGStoreError
 from mmkg.kg_store.registry import family
 from mmkg.model.text import ByteTokenizer, HFTokenizer, TextCodec
 
@@ -113,7 +113,7 @@ def load_backbone_model(spec: BackboneSpec, *, weights: str | None = None, seed:
         return spec.loader(cache_dir=cache_dir)
     source = weights or spec.hf_name
     if source is None:
-        raise KGStoreError(f"backbone {spec.name!r} needs `weights` (a local model directory)")
+        raise ConfigError(f"backbone {spec.name!r} needs `weights` (a local model directory)")
     from transformers import AutoTokenizer
     try:
         model = _auto_class(spec.kind).from_pretrained(source)

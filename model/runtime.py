@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.errors import ConfigError
 from mmkg.pipeline.device import describe_device, resolve_device  # the one device resolution (auto | cpu | cuda[:N]); re-exported
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """'auto' = bf16 (fp16 on GPUs without bf16) on CUDA; on CPU bf16 only where the CPU has
     native bf16 (`cpu_has_native_bf16`), else off. 'bf16' forces it on any device."""
     if amp not in AMP_CHOICES:
-        raise KGStoreError(f"amp must be one of {AMP_CHOICES}, not {amp!r}")
+        raise ConfigError(f"amp must be one of {AMP_CHOICES}, not {amp!r}")
     if amp == "off":
         return None
     if amp == "auto" and device.type != "cuda":

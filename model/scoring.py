@@ -142,7 +142,7 @@ class MarsScorer:
         from mmkg.model.facts_gate import FactsGate
         self.task = task
         if candidates is None:
-            raise KGStoreError(f"MARS evaluation needs `candidates` ({self.DEFAULT_CANDIDATES})")
+            raise ConfigError(f"MARS evaluation needs `candidates` ({self.DEFAULT_CANDIDATES})")
         if scoring not in self.SCORINGS:
             raise ConfigError(f"scoring must be one of {self.SCORINGS}, not {scoring!r}")
         if facts_gate and not shortlist:

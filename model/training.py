@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from mmkg.kg_store import open_store
-from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.errors import ConfigError
 from mmkg.model import checkpoint as ckpt
 from mmkg.model.base import MultimodalKGModel, model_registry, resolve_model
 from mmkg.model.batching import Collator
@@ -108,10 +108,10 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     kg_text = KGText.from_store(store)
     stages = [_stage_defaults(s) for s in stages if pretraining or s.get("name") != "pretrain"]
     if not stages:
-        raise KGStoreError("no training stage left to run")
+        raise ConfigError("no training stage left to run")
     if max_steps is not None:
         if int(max_steps) < 1:
-            raise KGStoreError(f"max_steps must be at least 1, not {max_steps}")
+            raise ConfigError(f"max_steps must be at least 1, not {max_steps}")
         stages = [{**s, "max_steps": min(int(s.get("max_steps") or max_steps), int(max_steps))} for s in stages]
     datasets = [build_task_dataset(kg=kg, kg_text=kg_text, shards=s["shards"], task=s["task"],
                                    task_kwargs=s.get("task_kwargs"), max_triples=max_triples, limit=s.get("limit"),
@@ -121,9 +121,9 @@ def train(*, kg: str, output_dir: str, stages: Sequence[Mapping[str, Any]], mode
     net: MultimodalKGModel = resolve_model(model, **kwargs).to(rt.device)
     counts = net.parameter_counts()
     if counts["trainable"] == 0:
-        raise KGStoreError(f"model {model!r} has no trainable parameters with these settings (e.g. use_kg=false "
-                           "and no vision tower): nothing to train. Evaluate it as is (`mmkg evaluate` without "
-                           "--checkpoint), or add soft_prompt_tokens for an equal-budget control.")
+        raise ConfigError(f"model {model!r} has no trainable parameters with these settings (e.g. use_kg=false "
+                          "and no vision tower): nothing to train. Evaluate it as is (`mmkg evaluate` without "
+                          "--checkpoint), or add soft_prompt_tokens for an equal-budget control.")
     logger.info("model %s: %s trainable of %s parameters (%.3f %%)", model, f"{counts['trainable']:,}",
                 f"{counts['total']:,}", counts["trainable_percent"])
     collate = Collator.for_model(net, kg_text=kg_text)

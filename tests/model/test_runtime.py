@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.errors import ConfigError
 from mmkg.model.runtime import cpu_has_native_bf16, resolve_amp
 
 CPU = torch.device("cpu")
@@ -29,5 +29,5 @@ def test_auto_on_this_cpu():
 def test_explicit_choices_and_a_bad_one():
     assert resolve_amp("off", CPU) is None
     assert resolve_amp("bf16", CPU) == torch.bfloat16
-    with pytest.raises(KGStoreError, match="amp must be one of"):
+    with pytest.raises(ConfigError, match="amp must be one of"):
         resolve_amp("fp8", CPU)

@@ -116,7 +116,7 @@ def test_evaluate_scienceqa_accuracy_by_category(real_shards, tmp_path):
 
 
 def test_a_model_with_nothing_to_train_is_a_clear_error(real_shards, tmp_path):
-    from mmkg.kg_store.errors import KGStoreError
+    from mmkg.kg_store.errors import ConfigError
     job = {**_job(real_shards, tmp_path / "none"), "model_kwargs": {**TINY, "vision": None, "use_kg": False}}
-    with pytest.raises(KGStoreError, match="no trainable parameters"):
+    with pytest.raises(ConfigError, match="no trainable parameters"):
         train(**job)
