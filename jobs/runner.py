@@ -34,7 +34,6 @@ from typing import Any
 
 from mmkg.kg_store import KGStore
 from mmkg.kg_store.errors import ConfigError
-from mmkg.kg_store.gc import collect_garbage, live_files, open_version, snapshot_version  # noqa: F401 (gc lives in kg_store)
 from mmkg.kg_store.lock import RunLock  # O_NOFOLLOW, never truncated (kg_store/lock.py)
 from mmkg.kg_store.manifest import MANIFEST, last_stage, read_manifest
 from mmkg.jobs.report import RunReport, StageReport
@@ -427,5 +426,4 @@ def run_from_config(path: str | Path, **overrides: Any) -> RunReport:
     return run_pipeline(**{**job, **{k: v for k, v in overrides.items() if v is not None}}, config_path=path)
 
 
-__all__ = ["run_pipeline", "run_from_config", "load_pipeline_config", "collect_garbage", "open_version",
-           "snapshot_version", "cache_decision", "RunLock"]
+__all__ = ["run_pipeline", "run_from_config", "load_pipeline_config", "cache_decision", "RunLock"]

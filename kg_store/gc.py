@@ -25,13 +25,11 @@ from mmkg.kg_store.lock import RunLock
 from mmkg.kg_store.manifest import MANIFEST, load_manifest_file
 from mmkg.kg_store.safe_io import real_dir
 from mmkg.kg_store.store import KGStore
-from mmkg.kg_store.versions import live_files, object_rel, open_version, snapshot_version
+from mmkg.kg_store.versions import live_files, object_rel
 
 #: what gc may delete: committed-data folders only (never runs/, logs/, work/ scratch of a resumable
 #: stage, or the embedding cache unless asked); `objects/` holds the kept copies of derived files
 GC_DIRS = ("tables", "graph", "vectors", "indexes", "subgraphs", "retrievers", "blobs")
-VERSIONS = versions.VERSIONS
-_snapshots = versions.snapshots
 
 
 def _regular_files(top: Path) -> list[Path]:
@@ -93,7 +91,7 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
         objects = real_dir(kg / versions.OBJECTS, "store folder")
         cache_dir = real_dir(kg / "cache", "cache folder") if cache else None
         current = int(w.manifest["kg_version"])
-        snaps = _snapshots(kg)
+        snaps = versions.snapshots(kg)
         older = sorted(set(snaps) - {current})
         kept_versions = [*older[-(keep - 1):], current] if keep > 1 else [current]
         pinned = sorted(v for v in versions.pinned_versions(kg) if v in snaps and v not in kept_versions)
@@ -133,4 +131,4 @@ def collect_garbage(kg: str | Path, *, keep: int = 2, dry_run: bool = False, cac
             if dry_run else None}
 
 
-__all__ = ["GC_DIRS", "collect_garbage", "live_files", "open_version", "snapshot_version"]
+__all__ = ["GC_DIRS", "collect_garbage"]

@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmkg.kg_store.manifest import read_manifest
 from mmkg.kg_store.versions import open_version
 
 #: the columns that identify a row of each table (keys of id columns are resolved first)
@@ -24,13 +23,6 @@ IDENTITY = {
     "images": ("entity_key", "sha256"), "rejects": ("stage", "source", "location", "reason"),
 }
 TRIPLE_COLUMNS = ("h_key", "h_label", "r_key", "r_label", "t_key", "t_label")
-
-
-def _open(kg: Path, version: int):
-    from mmkg.kg_store.store import KGStore
-    if int(version) == int(read_manifest(kg)["kg_version"]):
-        return KGStore(kg)
-    return open_version(kg, version)
 
 
 def _by_id(store, name: str) -> tuple[pa.Array, pa.Array]:
@@ -85,7 +77,7 @@ def diff_versions(kg: str | Path, a: int, b: int, *, limit: int = 20, offset: in
     """Per-table counts of rows added (in B, not in A) and removed (in A, not in B), and one page
     (`offset`, `limit`) of the added and removed triples with labels, sorted by keys."""
     kg = Path(kg)
-    sa, sb = _open(kg, a), _open(kg, b)
+    sa, sb = open_version(kg, a), open_version(kg, b)
     tables, triples = {}, {}
     for name, keys in IDENTITY.items():
         ta, tb = _identity_table(sa, name), _identity_table(sb, name)

@@ -26,7 +26,7 @@ from typing import Any
 
 from mmkg.kg_store import atomic
 from mmkg.kg_store.errors import KGStoreError
-from mmkg.kg_store.manifest import MANIFEST, load_manifest_file, read_manifest, table_parts
+from mmkg.kg_store.manifest import load_manifest_file, read_manifest, table_parts
 
 VERSIONS, OBJECTS, PINS = "versions", "objects", "pins"
 _SNAPSHOT = re.compile(r"v(\d{6,})\.json")
@@ -41,11 +41,15 @@ def _versions_dir(kg: Path) -> Path | None:
     return real_dir(kg / VERSIONS, "version folder")
 
 
+def snapshot_path(kg: Path, version: int) -> Path:
+    return kg / VERSIONS / f"v{int(version):06d}.json"
+
+
 def write_snapshot(kg: str | Path, manifest: dict[str, Any]) -> Path:
     """`versions/v<NNNNNN>.json` := `manifest` (called by every commit)."""
     kg = Path(kg)
     _versions_dir(kg)  # a symlinked versions/ is refused, not written through
-    path = kg / VERSIONS / f"v{int(manifest['kg_version']):06d}.json"
+    path = snapshot_path(kg, manifest["kg_version"])
     atomic.write_json(path, manifest)
     return path
 
@@ -56,21 +60,12 @@ def repair_snapshot(kg: str | Path, manifest: dict[str, Any]) -> bool:
     A commit writes manifest.json and then its snapshot; a writer killed between the two leaves
     the committed version without (or with a stale) snapshot. The next writer calls this under
     the lock, so the gap heals before anything builds on it. True when it wrote."""
-    kg = Path(kg)
-    path = kg / VERSIONS / f"v{int(manifest['kg_version']):06d}.json"
+    path = snapshot_path(Path(kg), manifest["kg_version"])
     with contextlib.suppress(OSError, ValueError, KGStoreError):
         if path.is_file() and json.loads(path.read_text()) == manifest:
             return False
     write_snapshot(kg, manifest)
     return True
-
-
-def snapshot_version(kg: str | Path) -> Path | None:
-    """Copy the committed manifest to its snapshot (commits do this themselves; kept for callers)."""
-    kg = Path(kg)
-    if not (kg / MANIFEST).exists():
-        return None
-    return write_snapshot(kg, read_manifest(kg))
 
 
 def snapshots(kg: str | Path) -> dict[int, Path]:
@@ -101,14 +96,10 @@ def version_manifest(kg: str | Path, version: int) -> dict[str, Any]:
 
 
 def open_version(kg: str | Path, version: int):
-    """A read-only `KGStore` of an older KG version (tables and graph), from its snapshot."""
+    """A read-only `KGStore` of one KG version (tables and graph): the current one, or an older one
+    from its snapshot (`version_manifest`)."""
     from mmkg.kg_store.store import KGStore
-    kg = Path(kg)
-    snaps = snapshots(kg)
-    if int(version) not in snaps:
-        have = ", ".join(f"v{v:06d}" for v in sorted(snaps)) or "none"
-        raise KGStoreError(f"no snapshot of kg_version {version} in {kg} (have: {have})")
-    return KGStore(kg, load_manifest_file(snaps[int(version)], kg))
+    return KGStore(kg, version_manifest(kg, version))
 
 
 # ---- which files a version reads ----------------------------------------------------------------
@@ -358,5 +349,5 @@ def pin_current(kg: str | Path) -> Pin:
 
 
 __all__ = ["Pin", "describe", "list_versions", "live_files", "missing_files", "object_rel", "open_version",
-           "pin_current", "pinned_versions", "preserve_files", "rollback", "snapshot_version", "snapshots",
+           "pin_current", "pinned_versions", "preserve_files", "rollback", "snapshot_path", "snapshots",
            "version_manifest", "write_snapshot"]

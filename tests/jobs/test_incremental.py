@@ -142,7 +142,8 @@ def test_ivf_index_is_appended_and_rechecked(runs, data_dir, tmp_path):
 
 
 def test_old_version_readable_until_gc(runs, capsys):
-    from mmkg.jobs.runner import collect_garbage, open_version
+    from mmkg.kg_store.gc import collect_garbage
+    from mmkg.kg_store.versions import open_version
     kg = runs["kg"]
     old = open_version(kg, runs["version_after_first"])
     assert old.count("triples") == runs["src"]["n_base"]

@@ -149,7 +149,7 @@ def test_a_table_of_several_part_files_reads_as_one(markg, tmp_path):
     order and every reader sees one table (rows, count, fingerprint, gc's live set, verify)."""
     import shutil
     import pyarrow.parquet as pq
-    from mmkg.kg_store.gc import live_files
+    from mmkg.kg_store.versions import live_files
     root = tmp_path / "kg"
     shutil.copytree(markg.root, root)
     whole = open_store(root).table("triples")
