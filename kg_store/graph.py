@@ -17,6 +17,13 @@ from mmkg.kg_store.sizes import parse_size  # noqa: F401  (re-exported: mmkg.kg_
 ARRAYS = ("indptr", "neighbor", "relation", "direction", "triple_id")
 
 
+def segment_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The ranges [starts[i], starts[i] + lengths[i]) concatenated, as int64 positions: the gather
+    index of many CSR rows (or any runs in a flat array) in one vectorised step."""
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class CSRGraph:
     indptr: np.ndarray      # (n_nodes + 1,) int64
@@ -44,10 +51,7 @@ class CSRGraph:
         total = int(lengths.sum())
         if total == 0:
             return np.empty(0, dtype=np.int64)
-        # positions = concatenation of ranges [starts[i], ends[i])
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-        pos = offsets + np.arange(total, dtype=np.int64)
-        return np.unique(self.triple_id[pos])
+        return np.unique(self.triple_id[segment_positions(starts, lengths)])
 
     def edge_positions(self, nodes: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """CSR positions of every edge of `nodes` (in node order) and, per position, which input
@@ -63,7 +67,7 @@ class CSRGraph:
         starts, ends = indptr[nodes], indptr[nodes + 1]
         lengths = ends - starts
         owner = np.repeat(np.arange(len(nodes), dtype=np.int64), lengths)
-        pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+        pos = segment_positions(starts, lengths)
         return (pos if keep is None else kept[pos]), owner
 
     def neighbors(self, node: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mmkg.kg_store.graph import segment_positions
 from mmkg.model.metrics import rank_of_gold
 
 #: β values tried by `fit_beta` (LLM log-likelihoods are sums over tokens, tens of nats apart)
@@ -41,8 +42,7 @@ def hop_distances(graph, source: int, max_hops: int) -> np.ndarray:
         total = int(lengths.sum())
         if total == 0:
             break
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-        nb = np.unique(np.asarray(graph.neighbor[offsets + np.arange(total, dtype=np.int64)]))
+        nb = np.unique(np.asarray(graph.neighbor[segment_positions(starts, lengths)]))
         nb = nb[dist[nb] < 0]
         if nb.size == 0:
             break

@@ -17,6 +17,7 @@ from torch_geometric.data import Data
 
 from mmkg.kg_store import open_store
 from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.graph import segment_positions
 from mmkg.kg_store.shards import BASE_SCHEMA, TRIPLE_LIST_COLUMNS, read_meta, read_shards
 
 #: list columns kept as flat numpy arrays (a row is a slice); the key/label lists are read on demand
@@ -157,7 +158,7 @@ def collate_rows(dataset: SubgraphDataset, indices: Sequence[int]) -> Any:
     idx = np.asarray(indices, np.int64)
     offsets = dataset._lists["head_ids"][1]
     starts, lengths = offsets[idx], offsets[idx + 1] - offsets[idx]
-    pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    pos = segment_positions(starts, lengths)
     graph_of_edge = np.repeat(np.arange(len(idx), dtype=np.int64), lengths)
     h, r, t = (dataset._lists[n][0][pos].astype(np.int64) for n in ("head_ids", "relation_ids", "tail_ids"))
     span = len(ent_row)  # > every entity id: (graph, entity) packs into one sortable key

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mmkg.kg_store.graph import CSRGraph
+from mmkg.kg_store.graph import CSRGraph, segment_positions
 
 #: at most this many 2-hop paths per anchor (hub anchors are cut, deterministically by CSR order)
 MAX_PATHS = 200_000
@@ -390,7 +390,7 @@ def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None,
             if not len(groups):
                 continue
             g, weight = np.unique(groups, axis=0, return_counts=True)
-            at = np.repeat(qt_start[g[:, 1]], qt_len[g[:, 1]]) + _ramp(qt_len[g[:, 1]])
+            at = segment_positions(qt_start[g[:, 1]], qt_len[g[:, 1]])
             gi = np.repeat(np.arange(len(g)), qt_len[g[:, 1]])
             code = qt_type[at] if out is plain else g[gi, 2] * span + qt_type[at]
             out.append((g[gi, 0], code, qt_count[at] * weight[gi], np.zeros(len(at))))
@@ -401,11 +401,11 @@ def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None,
         rk = local * n + a[sel]
         s0, s1 = np.searchsorted(key, rk), np.searchsorted(key, rk, side="right")
         hrow = np.repeat(np.arange(len(sel)), s1 - s0)
-        htype = ptype[by_end[np.repeat(s0, s1 - s0) + _ramp(s1 - s0)]]
+        htype = ptype[by_end[segment_positions(s0, s1 - s0)]]
         plain.append((fold[sel][hrow], htype, np.zeros(len(hrow)), np.ones(len(hrow))))
         ex_lo, ex_hi = np.searchsorted(ex_row, sel[hrow]), np.searchsorted(ex_row, sel[hrow], side="right")
         hx = np.repeat(np.arange(len(hrow)), ex_hi - ex_lo)
-        ex_at = np.repeat(ex_lo, ex_hi - ex_lo) + _ramp(ex_hi - ex_lo)
+        ex_at = segment_positions(ex_lo, ex_hi - ex_lo)
         cond.append((fold[sel][hrow][hx], ex_type[ex_at] * span + htype[hx], np.zeros(len(hx)), np.ones(len(hx))))
         np.add.at(base_seen, fold[sel], ends_per_q[local].astype(float))
         np.add.at(base_hits, fold[sel], (s1 > s0).astype(float))
@@ -418,18 +418,12 @@ def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None,
     return FoldedPrior(parts)
 
 
-def _ramp(lengths: np.ndarray) -> np.ndarray:
-    """0..len-1 for each of `lengths`, concatenated."""
-    lengths = np.asarray(lengths, np.int64)
-    return np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-
-
 def _cond_groups(sel: np.ndarray, fold: np.ndarray, local: np.ndarray, ex_row: np.ndarray,
                  ex_type: np.ndarray) -> np.ndarray:
     """(fold, question, example type) of every example type of the rows `sel` (ex_row sorted)."""
     lo, hi = np.searchsorted(ex_row, sel), np.searchsorted(ex_row, sel, side="right")
     r = np.repeat(np.arange(len(sel)), hi - lo)
-    return np.stack([fold[sel][r], local[r], ex_type[np.repeat(lo, hi - lo) + _ramp(hi - lo)]], 1)
+    return np.stack([fold[sel][r], local[r], ex_type[segment_positions(lo, hi - lo)]], 1)
 
 
 def _sum_by_code(pieces: list[tuple[np.ndarray, ...]], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

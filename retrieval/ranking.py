@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmkg.kg_store.graph import CSRGraph
-from mmkg.retrieval.paths import MAX_PATHS, Paths, path_type, step_code
+from mmkg.kg_store.graph import CSRGraph, segment_positions
+from mmkg.retrieval.paths import MAX_PATHS, Paths, pack_base, path_type, step_code
 from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 
 #: (query, id) pairs whose vectors are gathered at once: the gathered rows stay in cache for the dot
@@ -264,7 +264,7 @@ def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
     tail at m, so only the two ends' edges are read, never the head's whole 2-hop neighbourhood
     (pairs whose head has more than MAX_PATHS 2-hop walks, where `paths_from` cuts, walk as it does)."""
     valid = np.flatnonzero((heads >= 0) & (tails >= 0))
-    span = (2 * num_relations + 1) ** 2 + 1
+    span = pack_base(num_relations)
     if not len(valid):
         return np.empty(0, np.int64), np.empty(0, np.int64)
     h, t = heads[valid].astype(np.int64), tails[valid].astype(np.int64)
@@ -288,7 +288,7 @@ def batch_linking_types(graph: CSRGraph, heads: np.ndarray, tails: np.ndarray,
     lo, hi = np.searchsorted(rk_s, lk), np.searchsorted(rk_s, lk, side="right")
     cnt = np.where(hub[o1] | (t[o1] == h[o1]), 0, hi - lo)
     left = np.repeat(np.arange(len(lk)), cnt)
-    right = order[np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]
+    right = order[segment_positions(lo, cnt)]
     ok = graph.triple_id[pos1][left] != tid_t[right]
     owners.append(o1[left][ok])
     types.append(path_type(c1[left][ok], c2[right][ok], num_relations))
@@ -395,7 +395,7 @@ def rank_anchored(c: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray],
         g0, g1 = group_start[e], group_start[e + 1]
         glen = g1 - g0
         owner = np.repeat(np.arange(len(active)), glen)        # index into `active`
-        j = by_end[np.repeat(g0 - np.cumsum(glen) + glen, glen) + np.arange(int(glen.sum()))]
+        j = by_end[segment_positions(g0, glen)]
         hv = have[active[owner]]
         new1 = ~(hv == t1[j][:, None]).any(1)
         new2 = (t2[j] >= 0) & ~(hv == t2[j][:, None]).any(1)
@@ -456,9 +456,8 @@ def _path_precisions(model: Any, ptypes: np.ndarray, q: np.ndarray, ex_q: np.nda
         lo, hi = np.searchsorted(ex_q, q), np.searchsorted(ex_q, q, side="right")
         cnt = hi - lo
         path = np.repeat(np.arange(len(ptypes)), cnt)
-        et = ex_type[np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]
-        base = (2 * model.num_relations + 1) ** 2 + 1
-        cpos, cfound = look(ccodes, et * base + ptypes[path])
+        et = ex_type[segment_positions(lo, cnt)]
+        cpos, cfound = look(ccodes, et * pack_base(model.num_relations) + ptypes[path])
         if cfound.any():
             cond = (chits[cpos[cfound]] + k * uncond[path[cfound]]) / (cseen[cpos[cfound]] + k)
             np.maximum.at(best, path[cfound], cond)
