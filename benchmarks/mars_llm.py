@@ -106,21 +106,11 @@ def run_eval(args, split: str, variant: str, query_ids: list[str], *, scoring: s
     return m
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The whole lines of a predictions file (a line torn by a kill is left out)."""
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
-
-
 def test_records(args, variant: str, closed: bool = False) -> dict[str, dict[str, Any]]:
     """query id → record, over every part file of a test variant (`closed`: the closed-gate check)."""
+    from benchmarks.mars_kg import read_predictions  # torn lines left out
     files = [p for p in sorted(args.work.glob(f"test.{variant}.*jsonl")) if (".closed" in p.name) == closed]
-    return {r["query_id"]: r for p in files for r in read_records(p)}
+    return {q: r for p in files for q, r in read_predictions(p).items()}
 
 
 def test_ids(args) -> list[str]:
@@ -179,8 +169,9 @@ def fit(args) -> dict[str, Any]:
     (its observed values), the gated kg rank is the kg rank where the gate opens, else the control
     rank; pick the one with the largest dev MRR gain whose not-in-facts change is ≥ -0.005."""
     from benchmarks.mars_eval import answer_in_facts
-    ctl = {r["query_id"]: r for r in read_records(args.work / "dev.llm_control.jsonl")}
-    kg = {r["query_id"]: r for r in read_records(args.work / "dev.llm_kg.jsonl")}
+    from benchmarks.mars_kg import read_predictions
+    ctl = read_predictions(args.work / "dev.llm_control.jsonl")
+    kg = read_predictions(args.work / "dev.llm_kg.jsonl")
     qs = sorted(set(ctl) & set(kg))
     in_facts = answer_in_facts(shard_dir(args.kg, "dev"))
     keys = sorted({k for q in qs for rec in (ctl[q], kg[q]) for k, _ in rec["shortlist_scores"]})

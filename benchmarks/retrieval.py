@@ -84,7 +84,7 @@ def batch_retrieval(store, kg: Path, limit: int | None = None) -> dict:
     ranking they replaced (`tests/retrieval/reference_ranking.py`), same queries, same run."""
     from mmkg.retrieval.paths import load_or_fit_prior
     from mmkg.retrieval.datasets import build_queries
-    from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries
+    from mmkg.retrieval.retriever import RetrievalConfig, SubgraphRetriever, encode_queries, retriever_class
     from tests.retrieval.reference_ranking import anchored_reference, mrmkg_reference
     mars = build_queries(f"mars:{DATA / 'markg/MARS'}", store=store, split="test", limit=limit)
     sqa = build_queries(f"scienceqa:{DATA / 'scienceqa'}", store=store, split="test", limit=limit)
@@ -92,7 +92,7 @@ def batch_retrieval(store, kg: Path, limit: int | None = None) -> dict:
     out = {"queries": {"mars_test": len(mars.queries), "scienceqa_test": len(sqa.queries)}}
     for name in ("anchored", "mrmkg"):
         r_mars = SubgraphRetriever(store, RetrievalConfig(retriever=name), answer_space=mars.answer_space,
-                                   prior=prior if name == "anchored" else None)
+                                   prior=prior if retriever_class(RetrievalConfig(retriever=name)).uses_prior else None)
         r_sqa = SubgraphRetriever(store, RetrievalConfig(retriever=name))
         v_mars = encode_queries(r_mars.encoder, mars.queries)
         v_sqa = encode_queries(r_sqa.encoder, sqa.queries)

@@ -335,12 +335,9 @@ def run_pipeline(*, kg: str | Path, data: str | Path | None = None, encoder: str
     if only and only not in configured:
         raise ConfigError(f"stage {only!r} is not configured (or enabled: false) in the pipeline config")
     ctx = Context(kg=kg, data=Path(data).resolve() if data else None, encoder=encoder, progress=progress)
-    if data is None:  # a `{data}` path with no data directory: refused before the KG is touched
-        for name in selected:
-            for text in _strings(blocks[name]):
-                if "{data}" in text:
-                    raise ConfigError(f"stage {name}: {text!r} uses {{data}} but no data directory is "
-                                      "configured (`data:` or --data)")
+    for name in selected:  # `{data}` with no data directory: refused before the KG is touched
+        for text in _strings(blocks[name]):
+            ctx.expand(text)
     report = RunReport(kg=str(kg), config_path=str(config_path) if config_path else None,
                        config_hash=stage_config_hash({"encoder": encoder, **{k: v for k, v in blocks.items() if v}}),
                        dry_run=dry_run, selection={"from": from_stage, "only": only, "force": force})
