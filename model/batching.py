@@ -19,6 +19,13 @@ logger = logging.getLogger(__name__)
 LIMIT_SEED = 0
 
 
+def limit_order(n: int, limit: int | None) -> Sequence[int]:
+    """The order in which a `limit` draws from n rows: every row in order without one, else a seeded
+    random permutation (a prefix of a MARS split would be a few relations: its files are sorted by
+    mode and relation). Callers take the first `limit` usable rows of it and keep them in row order."""
+    return range(n) if limit is None else np.random.default_rng(LIMIT_SEED).permutation(n)
+
+
 def top_triples(data: Any, n: int | None) -> Any:
     """The subgraph restricted to its `n` best-scored edges, nodes re-indexed (N = 10/20 ablation).
 
@@ -57,8 +64,7 @@ class TaskDataset(Dataset):
         wanted = None if select is None else {str(q) for q in select}
         # `limit` takes a seeded random sample, kept in shard order: a prefix of a MARS split would be
         # a few relations only (its files are sorted by mode and relation)
-        order = range(len(graphs)) if limit is None else np.random.default_rng(LIMIT_SEED).permutation(len(graphs))
-        for i in (int(k) for k in order):
+        for i in (int(k) for k in limit_order(len(graphs), limit)):
             if limit is not None and len(self.items) >= limit:
                 break
             if wanted is not None and str(graphs.query_ids[i]) not in wanted:

@@ -7,7 +7,7 @@ KG directly; the CLI picks these functions for a job naming one of `VARIANTS`.
 * `train(**job)` fits it on the train split featurised out of fold (early stopping on `valid_split`)
   and writes the run folder: `reranker.lgb.txt` (the model), `kge.safetensors` (the KG embedding its
   kge features read, when used), `job.json` and `summary.json`.
-* `evaluate(**job)` ranks every query of a split (or the first `limit`) among all candidates with a
+* `evaluate(**job)` ranks every query of a split (or a seeded random sample of `limit`) among all candidates with a
   run's model and writes predictions JSONL with the rank fields of every MARS evaluation
   (`rank`, `rank_optimistic`, `rank_realistic`, `rank_pessimistic`, `in_shortlist`, `top10`; query id
   `<split>-<line>`, the id of the full split's shard rows), and returns the metrics.
@@ -108,10 +108,12 @@ def train(*, kg: str, data: str, output_dir: str, model: str = "reranker", valid
 def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", split: str = "test",
              predictions: str | None = None, limit: int | None = None, ties: str = "realistic",
              progress: bool = False) -> dict[str, Any]:
-    """Rank the queries of `data`/`split`.json with the run at `checkpoint` (a `train` output folder)."""
+    """Rank the queries of `data`/`split`.json with the run at `checkpoint` (a `train` output folder);
+    `limit`: a seeded random sample of that many, in line order (`mmkg evaluate --limit`)."""
     from tqdm.auto import tqdm
 
     from mmkg.kg_store import atomic
+    from mmkg.model.batching import limit_order
     from mmkg.model.kge import load_kge
     from mmkg.model.metrics import TIE_RULES, rank_of_gold, ranking_metrics
     from mmkg.model.rankers import MarsContext, realistic_rank, top_positions
@@ -134,9 +136,11 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
     ctx.reranker, ctx.reranker_k = load_reranker(run / MODEL_FILE), int(summary["k"])
     if any(n in FEATURES["kge"] for n in ctx.reranker.feature_name()):
         ctx.kge = load_kge(run / KGE_FILE)
-    rows = read_mars_rows(split_file)[:limit]
+    rows = read_mars_rows(split_file)
+    lines = sorted(int(i) for i in limit_order(len(rows), limit)[:limit])
     records = []
-    for line, row in enumerate(tqdm(rows, disable=not progress, desc=split, leave=False)):
+    for line in tqdm(lines, disable=not progress, desc=split, leave=False):
+        row = rows[line]
         scores = reranker_ranker(ctx, ctx.query(row))  # the row's question and example pair only
         gold = ctx.gold(row)
         by_rule = {rule: (rank_of_gold(scores, float(scores[gold]), ties=rule) if gold >= 0 else float(len(scores)))

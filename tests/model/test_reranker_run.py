@@ -75,6 +75,17 @@ def test_mmkg_train_then_evaluate_the_reranker(sample, tmp_path):
     ctx.reranker, ctx.reranker_k, ctx.kge = load_reranker(run / "reranker.lgb.txt"), 30, emb
     assert rank_rows(ctx, "reranker", read_mars_rows(mars / "test.json")) == [r["rank"] for r in records]
 
+    # --limit: the seeded random sample every `mmkg evaluate --limit` takes (not a prefix of a file
+    # sorted by mode and relation), in line order, each rank as in the full run
+    sampled = tmp_path / "limit.jsonl"
+    res = CliRunner().invoke(cli, ["evaluate", "--config", str(CONFIGS / "mars.evaluate.yaml"), *common, "--set",
+                                   f"checkpoint={run}", "--set", f"predictions={sampled}", "--limit", "10"])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(x) for x in sampled.read_text().splitlines()]
+    lines = [int(r["query_id"].split("-")[1]) for r in got]
+    assert len(got) == 10 and lines == sorted(lines) and lines != list(range(10))
+    assert [r["rank"] for r in got] == [records[i]["rank"] for i in lines]
+
 
 def test_evaluate_without_a_trained_run_is_a_one_line_error(tmp_path, data_dir):
     """A ConfigError (`mmkg` prints its one line and exits 2), raised before any data is read."""
