@@ -91,17 +91,28 @@ def mmkg(*args: str, timeout: float = 180, kill_when=None, poll: float = 0.005, 
     return Run(args, proc.returncode, stdout, stderr, peak_kib, killed)
 
 
+def _matches(root: Path, pattern: str) -> set[Path]:
+    """root.glob(pattern), retried when the job renames or removes a directory mid-walk
+    (Python 3.11's glob raises FileNotFoundError from its scandir then; the job's staging
+    directories are renamed into place exactly while a trigger polls them)."""
+    while True:
+        try:
+            return set(root.glob(pattern))
+        except FileNotFoundError:
+            continue
+
+
 def appears(root: Path, pattern: str):
     """A kill trigger: true once a file matching `pattern` (glob under root) exists."""
     root = Path(root)
-    return lambda: any(True for _ in root.glob(pattern))
+    return lambda: bool(_matches(root, pattern))
 
 
 def appears_new(root: Path, pattern: str):
     """A kill trigger: true once a file matching `pattern` exists that did not when it was made."""
     root = Path(root)
-    before = set(root.glob(pattern))
-    return lambda: any(p not in before for p in root.glob(pattern))
+    before = _matches(root, pattern)
+    return lambda: bool(_matches(root, pattern) - before)
 
 
 def _strip(obj):
