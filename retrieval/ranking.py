@@ -26,6 +26,8 @@ PAIR_CHUNK = 1 << 11
 IN_MEMORY_BYTES = 256 << 20
 #: a pair set this dense (pairs · DENSE_SHARE > queries · vectors) is scored by one matrix product
 DENSE_SHARE = 32
+#: groups whose maxima bound a dense block's top-k from below (`PairCosine.top_ids`)
+TOP_GROUPS = 256
 #: cells of the per-chunk (query × node) bitmaps and score blocks (bounds their memory to ~32 MB of bools)
 BITMAP_CELLS = 1 << 25
 
@@ -150,13 +152,45 @@ class PairCosine:
         if getattr(vectors, "nbytes", 0) <= IN_MEMORY_BYTES:  # gathers from RAM, not through the mmap
             vectors = np.array(vectors)
         self.vectors, self.row_of, self.dense = vectors, row_of, dense
+        self.in_memory = type(vectors) is np.ndarray
+        self.id_of_row = np.full(len(vectors), -1, np.int64)    # the inverse of row_of
+        self.id_of_row[row_of[row_of >= 0]] = np.flatnonzero(row_of >= 0)
 
-    def __call__(self, queries: np.ndarray, q: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(has a vector, float32 cosine; 0 without a vector) of each pair (q[i], ids[i])."""
+    def block(self, queries: np.ndarray) -> np.ndarray:
+        """(m, rows) float32 cosine of each query with every vector: one matrix product."""
+        return np.asarray(queries, np.float32) @ np.asarray(self.vectors, np.float32).T
+
+    def top_ids(self, block: np.ndarray, k: int) -> np.ndarray:
+        """(m, k) ids of each query's k best rows of `block`, best first, ties by the smaller id:
+        what an exact search returns, without a second pass over the vectors."""
+        m, n = block.shape
+        k = min(k, n)
+        if not k or not m:
+            return np.empty((m, k), np.int64)
+        # a floor under each row's k-th best: the k-th best of its group maxima (k of its values reach
+        # it), so one comparison pass leaves a few candidates per row instead of a partition of each row
+        gmax = np.maximum.reduceat(block, np.arange(0, n, max(1, n // TOP_GROUPS)), axis=1)
+        floor = np.partition(gmax, -k, axis=1)[:, -k] if gmax.shape[1] >= k else np.full(m, -np.inf, np.float32)
+        qi, col = np.nonzero(block >= floor[:, None])
+        val, ids = block[qi, col], self.id_of_row[col]
+        order = np.lexsort((ids, -val, qi))
+        qi, ids = qi[order], ids[order]
+        rank = rank_in_segment(qi)
+        out = np.empty((m, k), np.int64)
+        out[qi[rank < k], rank[rank < k]] = ids[rank < k]
+        return out
+
+    def __call__(self, queries: np.ndarray, q: np.ndarray, ids: np.ndarray,
+                 block: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(has a vector, float32 cosine; 0 without a vector) of each pair (q[i], ids[i]); `block`:
+        `self.block(queries)` when the caller has it already."""
         rows = self.row_of[ids] if len(ids) else np.empty(0, np.int64)
         has = rows >= 0
         out = np.zeros(len(ids), np.float32)
         idx = np.flatnonzero(has)
+        if block is not None:
+            out[idx] = block[q[idx], rows[idx]]
+            return has, out
         qv = np.asarray(queries, np.float32)
         n_rows = len(self.vectors)
         if self.dense and len(idx) * DENSE_SHARE > len(qv) * n_rows:
@@ -465,20 +499,36 @@ def _path_precisions(model: Any, ptypes: np.ndarray, q: np.ndarray, ex_q: np.nda
 
 
 # ---- the paper scheme's pools ---------------------------------------------------------------------
-def rank_mrmkg(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine: PairCosine) -> list[SubgraphOutput]:
-    """MR-MKG App. A.6 for a batch: G = the seeds, their `hops`-hop neighbours and every triple
-    linking two nodes of G (`mmkg.retrieval.retrievers.neighbourhood_with_links`); its top-N by cosine.
+def mrmkg_seeds(c: Any, vectors: np.ndarray, named: Sequence[np.ndarray]
+                ) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The seeds E′ of a chunk of queries, and their (query × triple) cosine block when there is one:
+    with an exact (Flat) triple index over vectors held in memory, the seeds' top-n and the pool's
+    cosines come from one matrix product instead of the index search plus a second product."""
+    cos = c.pair_cosine
+    if c.config.top_n and c.seeds.exact_triples and cos.in_memory:
+        block = cos.block(vectors)
+        return c.seeds.seed_entities(vectors, named, triple_hits=cos.top_ids(block, c.config.top_n)), block
+    return c.seeds.seed_entities(vectors, named), None
+
+
+def rank_mrmkg(c: Any, vectors: np.ndarray, named: Sequence[np.ndarray], cosine: PairCosine
+               ) -> list[SubgraphOutput]:
+    """MR-MKG App. A.6 for a batch: E′ = the named entities and the ends of the top-n triples
+    (`mrmkg_seeds`); G = E′, its `hops`-hop neighbours and every triple linking two nodes of G
+    (`mmkg.retrieval.retrievers.neighbourhood_with_links`); its top-N by cosine.
 
     Set work is done on (query × node) bitmaps of a chunk of queries."""
-    nq, n_nodes, n_triples = len(seeds), c.graph.num_nodes, len(c.triples)
+    nq, n_nodes, n_triples = len(vectors), c.graph.num_nodes, len(c.triples)
     step = max(1, BITMAP_CELLS // max(n_nodes, n_triples, 1))
     out: list[SubgraphOutput] = []
     for lo in range(0, nq, step):
-        out.extend(_mrmkg_chunk(c, vectors[lo:lo + step], seeds[lo:lo + step], cosine))
+        seeds, block = mrmkg_seeds(c, vectors[lo:lo + step], named[lo:lo + step])
+        out.extend(_mrmkg_chunk(c, vectors[lo:lo + step], seeds, cosine, block))
     return out
 
 
-def _mrmkg_chunk(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine: PairCosine) -> list[SubgraphOutput]:
+def _mrmkg_chunk(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine: PairCosine,
+                 block: np.ndarray | None) -> list[SubgraphOutput]:
     g, triples, top_N = c.graph, c.triples, c.config.top_N
     nq, n_nodes = len(seeds), g.num_nodes
     lens = np.array([len(s) for s in seeds], np.int64)
@@ -509,7 +559,7 @@ def _mrmkg_chunk(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosin
     aq = gq[own]
     both = seen[aq, g.neighbor[pos]]
     aq, aid = aq[both], g.triple_id[pos[both]]
-    has, cos = cosine(vectors, aq, aid)
+    has, cos = cosine(vectors, aq, aid, block)
     aq, aid, cos = aq[has], aid[has], cos[has]
     size = np.bincount(aq, minlength=nq)
     # each query's top_N by cosine, ties by id: one sort of packed (query, cosine, id) keys, over the

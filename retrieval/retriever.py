@@ -143,11 +143,18 @@ class FaissSeedRetriever:
         _, eids = self.entity_index.search(queries, k)
         return [np.unique(row[row >= 0]).astype(np.int64) for row in eids]
 
-    def seed_entities(self, queries: np.ndarray, named: list[np.ndarray]) -> list[np.ndarray]:
+    @property
+    def exact_triples(self) -> bool:
+        """The triple index is exact (Flat): its top-n is the top-n of one product with every vector."""
+        return getattr(self.triple_index, "meta", {}).get("type") == "flat"
+
+    def seed_entities(self, queries: np.ndarray, named: list[np.ndarray],
+                      triple_hits: np.ndarray | None = None) -> list[np.ndarray]:
+        """E′ of each query; `triple_hits`: its top-n triple ids when the caller has them already."""
         m = len(queries)
         parts: list[list[np.ndarray]] = [[np.asarray(n, np.int64)] for n in named]
         if self.top_n > 0 and m:
-            _, tids = self.triple_index.search(queries, self.top_n)
+            tids = self.triple_index.search(queries, self.top_n)[1] if triple_hits is None else triple_hits
             for i in range(m):
                 t = tids[i][tids[i] >= 0]
                 parts[i].append(self.triples[t][:, [0, 2]].ravel())

@@ -72,9 +72,8 @@ class PaperRetriever(Retriever):
     def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
         from mmkg.retrieval.ranking import rank_mrmkg
         c = self.ctx
-        seeds = c.seeds.seed_entities(vectors, c.named(queries) if c.config.named_entities else
-                                      [np.empty(0, np.int64)] * len(queries))
-        return rank_mrmkg(c, vectors, seeds, c.pair_cosine)
+        return rank_mrmkg(c, vectors, c.named(queries) if c.config.named_entities else
+                          [np.empty(0, np.int64)] * len(queries), c.pair_cosine)
 
 
 # ---- G-Retriever ------------------------------------------------------------------------------------

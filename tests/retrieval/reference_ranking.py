@@ -8,13 +8,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmkg.retrieval.datasets import Query
+from mmkg.retrieval.ranking import mrmkg_seeds
 from mmkg.retrieval.retrievers import TIE_WEIGHT, neighbourhood_with_links
 from mmkg.retrieval.subgraph import SubgraphOutput, empty_output, rank_pool, subgraph_output
 
 
 def mrmkg_reference(c: Any, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
-    seeds = c.seeds.seed_entities(vectors, c.named(queries) if c.config.named_entities else
-                                  [np.empty(0, np.int64)] * len(queries))
+    # the seeds as the bulk ranking takes them (from one product with every triple vector when the
+    # triple index is exact): what this reference checks is the pools and their order
+    seeds, _ = mrmkg_seeds(c, vectors, c.named(queries) if c.config.named_entities else
+                           [np.empty(0, np.int64)] * len(queries))
     return [rank_pool(c.score, c.triples, v, neighbourhood_with_links(c.graph, c.triples, s, c.config.hops), s,
                       c.config.top_N) for v, s in zip(vectors, seeds)]
 

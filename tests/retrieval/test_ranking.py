@@ -86,3 +86,39 @@ def test_bulk_anchored_cuts_hub_anchors_as_the_per_query_walk_does(kg, data_dir,
     bulk = r.retrieve_vectors(qs.queries, v)
     assert sum(not o.empty for o in bulk) >= len(bulk) // 2
     assert_same(bulk, anchored_reference(r.retriever, qs.queries, v))
+
+
+def test_paper_seeds_from_the_cosine_block_are_the_exact_index_search(kg, data_dir):
+    """With a Flat triple index the seeds' top-n comes from the product the pool's cosines reuse: the
+    same triples the index search returns (an index tie or a last-bit difference only where the two
+    scores at the cut are equal to float32 precision)."""
+    from mmkg.retrieval.ranking import mrmkg_seeds
+    qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=kg, split="dev", limit=64)
+    r = SubgraphRetriever(open_store(kg.root), RetrievalConfig(encoder=ENCODER, retriever="mrmkg", top_n=10))
+    c = r.retriever.ctx
+    assert c.seeds.exact_triples and c.pair_cosine.in_memory
+    v = encode_queries(r.encoder, qs.queries)
+    block = c.pair_cosine.block(v)
+    ours = c.pair_cosine.top_ids(block, 10)
+    scores, faiss_ids = c.seeds.triple_index.search(v, 10)
+    rows = c.pair_cosine.row_of
+    for i in range(len(v)):
+        assert np.all(np.diff(block[i, rows[ours[i]]]) <= 0)               # best first
+        differ = set(ours[i].tolist()) ^ set(faiss_ids[i].tolist())
+        assert all(abs(block[i, rows[t]] - scores[i, -1]) < 1e-6 for t in differ), i
+    named = [np.empty(0, np.int64)] * len(v)
+    seeds, used = mrmkg_seeds(c, v, named)
+    assert used is not None
+    for s, hits in zip(seeds, ours):
+        np.testing.assert_array_equal(s, np.unique(c.triples[hits][:, [0, 2]]))
+
+
+def test_block_top_ids_break_ties_by_the_smaller_id():
+    from mmkg.retrieval.ranking import PairCosine
+    vectors = np.eye(4, dtype=np.float32)[[0, 1, 1, 1, 2, 1]]       # rows 1, 2, 3, 5 tie for query e1
+    row_of = np.array([5, 4, 3, 2, 1, 0])                          # id i lives at row 5 - i
+    cos = PairCosine(vectors, row_of)
+    q = np.eye(4, dtype=np.float32)[[1, 0]]
+    top = cos.top_ids(cos.block(q), 2)
+    np.testing.assert_array_equal(top[0], [0, 2])     # rows 5 and 3 hold ids 0 and 2: the smallest tied ids
+    np.testing.assert_array_equal(top[1], [5, 0])     # id 5 alone scores 1 for e0; the rest tie at 0
