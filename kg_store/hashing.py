@@ -4,7 +4,10 @@ import json
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 _CHUNK = 1 << 20
+_U = np.uint64
 
 
 def sha256_file(path: str | Path) -> str:
@@ -99,3 +102,19 @@ def files_digest(files: "list[Path]", base: str | Path | None = None) -> dict[st
         name = f.relative_to(base).as_posix() if base is not None else f.name
         out[name] = file_sha256_memo(f)
     return dict(sorted(out.items()))
+
+
+# ---- 64-bit mixing of arrays (per-row digests, keyed random draws) ----------------------------------
+def mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser of each uint64 (wrapping arithmetic): equal inputs, equal outputs, and
+    any input bit flips about half the output bits."""
+    z = np.asarray(x, np.uint64) + _U(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
+    return z ^ (z >> _U(31))
+
+
+def string_keys(texts: Any, salt: int = 0) -> np.ndarray:
+    """A uint64 per string (its blake2b prefix, mixed with `salt`): the same in every process."""
+    raw = [hashlib.blake2b(str(t).encode(), digest_size=8).digest() for t in texts]
+    return mix(np.frombuffer(b"".join(raw), "<u8").astype(np.uint64) + _U(salt))

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmkg.kg_store.graph import CSRGraph
+from mmkg.kg_store.hashing import mix
 from mmkg.retrieval.datasets import QuerySet
 from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 
@@ -41,14 +42,6 @@ logger = logging.getLogger(__name__)
 SIDECAR = "ranked.parquet"
 FORMAT = 2
 _U = np.uint64
-
-
-def mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser of each uint64 (wrapping arithmetic)."""
-    z = np.asarray(x, np.uint64) + _U(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
-    return z ^ (z >> _U(31))
 
 
 def _u(x: np.ndarray) -> np.ndarray:

@@ -26,6 +26,9 @@ PAIR_CHUNK = 1 << 11
 IN_MEMORY_BYTES = 256 << 20
 #: a pair set this dense (pairs · DENSE_SHARE > queries · vectors) is scored by one matrix product
 DENSE_SHARE = 32
+#: queries whose k-hop pools are listed at once (`pool_chunks`: hub pools hold thousands of triples
+#: each); at most 256, so a chunk's owner fits 8 bits of a packed sort key
+POOL_QUERIES = 256
 #: groups whose maxima bound a dense block's top-k from below (`PairCosine.top_ids`)
 TOP_GROUPS = 256
 #: cells of the per-chunk (query × node) bitmaps and score blocks (bounds their memory to ~32 MB of bools)
@@ -499,6 +502,45 @@ def _path_precisions(model: Any, ptypes: np.ndarray, q: np.ndarray, ex_q: np.nda
 
 
 # ---- the paper scheme's pools ---------------------------------------------------------------------
+def reached(g: CSRGraph, seeds: Sequence[np.ndarray], hops: int) -> np.ndarray:
+    """(query × node) bitmap of the nodes within `hops` hops of each query's seeds."""
+    nq, n_nodes = len(seeds), g.num_nodes
+    sq = np.repeat(np.arange(nq), [len(s) for s in seeds])
+    sn = np.concatenate(list(seeds)).astype(np.int64) if nq else np.empty(0, np.int64)
+    ok = (sn >= 0) & (sn < n_nodes)
+    seen = np.zeros((nq, n_nodes), bool)                     # growing hop by hop
+    seen[sq[ok], sn[ok]] = True
+    start = sorted_unique(sq[ok] * n_nodes + sn[ok])[0]          # the seeds, as np.nonzero(seen) lists them
+    fq, fn = start // n_nodes, start % n_nodes
+    for hop in range(hops):
+        pos, own = g.edge_positions(fn)
+        if not len(pos):
+            break
+        eq, nbr = fq[own], g.neighbor[pos]
+        if hop == hops - 1:  # the last frontier is never expanded: no need to list it
+            seen[eq, nbr] = True
+            break
+        new = ~seen[eq, nbr]
+        frontier = np.zeros((nq, n_nodes), bool)
+        frontier[eq[new], nbr[new]] = True
+        seen |= frontier
+        fq, fn = np.nonzero(frontier)
+    return seen
+
+
+def pool_chunks(g: CSRGraph, seeds: Sequence[np.ndarray], hops: int):
+    """`expand_hops` for a batch: yields (first query, owner, triple id) per chunk of queries, the
+    triples within `hops` hops of each one's seeds (those touching a node within hops − 1), sorted
+    by owner (the query's position in the chunk) then id."""
+    nq, span = len(seeds), max(len(g.triple_id), 1)
+    step = max(1, min(POOL_QUERIES, BITMAP_CELLS // max(g.num_nodes, 1)))
+    for lo in range(0, nq, step):
+        gq, gn = np.nonzero(reached(g, seeds[lo:lo + step], hops - 1))
+        pos, own = g.edge_positions(gn)
+        keys = sorted_unique(gq[own] * span + g.triple_id[pos])[0]
+        yield lo, keys // span, keys % span
+
+
 def mrmkg_seeds(c: Any, vectors: np.ndarray, named: Sequence[np.ndarray]
                 ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """The seeds E′ of a chunk of queries, and their (query × triple) cosine block when there is one:
@@ -530,28 +572,8 @@ def rank_mrmkg(c: Any, vectors: np.ndarray, named: Sequence[np.ndarray], cosine:
 def _mrmkg_chunk(c: Any, vectors: np.ndarray, seeds: Sequence[np.ndarray], cosine: PairCosine,
                  block: np.ndarray | None) -> list[SubgraphOutput]:
     g, triples, top_N = c.graph, c.triples, c.config.top_N
-    nq, n_nodes = len(seeds), g.num_nodes
-    lens = np.array([len(s) for s in seeds], np.int64)
-    sq = np.repeat(np.arange(nq), lens)
-    sn = np.concatenate(list(seeds)).astype(np.int64) if nq else np.empty(0, np.int64)
-    ok = (sn >= 0) & (sn < n_nodes)
-    seen = np.zeros((nq, n_nodes), bool)                     # G's nodes, growing hop by hop
-    seen[sq[ok], sn[ok]] = True
-    start = sorted_unique(sq[ok] * n_nodes + sn[ok])[0]          # the seeds, as np.nonzero(seen) lists them
-    fq, fn = start // n_nodes, start % n_nodes
-    for hop in range(c.config.hops):
-        pos, own = g.edge_positions(fn)
-        if not len(pos):
-            break
-        eq, nbr = fq[own], g.neighbor[pos]
-        if hop == c.config.hops - 1:  # the last frontier is never expanded: no need to list it
-            seen[eq, nbr] = True
-            break
-        new = ~seen[eq, nbr]
-        frontier = np.zeros((nq, n_nodes), bool)
-        frontier[eq[new], nbr[new]] = True
-        seen |= frontier
-        fq, fn = np.nonzero(frontier)
+    nq = len(seeds)
+    seen = reached(g, seeds, c.config.hops)                      # G's nodes
     # every triple with both ends in G (the edges between neighbours included): read once, from its
     # head's side (the CSR lists a triple under both ends)
     gq, gn = np.nonzero(seen)

@@ -27,11 +27,12 @@ import pyarrow as pa
 
 from mmkg.kg_store import KGStore
 from mmkg.kg_store.errors import KGStoreError
+from mmkg.kg_store.hashing import mix, string_keys
 from mmkg.retrieval.datasets.base import (Dataset, EntityLabels, Query, QuerySet, datasets, entity_image, store_images,
                                      tree_files)
 from mmkg.retrieval.paths import mars_row_digest, read_mars_rows
 from mmkg.retrieval.query_rejects import BadRecord, numbered_lines, reject
-from mmkg.retrieval.subgraph import expand_hops, random_draw
+from mmkg.retrieval.ranking import pool_chunks, rank_in_segment
 from mmkg.retrieval.summaries import BASELINE_SEED, REPORT_N, Pairs, contains, flag_summary, pairs_link, report_ns, share
 
 #: MarT's modality pattern per MARS mode: roles (example head, example tail, question)
@@ -166,8 +167,7 @@ class MarsDataset(Dataset):
                   *, top_N: int, hops: int, ranked_N: int | None) -> None:
         answers = np.array([q.fields["answer_entity"] for q in queries], dtype=np.int64)
         question = np.array([q.fields["question_entity"] for q in queries], dtype=np.int64)
-        s.pool_hit = np.array([_holds(triples, expand_hops(graph, triples, o.seed_entities, hops), a)
-                               for o, a in zip(outputs, answers)], bool)
+        s.pool_hit = pool_hits(graph, triples, [o.seed_entities for o in outputs], answers, hops)[0]
         s.hits = {n: contains([o.head(n).entities for o in outputs], answers) for n in report_ns(top_N, ranked_N)}
         s.links = pairs_link([(o.heads, o.tails) for o in (o.head(top_N) for o in outputs)], question, answers)
 
@@ -182,21 +182,12 @@ class MarsDataset(Dataset):
         report["hits"] = {}
         ns = report_ns(top_N, ranked_N)
         # Two baselines per N: N random triples of the retrieval's own pool, and N random triples
-        # around the question entity alone (no retrieval at all). Each N draws from its own generator,
-        # pool baseline for every query in order, then the question baseline; a query's pool is
-        # expanded once for all N (the k-hop expansion is the cost).
-        rngs = {n: np.random.default_rng(BASELINE_SEED) for n in ns}
-        rand_hit = {n: np.zeros(len(answers), bool) for n in ns}
-        rand_q_hit = {n: np.zeros(len(answers), bool) for n in ns}
-        for i, seeds in enumerate(s.seeds):
-            pool = expand_hops(graph, triples, seeds, hops)
-            for n in ns:
-                rand_hit[n][i] = _holds(triples, random_draw(pool, n, rngs[n]), answers[i])
-        for i, e in enumerate(question):
-            if e >= 0:
-                pool = expand_hops(graph, triples, np.array([e]), hops)
-                for n in ns:
-                    rand_q_hit[n][i] = _holds(triples, random_draw(pool, n, rngs[n]), answers[i])
+        # around the question entity alone (no retrieval at all); a query's draw is keyed by its id
+        # (`pool_hits`), so it does not depend on the other queries of the run
+        qids = [q.query_id for q in qs.queries]
+        rand_hit = pool_hits(graph, triples, s.seeds, answers, hops, ns, string_keys(qids, BASELINE_SEED))[1]
+        rand_q_hit = pool_hits(graph, triples, [question[i:i + 1][question[i:i + 1] >= 0] for i in range(len(question))],
+                               answers, hops, ns, string_keys(qids, BASELINE_SEED + 1))[1]
         for n in ns:
             hit = s.hits[n]
             entry: dict[str, Any] = {"answer_in_subgraph": share(hit), "random_pool_baseline": share(rand_hit[n]),
@@ -235,9 +226,30 @@ class MarsDataset(Dataset):
         return report
 
 
-def _holds(triples: np.ndarray, ids: np.ndarray, answer: int) -> bool:
-    """The answer entity is an end of one of the triples `ids` (never for an unknown answer)."""
-    return answer >= 0 and bool(np.isin(answer, triples[ids][:, [0, 2]]))
+def pool_hits(graph: Any, triples: np.ndarray, seeds: Sequence[np.ndarray], answers: np.ndarray, hops: int,
+              ns: Sequence[int] = (), keys: np.ndarray | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Per query: its answer is an end of a triple of its pool (`expand_hops` of its seeds); and, for
+    each n of `ns`, an end of one of n triples drawn from that pool without replacement (all of it
+    when it holds ≤ n): the n of smallest `mix(key + mix(triple id))`, `keys` one uint64 per query.
+    Never true for an unknown answer (< 0)."""
+    nq = len(seeds)
+    pool_hit = np.zeros(nq, bool)
+    drawn = {n: np.zeros(nq, bool) for n in ns}
+    for lo, owner, tid in pool_chunks(graph, seeds, hops):
+        ans = answers[lo + owner]
+        ends = (triples[tid, 0] == ans) | (triples[tid, 2] == ans)
+        pool_hit[lo + owner[ends]] = True
+        if ns:
+            # one sort of (owner, draw key) packed into a uint64 (owner < POOL_QUERIES fits 8 bits); the
+            # pairs come sorted by (owner, id), so equal keys keep the smaller id first
+            draw = mix(keys[lo + owner] + mix(tid.astype(np.uint64))) >> np.uint64(8)
+            order = np.argsort((owner.astype(np.uint64) << np.uint64(56)) | draw, kind="stable")
+            rank = rank_in_segment(owner[order])
+            for n in ns:
+                chosen = order[(rank < n) & ends[order]]
+                drawn[n][lo + owner[chosen]] = True
+    known = np.asarray(answers) >= 0
+    return pool_hit & known, {n: d & known for n, d in drawn.items()}
 
 
 def mars_queries(path: Path, *, store: KGStore | None = None, split: str | None = None,

@@ -120,3 +120,30 @@ def test_cli_leakage_reports_every_split_and_shard_set(shards, data_dir, tmp_pat
     assert rep["splits"]["dev"]["queries"] == 1020 and rep["splits"]["test"]["queries"] == 1362
     assert shards["mars/dev"].name in rep["splits"]["dev"]["shards"]
     assert rep["splits"]["dev"]["shards"][shards["mars/dev"].name]["queries"] == 8
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_pool_hits_equal_the_per_query_pools_and_draws(shards, data_dir, hops):
+    """`pool_hits` (the reports' pool ceiling and random baselines for a whole run) against each
+    query's own `expand_hops` pool: the same pool hit, and the draw is the n pool triples of
+    smallest key, so it depends on the query's id only (not on the other queries of the run)."""
+    from mmkg.kg_store.hashing import mix, string_keys
+    from mmkg.retrieval.datasets.mars import pool_hits
+    from mmkg.retrieval.subgraph import expand_hops
+    store = open_store(shards["kg"])
+    triples = store.triples_array()
+    qs = build_queries(f"mars:{data_dir / 'markg/MARS'}", store=store, split="dev", limit=40)
+    seeds = [np.array([q.fields["question_entity"]]) for q in qs.queries]
+    answers = np.array([q.fields["answer_entity"] for q in qs.queries])
+    keys = string_keys([q.query_id for q in qs.queries])
+    hit, drawn = pool_hits(store.graph, triples, seeds, answers, hops, (3, 10), keys)
+    for i, (s, a) in enumerate(zip(seeds, answers)):
+        pool = expand_hops(store.graph, triples, s, hops)
+        assert hit[i] == (a >= 0 and a in triples[pool][:, [0, 2]])
+        for n in (3, 10):
+            pick = pool[np.argsort(mix(keys[i] + mix(pool.astype(np.uint64))) >> np.uint64(8), kind="stable")[:n]]
+            assert drawn[n][i] == (a >= 0 and a in triples[pick][:, [0, 2]])
+    assert 0 < hit.sum() < len(hit) and drawn[3].sum() <= drawn[10].sum() <= hit.sum()
+    # one query alone draws the same triples as inside the run
+    alone = pool_hits(store.graph, triples, seeds[5:6], answers[5:6], hops, (3,), keys[5:6])[1][3]
+    assert alone[0] == drawn[3][5]
