@@ -272,6 +272,7 @@ def _datasets(ctx: Context, datasets: list[dict[str, Any]]) -> list[dict[str, An
 def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), **_: Any) -> dict[str, Any]:
     from mmkg.retrieval.datasets import resolve_dataset
     from mmkg.retrieval.index import indexes_dir
+    from mmkg.retrieval.shards import limit_rule
     store = open_store(ctx.kg)
     fp: dict[str, Any] = {"graph": store.graph_rel,
                           **{n: store.table_fingerprint(n) for n in ("entities", "relations")}}
@@ -281,8 +282,9 @@ def retrieve_fingerprint(ctx: Context, *, datasets: list[dict[str, Any]] = (), *
     fp["indexes"] = {k: _file_sha(store, f"{ibase}/{k}.faiss") for k in ("triple", "entity")}
     for d in _datasets(ctx, list(datasets)):
         # every file the dataset split is defined by (MARS: the split, analogy_entities.txt,
-        # train.json, the images folder): the digest the shard cache key holds too
-        fp[f"{d['dataset']}|{d['split']}|{d['limit']}"] = resolve_dataset(d["dataset"]).digest(d["split"])
+        # train.json, the images folder): the digest the shard cache key holds too; a limit by the
+        # rule that samples it (the shard key's `limit_rule`; no limit keeps the bare "None")
+        fp[f"{d['dataset']}|{d['split']}|{limit_rule(d['limit'])}"] = resolve_dataset(d["dataset"]).digest(d["split"])
     return fp
 
 

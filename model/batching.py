@@ -12,19 +12,9 @@ from torch.utils.data import Dataset
 
 from mmkg.model.kg_text import KGText
 from mmkg.model.tasks import Example, Task
+from mmkg.retrieval.datasets.base import limit_order
 
 logger = logging.getLogger(__name__)
-
-#: the seed of the sample a `limit` takes (fixed: a run and its resume, or two variants, see the same rows)
-LIMIT_SEED = 0
-
-
-def limit_order(n: int, limit: int | None) -> Sequence[int]:
-    """The order in which a `limit` draws from n rows: every row in order without one, else a seeded
-    random permutation (a prefix of a MARS split would be a few relations: its files are sorted by
-    mode and relation). Callers take the first `limit` usable rows of it and keep them in row order."""
-    return range(n) if limit is None else np.random.default_rng(LIMIT_SEED).permutation(n)
-
 
 def top_triples(data: Any, n: int | None) -> Any:
     """The subgraph restricted to its `n` best-scored edges, nodes re-indexed (N = 10/20 ablation).

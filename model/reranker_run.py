@@ -113,7 +113,7 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
     from tqdm.auto import tqdm
 
     from mmkg.kg_store import atomic
-    from mmkg.model.batching import limit_order
+    from mmkg.retrieval.datasets.base import limit_order
     from mmkg.model.kge import load_kge
     from mmkg.model.metrics import TIE_RULES, rank_of_gold, ranking_metrics
     from mmkg.model.rankers import MarsContext, realistic_rank, top_positions

@@ -23,17 +23,25 @@ from mmkg.kg_store import KGStore
 from mmkg.kg_store.hashing import cache_key
 from mmkg.kg_store.shards import BASE_SCHEMA, ShardWriter, is_complete, read_meta, subgraph_rel
 from mmkg.retrieval.datasets import QuerySet
+from mmkg.retrieval.datasets.base import LIMIT_SEED
 from mmkg.retrieval.retriever import RetrievalConfig
 from mmkg.retrieval.subgraph import SubgraphOutput
 
 logger = logging.getLogger(__name__)
 
 
+def limit_rule(limit: int | None) -> Any:
+    """How a limited shard set's queries were chosen, as the keys record it: a seeded random sample
+    (`mmkg.retrieval.datasets.base.limit_order`). Sets cut by the earlier rule (the first `limit`
+    queries, keyed by the bare number) no longer match a key, so they are recomputed, never reused."""
+    return None if limit is None else {"sample": limit, "seed": LIMIT_SEED}
+
+
 def shard_key(config: RetrievalConfig, limit: int | None = None, identity: str | None = None) -> str:
     """Directory name: the config hash, with the query limit and the dataset folder folded in."""
     if limit is None and identity is None:
         return config.config_hash
-    return cache_key({"config": config.to_dict(), "limit": limit,
+    return cache_key({"config": config.to_dict(), "limit": limit_rule(limit),
                       **({"dataset_folder": identity} if identity is not None else {})})
 
 
@@ -45,7 +53,7 @@ def shard_cache_key(store: KGStore, config: RetrievalConfig, qs: QuerySet, limit
         if retriever_class(config).uses_prior and qs.train_file is not None else None
     return {"kg_version": store.kg_version, "encoder": config.encoder, "config": config.to_dict(),
             "config_hash": config.config_hash, "dataset": qs.dataset, "split": qs.split,
-            "dataset_sha256": qs.source_sha256(), "limit": limit, "path_prior": learned}
+            "dataset_sha256": qs.source_sha256(), "limit": limit_rule(limit), "path_prior": learned}
 
 
 def shard_rel(qs: QuerySet, config: RetrievalConfig, limit: int | None = None) -> str:

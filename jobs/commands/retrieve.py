@@ -37,7 +37,8 @@ def _one_of(name: str, value, alias_name: str, alias, default):
                    "ranked with the prior fitted on the other folds; 1 = in-sample.")
 @click.option("--named-entities/--no-named-entities", default=False, show_default=True,
               help="Add the entities the query names to the seeds (mrmkg; off in the paper's scheme).")
-@click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N queries (trials).")
+@click.option("--limit", default=None, type=click.IntRange(1),
+              help="Only N queries, a seeded random sample kept in file order (trials).")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True)
 @click.option("--device", default="cpu", show_default=True,
               help="Device of the query encoder: auto (CUDA when present) | cpu | cuda[:N] (an error without CUDA).")

@@ -28,6 +28,18 @@ datasets = family("dataset")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 
 
+
+#: the seed of the sample a `limit` takes (fixed: a run and its resume, or two variants, see the same rows)
+LIMIT_SEED = 0
+
+
+def limit_order(n: int, limit: int | None) -> Sequence[int]:
+    """The order in which a `limit` draws from n rows: every row in order without one, else a seeded
+    random permutation (a prefix of a MARS split would be a few relations: its files are sorted by
+    mode and relation). Callers take the first `limit` usable rows of it and keep them in row order."""
+    return range(n) if limit is None else np.random.default_rng(LIMIT_SEED).permutation(n)
+
+
 @dataclass
 class Query:
     """One retrieval query; `fields` are copied verbatim into the shard row."""
@@ -123,11 +135,12 @@ class Dataset:
 
     def build(self, *, store: KGStore | None = None, split: str | None = None, with_images: bool = False,
               limit: int | None = None) -> QuerySet:
-        """`queries` (the first `limit` only, when given), stamped with the dataset's digest."""
+        """`queries` (a seeded random sample of `limit`, in file order, when given), stamped with the
+        dataset's digest."""
         qs = self.queries(store=store, split=split, with_images=with_images)
         qs.digest, qs.identity = self.digest(split), self.identity()
         if limit is not None:
-            qs.queries = qs.queries[:limit]
+            qs.queries = [qs.queries[i] for i in sorted(int(k) for k in limit_order(len(qs.queries), limit)[:limit])]
         if with_images:
             _check_query_images(qs)
         return qs
@@ -188,7 +201,7 @@ def resolve_dataset(spec: str) -> Dataset:
 
 def build_queries(spec: str, *, store: KGStore | None = None, split: str | None = None,
                   with_images: bool = False, limit: int | None = None) -> QuerySet:
-    """Resolve `NAME:PATH` and build its queries (the first `limit` only, when given)."""
+    """Resolve `NAME:PATH` and build its queries (a seeded random sample of `limit`, when given)."""
     return resolve_dataset(spec).build(store=store, split=split, with_images=with_images, limit=limit)
 
 
