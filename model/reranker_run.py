@@ -49,22 +49,23 @@ def _kge_params(kge: bool | Mapping[str, Any]) -> Any:
         raise ConfigError(f"kge: {e} (keys: {', '.join(asdict(KGEParams()))})") from None
 
 
-def train(*, kg: str, data: str, output_dir: str, model: str = "reranker", valid_split: str = "dev", k: int = 200,
-          folds: int = 5, seed: int = 0, rounds: int = 500, kge: bool | Mapping[str, Any] = True,
+def train(*, kg: str, data: str, output_dir: str, model: str = "reranker", valid_split: str = "dev",
+          k: int | None = None, folds: int = 5, seed: int = 0, rounds: int = 500, kge: bool | Mapping[str, Any] = True,
           progress: bool = False) -> dict[str, Any]:
     """Fit the reranker out of fold on `data`/train.json over the KG at `kg`; returns the summary.
 
     Args:
         data: the MARS folder (train.json, `valid_split`.json, analogy_entities.txt).
         valid_split: the split whose queries stop the boosting early and set the training mix's seen share.
-        k: shortlist size (the top K of `memory>kg_prior` the model reranks).
+        k: shortlist size (the top K of `memory>kg_prior` the model reranks; None: `reranker.DEFAULT_K`).
         kge: use the TransE features (`true`, or a mapping of `mmkg.model.kge.KGEParams` overrides; `false`: none).
     """
     from mmkg.model.kge import load_or_train_kge, save_kge
     from mmkg.model.rankers import MarsContext
-    from mmkg.model.reranker import EntityVectors, available_groups, feature_names, featurize, fit_reranker, \
-        rank_featurized, training_set
+    from mmkg.model.reranker import DEFAULT_K, EntityVectors, available_groups, feature_names, featurize, \
+        fit_reranker, rank_featurized, training_set
     from mmkg.retrieval.paths import read_mars_rows
+    k = DEFAULT_K if k is None else k
     if model not in VARIANTS:
         raise ConfigError(f"model {model!r} is not a learned ranker ({', '.join(VARIANTS)})")
     mars = _mars_dir(data)
