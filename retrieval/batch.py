@@ -95,7 +95,8 @@ class WrittenShards:
 
 #: the summary row every Spark task returns per query (the shard rows go to Parquet parts)
 _SUMMARY_SCHEMA = ("pos long, part string, part_rows long, kept long, score_sum double, top1 double, "
-                   "num_candidates long, seeds array<long>, pool_hit boolean, hits array<boolean>, links boolean")
+                   "num_candidates long, seeds array<long>, pool_hit boolean, hits array<boolean>, links boolean, "
+                   "pool_drawn array<boolean>")
 
 
 def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob) -> Any:
@@ -128,6 +129,7 @@ def _spark_batch(retriever: SubgraphRetriever, b: Any, job: ShardJob) -> Any:
         "seeds": [x.tolist() for x in s.seeds], "pool_hit": no if s.pool_hit is None else s.pool_hit,
         "hits": [list(row) for row in np.stack([s.hits.get(k, no) for k in ns], axis=1)],
         "links": no if s.links is None else s.links,
+        "pool_drawn": [list(row) for row in np.stack([s.pool_drawn.get(k, no) for k in ns], axis=1)],
     })
 
 
@@ -189,6 +191,8 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
     firsts = result.drop_duplicates("part")
     parts = list(zip(firsts["part"].tolist(), firsts["part_rows"].astype(int).tolist()))
     hits = np.array(result["hits"].tolist(), dtype=bool).reshape(len(result), -1)
+    drawn = np.array(result["pool_drawn"].tolist(), dtype=bool).reshape(len(result), -1)
+    ns = report_ns(shard_job.top_N, shard_job.ranked_N)
     # the answer figures travel for every dataset (False when unused); kept where it has them
     extra = datasets.get(shard_job.dataset).answer_summaries
     summaries = QuerySummaries(
@@ -196,8 +200,9 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
         top1=result["top1"].to_numpy(np.float64), num_candidates=result["num_candidates"].to_numpy(np.int64),
         seeds=[np.asarray(x, np.int64) for x in result["seeds"]],
         pool_hit=result["pool_hit"].to_numpy(bool) if extra else None,
-        hits={n: hits[:, i] for i, n in enumerate(report_ns(shard_job.top_N, shard_job.ranked_N))} if extra else {},
-        links=result["links"].to_numpy(bool) if extra else None)
+        hits={n: hits[:, i] for i, n in enumerate(ns)} if extra else {},
+        links=result["links"].to_numpy(bool) if extra else None,
+        pool_drawn={n: drawn[:, i] for i, n in enumerate(ns)} if extra else {})
     return WrittenShards(parts, summaries)
 
 

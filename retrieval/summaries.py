@@ -29,6 +29,8 @@ class QuerySummaries:
     pool_hit: np.ndarray | None = None
     hits: dict[int, np.ndarray] = field(default_factory=dict)
     links: np.ndarray | None = None
+    #: the random-pool baseline: answer in n triples drawn from the pool (every n of `report_ns`)
+    pool_drawn: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def report_ns(top_N: int, ranked_N: int | None = None) -> list[int]:
@@ -41,14 +43,34 @@ def share(mask: np.ndarray) -> float:
     return round(float(mask.mean()), 4) if mask.size else 0.0
 
 
-def contains(outputs_entities: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
-    return np.array([t >= 0 and bool(np.isin(t, e)) for e, t in zip(outputs_entities, targets)], dtype=bool)
+def _flat_pairs(pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, position within its list, heads, tails) of every query's (heads, tails) lists, flat."""
+    lens = np.array([len(h) for h, _ in pairs], np.int64)
+    owner = np.repeat(np.arange(len(pairs)), lens)
+    pos = np.arange(len(owner)) - np.repeat(np.cumsum(lens) - lens, lens)
+    flat = [np.concatenate([np.asarray(x, np.int64) for x in col]) if len(pairs) else np.empty(0, np.int64)
+            for col in zip(*pairs)] or [np.empty(0, np.int64)] * 2
+    return owner, pos, flat[0], flat[1]
+
+
+def first_end_position(pairs: Pairs, targets: np.ndarray) -> np.ndarray:
+    """Per query: the position of its first (head, tail) with its target as an end (int64 max when
+    none, and for an unknown target < 0): the target is among the first n triples' entities iff < n."""
+    owner, pos, h, t = _flat_pairs(pairs)
+    targets = np.asarray(targets, np.int64)
+    a = targets[owner]
+    match = ((h == a) | (t == a)) & (a >= 0)
+    first = np.full(len(pairs), np.iinfo(np.int64).max)
+    np.minimum.at(first, owner[match], pos[match])
+    return first
 
 
 def pairs_link(pairs: Pairs, q_ids: np.ndarray, a_ids: np.ndarray) -> np.ndarray:
     """Per query: one of its (head, tail) pairs is question→answer or answer→question."""
-    return np.array([bool(np.any(((h == q) & (t == a)) | ((h == a) & (t == q))))
-                     for (h, t), q, a in zip(pairs, q_ids, a_ids)], bool)
+    owner, _, h, t = _flat_pairs(pairs)
+    q, a = np.asarray(q_ids, np.int64)[owner], np.asarray(a_ids, np.int64)[owner]
+    link = ((h == q) & (t == a)) | ((h == a) & (t == q))
+    return np.bincount(owner[link], minlength=len(pairs)) > 0
 
 
 def flag_summary(qids: list[str], flags: dict[str, np.ndarray], list_up_to: int = 200) -> dict[str, Any]:

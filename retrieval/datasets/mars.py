@@ -33,7 +33,8 @@ from mmkg.retrieval.datasets.base import (Dataset, EntityLabels, Query, QuerySet
 from mmkg.retrieval.paths import mars_row_digest, read_mars_rows
 from mmkg.retrieval.query_rejects import BadRecord, numbered_lines, reject
 from mmkg.retrieval.ranking import pool_chunks, rank_in_segment
-from mmkg.retrieval.summaries import BASELINE_SEED, REPORT_N, Pairs, contains, flag_summary, pairs_link, report_ns, share
+from mmkg.retrieval.summaries import (BASELINE_SEED, REPORT_N, Pairs, first_end_position, flag_summary, pairs_link,
+                                     report_ns, share)
 
 #: MarT's modality pattern per MARS mode: roles (example head, example tail, question)
 MARS_MODES: dict[int, tuple[str, str, str]] = {
@@ -167,9 +168,14 @@ class MarsDataset(Dataset):
                   *, top_N: int, hops: int, ranked_N: int | None) -> None:
         answers = np.array([q.fields["answer_entity"] for q in queries], dtype=np.int64)
         question = np.array([q.fields["question_entity"] for q in queries], dtype=np.int64)
-        s.pool_hit = pool_hits(graph, triples, [o.seed_entities for o in outputs], answers, hops)[0]
-        s.hits = {n: contains([o.head(n).entities for o in outputs], answers) for n in report_ns(top_N, ranked_N)}
-        s.links = pairs_link([(o.heads, o.tails) for o in (o.head(top_N) for o in outputs)], question, answers)
+        ns = report_ns(top_N, ranked_N)
+        # the pool ceiling and the random-pool baseline from one listing of the pools; a query's draw is
+        # keyed by its id (`pool_hits`), so it does not depend on the other queries of the run or batch
+        s.pool_hit, s.pool_drawn = pool_hits(graph, triples, [o.seed_entities for o in outputs], answers, hops, ns,
+                                             string_keys([q.query_id for q in queries], BASELINE_SEED))
+        first = first_end_position([(o.heads, o.tails) for o in outputs], answers)
+        s.hits = {n: first < n for n in ns}
+        s.links = pairs_link([(o.heads[:top_N], o.tails[:top_N]) for o in outputs], question, answers)
 
     @classmethod
     def quality(cls, store: KGStore, qs: QuerySet, s: Any, report: dict[str, Any], *, top_N: int, hops: int,
@@ -181,13 +187,11 @@ class MarsDataset(Dataset):
         report["pool_hops"] = hops
         report["hits"] = {}
         ns = report_ns(top_N, ranked_N)
-        # Two baselines per N: N random triples of the retrieval's own pool, and N random triples
-        # around the question entity alone (no retrieval at all); a query's draw is keyed by its id
-        # (`pool_hits`), so it does not depend on the other queries of the run
-        qids = [q.query_id for q in qs.queries]
-        rand_hit = pool_hits(graph, triples, s.seeds, answers, hops, ns, string_keys(qids, BASELINE_SEED))[1]
+        # Two baselines per N: N random triples of the retrieval's own pool (`summarize` drew them), and
+        # N random triples around the question entity alone (no retrieval at all), keyed the same way
+        rand_hit = s.pool_drawn
         rand_q_hit = pool_hits(graph, triples, [question[i:i + 1][question[i:i + 1] >= 0] for i in range(len(question))],
-                               answers, hops, ns, string_keys(qids, BASELINE_SEED + 1))[1]
+                               answers, hops, ns, string_keys([q.query_id for q in qs.queries], BASELINE_SEED + 1))[1]
         for n in ns:
             hit = s.hits[n]
             entry: dict[str, Any] = {"answer_in_subgraph": share(hit), "random_pool_baseline": share(rand_hit[n]),
