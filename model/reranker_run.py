@@ -114,7 +114,7 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
     from tqdm.auto import tqdm
 
     from mmkg.kg_store import atomic
-    from mmkg.retrieval.datasets.base import limit_order
+    from mmkg.retrieval.datasets.base import limit_sample
     from mmkg.model.kge import load_kge
     from mmkg.model.metrics import TIE_RULES, rank_of_gold, ranking_metrics
     from mmkg.model.rankers import MarsContext, realistic_rank, top_positions
@@ -138,7 +138,7 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
     if any(n in FEATURES["kge"] for n in ctx.reranker.feature_name()):
         ctx.kge = load_kge(run / KGE_FILE)
     rows = read_mars_rows(split_file)
-    lines = sorted(int(i) for i in limit_order(len(rows), limit)[:limit])
+    lines = limit_sample(len(rows), limit)
     records = []
     for line in tqdm(lines, disable=not progress, desc=split, leave=False):
         row = rows[line]

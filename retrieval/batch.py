@@ -151,10 +151,9 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
     from mmkg.retrieval.summaries import QuerySummaries, report_ns
 
     from mmkg.pipeline.encoders import resolve_encoder
-    from mmkg.retrieval.retriever import encode_queries
+    from mmkg.retrieval.retriever import encode_query_batches
     enc = encoder if encoder is not None else resolve_encoder(config.encoder, device=device)
-    vectors = [encode_queries(enc, queries[i:i + batch_size], image_weight=config.image_weight)
-               for i in range(0, len(queries), batch_size)]
+    vectors = encode_query_batches(enc, queries, image_weight=config.image_weight, batch_size=batch_size)
     with (nullcontext(spark) if spark is not None else spark_session(app_name="mmkg-retrieve")) as session:
         pdf = pd.DataFrame({
             "pos": np.arange(len(queries), dtype=np.int64),
@@ -165,7 +164,7 @@ def run_spark(store: KGStore, config: RetrievalConfig, queries: Sequence[Query],
             "example_keys": [list(q.example_keys) for q in queries],
             "prior_fold": np.array([q.prior_fold for q in queries], np.int64),
             "fields_json": [json.dumps(q.fields) for q in queries],
-            "vector": [v for block in vectors for v in block],
+            "vector": list(vectors),
         })
         schema_in = "pos long, query_id string, text string, image_paths array<string>, entity_keys array<string>, " \
                     "example_keys array<string>, prior_fold long, fields_json string, vector array<float>"

@@ -225,14 +225,12 @@ def run_local_incremental(store: Any, config: Any, qs: QuerySet, *, previous: Pa
     """The local engine's retrieve with reuse: one retriever, every query vector (from the vector
     cache), digests, then ranking for the changed queries only."""
     from mmkg.retrieval.batch import _committed_prior
-    from mmkg.retrieval.retriever import SubgraphRetriever, encode_queries
+    from mmkg.retrieval.retriever import SubgraphRetriever, encode_query_batches
     retriever = SubgraphRetriever(store, config, encoder=encoder, device=device, answer_space=answer_space,
                                   prior=_committed_prior(store, prior_key))
     queries = qs.queries
-    vectors = np.concatenate([encode_queries(retriever.encoder, queries[i:i + batch_size],
-                                             image_weight=config.image_weight)
-                              for i in range(0, len(queries), batch_size)] or
-                             [np.zeros((0, retriever.encoder.dim), np.float32)])
+    vectors = encode_query_batches(retriever.encoder, queries, image_weight=config.image_weight,
+                                   batch_size=batch_size)
     key = global_key(store, config, qs, prior_key)
     out = retrieve_incremental(retriever, qs, vectors, key=key, previous=previous)
     logger.info("incremental retrieve: %d of %d queries reused", out.reused, len(queries))

@@ -176,7 +176,7 @@ class PairCosine:
         floor = np.partition(gmax, -k, axis=1)[:, -k] if gmax.shape[1] >= k else np.full(m, -np.inf, np.float32)
         qi, col = np.nonzero(block >= floor[:, None])
         val, ids = block[qi, col], self.id_of_row[col]
-        order = np.lexsort((ids, -val, qi))
+        order = ordered(qi, val, ids)
         qi, ids = qi[order], ids[order]
         rank = rank_in_segment(qi)
         out = np.empty((m, k), np.int64)

@@ -127,6 +127,15 @@ def encode_queries(encoder: Any, queries: Sequence[Query], *, image_weight: floa
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def encode_query_batches(encoder: Any, queries: Sequence[Query], *, image_weight: float = 0.5,
+                         batch_size: int = 256) -> np.ndarray:
+    """`encode_queries` in batches of `batch_size`, as `SubgraphRetriever.retrieve` takes them: an ONNX
+    encoder's floats depend on its batch's padding, so every engine that encodes up front (incremental,
+    Spark's driver) uses these batches and ranks the same bytes."""
+    return np.concatenate([encode_queries(encoder, queries[i:i + batch_size], image_weight=image_weight)
+                           for i in range(0, len(queries), batch_size)] or [np.zeros((0, encoder.dim), np.float32)])
+
+
 class FaissSeedRetriever:
     """Query vectors → seed entities: ends of the top-n triples (+ top-k entities) + named ones."""
 

@@ -28,7 +28,6 @@ datasets = family("dataset")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 
 
-
 #: the seed of the sample a `limit` takes (fixed: a run and its resume, or two variants, see the same rows)
 LIMIT_SEED = 0
 
@@ -38,6 +37,11 @@ def limit_order(n: int, limit: int | None) -> Sequence[int]:
     random permutation (a prefix of a MARS split would be a few relations: its files are sorted by
     mode and relation). Callers take the first `limit` usable rows of it and keep them in row order."""
     return range(n) if limit is None else np.random.default_rng(LIMIT_SEED).permutation(n)
+
+
+def limit_sample(n: int, limit: int | None) -> list[int]:
+    """The rows a `limit` keeps when every row is usable: the first `limit` of `limit_order`, in row order."""
+    return sorted(int(k) for k in limit_order(n, limit)[:limit])
 
 
 @dataclass
@@ -140,7 +144,7 @@ class Dataset:
         qs = self.queries(store=store, split=split, with_images=with_images)
         qs.digest, qs.identity = self.digest(split), self.identity()
         if limit is not None:
-            qs.queries = [qs.queries[i] for i in sorted(int(k) for k in limit_order(len(qs.queries), limit)[:limit])]
+            qs.queries = [qs.queries[i] for i in limit_sample(len(qs.queries), limit)]
         if with_images:
             _check_query_images(qs)
         return qs
