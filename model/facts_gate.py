@@ -12,7 +12,9 @@ facts' endpoints:
 * `prior_top` — the path prior's best score over the shortlist (how sure the KG's paths are);
 * `endpoint_top` — 1 if the shortlist's first candidate is an endpoint of a retrieved fact, else 0;
 * `endpoints_in_shortlist` — how many shortlist candidates are fact endpoints (the question entity
-  never counts).
+  never counts);
+* `prior_top_endpoint` — the path prior's best score over the shortlist candidates that are fact
+  endpoints (0 when none is): how sure the KG's paths are of an entity the facts name.
 """
 from __future__ import annotations
 
@@ -55,6 +57,16 @@ def endpoint_top(short: Any, ex: Any, top: np.ndarray, endpoints: np.ndarray) ->
 def endpoints_in_shortlist(short: Any, ex: Any, top: np.ndarray, endpoints: np.ndarray) -> float:
     ends = endpoints[endpoints != _question_id(short, ex)]
     return float(np.isin(short.ctx.candidate_ids[top], ends).sum())
+
+
+@gate_signals.register("prior_top_endpoint")
+def prior_top_endpoint(short: Any, ex: Any, top: np.ndarray, endpoints: np.ndarray) -> float:
+    ends = endpoints[endpoints != _question_id(short, ex)]
+    named = top[np.isin(short.ctx.candidate_ids[top], ends)]
+    if not len(named):
+        return 0.0
+    q = short.ctx.query({"question": ex.meta["question"], "example": ex.meta["example"]})
+    return float(short.ctx.prior_scores(q).scores[named].max())
 
 
 class FactsGate:

@@ -82,7 +82,8 @@ def test_a_gate_needs_a_shortlist_and_a_known_scoring(data_dir):
 
 
 #: each registered signal and the range its values must lie in (the template below runs every one)
-SIGNAL_CASES = {"prior_top": (0.0, 1.0), "endpoint_top": (0.0, 1.0), "endpoints_in_shortlist": (0.0, float(K))}
+SIGNAL_CASES = {"prior_top": (0.0, 1.0), "endpoint_top": (0.0, 1.0), "endpoints_in_shortlist": (0.0, float(K)),
+                "prior_top_endpoint": (0.0, 1.0)}
 
 
 @pytest.mark.parametrize("name", sorted(SIGNAL_CASES))
