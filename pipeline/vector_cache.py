@@ -37,6 +37,11 @@ KEY_DTYPE = "S32"
 #: compact the cache into one segment when it has more than this many
 MAX_SEGMENTS = 32
 
+#: root → (segment files' stat signature, sorted keys, vectors): what this process last verified
+#: there. A cache opened again (each retrieve stage of one `mmkg run`, after the embed stage) whose
+#: files have the same (name, inode, size, mtime) is not read and hashed again; any change re-reads.
+_VERIFIED: dict[Path, tuple[tuple, np.ndarray, np.ndarray]] = {}
+
 
 def text_key(text: str) -> bytes:
     return Fingerprint().bytes(b"text\0" + text.encode("utf-8")).digest()
@@ -64,7 +69,25 @@ class VectorCache:
     def _segments(self) -> list[Path]:
         return sorted(self.root.glob("seg-*.json")) if self.root.exists() else []
 
+    def _signature(self) -> tuple:
+        out = []
+        for marker in self._segments():
+            for path in (marker, *(Path(f"{marker.with_suffix('')}.{part}.npy") for part in ("keys", "vecs"))):
+                try:
+                    st = path.lstat()
+                except OSError:
+                    return ()  # a segment is being written or removed: never a memo hit
+                out.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def _remember(self) -> None:
+        _VERIFIED[self.root] = (self._signature(), self._keys, self._vecs)
+
     def _load(self) -> None:
+        seen = _VERIFIED.get(self.root)
+        if seen is not None and seen[0] and seen[0] == self._signature() and seen[2].shape[1] == self.dim:
+            self._keys, self._vecs = seen[1], seen[2]
+            return
         keys, vecs = [], []
         for marker in self._segments():
             stem = marker.with_suffix("")
@@ -78,6 +101,7 @@ class VectorCache:
             vecs.append(v)
         if keys:
             self._set(np.concatenate(keys), np.concatenate(vecs))
+        self._remember()
 
     @staticmethod
     def _verified(marker: Path, part: str) -> np.ndarray | None:
@@ -97,6 +121,16 @@ class VectorCache:
     def _set(self, keys: np.ndarray, vecs: np.ndarray) -> None:
         keys, first = np.unique(keys, return_index=True)  # sorted, first occurrence wins
         self._keys, self._vecs = keys, np.ascontiguousarray(vecs[first], np.float32)
+
+    def _merge(self, keys: np.ndarray, vecs: np.ndarray) -> None:
+        """`_set` of (held + new) without sorting what is held: the new keys not yet held (the
+        held vector wins, as the first occurrence) are inserted at their sorted places."""
+        keys, first = np.unique(keys, return_index=True)
+        found, _ = self.lookup(keys)
+        keys, vecs = keys[~found], np.asarray(vecs, np.float32)[first[~found]]
+        at = np.searchsorted(self._keys, keys)
+        self._keys = np.insert(self._keys, at, keys)
+        self._vecs = np.ascontiguousarray(np.insert(self._vecs, at, vecs, axis=0), np.float32)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -125,7 +159,8 @@ class VectorCache:
             n = 1
         stem = self.root / f"seg-{int(time.time() * 1e6):016d}-{os.getpid()}"
         atomic.write_json(f"{stem}.json", {"rows": int(len(keys)), "dim": self.dim, **self._write_arrays(stem, keys, vecs)})
-        self._set(np.concatenate([self._keys, keys]), np.concatenate([self._vecs, vecs]))
+        self._merge(keys, vecs)
+        self._remember()
 
     @staticmethod
     def _write_arrays(stem: Path, keys: np.ndarray, vecs: np.ndarray) -> dict[str, Any]:
@@ -150,6 +185,7 @@ class VectorCache:
             marker.unlink(missing_ok=True)  # marker first: a half-removed segment is never read
             for suffix in (".keys.npy", ".vecs.npy"):
                 Path(f"{s}{suffix}").unlink(missing_ok=True)
+        self._remember()
 
 
 # ---- query encoding through the cache --------------------------------------------------------

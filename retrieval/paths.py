@@ -10,6 +10,7 @@ unconditioned precision. A candidate's score is the noisy-or of its paths' prior
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -410,12 +411,10 @@ def fit_mars_prior(store: Any, train_file: Any, answer_space: np.ndarray | None,
         np.add.at(base_seen, fold[sel], ends_per_q[local].astype(float))
         np.add.at(base_hits, fold[sel], (s1 > s0).astype(float))
     queries = np.bincount(fold, minlength=folds)
-    parts = []
-    for k in range(folds):
-        tables = [_sum_by_code([p for p in pieces if len(p[0])], k) for pieces in (plain, cond)]
-        parts.append(PathPrior.from_tables(R, SMOOTHING, (*tables[0], *tables[1]), queries=int(queries[k]),
-                                           base_hits=float(base_hits[k]), base_seen=float(base_seen[k])))
-    return FoldedPrior(parts)
+    plain_k, cond_k = (_sum_by_fold_and_code([p for p in pieces if len(p[0])], folds) for pieces in (plain, cond))
+    return FoldedPrior([PathPrior.from_tables(R, SMOOTHING, (*plain_k[k], *cond_k[k]), queries=int(queries[k]),
+                                              base_hits=float(base_hits[k]), base_seen=float(base_seen[k]))
+                        for k in range(folds)])
 
 
 def _cond_groups(sel: np.ndarray, fold: np.ndarray, local: np.ndarray, ex_row: np.ndarray,
@@ -426,14 +425,21 @@ def _cond_groups(sel: np.ndarray, fold: np.ndarray, local: np.ndarray, ex_row: n
     return np.stack([fold[sel][r], local[r], ex_type[segment_positions(lo, hi - lo)]], 1)
 
 
-def _sum_by_code(pieces: list[tuple[np.ndarray, ...]], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sorted codes, hits, seen) of fold `k` over the (fold, code, seen, hits) pieces."""
+def _sum_by_fold_and_code(pieces: list[tuple[np.ndarray, ...]], folds: int
+                          ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per fold: (sorted codes, hits, seen) over the (fold, code, seen, hits) pieces (one sort of all)."""
     if not pieces:
-        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+        return [(np.empty(0, np.int64), np.empty(0), np.empty(0)) for _ in range(folds)]
     f, code, seen, hits = (np.concatenate(c) for c in zip(*pieces))
-    mine = f == k
-    keys, inv = np.unique(code[mine], return_inverse=True)
-    return keys.astype(np.int64), np.bincount(inv, hits[mine], len(keys)), np.bincount(inv, seen[mine], len(keys))
+    order = np.lexsort((code, f))
+    f, code = f[order], code[order]
+    new = np.r_[True, (f[1:] != f[:-1]) | (code[1:] != code[:-1])] if len(f) else np.zeros(0, bool)
+    group = np.cumsum(new) - 1
+    n = int(new.sum())
+    hsum, ssum = np.bincount(group, hits[order], n), np.bincount(group, seen[order], n)
+    gf, gc = f[new], code[new].astype(np.int64)
+    bounds = np.searchsorted(gf, np.arange(folds + 1))
+    return [(gc[a:b], hsum[a:b], ssum[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def assign_prior_folds(queries: Any, train_file: Any, folds: int) -> int:
@@ -458,10 +464,31 @@ def prior_file(store: Any, key: str) -> str:
     return art.get("file", f"{PRIOR_DIR}/{key}.parquet")
 
 
+#: the priors this process read or fitted last, by (file path, its stat): one `mmkg run` reads its
+#: prior once (not once per dataset and stage), with the folds it merged (`FoldedPrior.for_fold`)
+_READ: dict[tuple, FoldedPrior] = {}
+
+
+def _file_id(path: Any) -> tuple:
+    st = os.stat(path)
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remember_prior(path: Any, prior: FoldedPrior) -> None:
+    if len(_READ) >= 4:
+        _READ.pop(next(iter(_READ)))
+    _READ[_file_id(path)] = prior
+
+
 def read_prior(store: Any, key: str) -> FoldedPrior:
     """The prior committed under `key` (`load_or_fit_prior` commits it)."""
     import pyarrow.parquet as pq
-    return FoldedPrior.from_table(pq.read_table(store.checked_path(prior_file(store, key))))
+    path = store.checked_path(prior_file(store, key))
+    hit = _READ.get(_file_id(path))
+    if hit is None:
+        hit = FoldedPrior.from_table(pq.read_table(path))
+        _remember_prior(path, hit)
+    return hit
 
 
 def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None, max_hops: int = 2,
@@ -493,4 +520,5 @@ def load_or_fit_prior(kg: Any, train_file: Any, answer_space: np.ndarray | None,
                              "bytes": len(data), "seconds": round(time.perf_counter() - t0, 3)},
                        files=[file], graph_bound=True)
         w.commit()
+    _remember_prior(store.path(file), prior)
     return prior, key

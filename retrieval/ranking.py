@@ -78,9 +78,7 @@ def dense_unique(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     mark = np.zeros(size, bool)
     mark[keys] = True
     uniq = np.flatnonzero(mark)
-    index = np.empty(size, np.int64)
-    index[uniq] = np.arange(len(uniq))
-    return uniq, index[keys]
+    return uniq, np.searchsorted(uniq, keys)  # no size-long index table: its pages cost more than the search
 
 
 def desc_rank(values: np.ndarray) -> tuple[np.ndarray, int]:

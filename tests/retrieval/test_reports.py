@@ -147,3 +147,23 @@ def test_pool_hits_equal_the_per_query_pools_and_draws(shards, data_dir, hops):
     # one query alone draws the same triples as inside the run
     alone = pool_hits(store.graph, triples, seeds[5:6], answers[5:6], hops, (3,), keys[5:6])[1][3]
     assert alone[0] == drawn[3][5]
+
+
+def test_smallest_draws_equal_one_sort_of_the_whole_pool():
+    """The bounded sort of the pool draws (issue 31) picks exactly what one stable sort of every
+    (owner, key) picks: large pools, small ones, equal keys, and pools whose bound leaves too few."""
+    from mmkg.kg_store.hashing import mix
+    from mmkg.retrieval.datasets.mars import _smallest_draws
+    from mmkg.retrieval.ranking import rank_in_segment
+    rng = np.random.default_rng(0)
+    sizes = np.array([1, 5, 20, 79, 80, 81, 500, 3000, 0, 12000])
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    draw = mix(rng.integers(0, 1 << 62, len(owner), dtype=np.int64).astype(np.uint64)) >> np.uint64(8)
+    draw[owner == 6] = draw[owner == 6] % np.uint64(7)                       # many equal keys
+    draw[owner == 7] = draw[owner == 7] | np.uint64(1 << 55)                 # all above the bound
+    for n in (1, 10, 20):
+        full = np.argsort((owner.astype(np.uint64) << np.uint64(56)) | draw, kind="stable")
+        want = full[rank_in_segment(owner[full]) < n]
+        got = _smallest_draws(owner, draw, n)
+        got = got[rank_in_segment(owner[got]) < n]
+        assert got.tolist() == want.tolist()
