@@ -84,11 +84,17 @@ class Fingerprint:
 _FILE_SHA: dict[tuple[str, int, int, int], str] = {}
 
 
+def file_identity(path: str | Path) -> tuple[str, int, int, int]:
+    """(resolved path, size, mtime ns, inode): what a per-process memo of a file's content is keyed
+    by (a rewrite, even atomic by rename, changes the inode or the mtime)."""
+    st = Path(path).stat()
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def file_sha256_memo(path: str | Path) -> str:
     """`sha256_file`, remembered in this process by (path, size, mtime, inode): a fingerprint that
     names a whole image folder then hashes each file once per process, not once per call."""
-    st = Path(path).stat()
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = file_identity(path)
     if key not in _FILE_SHA:
         _FILE_SHA[key] = sha256_file(path)
     return _FILE_SHA[key]

@@ -123,14 +123,32 @@ def prior_parts(ctx: Any, anchors_of: Sequence[np.ndarray], folds: np.ndarray) -
     return mix(out)
 
 
+#: entity row hashes of the vector files this process hashed last, by the file's identity (every
+#: dataset of one run digests the same entity vectors)
+_ENTITY_HASHES: dict[tuple, np.ndarray] = {}
+
+
+def entity_hashes(ev: Any, n: int) -> np.ndarray:
+    """`row_hashes` of the entity vector of each of the graph's `n` nodes (0 for a node without one)."""
+    from mmkg.kg_store.hashing import file_identity
+    source = ev.source
+    key = (file_identity(source), n) if source else None
+    if key is None or key not in _ENTITY_HASHES:
+        out = np.zeros(n, np.uint64)
+        has = ev.row_of[:n] >= 0
+        out[has] = row_hashes(np.asarray(ev.vectors)[ev.row_of[:n][has]])
+        if key is None:
+            return out
+        _ENTITY_HASHES.clear()
+        _ENTITY_HASHES[key] = out
+    return _ENTITY_HASHES[key].copy()
+
+
 def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray], folds: np.ndarray,
                   example_ids: np.ndarray) -> np.ndarray:
     """One uint64 per query over everything its anchored ranking reads (see the module doc)."""
     nq = len(anchors_of)
-    ev = ctx.entity_cosine
-    ent_hash = np.zeros(ctx.graph.num_nodes, np.uint64)
-    has = ev.row_of[:ctx.graph.num_nodes] >= 0
-    ent_hash[has] = row_hashes(np.asarray(ev.vectors)[ev.row_of[:ctx.graph.num_nodes][has]])
+    ent_hash = entity_hashes(ctx.entity_cosine, ctx.graph.num_nodes)
     if ctx.answer_space is not None:  # a query keeps the paths into the answer space when it has any
         inside = np.asarray(ctx.answer_space, np.int64)
         ent_hash[inside] = mix(ent_hash[inside] + _U(0xA115A7CE))
@@ -185,19 +203,14 @@ def retrieve_incremental(retriever: Any, qs: QuerySet, vectors: np.ndarray, *, k
     """Rank the queries of `qs` whose digest has no match in the previous run's sidecar; take the
     rest from it. `retriever` is an anchored `SubgraphRetriever`."""
     r = retriever.retriever
-    c = r.ctx
     queries = qs.queries
-    anchors_of = r.anchors(queries, vectors)
-    pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
-    example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
-        else np.full((len(queries), 2), -1, np.int64)
-    folds = np.array([q.prior_fold for q in queries], np.int64)
-    digests = query_digests(c, vectors, anchors_of, folds, example_ids).view(np.int64)
+    inputs = r.inputs(queries, vectors)
+    digests = query_digests(r.ctx, vectors, inputs.anchors, inputs.folds, inputs.example_ids).view(np.int64)
     old = read_sidecar(previous, key) if previous is not None else {}
     hit = [old.get((q.query_id, int(d))) for q, d in zip(queries, digests)]
     todo = [i for i, h in enumerate(hit) if h is None]
-    fresh = dict(zip(todo, retriever.retrieve_vectors([queries[i] for i in todo], vectors[todo]) if todo else []))
-    outputs = [fresh[i] if h is None else _output(c.triples, h) for i, h in enumerate(hit)]
+    fresh = dict(zip(todo, r.rank(vectors[todo], inputs.take(todo)) if todo else []))
+    outputs = [fresh[i] if h is None else _output(r.ctx.triples, h) for i, h in enumerate(hit)]
     sidecar = pa.table({
         "query_id": pa.array([q.query_id for q in queries], pa.string()),
         "digest": pa.array(digests, pa.int64()),

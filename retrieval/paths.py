@@ -10,7 +10,6 @@ unconditioned precision. A candidate's score is the noisy-or of its paths' prior
 """
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -18,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from mmkg.kg_store.graph import CSRGraph, segment_positions
+from mmkg.kg_store.hashing import file_identity
 
 #: at most this many 2-hop paths per anchor (hub anchors are cut, deterministically by CSR order)
 MAX_PATHS = 200_000
@@ -320,6 +320,34 @@ def read_mars_rows(path: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in _parsed_rows(path)[0]]
 
 
+@dataclass(frozen=True)
+class TrainSets:
+    """What the leakage flags ask of a MARS train file."""
+    answers: frozenset[str]
+    entities: frozenset[str]             # every key of a row: example pair, question, answer
+    facts: frozenset[tuple[str, str, str]]   # (question, relation, answer) and (example, relation)
+    pairs: frozenset[tuple[str, str]]    # (question, answer) and the example pair
+
+
+_SETS: dict[tuple[str, int, int, int], TrainSets] = {}
+
+
+def mars_train_sets(path: Any) -> TrainSets:
+    """The `TrainSets` of a MARS train file, built once per process and file content."""
+    key = file_identity(path)
+    if key not in _SETS:
+        rows = _parsed_rows(path)[0]
+        _SETS.clear()
+        _SETS[key] = TrainSets(
+            answers=frozenset(r["answer"] for r in rows),
+            entities=frozenset(k for r in rows for k in (*r["example"], r["question"], r["answer"])),
+            facts=frozenset(f for r in rows for f in ((r["example"][0], r["relation"], r["example"][1]),
+                                                      (r["question"], r["relation"], r["answer"]))),
+            pairs=frozenset({(r["question"], r["answer"]) for r in rows}
+                            | {(r["example"][0], r["example"][1]) for r in rows}))
+    return _SETS[key]
+
+
 def mars_row_digests(path: Any) -> list[str]:
     """`mars_row_digest` of every row of a MARS-format file, in order."""
     return list(_parsed_rows(path)[1])
@@ -469,22 +497,17 @@ def prior_file(store: Any, key: str) -> str:
 _READ: dict[tuple, FoldedPrior] = {}
 
 
-def _file_id(path: Any) -> tuple:
-    st = os.stat(path)
-    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def _remember_prior(path: Any, prior: FoldedPrior) -> None:
     if len(_READ) >= 4:
         _READ.pop(next(iter(_READ)))
-    _READ[_file_id(path)] = prior
+    _READ[file_identity(path)] = prior
 
 
 def read_prior(store: Any, key: str) -> FoldedPrior:
     """The prior committed under `key` (`load_or_fit_prior` commits it)."""
     import pyarrow.parquet as pq
     path = store.checked_path(prior_file(store, key))
-    hit = _READ.get(_file_id(path))
+    hit = _READ.get(file_identity(path))
     if hit is None:
         hit = FoldedPrior.from_table(pq.read_table(path))
         _remember_prior(path, hit)

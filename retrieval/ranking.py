@@ -150,6 +150,8 @@ class PairCosine:
     def __init__(self, vectors: np.ndarray, row_of: np.ndarray, *, dense: bool = True):
         # dense=False: every pair by its own dot product, so a pair's cosine is the same bytes in any
         # batch (what incremental retrieval's byte identity needs)
+        #: the memory-mapped file the vectors were read from (None: built in memory)
+        self.source = getattr(vectors, "filename", None)
         if getattr(vectors, "nbytes", 0) <= IN_MEMORY_BYTES:  # gathers from RAM, not through the mmap
             vectors = np.array(vectors)
         self.vectors, self.row_of, self.dense = vectors, row_of, dense

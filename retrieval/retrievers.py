@@ -18,6 +18,7 @@ its `fields` (answer, relation), so dev/test shards cannot depend on the answers
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -201,16 +202,34 @@ class AnchoredPathRetriever(Retriever):
                 out[i] = s
         return out
 
-    def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
-        from mmkg.retrieval.ranking import rank_anchored
+    def inputs(self, queries: Sequence[Query], vectors: np.ndarray) -> "AnchoredInputs":
+        """What the ranking of each query reads besides the graph: its anchors, prior fold and example pair
+        (computed once: the incremental retrieve digests them, then ranks the changed queries)."""
         c = self.ctx
         pairs = [q.example_keys if len(q.example_keys) == 2 else ["", ""] for q in queries]
         example_ids = c.store.entity_ids([k for p in pairs for k in p]).reshape(-1, 2) if c.prior is not None \
             else np.full((len(queries), 2), -1, np.int64)
         # a train row's own answer must not count in its prior: the prior of the other folds
         folds = np.array([q.prior_fold for q in queries], np.int64)
-        return rank_anchored(c, vectors, self.anchors(queries, vectors), folds, example_ids, c.entity_cosine,
-                             TIE_WEIGHT)
+        return AnchoredInputs(self.anchors(queries, vectors), folds, example_ids)
+
+    def rank(self, vectors: np.ndarray, inputs: "AnchoredInputs") -> list[SubgraphOutput]:
+        from mmkg.retrieval.ranking import rank_anchored
+        return rank_anchored(self.ctx, vectors, inputs.anchors, inputs.folds, inputs.example_ids,
+                             self.ctx.entity_cosine, TIE_WEIGHT)
+
+    def retrieve(self, queries: Sequence[Query], vectors: np.ndarray) -> list[SubgraphOutput]:
+        return self.rank(vectors, self.inputs(queries, vectors))
+
+
+@dataclass
+class AnchoredInputs:
+    anchors: list[np.ndarray]
+    folds: np.ndarray        # (n,) prior fold per query
+    example_ids: np.ndarray  # (n, 2) example pair's entity ids (-1: none or unknown)
+
+    def take(self, rows: Sequence[int]) -> "AnchoredInputs":
+        return AnchoredInputs([self.anchors[i] for i in rows], self.folds[list(rows)], self.example_ids[list(rows)])
 
 
 # ---- what every retriever sees -------------------------------------------------------------------

@@ -30,7 +30,7 @@ from mmkg.kg_store.errors import KGStoreError
 from mmkg.kg_store.hashing import mix, string_keys
 from mmkg.retrieval.datasets.base import (Dataset, EntityLabels, Query, QuerySet, datasets, entity_image, store_images,
                                      tree_files)
-from mmkg.retrieval.paths import mars_row_digest, read_mars_rows
+from mmkg.retrieval.paths import mars_row_digest, mars_train_sets
 from mmkg.retrieval.query_rejects import BadRecord, numbered_lines, reject
 from mmkg.retrieval.ranking import pool_chunks, rank_in_segment
 from mmkg.retrieval.summaries import (BASELINE_SEED, REPORT_N, Pairs, first_end_position, flag_summary, pairs_link,
@@ -338,17 +338,12 @@ def _mars_flags(store: KGStore, qs: QuerySet, subgraph_pairs: Pairs | None = Non
     }
     train_file = qs.source_files[0].parent / TRAIN_FILE
     if qs.split != MarsDataset.train_split and train_file.exists():
-        train = read_mars_rows(train_file)
-        train_answers = {r["answer"] for r in train}
-        train_entities = {k for r in train for k in (*r["example"], r["question"], r["answer"])}
-        train_facts = {f for r in train for f in ((r["example"][0], r["relation"], r["example"][1]),
-                                                 (r["question"], r["relation"], r["answer"]))}
-        flags["answer_entity_is_train_answer"] = np.array([a in train_answers for a in a_keys], bool)
-        flags["answer_entity_in_train"] = np.array([a in train_entities for a in a_keys], bool)
-        flags["fact_in_train"] = np.array([(q, r, a) in train_facts for q, r, a in zip(q_keys, rel_keys, a_keys)],
+        train = mars_train_sets(train_file)
+        flags["answer_entity_is_train_answer"] = np.array([a in train.answers for a in a_keys], bool)
+        flags["answer_entity_in_train"] = np.array([a in train.entities for a in a_keys], bool)
+        flags["fact_in_train"] = np.array([(q, r, a) in train.facts for q, r, a in zip(q_keys, rel_keys, a_keys)],
                                           bool)
-        pairs = {(r["question"], r["answer"]) for r in train} | {(r["example"][0], r["example"][1]) for r in train}
-        flags["pair_in_train"] = np.array([(q, a) in pairs for q, a in zip(q_keys, a_keys)], bool)
+        flags["pair_in_train"] = np.array([(q, a) in train.pairs for q, a in zip(q_keys, a_keys)], bool)
     flags["linked_only_by_analogy_relations"] = _linked_only_by_analogy(store, triples, q_ids, a_ids)
     if subgraph_pairs is not None:
         links = pairs_link(subgraph_pairs, q_ids, a_ids)
