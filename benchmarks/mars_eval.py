@@ -239,6 +239,24 @@ def llm_variants(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     return {name: {"test": by} for name, by in json.loads(path.read_text())["ranks"]["test"].items()}
 
 
+STACK_OUT = REPO / "benchmarks" / "out" / "mars_reranker_llm.json"
+
+
+def llm_stack(path: Path) -> dict[str, Any]:
+    """`benchmarks/mars_reranker_llm.py`'s result with the ablation row it gives: the reranker without its
+    LLM group (the frozen LLM fused over its top k) against the reranker with it, on test."""
+    if not path.exists():
+        return {}
+    r = json.loads(path.read_text())
+    c = r["comparisons"][0]  # a = reranker (without llm), b = reranker+llm
+    r["ablation_row"] = {"rounds": "–", "test_mrr": c["mrr_a"], "mrr_change": c["mrr_diff"], "ci95": c["ci95"],
+                         "permutation_p": c["mrr_permutation_p"],
+                         "how": f"second stage: z(reranker) + {r['config']['w']} z(LLM {r['config']['scoring']}) "
+                                f"over the top {r['config']['shortlist']['k']}, fitted on dev "
+                                "(benchmarks/out/mars_reranker_llm.json)"}
+    return r
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description="MARS rankers on every dev and test query (realistic ties)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -297,6 +315,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         reranker = old.get("reranker")
     llm = llm_variants(LLM_OUT)  # the frozen-LLM pair of benchmarks/mars_llm.py (its own, long run)
     ranks.update(llm)
+    stack = llm_stack(STACK_OUT)  # the reranker's LLM group (benchmarks/mars_reranker_llm.py)
+    if stack and reranker is not None:
+        ranks["reranker+llm"] = {"test": stack["ranks"]["test"]["reranker+llm"]}
+        reranker["ablation"]["without llm"] = stack["ablation_row"]
     pairs = seen_pairs(read_mars_rows(mars / "train.json"))
     seen = {s: {str(i): (r["question"], r["answer"]) in pairs for i, r in enumerate(rows[s])} for s in SPLITS}
     metrics: dict[str, Any] = {}
@@ -315,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pairs_.append(("reranker", "memory>kg_prior"))
     if main_.get("llm_kg") and main_.get("llm_control"):
         pairs_.append((main_["llm_kg"], main_["llm_control"]))
+    if "reranker+llm" in ranks:
+        pairs_.append(("reranker+llm", "reranker"))
     comparisons = compare_all(ranks, pairs_, "test", {"seen": seen["test"],
                                                       **({"in_facts": in_facts["test"]} if "test" in in_facts else {})})
     files = {"train": mars / "train.json", "dev": mars / "dev.json", "test": mars / "test.json",

@@ -106,6 +106,23 @@ def train(*, kg: str, data: str, output_dir: str, model: str = "reranker", valid
     return summary
 
 
+def attach_run(ctx: Any, run: str | Path) -> Any:
+    """`ctx` (a `MarsContext`) with a `train` run's model, its shortlist size and the KG embedding its
+    kge features read: what the `reranker` ranker needs (`mmkg evaluate`, an LLM's shortlist)."""
+    from mmkg.model.kge import load_kge
+    from mmkg.model.reranker import FEATURES, load_reranker
+    run = Path(run)
+    if not (run / MODEL_FILE).is_file() or not (run / SUMMARY_FILE).is_file():
+        raise ConfigError(f"{run}: not a reranker run (no {MODEL_FILE} / {SUMMARY_FILE}; run mmkg train first)")
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    if int(summary["folds"]) != ctx.folds:
+        raise ConfigError(f"{run}: trained with {summary['folds']} prior folds, the context has {ctx.folds}")
+    ctx.reranker, ctx.reranker_k = load_reranker(run / MODEL_FILE), int(summary["k"])
+    if any(n in FEATURES["kge"] for n in ctx.reranker.feature_name()):
+        ctx.kge = load_kge(run / KGE_FILE)
+    return ctx
+
+
 def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", split: str = "test",
              predictions: str | None = None, limit: int | None = None, ties: str = "realistic",
              progress: bool = False) -> dict[str, Any]:
@@ -115,10 +132,9 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
 
     from mmkg.kg_store import atomic
     from mmkg.retrieval.datasets.base import limit_sample
-    from mmkg.model.kge import load_kge
     from mmkg.model.metrics import TIE_RULES, rank_of_gold, ranking_metrics
     from mmkg.model.rankers import MarsContext, realistic_rank, top_positions
-    from mmkg.model.reranker import FEATURES, load_reranker, reranker_ranker
+    from mmkg.model.reranker import reranker_ranker
     from mmkg.retrieval.paths import read_mars_rows
     if model not in VARIANTS:
         raise ConfigError(f"model {model!r} is not a learned ranker ({', '.join(VARIANTS)})")
@@ -133,10 +149,7 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
         raise ConfigError(f"split {split!r}: {split_file} does not exist")
     summary = json.loads((run / SUMMARY_FILE).read_text())
     t0 = time.perf_counter()
-    ctx = MarsContext.from_files(kg, mars, folds=int(summary["folds"]))
-    ctx.reranker, ctx.reranker_k = load_reranker(run / MODEL_FILE), int(summary["k"])
-    if any(n in FEATURES["kge"] for n in ctx.reranker.feature_name()):
-        ctx.kge = load_kge(run / KGE_FILE)
+    ctx = attach_run(MarsContext.from_files(kg, mars, folds=int(summary["folds"])), run)
     rows = read_mars_rows(split_file)
     lines = limit_sample(len(rows), limit)
     records = []

@@ -37,16 +37,22 @@ class Shortlist:
     def __init__(self, kg: str, cand_keys: list[str], spec: Mapping[str, Any]):
         from mmkg.kg_store.hashing import sha256_file
         from mmkg.model.rankers import MarsContext, resolve_ranker
-        if set(spec) - {"ranker", "k", "train", "folds"} or "train" not in spec:
-            raise ConfigError(f"shortlist takes ranker, k, train (the train split file) and folds; got {dict(spec)}")
+        if set(spec) - {"ranker", "k", "train", "folds", "model"} or "train" not in spec:
+            raise ConfigError("shortlist takes ranker, k, train (the train split file), folds and model (a "
+                              f"learned ranker's `mmkg train` folder); got {dict(spec)}")
         self.k, self.name = int(spec.get("k", 50)), str(spec.get("ranker", "memory>kg_prior"))
         folds = int(spec.get("folds", 5))
         self.ranker = resolve_ranker(self.name)
         self.ctx = MarsContext.build(kg, cand_keys, spec["train"], folds=folds)
+        model = None
+        if spec.get("model"):  # a learned ranker (the reranker) reads its trained run
+            from mmkg.model.reranker_run import MODEL_FILE, attach_run
+            attach_run(self.ctx, spec["model"])
+            model = sha256_file(Path(spec["model"]) / MODEL_FILE)
         # the query's path walk is reused by a facts gate that reads the prior (one query at a time)
         self.ctx.prior_scores = functools.lru_cache(maxsize=1)(self.ctx.prior_scores)
         self.fingerprint = {"ranker": self.name, "k": self.k, "folds": folds, "prior": self.ctx.prior_key,
-                            "train": sha256_file(spec["train"])}
+                            "train": sha256_file(spec["train"]), **({"model": model} if model else {})}
 
     def scores(self, ex) -> np.ndarray:
         # the query's own row only (question, example pair): never its answer

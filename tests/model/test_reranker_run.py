@@ -86,6 +86,20 @@ def test_mmkg_train_then_evaluate_the_reranker(sample, tmp_path):
     assert len(got) == 10 and lines == sorted(lines) and lines != list(range(10))
     assert [r["rank"] for r in got] == [records[i]["rank"] for i in lines]
 
+    # the run as an LLM's shortlist (`evaluate(shortlist={"ranker": "reranker", "model": RUN})`): its
+    # top k are the reranker's own best candidates, from the query's question and example pair only
+    from types import SimpleNamespace
+
+    from mmkg.model.rankers import top_positions
+    from mmkg.model.scoring import Shortlist
+    short = Shortlist(str(kg), ctx.candidates, {"ranker": "reranker", "model": str(run), "k": 10,
+                                                "train": str(mars / "train.json"), "folds": 5})
+    assert short.fingerprint["model"] and short.ctx.reranker_k == 30
+    rows = read_mars_rows(mars / "test.json")
+    for row, rec in list(zip(rows, records))[:5]:
+        scores = short.scores(SimpleNamespace(meta={"question": row["question"], "example": row["example"]}))
+        assert [ctx.candidates[j] for j in top_positions(scores, 10)] == [t["key"] for t in rec["top10"]]
+
 
 def test_evaluate_without_a_trained_run_is_a_one_line_error(tmp_path, data_dir):
     """A ConfigError (`mmkg` prints its one line and exits 2), raised before any data is read."""
@@ -98,3 +112,8 @@ def test_evaluate_without_a_trained_run_is_a_one_line_error(tmp_path, data_dir):
                                    "--set", f"output_dir={tmp_path / 'run'}"])
     assert exit_code(res.exception) == 2 and "not a MARS folder" in str(res.exception)
     assert not (tmp_path / "run").exists()
+
+    from mmkg.kg_store.errors import ConfigError
+    from mmkg.model.reranker_run import attach_run
+    with pytest.raises(ConfigError, match="not a reranker run"):
+        attach_run(None, tmp_path / "nothing")  # an LLM shortlist naming a folder that holds no run
