@@ -108,11 +108,6 @@ def fused_rank(rr: dict[str, Any], llm: dict[str, Any], w: float, null: dict[str
     return float(rank_of_gold(s, float(s[keys.index(rr["gold"])]), ties="realistic"))
 
 
-def mrr(ranks) -> float:
-    r = np.asarray(list(ranks), np.float64)
-    return float((1 / r).mean()) if r.size else float("nan")
-
-
 def nulls(args, split_records) -> dict[str, float]:
     from benchmarks.mars_llm import null_scores
     keys = sorted({k for recs in split_records for r in recs.values() for k, _ in r["shortlist_scores"]})
@@ -120,6 +115,7 @@ def nulls(args, split_records) -> dict[str, float]:
 
 
 def fit(args) -> dict[str, Any]:
+    from benchmarks.mars_llm import mrr
     rr, llm = records(args, "dev")
     qs = sorted(set(rr) & set(llm))
     null = nulls(args, [llm])
