@@ -10,7 +10,8 @@ import pytest
 from benchmarks.ingest import write_synthetic_tsv
 from mmkg.pipeline.ingest import ingest
 
-pytestmark = pytest.mark.spark
+# slow tier: ~25 s of 300,000 synthetic rows through a second Spark session (the default tier's budget is 10 min)
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 TABLES = ("entities", "relations", "triples", "literals", "same_as", "images", "rejects")
 #: nothing else: the session caps automatic broadcast joins (collected in the driver) to 1/8 of it
