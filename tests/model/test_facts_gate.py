@@ -9,6 +9,7 @@ import pytest
 from mmkg.kg_store.errors import ConfigError
 from mmkg.model.base import resolve_model
 from mmkg.model.evaluation import evaluate
+from mmkg.model.facts_gate import gate_signals
 from mmkg.model.scoring import MarsScorer
 
 TINY = {"backbone": "tiny-llama", "vision": None, "max_text_length": 256}
@@ -46,7 +47,7 @@ def test_a_closed_gate_gives_exactly_the_control_prompt_and_scores(real_shards, 
         assert not g["gate"]["open"] and o["gate"]["open"]
         assert g["prompt"] == c["prompt"] and not c["prompt"].startswith("Facts:")
         assert g["shortlist_scores"] == c["shortlist_scores"] and g["rank"] == c["rank"]
-        assert set(g["gate"]["signals"]) == {"prior_top", "endpoint_top", "endpoints_in_shortlist"}
+        assert set(g["gate"]["signals"]) == set(gate_signals.names())  # every registered signal is recorded
         if o["triples"]:  # an open gate puts the query's own facts ahead of the same question
             assert o["prompt"].startswith("Facts:") and o["prompt"].endswith(c["prompt"])
     assert any(o["triples"] for o in opened)
