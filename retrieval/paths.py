@@ -325,7 +325,7 @@ class TrainSets:
     """What the leakage flags ask of a MARS train file."""
     answers: frozenset[str]
     entities: frozenset[str]             # every key of a row: example pair, question, answer
-    facts: frozenset[tuple[str, str, str]]   # (question, relation, answer) and (example, relation)
+    facts: frozenset[tuple[str, str, str]]   # (question, relation, answer) and (example head, relation, tail)
     pairs: frozenset[tuple[str, str]]    # (question, answer) and the example pair
 
 
