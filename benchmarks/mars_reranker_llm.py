@@ -55,8 +55,8 @@ def run_dir(args) -> Path:
 
 
 def shard_dir(kg: Path, split: str) -> Path:
-    dirs = sorted(p for p in (kg / "subgraphs" / "mars" / split).glob("*") if (p / "_SUCCESS").exists()) \
-        if (kg / "subgraphs" / "mars" / split).is_dir() else []
+    from mmkg.kg_store.shards import is_complete
+    dirs = sorted(p for p in (kg / "subgraphs" / "mars" / split).glob("*") if is_complete(p))
     if not dirs:
         raise SystemExit(f"no MARS {split} shards under {kg}: mmkg retrieve --kg {kg} --dataset mars:... "
                          f"--split {split}")

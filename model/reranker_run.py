@@ -106,15 +106,20 @@ def train(*, kg: str, data: str, output_dir: str, model: str = "reranker", valid
     return summary
 
 
+def run_summary(run: Path) -> dict[str, Any]:
+    """The summary of a `train` run folder; a one-line ConfigError when the folder holds no run."""
+    if not (run / MODEL_FILE).is_file() or not (run / SUMMARY_FILE).is_file():
+        raise ConfigError(f"{run}: not a reranker run (no {MODEL_FILE} / {SUMMARY_FILE}; run mmkg train first)")
+    return json.loads((run / SUMMARY_FILE).read_text())
+
+
 def attach_run(ctx: Any, run: str | Path) -> Any:
     """`ctx` (a `MarsContext`) with a `train` run's model, its shortlist size and the KG embedding its
     kge features read: what the `reranker` ranker needs (`mmkg evaluate`, an LLM's shortlist)."""
     from mmkg.model.kge import load_kge
     from mmkg.model.reranker import FEATURES, load_reranker
     run = Path(run)
-    if not (run / MODEL_FILE).is_file() or not (run / SUMMARY_FILE).is_file():
-        raise ConfigError(f"{run}: not a reranker run (no {MODEL_FILE} / {SUMMARY_FILE}; run mmkg train first)")
-    summary = json.loads((run / SUMMARY_FILE).read_text())
+    summary = run_summary(run)
     if int(summary["folds"]) != ctx.folds:
         raise ConfigError(f"{run}: trained with {summary['folds']} prior folds, the context has {ctx.folds}")
     ctx.reranker, ctx.reranker_k = load_reranker(run / MODEL_FILE), int(summary["k"])
@@ -141,13 +146,11 @@ def evaluate(*, kg: str, data: str, checkpoint: str, model: str = "reranker", sp
     if ties not in TIE_RULES:
         raise ConfigError(f"ties must be one of {TIE_RULES}, not {ties!r}")
     run = Path(checkpoint)
-    if not (run / MODEL_FILE).is_file() or not (run / SUMMARY_FILE).is_file():
-        raise ConfigError(f"{run}: not a reranker run (no {MODEL_FILE} / {SUMMARY_FILE}; run mmkg train first)")
+    summary = run_summary(run)  # before any data is read
     mars = _mars_dir(data)
     split_file = mars / f"{split}.json"
     if not split_file.is_file():
         raise ConfigError(f"split {split!r}: {split_file} does not exist")
-    summary = json.loads((run / SUMMARY_FILE).read_text())
     t0 = time.perf_counter()
     ctx = attach_run(MarsContext.from_files(kg, mars, folds=int(summary["folds"])), run)
     rows = read_mars_rows(split_file)

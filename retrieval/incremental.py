@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmkg.kg_store.graph import CSRGraph
-from mmkg.kg_store.hashing import mix
+from mmkg.kg_store.hashing import file_identity, mix
 from mmkg.retrieval.datasets import QuerySet
 from mmkg.retrieval.subgraph import SubgraphOutput, empty_output
 
@@ -130,18 +130,16 @@ _ENTITY_HASHES: dict[tuple, np.ndarray] = {}
 
 def entity_hashes(ev: Any, n: int) -> np.ndarray:
     """`row_hashes` of the entity vector of each of the graph's `n` nodes (0 for a node without one)."""
-    from mmkg.kg_store.hashing import file_identity
-    source = ev.source
-    key = (file_identity(source), n) if source else None
-    if key is None or key not in _ENTITY_HASHES:
+    key = (file_identity(ev.source), n) if ev.source else None   # vectors built in memory: no memo
+    out = _ENTITY_HASHES.get(key) if key else None
+    if out is None:
         out = np.zeros(n, np.uint64)
         has = ev.row_of[:n] >= 0
         out[has] = row_hashes(np.asarray(ev.vectors)[ev.row_of[:n][has]])
-        if key is None:
-            return out
-        _ENTITY_HASHES.clear()
-        _ENTITY_HASHES[key] = out
-    return _ENTITY_HASHES[key].copy()
+        if key:
+            _ENTITY_HASHES.clear()
+            _ENTITY_HASHES[key] = out
+    return out.copy()   # callers mark the answer space in place
 
 
 def query_digests(ctx: Any, vectors: np.ndarray, anchors_of: Sequence[np.ndarray], folds: np.ndarray,
